@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+
+use boundary_common::maps::{Action, DatapathConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+use super::CliError;
+use crate::{
+    config::{AgentConfig, NonIpAction, XdpMode},
+    datapath::{Datapath, PinLayout},
+    policy::{self, Policy},
+};
+
+/// Load the datapath, attach it to the configured interfaces and enforce the policy.
+///
+/// XDP takes ingress and tcx takes egress on every configured interface. Maps, programs and
+/// links are pinned under the pin directory, so enforcement continues after the agent exits
+/// (SIGTERM/SIGINT); `boundary-agent detach` removes it. SIGHUP reloads the policy file; a bad
+/// file is reported and the running policy stays. A previous agent's pins are adopted: maps
+/// keep their contents and counters, links are switched to the new programs in place.
+///
+/// Example: boundary-agent run --config /etc/boundary/agent.yaml
+#[derive(Debug, clap::Args)]
+pub struct Run {
+    /// The agent configuration file (YAML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override the config's XDP mode. Native never falls back silently.
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+}
+
+impl Run {
+    pub fn execute(self) -> Result<(), CliError> {
+        let mut config = AgentConfig::from_file(&self.config).map_err(CliError::bad_input)?;
+        if let Some(mode) = self.xdp_mode {
+            config.xdp_mode = mode;
+        }
+        let policy = Policy::from_file(&config.policy).map_err(CliError::bad_input)?;
+
+        let mut datapath = Datapath::load(PinLayout::new(&config.pin_dir), config.max_workloads)
+            .map_err(CliError::failed)?;
+        apply(&mut datapath, &config, &policy)?;
+        for iface in &config.interfaces {
+            datapath
+                .attach(iface, config.xdp_mode, config.allow_generic_fallback)
+                .map_err(CliError::failed)?;
+        }
+        datapath
+            .detach_others(&config.interfaces)
+            .map_err(CliError::failed)?;
+        datapath.pin_programs().map_err(CliError::failed)?;
+        info!(
+            interfaces = config.interfaces.len(),
+            workloads = policy.workloads.len(),
+            pin_dir = %config.pin_dir.display(),
+            "boundary agent ready"
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::failed)?;
+        runtime.block_on(serve(&mut datapath, &config))
+    }
+}
+
+fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Result<(), CliError> {
+    let slots = datapath.maps.slot_table().map_err(CliError::failed)?;
+    let compiled =
+        policy::compile(policy, &slots, config.max_workloads).map_err(CliError::bad_input)?;
+    let non_ip = match config.non_ip {
+        NonIpAction::Pass => Action::Pass,
+        NonIpAction::Drop => Action::Drop,
+    };
+    datapath
+        .maps
+        .apply(&compiled, DatapathConfig::new(non_ip))
+        .map_err(CliError::failed)
+}
+
+async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::failed)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(CliError::failed)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(CliError::failed)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match Policy::from_file(&config.policy).map_err(CliError::bad_input)
+                    .and_then(|p| apply(datapath, config, &p).map(|()| p))
+                {
+                    Ok(p) => info!(workloads = p.workloads.len(), "policy reloaded"),
+                    Err(e) => error!(error = %e, "policy reload refused; the running policy stays"),
+                }
+            }
+        }
+    }
+    info!("stopping; the datapath stays attached and pinned (boundary-agent detach removes it)");
+    Ok(())
+}

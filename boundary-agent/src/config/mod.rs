@@ -1,0 +1,254 @@
+//! The agent configuration file (`boundary-agent run --config agent.yaml`): interfaces, XDP
+//! mode, pin directory, the non-IP default and the policy file's path. It changes rarely; the
+//! policy file changes often.
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::Deserialize;
+
+use crate::yaml::{self, YamlError};
+
+/// Where pins live unless the config says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/boundary";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum XdpMode {
+    /// In the driver, before an skb exists: the fast path.
+    Native,
+    /// In the core stack, after the skb is built (`xdpgeneric`): works everywhere, slower.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// What happens to frames that are neither IPv4 nor IPv6 (ARP, LLDP, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NonIpAction {
+    Pass,
+    Drop,
+}
+
+/// An interface name as the kernel accepts it (1-15 bytes, no '/', no whitespace).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InterfaceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 15 {
+            return Err(format!("interface name {s:?} must be 1 to 15 bytes"));
+        }
+        if s.contains(['/', ':']) || s.chars().any(char::is_whitespace) || s == "." || s == ".." {
+            return Err(format!(
+                "interface name {s:?} contains a character Linux refuses"
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl FromStr for InterfaceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    interfaces: Vec<InterfaceName>,
+    #[serde(default = "default_xdp_mode")]
+    xdp_mode: XdpMode,
+    #[serde(default)]
+    allow_generic_fallback: bool,
+    #[serde(default = "default_pin_dir")]
+    pin_dir: PathBuf,
+    #[serde(default = "default_non_ip")]
+    non_ip: NonIpAction,
+    policy: PathBuf,
+    #[serde(default = "default_max_workloads")]
+    max_workloads: u32,
+}
+
+fn default_xdp_mode() -> XdpMode {
+    XdpMode::Native
+}
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+fn default_non_ip() -> NonIpAction {
+    NonIpAction::Pass
+}
+fn default_max_workloads() -> u32 {
+    boundary_common::maps::MAX_WORKLOADS
+}
+
+/// A validated agent configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Interfaces to protect: XDP on ingress and TC (tcx) on egress on each.
+    pub interfaces: Vec<InterfaceName>,
+    /// Default `native`; never silently downgraded.
+    pub xdp_mode: XdpMode,
+    /// When native attach fails: try generic instead of exiting. Default false.
+    pub allow_generic_fallback: bool,
+    /// Default `/sys/fs/bpf/boundary`; must be on a bpffs.
+    pub pin_dir: PathBuf,
+    /// Default `pass`, so ARP and neighbour discovery keep working.
+    pub non_ip: NonIpAction,
+    /// The policy file, relative paths resolved against the config file's directory.
+    pub policy: PathBuf,
+    /// Workload slots (the unprotected slot 0 included); sizes the counter maps. Default 256.
+    pub max_workloads: u32,
+}
+
+impl AgentConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = yaml::from_file(path)?;
+        Self::validate(raw, path)
+    }
+
+    pub fn from_str(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = yaml::from_str(&file.display().to_string(), text)?;
+        Self::validate(raw, file)
+    }
+
+    fn validate(raw: RawConfig, file: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.display().to_string(),
+            message,
+        };
+        if raw.interfaces.is_empty() {
+            return Err(invalid(
+                "interfaces: list at least one interface to protect".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for i in &raw.interfaces {
+            if !seen.insert(i) {
+                return Err(invalid(format!("interfaces: {i} is listed twice")));
+            }
+        }
+        if !raw.pin_dir.is_absolute() {
+            return Err(invalid(format!(
+                "pinDir: {} must be an absolute path on a bpffs",
+                raw.pin_dir.display()
+            )));
+        }
+        if !(2..=65_535).contains(&raw.max_workloads) {
+            return Err(invalid(format!(
+                "maxWorkloads: {} must be between 2 and 65535",
+                raw.max_workloads
+            )));
+        }
+        let policy = if raw.policy.is_absolute() {
+            raw.policy
+        } else {
+            file.parent().unwrap_or(Path::new(".")).join(raw.policy)
+        };
+        Ok(Self {
+            interfaces: raw.interfaces,
+            xdp_mode: raw.xdp_mode,
+            allow_generic_fallback: raw.allow_generic_fallback,
+            pin_dir: raw.pin_dir,
+            non_ip: raw.non_ip,
+            policy,
+            max_workloads: raw.max_workloads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_str(Path::new("/etc/boundary/agent.yaml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = parse("interfaces: [eth0]\npolicy: policy.yaml\n").unwrap();
+        assert_eq!(c.xdp_mode, XdpMode::Native);
+        assert!(!c.allow_generic_fallback);
+        assert_eq!(c.pin_dir, Path::new(DEFAULT_PIN_DIR));
+        assert_eq!(c.non_ip, NonIpAction::Pass);
+        assert_eq!(c.policy, Path::new("/etc/boundary/policy.yaml"));
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_location() {
+        let e = parse("interfaces: [eth0]\npolicy: p.yaml\nxdpMod: native\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/etc/boundary/agent.yaml:3:1: unknown field `xdpMod`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_location() {
+        let e = parse("interfaces: [eth0]\npolicy: p.yaml\nxdpMode: turbo\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":3:10: unknown variant `turbo`"),
+            "{e}"
+        );
+        let e = parse("interfaces: [\"this-name-is-too-long\"]\npolicy: p.yaml\n").unwrap_err();
+        assert!(e.to_string().contains(":1:"), "{e}");
+        assert!(e.to_string().contains("1 to 15 bytes"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_refused() {
+        for (text, needle) in [
+            ("interfaces: []\npolicy: p\n", "at least one interface"),
+            ("interfaces: [a, a]\npolicy: p\n", "listed twice"),
+            ("interfaces: [a]\npolicy: p\npinDir: rel\n", "absolute"),
+            (
+                "interfaces: [a]\npolicy: p\nmaxWorkloads: 1\n",
+                "maxWorkloads",
+            ),
+            ("interfaces: [a]\n", "missing field `policy`"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Loading the object, pinning it, attaching it, and adopting what a previous agent pinned.
+
+use std::{ffi::CString, io, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::{XdpLink, XdpMode as AyaXdpMode},
+    },
+};
+use boundary_common::maps::{ALL_MAPS, COUNTERS_MAP, NAMES_MAP};
+use tracing::{info, warn};
+
+use super::{
+    bpffs,
+    maps::{self, Maps, MapsError},
+    object::{OBJECT, TC_PROGRAM, XDP_PROGRAM},
+    pins::{LinkPin, PinLayout},
+};
+use crate::config::{InterfaceName, XdpMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program {program} is missing from the object")]
+    MissingProgram { program: &'static str },
+    #[error("{what} on {interface}: {source}")]
+    Attach {
+        what: &'static str,
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(
+        "native XDP failed on {interface} ({source}); set `allowGenericFallback: true` or `xdpMode: generic` to accept the slower generic mode"
+    )]
+    NativeRefused {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("link {path}: {source}")]
+    Link {
+        path: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
+pub struct Datapath {
+    ebpf: Ebpf,
+    layout: PinLayout,
+    pub maps: Maps,
+}
+
+impl Datapath {
+    /// Loads the programs, creating the pinned maps or adopting the ones already pinned.
+    pub fn load(layout: PinLayout, max_workloads: u32) -> Result<Self, DatapathError> {
+        let pin_err = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| DatapathError::PinDir { path, source }
+        };
+        bpffs::ensure(layout.root()).map_err(pin_err(layout.root()))?;
+        for dir in [layout.maps_dir(), layout.programs_dir(), layout.links_dir()] {
+            std::fs::create_dir_all(&dir).map_err(pin_err(&dir))?;
+        }
+        maps::check_pinned(&layout, max_workloads)?;
+
+        let mut loader = EbpfLoader::new();
+        let map_paths: Vec<(&str, PathBuf)> =
+            ALL_MAPS.iter().map(|&n| (n, layout.map(n))).collect();
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader
+            .map_max_entries(NAMES_MAP, max_workloads)
+            .map_max_entries(COUNTERS_MAP, max_workloads * 2);
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+
+        for program in [XDP_PROGRAM, TC_PROGRAM] {
+            let p = ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingProgram { program })?;
+            let prog_err = |source| DatapathError::Program { program, source };
+            match p {
+                aya::programs::Program::Xdp(x) => x.load().map_err(prog_err)?,
+                aya::programs::Program::SchedClassifier(t) => t.load().map_err(prog_err)?,
+                _ => return Err(DatapathError::MissingProgram { program }),
+            }
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self { ebpf, layout, maps })
+    }
+
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    /// The loaded XDP program (for `BPF_PROG_TEST_RUN` and attach).
+    pub fn xdp(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// The loaded TC program.
+    pub fn tc(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(TC_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// Pins both programs under `programs/`, replacing earlier pins.
+    pub fn pin_programs(&mut self) -> Result<(), DatapathError> {
+        let xdp_path = self.layout.program("xdp");
+        let tc_path = self.layout.program("tc");
+        for path in [&xdp_path, &tc_path] {
+            remove_if_present(path)?;
+        }
+        self.xdp().pin(&xdp_path).map_err(|e| DatapathError::Pin {
+            path: xdp_path.display().to_string(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        self.tc().pin(&tc_path).map_err(|e| DatapathError::Pin {
+            path: tc_path.display().to_string(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// Attaches XDP (ingress) and tcx (egress) to `iface` and pins both links. A link already
+    /// pinned for the interface is updated in place (`BPF_LINK_UPDATE`): the new program takes
+    /// over with no moment where the interface is unprotected. Returns the XDP mode in force.
+    pub fn attach(
+        &mut self,
+        iface: &InterfaceName,
+        mode: XdpMode,
+        allow_generic_fallback: bool,
+    ) -> Result<XdpMode, DatapathError> {
+        let mode = self.attach_xdp(iface, mode, allow_generic_fallback)?;
+        self.attach_tc(iface)?;
+        Ok(mode)
+    }
+
+    fn attach_xdp(
+        &mut self,
+        iface: &InterfaceName,
+        mode: XdpMode,
+        allow_generic_fallback: bool,
+    ) -> Result<XdpMode, DatapathError> {
+        // A pin in the wanted mode is adopted; one in the other mode is replaced (after the new
+        // attach succeeds would be better, but the kernel allows one XDP program per interface).
+        for (pin, path) in self.layout.links().map_err(|source| DatapathError::Pin {
+            path: self.layout.links_dir().display().to_string(),
+            source,
+        })? {
+            if let LinkPin::Xdp {
+                mode: pinned,
+                interface,
+            } = &pin
+                && interface == iface.as_str()
+            {
+                if *pinned == mode
+                    && let Some(link) = adopt::<XdpLink>(&path)?
+                {
+                    let xdp = self.xdp();
+                    match xdp.attach_to_link(link) {
+                        Ok(id) => {
+                            let link = xdp.take_link(id).map_err(attach_err("xdp", iface))?;
+                            pin_link(link, &path)?;
+                            info!(interface = %iface, %mode, "xdp program replaced in the pinned link");
+                            return Ok(mode);
+                        }
+                        Err(e) => {
+                            warn!(interface = %iface, error = %e, "could not update pinned xdp link; attaching anew")
+                        }
+                    }
+                } else {
+                    warn!(interface = %iface, from = %pinned, to = %mode, "xdp mode changes: detaching the old link");
+                    remove_if_present(&path)?;
+                }
+            }
+        }
+
+        let ifname = cstring(iface);
+        let first = self.xdp().attach(ifname.as_c_str(), aya_mode(mode));
+        let (id, mode) = match (first, mode) {
+            (Ok(id), m) => (id, m),
+            (Err(source), XdpMode::Native) if !allow_generic_fallback => {
+                return Err(DatapathError::NativeRefused {
+                    interface: iface.to_string(),
+                    source,
+                });
+            }
+            (Err(e), XdpMode::Native) => {
+                warn!(interface = %iface, error = %e, "native XDP failed; falling back to generic as allowGenericFallback permits");
+                let id = self
+                    .xdp()
+                    .attach(ifname.as_c_str(), AyaXdpMode::Skb)
+                    .map_err(attach_err("xdp (generic)", iface))?;
+                (id, XdpMode::Generic)
+            }
+            (Err(e), XdpMode::Generic) => return Err(attach_err("xdp (generic)", iface)(e)),
+        };
+        let link = self.xdp().take_link(id).map_err(attach_err("xdp", iface))?;
+        pin_link(link, &self.layout.xdp_link(iface, mode))?;
+        info!(interface = %iface, %mode, "xdp attached");
+        Ok(mode)
+    }
+
+    fn attach_tc(&mut self, iface: &InterfaceName) -> Result<(), DatapathError> {
+        let path = self.layout.tc_link(iface);
+        if let Some(link) = adopt::<SchedClassifierLink>(&path)? {
+            let tc = self.tc();
+            match tc.attach_to_link(link) {
+                Ok(id) => {
+                    let link = tc.take_link(id).map_err(attach_err("tc egress", iface))?;
+                    pin_link(link, &path)?;
+                    info!(interface = %iface, "tc program replaced in the pinned link");
+                    return Ok(());
+                }
+                Err(e) => {
+                    warn!(interface = %iface, error = %e, "could not update pinned tc link; attaching anew")
+                }
+            }
+        }
+        let ifname = cstring(iface);
+        let id = self
+            .tc()
+            .attach(ifname.as_c_str(), TcAttachType::Egress)
+            .map_err(attach_err("tc egress", iface))?;
+        let link = self
+            .tc()
+            .take_link(id)
+            .map_err(attach_err("tc egress", iface))?;
+        pin_link(link, &path)?;
+        info!(interface = %iface, "tc egress attached");
+        Ok(())
+    }
+
+    /// Unpins (and so detaches) links for interfaces not in `keep`.
+    pub fn detach_others(&self, keep: &[InterfaceName]) -> Result<(), DatapathError> {
+        let links = self.layout.links().map_err(|source| DatapathError::Pin {
+            path: self.layout.links_dir().display().to_string(),
+            source,
+        })?;
+        for (pin, path) in links {
+            if !keep.iter().any(|k| k.as_str() == pin.interface()) {
+                info!(
+                    interface = pin.interface(),
+                    "no longer configured: detaching"
+                );
+                remove_if_present(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn aya_mode(mode: XdpMode) -> AyaXdpMode {
+    match mode {
+        XdpMode::Native => AyaXdpMode::Driver,
+        XdpMode::Generic => AyaXdpMode::Skb,
+    }
+}
+
+fn cstring(iface: &InterfaceName) -> CString {
+    CString::new(iface.as_str()).expect("interface names are validated to hold no NUL")
+}
+
+fn attach_err(
+    what: &'static str,
+    iface: &InterfaceName,
+) -> impl FnOnce(ProgramError) -> DatapathError {
+    let interface = iface.to_string();
+    move |source| DatapathError::Attach {
+        what,
+        interface,
+        source,
+    }
+}
+
+/// Opens a pinned link and takes it off its pin, ready for `attach_to_link`. The link stays
+/// alive through our file descriptor while it is unpinned.
+fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
+    path: &std::path::Path,
+) -> Result<Option<L>, DatapathError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let link_err = |source| DatapathError::Link {
+        path: path.display().to_string(),
+        source,
+    };
+    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
+    let fd_link = pinned.unpin().map_err(|source| DatapathError::Pin {
+        path: path.display().to_string(),
+        source,
+    })?;
+    match L::try_from(fd_link) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "pinned link is not of the expected type; dropped");
+            Ok(None)
+        }
+    }
+}
+
+fn pin_link<L>(link: L, path: &std::path::Path) -> Result<(), DatapathError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let link_err = |source| DatapathError::Link {
+        path: path.display().to_string(),
+        source,
+    };
+    let fd_link = FdLink::try_from(link).map_err(link_err)?;
+    remove_if_present(path)?;
+    fd_link.pin(path).map_err(|e| DatapathError::Pin {
+        path: path.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(())
+}
+
+fn remove_if_present(path: &std::path::Path) -> Result<(), DatapathError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Pin {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,13 @@
+//! Boundary's agent: configuration, policy, and the datapath it loads, pins and reads.
+//!
+//! The binary (`main.rs`) only parses arguments and calls into these modules; everything here
+//! is usable from tests.
+
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod policy;
+pub mod yaml;
+
+/// Exit code for bad configuration or policy input (EX_USAGE, as linkerd and ztunnel do).
+pub const EXIT_CONFIG: i32 = 64;

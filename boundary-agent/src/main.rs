@@ -1,0 +1,28 @@
+//! `boundary-agent`: parses arguments and hands over to `cli`.
+#![forbid(unsafe_code)]
+
+use boundary_agent::cli::{Cli, Command, LogFormat};
+use clap::Parser as _;
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOUNDARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let result = match cli.command {
+        Command::Run(c) => c.execute(),
+        Command::Counters(c) => c.execute(),
+        Command::Detach(c) => c.execute(),
+    };
+    if let Err(e) = result {
+        eprintln!("boundary-agent: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

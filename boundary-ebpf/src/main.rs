@@ -1,0 +1,95 @@
+//! Boundary's datapath: XDP on ingress, TC (tcx) on egress.
+//!
+//! Entry points stay thin; parsing is in `parse`, the decision in `verdict`, counters in
+//! `stats`, map definitions in `maps`. On the host this crate compiles to an empty binary so
+//! that `cargo clippy --workspace` covers it; the real object is built for `bpfel-unknown-none`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(not(target_arch = "bpf"), allow(dead_code, unused_imports))]
+
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod stats;
+#[cfg(target_arch = "bpf")]
+mod verdict;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+    use boundary_common::{Direction, Verdict};
+
+    use crate::{stats, verdict};
+
+    /// XDP ingress: every frame that arrives on a protected interface.
+    #[xdp]
+    pub fn boundary_xdp(ctx: XdpContext) -> u32 {
+        let (data, data_end) = (ctx.data(), ctx.data_end());
+        let decision = verdict::decide(data, data_end, Direction::Ingress);
+        stats::count(
+            decision.slot,
+            Direction::Ingress,
+            decision.reason,
+            (data_end - data) as u64,
+        );
+        match decision.reason.verdict() {
+            Verdict::Pass => xdp_action::XDP_PASS,
+            Verdict::Drop => xdp_action::XDP_DROP,
+        }
+    }
+
+    /// TC egress (attached through tcx): every packet the host sends on a protected interface.
+    #[classifier]
+    pub fn boundary_tc(ctx: TcContext) -> i32 {
+        let len = ctx.len();
+        // Direct packet access only covers the linear part of the skb; locally built packets
+        // normally carry all headers there, but pull them in if not, so that a split header is
+        // parsed instead of being dropped as truncated.
+        if ctx.data_end() - ctx.data() < verdict::HEADERS_MAX
+            && (ctx.data_end() - ctx.data()) < len as usize
+        {
+            let want = if (len as usize) < verdict::HEADERS_MAX {
+                len
+            } else {
+                verdict::HEADERS_MAX as u32
+            };
+            let _ = ctx.pull_data(want);
+        }
+        let (data, data_end) = (ctx.data(), ctx.data_end());
+        let decision = verdict::decide(data, data_end, Direction::Egress);
+        stats::count(
+            decision.slot,
+            Direction::Egress,
+            decision.reason,
+            u64::from(len),
+        );
+        match decision.reason.verdict() {
+            // TCX_NEXT: let any program after ours have its say; the default is to pass.
+            Verdict::Pass => TC_ACT_UNSPEC,
+            Verdict::Drop => TC_ACT_SHOT as i32,
+        }
+    }
+
+    #[cfg(not(test))]
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "boundary-ebpf is an eBPF object: build it for bpfel-unknown-none (boundary-agent's build.rs does)"
+    );
+}

@@ -1,0 +1,28 @@
+//! Per-CPU packet and byte counters by (workload slot, direction, reason).
+
+use boundary_common::{
+    Direction, Reason,
+    maps::{REASON_SLOTS_MASK, counter_index},
+};
+
+use crate::maps::COUNTERS;
+
+#[inline(always)]
+pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
+    let Some(row) = COUNTERS.get_ptr_mut(counter_index(slot, direction as u8)) else {
+        // A slot past the map's end: the agent never installs one, so this cannot be counted
+        // anywhere more truthful than nowhere.
+        return;
+    };
+    // The mask is redundant for the compiler (codes are below REASON_SLOTS) but it is what
+    // lets the verifier prove the index in bounds.
+    let idx = (reason as usize) & REASON_SLOTS_MASK;
+    // SAFETY: `row` points into this CPU's value of a per-CPU array; nothing else runs on this
+    // CPU while we hold it (BPF programs are not preempted on the same CPU by each other in
+    // XDP/TC context), so a plain read-modify-write is race free.
+    unsafe {
+        let counter = &mut (*row).counters[idx];
+        counter.packets += 1;
+        counter.bytes += bytes;
+    }
+}
