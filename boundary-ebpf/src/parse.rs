@@ -164,6 +164,11 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if ip.vihl >> 4 != 4 {
         return Err(Reason::Ipv4BadVersion);
     }
+    // Addresses first, so that a malformed packet is still counted under its workload.
+    pkt.family = FAMILY_IPV4;
+    pkt.proto = ip.proto;
+    pkt.src[..4].copy_from_slice(&ip.src_addr);
+    pkt.dst[..4].copy_from_slice(&ip.dst_addr);
     let hlen = usize::from(ip.vihl & 0x0f) * 4;
     if hlen < Ipv4Hdr::LEN {
         return Err(Reason::Ipv4BadIhl);
@@ -175,11 +180,6 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if total < hlen || data + off + total > end {
         return Err(Reason::Ipv4BadTotalLength);
     }
-    pkt.family = FAMILY_IPV4;
-    pkt.proto = ip.proto;
-    pkt.src[..4].copy_from_slice(&ip.src_addr);
-    pkt.dst[..4].copy_from_slice(&ip.dst_addr);
-
     let frags = be16(ip.frags);
     let frag_offset = frags & 0x1fff;
     let more_fragments = frags & 0x2000 != 0;
@@ -205,15 +205,15 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if ip.vcf[0] >> 4 != 6 {
         return Err(Reason::Ipv6BadVersion);
     }
+    pkt.family = FAMILY_IPV6;
+    pkt.src = ip.src_addr;
+    pkt.dst = ip.dst_addr;
     let payload = usize::from(be16(ip.payload_len));
     let mut off = off + Ipv6Hdr::LEN;
     if data + off + payload > end {
         return Err(Reason::Ipv6BadPayloadLength);
     }
     let ip_end = off + payload;
-    pkt.family = FAMILY_IPV6;
-    pkt.src = ip.src_addr;
-    pkt.dst = ip.dst_addr;
 
     let mut next = ip.next_hdr;
     let mut walked = 0;

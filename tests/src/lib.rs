@@ -1,1 +1,12 @@
+//! The lab Boundary is tested and demonstrated in: network namespaces joined by veth pairs, the
+//! agent as a real process, crafted packets. Everything here cleans up after itself on drop.
 
+pub mod agent;
+pub mod netns;
+pub mod packets;
+pub mod privilege;
+pub mod traffic;
+
+pub use agent::AgentProcess;
+pub use netns::{Lab, NetNs};
+pub use privilege::require_root;

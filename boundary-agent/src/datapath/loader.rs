@@ -63,6 +63,8 @@ pub enum DatapathError {
         #[source]
         source: LinkError,
     },
+    #[error("this datapath was loaded without pins and cannot be attached")]
+    Unpinned,
     #[error("pin {path}: {source}")]
     Pin {
         path: String,
@@ -74,13 +76,25 @@ pub enum DatapathError {
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
 pub struct Datapath {
     ebpf: Ebpf,
-    layout: PinLayout,
+    /// None for a datapath loaded only to be run with `BPF_PROG_TEST_RUN` (tests, bench).
+    layout: Option<PinLayout>,
     pub maps: Maps,
 }
 
 impl Datapath {
     /// Loads the programs, creating the pinned maps or adopting the ones already pinned.
     pub fn load(layout: PinLayout, max_workloads: u32) -> Result<Self, DatapathError> {
+        Self::prepare_pins(&layout, max_workloads)?;
+        Self::load_object(Some(layout), max_workloads)
+    }
+
+    /// Loads the programs with fresh, unpinned maps, attached nowhere: for running them with
+    /// `BPF_PROG_TEST_RUN` (kernel tests, benchmarks, `trace`).
+    pub fn load_unpinned(max_workloads: u32) -> Result<Self, DatapathError> {
+        Self::load_object(None, max_workloads)
+    }
+
+    fn prepare_pins(layout: &PinLayout, max_workloads: u32) -> Result<(), DatapathError> {
         let pin_err = |path: &std::path::Path| {
             let path = path.display().to_string();
             move |source| DatapathError::PinDir { path, source }
@@ -89,11 +103,16 @@ impl Datapath {
         for dir in [layout.maps_dir(), layout.programs_dir(), layout.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(pin_err(&dir))?;
         }
-        maps::check_pinned(&layout, max_workloads)?;
+        maps::check_pinned(layout, max_workloads)?;
+        Ok(())
+    }
 
+    fn load_object(layout: Option<PinLayout>, max_workloads: u32) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
-        let map_paths: Vec<(&str, PathBuf)> =
-            ALL_MAPS.iter().map(|&n| (n, layout.map(n))).collect();
+        let map_paths: Vec<(&str, PathBuf)> = layout
+            .iter()
+            .flat_map(|l| ALL_MAPS.iter().map(move |&n| (n, l.map(n))))
+            .collect();
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -119,8 +138,8 @@ impl Datapath {
         Ok(Self { ebpf, layout, maps })
     }
 
-    pub fn layout(&self) -> &PinLayout {
-        &self.layout
+    fn layout(&self) -> Result<&PinLayout, DatapathError> {
+        self.layout.as_ref().ok_or(DatapathError::Unpinned)
     }
 
     /// The loaded XDP program (for `BPF_PROG_TEST_RUN` and attach).
@@ -141,8 +160,8 @@ impl Datapath {
 
     /// Pins both programs under `programs/`, replacing earlier pins.
     pub fn pin_programs(&mut self) -> Result<(), DatapathError> {
-        let xdp_path = self.layout.program("xdp");
-        let tc_path = self.layout.program("tc");
+        let xdp_path = self.layout()?.program("xdp");
+        let tc_path = self.layout()?.program("tc");
         for path in [&xdp_path, &tc_path] {
             remove_if_present(path)?;
         }
@@ -179,8 +198,9 @@ impl Datapath {
     ) -> Result<XdpMode, DatapathError> {
         // A pin in the wanted mode is adopted; one in the other mode is replaced (after the new
         // attach succeeds would be better, but the kernel allows one XDP program per interface).
-        for (pin, path) in self.layout.links().map_err(|source| DatapathError::Pin {
-            path: self.layout.links_dir().display().to_string(),
+        let layout = self.layout()?.clone();
+        for (pin, path) in layout.links().map_err(|source| DatapathError::Pin {
+            path: layout.links_dir().display().to_string(),
             source,
         })? {
             if let LinkPin::Xdp {
@@ -232,13 +252,13 @@ impl Datapath {
             (Err(e), XdpMode::Generic) => return Err(attach_err("xdp (generic)", iface)(e)),
         };
         let link = self.xdp().take_link(id).map_err(attach_err("xdp", iface))?;
-        pin_link(link, &self.layout.xdp_link(iface, mode))?;
+        pin_link(link, &layout.xdp_link(iface, mode))?;
         info!(interface = %iface, %mode, "xdp attached");
         Ok(mode)
     }
 
     fn attach_tc(&mut self, iface: &InterfaceName) -> Result<(), DatapathError> {
-        let path = self.layout.tc_link(iface);
+        let path = self.layout()?.tc_link(iface);
         if let Some(link) = adopt::<SchedClassifierLink>(&path)? {
             let tc = self.tc();
             match tc.attach_to_link(link) {
@@ -269,8 +289,9 @@ impl Datapath {
 
     /// Unpins (and so detaches) links for interfaces not in `keep`.
     pub fn detach_others(&self, keep: &[InterfaceName]) -> Result<(), DatapathError> {
-        let links = self.layout.links().map_err(|source| DatapathError::Pin {
-            path: self.layout.links_dir().display().to_string(),
+        let layout = self.layout()?;
+        let links = layout.links().map_err(|source| DatapathError::Pin {
+            path: layout.links_dir().display().to_string(),
             source,
         })?;
         for (pin, path) in links {

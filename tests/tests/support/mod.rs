@@ -1,0 +1,130 @@
+//! The real eBPF object run through `BPF_PROG_TEST_RUN`, with a policy applied to its maps.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use boundary_agent::{
+    datapath::Datapath,
+    policy::{self, Policy, SlotTable},
+};
+use boundary_common::{
+    Direction, Reason,
+    maps::{Action, DatapathConfig},
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// `TC_ACT_UNSPEC` (-1): pass on to the next tcx program or the stack.
+pub const TC_NEXT: u32 = u32::MAX;
+pub const TC_SHOT: u32 = 2;
+
+/// The policy most kernel tests run under: one workload per behaviour.
+pub const STANDARD_POLICY: &str = "\
+apiVersion: boundary.dev/v1
+workloads:
+  - name: web            # slot 1: allows both ways
+    addresses: [10.203.0.1, \"fd00:203::1\"]
+  - name: locked         # slot 2: denies both ways
+    addresses: [10.203.0.3]
+    ingress: { default: deny }
+    egress: { default: deny }
+  - name: audited        # slot 3: would deny, audits
+    addresses: [10.203.0.5]
+    mode: audit
+    ingress: { default: deny }
+";
+
+pub const WEB: u16 = 1;
+pub const LOCKED: u16 = 2;
+pub const AUDITED: u16 = 3;
+pub const UNPROTECTED: u16 = 0;
+
+const SLOTS: u32 = 8;
+
+pub struct Kernel {
+    dp: Datapath,
+}
+
+/// What one packet did: the program's return value and the single counter it moved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: u32,
+    pub slot: u16,
+    pub reason: Reason,
+}
+
+impl Kernel {
+    pub fn new(policy_yaml: &str, non_ip: Action) -> Self {
+        let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
+        let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
+        let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
+        dp.maps
+            .apply(&compiled, DatapathConfig::new(non_ip))
+            .expect("apply");
+        Self { dp }
+    }
+
+    pub fn standard() -> Self {
+        Self::new(STANDARD_POLICY, Action::Pass)
+    }
+
+    fn snapshot(&self) -> Vec<(u16, u8, usize, u64, u64)> {
+        let mut out = Vec::new();
+        for slot in 0..u16::try_from(SLOTS).expect("fits") {
+            for dir in [0u8, 1] {
+                let row = self.dp.maps.counter_row(slot, dir).expect("read counters");
+                for (i, c) in row.counters.iter().enumerate() {
+                    out.push((slot, dir, i, c.packets, c.bytes));
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs `frame` through the program for `direction`; asserts exactly one counter moved,
+    /// by one packet of `frame.len()` bytes, and returns the outcome.
+    pub fn run(&mut self, direction: Direction, frame: &[u8]) -> Outcome {
+        let before = self.snapshot();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        let action = match direction {
+            Direction::Ingress => self.dp.xdp().test_run(opts),
+            Direction::Egress => self.dp.tc().test_run(opts),
+        }
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value;
+        let after = self.snapshot();
+        let moved: Vec<_> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|(b, a)| (a.0, a.1, a.2, a.3 - b.3, a.4 - b.4))
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "exactly one counter must move, got {moved:?}"
+        );
+        let (slot, dir, code, packets, bytes) = moved[0];
+        assert_eq!(dir, direction as u8, "counted in the wrong direction");
+        assert_eq!(packets, 1);
+        assert_eq!(bytes, frame.len() as u64, "bytes counted");
+        let reason = Reason::from_code(u8::try_from(code).expect("code")).expect("known reason");
+        Outcome {
+            action,
+            slot,
+            reason,
+        }
+    }
+
+    pub fn xdp(&mut self, frame: &[u8]) -> Outcome {
+        self.run(Direction::Ingress, frame)
+    }
+
+    pub fn tc(&mut self, frame: &[u8]) -> Outcome {
+        self.run(Direction::Egress, frame)
+    }
+}
