@@ -1,5 +1,5 @@
 //! Builds the eBPF object (boundary-ebpf) with the pinned nightly for bpfel-unknown-none and
-//! leaves it in OUT_DIR, where `datapath::object` embeds it.
+//! leaves it in `OUT_DIR`, where `datapath::object` embeds it.
 use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
 

@@ -9,5 +9,5 @@ pub mod datapath;
 pub mod policy;
 pub mod yaml;
 
-/// Exit code for bad configuration or policy input (EX_USAGE, as linkerd and ztunnel do).
+/// Exit code for bad configuration or policy input (`EX_USAGE`, as linkerd and ztunnel do).
 pub const EXIT_CONFIG: i32 = 64;

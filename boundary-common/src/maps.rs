@@ -7,7 +7,7 @@ use core::mem::size_of;
 
 use crate::reason::REASON_SLOTS;
 
-/// `REASON_SLOTS - 1`: masks a reason code into a counter row (REASON_SLOTS is a power of two).
+/// `REASON_SLOTS - 1`: masks a reason code into a counter row (`REASON_SLOTS` is a power of two).
 pub const REASON_SLOTS_MASK: usize = REASON_SLOTS - 1;
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
@@ -60,14 +60,14 @@ pub enum Mode {
 pub struct DatapathConfig {
     /// [`Action`] for frames that are not IPv4 or IPv6 (ARP, LLDP, ...).
     pub non_ip: u8,
-    pub _pad: [u8; 7],
+    pub pad: [u8; 7],
 }
 
 impl DatapathConfig {
     pub const fn new(non_ip: Action) -> Self {
         Self {
             non_ip: non_ip as u8,
-            _pad: [0; 7],
+            pad: [0; 7],
         }
     }
 }
@@ -81,7 +81,7 @@ pub const FAMILY_IPV6: u8 = 6;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     pub family: u8,
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
     pub addr: [u8; 16],
 }
 
@@ -94,7 +94,7 @@ impl EndpointKey {
         a[3] = addr[3];
         Self {
             family: FAMILY_IPV4,
-            _pad: [0; 3],
+            pad: [0; 3],
             addr: a,
         }
     }
@@ -102,7 +102,7 @@ impl EndpointKey {
     pub const fn v6(addr: [u8; 16]) -> Self {
         Self {
             family: FAMILY_IPV6,
-            _pad: [0; 3],
+            pad: [0; 3],
             addr,
         }
     }
@@ -120,7 +120,7 @@ pub struct Endpoint {
     pub ingress_default: u8,
     /// [`Action`] for egress packets no rule decides.
     pub egress_default: u8,
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
 }
 
 /// Longest workload name, in bytes.

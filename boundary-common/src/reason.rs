@@ -37,7 +37,7 @@ macro_rules! reasons {
                 }
             }
 
-            /// Stable snake_case label used in metrics, JSON and tables.
+            /// Stable `snake_case` label used in metrics, JSON and tables.
             pub const fn label(self) -> &'static str {
                 match self { $( Reason::$name => $label, )* }
             }

@@ -107,7 +107,7 @@ pub fn tcp_hello(ns: &NetNs, to: SocketAddr, wait: Duration) -> bool {
     stream.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
 }
 
-/// Sends raw Ethernet frames out of `ifname` in `ns` (AF_PACKET), as they are: this is how
+/// Sends raw Ethernet frames out of `ifname` in `ns` (`AF_PACKET`), as they are: this is how
 /// malformed packets reach the wire.
 pub fn inject(ns: &NetNs, ifname: &str, frames: &[Vec<u8>]) {
     let ifname = ifname.to_owned();
@@ -115,7 +115,7 @@ pub fn inject(ns: &NetNs, ifname: &str, frames: &[Vec<u8>]) {
         #[expect(unsafe_code, reason = "AF_PACKET sockets have no safe wrapper")]
         // SAFETY: plain socket calls on a socket we own; sockaddr_ll is fully initialised.
         unsafe {
-            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let proto = u16::try_from(libc::ETH_P_ALL).expect("fits").to_be();
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
             assert!(
                 fd >= 0,
@@ -126,7 +126,7 @@ pub fn inject(ns: &NetNs, ifname: &str, frames: &[Vec<u8>]) {
             let ifindex = libc::if_nametoindex(cname.as_ptr());
             assert!(ifindex != 0, "no interface");
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_family = u16::try_from(libc::AF_PACKET).expect("fits");
             sll.sll_protocol = proto;
             #[expect(clippy::cast_possible_wrap, reason = "ifindex fits in i32")]
             {

@@ -1,1 +1,67 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's tasks. Each lives in its own module.
+
+mod demo;
+mod setup;
+mod test;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+
+#[derive(clap::Parser)]
+#[command(name = "cargo xtask")]
+enum Task {
+    /// Install what a fresh machine lacks (apt packages, pinned toolchains, bpf-linker, bpffs).
+    /// Idempotent; the other tasks run it first.
+    Setup,
+    /// fmt check, clippy (`-D warnings`), unit, kernel (`BPF_PROG_TEST_RUN`) and end-to-end tests.
+    ///
+    /// Kernel and end-to-end tests need root; under CI=true they fail rather than skip.
+    Test(test::Args),
+    /// A throwaway lab: client and server namespaces, the agent protecting the server, normal
+    /// and malformed traffic, then the per-workload counter table. Cleans up on exit or Ctrl-C.
+    Demo(demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Task::parse() {
+        Task::Setup => setup::run(),
+        Task::Test(args) => test::run(&args),
+        Task::Demo(args) => demo::run(&args),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo ARGS` in the workspace root (through rustup's proxy, so rust-toolchain.toml
+/// applies), failing with the command line if it fails.
+pub fn cargo(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    // Let rust-toolchain.toml pick the toolchain of nested cargo calls.
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = cmd
+        .status()
+        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the agent (debug) and returns its path.
+pub fn build_agent() -> anyhow::Result<PathBuf> {
+    cargo(&["build", "--package", "boundary-agent"], &[])?;
+    Ok(root().join("target/debug/boundary-agent"))
+}

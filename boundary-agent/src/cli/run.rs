@@ -50,6 +50,15 @@ impl Run {
             .detach_others(&config.interfaces)
             .map_err(CliError::failed)?;
         datapath.pin_programs().map_err(CliError::failed)?;
+        for p in datapath.program_stats() {
+            info!(
+                program = p.name,
+                id = p.id,
+                verified_insns = p.verified_insns,
+                jited_bytes = p.jited_bytes,
+                "program loaded"
+            );
+        }
         info!(
             interfaces = config.interfaces.len(),
             workloads = policy.workloads.len(),

@@ -204,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let c = AgentConfig::from_file(&dir.join("agent.yaml")).expect("examples/agent.yaml");
+        assert_eq!(c.interfaces[0].as_str(), "eth0");
+        let p = crate::policy::Policy::from_file(&c.policy).expect("examples/policy.yaml");
+        assert_eq!(p.workloads.len(), 2);
+    }
+
+    #[test]
     fn defaults_fill_in() {
         let c = parse("interfaces: [eth0]\npolicy: policy.yaml\n").unwrap();
         assert_eq!(c.xdp_mode, XdpMode::Native);
@@ -227,7 +236,7 @@ mod tests {
     fn bad_values_are_refused_with_location() {
         let e = parse("interfaces: [eth0]\npolicy: p.yaml\nxdpMode: turbo\n").unwrap_err();
         assert!(
-            e.to_string().contains(":3:10: unknown variant `turbo`"),
+            e.to_string().contains(":3:10: xdpMode: unknown variant `turbo`"),
             "{e}"
         );
         let e = parse("interfaces: [\"this-name-is-too-long\"]\npolicy: p.yaml\n").unwrap_err();

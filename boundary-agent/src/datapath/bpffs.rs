@@ -17,12 +17,7 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    #[expect(
-        clippy::cast_lossless,
-        clippy::unnecessary_cast,
-        reason = "f_type's width varies by libc target"
-    )]
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+    Ok(st.f_type == BPF_FS_MAGIC)
 }
 
 fn unsafe_zeroed_statfs() -> libc::statfs {

@@ -73,6 +73,26 @@ pub enum DatapathError {
     },
 }
 
+/// Verifier and JIT figures of a loaded program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub id: u32,
+    pub verified_insns: Option<u32>,
+    pub jited_bytes: u32,
+}
+
+impl ProgramStats {
+    fn from_info(name: &'static str, info: &aya::programs::ProgramInfo) -> Self {
+        Self {
+            name,
+            id: info.id(),
+            verified_insns: info.verified_instruction_count(),
+            jited_bytes: info.size_jitted(),
+        }
+    }
+}
+
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
 pub struct Datapath {
     ebpf: Ebpf,
@@ -158,6 +178,19 @@ impl Datapath {
             .expect("loaded in Datapath::load")
     }
 
+    /// What the verifier and the JIT made of each program: (name, id, instructions the
+    /// verifier processed, JIT image bytes). The verifier count is the budget to watch.
+    pub fn program_stats(&mut self) -> Vec<ProgramStats> {
+        let mut out = Vec::new();
+        if let Ok(info) = self.xdp().info() {
+            out.push(ProgramStats::from_info(XDP_PROGRAM, &info));
+        }
+        if let Ok(info) = self.tc().info() {
+            out.push(ProgramStats::from_info(TC_PROGRAM, &info));
+        }
+        out
+    }
+
     /// Pins both programs under `programs/`, replacing earlier pins.
     pub fn pin_programs(&mut self) -> Result<(), DatapathError> {
         let xdp_path = self.layout()?.program("xdp");
@@ -221,7 +254,7 @@ impl Datapath {
                             return Ok(mode);
                         }
                         Err(e) => {
-                            warn!(interface = %iface, error = %e, "could not update pinned xdp link; attaching anew")
+                            warn!(interface = %iface, error = %e, "could not update pinned xdp link; attaching anew");
                         }
                     }
                 } else {
@@ -269,7 +302,7 @@ impl Datapath {
                     return Ok(());
                 }
                 Err(e) => {
-                    warn!(interface = %iface, error = %e, "could not update pinned tc link; attaching anew")
+                    warn!(interface = %iface, error = %e, "could not update pinned tc link; attaching anew");
                 }
             }
         }

@@ -8,6 +8,6 @@ pub mod maps;
 pub mod object;
 pub mod pins;
 
-pub use loader::{Datapath, DatapathError};
+pub use loader::{Datapath, DatapathError, ProgramStats};
 pub use maps::Maps;
 pub use pins::PinLayout;

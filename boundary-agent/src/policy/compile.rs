@@ -80,7 +80,7 @@ pub fn compile(
                 },
                 ingress_default: action(w.ingress_default) as u8,
                 egress_default: action(w.egress_default) as u8,
-                _pad: [0; 3],
+                pad: [0; 3],
             };
             w.addresses.iter().map(move |a| (endpoint_key(*a), value))
         })
@@ -121,12 +121,14 @@ pub fn decode_name(raw: &[u8; WORKLOAD_NAME_LEN]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn policy(names: &[&str]) -> Policy {
         let mut text = String::from("apiVersion: boundary.dev/v1\nworkloads:\n");
         for (i, n) in names.iter().enumerate() {
-            text.push_str(&format!("- name: {n}\n  addresses: [10.0.0.{}]\n", i + 1));
+            let _ = writeln!(text, "- name: {n}\n  addresses: [10.0.0.{}]", i + 1);
         }
         Policy::from_str("p.yaml", &text).unwrap()
     }

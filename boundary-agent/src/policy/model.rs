@@ -275,7 +275,7 @@ mod tests {
             ),
             (
                 "- name: a\n  adresses: [10.0.0.1]\n",
-                "policy.yaml:4:3: unknown field `adresses`",
+                "policy.yaml:4:3: workloads[0]: unknown field `adresses`",
             ),
             (
                 "- name: a\n  addresses: [10.0.0.1]\n- name: a\n  addresses: [10.0.0.2]\n",

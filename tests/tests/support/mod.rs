@@ -46,7 +46,7 @@ pub struct Kernel {
 }
 
 /// What one packet did: the program's return value and the single counter it moved.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub action: u32,
     pub slot: u16,

@@ -1,0 +1,217 @@
+//! Makes a fresh machine ready: apt packages, the pinned toolchains with `rust-src`,
+//! bpf-linker built against the pinned nightly's own LLVM, bpffs. Idempotent and fast when
+//! everything is there. The recipe is the one in shared/EBPF-NOTES.md.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Keep in step with rust-toolchain.toml.
+pub const STABLE: &str = "1.99.1";
+/// Keep in step with boundary-agent/build.rs. Dated on purpose: updating it would remove the
+/// libLLVM that bpf-linker was built against.
+pub const NIGHTLY: &str = "nightly-2026-10-29";
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM major bpf-linker's default feature (`llvm-23`) expects.
+const LLVM_MAJOR: &str = "23";
+
+/// (command that proves the package is there, Debian package).
+const APT: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("nsenter", "util-linux"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    let start = Instant::now();
+    step("apt packages", apt)?;
+    step("rust toolchains", toolchains)?;
+    step("bpf-linker", bpf_linker)?;
+    step("bpffs", bpffs)?;
+    eprintln!(
+        "xtask: setup complete in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn step(name: &str, f: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    f().with_context(|| format!("setup step '{name}' failed"))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Finds `cmd` on PATH or in the sbin directories (root's tools live there).
+pub fn find_command(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+fn apt() -> anyhow::Result<()> {
+    apt_install(APT)
+}
+
+/// Installs the packages of `wanted` whose command is missing.
+pub fn apt_install(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| find_command(cmd).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {missing:?}; install them as root: apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {missing:?} with apt-get");
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn toolchains() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed (https://rustup.rs)")?;
+    let has = |name: &str| {
+        installed
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}-")))
+    };
+    if !has(STABLE) {
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            STABLE,
+            "--profile",
+            "minimal",
+            "-c",
+            "rustfmt",
+            "-c",
+            "clippy",
+        ]))?;
+    }
+    if !has(NIGHTLY)
+        || !nightly_sysroot()?
+            .join("lib/rustlib/src/rust/library/core")
+            .is_dir()
+    {
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "-c",
+            "rust-src",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    let s = output(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--print", "sysroot"]))?;
+    Ok(PathBuf::from(s.trim()))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if let Some(bin) = find_command("bpf-linker")
+        && let Ok(v) = output(Command::new(&bin).arg("--version"))
+        && v.contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot()?;
+    let llvm = output(Command::new("rustup").args(["run", NIGHTLY, "rustc", "-vV"]))?;
+    let major = llvm
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .unwrap_or_default();
+    if major != LLVM_MAJOR {
+        bail!(
+            "{NIGHTLY} ships LLVM {major}, bpf-linker {BPF_LINKER_VERSION} is built here for LLVM {LLVM_MAJOR}"
+        );
+    }
+    link_libllvm(&sysroot.join("lib"))?;
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {NIGHTLY}'s LLVM (about a minute)"
+    );
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                &format!("+{STABLE}"),
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+            ])
+            .env("LLVM_PREFIX", &sysroot)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+}
+
+/// bpf-linker links `-lLLVM`; the nightly ships only the versioned file.
+fn link_libllvm(lib: &Path) -> anyhow::Result<()> {
+    let link = lib.join("libLLVM.so");
+    if link.exists() {
+        return Ok(());
+    }
+    let versioned = std::fs::read_dir(lib)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM in {}; reinstall {NIGHTLY}", lib.display()))?;
+    std::os::unix::fs::symlink(&versioned, &link)
+        .with_context(|| format!("symlink {} -> {versioned}", link.display()))
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    let mounted = std::fs::read_to_string("/proc/mounts")?.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    });
+    if mounted {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("bpffs is not mounted at /sys/fs/bpf; as root: mount -t bpf bpf /sys/fs/bpf");
+    }
+    std::fs::create_dir_all(root)?;
+    run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}

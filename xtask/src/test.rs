@@ -1,0 +1,31 @@
+//! `cargo xtask test`: formatting, lints, and the three test tiers.
+
+use crate::{build_agent, cargo, setup};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Extra arguments for `cargo test` (a filter, `--nocapture`, ...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    setup::run()?;
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    let agent = build_agent()?;
+    let agent = agent.display().to_string();
+    let mut test_args = vec!["test", "--workspace"];
+    test_args.extend(args.cargo_test_args.iter().map(String::as_str));
+    cargo(&test_args, &[("BOUNDARY_AGENT_BIN", &agent)])
+}
