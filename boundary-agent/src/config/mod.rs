@@ -236,7 +236,8 @@ mod tests {
     fn bad_values_are_refused_with_location() {
         let e = parse("interfaces: [eth0]\npolicy: p.yaml\nxdpMode: turbo\n").unwrap_err();
         assert!(
-            e.to_string().contains(":3:10: xdpMode: unknown variant `turbo`"),
+            e.to_string()
+                .contains(":3:10: xdpMode: unknown variant `turbo`"),
             "{e}"
         );
         let e = parse("interfaces: [\"this-name-is-too-long\"]\npolicy: p.yaml\n").unwrap_err();
