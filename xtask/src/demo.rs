@@ -78,6 +78,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         agent.pid().unwrap_or(0),
         files.pin_dir.display()
     );
+    for line in agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("program loaded") || l.contains("attached"))
+    {
+        println!(
+            "   agent: {}",
+            line.split_once("  ").map_or(line, |(_, rest)| rest).trim()
+        );
+    }
     let _servers = [
         Servers::start(&lab.server, SERVER.into(), 7000, 8080),
         Servers::start(&lab.server, SERVER_B.into(), 7000, 8080),
