@@ -8,9 +8,15 @@
 #![cfg_attr(not(target_arch = "bpf"), allow(dead_code, unused_imports))]
 
 #[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod fragments;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
@@ -38,6 +44,9 @@ mod programs {
             decision.reason,
             (data_end - data) as u64,
         );
+        if decision.rule != verdict::NO_RULE {
+            stats::count_rule(decision.rule);
+        }
         match decision.reason.verdict() {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
@@ -69,6 +78,9 @@ mod programs {
             decision.reason,
             u64::from(len),
         );
+        if decision.rule != verdict::NO_RULE {
+            stats::count_rule(decision.rule);
+        }
         match decision.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.
             Verdict::Pass => TC_ACT_UNSPEC,

@@ -20,12 +20,13 @@ const SHORT: Duration = Duration::from_millis(300);
 
 const POLICY: &str = "\
 apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
 workloads:
   - name: web
     addresses: [10.203.0.1, \"fd00:203::1\"]
   - name: locked
     addresses: [10.203.0.3]
-    ingress: { default: deny }
+    defaults: { ingress: deny }
 ";
 
 /// Packets counted for (workload, direction, reason), from `counters --json`.
@@ -248,7 +249,7 @@ fn sighup_reloads_and_a_bad_file_keeps_the_running_policy() {
 
     let deny_web = POLICY.replace(
         "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n",
-        "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n    ingress: { default: deny }\n",
+        "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n    defaults: { ingress: deny }\n",
     );
     std::fs::write(s.files.policy(), deny_web).expect("write policy");
     s.agent.signal(Signal::SIGHUP);

@@ -37,7 +37,7 @@ workloads:
     addresses: [10.203.0.1, \"fd00:203::1\"]
   - name: admin          # closed: every ingress packet is dropped
     addresses: [10.203.0.3]
-    ingress: { default: deny }
+    defaults: { ingress: deny }
 ";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use boundary_common::maps::{Action, DatapathConfig};
+use boundary_common::maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
@@ -82,10 +82,7 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
     };
-    datapath
-        .maps
-        .apply(&compiled, DatapathConfig::new(non_ip))
-        .map_err(CliError::failed)
+    datapath.maps.apply(compiled, non_ip).map_err(CliError::failed)
 }
 
 async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {

@@ -7,10 +7,7 @@ use boundary_agent::{
     datapath::Datapath,
     policy::{self, Policy, SlotTable},
 };
-use boundary_common::{
-    Direction, Reason,
-    maps::{Action, DatapathConfig},
-};
+use boundary_common::{Direction, Reason, maps::Action};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -21,17 +18,18 @@ pub const TC_SHOT: u32 = 2;
 /// The policy most kernel tests run under: one workload per behaviour.
 pub const STANDARD_POLICY: &str = "\
 apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
+failsafe: []
 workloads:
   - name: web            # slot 1: allows both ways
     addresses: [10.203.0.1, \"fd00:203::1\"]
   - name: locked         # slot 2: denies both ways
     addresses: [10.203.0.3]
-    ingress: { default: deny }
-    egress: { default: deny }
+    defaults: { ingress: deny, egress: deny }
   - name: audited        # slot 3: would deny, audits
     addresses: [10.203.0.5]
     mode: audit
-    ingress: { default: deny }
+    defaults: { ingress: deny }
 ";
 
 pub const WEB: u16 = 1;
@@ -58,9 +56,7 @@ impl Kernel {
         let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
-        dp.maps
-            .apply(&compiled, DatapathConfig::new(non_ip))
-            .expect("apply");
+        dp.maps.apply(compiled, non_ip).expect("apply");
         Self { dp }
     }
 
