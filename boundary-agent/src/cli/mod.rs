@@ -1,8 +1,10 @@
 //! Subcommands, one per file; their doc comments are the help text.
 
+pub mod check;
 pub mod counters;
 pub mod detach;
 pub mod run;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -29,6 +31,8 @@ pub enum LogFormat {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Run(run::Run),
+    Check(check::Check),
+    Trace(trace::Trace),
     Counters(counters::Counters),
     Detach(detach::Detach),
 }

@@ -16,7 +16,8 @@ use crate::{
 /// XDP takes ingress and tcx takes egress on every configured interface. Maps, programs and
 /// links are pinned under the pin directory, so enforcement continues after the agent exits
 /// (SIGTERM/SIGINT); `boundary-agent detach` removes it. SIGHUP reloads the policy file; a bad
-/// file is reported and the running policy stays. A previous agent's pins are adopted: maps
+/// file is reported and the running policy stays. The policy file is also re-read every
+/// two seconds and reloaded when it changed. A previous agent's pins are adopted: maps
 /// keep their contents and counters, links are switched to the new programs in place.
 ///
 /// Example: boundary-agent run --config /etc/boundary/agent.yaml
@@ -85,22 +86,40 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
     datapath.maps.apply(compiled, non_ip).map_err(CliError::failed)
 }
 
+/// How often the policy file is re-read. Polling (rather than inotify) follows every way a
+/// file can change, a ConfigMap's `..data` symlink swap included, at the cost of a read.
+const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {
     let mut term = signal(SignalKind::terminate()).map_err(CliError::failed)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::failed)?;
     let mut hup = signal(SignalKind::hangup()).map_err(CliError::failed)?;
+    let mut poll = tokio::time::interval(POLL);
+    let mut last = std::fs::read(&config.policy).ok();
     loop {
-        tokio::select! {
+        let forced = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                match Policy::from_file(&config.policy).map_err(CliError::bad_input)
-                    .and_then(|p| apply(datapath, config, &p).map(|()| p))
-                {
-                    Ok(p) => info!(workloads = p.workloads.len(), "policy reloaded"),
-                    Err(e) => error!(error = %e, "policy reload refused; the running policy stays"),
-                }
-            }
+            _ = hup.recv() => true,
+            _ = poll.tick() => false,
+        };
+        let now = std::fs::read(&config.policy).ok();
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let started = std::time::Instant::now();
+        match Policy::from_file(&config.policy)
+            .map_err(CliError::bad_input)
+            .and_then(|p| apply(datapath, config, &p).map(|()| p))
+        {
+            Ok(p) => info!(
+                workloads = p.workloads.len(),
+                apply_ms = started.elapsed().as_secs_f64() * 1000.0,
+                trigger = if forced { "SIGHUP" } else { "file change" },
+                "policy reloaded"
+            ),
+            Err(e) => error!(error = %e, "policy reload refused; the running policy stays"),
         }
     }
     info!("stopping; the datapath stays attached and pinned (boundary-agent detach removes it)");
