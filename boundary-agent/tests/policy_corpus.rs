@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use boundary_agent::policy::{self, Policy, SlotTable};
 
 fn files(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies").join(dir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/policies")
+        .join(dir);
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -34,7 +36,10 @@ fn invalid_policies_are_refused_with_their_error() {
             Err(e) => {
                 let msg = e.to_string();
                 if !msg.contains(expect) || !msg.starts_with(&path.display().to_string()) {
-                    failures.push(format!("{}:\n  expected: {expect}\n  got:      {msg}", path.display()));
+                    failures.push(format!(
+                        "{}:\n  expected: {expect}\n  got:      {msg}",
+                        path.display()
+                    ));
                 }
             }
         }
@@ -48,6 +53,7 @@ fn valid_policies_compile() {
     paths.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml"));
     for path in paths {
         let p = Policy::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        policy::compile(&p, &SlotTable::new(), 256).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        policy::compile(&p, &SlotTable::new(), 256)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }

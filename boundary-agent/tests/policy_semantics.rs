@@ -35,7 +35,10 @@ fn udp(src: &str, dst: &str, dport: u16) -> Packet {
 /// (reason, rule name) of an ingress packet.
 fn ingress(t: &Tables, p: &Packet) -> (Reason, Option<String>) {
     let out = reference::decide(t, &mut State::default(), Direction::Ingress, p);
-    (out.reason, out.rule.map(|r| t.rules[usize::from(r)].name.clone()))
+    (
+        out.reason,
+        out.rule.map(|r| t.rules[usize::from(r)].name.clone()),
+    )
 }
 
 const HEAD: &str = "apiVersion: boundary.dev/v1\nfailsafe: []\n";
@@ -56,10 +59,22 @@ fn nested_cidrs_all_apply() {
 "
     ));
     // 10.1.2.3 is in both prefixes: the longest match must still carry the /8 rule.
-    assert_eq!(ingress(&t, &tcp("10.1.2.3", "10.9.0.1", 80)), (Reason::PolicyAllow, Some("wide".into())));
-    assert_eq!(ingress(&t, &tcp("10.1.2.3", "10.9.0.1", 443)), (Reason::PolicyAllow, Some("narrow".into())));
-    assert_eq!(ingress(&t, &tcp("10.2.0.1", "10.9.0.1", 443)).0, Reason::DefaultDeny);
-    assert_eq!(ingress(&t, &tcp("11.0.0.1", "10.9.0.1", 80)).0, Reason::DefaultDeny);
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.3", "10.9.0.1", 80)),
+        (Reason::PolicyAllow, Some("wide".into()))
+    );
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.3", "10.9.0.1", 443)),
+        (Reason::PolicyAllow, Some("narrow".into()))
+    );
+    assert_eq!(
+        ingress(&t, &tcp("10.2.0.1", "10.9.0.1", 443)).0,
+        Reason::DefaultDeny
+    );
+    assert_eq!(
+        ingress(&t, &tcp("11.0.0.1", "10.9.0.1", 80)).0,
+        Reason::DefaultDeny
+    );
 }
 
 #[test]
@@ -86,13 +101,28 @@ workloads:
         ports: [\"9000/tcp\"]
 "
     ));
-    assert_eq!(ingress(&t, &tcp("192.168.66.7", "10.9.0.1", 22)), (Reason::PolicyDeny, Some("deny-lab".into())));
-    assert_eq!(ingress(&t, &tcp("192.168.1.7", "10.9.0.1", 22)), (Reason::PolicyAllow, Some("allow-office".into())));
+    assert_eq!(
+        ingress(&t, &tcp("192.168.66.7", "10.9.0.1", 22)),
+        (Reason::PolicyDeny, Some("deny-lab".into()))
+    );
+    assert_eq!(
+        ingress(&t, &tcp("192.168.1.7", "10.9.0.1", 22)),
+        (Reason::PolicyAllow, Some("allow-office".into()))
+    );
     // A rule about this peer beats a rule about any peer.
-    assert_eq!(ingress(&t, &tcp("192.168.1.7", "10.9.0.1", 9000)).0, Reason::PolicyAllow);
-    assert_eq!(ingress(&t, &tcp("8.8.8.8", "10.9.0.1", 9000)).0, Reason::PolicyDeny);
+    assert_eq!(
+        ingress(&t, &tcp("192.168.1.7", "10.9.0.1", 9000)).0,
+        Reason::PolicyAllow
+    );
+    assert_eq!(
+        ingress(&t, &tcp("8.8.8.8", "10.9.0.1", 9000)).0,
+        Reason::PolicyDeny
+    );
     // Nothing matches: the workload's default.
-    assert_eq!(ingress(&t, &tcp("8.8.8.8", "10.9.0.1", 1234)).0, Reason::DefaultAllow);
+    assert_eq!(
+        ingress(&t, &tcp("8.8.8.8", "10.9.0.1", 1234)).0,
+        Reason::DefaultAllow
+    );
 }
 
 #[test]
@@ -149,15 +179,33 @@ workloads:
         icmp: [echo-request]
 "
     ));
-    assert_eq!(ingress(&t, &tcp("10.1.2.7", "10.9.0.1", 8443)), (Reason::PolicyAllow, Some("orders".into())));
-    assert_eq!(ingress(&t, &tcp("10.1.2.8", "10.9.0.1", 8443)).0, Reason::DefaultDeny);
-    assert_eq!(ingress(&t, &tcp("10.1.2.9", "10.9.0.1", 8443)).0, Reason::DefaultDeny);
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.7", "10.9.0.1", 8443)),
+        (Reason::PolicyAllow, Some("orders".into()))
+    );
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.8", "10.9.0.1", 8443)).0,
+        Reason::DefaultDeny
+    );
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.9", "10.9.0.1", 8443)).0,
+        Reason::DefaultDeny
+    );
     // `world` is every peer without a SPIFFE identity.
-    assert_eq!(ingress(&t, &tcp("10.1.2.9", "10.9.0.1", 80)).0, Reason::PolicyAllow);
-    assert_eq!(ingress(&t, &tcp("10.1.2.7", "10.9.0.1", 80)).0, Reason::DefaultDeny);
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.9", "10.9.0.1", 80)).0,
+        Reason::PolicyAllow
+    );
+    assert_eq!(
+        ingress(&t, &tcp("10.1.2.7", "10.9.0.1", 80)).0,
+        Reason::DefaultDeny
+    );
     let mut echo = Packet::new(ip("10.1.2.7"), ip("10.9.0.1"), 1);
     echo.icmp_type = 8;
-    assert_eq!(ingress(&t, &echo), (Reason::PolicyAllow, Some("ping".into())));
+    assert_eq!(
+        ingress(&t, &echo),
+        (Reason::PolicyAllow, Some("ping".into()))
+    );
     echo.icmp_type = 0;
     assert_eq!(ingress(&t, &echo).0, Reason::DefaultDeny);
 }
@@ -184,45 +232,81 @@ workloads:
     mode: audit
 ",
     );
-    assert_eq!(ingress(&t, &tcp("10.5.5.5", "10.9.0.1", 22)).0, Reason::Failsafe);
-    assert_eq!(ingress(&t, &tcp("11.5.5.5", "10.9.0.1", 22)).0, Reason::DefaultDeny);
+    assert_eq!(
+        ingress(&t, &tcp("10.5.5.5", "10.9.0.1", 22)).0,
+        Reason::Failsafe
+    );
+    assert_eq!(
+        ingress(&t, &tcp("11.5.5.5", "10.9.0.1", 22)).0,
+        Reason::DefaultDeny
+    );
     // Egress failsafe: replies from local port 22 go out though egress denies by default.
     let mut state = State::default();
     let mut reply = tcp("10.9.0.1", "10.5.5.5", 40_000);
     reply.sport = 22;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Egress, &reply).reason, Reason::Failsafe);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Egress, &reply).reason,
+        Reason::Failsafe
+    );
 
     // The workload connects out; the reply comes back in as established.
     let out = tcp("10.9.0.1", "1.1.1.1", 443);
-    assert_eq!(reference::decide(&t, &mut state, Direction::Egress, &out).reason, Reason::PolicyAllow);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Egress, &out).reason,
+        Reason::PolicyAllow
+    );
     let mut back = tcp("1.1.1.1", "10.9.0.1", 40_000);
     back.sport = 443;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &back).reason, Reason::Established);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &back).reason,
+        Reason::Established
+    );
     // Same peer, other port: not the reply.
     back.sport = 444;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &back).reason, Reason::DefaultDeny);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &back).reason,
+        Reason::DefaultDeny
+    );
 
     // Allowed in, reply out though egress is default deny.
     let q = udp("8.8.4.4", "10.9.0.1", 53);
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &q).reason, Reason::PolicyAllow);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &q).reason,
+        Reason::PolicyAllow
+    );
     let mut a = udp("10.9.0.1", "8.8.4.4", 40_000);
     a.sport = 53;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Egress, &a).reason, Reason::Established);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Egress, &a).reason,
+        Reason::Established
+    );
 
     // Fragments follow their first.
     let mut first = udp("8.8.4.4", "10.9.0.1", 53);
     first.fragment = Fragment::First;
     first.frag_id = 7;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &first).reason, Reason::PolicyAllow);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &first).reason,
+        Reason::PolicyAllow
+    );
     let mut later = Packet::new(ip("8.8.4.4"), ip("10.9.0.1"), 17);
     later.fragment = Fragment::Later;
     later.frag_id = 7;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &later).reason, Reason::PolicyAllow);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &later).reason,
+        Reason::PolicyAllow
+    );
     later.frag_id = 8;
-    assert_eq!(reference::decide(&t, &mut state, Direction::Ingress, &later).reason, Reason::FragmentUnknown);
+    assert_eq!(
+        reference::decide(&t, &mut state, Direction::Ingress, &later).reason,
+        Reason::FragmentUnknown
+    );
 
     // Audit: would-be drops pass as audit.
-    assert_eq!(ingress(&t, &tcp("11.5.5.5", "10.9.0.2", 80)).0, Reason::Audit);
+    assert_eq!(
+        ingress(&t, &tcp("11.5.5.5", "10.9.0.2", 80)).0,
+        Reason::Audit
+    );
 }
 
 #[test]
@@ -241,12 +325,19 @@ fn slots_are_stable_across_reorder_and_removal() {
     assert_eq!(second.names[&3], "c");
     assert_eq!(second.names[&2], "d", "d takes the slot b freed");
     let e = policy::compile(&names(&["a", "b", "c"]), &SlotTable::new(), 3).unwrap_err();
-    assert!(e.to_string().contains("3 workloads do not fit in 3 slots"), "{e}");
+    assert!(
+        e.to_string().contains("3 workloads do not fit in 3 slots"),
+        "{e}"
+    );
 }
 
 #[test]
 fn compile_is_deterministic() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy.yaml")).expect("example");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/policy.yaml"
+    ))
+    .expect("example");
     let a = compile(&text);
     let b = compile(&text);
     assert_eq!(a, b);

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use boundary_common::maps::{
     AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, Endpoint, FAILSAFE_KEY_LEN, FlowKey,
     FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
-    MAX_FRAGMENTS, MAX_IDENTITIES, MAX_RULES, MAX_POLICY, MAX_RANGES, MAX_WORKLOADS, PolicyKey, PolicyValue,
-    RANGE_KEY_LEN, WorkloadName,
+    MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PolicyKey,
+    PolicyValue, RANGE_KEY_LEN, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]

@@ -38,7 +38,10 @@ pub fn identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
 
 /// The most specific policy entry for the packet, if any.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the lookup key's parts, kept as scalars for the verifier")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the lookup key's parts, kept as scalars for the verifier"
+)]
 pub fn lookup(
     generation: u8,
     direction: u8,
@@ -53,9 +56,7 @@ pub fn lookup(
             if let Some(v) = exact(generation, direction, proto, slot, id, port) {
                 return Some(v);
             }
-            if has_ranges
-                && let Some(v) = range(generation, direction, proto, slot, id, port)
-            {
+            if has_ranges && let Some(v) = range(generation, direction, proto, slot, id, port) {
                 return Some(v);
             }
         }
@@ -70,7 +71,14 @@ pub fn lookup(
 }
 
 #[inline(always)]
-fn exact(generation: u8, direction: u8, proto: u8, slot: u16, identity: u32, port: u16) -> Option<PolicyValue> {
+fn exact(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> Option<PolicyValue> {
     let key = PolicyKey {
         generation,
         direction,
@@ -85,7 +93,14 @@ fn exact(generation: u8, direction: u8, proto: u8, slot: u16, identity: u32, por
 }
 
 #[inline(always)]
-fn range(generation: u8, direction: u8, proto: u8, slot: u16, identity: u32, port: u16) -> Option<PolicyValue> {
+fn range(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> Option<PolicyValue> {
     let key = Key::new(
         RANGE_KEY_FIXED_BITS + 16,
         range_key_data(generation, direction, proto, slot, identity, port),

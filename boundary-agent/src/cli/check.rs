@@ -63,8 +63,17 @@ impl Check {
                 word(w.egress_default),
                 w.egress.len()
             );
-            for (id, r) in t.rules.iter().enumerate().filter(|(_, r)| r.workload == w.name) {
-                let dir = if r.direction == Direction::Ingress { "in " } else { "out" };
+            for (id, r) in t
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.workload == w.name)
+            {
+                let dir = if r.direction == Direction::Ingress {
+                    "in "
+                } else {
+                    "out"
+                };
                 let _ = writeln!(out, "    #{id:<4} {dir} {r}");
             }
         }

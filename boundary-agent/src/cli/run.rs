@@ -83,7 +83,10 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
     };
-    datapath.maps.apply(compiled, non_ip).map_err(CliError::failed)
+    datapath
+        .maps
+        .apply(compiled, non_ip)
+        .map_err(CliError::failed)
 }
 
 /// How often the policy file is re-read. Polling (rather than inotify) follows every way a

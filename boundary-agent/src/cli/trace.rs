@@ -75,9 +75,11 @@ fn proto_number(s: &str) -> Result<u8, CliError> {
         "udp" => 17,
         "icmp" => 1,
         "icmpv6" => 58,
-        other => other
-            .parse()
-            .map_err(|_| CliError::BadInput(format!("--proto {other:?}: tcp, udp, icmp, icmpv6 or a number")))?,
+        other => other.parse().map_err(|_| {
+            CliError::BadInput(format!(
+                "--proto {other:?}: tcp, udp, icmp, icmpv6 or a number"
+            ))
+        })?,
     })
 }
 
@@ -86,14 +88,19 @@ impl Trace {
         let tables = match &self.policy {
             Some(path) => {
                 let p = Policy::from_file(path).map_err(CliError::bad_input)?;
-                Some(policy::compile(&p, &SlotTable::new(), MAX_WORKLOADS).map_err(CliError::bad_input)?)
+                Some(
+                    policy::compile(&p, &SlotTable::new(), MAX_WORKLOADS)
+                        .map_err(CliError::bad_input)?,
+                )
             }
             None => None,
         };
         let src = self.source(tables.as_ref())?;
         let proto = proto_number(&self.proto)?;
         if src.is_ipv4() != self.dst.is_ipv4() {
-            return Err(CliError::BadInput("--src and --dst must be of one address family".into()));
+            return Err(CliError::BadInput(
+                "--src and --dst must be of one address family".into(),
+            ));
         }
         let mut pkt = Packet::new(src, self.dst, proto);
         pkt.fragment = Fragment::None;
@@ -124,13 +131,22 @@ impl Trace {
             }
         };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&answer).map_err(CliError::failed)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).map_err(CliError::failed)?
+            );
         } else {
             println!("verdict   {}", answer.verdict);
             println!("reason    {}", answer.reason);
             println!("workload  {}", answer.workload);
             println!("identity  {}", answer.identity.as_deref().unwrap_or("-"));
-            println!("rule      {}", answer.rule.as_deref().unwrap_or("- (no rule: default, failsafe or parse)"));
+            println!(
+                "rule      {}",
+                answer
+                    .rule
+                    .as_deref()
+                    .unwrap_or("- (no rule: default, failsafe or parse)")
+            );
         }
         Ok(())
     }
@@ -148,21 +164,31 @@ impl Trace {
         let wanted = id.to_string();
         t.identities
             .iter()
-            .find(|(_, i)| t.identity_info.get(i).is_some_and(|info| info.spiffe.contains(&wanted)))
+            .find(|(_, i)| {
+                t.identity_info
+                    .get(i)
+                    .is_some_and(|info| info.spiffe.contains(&wanted))
+            })
             .map(|(a, _)| *a)
             .filter(|a| a.is_ipv4() == self.dst.is_ipv4())
-            .ok_or_else(|| CliError::BadInput(format!("no address of this family is bound to {wanted} in the policy")))
+            .ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "no address of this family is bound to {wanted} in the policy"
+                ))
+            })
     }
 }
 
 fn answer(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -> Answer {
     let mut state = State::default();
     let out = reference::decide(l, &mut state, direction, pkt);
-    let workload = names
-        .names
-        .get(&out.slot)
-        .cloned()
-        .unwrap_or_else(|| if out.slot == 0 { UNPROTECTED_NAME.into() } else { format!("slot {}", out.slot) });
+    let workload = names.names.get(&out.slot).cloned().unwrap_or_else(|| {
+        if out.slot == 0 {
+            UNPROTECTED_NAME.into()
+        } else {
+            format!("slot {}", out.slot)
+        }
+    });
     let identity = out.identity.map(|id| {
         let what = match id {
             IDENTITY_WORLD => "world".to_owned(),
@@ -173,7 +199,11 @@ fn answer(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -
                 parts.join(", ")
             }),
         };
-        if what.is_empty() { format!("{id}") } else { format!("{id} ({what})") }
+        if what.is_empty() {
+            format!("{id}")
+        } else {
+            format!("{id} ({what})")
+        }
     });
     let rule = out.rule.map(|r| match names.rules.get(usize::from(r)) {
         Some(info) => format!("#{r} {info}"),

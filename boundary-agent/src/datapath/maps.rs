@@ -8,12 +8,12 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use boundary_common::maps::{
-    self as abi, AddrKey, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP,
-    CONNTRACK_MAP, COUNTERS_MAP, CounterRow, DatapathConfig, ENDPOINTS_MAP, Endpoint,
-    FAILSAFE_KEY_FIXED_BITS, FAILSAFE_KEY_LEN, FAILSAFE_MAP, FAMILY_IPV4, FAMILY_IPV6,
-    FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP,
-    PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, RANGE_KEY_LEN, RANGES_MAP, RULE_HITS_MAP,
-    WorkloadName, cidr_key_data, failsafe_key_data, range_key_data,
+    self as abi, AddrKey, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP,
+    COUNTERS_MAP, CounterRow, DatapathConfig, ENDPOINTS_MAP, Endpoint, FAILSAFE_KEY_FIXED_BITS,
+    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FAMILY_IPV4, FAMILY_IPV6, FRAGMENTS_MAP, FlowKey, FlowValue,
+    FragKey, FragValue, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue,
+    RANGE_KEY_FIXED_BITS, RANGE_KEY_LEN, RANGES_MAP, RULE_HITS_MAP, WorkloadName, cidr_key_data,
+    failsafe_key_data, range_key_data,
 };
 use ipnet::IpNet;
 
@@ -58,7 +58,10 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
 
-#[expect(clippy::cast_possible_truncation, reason = "ABI sizes are small and asserted in boundary-common")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "ABI sizes are small and asserted in boundary-common"
+)]
 const fn size(n: usize) -> u32 {
     n as u32
 }
@@ -67,16 +70,56 @@ const fn size(n: usize) -> u32 {
 pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 12] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
-        (ENDPOINTS_MAP, size(size_of::<AddrKey>()), size(size_of::<Endpoint>()), abi::MAX_ENDPOINTS),
+        (
+            ENDPOINTS_MAP,
+            size(size_of::<AddrKey>()),
+            size(size_of::<Endpoint>()),
+            abi::MAX_ENDPOINTS,
+        ),
         (NAMES_MAP, 4, size(size_of::<WorkloadName>()), max_workloads),
-        (COUNTERS_MAP, 4, size(size_of::<CounterRow>()), max_workloads * 2),
-        (IDENTITIES_MAP, size(size_of::<AddrKey>()), 4, abi::MAX_IDENTITIES),
+        (
+            COUNTERS_MAP,
+            4,
+            size(size_of::<CounterRow>()),
+            max_workloads * 2,
+        ),
+        (
+            IDENTITIES_MAP,
+            size(size_of::<AddrKey>()),
+            4,
+            abi::MAX_IDENTITIES,
+        ),
         (CIDRS_MAP, 4 + size(CIDR_KEY_LEN), 4, abi::MAX_CIDRS),
-        (POLICY_MAP, size(size_of::<PolicyKey>()), size(size_of::<PolicyValue>()), abi::MAX_POLICY),
-        (RANGES_MAP, 4 + size(RANGE_KEY_LEN), size(size_of::<PolicyValue>()), abi::MAX_RANGES),
-        (FAILSAFE_MAP, 4 + size(FAILSAFE_KEY_LEN), 4, abi::MAX_FAILSAFE),
-        (CONNTRACK_MAP, size(size_of::<FlowKey>()), size(size_of::<FlowValue>()), abi::MAX_FLOWS),
-        (FRAGMENTS_MAP, size(size_of::<FragKey>()), size(size_of::<FragValue>()), abi::MAX_FRAGMENTS),
+        (
+            POLICY_MAP,
+            size(size_of::<PolicyKey>()),
+            size(size_of::<PolicyValue>()),
+            abi::MAX_POLICY,
+        ),
+        (
+            RANGES_MAP,
+            4 + size(RANGE_KEY_LEN),
+            size(size_of::<PolicyValue>()),
+            abi::MAX_RANGES,
+        ),
+        (
+            FAILSAFE_MAP,
+            4 + size(FAILSAFE_KEY_LEN),
+            4,
+            abi::MAX_FAILSAFE,
+        ),
+        (
+            CONNTRACK_MAP,
+            size(size_of::<FlowKey>()),
+            size(size_of::<FlowValue>()),
+            abi::MAX_FLOWS,
+        ),
+        (
+            FRAGMENTS_MAP,
+            size(size_of::<FragKey>()),
+            size(size_of::<FragValue>()),
+            abi::MAX_FRAGMENTS,
+        ),
         (RULE_HITS_MAP, 4, 8, abi::MAX_RULES),
     ]
 }
@@ -178,21 +221,38 @@ pub struct Maps {
 
 macro_rules! open_all {
     ($open:expr) => {{
-        #[allow(unused_mut, reason = "one caller's closure needs mut, the other's does not")]
+        #[allow(
+            unused_mut,
+            reason = "one caller's closure needs mut, the other's does not"
+        )]
         let mut open = $open;
         Ok(Self {
             config: open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?,
-            endpoints: open(ENDPOINTS_MAP)?.try_into().map_err(map_err(ENDPOINTS_MAP))?,
+            endpoints: open(ENDPOINTS_MAP)?
+                .try_into()
+                .map_err(map_err(ENDPOINTS_MAP))?,
             names: open(NAMES_MAP)?.try_into().map_err(map_err(NAMES_MAP))?,
-            counters: open(COUNTERS_MAP)?.try_into().map_err(map_err(COUNTERS_MAP))?,
-            identities: open(IDENTITIES_MAP)?.try_into().map_err(map_err(IDENTITIES_MAP))?,
+            counters: open(COUNTERS_MAP)?
+                .try_into()
+                .map_err(map_err(COUNTERS_MAP))?,
+            identities: open(IDENTITIES_MAP)?
+                .try_into()
+                .map_err(map_err(IDENTITIES_MAP))?,
             cidrs: open(CIDRS_MAP)?.try_into().map_err(map_err(CIDRS_MAP))?,
             policy: open(POLICY_MAP)?.try_into().map_err(map_err(POLICY_MAP))?,
             ranges: open(RANGES_MAP)?.try_into().map_err(map_err(RANGES_MAP))?,
-            failsafe: open(FAILSAFE_MAP)?.try_into().map_err(map_err(FAILSAFE_MAP))?,
-            conntrack: open(CONNTRACK_MAP)?.try_into().map_err(map_err(CONNTRACK_MAP))?,
-            fragments: open(FRAGMENTS_MAP)?.try_into().map_err(map_err(FRAGMENTS_MAP))?,
-            rule_hits: open(RULE_HITS_MAP)?.try_into().map_err(map_err(RULE_HITS_MAP))?,
+            failsafe: open(FAILSAFE_MAP)?
+                .try_into()
+                .map_err(map_err(FAILSAFE_MAP))?,
+            conntrack: open(CONNTRACK_MAP)?
+                .try_into()
+                .map_err(map_err(CONNTRACK_MAP))?,
+            fragments: open(FRAGMENTS_MAP)?
+                .try_into()
+                .map_err(map_err(FRAGMENTS_MAP))?,
+            rule_hits: open(RULE_HITS_MAP)?
+                .try_into()
+                .map_err(map_err(RULE_HITS_MAP))?,
             installed: None,
         })
     }};
@@ -233,7 +293,10 @@ impl Maps {
         for slot in 0..self.names.len() {
             let raw = self.names.get(&slot, 0).map_err(map_err(NAMES_MAP))?;
             if let Some(name) = decode_name(&raw.name) {
-                #[expect(clippy::cast_possible_truncation, reason = "maxWorkloads is at most 65535")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "maxWorkloads is at most 65535"
+                )]
                 out.insert(slot as u16, name);
             }
         }
@@ -270,7 +333,9 @@ impl Maps {
                 let value = WorkloadName {
                     name: encode_name(name),
                 };
-                self.names.set(u32::from(slot), &value, 0).map_err(map_err(NAMES_MAP))?;
+                self.names
+                    .set(u32::from(slot), &value, 0)
+                    .map_err(map_err(NAMES_MAP))?;
             }
         }
 
@@ -287,11 +352,16 @@ impl Maps {
             Some((generation, old)) if generation == live => self.remove_tables(live, &old),
             _ => self.remove_generation_by_scan(live)?,
         }
-        for (&slot, _) in current.iter().filter(|(s, _)| !tables.names.contains_key(s)) {
+        for (&slot, _) in current
+            .iter()
+            .filter(|(s, _)| !tables.names.contains_key(s))
+        {
             let empty = WorkloadName {
                 name: [0; abi::WORKLOAD_NAME_LEN],
             };
-            self.names.set(u32::from(slot), &empty, 0).map_err(map_err(NAMES_MAP))?;
+            self.names
+                .set(u32::from(slot), &empty, 0)
+                .map_err(map_err(NAMES_MAP))?;
         }
         self.installed = Some((next, tables));
         Ok(())
@@ -306,12 +376,16 @@ impl Maps {
         let full = |name| move |source| MapsError::Full { name, source };
         for (addr, ep) in &t.endpoints {
             let k = addr_key(g, *addr);
-            self.endpoints.insert(&k, ep, 0).map_err(full(ENDPOINTS_MAP))?;
+            self.endpoints
+                .insert(&k, ep, 0)
+                .map_err(full(ENDPOINTS_MAP))?;
             w.endpoints.push(k);
         }
         for (addr, id) in &t.identities {
             let k = addr_key(g, *addr);
-            self.identities.insert(&k, id, 0).map_err(full(IDENTITIES_MAP))?;
+            self.identities
+                .insert(&k, id, 0)
+                .map_err(full(IDENTITIES_MAP))?;
             w.identities.push(k);
         }
         for (net, id) in &t.cidrs {
@@ -331,7 +405,9 @@ impl Maps {
         }
         for &(proto, port, net) in &t.failsafe {
             let k = failsafe_key(g, proto, port, net);
-            self.failsafe.insert(&k, &1, 0).map_err(full(FAILSAFE_MAP))?;
+            self.failsafe
+                .insert(&k, &1, 0)
+                .map_err(full(FAILSAFE_MAP))?;
             w.failsafe.push(k);
         }
         Ok(())
@@ -383,28 +459,56 @@ impl Maps {
 
     fn remove_generation_by_scan(&mut self, g: u8) -> Result<(), MapsError> {
         let addr_keys = |m: &HashMap<MapData, AddrKey, _>| -> Vec<AddrKey> {
-            m.keys().filter_map(Result::ok).filter(|k| k.generation == g).collect()
+            m.keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.generation == g)
+                .collect()
         };
         for k in addr_keys(&self.endpoints) {
             let _ = self.endpoints.remove(&k);
         }
-        let keys: Vec<AddrKey> = self.identities.keys().filter_map(Result::ok).filter(|k| k.generation == g).collect();
+        let keys: Vec<AddrKey> = self
+            .identities
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == g)
+            .collect();
         for k in keys {
             let _ = self.identities.remove(&k);
         }
-        let keys: Vec<_> = self.cidrs.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g).collect();
+        let keys: Vec<_> = self
+            .cidrs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
         for k in keys {
             let _ = self.cidrs.remove(&k);
         }
-        let keys: Vec<PolicyKey> = self.policy.keys().filter_map(Result::ok).filter(|k| k.generation == g).collect();
+        let keys: Vec<PolicyKey> = self
+            .policy
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == g)
+            .collect();
         for k in keys {
             let _ = self.policy.remove(&k);
         }
-        let keys: Vec<_> = self.ranges.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g).collect();
+        let keys: Vec<_> = self
+            .ranges
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
         for k in keys {
             let _ = self.ranges.remove(&k);
         }
-        let keys: Vec<_> = self.failsafe.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g).collect();
+        let keys: Vec<_> = self
+            .failsafe
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
         for k in keys {
             let _ = self.failsafe.remove(&k);
         }
@@ -412,7 +516,8 @@ impl Maps {
     }
 
     fn zero_counters(&mut self, slot: u16) -> Result<(), MapsError> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
         for dir in 0..2u8 {
             let zero = PerCpuValues::try_from(vec![CounterRow::default(); cpus.get() as usize])
                 .map_err(|e| MapsError::Cpus(e.to_string()))?;
@@ -441,7 +546,10 @@ impl Maps {
 
     /// Packets decided by `rule`, summed over CPUs.
     pub fn rule_hits(&self, rule: u16) -> Result<u64, MapsError> {
-        let per_cpu = self.rule_hits.get(&u32::from(rule), 0).map_err(map_err(RULE_HITS_MAP))?;
+        let per_cpu = self
+            .rule_hits
+            .get(&u32::from(rule), 0)
+            .map_err(map_err(RULE_HITS_MAP))?;
         Ok(per_cpu.iter().sum())
     }
 
@@ -459,11 +567,15 @@ impl Maps {
 /// LPM lookups through the syscall are longest-prefix matches, as in the datapath.
 impl Lookup for Maps {
     fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.endpoints.get(&addr_key(self.generation(), addr), 0).ok()
+        self.endpoints
+            .get(&addr_key(self.generation(), addr), 0)
+            .ok()
     }
 
     fn exact_identity(&self, addr: IpAddr) -> Option<u32> {
-        self.identities.get(&addr_key(self.generation(), addr), 0).ok()
+        self.identities
+            .get(&addr_key(self.generation(), addr), 0)
+            .ok()
     }
 
     fn cidr_identity(&self, addr: IpAddr) -> Option<u32> {

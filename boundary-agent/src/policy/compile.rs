@@ -78,7 +78,11 @@ impl fmt::Display for RuleInfo {
             RuleAction::Allow => "allow",
             RuleAction::Deny => "deny",
         };
-        let word = if self.direction == Direction::Ingress { "from" } else { "to" };
+        let word = if self.direction == Direction::Ingress {
+            "from"
+        } else {
+            "to"
+        };
         write!(f, "{} ({action} {word} {})", self.name, self.peer)
     }
 }
@@ -115,7 +119,9 @@ pub struct Tables {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
-    #[error("{count} workloads do not fit in {slots} slots (slot 0 is reserved); raise maxWorkloads in the agent config")]
+    #[error(
+        "{count} workloads do not fit in {slots} slots (slot 0 is reserved); raise maxWorkloads in the agent config"
+    )]
     TooManyWorkloads { count: usize, slots: u32 },
     #[error("{count} rules exceed the datapath's {max}")]
     TooManyRules { count: usize, max: u32 },
@@ -133,7 +139,11 @@ fn merge(slot: &mut Option<PolicyValue>, action: RuleAction, rule: u16) {
     };
     *slot = Some(match *slot {
         None => new,
-        Some(old) if new.action > old.action || (new.action == old.action && new.rule < old.rule) => new,
+        Some(old)
+            if new.action > old.action || (new.action == old.action && new.rule < old.rule) =>
+        {
+            new
+        }
         Some(old) => old,
     });
 }
@@ -147,13 +157,22 @@ fn merge_into<K: Ord>(map: &mut BTreeMap<K, PolicyValue>, key: K, action: RuleAc
 /// Every prefix of `addr` from the longest to /0.
 fn prefixes_of(addr: IpAddr) -> impl Iterator<Item = IpNet> {
     let max = if addr.is_ipv4() { 32u8 } else { 128 };
-    (0..=max).rev().map(move |len| IpNet::new(addr, len).expect("valid length").trunc())
+    (0..=max)
+        .rev()
+        .map(move |len| IpNet::new(addr, len).expect("valid length").trunc())
 }
 
 /// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
 /// for workloads that are still there.
-#[expect(clippy::too_many_lines, reason = "the compiler's passes read best in sequence")]
-pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Result<Tables, CompileError> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "the compiler's passes read best in sequence"
+)]
+pub fn compile(
+    policy: &Policy,
+    previous: &SlotTable,
+    max_workloads: u32,
+) -> Result<Tables, CompileError> {
     let usable = max_workloads.saturating_sub(1) as usize;
     if policy.workloads.len() > usable {
         return Err(CompileError::TooManyWorkloads {
@@ -175,7 +194,10 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
     }
     let mut rules = Vec::new();
     for w in &policy.workloads {
-        for (direction, list) in [(Direction::Ingress, &w.ingress), (Direction::Egress, &w.egress)] {
+        for (direction, list) in [
+            (Direction::Ingress, &w.ingress),
+            (Direction::Egress, &w.egress),
+        ] {
             for rule in list {
                 rules.push(Compiled {
                     slot: slot_of[w.name.as_str()],
@@ -198,7 +220,10 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
             max: MAX_RULES,
         });
     }
-    #[expect(clippy::cast_possible_truncation, reason = "checked against MAX_RULES above")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "checked against MAX_RULES above"
+    )]
     let id_of = |i: usize| i as u16;
 
     // Selector indexes.
@@ -307,7 +332,12 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
                     merge_into(&mut t.policy, key(proto, PORT_ANY), r.rule.action, rule_id);
                 }
                 Traffic::Icmp { proto, icmp_type } => {
-                    merge_into(&mut t.policy, key(proto, icmp_port(icmp_type)), r.rule.action, rule_id);
+                    merge_into(
+                        &mut t.policy,
+                        key(proto, icmp_port(icmp_type)),
+                        r.rule.action,
+                        rule_id,
+                    );
                 }
             }
         }
@@ -317,7 +347,11 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
     let snapshot = t.ranges.clone();
     for (k, v) in &mut t.ranges {
         for bits in 0..k.bits {
-            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
             let ancestor = RangeKey {
                 port: k.port & mask,
                 bits,
@@ -327,7 +361,11 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
                 let mut merged = Some(*v);
                 merge(
                     &mut merged,
-                    if a.action == RULE_DENY { RuleAction::Deny } else { RuleAction::Allow },
+                    if a.action == RULE_DENY {
+                        RuleAction::Deny
+                    } else {
+                        RuleAction::Allow
+                    },
                     a.rule,
                 );
                 *v = merged.expect("set");
@@ -338,8 +376,13 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
     // Endpoints.
     for w in &policy.workloads {
         let slot = slot_of[w.name.as_str()];
-        let has_ranges = |d: Direction| t.ranges.keys().any(|k| k.slot == slot && k.direction == d as u8);
-        let has_deny = |list: &[super::model::Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
+        let has_ranges = |d: Direction| {
+            t.ranges
+                .keys()
+                .any(|k| k.slot == slot && k.direction == d as u8)
+        };
+        let has_deny =
+            |list: &[super::model::Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
         let mut flags = 0;
         if has_ranges(Direction::Ingress) {
             flags |= EP_RANGES_INGRESS;
@@ -369,11 +412,19 @@ pub fn compile(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> Res
             t.endpoints.insert(*a, value);
         }
     }
-    t.failsafe = policy.failsafe.iter().map(|f| (f.proto, f.port, f.net)).collect();
+    t.failsafe = policy
+        .failsafe
+        .iter()
+        .map(|f| (f.proto, f.port, f.net))
+        .collect();
     Ok(t)
 }
 
-fn assign_slots(policy: &Policy, previous: &SlotTable, max_workloads: u32) -> BTreeMap<u16, String> {
+fn assign_slots(
+    policy: &Policy,
+    previous: &SlotTable,
+    max_workloads: u32,
+) -> BTreeMap<u16, String> {
     let mut names = BTreeMap::new();
     for w in &policy.workloads {
         if let Some(&slot) = previous.get(&w.name)

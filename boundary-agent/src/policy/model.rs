@@ -139,7 +139,11 @@ impl TryFrom<String> for Cidr {
             Ok(n) => n,
             Err(_) => match s.parse::<IpAddr>() {
                 Ok(a) => IpNet::from(a),
-                Err(_) => return Err(format!("{s:?} is not a CIDR prefix (like 10.0.0.0/8 or fd00::/8)")),
+                Err(_) => {
+                    return Err(format!(
+                        "{s:?} is not a CIDR prefix (like 10.0.0.0/8 or fd00::/8)"
+                    ));
+                }
             },
         };
         if net.trunc() != net {
@@ -327,7 +331,10 @@ impl TryFrom<StringOrNumber> for IcmpName {
             .map(|&(_, v4, v6)| Self { v4, v6 })
             .ok_or_else(|| {
                 let names: Vec<&str> = ICMP_NAMES.iter().map(|n| n.0).collect();
-                format!("{s:?} is not an ICMP type number or one of {}", names.join(", "))
+                format!(
+                    "{s:?} is not an ICMP type number or one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -370,7 +377,9 @@ pub struct Failsafe {
 impl TryFrom<String> for Failsafe {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a failsafe entry; write proto:cidr:port, e.g. tcp:10.0.0.0/8:22");
+        let bad = || {
+            format!("{s:?} is not a failsafe entry; write proto:cidr:port, e.g. tcp:10.0.0.0/8:22")
+        };
         let (proto, rest) = s.split_once(':').ok_or_else(bad)?;
         let (cidr, port_s) = rest.rsplit_once(':').ok_or_else(bad)?;
         let proto = match proto {
@@ -389,7 +398,11 @@ impl TryFrom<String> for Failsafe {
 
 impl fmt::Display for Failsafe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = if self.proto == IPPROTO_TCP { "tcp" } else { "udp" };
+        let proto = if self.proto == IPPROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
         write!(f, "{proto}:{}:{}", self.net, self.port)
     }
 }
@@ -590,7 +603,13 @@ pub struct Policy {
 }
 
 /// Everything a rule without ports, ICMP types or protocols covers.
-const ALL_TRAFFIC: [u8; 5] = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP, IPPROTO_ICMPV6];
+const ALL_TRAFFIC: [u8; 5] = [
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPPROTO_SCTP,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+];
 
 fn traffic(raw: RawTraffic) -> (Vec<Traffic>, RuleAction) {
     let mut out: BTreeSet<Traffic> = BTreeSet::new();
@@ -647,7 +666,10 @@ impl Policy {
         Self::validate(raw, file)
     }
 
-    #[expect(clippy::too_many_lines, reason = "one pass over the document, in document order")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the document, in document order"
+    )]
     fn validate(raw: RawPolicy, file: &str) -> Result<Self, PolicyError> {
         let invalid = |path: String, message: String| PolicyError::Invalid {
             file: file.to_owned(),
@@ -666,11 +688,14 @@ impl Policy {
         let trust_domain = match raw.trust_domain {
             Some(td) => {
                 let probe = format!("spiffe://{td}");
-                let id: SpiffeId = probe
-                    .parse()
-                    .map_err(|e: super::spiffe::SpiffeError| invalid("trustDomain".into(), e.why.into()))?;
+                let id: SpiffeId = probe.parse().map_err(|e: super::spiffe::SpiffeError| {
+                    invalid("trustDomain".into(), e.why.into())
+                })?;
                 if !id.path().is_empty() {
-                    return Err(invalid("trustDomain".into(), format!("{td:?} is a trust domain name, without a path")));
+                    return Err(invalid(
+                        "trustDomain".into(),
+                        format!("{td:?} is a trust domain name, without a path"),
+                    ));
                 }
                 Some(td)
             }
@@ -690,13 +715,15 @@ impl Policy {
         let mut identities = Vec::new();
         for (i, r) in raw.identities.into_iter().enumerate() {
             let at = format!("identities[{i}]");
-            let id: SpiffeId = r
-                .id
-                .parse()
-                .map_err(|e: super::spiffe::SpiffeError| invalid(format!("{at}.id"), e.to_string()))?;
+            let id: SpiffeId = r.id.parse().map_err(|e: super::spiffe::SpiffeError| {
+                invalid(format!("{at}.id"), e.to_string())
+            })?;
             in_domain(id.trust_domain(), format!("{at}.id"))?;
             if r.addresses.is_empty() {
-                return Err(invalid(format!("{at}.addresses"), "list at least one address".into()));
+                return Err(invalid(
+                    format!("{at}.addresses"),
+                    "list at least one address".into(),
+                ));
             }
             for (j, a) in r.addresses.iter().enumerate() {
                 if let Some(other) = bound.insert(a.0, id.to_string()) {
@@ -740,7 +767,10 @@ impl Policy {
                 ));
             }
             if w.addresses.is_empty() {
-                return Err(invalid(format!("{at}.addresses"), "list at least one address".into()));
+                return Err(invalid(
+                    format!("{at}.addresses"),
+                    "list at least one address".into(),
+                ));
             }
             for (j, a) in w.addresses.iter().enumerate() {
                 if let Some(other) = owners.insert(a.0, w.name.clone()) {
@@ -752,10 +782,19 @@ impl Policy {
             }
             let mut rules = [Vec::new(), Vec::new()];
             let raw_rules = [
-                w.ingress.into_iter().map(RawIngressRule::split).collect::<Vec<_>>(),
-                w.egress.into_iter().map(RawEgressRule::split).collect::<Vec<_>>(),
+                w.ingress
+                    .into_iter()
+                    .map(RawIngressRule::split)
+                    .collect::<Vec<_>>(),
+                w.egress
+                    .into_iter()
+                    .map(RawEgressRule::split)
+                    .collect::<Vec<_>>(),
             ];
-            for (d, (dir, key)) in [("ingress", "from"), ("egress", "to")].into_iter().enumerate() {
+            for (d, (dir, key)) in [("ingress", "from"), ("egress", "to")]
+                .into_iter()
+                .enumerate()
+            {
                 for (j, (name, peer, raw_traffic)) in raw_rules[d].iter().cloned().enumerate() {
                     if let Selector::Spiffe(p) = &peer {
                         in_domain(p.trust_domain(), format!("{at}.{dir}[{j}].{key}"))?;

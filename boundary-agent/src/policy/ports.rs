@@ -7,11 +7,18 @@ pub fn range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // The largest aligned block starting at `lo` that does not pass `hi`.
-        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros().min(16) };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros().min(16)
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
-        #[expect(clippy::cast_possible_truncation, reason = "lo <= hi <= 65535, size <= 2^16")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "lo <= hi <= 65535, size <= 2^16"
+        )]
         out.push((lo as u16, (16 - size.trailing_zeros()) as u8));
         lo += size;
     }
@@ -36,9 +43,21 @@ mod tests {
 
     #[test]
     fn prefixes_cover_exactly_the_range() {
-        for (lo, hi) in [(1, 1), (30_000, 30_100), (1, 65_535), (1024, 2047), (7, 9), (0, 65_535), (65_535, 65_535)] {
+        for (lo, hi) in [
+            (1, 1),
+            (30_000, 30_100),
+            (1, 65_535),
+            (1024, 2047),
+            (7, 9),
+            (0, 65_535),
+            (65_535, 65_535),
+        ] {
             let p = range_prefixes(lo, hi);
-            assert_eq!(covered(&p), (u32::from(lo)..=u32::from(hi)).collect::<Vec<_>>(), "{lo}-{hi}");
+            assert_eq!(
+                covered(&p),
+                (u32::from(lo)..=u32::from(hi)).collect::<Vec<_>>(),
+                "{lo}-{hi}"
+            );
             assert!(p.len() <= 30, "{lo}-{hi}: {} prefixes", p.len());
         }
         assert_eq!(range_prefixes(1024, 2047), vec![(1024, 6)]);

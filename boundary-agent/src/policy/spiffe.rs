@@ -189,7 +189,11 @@ mod tests {
         assert!(!p.matches(&id("spiffe://other.org/ns/orders/a")));
         let all: SpiffePattern = "spiffe://example.org/*".parse().unwrap();
         assert!(all.matches(&id("spiffe://example.org/a")));
-        assert!("spiffe://example.org/ns/*/sa".parse::<SpiffePattern>().is_err());
+        assert!(
+            "spiffe://example.org/ns/*/sa"
+                .parse::<SpiffePattern>()
+                .is_err()
+        );
         let exact: SpiffePattern = "spiffe://example.org/a".parse().unwrap();
         assert!(exact.matches(&id("spiffe://example.org/a")));
         assert!(!exact.matches(&id("spiffe://example.org/a/b")));

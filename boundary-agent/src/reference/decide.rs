@@ -50,7 +50,11 @@ impl Lookup for Tables {
 
     fn range(&self, key: &RangeKey) -> Option<PolicyValue> {
         (0..=16u8).rev().find_map(|bits| {
-            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
             self.ranges
                 .get(&RangeKey {
                     port: key.port & mask,
@@ -88,7 +92,13 @@ pub struct State {
 }
 
 /// Decides a raw frame.
-pub fn decide_frame(l: &impl Lookup, non_ip: Action, state: &mut State, direction: Direction, frame: &[u8]) -> Outcome {
+pub fn decide_frame(
+    l: &impl Lookup,
+    non_ip: Action,
+    state: &mut State,
+    direction: Direction,
+    frame: &[u8],
+) -> Outcome {
     let outcome = |slot, reason| Outcome {
         slot,
         reason,
@@ -98,7 +108,11 @@ pub fn decide_frame(l: &impl Lookup, non_ip: Action, state: &mut State, directio
     match parse(frame) {
         Parsed::NonIp => outcome(
             UNPROTECTED_SLOT,
-            if non_ip == Action::Drop { Reason::NonIpDrop } else { Reason::NonIpPass },
+            if non_ip == Action::Drop {
+                Reason::NonIpDrop
+            } else {
+                Reason::NonIpPass
+            },
         ),
         Parsed::Malformed { reason, addrs } => {
             let slot = addrs
@@ -138,7 +152,13 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
             identity: None,
         };
     };
-    let audited = |r| if ep.mode == Mode::Audit as u8 { Reason::Audit } else { r };
+    let audited = |r| {
+        if ep.mode == Mode::Audit as u8 {
+            Reason::Audit
+        } else {
+            r
+        }
+    };
     let frag_key = (direction as u8, pkt.proto, pkt.frag_id, pkt.src, pkt.dst);
     if pkt.fragment == Fragment::Later {
         let (reason, rule) = match state.fragments.get(&frag_key) {
@@ -179,7 +199,15 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
         .exact_identity(remote)
         .or_else(|| l.cidr_identity(remote))
         .unwrap_or(IDENTITY_WORLD);
-    let hit = lookup(l, ep.slot, direction as u8, pkt.proto, identity, port, ranges);
+    let hit = lookup(
+        l,
+        ep.slot,
+        direction as u8,
+        pkt.proto,
+        identity,
+        port,
+        ranges,
+    );
     let (mut reason, rule) = match hit {
         Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, Some(v.rule)),
         Some(v) => (Reason::PolicyDeny, Some(v.rule)),
@@ -188,12 +216,17 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
                 Direction::Ingress => ep.ingress_default,
                 Direction::Egress => ep.egress_default,
             };
-            let r = if default == Action::Drop as u8 { Reason::DefaultDeny } else { Reason::DefaultAllow };
+            let r = if default == Action::Drop as u8 {
+                Reason::DefaultDeny
+            } else {
+                Reason::DefaultAllow
+            };
             (r, None)
         }
     };
     if reason.verdict() == Verdict::Drop {
-        let ct_key = flow_ports(pkt, false).map(|(s, d)| (direction as u8, pkt.proto, s, d, pkt.src, pkt.dst));
+        let ct_key = flow_ports(pkt, false)
+            .map(|(s, d)| (direction as u8, pkt.proto, s, d, pkt.src, pkt.dst));
         if matches!(pkt.proto, 6 | 17) && l.failsafe(pkt.proto, local_port, remote) {
             reason = Reason::Failsafe;
         } else if ct_key.is_some_and(|k| state.flows.contains_key(&k)) {
@@ -202,7 +235,10 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
             reason = audited(reason);
         }
     }
-    if matches!(reason, Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe) {
+    if matches!(
+        reason,
+        Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
+    ) {
         let (track, reply_dir) = match direction {
             Direction::Ingress => (EP_TRACK_INGRESS, Direction::Egress),
             Direction::Egress => (EP_TRACK_EGRESS, Direction::Ingress),
@@ -226,8 +262,20 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
     }
 }
 
-fn lookup(l: &impl Lookup, slot: u16, direction: u8, proto: u8, identity: u32, port: u16, ranges: bool) -> Option<PolicyValue> {
-    let ids: &[u32] = if identity == IDENTITY_ANY { &[IDENTITY_ANY] } else { &[identity, IDENTITY_ANY] };
+fn lookup(
+    l: &impl Lookup,
+    slot: u16,
+    direction: u8,
+    proto: u8,
+    identity: u32,
+    port: u16,
+    ranges: bool,
+) -> Option<PolicyValue> {
+    let ids: &[u32] = if identity == IDENTITY_ANY {
+        &[IDENTITY_ANY]
+    } else {
+        &[identity, IDENTITY_ANY]
+    };
     for &id in ids {
         let key = |port| RuleKey {
             slot,

@@ -54,7 +54,10 @@ impl Packet {
 pub enum Parsed {
     NonIp,
     Ip(Packet),
-    Malformed { reason: Reason, addrs: Option<(IpAddr, IpAddr)> },
+    Malformed {
+        reason: Reason,
+        addrs: Option<(IpAddr, IpAddr)>,
+    },
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -67,7 +70,10 @@ fn is_vlan(t: u16) -> bool {
 
 /// Parses a frame exactly as the datapath does.
 pub fn parse(f: &[u8]) -> Parsed {
-    let bad = |reason| Parsed::Malformed { reason, addrs: None };
+    let bad = |reason| Parsed::Malformed {
+        reason,
+        addrs: None,
+    };
     if f.len() < 14 {
         return bad(Reason::EthTruncated);
     }
@@ -95,15 +101,24 @@ pub fn parse(f: &[u8]) -> Parsed {
 
 fn ipv4(f: &[u8], off: usize) -> Parsed {
     if f.len() < off + 20 {
-        return Parsed::Malformed { reason: Reason::Ipv4Truncated, addrs: None };
+        return Parsed::Malformed {
+            reason: Reason::Ipv4Truncated,
+            addrs: None,
+        };
     }
     let h = &f[off..];
     if h[0] >> 4 != 4 {
-        return Parsed::Malformed { reason: Reason::Ipv4BadVersion, addrs: None };
+        return Parsed::Malformed {
+            reason: Reason::Ipv4BadVersion,
+            addrs: None,
+        };
     }
     let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
     let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
-    let bad = |reason| Parsed::Malformed { reason, addrs: Some((src, dst)) };
+    let bad = |reason| Parsed::Malformed {
+        reason,
+        addrs: Some((src, dst)),
+    };
     let hlen = usize::from(h[0] & 0x0f) * 4;
     if hlen < 20 {
         return bad(Reason::Ipv4BadIhl);
@@ -134,18 +149,27 @@ fn ipv4(f: &[u8], off: usize) -> Parsed {
 
 fn ipv6(f: &[u8], off: usize) -> Parsed {
     if f.len() < off + 40 {
-        return Parsed::Malformed { reason: Reason::Ipv6Truncated, addrs: None };
+        return Parsed::Malformed {
+            reason: Reason::Ipv6Truncated,
+            addrs: None,
+        };
     }
     let h = &f[off..];
     if h[0] >> 4 != 6 {
-        return Parsed::Malformed { reason: Reason::Ipv6BadVersion, addrs: None };
+        return Parsed::Malformed {
+            reason: Reason::Ipv6BadVersion,
+            addrs: None,
+        };
     }
     let mut a = [0u8; 16];
     a.copy_from_slice(&h[8..24]);
     let src = IpAddr::V6(Ipv6Addr::from(a));
     a.copy_from_slice(&h[24..40]);
     let dst = IpAddr::V6(Ipv6Addr::from(a));
-    let bad = |reason| Parsed::Malformed { reason, addrs: Some((src, dst)) };
+    let bad = |reason| Parsed::Malformed {
+        reason,
+        addrs: Some((src, dst)),
+    };
     let payload = usize::from(be16(h, 4));
     let mut off = off + 40;
     if off + payload > f.len() {
@@ -154,7 +178,13 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
     let ip_end = off + payload;
     let mut pkt = Packet::new(src, dst, 0);
     let mut next = h[6];
-    let tiny = |pkt: &Packet, r| if pkt.fragment == Fragment::First { Reason::FragmentTiny } else { r };
+    let tiny = |pkt: &Packet, r| {
+        if pkt.fragment == Fragment::First {
+            Reason::FragmentTiny
+        } else {
+            r
+        }
+    };
     let mut walked = 0;
     while walked < MAX_EXT_HEADERS {
         let len = match next {
@@ -216,7 +246,13 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
 fn l4(f: &[u8], off: usize, avail: usize, mut pkt: Packet, family: u8) -> Parsed {
     let addrs = Some((pkt.src, pkt.dst));
     let bad = |reason| Parsed::Malformed { reason, addrs };
-    let tiny = |r| if pkt.fragment == Fragment::First { Reason::FragmentTiny } else { r };
+    let tiny = |r| {
+        if pkt.fragment == Fragment::First {
+            Reason::FragmentTiny
+        } else {
+            r
+        }
+    };
     if off > MAX_L4_OFFSET {
         return bad(Reason::Ipv6TooManyExtHeaders);
     }

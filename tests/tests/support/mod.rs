@@ -40,7 +40,7 @@ pub const UNPROTECTED: u16 = 0;
 const SLOTS: u32 = 8;
 
 pub struct Kernel {
-    dp: Datapath,
+    pub dp: Datapath,
 }
 
 /// What one packet did: the program's return value and the single counter it moved.
@@ -122,5 +122,61 @@ impl Kernel {
 
     pub fn tc(&mut self, frame: &[u8]) -> Outcome {
         self.run(Direction::Egress, frame)
+    }
+}
+
+impl Kernel {
+    /// Loads the programs with no policy yet.
+    pub fn empty() -> Self {
+        Self {
+            dp: Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)"),
+        }
+    }
+
+    /// Compiles `policy` (keeping installed slots) and swaps it in; returns what was installed.
+    pub fn install(&mut self, policy: &Policy, non_ip: Action) -> boundary_agent::policy::Tables {
+        let slots = self.dp.maps.slot_table().expect("slots");
+        let tables = policy::compile(policy, &slots, SLOTS).expect("compiles");
+        self.dp.maps.apply(tables.clone(), non_ip).expect("apply");
+        tables
+    }
+
+    /// Runs `frame` and returns (program return value, the reason whose counter moved in
+    /// `slot`'s row, if exactly one did). Cheaper than `run`: two row reads, not all rows.
+    pub fn run_in_row(
+        &mut self,
+        direction: Direction,
+        frame: &[u8],
+        slot: u16,
+    ) -> (u32, Option<Reason>) {
+        let before = self
+            .dp
+            .maps
+            .counter_row(slot, direction as u8)
+            .expect("row");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        let action = match direction {
+            Direction::Ingress => self.dp.xdp().test_run(opts),
+            Direction::Egress => self.dp.tc().test_run(opts),
+        }
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {direction:?} on {} bytes {:02x?}: {e:?}", frame.len(), frame))
+        .return_value;
+        let after = self
+            .dp
+            .maps
+            .counter_row(slot, direction as u8)
+            .expect("row");
+        let moved: Vec<usize> = (0..before.counters.len())
+            .filter(|&i| before.counters[i] != after.counters[i])
+            .collect();
+        let reason = match moved.as_slice() {
+            [i] => Reason::from_code(u8::try_from(*i).expect("code")),
+            _ => None,
+        };
+        (action, reason)
     }
 }
