@@ -1,7 +1,7 @@
 //! What a policy means, checked through the compiler and the reference evaluator (no root):
 //! precedence, nested CIDRs, identities, ranges, failsafe, conntrack, fragments, slots.
 
-use std::net::IpAddr;
+use std::{fmt::Write as _, net::IpAddr};
 
 use boundary_agent::{
     policy::{self, Policy, SlotTable, Tables},
@@ -314,7 +314,7 @@ fn slots_are_stable_across_reorder_and_removal() {
     let names = |ws: &[&str]| {
         let mut text = String::from("apiVersion: boundary.dev/v1\nworkloads:\n");
         for (i, n) in ws.iter().enumerate() {
-            text.push_str(&format!("- name: {n}\n  addresses: [10.0.0.{}]\n", i + 1));
+            let _ = writeln!(text, "- name: {n}\n  addresses: [10.0.0.{}]", i + 1);
         }
         Policy::from_str("p.yaml", &text).expect("valid")
     };

@@ -22,7 +22,7 @@ use boundary_tests::{
 };
 use support::{Kernel, TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS};
 
-/// SplitMix64: tiny, seedable, the same on every platform and release.
+/// `SplitMix64`: tiny, seedable, the same on every platform and release.
 struct Rng(u64);
 
 impl Rng {
@@ -111,10 +111,10 @@ fn random_policy(r: &mut Rng) -> String {
     }
     y.push_str("workloads:\n");
     let mut locals: Vec<&str> = LOCAL4.iter().chain(LOCAL6.iter()).copied().collect();
-    for w in 0..1 + r.below(3) {
+    for w in 0..=r.below(3) {
         let _ = writeln!(y, "  - name: w{w}");
         let mut addrs = Vec::new();
-        for _ in 0..1 + r.below(2) {
+        for _ in 0..=r.below(2) {
             if !locals.is_empty() {
                 let i = r.below(locals.len());
                 addrs.push(format!("\"{}\"", locals.swap_remove(i)));
@@ -153,7 +153,7 @@ fn random_policy(r: &mut Rng) -> String {
                     1 => y.push_str("        protocols: [gre, udp]\n"),
                     2 => {}
                     _ => {
-                        let ports: Vec<String> = (0..1 + r.below(3))
+                        let ports: Vec<String> = (0..=r.below(3))
                             .map(|_| format!("\"{}\"", r.pick(&PORTS)))
                             .collect();
                         let _ = writeln!(y, "        ports: [{}]", ports.join(", "));
@@ -280,7 +280,10 @@ fn random_frame(r: &mut Rng) -> (Direction, Vec<u8>) {
 }
 
 fn hex(f: &[u8]) -> String {
-    f.iter().map(|b| format!("{b:02x}")).collect()
+    f.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[test]

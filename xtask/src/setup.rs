@@ -24,6 +24,7 @@ const APT: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
+    ("ping", "iputils-ping"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -90,7 +90,7 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
 }
 
 /// How often the policy file is re-read. Polling (rather than inotify) follows every way a
-/// file can change, a ConfigMap's `..data` symlink swap included, at the cost of a read.
+/// file can change, a `ConfigMap`'s `..data` symlink swap included, at the cost of a read.
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {

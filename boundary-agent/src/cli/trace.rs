@@ -20,7 +20,7 @@ use crate::{
 /// running host. Connection tracking and fragment state are not consulted: the answer is for a
 /// first packet.
 ///
-/// Example: boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml
+/// Example: `boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml`
 #[derive(Debug, clap::Args)]
 pub struct Trace {
     /// Source: an address, or a SPIFFE ID bound to one in the policy (needs `--policy`).
@@ -116,9 +116,10 @@ impl Trace {
             TraceDirection::Ingress => Direction::Ingress,
             TraceDirection::Egress => Direction::Egress,
         };
-        let answer = match &tables {
-            Some(t) => answer(t, t, direction, &pkt),
-            None => {
+        let answer = if let Some(t) = &tables {
+            answer(t, t, direction, &pkt)
+        } else {
+            {
                 let layout = PinLayout::new(&self.pins.pin_dir);
                 if !layout.exists() {
                     return Err(CliError::Failed(format!(

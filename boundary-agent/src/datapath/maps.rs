@@ -323,7 +323,7 @@ impl Maps {
         let live = self.datapath_config()?.generation & 1;
         let next = live ^ 1;
         // Residue of an interrupted swap, or of an agent that never told us what it wrote.
-        self.remove_generation_by_scan(next)?;
+        self.remove_generation_by_scan(next);
 
         let current = self.names()?;
         for (&slot, name) in &tables.names {
@@ -350,7 +350,7 @@ impl Maps {
 
         match self.installed.take() {
             Some((generation, old)) if generation == live => self.remove_tables(live, &old),
-            _ => self.remove_generation_by_scan(live)?,
+            _ => self.remove_generation_by_scan(live),
         }
         for (&slot, _) in current
             .iter()
@@ -457,7 +457,7 @@ impl Maps {
         }
     }
 
-    fn remove_generation_by_scan(&mut self, g: u8) -> Result<(), MapsError> {
+    fn remove_generation_by_scan(&mut self, g: u8) {
         let addr_keys = |m: &HashMap<MapData, AddrKey, _>| -> Vec<AddrKey> {
             m.keys()
                 .filter_map(Result::ok)
@@ -512,7 +512,6 @@ impl Maps {
         for k in keys {
             let _ = self.failsafe.remove(&k);
         }
-        Ok(())
     }
 
     fn zero_counters(&mut self, slot: u16) -> Result<(), MapsError> {

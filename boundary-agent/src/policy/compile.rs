@@ -162,6 +162,13 @@ fn prefixes_of(addr: IpAddr) -> impl Iterator<Item = IpNet> {
         .map(move |len| IpNet::new(addr, len).expect("valid length").trunc())
 }
 
+/// A rule with where it applies.
+struct Placed<'a> {
+    slot: u16,
+    direction: Direction,
+    rule: &'a super::model::Rule,
+}
+
 /// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
 /// for workloads that are still there.
 #[expect(
@@ -187,11 +194,6 @@ pub fn compile(
     let slot_of: BTreeMap<&str, u16> = t.names.iter().map(|(s, n)| (n.as_str(), *s)).collect();
 
     // Rules, numbered in document order.
-    struct Compiled<'a> {
-        slot: u16,
-        direction: Direction,
-        rule: &'a super::model::Rule,
-    }
     let mut rules = Vec::new();
     for w in &policy.workloads {
         for (direction, list) in [
@@ -199,7 +201,7 @@ pub fn compile(
             (Direction::Egress, &w.egress),
         ] {
             for rule in list {
-                rules.push(Compiled {
+                rules.push(Placed {
                     slot: slot_of[w.name.as_str()],
                     direction,
                     rule,
@@ -262,7 +264,7 @@ pub fn compile(
             id
         })
     };
-    t.identity_info.entry(IDENTITY_WORLD).or_default().rules = world_rules.clone();
+    world_rules.clone_into(&mut t.identity_info.entry(IDENTITY_WORLD).or_default().rules);
     let mut cidr_list: Vec<IpNet> = by_cidr.keys().copied().collect();
     cidr_list.sort();
     for net in cidr_list {

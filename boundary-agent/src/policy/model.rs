@@ -277,12 +277,11 @@ impl TryFrom<StringOrNumber> for PortSpec {
                 ));
             }
         };
-        let (lo, hi) = match range.split_once('-') {
-            Some((a, b)) => (port(a, &s)?, port(b, &s)?),
-            None => {
-                let p = port(range, &s)?;
-                (p, p)
-            }
+        let (lo, hi) = if let Some((a, b)) = range.split_once('-') {
+            (port(a, &s)?, port(b, &s)?)
+        } else {
+            let p = port(range, &s)?;
+            (p, p)
         };
         if lo > hi {
             return Err(format!("{s:?}: the range is backwards ({lo} > {hi})"));

@@ -1,6 +1,9 @@
 //! The decision (see boundary-ebpf/src/verdict.rs), over any [`Lookup`].
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use boundary_common::{
     Direction, Reason, Verdict,
@@ -87,9 +90,14 @@ pub struct Outcome {
 /// clock: nothing expires within a test).
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    flows: HashMap<(u8, u8, u16, u16, IpAddr, IpAddr), ()>,
-    fragments: HashMap<(u8, u8, u32, IpAddr, IpAddr), (Reason, u16, Option<u16>)>,
+    flows: HashSet<FlowId>,
+    fragments: HashMap<FragId, (Reason, u16, Option<u16>)>,
 }
+
+/// (direction, protocol, source port, destination port, source, destination).
+type FlowId = (u8, u8, u16, u16, IpAddr, IpAddr);
+/// (direction, protocol, identification, source, destination).
+type FragId = (u8, u8, u32, IpAddr, IpAddr);
 
 /// Decides a raw frame.
 pub fn decide_frame(
@@ -143,6 +151,10 @@ fn flow_ports(pkt: &Packet, as_request: bool) -> Option<(u16, u16)> {
 }
 
 /// Decides a parsed IP packet.
+#[expect(
+    clippy::too_many_lines,
+    reason = "mirrors verdict.rs step by step, easier to compare whole"
+)]
 pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Packet) -> Outcome {
     let Some(ep) = l.endpoint(local(direction, pkt.src, pkt.dst)) else {
         return Outcome {
@@ -229,7 +241,7 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
             .map(|(s, d)| (direction as u8, pkt.proto, s, d, pkt.src, pkt.dst));
         if matches!(pkt.proto, 6 | 17) && l.failsafe(pkt.proto, local_port, remote) {
             reason = Reason::Failsafe;
-        } else if ct_key.is_some_and(|k| state.flows.contains_key(&k)) {
+        } else if ct_key.is_some_and(|k| state.flows.contains(&k)) {
             reason = Reason::Established;
         } else {
             reason = audited(reason);
@@ -248,7 +260,7 @@ pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Pa
         {
             state
                 .flows
-                .insert((reply_dir as u8, pkt.proto, d, s, pkt.dst, pkt.src), ());
+                .insert((reply_dir as u8, pkt.proto, d, s, pkt.dst, pkt.src));
         }
     }
     if pkt.fragment == Fragment::First {

@@ -5,7 +5,7 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use boundary_agent::{
     datapath::Datapath,
-    policy::{self, Policy, SlotTable},
+    policy::{self, Policy, SlotTable, Tables},
 };
 use boundary_common::{Direction, Reason, maps::Action};
 
@@ -134,7 +134,7 @@ impl Kernel {
     }
 
     /// Compiles `policy` (keeping installed slots) and swaps it in; returns what was installed.
-    pub fn install(&mut self, policy: &Policy, non_ip: Action) -> boundary_agent::policy::Tables {
+    pub fn install(&mut self, policy: &Policy, non_ip: Action) -> Tables {
         let slots = self.dp.maps.slot_table().expect("slots");
         let tables = policy::compile(policy, &slots, SLOTS).expect("compiles");
         self.dp.maps.apply(tables.clone(), non_ip).expect("apply");
@@ -163,7 +163,13 @@ impl Kernel {
             Direction::Ingress => self.dp.xdp().test_run(opts),
             Direction::Egress => self.dp.tc().test_run(opts),
         }
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {direction:?} on {} bytes {:02x?}: {e:?}", frame.len(), frame))
+        .unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN {direction:?} on {} bytes {:02x?}: {e:?}",
+                frame.len(),
+                frame
+            )
+        })
         .return_value;
         let after = self
             .dp
