@@ -21,6 +21,7 @@ fn main() {
         Command::Check(c) => c.execute(),
         Command::Trace(c) => c.execute(),
         Command::Counters(c) => c.execute(),
+        Command::Monitor(c) => c.execute(),
         Command::Detach(c) => c.execute(),
     };
     if let Err(e) = result {

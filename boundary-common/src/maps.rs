@@ -44,8 +44,13 @@ pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
 /// `PerCpuArray<u64>`: packets decided by each rule (by compiled rule id).
 pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
 
+/// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
+pub const EVENTS_MAP: &str = "BND_EVENTS";
+/// `PerCpuArray<EventBudget>` with one entry: each CPU's sampling state.
+pub const EVENT_BUDGET_MAP: &str = "BND_EVT_BUDGET";
+
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 14] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -58,6 +63,8 @@ pub const ALL_MAPS: [&str; 12] = [
     CONNTRACK_MAP,
     FRAGMENTS_MAP,
     RULE_HITS_MAP,
+    EVENTS_MAP,
+    EVENT_BUDGET_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -346,6 +353,53 @@ pub struct FragValue {
     pub pad2: u16,
 }
 
+/// Drop events each CPU may send per second; past that they are counted as lost, so a flood
+/// cannot starve the agent (or fill the ring) with events.
+pub const EVENTS_PER_SEC: u64 = 1000;
+/// Events a CPU may send at once after a quiet spell.
+pub const EVENTS_BURST: u32 = 200;
+/// Size of the event ring, in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Value of [`EVENT_BUDGET_MAP`]: a token bucket of events, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub last_refill_ns: u64,
+    pub tokens: u32,
+    pub pad: u32,
+    /// Events sent.
+    pub sent: u64,
+    /// Events not sent: over budget, or the ring was full.
+    pub lost: u64,
+}
+
+/// A dropped (or, in audit mode, would-be dropped) packet, as `monitor` shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_coarse_ns` (monotonic since boot).
+    pub timestamp_ns: u64,
+    /// The peer's identity, 0 when the policy was not consulted.
+    pub identity: u32,
+    /// Frame length.
+    pub len: u32,
+    pub slot: u16,
+    /// The deciding rule, `u16::MAX` when none.
+    pub rule: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub reason: u8,
+    pub direction: u8,
+    /// 0 when the addresses could not be read.
+    pub family: u8,
+    pub proto: u8,
+    pub icmp_type: u8,
+    pub pad: [u8; 3],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
 /// Longest workload name, in bytes.
 pub const WORKLOAD_NAME_LEN: usize = 64;
 
@@ -391,6 +445,8 @@ const _: () = {
     assert!(size_of::<FragKey>() == 40);
     assert!(size_of::<FragValue>() == 8);
     assert!(size_of::<WorkloadName>() == WORKLOAD_NAME_LEN);
+    assert!(size_of::<EventBudget>() == 32);
+    assert!(size_of::<DropEvent>() == 64);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<CounterRow>() == 16 * REASON_SLOTS);
     // Per-CPU values are limited to 32 KiB by the kernel (PCPU_MIN_UNIT_SIZE).
@@ -403,8 +459,8 @@ mod pod {
     // every padding byte is an explicit field, so any bit pattern is valid and none is hidden.
     #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
     use super::{
-        AddrKey, Counter, CounterRow, DatapathConfig, Endpoint, FlowKey, FlowValue, FragKey,
-        FragValue, PolicyKey, PolicyValue, WorkloadName,
+        AddrKey, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint, EventBudget, FlowKey,
+        FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, WorkloadName,
     };
 
     unsafe impl aya::Pod for DatapathConfig {}
@@ -417,6 +473,8 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for WorkloadName {}
+    unsafe impl aya::Pod for EventBudget {}
+    unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for CounterRow {}
 }

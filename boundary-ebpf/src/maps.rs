@@ -4,13 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use boundary_common::maps::{
-    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, Endpoint, FAILSAFE_KEY_LEN, FlowKey,
-    FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
-    MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PolicyKey,
-    PolicyValue, RANGE_KEY_LEN, WorkloadName,
+    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
+    FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
+    MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
+    MAX_WORKLOADS, PolicyKey, PolicyValue, RANGE_KEY_LEN, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -57,3 +57,9 @@ pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
 
 #[map(name = "BND_RULE_HITS")]
 pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "BND_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+#[map(name = "BND_EVT_BUDGET")]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);

@@ -30,6 +30,8 @@ pub struct Decision {
     pub slot: u16,
     pub reason: Reason,
     pub rule: u16,
+    /// The peer's identity, 0 when the policy was not consulted.
+    pub identity: u32,
 }
 
 #[inline(always)]
@@ -41,10 +43,9 @@ fn config() -> DatapathConfig {
 }
 
 #[inline(always)]
-pub fn decide(data: usize, end: usize, direction: Direction) -> Decision {
+pub fn decide(data: usize, end: usize, direction: Direction, pkt: &mut Packet) -> Decision {
     let cfg = config();
-    let mut pkt = Packet::new();
-    match parse::parse(data, end, &mut pkt) {
+    match parse::parse(data, end, pkt) {
         Ok(L3::NonIp) => Decision {
             slot: UNPROTECTED_SLOT,
             reason: if cfg.non_ip == Action::Drop as u8 {
@@ -53,8 +54,9 @@ pub fn decide(data: usize, end: usize, direction: Direction) -> Decision {
                 Reason::NonIpPass
             },
             rule: NO_RULE,
+            identity: 0,
         },
-        Ok(L3::Ip) => ip(&pkt, direction, cfg.generation),
+        Ok(L3::Ip) => ip(pkt, direction, cfg.generation),
         // Malformed packets are dropped whatever the workload's mode: audit is about policy,
         // and a packet the parser refuses is not one a policy can be about. They are counted
         // under the workload when its address was readable.
@@ -62,10 +64,11 @@ pub fn decide(data: usize, end: usize, direction: Direction) -> Decision {
             slot: if pkt.family == 0 {
                 UNPROTECTED_SLOT
             } else {
-                endpoint(&pkt, direction, cfg.generation).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
+                endpoint(pkt, direction, cfg.generation).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
             },
             reason,
             rule: NO_RULE,
+            identity: 0,
         },
     }
 }
@@ -90,6 +93,7 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
             slot: UNPROTECTED_SLOT,
             reason: Reason::Unprotected,
             rule: NO_RULE,
+            identity: 0,
         };
     };
     if pkt.fragment == Fragment::Later {
@@ -104,6 +108,7 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
             slot: ep.slot,
             reason,
             rule,
+            identity: 0,
         };
     }
     if pkt.proto == IPPROTO_ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
@@ -111,6 +116,7 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
             slot: ep.slot,
             reason: Reason::NeighborDiscovery,
             rule: NO_RULE,
+            identity: 0,
         };
     }
 
@@ -172,6 +178,7 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
         slot: ep.slot,
         reason,
         rule,
+        identity,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod counters;
 pub mod detach;
+pub mod monitor;
 pub mod run;
 pub mod trace;
 
@@ -34,6 +35,7 @@ pub enum Command {
     Check(check::Check),
     Trace(trace::Trace),
     Counters(counters::Counters),
+    Monitor(monitor::Monitor),
     Detach(detach::Detach),
 }
 

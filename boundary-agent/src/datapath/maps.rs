@@ -9,11 +9,11 @@ use aya::maps::{
 };
 use boundary_common::maps::{
     self as abi, AddrKey, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP,
-    COUNTERS_MAP, CounterRow, DatapathConfig, ENDPOINTS_MAP, Endpoint, FAILSAFE_KEY_FIXED_BITS,
-    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FAMILY_IPV4, FAMILY_IPV6, FRAGMENTS_MAP, FlowKey, FlowValue,
-    FragKey, FragValue, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue,
-    RANGE_KEY_FIXED_BITS, RANGE_KEY_LEN, RANGES_MAP, RULE_HITS_MAP, WorkloadName, cidr_key_data,
-    failsafe_key_data, range_key_data,
+    COUNTERS_MAP, CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, EVENTS_MAP,
+    Endpoint, EventBudget, FAILSAFE_KEY_FIXED_BITS, FAILSAFE_KEY_LEN, FAILSAFE_MAP, FAMILY_IPV4,
+    FAMILY_IPV6, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue, IDENTITIES_MAP, NAMES_MAP,
+    POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, RANGE_KEY_LEN, RANGES_MAP,
+    RULE_HITS_MAP, WorkloadName, cidr_key_data, failsafe_key_data, range_key_data,
 };
 use ipnet::IpNet;
 
@@ -67,7 +67,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 12] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 14] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -121,6 +121,8 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 12
             abi::MAX_FRAGMENTS,
         ),
         (RULE_HITS_MAP, 4, 8, abi::MAX_RULES),
+        (EVENTS_MAP, 0, 0, abi::EVENTS_RING_BYTES),
+        (EVENT_BUDGET_MAP, 4, size(size_of::<EventBudget>()), 1),
     ]
 }
 
@@ -214,6 +216,7 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, FlowKey, FlowValue>,
     pub fragments: HashMap<MapData, FragKey, FragValue>,
     pub rule_hits: PerCpuArray<MapData, u64>,
+    pub event_budget: PerCpuArray<MapData, EventBudget>,
     /// The generation and tables this process installed last: the next swap deletes them by
     /// key instead of scanning the maps.
     installed: Option<(u8, Tables)>,
@@ -253,6 +256,9 @@ macro_rules! open_all {
             rule_hits: open(RULE_HITS_MAP)?
                 .try_into()
                 .map_err(map_err(RULE_HITS_MAP))?,
+            event_budget: open(EVENT_BUDGET_MAP)?
+                .try_into()
+                .map_err(map_err(EVENT_BUDGET_MAP))?,
             installed: None,
         })
     }};
@@ -550,6 +556,17 @@ impl Maps {
             .get(&u32::from(rule), 0)
             .map_err(map_err(RULE_HITS_MAP))?;
         Ok(per_cpu.iter().sum())
+    }
+
+    /// Drop events (sent, lost to sampling or a full ring), summed over CPUs.
+    pub fn event_totals(&self) -> Result<(u64, u64), MapsError> {
+        let per_cpu = self
+            .event_budget
+            .get(&0, 0)
+            .map_err(map_err(EVENT_BUDGET_MAP))?;
+        Ok(per_cpu
+            .iter()
+            .fold((0, 0), |(s, l), b| (s + b.sent, l + b.lost)))
     }
 
     /// Number of workload slots the maps were sized for.
