@@ -22,6 +22,7 @@ fn main() {
         Command::Trace(c) => c.execute(),
         Command::Counters(c) => c.execute(),
         Command::Monitor(c) => c.execute(),
+        Command::Status(c) => c.execute(),
         Command::Detach(c) => c.execute(),
     };
     if let Err(e) = result {

@@ -273,3 +273,17 @@ pub fn udp_echo_sized(
     let mut buf = vec![0u8; size + 16];
     matches!(sock.recv_from(&mut buf), Ok((n, _)) if n == size)
 }
+
+/// A plain HTTP/1.0 GET to `addr` from inside `ns`; returns (status code, body).
+pub fn http_get(ns: &NetNs, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = ns
+        .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}

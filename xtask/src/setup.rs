@@ -25,6 +25,9 @@ const APT: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
+    // Prometheus scrapes the agent in the observability end-to-end test; promtool checks
+    // the exposition format.
+    ("promtool", "prometheus"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

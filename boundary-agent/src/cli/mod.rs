@@ -5,6 +5,7 @@ pub mod counters;
 pub mod detach;
 pub mod monitor;
 pub mod run;
+pub mod status;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub enum Command {
     Trace(trace::Trace),
     Counters(counters::Counters),
     Monitor(monitor::Monitor),
+    Status(status::Status),
     Detach(detach::Detach),
 }
 

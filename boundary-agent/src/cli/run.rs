@@ -1,4 +1,8 @@
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use boundary_common::maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
@@ -7,7 +11,8 @@ use tracing::{error, info};
 use super::CliError;
 use crate::{
     config::{AgentConfig, NonIpAction, XdpMode},
-    datapath::{Datapath, PinLayout},
+    datapath::{Datapath, Maps, PinLayout},
+    metrics::{self, AgentState},
     policy::{self, Policy},
 };
 
@@ -39,13 +44,18 @@ impl Run {
         }
         let policy = Policy::from_file(&config.policy).map_err(CliError::bad_input)?;
 
-        let mut datapath = Datapath::load(PinLayout::new(&config.pin_dir), config.max_workloads)
-            .map_err(CliError::failed)?;
-        apply(&mut datapath, &config, &policy)?;
+        let layout = PinLayout::new(&config.pin_dir);
+        let mut datapath =
+            Datapath::load(layout.clone(), config.max_workloads).map_err(CliError::failed)?;
+        let state = Arc::new(Mutex::new(AgentState::default()));
+        apply(&mut datapath, &config, &policy, &state)?;
         for iface in &config.interfaces {
-            datapath
+            let mode = datapath
                 .attach(iface, config.xdp_mode, config.allow_generic_fallback)
                 .map_err(CliError::failed)?;
+            lock(&state)
+                .attach_modes
+                .push((iface.to_string(), mode.to_string()));
         }
         datapath
             .detach_others(&config.interfaces)
@@ -60,6 +70,17 @@ impl Run {
                 "program loaded"
             );
         }
+        if let Some(addr) = config.metrics_address {
+            // The collector reads the maps through handles of its own, from the pins.
+            let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
+            metrics::serve(
+                addr,
+                metrics::registry(maps, Arc::clone(&state)),
+                Arc::clone(&state),
+            )
+            .map_err(CliError::failed)?;
+        }
+        lock(&state).ready = true;
         info!(
             interfaces = config.interfaces.len(),
             workloads = policy.workloads.len(),
@@ -71,11 +92,24 @@ impl Run {
             .enable_all()
             .build()
             .map_err(CliError::failed)?;
-        runtime.block_on(serve(&mut datapath, &config))
+        runtime.block_on(serve(&mut datapath, &config, &state))
     }
 }
 
-fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Result<(), CliError> {
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn apply(
+    datapath: &mut Datapath,
+    config: &AgentConfig,
+    policy: &Policy,
+    state: &Mutex<AgentState>,
+) -> Result<(), CliError> {
+    let started = Instant::now();
     let slots = datapath.maps.slot_table().map_err(CliError::failed)?;
     let compiled =
         policy::compile(policy, &slots, config.max_workloads).map_err(CliError::bad_input)?;
@@ -83,17 +117,65 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
     };
+    let rules = compiled
+        .rules
+        .iter()
+        .map(|r| (r.workload.clone(), r.direction.as_str(), r.name.clone()))
+        .collect();
+    let entries = vec![
+        (
+            boundary_common::maps::ENDPOINTS_MAP,
+            compiled.endpoints.len() as u64,
+        ),
+        (
+            boundary_common::maps::IDENTITIES_MAP,
+            compiled.identities.len() as u64,
+        ),
+        (
+            boundary_common::maps::CIDRS_MAP,
+            compiled.cidrs.len() as u64,
+        ),
+        (
+            boundary_common::maps::POLICY_MAP,
+            compiled.policy.len() as u64,
+        ),
+        (
+            boundary_common::maps::RANGES_MAP,
+            compiled.ranges.len() as u64,
+        ),
+        (
+            boundary_common::maps::FAILSAFE_MAP,
+            compiled.failsafe.len() as u64,
+        ),
+    ];
+    let bindings = compiled.identities.len() as u64;
     datapath
         .maps
         .apply(compiled, non_ip)
-        .map_err(CliError::failed)
+        .map_err(CliError::failed)?;
+    let generation = datapath
+        .maps
+        .datapath_config()
+        .map_err(CliError::failed)?
+        .generation;
+    let mut s = lock(state);
+    s.rules = rules;
+    s.map_entries = entries;
+    s.static_bindings = bindings;
+    s.policy_generation = generation;
+    s.last_apply_seconds = started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 /// How often the policy file is re-read. Polling (rather than inotify) follows every way a
 /// file can change, a `ConfigMap`'s `..data` symlink swap included, at the cost of a read.
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {
+async fn serve(
+    datapath: &mut Datapath,
+    config: &AgentConfig,
+    state: &Mutex<AgentState>,
+) -> Result<(), CliError> {
     let mut term = signal(SignalKind::terminate()).map_err(CliError::failed)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::failed)?;
     let mut hup = signal(SignalKind::hangup()).map_err(CliError::failed)?;
@@ -111,18 +193,24 @@ async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliE
             continue;
         }
         last = now;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match Policy::from_file(&config.policy)
             .map_err(CliError::bad_input)
-            .and_then(|p| apply(datapath, config, &p).map(|()| p))
+            .and_then(|p| apply(datapath, config, &p, state).map(|()| p))
         {
-            Ok(p) => info!(
-                workloads = p.workloads.len(),
-                apply_ms = started.elapsed().as_secs_f64() * 1000.0,
-                trigger = if forced { "SIGHUP" } else { "file change" },
-                "policy reloaded"
-            ),
-            Err(e) => error!(error = %e, "policy reload refused; the running policy stays"),
+            Ok(p) => {
+                lock(state).reloads_ok += 1;
+                info!(
+                    workloads = p.workloads.len(),
+                    apply_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    trigger = if forced { "SIGHUP" } else { "file change" },
+                    "policy reloaded"
+                );
+            }
+            Err(e) => {
+                lock(state).reloads_failed += 1;
+                error!(error = %e, "policy reload refused; the running policy stays");
+            }
         }
     }
     info!("stopping; the datapath stays attached and pinned (boundary-agent detach removes it)");
