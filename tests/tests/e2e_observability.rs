@@ -98,7 +98,7 @@ fn prometheus(ns: &NetNs, dir: &std::path::Path, target: SocketAddr) -> (Process
     (Process(child), listen)
 }
 
-/// The value of a PromQL instant query once Prometheus has it.
+/// The value of a `PromQL` instant query once Prometheus has it.
 fn query(ns: &NetNs, prom: SocketAddr, promql: &str, want: &str) -> String {
     let path = format!("/api/v1/query?query={}", url_encode(promql));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,7 +107,7 @@ fn query(ns: &NetNs, prom: SocketAddr, promql: &str, want: &str) -> String {
         if let Some((200, body)) = traffic::http_get(ns, prom, &path) {
             let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
             if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
-                last = value.to_owned();
+                value.clone_into(&mut last);
                 if last == want {
                     return last;
                 }
@@ -177,6 +177,24 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
         "{body}"
     );
     assert!(!body.contains("_total_total"), "double _total: {body}");
+    // Every family the Grafana dashboard relies on is exported.
+    for family in [
+        "boundary_packets_total",
+        "boundary_packet_bytes_total",
+        "boundary_rule_hits_total",
+        "boundary_drop_events_sent_total",
+        "boundary_drop_events_lost_total",
+        "boundary_identity_bindings",
+        "boundary_policy_generation",
+        "boundary_policy_apply_duration_seconds",
+        "boundary_policy_reloads_total",
+        "boundary_xdp_attach_mode",
+        "boundary_map_entries",
+        "boundary_map_capacity",
+        "boundary_build_info",
+    ] {
+        assert!(body.contains(&format!("\n{family}")), "{family} missing from the scrape");
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -319,10 +337,12 @@ fn event_sampling_bounds_a_flood() {
         s["drop_events_sent"].as_u64().expect("sent"),
         s["drop_events_lost"].as_u64().expect("lost"),
     );
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
-    let bound = cpus * (200.0 + 1000.0 * secs);
+    let cpus =
+        u32::try_from(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+            .expect("cpus");
+    let bound = f64::from(cpus) * (200.0 + 1000.0 * secs);
     assert!(
-        sent as f64 <= bound,
+        f64::from(u32::try_from(sent).expect("small")) <= bound,
         "{sent} events sent in {secs:.2} s, budget {bound}"
     );
     assert!(lost > 0, "a flood must exceed the budget");

@@ -12,7 +12,7 @@ use crate::{
 /// flood cannot starve the host; `boundary_drop_events_lost_total` counts the rest. Audit-mode
 /// would-be drops are shown too. One reader at a time: two monitors split the stream.
 ///
-/// Example: boundary-agent monitor --workload payments-api --reason default_deny --json
+/// Example: `boundary-agent monitor --workload payments-api --reason default_deny --json`
 #[derive(Debug, clap::Args)]
 pub struct Monitor {
     #[command(flatten)]
