@@ -193,7 +193,10 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
         "boundary_map_capacity",
         "boundary_build_info",
     ] {
-        assert!(body.contains(&format!("\n{family}")), "{family} missing from the scrape");
+        assert!(
+            body.contains(&format!("\n{family}")),
+            "{family} missing from the scrape"
+        );
     }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
