@@ -131,6 +131,10 @@ fn counters_packets(files: &AgentFiles, workload: &str, reason: &str) -> u64 {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, as a user would run it"
+)]
 fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     if !require_root("prometheus_scrapes_exact_counts_that_match_the_cli") {
         return;
