@@ -80,19 +80,16 @@ impl Run {
             )
             .map_err(CliError::failed)?;
         }
-        lock(&state).ready = true;
-        info!(
-            interfaces = config.interfaces.len(),
-            workloads = policy.workloads.len(),
-            pin_dir = %config.pin_dir.display(),
-            "boundary agent ready"
-        );
-
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(CliError::failed)?;
-        runtime.block_on(serve(&mut datapath, &config, &state))
+        runtime.block_on(serve(
+            &mut datapath,
+            &config,
+            &state,
+            policy.workloads.len(),
+        ))
     }
 }
 
@@ -175,10 +172,19 @@ async fn serve(
     datapath: &mut Datapath,
     config: &AgentConfig,
     state: &Mutex<AgentState>,
+    workloads: usize,
 ) -> Result<(), CliError> {
+    // Handlers first, then "ready": a SIGHUP sent on seeing "ready" must reload, not kill.
     let mut term = signal(SignalKind::terminate()).map_err(CliError::failed)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::failed)?;
     let mut hup = signal(SignalKind::hangup()).map_err(CliError::failed)?;
+    lock(state).ready = true;
+    info!(
+        interfaces = config.interfaces.len(),
+        workloads,
+        pin_dir = %config.pin_dir.display(),
+        "boundary agent ready"
+    );
     let mut poll = tokio::time::interval(POLL);
     let mut last = std::fs::read(&config.policy).ok();
     loop {
