@@ -3,21 +3,7 @@
 
 use std::collections::BTreeSet;
 
-const EXPORTED: &[&str] = &[
-    "boundary_packets_total",
-    "boundary_packet_bytes_total",
-    "boundary_rule_hits_total",
-    "boundary_drop_events_sent_total",
-    "boundary_drop_events_lost_total",
-    "boundary_identity_bindings",
-    "boundary_policy_generation",
-    "boundary_policy_apply_duration_seconds",
-    "boundary_policy_reloads_total",
-    "boundary_xdp_attach_mode",
-    "boundary_map_entries",
-    "boundary_map_capacity",
-    "boundary_build_info",
-];
+use boundary_agent::metrics::FAMILIES as EXPORTED;
 const PLANNED: &[&str] = &["boundary_handshakes_total"];
 
 #[test]

@@ -118,23 +118,7 @@ fn query(ns: &NetNs, prom: SocketAddr, promql: &str, want: &str) -> String {
     last
 }
 
-fn counters_packets(files: &AgentFiles, workload: &str, reason: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&files.counters_json()).expect("json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .filter(|e| {
-            e["workload"] == workload && e["direction"] == "ingress" && e["reason"] == reason
-        })
-        .map(|e| e["packets"].as_u64().expect("packets"))
-        .sum()
-}
-
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario, step by step, as a user would run it"
-)]
 fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     if !require_root("prometheus_scrapes_exact_counts_that_match_the_cli") {
         return;
@@ -182,21 +166,7 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     );
     assert!(!body.contains("_total_total"), "double _total: {body}");
     // Every family the Grafana dashboard relies on is exported.
-    for family in [
-        "boundary_packets_total",
-        "boundary_packet_bytes_total",
-        "boundary_rule_hits_total",
-        "boundary_drop_events_sent_total",
-        "boundary_drop_events_lost_total",
-        "boundary_identity_bindings",
-        "boundary_policy_generation",
-        "boundary_policy_apply_duration_seconds",
-        "boundary_policy_reloads_total",
-        "boundary_xdp_attach_mode",
-        "boundary_map_entries",
-        "boundary_map_capacity",
-        "boundary_build_info",
-    ] {
+    for family in boundary_agent::metrics::FAMILIES {
         assert!(
             body.contains(&format!("\n{family}")),
             "{family} missing from the scrape"
@@ -231,7 +201,7 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
         "Prometheus sees exactly the three denied packets"
     );
     assert_eq!(
-        counters_packets(&files, "web", "default_deny"),
+        files.packets("web", "ingress", "default_deny"),
         3,
         "the CLI agrees"
     );
@@ -242,7 +212,7 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
         "4",
     );
     assert_eq!(allowed, "4", "rule hits for the allowed datagrams");
-    assert_eq!(counters_packets(&files, "web", "policy_allow"), 4);
+    assert_eq!(files.packets("web", "ingress", "policy_allow"), 4);
 
     // A workload removed from the policy loses its series.
     let (_, body) = traffic::http_get(&lab.server, metrics, "/metrics").expect("scrape");
@@ -355,7 +325,7 @@ fn event_sampling_bounds_a_flood() {
     assert!(lost > 0, "a flood must exceed the budget");
     assert_eq!(
         sent + lost,
-        counters_packets(&files, "web", "default_deny"),
+        files.packets("web", "ingress", "default_deny"),
         "every drop is either sent or counted lost"
     );
     assert_eq!(s["interfaces"].as_array().map(Vec::len), Some(2), "{out}");

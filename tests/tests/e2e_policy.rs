@@ -47,18 +47,6 @@ workloads:
     mode: audit
 ";
 
-fn packets(files: &AgentFiles, workload: &str, direction: &str, reason: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&files.counters_json()).expect("counters json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .filter(|e| {
-            e["workload"] == workload && e["direction"] == direction && e["reason"] == reason
-        })
-        .map(|e| e["packets"].as_u64().expect("packets"))
-        .sum()
-}
-
 fn at(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
 }
@@ -127,13 +115,13 @@ fn rules_allow_and_deny_tcp_udp_icmp() {
     );
     assert!(traffic::ping(c, SERVER6.into(), WAIT), "IPv6 ping allowed");
     // 5 UDP, 3 TCP (handshake), 1 ping, 3 IPv6 UDP, 1 IPv6 ping.
-    assert!(packets(&s.files, "web", "ingress", "policy_allow") >= 13);
+    assert!(s.files.packets("web", "ingress", "policy_allow") >= 13);
     // 3 UDP, at least 1 TCP SYN, 2 IPv6 UDP.
-    assert!(packets(&s.files, "web", "ingress", "default_deny") >= 6);
+    assert!(s.files.packets("web", "ingress", "default_deny") >= 6);
     // Neighbour discovery kept IPv6 working under default deny.
     // (Solicitations go to a multicast address, no workload's; the advertisements leave from
     // the workload's address.)
-    assert!(packets(&s.files, "web", "egress", "neighbor_discovery") >= 1);
+    assert!(s.files.packets("web", "egress", "neighbor_discovery") >= 1);
 }
 
 #[test]
@@ -153,10 +141,10 @@ fn replies_to_connections_the_workload_starts_pass_default_deny() {
         traffic::tcp_hello_from(&s.lab.server, SERVER.into(), at(CLIENT, 9001), WAIT),
         "TCP handshake and data from a server the workload called"
     );
-    assert!(packets(&s.files, "web", "ingress", "established") >= 3);
+    assert!(s.files.packets("web", "ingress", "established") >= 3);
     // Unsolicited traffic from the same peer and port is still dropped.
     let _ = s.agent.pid();
-    let before = packets(&s.files, "web", "ingress", "default_deny");
+    let before = s.files.packets("web", "ingress", "default_deny");
     let frame = packets::v4(
         CLIENT,
         SERVER,
@@ -169,7 +157,7 @@ fn replies_to_connections_the_workload_starts_pass_default_deny() {
     traffic::inject(&s.lab.client, "c0", &[frame]);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        packets(&s.files, "web", "ingress", "default_deny"),
+        s.files.packets("web", "ingress", "default_deny"),
         before + 1
     );
 }
@@ -194,11 +182,11 @@ fn fragmented_udp_follows_its_first_fragment() {
         traffic::udp_echo_sized(c, None, at(SERVER6, 7000), 4000, WAIT),
         "IPv6 fragments too"
     );
-    assert_eq!(packets(&s.files, "web", "ingress", "fragment_unknown"), 0);
+    assert_eq!(s.files.packets("web", "ingress", "fragment_unknown"), 0);
     // Every fragment of the allowed datagrams counted as allowed by the rule.
-    assert!(packets(&s.files, "web", "ingress", "policy_allow") >= 6);
+    assert!(s.files.packets("web", "ingress", "policy_allow") >= 6);
     // The denied datagram's later fragments followed the first into the drop.
-    assert!(packets(&s.files, "web", "ingress", "default_deny") >= 3);
+    assert!(s.files.packets("web", "ingress", "default_deny") >= 3);
 }
 
 #[test]
@@ -232,16 +220,16 @@ fn ipv6_extension_headers_are_matched_on_their_real_ports() {
         ),
         &exts,
     );
-    let allow_before = packets(&s.files, "web", "ingress", "policy_allow");
-    let deny_before = packets(&s.files, "web", "ingress", "default_deny");
+    let allow_before = s.files.packets("web", "ingress", "policy_allow");
+    let deny_before = s.files.packets("web", "ingress", "default_deny");
     traffic::inject(&s.lab.client, "c0", &[allowed.clone(), allowed, denied]);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        packets(&s.files, "web", "ingress", "policy_allow"),
+        s.files.packets("web", "ingress", "policy_allow"),
         allow_before + 2
     );
     assert_eq!(
-        packets(&s.files, "web", "ingress", "default_deny"),
+        s.files.packets("web", "ingress", "default_deny"),
         deny_before + 1
     );
 }
@@ -263,11 +251,11 @@ fn audit_mode_passes_and_counts() {
         );
     }
     assert!(
-        packets(&s.files, "admin", "ingress", "audit") >= 4,
+        s.files.packets("admin", "ingress", "audit") >= 4,
         "{}",
         s.files.counters_json()
     );
-    assert_eq!(packets(&s.files, "admin", "ingress", "default_deny"), 0);
+    assert_eq!(s.files.packets("admin", "ingress", "default_deny"), 0);
 }
 
 #[test]

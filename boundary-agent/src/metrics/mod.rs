@@ -15,6 +15,23 @@ use prometheus_client::registry::Registry;
 
 use crate::datapath::Maps;
 
+/// Every metric family the agent exports, as scraped (the Grafana dashboard may use only these).
+pub const FAMILIES: &[&str] = &[
+    "boundary_packets_total",
+    "boundary_packet_bytes_total",
+    "boundary_rule_hits_total",
+    "boundary_drop_events_sent_total",
+    "boundary_drop_events_lost_total",
+    "boundary_identity_bindings",
+    "boundary_policy_generation",
+    "boundary_policy_apply_duration_seconds",
+    "boundary_policy_reloads_total",
+    "boundary_xdp_attach_mode",
+    "boundary_map_entries",
+    "boundary_map_capacity",
+    "boundary_build_info",
+];
+
 /// What the agent knows that the maps do not say.
 #[derive(Debug, Default)]
 pub struct AgentState {

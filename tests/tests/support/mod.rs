@@ -81,17 +81,7 @@ impl Kernel {
     /// by one packet of `frame.len()` bytes, and returns the outcome.
     pub fn run(&mut self, direction: Direction, frame: &[u8]) -> Outcome {
         let before = self.snapshot();
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
-        let action = match direction {
-            Direction::Ingress => self.dp.xdp().test_run(opts),
-            Direction::Egress => self.dp.tc().test_run(opts),
-        }
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value;
+        let action = self.test_run(direction, frame);
         let after = self.snapshot();
         let moved: Vec<_> = before
             .iter()
@@ -114,6 +104,26 @@ impl Kernel {
             slot,
             reason,
         }
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of the program for `direction`; its return value.
+    pub fn test_run(&mut self, direction: Direction, frame: &[u8]) -> u32 {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        match direction {
+            Direction::Ingress => self.dp.xdp().test_run(opts),
+            Direction::Egress => self.dp.tc().test_run(opts),
+        }
+        .unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN {direction:?} on {} bytes {frame:02x?}: {e:?}",
+                frame.len()
+            )
+        })
+        .return_value
     }
 
     pub fn xdp(&mut self, frame: &[u8]) -> Outcome {
@@ -154,23 +164,7 @@ impl Kernel {
             .maps
             .counter_row(slot, direction as u8)
             .expect("row");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
-        let action = match direction {
-            Direction::Ingress => self.dp.xdp().test_run(opts),
-            Direction::Egress => self.dp.tc().test_run(opts),
-        }
-        .unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN {direction:?} on {} bytes {:02x?}: {e:?}",
-                frame.len(),
-                frame
-            )
-        })
-        .return_value;
+        let action = self.test_run(direction, frame);
         let after = self
             .dp
             .maps
