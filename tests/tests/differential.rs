@@ -316,6 +316,11 @@ fn datapath_agrees_with_the_reference() {
             Action::Drop
         };
         let tables = kernel.install(&policy, non_ip);
+        // Flow and fragment state starts afresh with each policy on both sides: the kernel's
+        // LRU maps may evict before they are full (per-CPU free lists), which a long run would
+        // otherwise hit and the reference, which never evicts, would not.
+        kernel.clear_state();
+        state = State::default();
         for i in 0..per_policy {
             if sent == total {
                 break;

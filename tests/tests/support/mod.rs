@@ -106,6 +106,30 @@ impl Kernel {
         }
     }
 
+    /// Empties the conntrack and fragment maps.
+    pub fn clear_state(&mut self) {
+        let flows: Vec<_> = self
+            .dp
+            .maps
+            .conntrack
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for k in flows {
+            let _ = self.dp.maps.conntrack.remove(&k);
+        }
+        let frags: Vec<_> = self
+            .dp
+            .maps
+            .fragments
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for k in frags {
+            let _ = self.dp.maps.fragments.remove(&k);
+        }
+    }
+
     /// One `BPF_PROG_TEST_RUN` of the program for `direction`; its return value.
     pub fn test_run(&mut self, direction: Direction, frame: &[u8]) -> u32 {
         let opts = TestRunOptions {
