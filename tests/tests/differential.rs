@@ -303,7 +303,6 @@ fn datapath_agrees_with_the_reference() {
     let policies = total.div_ceil(per_policy).max(100.min(total));
     let mut r = Rng(seed);
     let mut kernel = Kernel::empty();
-    let mut state = State::default();
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
     let mut sent = 0;
     for p in 0..policies {
@@ -320,7 +319,7 @@ fn datapath_agrees_with_the_reference() {
         // LRU maps may evict before they are full (per-CPU free lists), which a long run would
         // otherwise hit and the reference, which never evicts, would not.
         kernel.clear_state();
-        state = State::default();
+        let mut state = State::default();
         for i in 0..per_policy {
             if sent == total {
                 break;
