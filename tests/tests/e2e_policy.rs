@@ -119,6 +119,28 @@ fn rules_allow_and_deny_tcp_udp_icmp() {
     // 3 UDP, at least 1 TCP SYN, 2 IPv6 UDP.
     assert!(s.files.packets("web", "ingress", "default_deny") >= 6);
     // Neighbour discovery kept IPv6 working under default deny.
+    // `trace` explains verdicts from the live pinned maps.
+    let pin = s.files.pin_dir.display().to_string();
+    for (port, reason) in [("7000", "policy_allow"), ("7001", "default_deny")] {
+        let (code, out, err) = s.files.cli(&[
+            "trace",
+            "--src",
+            "10.203.0.2",
+            "--dst",
+            "10.203.0.1",
+            "--proto",
+            "udp",
+            "--dport",
+            port,
+            "--pin-dir",
+            &pin,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("trace json");
+        assert_eq!(v["reason"], reason, "{out}");
+        assert_eq!(v["workload"], "web", "{out}");
+    }
     // (Solicitations go to a multicast address, no workload's; the advertisements leave from
     // the workload's address.)
     assert!(s.files.packets("web", "egress", "neighbor_discovery") >= 1);

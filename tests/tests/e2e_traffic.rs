@@ -303,6 +303,16 @@ fn bad_input_exits_64_and_pins_nothing() {
     );
     assert!(!files.pin_dir.exists(), "nothing pinned");
 
+    // `check` says the same without root, and a good file passes.
+    let policy = files.policy().display().to_string();
+    let (code, _, err) = files.cli(&["check", &policy]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("single host"), "{err}");
+    std::fs::write(files.policy(), POLICY).expect("write");
+    let (code, out, err) = files.cli(&["check", &policy]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid") && out.contains("locked"), "{out}");
+
     std::fs::write(
         files.config(),
         "interfaces: [s0]\npolicy: policy.yaml\nxdp_mode: native\n",

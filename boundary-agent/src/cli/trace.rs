@@ -128,7 +128,14 @@ impl Trace {
                     )));
                 }
                 let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
-                answer(&maps, &Tables::default(), direction, &pkt)
+                {
+                    // Live maps name their workloads; rules and identities are ids only.
+                    let names = Tables {
+                        names: maps.names().map_err(CliError::failed)?,
+                        ..Tables::default()
+                    };
+                    answer(&maps, &names, direction, &pkt)
+                }
             }
         };
         if self.json {
