@@ -37,7 +37,7 @@ fn ingress(t: &Tables, p: &Packet) -> (Reason, Option<String>) {
     let out = reference::decide(t, &mut State::default(), Direction::Ingress, p);
     (
         out.reason,
-        out.rule.map(|r| t.rules[usize::from(r)].name.clone()),
+        out.rule.map(|r| t.rules[r as usize].name.clone()),
     )
 }
 

@@ -98,7 +98,7 @@ pub const MAX_FAILSAFE: u32 = 2 * 1024;
 pub const MAX_FLOWS: u32 = 65_536;
 pub const MAX_FRAGMENTS: u32 = 16_384;
 /// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
-pub const MAX_RULES: u32 = 16_384;
+pub const MAX_RULES: u32 = 131_072;
 
 /// Slot 0 counts traffic for addresses no workload claims (and malformed packets whose
 /// addresses could not be read).
@@ -285,9 +285,9 @@ pub const RULE_DENY: u8 = 1;
 pub struct PolicyValue {
     /// [`RULE_ALLOW`] or [`RULE_DENY`].
     pub action: u8,
-    pub pad: u8,
+    pub pad: [u8; 3],
     /// The deciding rule's id (its index in the compiled rule list).
-    pub rule: u16,
+    pub rule: u32,
 }
 
 /// Key of [`RANGES_MAP`]: `data` is generation, direction, protocol, a zero byte, slot (big
@@ -385,8 +385,7 @@ pub struct FragValue {
     pub reason: u8,
     pub pad: u8,
     pub slot: u16,
-    pub rule: u16,
-    pub pad2: u16,
+    pub rule: u32,
 }
 
 /// Drop events each CPU may send per second; past that they are counted as lost, so a flood
@@ -421,9 +420,9 @@ pub struct DropEvent {
     pub identity: u32,
     /// Frame length.
     pub len: u32,
+    /// The deciding rule, `u32::MAX` when none.
+    pub rule: u32,
     pub slot: u16,
-    /// The deciding rule, `u16::MAX` when none.
-    pub rule: u16,
     pub sport: u16,
     pub dport: u16,
     pub reason: u8,
@@ -432,7 +431,7 @@ pub struct DropEvent {
     pub family: u8,
     pub proto: u8,
     pub icmp_type: u8,
-    pub pad: [u8; 3],
+    pub pad: u8,
     pub src: [u8; 16],
     pub dst: [u8; 16],
 }
@@ -476,7 +475,7 @@ const _: () = {
     assert!(size_of::<AddrKey>() == 20);
     assert!(size_of::<Endpoint>() == 8);
     assert!(size_of::<PolicyKey>() == 12);
-    assert!(size_of::<PolicyValue>() == 4);
+    assert!(size_of::<PolicyValue>() == 8);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<FlowValue>() == 8);
     assert!(size_of::<FragKey>() == 40);

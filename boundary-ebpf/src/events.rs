@@ -47,6 +47,10 @@ pub fn emit(pkt: &Packet, d: &Decision, direction: Direction, len: u32) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        // The ring is full (nobody reads it): back off like an empty bucket, or every drop
+        // would read the clock and try again.
+        b.tokens = 0;
+        b.skip = 63;
         b.lost += 1;
         return;
     };
@@ -65,7 +69,7 @@ pub fn emit(pkt: &Packet, d: &Decision, direction: Direction, len: u32) {
         family: pkt.family,
         proto: pkt.proto,
         icmp_type: pkt.icmp_type,
-        pad: [0; 3],
+        pad: 0,
         src: pkt.src,
         dst: pkt.dst,
     });

@@ -24,13 +24,12 @@ fn key(pkt: &Packet, direction: Direction) -> FragKey {
 
 /// Remembers the first fragment's decision.
 #[inline(always)]
-pub fn remember(pkt: &Packet, direction: Direction, slot: u16, reason: Reason, rule: u16) {
+pub fn remember(pkt: &Packet, direction: Direction, slot: u16, reason: Reason, rule: u32) {
     let value = FragValue {
         reason: reason as u8,
         pad: 0,
         slot,
         rule,
-        pad2: 0,
     };
     let _ = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
 }

@@ -29,8 +29,8 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
 
 /// One more packet decided by `rule`. Ids past the map's end are not counted.
 #[inline(always)]
-pub fn count_rule(rule: u16) {
-    if let Some(hits) = RULE_HITS.get_ptr_mut(u32::from(rule)) {
+pub fn count_rule(rule: u32) {
+    if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
         // SAFETY: this CPU's slot of a per-CPU array, as in `count`.
         unsafe { *hits += 1 };
     }

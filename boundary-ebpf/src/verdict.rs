@@ -25,13 +25,13 @@ use crate::{
 pub const HEADERS_MAX: usize = parse::MAX_L4_OFFSET + 64;
 
 /// `rule` when no rule decided.
-pub const NO_RULE: u16 = u16::MAX;
+pub const NO_RULE: u32 = u32::MAX;
 
 pub struct Decision {
     /// Workload slot the packet is counted under.
     pub slot: u16,
     pub reason: Reason,
-    pub rule: u16,
+    pub rule: u32,
     /// The peer's identity, 0 when the policy was not consulted.
     pub identity: u32,
 }

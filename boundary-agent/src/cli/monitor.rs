@@ -82,7 +82,7 @@ impl Monitor {
                 shown += 1;
                 let rule = e.rule.map(|r| {
                     rules
-                        .get(usize::from(r))
+                        .get(r as usize)
                         .map_or_else(|| format!("#{r}"), |i| format!("#{r} {}", i.name))
                 });
                 if self.json {

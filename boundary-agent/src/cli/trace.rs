@@ -213,7 +213,7 @@ fn answer(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -
             format!("{id} ({what})")
         }
     });
-    let rule = out.rule.map(|r| match names.rules.get(usize::from(r)) {
+    let rule = out.rule.map(|r| match names.rules.get(r as usize) {
         Some(info) => format!("#{r} {info}"),
         None => format!("#{r}"),
     });

@@ -34,7 +34,7 @@ pub struct Event {
     pub dport: u16,
     pub icmp_type: Option<u8>,
     pub identity: Option<u32>,
-    pub rule: Option<u16>,
+    pub rule: Option<u32>,
     pub len: u32,
 }
 
@@ -148,7 +148,7 @@ impl EventReader {
                 dport: if has_ports { e.dport } else { 0 },
                 icmp_type: matches!(e.proto, 1 | 58).then_some(e.icmp_type),
                 identity: (e.identity != 0).then_some(e.identity),
-                rule: (e.rule != u16::MAX).then_some(e.rule),
+                rule: (e.rule != u32::MAX).then_some(e.rule),
                 len: e.len,
             });
         }

@@ -612,10 +612,10 @@ impl Maps {
     }
 
     /// Packets decided by `rule`, summed over CPUs.
-    pub fn rule_hits(&self, rule: u16) -> Result<u64, MapsError> {
+    pub fn rule_hits(&self, rule: u32) -> Result<u64, MapsError> {
         let per_cpu = self
             .rule_hits
-            .get(&u32::from(rule), 0)
+            .get(&rule, 0)
             .map_err(map_err(RULE_HITS_MAP))?;
         Ok(per_cpu.iter().sum())
     }

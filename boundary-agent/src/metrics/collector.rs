@@ -111,7 +111,7 @@ impl Collector for DatapathCollector {
             MetricType::Counter,
         )?;
         for (id, (workload, direction, rule)) in state.rules.iter().enumerate() {
-            let Ok(id) = u16::try_from(id) else { break };
+            let Ok(id) = u32::try_from(id) else { break };
             let hits = maps.rule_hits(id).map_err(|_| std::fmt::Error)?;
             let labels = [
                 ("workload", workload.clone()),

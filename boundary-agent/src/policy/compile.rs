@@ -96,7 +96,7 @@ pub struct IdentityInfo {
     /// CIDR prefixes of this identity.
     pub cidrs: BTreeSet<IpNet>,
     /// The rules whose peer selector matches it.
-    pub rules: BTreeSet<u16>,
+    pub rules: BTreeSet<u32>,
 }
 
 /// The compiled form of a policy: every map entry, without generations.
@@ -129,13 +129,13 @@ pub enum CompileError {
 }
 
 /// Merges a rule into an entry: deny beats allow; among equal actions the first rule wins.
-fn merge(slot: &mut Option<PolicyValue>, action: RuleAction, rule: u16) {
+fn merge(slot: &mut Option<PolicyValue>, action: RuleAction, rule: u32) {
     let new = PolicyValue {
         action: match action {
             RuleAction::Allow => RULE_ALLOW,
             RuleAction::Deny => RULE_DENY,
         },
-        pad: 0,
+        pad: [0; 3],
         rule,
     };
     *slot = Some(match *slot {
@@ -149,7 +149,7 @@ fn merge(slot: &mut Option<PolicyValue>, action: RuleAction, rule: u16) {
     });
 }
 
-fn merge_into<K: Ord>(map: &mut BTreeMap<K, PolicyValue>, key: K, action: RuleAction, rule: u16) {
+fn merge_into<K: Ord>(map: &mut BTreeMap<K, PolicyValue>, key: K, action: RuleAction, rule: u32) {
     let mut v = map.remove(&key);
     merge(&mut v, action, rule);
     map.insert(key, v.expect("merge always sets"));
@@ -227,10 +227,10 @@ pub fn compile(
         clippy::cast_possible_truncation,
         reason = "checked against MAX_RULES above"
     )]
-    let id_of = |i: usize| i as u16;
+    let id_of = |i: usize| i as u32;
 
     // Selector indexes.
-    let mut by_cidr: HashMap<IpNet, Vec<u16>> = HashMap::new();
+    let mut by_cidr: HashMap<IpNet, Vec<u32>> = HashMap::new();
     let mut spiffe_rules = Vec::new();
     let mut world_rules = BTreeSet::new();
     let mut any_rules = Vec::new();
@@ -244,7 +244,7 @@ pub fn compile(
             Selector::Any => any_rules.push(id_of(i)),
         }
     }
-    let cidr_rules_containing = |addr_net: IpNet| -> BTreeSet<u16> {
+    let cidr_rules_containing = |addr_net: IpNet| -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
         for p in prefixes_of(addr_net.addr()).filter(|p| p.prefix_len() <= addr_net.prefix_len()) {
             if let Some(v) = by_cidr.get(&p) {
@@ -255,10 +255,10 @@ pub fn compile(
     };
 
     // Identities: one id per distinct rule set.
-    let mut ids: BTreeMap<BTreeSet<u16>, u32> = BTreeMap::new();
+    let mut ids: BTreeMap<BTreeSet<u32>, u32> = BTreeMap::new();
     ids.insert(world_rules.clone(), IDENTITY_WORLD);
     let mut next_id = FIRST_IDENTITY;
-    let mut intern = |set: BTreeSet<u16>| -> u32 {
+    let mut intern = |set: BTreeSet<u32>| -> u32 {
         *ids.entry(set).or_insert_with(|| {
             let id = next_id;
             next_id += 1;
@@ -299,13 +299,13 @@ pub fn compile(
     }
 
     // Policy entries: every identity gets the entries of every rule in its set.
-    let mut entries: Vec<(u32, u16)> = Vec::new();
+    let mut entries: Vec<(u32, u32)> = Vec::new();
     for (set, id) in &ids {
         entries.extend(set.iter().map(|r| (*id, *r)));
     }
     entries.extend(any_rules.iter().map(|r| (IDENTITY_ANY, *r)));
     for (identity, rule_id) in entries {
-        let r = &rules[usize::from(rule_id)];
+        let r = &rules[rule_id as usize];
         for traffic in &r.rule.traffic {
             let key = |proto, port| RuleKey {
                 slot: r.slot,

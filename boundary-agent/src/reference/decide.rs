@@ -81,7 +81,7 @@ pub struct Outcome {
     pub slot: u16,
     pub reason: Reason,
     /// The deciding rule.
-    pub rule: Option<u16>,
+    pub rule: Option<u32>,
     /// The peer's identity, when the policy was consulted.
     pub identity: Option<u32>,
 }
@@ -91,7 +91,7 @@ pub struct Outcome {
 #[derive(Clone, Debug, Default)]
 pub struct State {
     flows: HashSet<FlowId>,
-    fragments: HashMap<FragId, (Reason, u16, Option<u16>)>,
+    fragments: HashMap<FragId, (Reason, u16, Option<u32>)>,
 }
 
 /// (direction, protocol, source port, destination port, source, destination).
