@@ -1,0 +1,309 @@
+//! The report: a fixed-width table for people and JSON for tools, from the same figures.
+
+use std::{fmt::Write as _, time::Duration};
+
+use serde_json::{Value as Json, json};
+
+use super::results::{PacketRow, Report, SIZES, Value};
+
+const PATH_W: usize = 50;
+const VERDICT_W: usize = 34;
+const CELL_W: usize = 11;
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Ns { net, spread, .. } => format!("{net:.1} ±{spread:.1}"),
+        Value::Na(why) if why.starts_with("n/a: capacity") => "n/a: cap".into(),
+        Value::Na(why) if why.starts_with("no address") => "-".into(),
+        Value::Na(_) => String::new(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "KiB counts are small")]
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn packet_line(out: &mut String, r: &PacketRow) {
+    let _ = write!(
+        out,
+        "   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
+        r.path, r.family, r.verdict
+    );
+    if r.verdict == "not implemented yet" {
+        out.push('\n');
+        return;
+    }
+    for v in r.hot.iter().chain(&r.random) {
+        let _ = write!(out, "{:>CELL_W$}", cell(v));
+    }
+    out.push('\n');
+}
+
+pub fn table(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Boundary benchmark: {}", r.machine);
+    let _ = writeln!(o, "{}", r.mode);
+    let pp = &r.per_packet;
+
+    let _ = writeln!(
+        o,
+        "\n1-2. Per-packet cost, XDP ingress, BPF_PROG_TEST_RUN, 64-byte frames (Boundary, then the peer)"
+    );
+    let _ = writeln!(
+        o,
+        "   net ns = median of the runs minus the median of the empty XDP program run interleaved with them; ± = half the range of the runs"
+    );
+    let _ = writeln!(
+        o,
+        "   floor (empty XDP program): {:.1} ns per run hot, {:.1} ns per single-run call (random key)",
+        pp.floor_hot, pp.floor_call
+    );
+    let _ = writeln!(
+        o,
+        "   prefixes = endpoint entries (half IPv4, half IPv6); hot = one frame repeated; random key = a fresh destination from the path's set each call"
+    );
+    if !pp.fills.is_empty() {
+        let fills: Vec<String> = pp
+            .fills
+            .iter()
+            .map(|(l, d)| format!("{l} {:.2} s", d.as_secs_f64()))
+            .collect();
+        let _ = writeln!(o, "   table fill (Maps::apply): {}", fills.join(", "));
+    }
+    let blank = "";
+    let heads = SIZES.map(|(_, l)| l);
+    let _ = write!(
+        o,
+        "\n   {blank:<PATH_W$} {blank:<3} {blank:<VERDICT_W$}{:>w$}{:>w$}\n   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
+        "hot single flow",
+        "random key",
+        "path",
+        "fam",
+        "verdict",
+        w = CELL_W * SIZES.len()
+    );
+    for h in heads.iter().chain(&heads) {
+        let _ = write!(o, "{h:>CELL_W$}");
+    }
+    o.push('\n');
+    let mut last_subject = "";
+    for row in &pp.rows {
+        if row.subject != last_subject && !last_subject.is_empty() {
+            o.push('\n');
+        }
+        last_subject = row.subject;
+        packet_line(&mut o, row);
+    }
+    let _ = writeln!(
+        o,
+        "   (-: the path reads no address, so there is no key to vary; n/a: cap: beyond the program's map capacity)"
+    );
+    if !r.peer_note.is_empty() {
+        let _ = writeln!(o, "   peer: {}", r.peer_note);
+    }
+
+    let _ = writeln!(
+        o,
+        "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP to a denied address)"
+    );
+    let _ = writeln!(
+        o,
+        "   {:<40}{:>18}{:>16}{:>12}{:>22}",
+        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
+    );
+    for f in &r.flood.rows {
+        let rx = f.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
+        let mpps = f
+            .mpps_per_core()
+            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
+        let dropped = f
+            .dropped
+            .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
+        let _ = writeln!(
+            o,
+            "   {:<40}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            f.config,
+            format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
+        );
+    }
+    if let Some(ratio) = r.flood.boundary_over_nft {
+        let _ = writeln!(
+            o,
+            "   Boundary / nftables, receive-side packets per second per core: {ratio:.2}x"
+        );
+    }
+    if !r.flood.note.is_empty() {
+        let _ = writeln!(o, "   note: {}", r.flood.note);
+    }
+
+    let c = &r.control;
+    let _ = writeln!(
+        o,
+        "\n4. Control plane (a rule today = one endpoint entry; medians)"
+    );
+    let _ = writeln!(
+        o,
+        "   {:>8}{:>16}{:>12}{:>16}{:>14}{:>16}{:>17}",
+        "rules", "parse+validate", "compile", "apply (fresh)", "apply again", "batch update", "compile+apply"
+    );
+    for row in &c.compile {
+        let _ = writeln!(
+            o,
+            "   {:>8}{:>16}{:>12}{:>16}{:>14}{:>16}{:>17}",
+            row.rules,
+            ms(row.parse),
+            ms(row.compile),
+            ms(row.apply_fresh),
+            ms(row.apply_again),
+            ms(row.batch_update),
+            ms(row.compile + row.apply_fresh)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "   apply = Maps::apply (one update per entry + stale-key scan); batch update = the same entries in one BPF_MAP_UPDATE_BATCH (not used by the agent yet)"
+    );
+    if !c.agent.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n   agent process (release build)\n   {:>8}{:>14}{:>12}{:>12}   policy-file change -> live (median [min..max])",
+            "rules", "start->ready", "RSS", "peak RSS"
+        );
+        for a in &c.agent {
+            let s: Vec<f64> = a.reload.iter().map(Duration::as_secs_f64).collect();
+            let med = super::testrun::Samples(s.clone()).median();
+            let min = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = s.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                o,
+                "   {:>8}{:>14}{:>12}{:>12}   {:.1} ms [{:.1}..{:.1}] of {}",
+                a.rules,
+                ms(a.start_to_ready),
+                mib(a.rss_kib),
+                mib(a.peak_rss_kib),
+                med * 1e3,
+                min * 1e3,
+                max * 1e3,
+                s.len()
+            );
+        }
+    }
+    if !c.agent_note.is_empty() {
+        let _ = writeln!(o, "   note: {}", c.agent_note);
+    }
+
+    let _ = writeln!(o, "\n5. Verifier budget");
+    let _ = writeln!(
+        o,
+        "   {:<34}{:>24}{:>12}",
+        "program", "instructions processed", "JIT bytes"
+    );
+    for p in &r.programs {
+        let insns = p
+            .verified_insns
+            .map_or_else(|| "?".into(), |n| n.to_string());
+        let _ = writeln!(o, "   {:<34}{insns:>24}{:>12}", p.program, p.jited_bytes);
+    }
+
+    let _ = writeln!(o, "\nTargets (issue #4)");
+    for t in &r.targets {
+        let mark = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "n/a",
+        };
+        let _ = writeln!(o, "   [{mark:^7}] {}: {}", t.name, t.detail);
+    }
+    for w in &r.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let _ = writeln!(o, "\nfinished in {:.1} s", r.elapsed.as_secs_f64());
+    o
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Ns {
+            net,
+            gross,
+            floor,
+            spread,
+        } => json!({"net_ns": net, "gross_ns": gross, "floor_ns": floor, "spread_ns": spread}),
+        Value::Na(why) => json!({"na": why}),
+    }
+}
+
+pub fn json(r: &Report) -> Json {
+    let sizes: Vec<&str> = SIZES.iter().map(|(_, l)| *l).collect();
+    let rows: Vec<Json> = r
+        .per_packet
+        .rows
+        .iter()
+        .map(|row| {
+            json!({
+                "subject": row.subject,
+                "path": row.path,
+                "family": row.family,
+                "verdict": row.verdict,
+                "hot": row.hot.iter().map(value_json).collect::<Vec<_>>(),
+                "random_key": row.random.iter().map(value_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "machine": r.machine,
+        "mode": r.mode,
+        "per_packet": {
+            "sizes": sizes,
+            "floor_hot_ns": r.per_packet.floor_hot,
+            "floor_call_ns": r.per_packet.floor_call,
+            "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
+            "rows": rows,
+            "peer_note": r.peer_note,
+        },
+        "flood": {
+            "rows": r.flood.rows.iter().map(|f| json!({
+                "config": f.config,
+                "ns_per_frame": f.ns_per_frame,
+                "spread_ns": f.spread,
+                "receive_ns": f.rx_ns,
+                "mpps_per_core": f.mpps_per_core(),
+                "frames": f.frames,
+                "dropped": f.dropped,
+            })).collect::<Vec<_>>(),
+            "boundary_over_nftables": r.flood.boundary_over_nft,
+            "note": r.flood.note,
+        },
+        "control_plane": {
+            "compile": r.control.compile.iter().map(|c| json!({
+                "rules": c.rules,
+                "parse_s": c.parse.as_secs_f64(),
+                "compile_s": c.compile.as_secs_f64(),
+                "apply_fresh_s": c.apply_fresh.as_secs_f64(),
+                "apply_again_s": c.apply_again.as_secs_f64(),
+                "batch_update_s": c.batch_update.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+            "agent": r.control.agent.iter().map(|a| json!({
+                "rules": a.rules,
+                "start_to_ready_s": a.start_to_ready.as_secs_f64(),
+                "rss_kib": a.rss_kib,
+                "peak_rss_kib": a.peak_rss_kib,
+                "reload_s": a.reload.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "agent_note": r.control.agent_note,
+        },
+        "programs": r.programs.iter().map(|p| json!({
+            "program": p.program, "verified_insns": p.verified_insns, "jited_bytes": p.jited_bytes,
+        })).collect::<Vec<_>>(),
+        "targets": r.targets.iter().map(|t| json!({
+            "target": t.name, "met": t.met, "detail": t.detail,
+        })).collect::<Vec<_>>(),
+        "warnings": r.warnings,
+        "elapsed_s": r.elapsed.as_secs_f64(),
+    })
+}
