@@ -30,7 +30,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark loads eBPF programs and makes network namespaces: run it as root (sudo cargo xtask bench)");
+        bail!(
+            "the benchmark loads eBPF programs and makes network namespaces: run it as root (sudo cargo xtask bench)"
+        );
     }
     let plan = if args.quick {
         bench::Plan::quick()

@@ -1,5 +1,5 @@
 //! The PNG: per-packet net cost by path and prefix count, hot single flow and random key side
-//! by side, one group of bars per path. Text is drawn with DejaVu Sans embedded in the binary
+//! by side, one group of bars per path. Text is drawn with the `DejaVu` Sans font embedded in the binary
 //! (plotters' `ab_glyph` backend), so no system font, fontconfig or freetype is involved.
 
 use std::path::Path;
@@ -96,6 +96,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .light_line_style(RGBColor(238, 238, 238))
             .y_labels(0)
             .x_desc("net ns per packet")
             .label_style(("sans-serif", 13))

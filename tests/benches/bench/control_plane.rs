@@ -41,8 +41,10 @@ use super::{
     testrun::{Samples, Target as _},
 };
 
-/// Workloads the generated policies spread their addresses over (the agent has 256 slots).
+/// Workloads the generated policies spread their addresses over.
 const POLICY_WORKLOADS: usize = 200;
+/// Workload slots, as the agent's default `maxWorkloads`.
+const AGENT_SLOTS: u32 = 256;
 pub const COMPILE_SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 pub const AGENT_SIZES: [usize; 3] = [1_000, 10_000, 65_000];
 
@@ -88,11 +90,11 @@ fn compile_row(rules: usize, runs: usize) -> anyhow::Result<CompileRow> {
         let p = Policy::from_str("bench-policy.yaml", &text)?;
         parse.push(t.elapsed());
         let t = Instant::now();
-        let c = policy::compile(&p, &SlotTable::new(), 256)?;
+        let c = policy::compile(&p, &SlotTable::new(), AGENT_SLOTS)?;
         compile.push(t.elapsed());
         ensure!(c.endpoints.len() == rules, "every address compiled");
 
-        let mut dp = BenchDatapath::load(rules)?;
+        let mut dp = BenchDatapath::load(rules, AGENT_SLOTS)?;
         let t = Instant::now();
         dp.maps.apply(&c, DatapathConfig::new(Action::Pass))?;
         fresh.push(t.elapsed());
@@ -149,7 +151,14 @@ fn until_verdict(prog: &RawProgram, frame: &[u8], want: u32) -> anyhow::Result<I
 
 fn agent_row(rules: usize, reloads: usize) -> anyhow::Result<AgentRow> {
     let ns = NetNs::new("bnd-bench-ag");
-    veth(&ns, "ag0", "02:00:00:00:0a:01", &ns, "ag1", "02:00:00:00:0a:02");
+    veth(
+        &ns,
+        "ag0",
+        "02:00:00:00:0a:01",
+        &ns,
+        "ag1",
+        "02:00:00:00:0a:02",
+    );
     let files = AgentFiles::new("bench", "ag0", &policy_yaml(rules, None), "");
     let start = Instant::now();
     let agent = AgentProcess::try_start(&ns, &files.config(), &[])
@@ -159,7 +168,10 @@ fn agent_row(rules: usize, reloads: usize) -> anyhow::Result<AgentRow> {
     let rss_kib = status_kib(pid, "VmRSS:")?;
 
     // The probe: the last address of workload 1 (which denies ingress), an IPv4 address.
-    let probe = (1..rules / 2).step_by(POLICY_WORKLOADS).last().unwrap_or(1);
+    let probe = (1..rules / 2)
+        .step_by(POLICY_WORKLOADS)
+        .next_back()
+        .unwrap_or(1);
     let addr = KeySpace::v4(probe);
     let frame = packets::v4(
         CLIENT4,

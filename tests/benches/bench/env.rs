@@ -150,7 +150,9 @@ pub fn ifindex(ns: &NetNs, ifname: &str) -> anyhow::Result<u32> {
 }
 
 /// A veth pair `a <-> b` with fixed MAC addresses, `a` in `ns_a` and `b` in `ns_b` (which may
-/// be the same namespace), both up. Removed with the namespaces.
+/// be the same namespace), both up, without IPv6 link-local addresses (so the kernel sends no
+/// router or neighbour solicitations of its own into a measurement). Removed with the
+/// namespaces.
 pub fn veth(ns_a: &NetNs, a: &str, mac_a: &str, ns_b: &NetNs, b: &str, mac_b: &str) {
     boundary_tests::netns::ip(&[
         "-n",
@@ -170,6 +172,8 @@ pub fn veth(ns_a: &NetNs, a: &str, mac_a: &str, ns_b: &NetNs, b: &str, mac_b: &s
         "netns",
         ns_b.name(),
     ]);
-    ns_a.ip(&["link", "set", a, "up"]);
-    ns_b.ip(&["link", "set", b, "up"]);
+    for (ns, dev) in [(ns_a, a), (ns_b, b)] {
+        ns.ip(&["link", "set", dev, "addrgenmode", "none"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
 }

@@ -33,7 +33,7 @@ use super::{
     testrun::Target,
 };
 
-/// Workload slots the harness's datapath has (counters are read across all of them).
+/// Workload slots of the per-packet datapath (its counters are read across all of them).
 pub const SLOTS: u32 = 64;
 
 pub struct BenchDatapath {
@@ -44,15 +44,16 @@ pub struct BenchDatapath {
 
 impl BenchDatapath {
     /// Loads both programs with room for `entries` endpoints (never less than the shipped
-    /// `MAX_ENDPOINTS`, so that small fills see the map the agent really creates).
-    pub fn load(entries: usize) -> anyhow::Result<Self> {
+    /// `MAX_ENDPOINTS`, so that small fills see the map the agent really creates) and `slots`
+    /// workload slots.
+    pub fn load(entries: usize, slots: u32) -> anyhow::Result<Self> {
         let capacity = u32::try_from(entries)
             .context("capacity fits u32")?
             .max(MAX_ENDPOINTS);
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(NAMES_MAP, SLOTS)
-            .map_max_entries(COUNTERS_MAP, SLOTS * 2)
+            .map_max_entries(NAMES_MAP, slots)
+            .map_max_entries(COUNTERS_MAP, slots * 2)
             .map_max_entries(ENDPOINTS_MAP, capacity);
         let mut ebpf = loader.load(OBJECT).context("load the eBPF object")?;
         for name in [XDP_PROGRAM, TC_PROGRAM] {
@@ -114,7 +115,10 @@ impl BenchDatapath {
             "expected XDP action {action}, got {}",
             out.retval
         );
-        ensure!(moved.len() == 1, "expected one counter to move, got {moved:?}");
+        ensure!(
+            moved.len() == 1,
+            "expected one counter to move, got {moved:?}"
+        );
         let code = moved[0] % boundary_common::reason::REASON_SLOTS;
         ensure!(
             usize::from(reason.code()) == code,

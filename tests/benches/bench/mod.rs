@@ -83,7 +83,11 @@ impl Plan {
 }
 
 /// Runs a step that the rest of the report does not depend on; a failure becomes a warning.
-fn optional<T: Default>(report: &mut Report, step: &str, f: impl FnOnce() -> anyhow::Result<T>) -> T {
+fn optional<T: Default>(
+    report: &mut Report,
+    step: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> T {
     f().unwrap_or_else(|e| {
         progress::note(&format!("{step} failed: {e:#}"));
         report.warnings.push(format!("{step} not measured: {e:#}"));

@@ -4,7 +4,7 @@
 //! yet are rows too, printed as "not implemented yet".
 //!
 //! The key space: `entries` endpoint addresses, half IPv4 (10.128.0.0/9, index `j` is
-//! 10.128.0.0 + j) and half IPv6 (fd00:b0::j). Index `j` belongs to workload `j % WORKLOADS`;
+//! 10.128.0.0 + j) and half IPv6 (`fd00:b0::j`). Index `j` belongs to workload `j % WORKLOADS`;
 //! even workloads allow ingress by default and odd ones deny it, so even indexes are the allow
 //! set and odd ones the deny set. Unprotected addresses come from ranges the map never holds.
 //! These frames only ever go to `BPF_PROG_TEST_RUN` (or to the harness's own namespaces).
@@ -135,7 +135,7 @@ impl KeySpace {
     }
 
     pub fn allows(j: usize) -> bool {
-        j % 2 == 0
+        j.is_multiple_of(2)
     }
 
     /// An address for `keys`: `r` picks it (uniformly over the set when `r` is uniform).
@@ -148,8 +148,7 @@ impl KeySpace {
             Keys::Deny => Self::addr(family, j + 1),
             Keys::Unprotected => match family {
                 Family::V4 => {
-                    #[expect(clippy::cast_possible_truncation, reason = "masked to 22 bits")]
-                    let low = (r & 0x3f_ffff) as u32;
+                    let low = u32::try_from(r & 0x3f_ffff).expect("masked to 22 bits");
                     Ipv4Addr::from(V4_UNPROTECTED + low).into()
                 }
                 _ => Ipv6Addr::from(V6_UNPROTECTED + u128::from(r)).into(),
@@ -326,37 +325,73 @@ pub fn all() -> Vec<PathDef> {
             pass(R::Unprotected),
             udp6,
         ),
-        row("non-IP (ARP, default pass)", L2, Fixed, pass(R::NonIpPass), |_| {
-            packets::arp(CLIENT4, Ipv4Addr::new(10, 203, 0, 1))
-        }),
+        row(
+            "non-IP (ARP, default pass)",
+            L2,
+            Fixed,
+            pass(R::NonIpPass),
+            |_| packets::arp(CLIENT4, Ipv4Addr::new(10, 203, 0, 1)),
+        ),
         // --- malformed ---------------------------------------------------------------------
-        row("malformed: vlan_truncated", L2, Fixed, drop(R::VlanTruncated), |d| {
-            let mut f = udp4(d);
-            f.truncate(ETH_LEN + 2);
-            f[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
-            f
-        }),
-        row("malformed: vlan_too_deep (3 tags)", V4, Fixed, drop(R::VlanTooDeep), |d| {
-            three_tags(&udp4(d))
-        }),
-        row("malformed: vlan_too_deep (3 tags)", V6, Fixed, drop(R::VlanTooDeep), |d| {
-            three_tags(&udp6(d))
-        }),
-        row("malformed: ipv4_truncated", V4, Fixed, drop(R::Ipv4Truncated), |d| {
-            let mut f = udp4(d);
-            f.truncate(ETH_LEN + 12);
-            f
-        }),
-        row("malformed: ipv4_bad_version", V4, Fixed, drop(R::Ipv4BadVersion), |d| {
-            let mut f = udp4(d);
-            f[ETH_LEN] = 0x65;
-            f
-        }),
-        row("malformed: ipv4_bad_ihl", V4, Allow, drop(R::Ipv4BadIhl), |d| {
-            let mut f = udp4(d);
-            f[ETH_LEN] = 0x44;
-            f
-        }),
+        row(
+            "malformed: vlan_truncated",
+            L2,
+            Fixed,
+            drop(R::VlanTruncated),
+            |d| {
+                let mut f = udp4(d);
+                f.truncate(ETH_LEN + 2);
+                f[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+                f
+            },
+        ),
+        row(
+            "malformed: vlan_too_deep (3 tags)",
+            V4,
+            Fixed,
+            drop(R::VlanTooDeep),
+            |d| three_tags(&udp4(d)),
+        ),
+        row(
+            "malformed: vlan_too_deep (3 tags)",
+            V6,
+            Fixed,
+            drop(R::VlanTooDeep),
+            |d| three_tags(&udp6(d)),
+        ),
+        row(
+            "malformed: ipv4_truncated",
+            V4,
+            Fixed,
+            drop(R::Ipv4Truncated),
+            |d| {
+                let mut f = udp4(d);
+                f.truncate(ETH_LEN + 12);
+                f
+            },
+        ),
+        row(
+            "malformed: ipv4_bad_version",
+            V4,
+            Fixed,
+            drop(R::Ipv4BadVersion),
+            |d| {
+                let mut f = udp4(d);
+                f[ETH_LEN] = 0x65;
+                f
+            },
+        ),
+        row(
+            "malformed: ipv4_bad_ihl",
+            V4,
+            Allow,
+            drop(R::Ipv4BadIhl),
+            |d| {
+                let mut f = udp4(d);
+                f[ETH_LEN] = 0x44;
+                f
+            },
+        ),
         row(
             "malformed: ipv4_options_truncated",
             V4,
@@ -380,16 +415,28 @@ pub fn all() -> Vec<PathDef> {
                 f
             },
         ),
-        row("malformed: ipv6_truncated", V6, Fixed, drop(R::Ipv6Truncated), |d| {
-            let mut f = udp6(d);
-            f.truncate(ETH_LEN + 30);
-            f
-        }),
-        row("malformed: ipv6_bad_version", V6, Fixed, drop(R::Ipv6BadVersion), |d| {
-            let mut f = udp6(d);
-            f[ETH_LEN] = 0x45;
-            f
-        }),
+        row(
+            "malformed: ipv6_truncated",
+            V6,
+            Fixed,
+            drop(R::Ipv6Truncated),
+            |d| {
+                let mut f = udp6(d);
+                f.truncate(ETH_LEN + 30);
+                f
+            },
+        ),
+        row(
+            "malformed: ipv6_bad_version",
+            V6,
+            Fixed,
+            drop(R::Ipv6BadVersion),
+            |d| {
+                let mut f = udp6(d);
+                f[ETH_LEN] = 0x45;
+                f
+            },
+        ),
         row(
             "malformed: ipv6_bad_payload_length",
             V6,
@@ -435,79 +482,159 @@ pub fn all() -> Vec<PathDef> {
             drop(R::Ipv6UnsupportedExtHeader),
             |d| packets::with_ipv6_exts(&udp6(d), &[Ext::Other(135)]),
         ),
-        row("malformed: tcp_bad_data_offset", V4, Allow, drop(R::TcpBadDataOffset), |d| {
-            let mut f = tcp4(d);
-            f[ETH_LEN + IPV4_LEN + 12] = 0x40;
-            f
-        }),
-        row("malformed: tcp_bad_data_offset", V6, Allow, drop(R::TcpBadDataOffset), |d| {
-            let mut f = tcp6(d);
-            f[ETH_LEN + IPV6_LEN + 12] = 0x40;
-            f
-        }),
-        row("malformed: tcp_truncated (options)", V4, Allow, drop(R::TcpTruncated), |d| {
-            let mut f = tcp4(d);
-            f[ETH_LEN + IPV4_LEN + 12] = 0xf0;
-            f
-        }),
-        row("malformed: tcp_truncated (options)", V6, Allow, drop(R::TcpTruncated), |d| {
-            let mut f = tcp6(d);
-            f[ETH_LEN + IPV6_LEN + 12] = 0xf0;
-            f
-        }),
-        row("malformed: udp_truncated", V4, Allow, drop(R::UdpTruncated), |d| {
-            cut_v4(udp4(d), IPV4_LEN + 4)
-        }),
-        row("malformed: udp_truncated", V6, Allow, drop(R::UdpTruncated), |d| {
-            cut_v6(udp6(d), 4)
-        }),
-        row("malformed: udp_bad_length", V4, Allow, drop(R::UdpBadLength), |d| {
-            let mut f = udp4(d);
-            f[ETH_LEN + IPV4_LEN + 4..ETH_LEN + IPV4_LEN + 6].copy_from_slice(&4u16.to_be_bytes());
-            f
-        }),
-        row("malformed: udp_bad_length", V6, Allow, drop(R::UdpBadLength), |d| {
-            let mut f = udp6(d);
-            f[ETH_LEN + IPV6_LEN + 4..ETH_LEN + IPV6_LEN + 6].copy_from_slice(&4u16.to_be_bytes());
-            f
-        }),
-        row("malformed: icmp_truncated", V4, Allow, drop(R::IcmpTruncated), |d| {
-            cut_v4(
-                packets::v4(CLIENT4, v4(d), L4::IcmpEcho, b"ping"),
-                IPV4_LEN + 4,
-            )
-        }),
-        row("malformed: icmpv6_truncated", V6, Allow, drop(R::Icmpv6Truncated), |d| {
-            cut_v6(packets::v6(CLIENT6, v6(d), L4::IcmpEcho, b"ping"), 4)
-        }),
-        row("malformed: fragment_tiny", V4, Allow, drop(R::FragmentTiny), |d| {
-            let mut f = cut_v4(tcp4(d), IPV4_LEN + 10);
-            packets::set_ipv4_fragment(&mut f, 0, true);
-            f
-        }),
-        row("malformed: fragment_tiny", V6, Allow, drop(R::FragmentTiny), |d| {
-            let f = packets::with_ipv6_exts(
-                &tcp6(d),
-                &[Ext::Fragment {
-                    offset: 0,
-                    more: true,
-                }],
-            );
-            cut_v6(f, 8 + 10)
-        }),
-        row("malformed: fragment_overlap", V4, Allow, drop(R::FragmentOverlap), |d| {
-            let mut f = tcp4(d);
-            packets::set_ipv4_fragment(&mut f, 1, false);
-            f
-        }),
-        row("malformed: fragment_overlap", V6, Allow, drop(R::FragmentOverlap), |d| {
-            packets::with_ipv6_exts(
-                &tcp6(d),
-                &[Ext::Fragment {
-                    offset: 1,
-                    more: false,
-                }],
-            )
-        }),
+        row(
+            "malformed: tcp_bad_data_offset",
+            V4,
+            Allow,
+            drop(R::TcpBadDataOffset),
+            |d| {
+                let mut f = tcp4(d);
+                f[ETH_LEN + IPV4_LEN + 12] = 0x40;
+                f
+            },
+        ),
+        row(
+            "malformed: tcp_bad_data_offset",
+            V6,
+            Allow,
+            drop(R::TcpBadDataOffset),
+            |d| {
+                let mut f = tcp6(d);
+                f[ETH_LEN + IPV6_LEN + 12] = 0x40;
+                f
+            },
+        ),
+        row(
+            "malformed: tcp_truncated (options)",
+            V4,
+            Allow,
+            drop(R::TcpTruncated),
+            |d| {
+                let mut f = tcp4(d);
+                f[ETH_LEN + IPV4_LEN + 12] = 0xf0;
+                f
+            },
+        ),
+        row(
+            "malformed: tcp_truncated (options)",
+            V6,
+            Allow,
+            drop(R::TcpTruncated),
+            |d| {
+                let mut f = tcp6(d);
+                f[ETH_LEN + IPV6_LEN + 12] = 0xf0;
+                f
+            },
+        ),
+        row(
+            "malformed: udp_truncated",
+            V4,
+            Allow,
+            drop(R::UdpTruncated),
+            |d| cut_v4(udp4(d), IPV4_LEN + 4),
+        ),
+        row(
+            "malformed: udp_truncated",
+            V6,
+            Allow,
+            drop(R::UdpTruncated),
+            |d| cut_v6(udp6(d), 4),
+        ),
+        row(
+            "malformed: udp_bad_length",
+            V4,
+            Allow,
+            drop(R::UdpBadLength),
+            |d| {
+                let mut f = udp4(d);
+                f[ETH_LEN + IPV4_LEN + 4..ETH_LEN + IPV4_LEN + 6]
+                    .copy_from_slice(&4u16.to_be_bytes());
+                f
+            },
+        ),
+        row(
+            "malformed: udp_bad_length",
+            V6,
+            Allow,
+            drop(R::UdpBadLength),
+            |d| {
+                let mut f = udp6(d);
+                f[ETH_LEN + IPV6_LEN + 4..ETH_LEN + IPV6_LEN + 6]
+                    .copy_from_slice(&4u16.to_be_bytes());
+                f
+            },
+        ),
+        row(
+            "malformed: icmp_truncated",
+            V4,
+            Allow,
+            drop(R::IcmpTruncated),
+            |d| {
+                cut_v4(
+                    packets::v4(CLIENT4, v4(d), L4::IcmpEcho, b"ping"),
+                    IPV4_LEN + 4,
+                )
+            },
+        ),
+        row(
+            "malformed: icmpv6_truncated",
+            V6,
+            Allow,
+            drop(R::Icmpv6Truncated),
+            |d| cut_v6(packets::v6(CLIENT6, v6(d), L4::IcmpEcho, b"ping"), 4),
+        ),
+        row(
+            "malformed: fragment_tiny",
+            V4,
+            Allow,
+            drop(R::FragmentTiny),
+            |d| {
+                let mut f = cut_v4(tcp4(d), IPV4_LEN + 10);
+                packets::set_ipv4_fragment(&mut f, 0, true);
+                f
+            },
+        ),
+        row(
+            "malformed: fragment_tiny",
+            V6,
+            Allow,
+            drop(R::FragmentTiny),
+            |d| {
+                let f = packets::with_ipv6_exts(
+                    &tcp6(d),
+                    &[Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    }],
+                );
+                cut_v6(f, 8 + 10)
+            },
+        ),
+        row(
+            "malformed: fragment_overlap",
+            V4,
+            Allow,
+            drop(R::FragmentOverlap),
+            |d| {
+                let mut f = tcp4(d);
+                packets::set_ipv4_fragment(&mut f, 1, false);
+                f
+            },
+        ),
+        row(
+            "malformed: fragment_overlap",
+            V6,
+            Allow,
+            drop(R::FragmentOverlap),
+            |d| {
+                packets::with_ipv6_exts(
+                    &tcp6(d),
+                    &[Ext::Fragment {
+                        offset: 1,
+                        more: false,
+                    }],
+                )
+            },
+        ),
     ]
 }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 
 use super::{
     Plan,
-    kernel::BenchDatapath,
+    kernel::{BenchDatapath, SLOTS},
     paths::{self, KeySpace, Kind, SplitMix, set_dst},
     progress,
     results::{PacketRow, PerPacket, SIZES, Value},
@@ -50,7 +50,7 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<PerPacket> {
         progress::step(&format!(
             "per-packet {label}: loading the datapath, filling {entries} endpoints"
         ));
-        let mut dp = BenchDatapath::load(entries)?;
+        let mut dp = BenchDatapath::load(entries, SLOTS)?;
         let fill = dp.fill(space)?;
         out.fills.push((label, fill));
         progress::note(&format!(

@@ -33,8 +33,10 @@ pub fn note(msg: &str) {
 pub fn tick(msg: &str) {
     let mut err = std::io::stderr();
     if err.is_terminal() {
-        let mut line = format!("[{:6.1} s] {msg}", elapsed());
-        line.truncate(118);
+        let line: String = format!("[{:6.1} s] {msg}", elapsed())
+            .chars()
+            .take(118)
+            .collect();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
     } else {

@@ -8,7 +8,7 @@ use super::results::{PacketRow, Report, SIZES, Value};
 
 const PATH_W: usize = 50;
 const VERDICT_W: usize = 34;
-const CELL_W: usize = 11;
+const CELL_W: usize = 13;
 
 fn cell(v: &Value) -> String {
     match v {
@@ -48,6 +48,19 @@ pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Boundary benchmark: {}", r.machine);
     let _ = writeln!(o, "{}", r.mode);
+    per_packet_section(&mut o, r);
+    flood_section(&mut o, r);
+    control_section(&mut o, r);
+    verifier_section(&mut o, r);
+    targets_section(&mut o, r);
+    for w in &r.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let _ = writeln!(o, "\nfinished in {:.1} s", r.elapsed.as_secs_f64());
+    o
+}
+
+fn per_packet_section(o: &mut String, r: &Report) {
     let pp = &r.per_packet;
 
     let _ = writeln!(
@@ -97,7 +110,7 @@ pub fn table(r: &Report) -> String {
             o.push('\n');
         }
         last_subject = row.subject;
-        packet_line(&mut o, row);
+        packet_line(o, row);
     }
     let _ = writeln!(
         o,
@@ -106,7 +119,9 @@ pub fn table(r: &Report) -> String {
     if !r.peer_note.is_empty() {
         let _ = writeln!(o, "   peer: {}", r.peer_note);
     }
+}
 
+fn flood_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP to a denied address)"
@@ -140,7 +155,9 @@ pub fn table(r: &Report) -> String {
     if !r.flood.note.is_empty() {
         let _ = writeln!(o, "   note: {}", r.flood.note);
     }
+}
 
+fn control_section(o: &mut String, r: &Report) {
     let c = &r.control;
     let _ = writeln!(
         o,
@@ -149,7 +166,13 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(
         o,
         "   {:>8}{:>16}{:>12}{:>16}{:>14}{:>16}{:>17}",
-        "rules", "parse+validate", "compile", "apply (fresh)", "apply again", "batch update", "compile+apply"
+        "rules",
+        "parse+validate",
+        "compile",
+        "apply (fresh)",
+        "apply again",
+        "batch update",
+        "compile+apply"
     );
     for row in &c.compile {
         let _ = writeln!(
@@ -196,7 +219,9 @@ pub fn table(r: &Report) -> String {
     if !c.agent_note.is_empty() {
         let _ = writeln!(o, "   note: {}", c.agent_note);
     }
+}
 
+fn verifier_section(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\n5. Verifier budget");
     let _ = writeln!(
         o,
@@ -209,7 +234,9 @@ pub fn table(r: &Report) -> String {
             .map_or_else(|| "?".into(), |n| n.to_string());
         let _ = writeln!(o, "   {:<34}{insns:>24}{:>12}", p.program, p.jited_bytes);
     }
+}
 
+fn targets_section(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\nTargets (issue #4)");
     for t in &r.targets {
         let mark = match t.met {
@@ -219,11 +246,6 @@ pub fn table(r: &Report) -> String {
         };
         let _ = writeln!(o, "   [{mark:^7}] {}: {}", t.name, t.detail);
     }
-    for w in &r.warnings {
-        let _ = writeln!(o, "warning: {w}");
-    }
-    let _ = writeln!(o, "\nfinished in {:.1} s", r.elapsed.as_secs_f64());
-    o
 }
 
 fn value_json(v: &Value) -> Json {

@@ -35,7 +35,7 @@ pub struct PacketRow {
     pub subject: &'static str,
     pub path: String,
     pub family: &'static str,
-    /// Expected verdict and reason ("pass default_allow"), checked before timing.
+    /// Expected verdict and reason (`pass default_allow`), checked before timing.
     pub verdict: String,
     /// One per entry of [`SIZES`].
     pub hot: Vec<Value>,

@@ -6,7 +6,12 @@ use super::{
     results::{PacketRow, Report, SIZES, Target, Value},
 };
 
-fn row<'a>(rows: &'a [PacketRow], subject: &str, path: &str, family: &str) -> Option<&'a PacketRow> {
+fn row<'a>(
+    rows: &'a [PacketRow],
+    subject: &str,
+    path: &str,
+    family: &str,
+) -> Option<&'a PacketRow> {
     rows.iter()
         .find(|r| r.subject == subject && r.path == path && r.family == family)
 }
@@ -41,18 +46,38 @@ fn judge(name: &str, parts: &[(String, Option<f64>)], limit: f64) -> Target {
 }
 
 pub fn evaluate(report: &Report) -> Vec<Target> {
-    let rows = &report.per_packet.rows;
-    let mut out = Vec::new();
+    vec![
+        versus_peer(&report.per_packet.rows),
+        Target {
+            name: "CIDR path at 100k prefixes <= 1.2x".into(),
+            met: None,
+            detail: "not implemented yet: the datapath has no CIDR identities (LPM) today".into(),
+        },
+        scaling(&report.per_packet.rows),
+        flood(report),
+        compile_apply(report),
+        agent_memory(report),
+    ]
+}
 
-    // 1. Exact-identity allow against xdp-filter's allow, same prefix count (1k: the only one
-    //    xdp-filter holds), hot single flow; the random-key ratio is shown alongside.
+/// Exact-identity allow against xdp-filter's allow at the same prefix count (1k: the only one
+/// xdp-filter holds), hot single flow; the random-key ratio is shown alongside.
+fn versus_peer(rows: &[PacketRow]) -> Target {
     let mut parts = Vec::new();
     let mut info = Vec::new();
     for fam in ["v4", "v6"] {
         let ours = row(rows, "Boundary", paths::ALLOW, fam);
-        let peer = row(rows, "xdp-filter", "xdp-filter: allow (dst in allowlist)", fam);
+        let peer = row(
+            rows,
+            "xdp-filter",
+            "xdp-filter: allow (dst in allowlist)",
+            fam,
+        );
         if let (Some(o), Some(p)) = (ours, peer) {
-            parts.push((format!("{fam} hot 1k"), ratio(net(&o.hot, 0), net(&p.hot, 0))));
+            parts.push((
+                format!("{fam} hot 1k"),
+                ratio(net(&o.hot, 0), net(&p.hot, 0)),
+            ));
             info.push(format!(
                 "{fam} random-key 1k {}",
                 fmt_ratio(ratio(net(&o.random, 0), net(&p.random, 0)))
@@ -71,16 +96,11 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         t.detail,
         info.join(", ")
     );
-    out.push(t);
+    t
+}
 
-    // 2. CIDR identities do not exist yet.
-    out.push(Target {
-        name: "CIDR path at 100k prefixes <= 1.2x".into(),
-        met: None,
-        detail: "not implemented yet: the datapath has no CIDR identities (LPM) today".into(),
-    });
-
-    // 3. Scaling of the exact path from 1k to 1M prefixes, both variants.
+/// The exact path from 1k to 1M prefixes, both variants.
+fn scaling(rows: &[PacketRow]) -> Target {
     let last = SIZES.len() - 1;
     let mut parts = Vec::new();
     for fam in ["v4", "v6"] {
@@ -95,26 +115,28 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
             ));
         }
     }
-    out.push(judge(
+    judge(
         "exact identity: net cost at 1M <= 1.3x cost at 1k",
         &parts,
         1.3,
-    ));
+    )
+}
 
-    // 4. The denied flood.
+fn flood(report: &Report) -> Target {
     let r = report.flood.boundary_over_nft;
-    out.push(Target {
+    Target {
         name: "denied flood: XDP drop rate >= 4x nftables'".into(),
         met: r.map(|r| r >= 4.0),
         detail: format!(
             "receive-side packets/s per core, Boundary / nftables netdev ingress: {}",
             fmt_ratio(r)
         ),
-    });
+    }
+}
 
-    // 5. Compile + apply of 100k rules.
+fn compile_apply(report: &Report) -> Target {
     let c = report.control.compile.iter().find(|c| c.rules == 100_000);
-    out.push(Target {
+    Target {
         name: "100k rules compiled + applied <= 0.5 s".into(),
         met: c.map(|c| (c.compile + c.apply_fresh).as_secs_f64() <= 0.5),
         detail: c.map_or_else(
@@ -131,13 +153,15 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
                 )
             },
         ),
-    });
+    }
+}
 
-    // 6. Agent memory at 100k rules: beyond the agent's endpoint map today.
+/// Agent memory at 100k rules: beyond the agent's endpoint map today.
+fn agent_memory(report: &Report) -> Target {
     let biggest = report.control.agent.iter().max_by_key(|a| a.rules);
     #[expect(clippy::cast_precision_loss, reason = "KiB counts are small")]
     let mib = |k: u64| k as f64 / 1024.0;
-    out.push(Target {
+    Target {
         name: "agent RSS with 100k rules <= 64 MiB".into(),
         met: None,
         detail: biggest.map_or_else(
@@ -152,6 +176,5 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
                 )
             },
         ),
-    });
-    out
+    }
 }

@@ -36,7 +36,7 @@ use super::{
     testrun,
 };
 
-/// xdp-filter's map value flag for "match as destination" (common_kern_user.h).
+/// xdp-filter's map value flag for "match as destination" (`common_kern_user.h`).
 const MAP_FLAG_DST: u64 = 1 << 1;
 
 pub struct Peer {
@@ -59,7 +59,14 @@ struct Loaded {
 
 fn load() -> anyhow::Result<Loaded> {
     let ns = NetNs::new("bnd-bench-xf");
-    veth(&ns, "xf0", "02:00:00:00:0f:01", &ns, "xf1", "02:00:00:00:0f:02");
+    veth(
+        &ns,
+        "xf0",
+        "02:00:00:00:0f:01",
+        &ns,
+        "xf1",
+        "02:00:00:00:0f:02",
+    );
     env::run(
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
@@ -134,8 +141,9 @@ fn fill(l: &mut Loaded, space: KeySpace) -> anyhow::Result<()> {
 pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
     progress::step("xdp-filter: loading it on a veth in a namespace of ours");
     let mut l = load()?;
-    let version = env::run(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "xdp-tools"]))
-        .unwrap_or_else(|_| "?".into());
+    let version =
+        env::run(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "xdp-tools"]))
+            .unwrap_or_else(|_| "?".into());
     progress::note(&format!(
         "{} (xdp-tools {version}), program id-opened, {} entries per family at most",
         l.name, l.capacity
@@ -171,7 +179,7 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
             ));
         }
     }
-    let mut rng = SplitMix::new(0xf117_e5);
+    let mut rng = SplitMix::new(0x00f1_17e5);
     let mut filled = false;
     for (entries, label) in SIZES {
         let space = KeySpace { entries };
@@ -183,7 +191,10 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
             }
             continue;
         }
-        ensure!(!filled, "xdp-filter is filled once, at the one size that fits");
+        ensure!(
+            !filled,
+            "xdp-filter is filled once, at the one size that fits"
+        );
         fill(&mut l, space)?;
         filled = true;
         for (def, keys, action, row) in &mut rows {
