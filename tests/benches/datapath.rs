@@ -41,9 +41,10 @@ fn main() -> anyhow::Result<()> {
     };
     let report = bench::run(&plan, args.quick)?;
 
-    let dir = args
-        .out_dir
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"));
+    let dir = args.out_dir.unwrap_or_else(|| {
+        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        tests.parent().unwrap_or(tests).join("target/bench")
+    });
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let table = bench::report::table(&report);
     let json = serde_json::to_string_pretty(&bench::report::json(&report))?;
