@@ -19,6 +19,10 @@ struct Args {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, control-plane,
+    /// verifier), for working on one of them. The targets need every step.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where the report files go (default: the workspace's target/bench).
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -34,11 +38,12 @@ fn main() -> anyhow::Result<()> {
             "the benchmark loads eBPF programs and makes network namespaces: run it as root (sudo cargo xtask bench)"
         );
     }
-    let plan = if args.quick {
+    let mut plan = if args.quick {
         bench::Plan::quick()
     } else {
         bench::Plan::full()
     };
+    plan.only = args.only;
     let report = bench::run(&plan, args.quick)?;
 
     let dir = args.out_dir.unwrap_or_else(|| {

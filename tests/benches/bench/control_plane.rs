@@ -137,7 +137,7 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 
 /// Polls the pinned program with `frame` until it returns `want`; returns when it did.
 fn until_verdict(prog: &RawProgram, frame: &[u8], want: u32) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if prog.run(frame, 1)?.retval == want {
             return Ok(Instant::now());
@@ -146,6 +146,59 @@ fn until_verdict(prog: &RawProgram, frame: &[u8], want: u32) -> anyhow::Result<I
             bail!("the pinned program never returned {want}");
         }
         std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// Replaces the policy file the way a careful operator (or a ConfigMap volume) does, so the
+/// agent never reads half a file, then tells the agent (SIGHUP).
+fn change_policy(agent: &AgentProcess, files: &AgentFiles, text: &str) -> anyhow::Result<()> {
+    let path = files.policy();
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    agent.signal(Signal::SIGHUP);
+    Ok(())
+}
+
+/// Waits until the agent catches SIGHUP. The agent logs "ready" before its runtime installs
+/// the SIGHUP handler, and until then SIGHUP's default action would kill it: a real race (see
+/// the README's Performance notes), worked around here by watching `SigCgt` in
+/// /proc/PID/status.
+fn wait_sighup_handler(pid: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        // Bit n-1 stands for signal n; SIGHUP is 1.
+        if caught & 1 != 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the agent never installed a SIGHUP handler");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until the agent has logged `count` finished reloads.
+fn wait_reloaded(agent: &AgentProcess, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = agent.log();
+        if log.matches("policy reload refused").count() > 0 {
+            bail!("the agent refused a reload:\n{log}");
+        }
+        if log.matches("policy reloaded").count() >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the agent logged no reload {count}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -166,6 +219,7 @@ fn agent_row(rules: usize, reloads: usize) -> anyhow::Result<AgentRow> {
     let start_to_ready = start.elapsed();
     let pid = agent.pid().context("agent pid")?;
     let rss_kib = status_kib(pid, "VmRSS:")?;
+    wait_sighup_handler(pid)?;
 
     // The probe: the last address of workload 1 (which denies ingress), an IPv4 address.
     let probe = (1..rules / 2)
@@ -186,16 +240,20 @@ fn agent_row(rules: usize, reloads: usize) -> anyhow::Result<AgentRow> {
         .context("open the agent's pinned XDP program")?;
     until_verdict(&prog, &frame, XDP_DROP)?;
 
+    let with = policy_yaml(rules, None);
+    let without = policy_yaml(rules, Some(probe));
     let mut reload = Vec::new();
     for _ in 0..reloads {
-        let without = policy_yaml(rules, Some(probe));
         let t0 = Instant::now();
-        std::fs::write(files.policy(), without)?;
-        agent.signal(Signal::SIGHUP);
-        reload.push(until_verdict(&prog, &frame, XDP_PASS)? - t0);
-        std::fs::write(files.policy(), policy_yaml(rules, None))?;
-        agent.signal(Signal::SIGHUP);
+        change_policy(&agent, &files, &without)?;
+        let live = until_verdict(&prog, &frame, XDP_PASS)
+            .with_context(|| format!("agent log:\n{}", agent.log()))?;
+        reload.push(live - t0);
+        // Let the reload finish before the next change, so each one is timed on its own.
+        wait_reloaded(&agent, 2 * reload.len() - 1)?;
+        change_policy(&agent, &files, &with)?;
         until_verdict(&prog, &frame, XDP_DROP)?;
+        wait_reloaded(&agent, 2 * reload.len())?;
     }
     let peak_rss_kib = status_kib(pid, "VmHWM:")?;
     drop(prog);

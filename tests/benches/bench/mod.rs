@@ -43,6 +43,9 @@ pub struct Plan {
     pub cp_runs: usize,
     /// Policy reloads timed per agent size.
     pub reloads: usize,
+    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `control-plane`, `verifier`); all
+    /// when empty.
+    pub only: Vec<String>,
 }
 
 impl Plan {
@@ -54,6 +57,7 @@ impl Plan {
             flood_frames: 2_000_000,
             cp_runs: 3,
             reloads: 5,
+            only: Vec::new(),
         }
     }
 
@@ -65,7 +69,12 @@ impl Plan {
             flood_frames: 500_000,
             cp_runs: 1,
             reloads: 3,
+            only: Vec::new(),
         }
+    }
+
+    pub fn wants(&self, step: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == step)
     }
 
     pub fn describe(&self, quick: bool) -> String {
@@ -115,23 +124,34 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
     let _stats = env::Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "0")?;
     let floor = per_packet::empty_program()?;
     {
+        // Steps 1 and 2 on one CPU: no migration mid-run, per-CPU state stays warm.
         let _cpu = env::CpuPin::last_allowed()?;
-        report.per_packet = per_packet::run(plan, &floor)?;
-        let peer = optional(&mut report, "xdp-filter", || {
-            xdp_filter::run(plan, &floor).map(Some)
-        });
-        if let Some(peer) = peer {
-            report.per_packet.rows.extend(peer.rows);
-            report.peer_note = peer.note;
-            report.programs.push(peer.program);
+        if plan.wants("per-packet") {
+            report.per_packet = per_packet::run(plan, &floor)?;
+        }
+        if plan.wants("xdp-filter") {
+            let peer = optional(&mut report, "xdp-filter", || {
+                xdp_filter::run(plan, &floor).map(Some)
+            });
+            if let Some(peer) = peer {
+                report.per_packet.rows.extend(peer.rows);
+                report.peer_note = peer.note;
+                report.programs.push(peer.program);
+            }
         }
     }
-    report.flood = optional(&mut report, "denied flood", || flood::run(plan));
-    report.control = optional(&mut report, "control plane", || control_plane::run(plan));
-    progress::step("verifier budget");
-    let mut programs = optional(&mut report, "verifier budget", verifier::run);
-    programs.append(&mut report.programs);
-    report.programs = programs;
+    if plan.wants("flood") {
+        report.flood = optional(&mut report, "denied flood", || flood::run(plan));
+    }
+    if plan.wants("control-plane") {
+        report.control = optional(&mut report, "control plane", || control_plane::run(plan));
+    }
+    if plan.wants("verifier") {
+        progress::step("verifier budget");
+        let mut programs = optional(&mut report, "verifier budget", verifier::run);
+        programs.append(&mut report.programs);
+        report.programs = programs;
+    }
     report.targets = targets::evaluate(&report);
     report.elapsed = start.elapsed();
     Ok(report)
