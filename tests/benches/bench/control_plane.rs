@@ -149,7 +149,7 @@ fn until_verdict(prog: &RawProgram, frame: &[u8], want: u32) -> anyhow::Result<I
     }
 }
 
-/// Replaces the policy file the way a careful operator (or a ConfigMap volume) does, so the
+/// Replaces the policy file the way a careful operator (or a Kubernetes volume) does, so the
 /// agent never reads half a file, then tells the agent (SIGHUP).
 fn change_policy(agent: &AgentProcess, files: &AgentFiles, text: &str) -> anyhow::Result<()> {
     let path = files.policy();
