@@ -12,6 +12,10 @@
 //!   subtracted). Between calls the syscall path evicts part of the cache, as other work would
 //!   between packets on a real host, so lookups into a large table pay their cache misses.
 //!   The kernel reports whole nanoseconds per call; the mean over many calls smooths that.
+//!   Its limit: a single short run between two clock reads can partly overlap them (the TSC
+//!   read does not serialize), so for paths of a few tens of nanoseconds the per-call figure
+//!   can come out some nanoseconds below the hot one. Compare random-key figures with each
+//!   other, and hot with hot.
 
 use std::{os::fd::AsFd as _, time::Duration};
 
