@@ -51,7 +51,7 @@ pub struct Plan {
 impl Plan {
     pub fn full() -> Self {
         Self {
-            runs: 5,
+            runs: 7,
             repeat: 1_000_000,
             calls: 40_000,
             flood_frames: 2_000_000,
