@@ -27,7 +27,7 @@ enum Task {
     /// an empty program and xdp-filter, a denied flood against nftables, control-plane timings,
     /// verifier budget. Table on stdout, JSON and a PNG chart under target/bench/.
     ///
-    /// Needs root. About 4 minutes on 2 vCPUs (--quick: about 1).
+    /// Needs root. About 3 minutes on 2 vCPUs (--quick: about 1).
     Bench(bench::Args),
 }
 
