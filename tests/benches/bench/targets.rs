@@ -29,7 +29,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 }
 
 fn judge(name: &str, parts: &[(String, Option<f64>)], limit: f64) -> Target {
-    let met = if parts.iter().any(|(_, r)| r.is_none()) {
+    let met = if parts.is_empty() || parts.iter().any(|(_, r)| r.is_none()) {
         None
     } else {
         Some(parts.iter().all(|(_, r)| r.is_some_and(|r| r <= limit)))
