@@ -6,7 +6,9 @@
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod metrics;
 pub mod policy;
+pub mod reference;
 pub mod yaml;
 
 /// Exit code for bad configuration or policy input (`EX_USAGE`, as linkerd and ztunnel do).

@@ -18,7 +18,11 @@ fn main() {
     }
     let result = match cli.command {
         Command::Run(c) => c.execute(),
+        Command::Check(c) => c.execute(),
+        Command::Trace(c) => c.execute(),
         Command::Counters(c) => c.execute(),
+        Command::Monitor(c) => c.execute(),
+        Command::Status(c) => c.execute(),
         Command::Detach(c) => c.execute(),
     };
     if let Err(e) = result {

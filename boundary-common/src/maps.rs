@@ -2,6 +2,14 @@
 //!
 //! Map names are kept under 16 bytes: the kernel truncates object names to `BPF_OBJ_NAME_LEN`
 //! (16, NUL included) and the pinned files carry the same names.
+//!
+//! ## Generations
+//! Every map the policy compiler fills carries a generation byte in its key. The datapath reads
+//! the live generation once per packet from [`DatapathConfig::generation`] and uses it in every
+//! lookup, so a packet sees one policy or the other, never a mix. The agent writes a new policy
+//! under the other generation, flips the config entry (one map update: the switch), then
+//! deletes the old generation's entries. Maps therefore hold two generations at once during a
+//! swap and are sized for it.
 
 use core::mem::size_of;
 
@@ -12,26 +20,95 @@ pub const REASON_SLOTS_MASK: usize = REASON_SLOTS - 1;
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
 pub const CONFIG_MAP: &str = "BND_CONFIG";
-/// `HashMap<EndpointKey, Endpoint>`: local address -> the workload that owns it.
+/// `HashMap<AddrKey, Endpoint>`: local address -> the workload that owns it.
 pub const ENDPOINTS_MAP: &str = "BND_ENDPOINTS";
 /// `Array<WorkloadName>`: slot -> name, so pinned counters explain themselves with no agent.
 pub const NAMES_MAP: &str = "BND_NAMES";
 /// `PerCpuArray<CounterRow>`: one row per (workload slot, direction), see [`counter_index`].
 pub const COUNTERS_MAP: &str = "BND_COUNTERS";
+/// `HashMap<AddrKey, u32>`: exact peer address -> identity (static and attested bindings).
+pub const IDENTITIES_MAP: &str = "BND_IDENTITIES";
+/// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses.
+pub const CIDRS_MAP: &str = "BND_CIDRS";
+/// `HashMap<PolicyKey, PolicyValue>`: rules for exact ports and for any port.
+pub const POLICY_MAP: &str = "BND_POLICY";
+/// `LpmTrie<RangeKey, PolicyValue>`: rules for port ranges, as prefixes of the port.
+pub const RANGES_MAP: &str = "BND_RANGES";
+/// `LpmTrie<FailsafeKey, u32>`: (protocol, local port, peer prefix) never dropped.
+pub const FAILSAFE_MAP: &str = "BND_FAILSAFE";
+/// `LruHashMap<FlowKey, FlowValue>`: flows whose replies are allowed (`established`).
+pub const CONNTRACK_MAP: &str = "BND_CONNTRACK";
+/// `LruHashMap<FragKey, FragValue>`: first-fragment verdicts for the later fragments.
+pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
+
+/// `PerCpuArray<u64>`: packets decided by each rule (by compiled rule id).
+pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
+
+/// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
+pub const EVENTS_MAP: &str = "BND_EVENTS";
+/// `PerCpuArray<EventBudget>` with one entry: each CPU's sampling state.
+pub const EVENT_BUDGET_MAP: &str = "BND_EVT_BUDGET";
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 4] = [CONFIG_MAP, ENDPOINTS_MAP, NAMES_MAP, COUNTERS_MAP];
+pub const ALL_MAPS: [&str; 14] = [
+    CONFIG_MAP,
+    ENDPOINTS_MAP,
+    NAMES_MAP,
+    COUNTERS_MAP,
+    IDENTITIES_MAP,
+    CIDRS_MAP,
+    POLICY_MAP,
+    RANGES_MAP,
+    FAILSAFE_MAP,
+    CONNTRACK_MAP,
+    FRAGMENTS_MAP,
+    RULE_HITS_MAP,
+    EVENTS_MAP,
+    EVENT_BUDGET_MAP,
+];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
 pub const MAX_WORKLOADS: u32 = 256;
-/// Capacity of the endpoint (local address) map.
-pub const MAX_ENDPOINTS: u32 = 65_536;
+/// Capacities. Maps written by the compiler hold two generations during a swap, so each is
+/// twice what one policy may use.
+pub const MAX_ENDPOINTS: u32 = 2 * 32_768;
+pub const MAX_IDENTITIES: u32 = 2 * 262_144;
+pub const MAX_CIDRS: u32 = 2 * 1_048_576;
+pub const MAX_POLICY: u32 = 2 * 1_048_576;
+pub const MAX_RANGES: u32 = 2 * 262_144;
+pub const MAX_FAILSAFE: u32 = 2 * 1024;
+pub const MAX_FLOWS: u32 = 65_536;
+pub const MAX_FRAGMENTS: u32 = 16_384;
+/// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
+pub const MAX_RULES: u32 = 16_384;
 
 /// Slot 0 counts traffic for addresses no workload claims (and malformed packets whose
 /// addresses could not be read).
 pub const UNPROTECTED_SLOT: u16 = 0;
 /// The name the counters show for slot 0.
 pub const UNPROTECTED_NAME: &str = "(unprotected)";
+
+/// Identity ids with a fixed meaning. Compiled identities start at [`FIRST_IDENTITY`].
+pub const IDENTITY_ANY: u32 = 0;
+/// A peer no binding and no CIDR identifies.
+pub const IDENTITY_WORLD: u32 = 1;
+pub const FIRST_IDENTITY: u32 = 2;
+
+/// The port value meaning "any port" in [`PolicyKey`]. Ports of ICMP rules are the ICMP type
+/// plus one ([`icmp_port`]), so 0 is free for this.
+pub const PORT_ANY: u16 = 0;
+
+/// The policy port of an ICMP or ICMPv6 type.
+pub const fn icmp_port(icmp_type: u8) -> u16 {
+    icmp_type as u16 + 1
+}
+
+/// Conntrack idle timeouts: a reply is `established` while its flow was seen this recently.
+pub const CT_TIMEOUT_TCP_NS: u64 = 3_600 * 1_000_000_000;
+pub const CT_TIMEOUT_UDP_NS: u64 = 120 * 1_000_000_000;
+pub const CT_TIMEOUT_OTHER_NS: u64 = 60 * 1_000_000_000;
+/// A flow's timestamp is rewritten at most this often, to keep the fast path read-mostly.
+pub const CT_REFRESH_NS: u64 = 1_000_000_000;
 
 /// Index into [`COUNTERS_MAP`] for a workload slot and a direction (0 ingress, 1 egress).
 pub const fn counter_index(slot: u16, direction: u8) -> u32 {
@@ -40,7 +117,7 @@ pub const fn counter_index(slot: u16, direction: u8) -> u32 {
 
 /// The two things the datapath can do with a packet when nothing more specific decides.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
     Pass = 0,
     Drop = 1,
@@ -60,14 +137,17 @@ pub enum Mode {
 pub struct DatapathConfig {
     /// [`Action`] for frames that are not IPv4 or IPv6 (ARP, LLDP, ...).
     pub non_ip: u8,
-    pub pad: [u8; 7],
+    /// The live policy generation (0 or 1).
+    pub generation: u8,
+    pub pad: [u8; 6],
 }
 
 impl DatapathConfig {
-    pub const fn new(non_ip: Action) -> Self {
+    pub const fn new(non_ip: Action, generation: u8) -> Self {
         Self {
             non_ip: non_ip as u8,
-            pad: [0; 7],
+            generation,
+            pad: [0; 6],
         }
     }
 }
@@ -76,37 +156,36 @@ impl DatapathConfig {
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
 
-/// Key of [`ENDPOINTS_MAP`]: an address, IPv4 in the first four bytes and zeros after.
+/// Key of [`ENDPOINTS_MAP`] and [`IDENTITIES_MAP`]: an address (IPv4 in the first four bytes,
+/// zeros after) in a generation.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddrKey {
     pub family: u8,
-    pub pad: [u8; 3],
+    pub generation: u8,
+    pub pad: [u8; 2],
     pub addr: [u8; 16],
 }
 
-impl EndpointKey {
-    pub const fn v4(addr: [u8; 4]) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
+impl AddrKey {
+    pub const fn new(generation: u8, family: u8, addr: [u8; 16]) -> Self {
         Self {
-            family: FAMILY_IPV4,
-            pad: [0; 3],
-            addr: a,
-        }
-    }
-
-    pub const fn v6(addr: [u8; 16]) -> Self {
-        Self {
-            family: FAMILY_IPV6,
-            pad: [0; 3],
+            family,
+            generation,
+            pad: [0; 2],
             addr,
         }
     }
 }
+
+/// [`Endpoint::flags`]: the workload has port-range rules in this direction (the datapath
+/// then also consults [`RANGES_MAP`]).
+pub const EP_RANGES_INGRESS: u8 = 1;
+pub const EP_RANGES_EGRESS: u8 = 2;
+/// Record flows the workload starts (egress) so their replies pass ingress as `established`.
+pub const EP_TRACK_EGRESS: u8 = 4;
+/// Record flows allowed in (ingress) so their replies pass egress as `established`.
+pub const EP_TRACK_INGRESS: u8 = 8;
 
 /// Value of [`ENDPOINTS_MAP`]: the workload an address belongs to and how it is enforced.
 #[repr(C)]
@@ -120,7 +199,205 @@ pub struct Endpoint {
     pub ingress_default: u8,
     /// [`Action`] for egress packets no rule decides.
     pub egress_default: u8,
+    /// `EP_*` bits.
+    pub flags: u8,
+    pub pad: [u8; 2],
+}
+
+/// Key of [`CIDRS_MAP`]: `data` is generation, family, two zero bytes, then the address;
+/// `prefix_len` is 32 + the CIDR's prefix length.
+pub const CIDR_KEY_LEN: usize = 20;
+pub const CIDR_KEY_FIXED_BITS: u32 = 32;
+
+/// Builds the LPM data of a [`CIDRS_MAP`] key.
+pub const fn cidr_key_data(generation: u8, family: u8, addr: [u8; 16]) -> [u8; CIDR_KEY_LEN] {
+    let mut d = [0u8; CIDR_KEY_LEN];
+    d[0] = generation;
+    d[1] = family;
+    let mut i = 0;
+    while i < 16 {
+        d[4 + i] = addr[i];
+        i += 1;
+    }
+    d
+}
+
+/// Key of [`POLICY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub generation: u8,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    pub pad: u8,
+    pub slot: u16,
+    /// Destination port, ICMP type + 1, or [`PORT_ANY`].
+    pub port: u16,
+    /// Peer identity or [`IDENTITY_ANY`].
+    pub identity: u32,
+}
+
+/// Rule actions as stored in [`PolicyValue::action`].
+pub const RULE_ALLOW: u8 = 0;
+pub const RULE_DENY: u8 = 1;
+
+/// Value of [`POLICY_MAP`] and [`RANGES_MAP`]: what the most specific matching rules decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// [`RULE_ALLOW`] or [`RULE_DENY`].
+    pub action: u8,
+    pub pad: u8,
+    /// The deciding rule's id (its index in the compiled rule list).
+    pub rule: u16,
+}
+
+/// Key of [`RANGES_MAP`]: `data` is generation, direction, protocol, a zero byte, slot (big
+/// endian), identity (big endian), port (big endian); `prefix_len` is 80 + the bits of the
+/// port prefix.
+pub const RANGE_KEY_LEN: usize = 12;
+pub const RANGE_KEY_FIXED_BITS: u32 = 80;
+
+pub const fn range_key_data(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> [u8; RANGE_KEY_LEN] {
+    let s = slot.to_be_bytes();
+    let i = identity.to_be_bytes();
+    let p = port.to_be_bytes();
+    [
+        generation, direction, proto, 0, s[0], s[1], i[0], i[1], i[2], i[3], p[0], p[1],
+    ]
+}
+
+/// Key of [`FAILSAFE_MAP`]: `data` is generation, family, protocol, a zero byte, local port
+/// (big endian), two zero bytes, then the peer address; `prefix_len` is 64 + the prefix length.
+pub const FAILSAFE_KEY_LEN: usize = 24;
+pub const FAILSAFE_KEY_FIXED_BITS: u32 = 64;
+
+pub const fn failsafe_key_data(
+    generation: u8,
+    family: u8,
+    proto: u8,
+    port: u16,
+    addr: [u8; 16],
+) -> [u8; FAILSAFE_KEY_LEN] {
+    let mut d = [0u8; FAILSAFE_KEY_LEN];
+    d[0] = generation;
+    d[1] = family;
+    d[2] = proto;
+    let p = port.to_be_bytes();
+    d[4] = p[0];
+    d[5] = p[1];
+    let mut i = 0;
+    while i < 16 {
+        d[8 + i] = addr[i];
+        i += 1;
+    }
+    d
+}
+
+/// Key of [`CONNTRACK_MAP`]: the packet expected back, as it will be seen, in the direction it
+/// will be seen (0 ingress, 1 egress).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub direction: u8,
+    pub proto: u8,
+    pub family: u8,
+    pub pad: u8,
+    /// Ports, or the ICMP echo identifier in both for echo flows.
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Value of [`CONNTRACK_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowValue {
+    /// `bpf_ktime_get_coarse_ns` when the flow was last seen going out.
+    pub last_seen_ns: u64,
+}
+
+/// Key of [`FRAGMENTS_MAP`]: one datagram being fragmented.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub direction: u8,
+    pub proto: u8,
+    pub family: u8,
+    pub pad: u8,
+    /// IPv4 identification (16 bits) or IPv6 fragment identification (32 bits).
+    pub id: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Value of [`FRAGMENTS_MAP`]: what the first fragment got.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragValue {
+    /// The first fragment's reason code; later fragments get the same.
+    pub reason: u8,
+    pub pad: u8,
+    pub slot: u16,
+    pub rule: u16,
+    pub pad2: u16,
+}
+
+/// Drop events each CPU may send per second; past that they are counted as lost, so a flood
+/// cannot starve the agent (or fill the ring) with events.
+pub const EVENTS_PER_SEC: u64 = 1000;
+/// Events a CPU may send at once after a quiet spell.
+pub const EVENTS_BURST: u32 = 200;
+/// Size of the event ring, in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Value of [`EVENT_BUDGET_MAP`]: a token bucket of events, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub last_refill_ns: u64,
+    pub tokens: u32,
+    pub pad: u32,
+    /// Events sent.
+    pub sent: u64,
+    /// Events not sent: over budget, or the ring was full.
+    pub lost: u64,
+}
+
+/// A dropped (or, in audit mode, would-be dropped) packet, as `monitor` shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_coarse_ns` (monotonic since boot).
+    pub timestamp_ns: u64,
+    /// The peer's identity, 0 when the policy was not consulted.
+    pub identity: u32,
+    /// Frame length.
+    pub len: u32,
+    pub slot: u16,
+    /// The deciding rule, `u16::MAX` when none.
+    pub rule: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub reason: u8,
+    pub direction: u8,
+    /// 0 when the addresses could not be read.
+    pub family: u8,
+    pub proto: u8,
+    pub icmp_type: u8,
     pub pad: [u8; 3],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
 /// Longest workload name, in bytes.
@@ -159,9 +436,17 @@ impl Default for CounterRow {
 const _: () = {
     assert!(REASON_SLOTS.is_power_of_two());
     assert!(size_of::<DatapathConfig>() == 8);
-    assert!(size_of::<EndpointKey>() == 20);
+    assert!(size_of::<AddrKey>() == 20);
     assert!(size_of::<Endpoint>() == 8);
+    assert!(size_of::<PolicyKey>() == 12);
+    assert!(size_of::<PolicyValue>() == 4);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<FlowValue>() == 8);
+    assert!(size_of::<FragKey>() == 40);
+    assert!(size_of::<FragValue>() == 8);
     assert!(size_of::<WorkloadName>() == WORKLOAD_NAME_LEN);
+    assert!(size_of::<EventBudget>() == 32);
+    assert!(size_of::<DropEvent>() == 64);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<CounterRow>() == 16 * REASON_SLOTS);
     // Per-CPU values are limited to 32 KiB by the kernel (PCPU_MIN_UNIT_SIZE).
@@ -173,12 +458,23 @@ mod pod {
     // SAFETY (for every impl below): `#[repr(C)]`, only integer fields and arrays of them, and
     // every padding byte is an explicit field, so any bit pattern is valid and none is hidden.
     #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
-    use super::{Counter, CounterRow, DatapathConfig, Endpoint, EndpointKey, WorkloadName};
+    use super::{
+        AddrKey, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint, EventBudget, FlowKey,
+        FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, WorkloadName,
+    };
 
     unsafe impl aya::Pod for DatapathConfig {}
-    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for Endpoint {}
+    unsafe impl aya::Pod for PolicyKey {}
+    unsafe impl aya::Pod for PolicyValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for WorkloadName {}
+    unsafe impl aya::Pod for EventBudget {}
+    unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for CounterRow {}
 }

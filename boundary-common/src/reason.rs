@@ -66,6 +66,9 @@ reasons! {
     Failsafe = 6, "failsafe", Pass;
     /// The workload is in audit mode: the packet would have been dropped and was passed.
     Audit = 7, "audit", Pass;
+    /// ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect):
+    /// IPv6 stops working without it, so no policy can drop it.
+    NeighborDiscovery = 8, "neighbor_discovery", Pass;
 
     // --- dropped by policy --------------------------------------------------------------------
     /// No rule matched and the workload's default for this direction is deny.

@@ -8,9 +8,17 @@
 #![cfg_attr(not(target_arch = "bpf"), allow(dead_code, unused_imports))]
 
 #[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
+mod fragments;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
@@ -23,22 +31,39 @@ mod programs {
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use boundary_common::{Direction, Verdict};
+    use boundary_common::{Direction, Reason, Verdict};
 
-    use crate::{stats, verdict};
+    use crate::{
+        events,
+        parse::Packet,
+        stats,
+        verdict::{self, Decision},
+    };
+
+    /// Counts the decision, and sends a sampled event for a drop or an audited would-be drop.
+    #[inline(always)]
+    fn account(pkt: &Packet, d: &Decision, direction: Direction, len: u32) {
+        stats::count(d.slot, direction, d.reason, u64::from(len));
+        if d.rule != verdict::NO_RULE {
+            stats::count_rule(d.rule);
+        }
+        if d.reason.verdict() == Verdict::Drop || d.reason == Reason::Audit {
+            events::emit(pkt, d, direction, len);
+        }
+    }
 
     /// XDP ingress: every frame that arrives on a protected interface.
     #[xdp]
     pub fn boundary_xdp(ctx: XdpContext) -> u32 {
         let (data, data_end) = (ctx.data(), ctx.data_end());
-        let decision = verdict::decide(data, data_end, Direction::Ingress);
-        stats::count(
-            decision.slot,
-            Direction::Ingress,
-            decision.reason,
-            (data_end - data) as u64,
-        );
-        match decision.reason.verdict() {
+        let mut pkt = Packet::new();
+        let d = verdict::decide(data, data_end, Direction::Ingress, &mut pkt);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "an XDP frame is at most a page"
+        )]
+        account(&pkt, &d, Direction::Ingress, (data_end - data) as u32);
+        match d.reason.verdict() {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
         }
@@ -51,9 +76,8 @@ mod programs {
         // Direct packet access only covers the linear part of the skb; locally built packets
         // normally carry all headers there, but pull them in if not, so that a split header is
         // parsed instead of being dropped as truncated.
-        if ctx.data_end() - ctx.data() < verdict::HEADERS_MAX
-            && (ctx.data_end() - ctx.data()) < len as usize
-        {
+        let linear = ctx.data_end() - ctx.data();
+        if linear < verdict::HEADERS_MAX && linear < len as usize {
             let want = if (len as usize) < verdict::HEADERS_MAX {
                 len
             } else {
@@ -61,15 +85,10 @@ mod programs {
             };
             let _ = ctx.pull_data(want);
         }
-        let (data, data_end) = (ctx.data(), ctx.data_end());
-        let decision = verdict::decide(data, data_end, Direction::Egress);
-        stats::count(
-            decision.slot,
-            Direction::Egress,
-            decision.reason,
-            u64::from(len),
-        );
-        match decision.reason.verdict() {
+        let mut pkt = Packet::new();
+        let d = verdict::decide(ctx.data(), ctx.data_end(), Direction::Egress, &mut pkt);
+        account(&pkt, &d, Direction::Egress, len);
+        match d.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.
             Verdict::Pass => TC_ACT_UNSPEC,
             Verdict::Drop => TC_ACT_SHOT as i32,

@@ -2,18 +2,25 @@
 //! these maps.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use boundary_common::maps::{
-    CounterRow, DatapathConfig, Endpoint, EndpointKey, MAX_ENDPOINTS, MAX_WORKLOADS, WorkloadName,
+    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
+    FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
+    MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
+    MAX_WORKLOADS, PolicyKey, PolicyValue, RANGE_KEY_LEN, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 
+// Maps the compiler fills are not preallocated: they are sized for two generations of the
+// largest policy, and most of that room is never used.
 #[map(name = "BND_ENDPOINTS")]
-pub static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+pub static ENDPOINTS: HashMap<AddrKey, Endpoint> =
+    HashMap::with_max_entries(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
 
 /// Read by the agent and the CLI only: it makes the pinned counters self-describing.
 #[map(name = "BND_NAMES")]
@@ -21,3 +28,38 @@ pub static NAMES: Array<WorkloadName> = Array::with_max_entries(MAX_WORKLOADS, 0
 
 #[map(name = "BND_COUNTERS")]
 pub static COUNTERS: PerCpuArray<CounterRow> = PerCpuArray::with_max_entries(MAX_WORKLOADS * 2, 0);
+
+#[map(name = "BND_IDENTITIES")]
+pub static IDENTITIES: HashMap<AddrKey, u32> =
+    HashMap::with_max_entries(MAX_IDENTITIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_CIDRS")]
+pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+
+#[map(name = "BND_POLICY")]
+pub static POLICY: HashMap<PolicyKey, PolicyValue> =
+    HashMap::with_max_entries(MAX_POLICY, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_RANGES")]
+pub static RANGES: LpmTrie<[u8; RANGE_KEY_LEN], PolicyValue> =
+    LpmTrie::with_max_entries(MAX_RANGES, 0);
+
+#[map(name = "BND_FAILSAFE")]
+pub static FAILSAFE: LpmTrie<[u8; FAILSAFE_KEY_LEN], u32> =
+    LpmTrie::with_max_entries(MAX_FAILSAFE, 0);
+
+#[map(name = "BND_CONNTRACK")]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "BND_FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);
+
+#[map(name = "BND_RULE_HITS")]
+pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "BND_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+#[map(name = "BND_EVT_BUDGET")]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);

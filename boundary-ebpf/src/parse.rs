@@ -66,6 +66,10 @@ pub struct Packet {
     pub fragment: Fragment,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// ICMP/ICMPv6 echo identifier (bytes 4-5 of the header).
+    pub icmp_id: u16,
+    /// IPv4 identification or IPv6 fragment identification; meaningful for fragments.
+    pub frag_id: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// Ports in host order; 0 when the protocol has none or the packet is a later fragment.
@@ -82,6 +86,8 @@ impl Packet {
             fragment: Fragment::None,
             icmp_type: 0,
             icmp_code: 0,
+            icmp_id: 0,
+            frag_id: 0,
             src: [0; 16],
             dst: [0; 16],
             sport: 0,
@@ -180,6 +186,7 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if total < hlen || data + off + total > end {
         return Err(Reason::Ipv4BadTotalLength);
     }
+    pkt.frag_id = u32::from(be16(ip.id));
     let frags = be16(ip.frags);
     let frag_offset = frags & 0x1fff;
     let more_fragments = frags & 0x2000 != 0;
@@ -241,6 +248,7 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
                 // SAFETY: eight bytes in bounds.
                 let h = unsafe { *h };
                 next = h[0];
+                pkt.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                 let field = be16([h[2], h[3]]);
                 let frag_offset = field >> 3;
                 if frag_offset != 0 {
@@ -353,6 +361,7 @@ fn parse_l4(
             let h = unsafe { *h };
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
+            pkt.icmp_id = be16([h[4], h[5]]);
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_IPV6 => {
             let h = ptr_at::<[u8; 8]>(data, end, off);
@@ -363,6 +372,7 @@ fn parse_l4(
             let h = unsafe { *h };
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
+            pkt.icmp_id = be16([h[4], h[5]]);
         }
         // Other protocols (GRE, ESP, SCTP, ...) have no ports the datapath reads; the policy
         // decides on the protocol alone.

@@ -5,7 +5,7 @@ use boundary_common::{
     maps::{REASON_SLOTS_MASK, counter_index},
 };
 
-use crate::maps::COUNTERS;
+use crate::maps::{COUNTERS, RULE_HITS};
 
 #[inline(always)]
 pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
@@ -24,5 +24,14 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
         let counter = &mut (*row).counters[idx];
         counter.packets += 1;
         counter.bytes += bytes;
+    }
+}
+
+/// One more packet decided by `rule`. Ids past the map's end are not counted.
+#[inline(always)]
+pub fn count_rule(rule: u16) {
+    if let Some(hits) = RULE_HITS.get_ptr_mut(u32::from(rule)) {
+        // SAFETY: this CPU's slot of a per-CPU array, as in `count`.
+        unsafe { *hits += 1 };
     }
 }

@@ -1,45 +1,62 @@
-//! The decision for one packet. In this skeleton: parse, find the local workload, apply its
-//! default for the direction (audit mode passes would-be drops). The policy engine slots in
-//! between the workload lookup and the default.
+//! The decision for one packet: parse; find the local workload; later fragments follow their
+//! first; neighbour discovery passes; the policy decides, or the workload's default; a drop is
+//! rescued by a failsafe entry, then by connection tracking, then by audit mode. Allowed flows
+//! are recorded for their replies, first fragments for their followers.
 
 use boundary_common::{
-    Direction, Reason,
-    maps::{Action, Endpoint, EndpointKey, FAMILY_IPV4, Mode, UNPROTECTED_SLOT},
+    Direction, Reason, Verdict,
+    maps::{
+        Action, AddrKey, DatapathConfig, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_TRACK_EGRESS,
+        EP_TRACK_INGRESS, Endpoint, Mode, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, icmp_port,
+    },
 };
 
 use crate::{
+    conntrack, fragments,
     maps::{CONFIG, ENDPOINTS},
-    parse::{self, L3, Packet},
+    parse::{self, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Packet},
+    policy,
 };
 
 /// How much of an skb the TC program wants in its linear part: the transport header must
 /// start within `MAX_L4_OFFSET`, and a TCP header with options is at most 60 bytes.
 pub const HEADERS_MAX: usize = parse::MAX_L4_OFFSET + 64;
 
+/// `rule` when no rule decided.
+pub const NO_RULE: u16 = u16::MAX;
+
 pub struct Decision {
     /// Workload slot the packet is counted under.
     pub slot: u16,
     pub reason: Reason,
+    pub rule: u16,
+    /// The peer's identity, 0 when the policy was not consulted.
+    pub identity: u32,
 }
 
 #[inline(always)]
-pub fn decide(data: usize, end: usize, direction: Direction) -> Decision {
-    let mut pkt = Packet::new();
-    match parse::parse(data, end, &mut pkt) {
+fn config() -> DatapathConfig {
+    CONFIG
+        .get(0)
+        .copied()
+        .unwrap_or(DatapathConfig::new(Action::Pass, 0))
+}
+
+#[inline(always)]
+pub fn decide(data: usize, end: usize, direction: Direction, pkt: &mut Packet) -> Decision {
+    let cfg = config();
+    match parse::parse(data, end, pkt) {
         Ok(L3::NonIp) => Decision {
             slot: UNPROTECTED_SLOT,
-            reason: non_ip_reason(),
-        },
-        Ok(L3::Ip) => match endpoint(&pkt, direction) {
-            None => Decision {
-                slot: UNPROTECTED_SLOT,
-                reason: Reason::Unprotected,
+            reason: if cfg.non_ip == Action::Drop as u8 {
+                Reason::NonIpDrop
+            } else {
+                Reason::NonIpPass
             },
-            Some(ep) => Decision {
-                slot: ep.slot,
-                reason: default_reason(ep, direction),
-            },
+            rule: NO_RULE,
+            identity: 0,
         },
+        Ok(L3::Ip) => ip(pkt, direction, cfg.generation),
         // Malformed packets are dropped whatever the workload's mode: audit is about policy,
         // and a packet the parser refuses is not one a policy can be about. They are counted
         // under the workload when its address was readable.
@@ -47,49 +64,143 @@ pub fn decide(data: usize, end: usize, direction: Direction) -> Decision {
             slot: if pkt.family == 0 {
                 UNPROTECTED_SLOT
             } else {
-                endpoint(&pkt, direction).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
+                endpoint(pkt, direction, cfg.generation).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
             },
             reason,
+            rule: NO_RULE,
+            identity: 0,
         },
-    }
-}
-
-#[inline(always)]
-fn non_ip_reason() -> Reason {
-    match CONFIG.get(0) {
-        Some(cfg) if cfg.non_ip == Action::Drop as u8 => Reason::NonIpDrop,
-        _ => Reason::NonIpPass,
     }
 }
 
 /// The workload that owns the local address: the destination on ingress, the source on egress.
 #[inline(always)]
-fn endpoint(pkt: &Packet, direction: Direction) -> Option<Endpoint> {
-    let addr = match direction {
+fn endpoint(pkt: &Packet, direction: Direction, generation: u8) -> Option<Endpoint> {
+    let local = match direction {
         Direction::Ingress => &pkt.dst,
         Direction::Egress => &pkt.src,
     };
-    let key = if pkt.family == FAMILY_IPV4 {
-        EndpointKey::v4([addr[0], addr[1], addr[2], addr[3]])
-    } else {
-        EndpointKey::v6(*addr)
-    };
-    // SAFETY: the value is copied out at once; a concurrent update can at worst give us a
-    // torn copy of an 8-byte value, which the agent avoids by never updating in place.
+    let key = AddrKey::new(generation, pkt.family, *local);
+    // SAFETY: the 8-byte value is copied out at once; the agent never updates it in place
+    // (a new generation gets new keys).
     unsafe { ENDPOINTS.get(&key) }.copied()
 }
 
 #[inline(always)]
-fn default_reason(ep: Endpoint, direction: Direction) -> Reason {
+fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
+    let Some(ep) = endpoint(pkt, direction, generation) else {
+        return Decision {
+            slot: UNPROTECTED_SLOT,
+            reason: Reason::Unprotected,
+            rule: NO_RULE,
+            identity: 0,
+        };
+    };
+    if pkt.fragment == Fragment::Later {
+        let (reason, rule) = match fragments::follow(pkt, direction) {
+            Some(first) => (
+                Reason::from_code(first.reason).unwrap_or(Reason::FragmentUnknown),
+                first.rule,
+            ),
+            None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
+        };
+        return Decision {
+            slot: ep.slot,
+            reason,
+            rule,
+            identity: 0,
+        };
+    }
+    if pkt.proto == IPPROTO_ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
+        return Decision {
+            slot: ep.slot,
+            reason: Reason::NeighborDiscovery,
+            rule: NO_RULE,
+            identity: 0,
+        };
+    }
+
+    let (local_port, remote) = match direction {
+        Direction::Ingress => (pkt.dport, &pkt.src),
+        Direction::Egress => (pkt.sport, &pkt.dst),
+    };
+    let port = match pkt.proto {
+        IPPROTO_TCP | IPPROTO_UDP => pkt.dport,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => icmp_port(pkt.icmp_type),
+        _ => PORT_ANY,
+    };
+    let ranges = match direction {
+        Direction::Ingress => ep.flags & EP_RANGES_INGRESS != 0,
+        Direction::Egress => ep.flags & EP_RANGES_EGRESS != 0,
+    };
+    let identity = policy::identity(generation, pkt.family, remote);
+    let hit = policy::lookup(
+        generation,
+        direction as u8,
+        pkt.proto,
+        ep.slot,
+        identity,
+        port,
+        ranges,
+    );
+    let (mut reason, rule) = match hit {
+        Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, v.rule),
+        Some(v) => (Reason::PolicyDeny, v.rule),
+        None => (default_reason(&ep, direction), NO_RULE),
+    };
+    if reason.verdict() == Verdict::Drop {
+        if (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
+            && policy::failsafe(generation, pkt.family, pkt.proto, local_port, remote)
+        {
+            reason = Reason::Failsafe;
+        } else if conntrack::established(pkt, direction) {
+            reason = Reason::Established;
+        } else {
+            reason = audited(&ep, reason);
+        }
+    }
+    if matches!(
+        reason,
+        Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
+    ) {
+        let track = match direction {
+            Direction::Ingress => EP_TRACK_INGRESS,
+            Direction::Egress => EP_TRACK_EGRESS,
+        };
+        if ep.flags & track != 0 {
+            conntrack::record(pkt, direction);
+        }
+    }
+    if pkt.fragment == Fragment::First {
+        fragments::remember(pkt, direction, ep.slot, reason, rule);
+    }
+    Decision {
+        slot: ep.slot,
+        reason,
+        rule,
+        identity,
+    }
+}
+
+#[inline(always)]
+fn default_reason(ep: &Endpoint, direction: Direction) -> Reason {
     let action = match direction {
         Direction::Ingress => ep.ingress_default,
         Direction::Egress => ep.egress_default,
     };
-    if action != Action::Drop as u8 {
+    if action == Action::Drop as u8 {
+        Reason::DefaultDeny
+    } else {
         Reason::DefaultAllow
-    } else if ep.mode == Mode::Audit as u8 {
+    }
+}
+
+/// A would-be drop in an audit-mode workload passes as `audit`.
+#[inline(always)]
+fn audited(ep: &Endpoint, reason: Reason) -> Reason {
+    if ep.mode == Mode::Audit as u8 {
         Reason::Audit
     } else {
-        Reason::DefaultDeny
+        reason
     }
 }

@@ -20,7 +20,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, control-plane,
-    /// verifier), for working on one of them. The targets need every step.
+    /// observability, verifier), for working on one of them. The targets need every step.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the report files go (default: the workspace's target/bench).

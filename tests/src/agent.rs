@@ -75,6 +75,20 @@ impl AgentFiles {
         )
     }
 
+    /// Packets counted for (workload, direction, reason), from `counters --json`.
+    pub fn packets(&self, workload: &str, direction: &str, reason: &str) -> u64 {
+        let json = self.counters_json();
+        let v: serde_json::Value = serde_json::from_str(&json).expect("counters json");
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .filter(|e| {
+                e["workload"] == workload && e["direction"] == direction && e["reason"] == reason
+            })
+            .map(|e| e["packets"].as_u64().expect("packets"))
+            .sum()
+    }
+
     /// `boundary-agent counters --json` for this pin directory.
     pub fn counters_json(&self) -> String {
         let pin = self.pin_dir.display().to_string();

@@ -20,26 +20,14 @@ const SHORT: Duration = Duration::from_millis(300);
 
 const POLICY: &str = "\
 apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
 workloads:
   - name: web
     addresses: [10.203.0.1, \"fd00:203::1\"]
   - name: locked
     addresses: [10.203.0.3]
-    ingress: { default: deny }
+    defaults: { ingress: deny }
 ";
-
-/// Packets counted for (workload, direction, reason), from `counters --json`.
-fn packets(files: &AgentFiles, workload: &str, direction: &str, reason: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&files.counters_json()).expect("counters json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .filter(|e| {
-            e["workload"] == workload && e["direction"] == direction && e["reason"] == reason
-        })
-        .map(|e| e["packets"].as_u64().expect("packets"))
-        .sum()
-}
 
 struct Setup {
     lab: Lab,
@@ -96,11 +84,11 @@ fn allowed_udp_and_tcp_arrive_and_are_counted() {
         );
     }
     // 30 datagrams plus at least 3 packets per TCP connection in, as many replies out.
-    let ingress = packets(&s.files, "web", "ingress", "default_allow");
-    let egress = packets(&s.files, "web", "egress", "default_allow");
+    let ingress = s.files.packets("web", "ingress", "default_allow");
+    let egress = s.files.packets("web", "egress", "default_allow");
     assert!(ingress >= 30 + 15, "ingress allowed {ingress}");
     assert!(egress >= 30 + 10, "egress allowed {egress}");
-    assert_eq!(packets(&s.files, "web", "ingress", "default_deny"), 0);
+    assert_eq!(s.files.packets("web", "ingress", "default_deny"), 0);
     drop(s.servers);
 }
 
@@ -120,8 +108,8 @@ fn denied_workload_receives_nothing() {
         !traffic::tcp_hello(c, tcp(SERVER_B), SHORT),
         "TCP must not connect"
     );
-    assert!(packets(&s.files, "locked", "ingress", "default_deny") >= 6);
-    assert_eq!(packets(&s.files, "locked", "ingress", "default_allow"), 0);
+    assert!(s.files.packets("locked", "ingress", "default_deny") >= 6);
+    assert_eq!(s.files.packets("locked", "ingress", "default_allow"), 0);
     // The neighbour workload on the same interface is unaffected.
     assert_eq!(traffic::udp_echo(c, udp(SERVER), 3, 100, WAIT), 3);
 }
@@ -161,13 +149,10 @@ fn malformed_frames_are_dropped_with_their_reason() {
         .collect();
     traffic::inject(&s.lab.client, "c0", &frames);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(packets(&s.files, "web", "ingress", "ipv4_bad_ihl"), 3);
+    assert_eq!(s.files.packets("web", "ingress", "ipv4_bad_ihl"), 3);
+    assert_eq!(s.files.packets("web", "ingress", "tcp_bad_data_offset"), 4);
     assert_eq!(
-        packets(&s.files, "web", "ingress", "tcp_bad_data_offset"),
-        4
-    );
-    assert_eq!(
-        packets(&s.files, "(unprotected)", "ingress", "vlan_too_deep"),
+        s.files.packets("(unprotected)", "ingress", "vlan_too_deep"),
         5
     );
 }
@@ -193,8 +178,8 @@ fn enforcement_outlives_the_agent_until_detach() {
         5,
         "still allowed"
     );
-    assert!(packets(&s.files, "web", "ingress", "default_allow") >= 10);
-    let denied_before = packets(&s.files, "locked", "ingress", "default_deny");
+    assert!(s.files.packets("web", "ingress", "default_allow") >= 10);
+    let denied_before = s.files.packets("locked", "ingress", "default_deny");
     assert!(denied_before >= 3);
 
     // A new agent adopts the pins: counters continue, enforcement never lapsed.
@@ -204,7 +189,7 @@ fn enforcement_outlives_the_agent_until_detach() {
         "{}",
         agent.log()
     );
-    assert!(packets(&s.files, "locked", "ingress", "default_deny") >= denied_before);
+    assert!(s.files.packets("locked", "ingress", "default_deny") >= denied_before);
     drop(agent);
 
     let pin = s.files.pin_dir.display().to_string();
@@ -248,7 +233,7 @@ fn sighup_reloads_and_a_bad_file_keeps_the_running_policy() {
 
     let deny_web = POLICY.replace(
         "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n",
-        "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n    ingress: { default: deny }\n",
+        "  - name: web\n    addresses: [10.203.0.1, \"fd00:203::1\"]\n    defaults: { ingress: deny }\n",
     );
     std::fs::write(s.files.policy(), deny_web).expect("write policy");
     s.agent.signal(Signal::SIGHUP);
@@ -263,7 +248,7 @@ fn sighup_reloads_and_a_bad_file_keeps_the_running_policy() {
         0,
         "new policy denies"
     );
-    assert!(packets(&s.files, "web", "ingress", "default_deny") >= 3);
+    assert!(s.files.packets("web", "ingress", "default_deny") >= 3);
 }
 
 #[test]
@@ -317,6 +302,16 @@ fn bad_input_exits_64_and_pins_nothing() {
         "{err}"
     );
     assert!(!files.pin_dir.exists(), "nothing pinned");
+
+    // `check` says the same without root, and a good file passes.
+    let policy = files.policy().display().to_string();
+    let (code, _, err) = files.cli(&["check", &policy]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("single host"), "{err}");
+    std::fs::write(files.policy(), POLICY).expect("write");
+    let (code, out, err) = files.cli(&["check", &policy]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid") && out.contains("locked"), "{out}");
 
     std::fs::write(
         files.config(),

@@ -209,6 +209,7 @@ case!(
     WEB,
     Reason::DefaultAllow
 );
+// A later fragment whose first was never seen: no ports, nothing to decide it by.
 case!(
     ipv4_later_fragment,
     {
@@ -216,9 +217,9 @@ case!(
         packets::set_ipv4_fragment(&mut f, 185, false);
         f
     },
-    XDP_PASS,
+    XDP_DROP,
     WEB,
-    Reason::DefaultAllow
+    Reason::FragmentUnknown
 );
 case!(
     ipv6_first_fragment,
@@ -242,9 +243,9 @@ case!(
             more: false
         }]
     ),
-    XDP_PASS,
+    XDP_DROP,
     WEB,
-    Reason::DefaultAllow
+    Reason::FragmentUnknown
 );
 
 // The walk must land on the transport header exactly: the same chains with the TCP header

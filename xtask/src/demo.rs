@@ -31,13 +31,22 @@ pub struct Args {
 
 const POLICY: &str = "\
 apiVersion: boundary.dev/v1
-defaults: { ingress: allow, egress: allow, mode: enforce }
+defaults: { ingress: deny, egress: allow }
+identities:                          # static bindings (mTLS-attested ones join at run time)
+  - id: spiffe://demo.local/ns/shop/sa/frontend
+    addresses: [10.203.0.2, \"fd00:203::2\"]
 workloads:
-  - name: web            # open to the client
+  - name: web
     addresses: [10.203.0.1, \"fd00:203::1\"]
-  - name: admin          # closed: every ingress packet is dropped
+    ingress:
+      - name: frontend-to-web
+        from: { spiffe: \"spiffe://demo.local/ns/shop/*\" }
+        ports: [\"7000/udp\", \"8080/tcp\"]
+      - name: ping
+        from: { any: true }
+        icmp: [echo-request]
+  - name: admin                      # no rules: everything in is dropped
     addresses: [10.203.0.3]
-    ingress: { default: deny }
 ";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -111,6 +120,33 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!("counters failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    for (src, port) in [
+        ("spiffe://demo.local/ns/shop/sa/frontend", "8080"),
+        ("10.203.0.2", "22"),
+        ("10.203.0.2", "7001"),
+    ] {
+        let proto = if port == "7001" { "udp" } else { "tcp" };
+        println!(
+            "\n== boundary-agent trace --src {src} --dst {SERVER} --proto {proto} --dport {port}"
+        );
+        let out = Command::new(&agent_bin)
+            .args([
+                "trace",
+                "--src",
+                src,
+                "--dst",
+                &SERVER.to_string(),
+                "--proto",
+                proto,
+                "--dport",
+                port,
+                "--policy",
+            ])
+            .arg(files.policy())
+            .output()
+            .context("run boundary-agent trace")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     drop(agent);
     drop(files);
     drop(lab);
@@ -164,9 +200,16 @@ fn drive(lab: &Lab, duration: u64) {
             200,
             Duration::from_millis(150),
         );
+        let closed = traffic::udp_echo(
+            c,
+            SocketAddr::new(SERVER.into(), 7001),
+            2,
+            200,
+            Duration::from_millis(150),
+        );
         traffic::inject(c, CLIENT_IF, &malformed);
         println!(
-            "   t={tick:>2}s  web: {web4}/10 UDP echoes, {web6}/5 over IPv6, {tcp_ok}/2 TCP sessions | admin: {admin}/2 echoes | {} malformed frames sent",
+            "   t={tick:>2}s  web: {web4}/10 UDP echoes, {web6}/5 over IPv6, {tcp_ok}/2 TCP sessions, {closed}/2 on a closed port | admin: {admin}/2 | {} malformed frames",
             malformed.len()
         );
         std::thread::sleep(Duration::from_secs(tick).saturating_sub(start.elapsed()));

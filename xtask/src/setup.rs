@@ -24,6 +24,10 @@ const APT: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
+    ("ping", "iputils-ping"),
+    // Prometheus scrapes the agent in the observability end-to-end test; promtool checks
+    // the exposition format.
+    ("promtool", "prometheus"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

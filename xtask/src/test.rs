@@ -4,6 +4,9 @@ use crate::{build_agent, cargo, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Run the differential test for 10^7 packets instead of 10^5 (minutes, not seconds).
+    #[arg(long)]
+    pub soak: bool,
     /// Extra arguments for `cargo test` (a filter, `--nocapture`, ...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cargo_test_args: Vec<String>,
@@ -27,5 +30,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let agent = agent.display().to_string();
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.cargo_test_args.iter().map(String::as_str));
-    cargo(&test_args, &[("BOUNDARY_AGENT_BIN", &agent)])
+    let packets = if args.soak { "10000000" } else { "100000" };
+    cargo(
+        &test_args,
+        &[
+            ("BOUNDARY_AGENT_BIN", &agent),
+            ("BOUNDARY_DIFF_PACKETS", packets),
+        ],
+    )
 }

@@ -1,8 +1,12 @@
 //! Subcommands, one per file; their doc comments are the help text.
 
+pub mod check;
 pub mod counters;
 pub mod detach;
+pub mod monitor;
 pub mod run;
+pub mod status;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -29,7 +33,11 @@ pub enum LogFormat {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Run(run::Run),
+    Check(check::Check),
+    Trace(trace::Trace),
     Counters(counters::Counters),
+    Monitor(monitor::Monitor),
+    Status(status::Status),
     Detach(detach::Detach),
 }
 

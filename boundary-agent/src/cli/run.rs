@@ -1,13 +1,18 @@
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
-use boundary_common::maps::{Action, DatapathConfig};
+use boundary_common::maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
 use super::CliError;
 use crate::{
     config::{AgentConfig, NonIpAction, XdpMode},
-    datapath::{Datapath, PinLayout},
+    datapath::{Datapath, Maps, PinLayout},
+    metrics::{self, AgentState},
     policy::{self, Policy},
 };
 
@@ -16,7 +21,8 @@ use crate::{
 /// XDP takes ingress and tcx takes egress on every configured interface. Maps, programs and
 /// links are pinned under the pin directory, so enforcement continues after the agent exits
 /// (SIGTERM/SIGINT); `boundary-agent detach` removes it. SIGHUP reloads the policy file; a bad
-/// file is reported and the running policy stays. A previous agent's pins are adopted: maps
+/// file is reported and the running policy stays. The policy file is also re-read every
+/// two seconds and reloaded when it changed. A previous agent's pins are adopted: maps
 /// keep their contents and counters, links are switched to the new programs in place.
 ///
 /// Example: boundary-agent run --config /etc/boundary/agent.yaml
@@ -38,13 +44,18 @@ impl Run {
         }
         let policy = Policy::from_file(&config.policy).map_err(CliError::bad_input)?;
 
-        let mut datapath = Datapath::load(PinLayout::new(&config.pin_dir), config.max_workloads)
-            .map_err(CliError::failed)?;
-        apply(&mut datapath, &config, &policy)?;
+        let layout = PinLayout::new(&config.pin_dir);
+        let mut datapath =
+            Datapath::load(layout.clone(), config.max_workloads).map_err(CliError::failed)?;
+        let state = Arc::new(Mutex::new(AgentState::default()));
+        apply(&mut datapath, &config, &policy, &state)?;
         for iface in &config.interfaces {
-            datapath
+            let mode = datapath
                 .attach(iface, config.xdp_mode, config.allow_generic_fallback)
                 .map_err(CliError::failed)?;
+            lock(&state)
+                .attach_modes
+                .push((iface.to_string(), mode.to_string()));
         }
         datapath
             .detach_others(&config.interfaces)
@@ -59,22 +70,43 @@ impl Run {
                 "program loaded"
             );
         }
-        info!(
-            interfaces = config.interfaces.len(),
-            workloads = policy.workloads.len(),
-            pin_dir = %config.pin_dir.display(),
-            "boundary agent ready"
-        );
-
+        if let Some(addr) = config.metrics_address {
+            // The collector reads the maps through handles of its own, from the pins.
+            let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
+            metrics::serve(
+                addr,
+                metrics::registry(maps, Arc::clone(&state)),
+                Arc::clone(&state),
+            )
+            .map_err(CliError::failed)?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(CliError::failed)?;
-        runtime.block_on(serve(&mut datapath, &config))
+        runtime.block_on(serve(
+            &mut datapath,
+            &config,
+            &state,
+            policy.workloads.len(),
+        ))
     }
 }
 
-fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Result<(), CliError> {
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn apply(
+    datapath: &mut Datapath,
+    config: &AgentConfig,
+    policy: &Policy,
+    state: &Mutex<AgentState>,
+) -> Result<(), CliError> {
+    let started = Instant::now();
     let slots = datapath.maps.slot_table().map_err(CliError::failed)?;
     let compiled =
         policy::compile(policy, &slots, config.max_workloads).map_err(CliError::bad_input)?;
@@ -82,27 +114,108 @@ fn apply(datapath: &mut Datapath, config: &AgentConfig, policy: &Policy) -> Resu
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
     };
+    let rules = compiled
+        .rules
+        .iter()
+        .map(|r| (r.workload.clone(), r.direction.as_str(), r.name.clone()))
+        .collect();
+    let entries = vec![
+        (
+            boundary_common::maps::ENDPOINTS_MAP,
+            compiled.endpoints.len() as u64,
+        ),
+        (
+            boundary_common::maps::IDENTITIES_MAP,
+            compiled.identities.len() as u64,
+        ),
+        (
+            boundary_common::maps::CIDRS_MAP,
+            compiled.cidrs.len() as u64,
+        ),
+        (
+            boundary_common::maps::POLICY_MAP,
+            compiled.policy.len() as u64,
+        ),
+        (
+            boundary_common::maps::RANGES_MAP,
+            compiled.ranges.len() as u64,
+        ),
+        (
+            boundary_common::maps::FAILSAFE_MAP,
+            compiled.failsafe.len() as u64,
+        ),
+    ];
+    let bindings = compiled.identities.len() as u64;
     datapath
         .maps
-        .apply(&compiled, DatapathConfig::new(non_ip))
-        .map_err(CliError::failed)
+        .apply(compiled, non_ip)
+        .map_err(CliError::failed)?;
+    let generation = datapath
+        .maps
+        .datapath_config()
+        .map_err(CliError::failed)?
+        .generation;
+    let mut s = lock(state);
+    s.rules = rules;
+    s.map_entries = entries;
+    s.static_bindings = bindings;
+    s.policy_generation = generation;
+    s.last_apply_seconds = started.elapsed().as_secs_f64();
+    Ok(())
 }
 
-async fn serve(datapath: &mut Datapath, config: &AgentConfig) -> Result<(), CliError> {
+/// How often the policy file is re-read. Polling (rather than inotify) follows every way a
+/// file can change, a `ConfigMap`'s `..data` symlink swap included, at the cost of a read.
+const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn serve(
+    datapath: &mut Datapath,
+    config: &AgentConfig,
+    state: &Mutex<AgentState>,
+    workloads: usize,
+) -> Result<(), CliError> {
+    // Handlers first, then "ready": a SIGHUP sent on seeing "ready" must reload, not kill.
     let mut term = signal(SignalKind::terminate()).map_err(CliError::failed)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::failed)?;
     let mut hup = signal(SignalKind::hangup()).map_err(CliError::failed)?;
+    lock(state).ready = true;
+    info!(
+        interfaces = config.interfaces.len(),
+        workloads,
+        pin_dir = %config.pin_dir.display(),
+        "boundary agent ready"
+    );
+    let mut poll = tokio::time::interval(POLL);
+    let mut last = std::fs::read(&config.policy).ok();
     loop {
-        tokio::select! {
+        let forced = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                match Policy::from_file(&config.policy).map_err(CliError::bad_input)
-                    .and_then(|p| apply(datapath, config, &p).map(|()| p))
-                {
-                    Ok(p) => info!(workloads = p.workloads.len(), "policy reloaded"),
-                    Err(e) => error!(error = %e, "policy reload refused; the running policy stays"),
-                }
+            _ = hup.recv() => true,
+            _ = poll.tick() => false,
+        };
+        let now = std::fs::read(&config.policy).ok();
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let started = Instant::now();
+        match Policy::from_file(&config.policy)
+            .map_err(CliError::bad_input)
+            .and_then(|p| apply(datapath, config, &p, state).map(|()| p))
+        {
+            Ok(p) => {
+                lock(state).reloads_ok += 1;
+                info!(
+                    workloads = p.workloads.len(),
+                    apply_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    trigger = if forced { "SIGHUP" } else { "file change" },
+                    "policy reloaded"
+                );
+            }
+            Err(e) => {
+                lock(state).reloads_failed += 1;
+                error!(error = %e, "policy reload refused; the running policy stays");
             }
         }
     }

@@ -90,6 +90,26 @@ impl fmt::Display for InterfaceName {
     }
 }
 
+/// Where `/metrics`, `/healthz` and `/readyz` listen: an address, or `""` for nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MetricsAddress(pub Option<std::net::SocketAddr>);
+
+impl TryFrom<String> for MetricsAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|_| format!("{s:?} is not an address:port (like 127.0.0.1:9477), nor \"\" to turn the endpoints off"))
+    }
+}
+
+/// The default metrics address: loopback only.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
@@ -105,6 +125,12 @@ struct RawConfig {
     policy: PathBuf,
     #[serde(default = "default_max_workloads")]
     max_workloads: u32,
+    #[serde(default = "default_metrics_address")]
+    metrics_address: MetricsAddress,
+}
+
+fn default_metrics_address() -> MetricsAddress {
+    MetricsAddress::try_from(DEFAULT_METRICS_ADDRESS.to_owned()).expect("valid default")
 }
 
 fn default_xdp_mode() -> XdpMode {
@@ -137,6 +163,8 @@ pub struct AgentConfig {
     pub policy: PathBuf,
     /// Workload slots (the unprotected slot 0 included); sizes the counter maps. Default 256.
     pub max_workloads: u32,
+    /// Where the HTTP endpoints listen; default 127.0.0.1:9477, `""` for nowhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -191,6 +219,7 @@ impl AgentConfig {
             non_ip: raw.non_ip,
             policy,
             max_workloads: raw.max_workloads,
+            metrics_address: raw.metrics_address.0,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bpffs;
 pub mod counters;
+pub mod events;
 pub mod loader;
 pub mod maps;
 pub mod object;

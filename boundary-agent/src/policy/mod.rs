@@ -1,11 +1,12 @@
-//! The policy file: workloads to protect and their defaults.
-//!
-//! This is the foundation's subset — workloads, addresses, mode and per-direction defaults.
-//! Identities, rules, failsafe entries and rate limits join it in later issues; unknown fields
-//! are refused, so a file written for a newer agent fails loudly rather than half-applies.
+//! The policy file and its compiler: workloads, identities, rules, failsafe entries.
 
 pub mod compile;
 mod model;
+mod ports;
+pub mod spiffe;
 
-pub use compile::{Compiled, SlotTable, compile};
-pub use model::{DefaultAction, Defaults, Policy, PolicyError, Workload, WorkloadMode};
+pub use compile::{CompileError, RuleInfo, SlotTable, Tables, compile};
+pub use model::{
+    API_VERSION, Cidr, DefaultAction, Defaults, Failsafe, HostAddr, Policy, PolicyError, Rule,
+    RuleAction, Selector, StaticIdentity, Traffic, Workload, WorkloadMode, default_failsafe,
+};

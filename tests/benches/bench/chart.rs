@@ -42,7 +42,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     full.fill(&WHITE).map_err(err)?;
     let title = ("sans-serif", 22).into_font().color(&BLACK);
     full.draw_text(
-        "Boundary per-packet cost: net ns over an empty XDP program (BPF_PROG_TEST_RUN), by prefix count",
+        "Boundary per-packet cost: net ns over an empty program of the same type (BPF_PROG_TEST_RUN), by prefix count",
         &title,
         (20, 12),
     )
@@ -85,7 +85,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         let caption = if hot {
             "hot single flow (repeat >= 10^6)"
         } else {
-            "random key (one fresh destination per call)"
+            "random key (one fresh peer address per call)"
         };
         let mut chart = ChartBuilder::on(&area)
             .caption(caption, ("sans-serif", 18))

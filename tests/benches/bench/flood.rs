@@ -15,8 +15,9 @@
 //! the receiving side's cost per frame, and 1/cost is its packets per second per core.
 //!
 //! Configurations on `fr0`: an XDP program that drops everything (the floor of any XDP drop on
-//! veth), Boundary's XDP program (the flood's destination belongs to a workload whose ingress
-//! default is deny), and nftables dropping the same destination at its earliest hook, netdev
+//! veth), Boundary's XDP program (an explicit deny rule of the workload that owns the flood's
+//! destination drops it: identity by CIDR, policy lookup, failsafe and conntrack checks, drop
+//! event sampling, the whole denied path), and nftables dropping the same destination at its earliest hook, netdev
 //! ingress on `fr0` (with GRO on, which is what gives a veth without XDP the NAPI ring
 //! that live frames need; without XDP the frame is turned into an skb first).
 
@@ -28,10 +29,7 @@ use boundary_agent::{
     datapath::Datapath,
     policy::{self, Policy, SlotTable},
 };
-use boundary_common::{
-    Reason,
-    maps::{Action, DatapathConfig},
-};
+use boundary_common::{Reason, maps::Action};
 use boundary_tests::{
     NetNs,
     packets::{self, L4, MAC_CLIENT, MAC_SERVER},
@@ -47,21 +45,25 @@ use super::{
     testrun::Samples,
 };
 
-/// The flood's destination: owned by a workload whose ingress default is deny.
-const DENIED: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 203, 0, 3);
+/// The flood's destination, owned by a workload whose policy denies the flood's source by an
+/// explicit rule (`policy_deny`).
+pub const DENIED: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 203, 0, 3);
 const POLICY: &str = "\
 apiVersion: boundary.dev/v1
 workloads:
   - name: closed
     addresses: [10.203.0.3]
-    ingress: { default: deny }
+    ingress:
+      - from: { cidr: 10.203.0.0/24 }
+        ports: [\"53/udp\"]
+        action: deny
 ";
 /// Frames per live-frames batch (the kernel's default and NAPI's weight).
 const BATCH: u32 = 64;
 /// The nftables table, inside the receiver namespace.
 const NFT_TABLE: &str = "bnd_bench_flood";
 
-fn mac(m: [u8; 6]) -> String {
+pub fn mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -109,18 +111,22 @@ impl Lab {
     }
 }
 
-/// Sends `frames` copies of `frame` from the generator namespace on a pinned CPU; returns the
-/// kernel's time per frame in nanoseconds.
-fn generate(lab: &Lab, prog: &RawProgram, frame: &[u8], frames: u32) -> anyhow::Result<f64> {
-    let _home = InNetNs::enter(&lab.gen_ns)?;
-    let _cpu = CpuPin::last_allowed()?;
+/// Transmits `frames` copies of `frame` out of interface `ifindex` with the `XDP_TX`
+/// program `tx` (live frames); the calling thread must be in the interface's namespace.
+/// Returns the kernel's time per frame.
+pub fn live_frames(
+    tx: &RawProgram,
+    ifindex: u32,
+    frame: &[u8],
+    frames: u32,
+) -> anyhow::Result<std::time::Duration> {
     let ctx = XdpMd {
         data_end: u32::try_from(frame.len()).expect("small"),
-        ingress_ifindex: lab.fg0,
+        ingress_ifindex: ifindex,
         ..XdpMd::default()
     };
     let out = sys::test_run(
-        prog.as_fd(),
+        tx.as_fd(),
         frame,
         frames,
         TestRunExtra {
@@ -130,7 +136,15 @@ fn generate(lab: &Lab, prog: &RawProgram, frame: &[u8], frames: u32) -> anyhow::
         },
     )
     .context("live-frames BPF_PROG_TEST_RUN")?;
-    Ok(out.per_run.as_secs_f64() * 1e9)
+    Ok(out.per_run)
+}
+
+/// Sends `frames` copies of `frame` from the generator namespace on a pinned CPU; returns the
+/// kernel's time per frame in nanoseconds.
+fn generate(lab: &Lab, prog: &RawProgram, frame: &[u8], frames: u32) -> anyhow::Result<f64> {
+    let _home = InNetNs::enter(&lab.gen_ns)?;
+    let _cpu = CpuPin::last_allowed()?;
+    Ok(live_frames(prog, lab.fg0, frame, frames)?.as_secs_f64() * 1e9)
 }
 
 /// Runs the generator `plan.runs` times; `dropped` reads the receiver's drop count.
@@ -255,14 +269,13 @@ impl Flooder<'_> {
         })
     }
 
-    /// Boundary's XDP program, the flood's destination owned by a workload that denies.
+    /// Boundary's XDP program, the flood denied by a rule of the workload it is sent to.
     fn boundary(&self) -> anyhow::Result<FloodRow> {
         let mut dp = Datapath::load_unpinned(8)?;
         let policy = Policy::from_str("flood-policy.yaml", POLICY)?;
         let compiled = policy::compile(&policy, &SlotTable::new(), 8)?;
-        dp.maps
-            .apply(&compiled, DatapathConfig::new(Action::Pass))?;
         let slot = *compiled.names.keys().next().context("one workload")?;
+        dp.maps.apply(compiled, Action::Pass)?;
         {
             let _in = InNetNs::enter(&self.lab.rx_ns)?;
             dp.xdp()
@@ -271,10 +284,10 @@ impl Flooder<'_> {
         }
         let maps = &dp.maps;
         // Dropping `dp` at the end detaches its XDP link.
-        self.measure("Boundary XDP (workload default deny)", &mut || {
+        self.measure("Boundary XDP (explicit deny rule)", &mut || {
             let row = maps.counter_row(slot, 0)?;
             Ok(Some(
-                row.counters[usize::from(Reason::DefaultDeny.code())].packets,
+                row.counters[usize::from(Reason::PolicyDeny.code())].packets,
             ))
         })
     }

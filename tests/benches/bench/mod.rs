@@ -2,9 +2,11 @@
 //!
 //! - `per_packet` (step 1) and `xdp_filter` (step 2): `BPF_PROG_TEST_RUN` costs by path and
 //!   prefix count, Boundary and the peer, timed by `testrun` against the empty program;
-//!   `paths` holds the rows as data, `kernel` the datapath sized for each prefix count;
+//!   `paths` holds the rows and the policy behind them, `kernel` the datapath and its tables
+//!   for each prefix count;
 //! - `flood` (step 3): a live-frames flood on a veth, Boundary's XDP against nftables;
-//! - `control_plane` (step 4) and `verifier` (step 5);
+//! - `control_plane` (step 4), `observability` (step 5: `/metrics` and the agent's CPU under a
+//!   flood) and `verifier` (step 6);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 
@@ -13,6 +15,7 @@ pub mod control_plane;
 pub mod env;
 pub mod flood;
 pub mod kernel;
+pub mod observability;
 pub mod paths;
 pub mod per_packet;
 pub mod progress;
@@ -24,7 +27,7 @@ pub mod testrun;
 pub mod verifier;
 pub mod xdp_filter;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use results::Report;
 
@@ -43,8 +46,12 @@ pub struct Plan {
     pub cp_runs: usize,
     /// Policy reloads timed per agent size.
     pub reloads: usize,
-    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `control-plane`, `verifier`); all
-    /// when empty.
+    /// Back-to-back `/metrics` scrapes timed.
+    pub scrapes: usize,
+    /// How long the agent's CPU is measured under the flood.
+    pub obs_window: Duration,
+    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `control-plane`, `observability`,
+    /// `verifier`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -57,6 +64,8 @@ impl Plan {
             flood_frames: 2_000_000,
             cp_runs: 3,
             reloads: 5,
+            scrapes: 30,
+            obs_window: Duration::from_secs(30),
             only: Vec::new(),
         }
     }
@@ -69,6 +78,8 @@ impl Plan {
             flood_frames: 500_000,
             cp_runs: 1,
             reloads: 3,
+            scrapes: 10,
+            obs_window: Duration::from_secs(10),
             only: Vec::new(),
         }
     }
@@ -79,14 +90,16 @@ impl Plan {
 
     pub fn describe(&self, quick: bool) -> String {
         format!(
-            "{} mode: {} runs per figure, hot repeat {}, {} random-key calls per run, {} flood frames per run, {} control-plane runs, {} reloads",
+            "{} mode: {} runs per figure, hot repeat {}, {} random-key calls per run, {} flood frames per run, {} control-plane runs, {} reloads, {} scrapes, {} s under flood",
             if quick { "quick" } else { "default" },
             self.runs,
             self.repeat,
             self.calls,
             self.flood_frames,
             self.cp_runs,
-            self.reloads
+            self.reloads,
+            self.scrapes,
+            self.obs_window.as_secs()
         )
     }
 }
@@ -122,16 +135,16 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
     };
     // bpf_stats_enabled makes the kernel time every program run (about 70 ns each here).
     let _stats = env::Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "0")?;
-    let floor = per_packet::empty_program()?;
+    let floors = per_packet::Floors::load()?;
     {
         // Steps 1 and 2 on one CPU: no migration mid-run, per-CPU state stays warm.
         let _cpu = env::CpuPin::last_allowed()?;
         if plan.wants("per-packet") {
-            report.per_packet = per_packet::run(plan, &floor)?;
+            report.per_packet = per_packet::run(plan, &floors)?;
         }
         if plan.wants("xdp-filter") {
             let peer = optional(&mut report, "xdp-filter", || {
-                xdp_filter::run(plan, &floor).map(Some)
+                xdp_filter::run(plan, &floors.xdp).map(Some)
             });
             if let Some(peer) = peer {
                 report.per_packet.rows.extend(peer.rows);
@@ -145,6 +158,9 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
     }
     if plan.wants("control-plane") {
         report.control = optional(&mut report, "control plane", || control_plane::run(plan));
+    }
+    if plan.wants("observability") {
+        report.observability = optional(&mut report, "observability", || observability::run(plan));
     }
     if plan.wants("verifier") {
         progress::step("verifier budget");

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Prefix counts of the per-packet table (endpoint entries in the map, half IPv4, half IPv6).
+/// Prefix counts of the per-packet table: CIDR identities in the LPM trie, and as many exact
+/// bindings in the identity map (each half IPv4, half IPv6).
 pub const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")];
 
 /// One cell of the per-packet table.
@@ -48,8 +49,13 @@ pub struct PerPacket {
     /// Median floor (empty XDP program) over the whole step: hot, and per call.
     pub floor_hot: f64,
     pub floor_call: f64,
-    /// (prefix label, time `Maps::apply` took to fill the table).
+    /// The same for the empty TC program (the egress rows' floor).
+    pub tc_floor_hot: f64,
+    pub tc_floor_call: f64,
+    /// (prefix label, time `Maps::apply` took to fill the tables).
     pub fills: Vec<(&'static str, Duration)>,
+    /// Maps whose shipped capacity was raised for a size, described.
+    pub raised: Vec<String>,
 }
 
 /// One configuration of the denied-flood comparison.
@@ -83,8 +89,12 @@ pub struct Flood {
 #[derive(Clone, Debug)]
 pub struct CompileRow {
     pub rules: usize,
-    pub parse: Duration,
-    pub compile: Duration,
+    pub workloads: usize,
+    /// Map entries of one generation.
+    pub entries: usize,
+    /// `None` where the compiler refuses the policy (the tables were built directly).
+    pub parse: Option<Duration>,
+    pub compile: Option<Duration>,
     pub apply_fresh: Duration,
     pub apply_again: Duration,
     pub batch_update: Duration,
@@ -94,6 +104,7 @@ pub struct CompileRow {
 #[derive(Clone, Debug)]
 pub struct AgentRow {
     pub rules: usize,
+    pub workloads: usize,
     pub start_to_ready: Duration,
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
@@ -104,8 +115,49 @@ pub struct AgentRow {
 #[derive(Clone, Debug, Default)]
 pub struct ControlPlane {
     pub compile: Vec<CompileRow>,
+    /// The compiler's answer to a policy of `control_plane::TARGET_RULES` rules.
+    pub refusal: String,
     pub agent: Vec<AgentRow>,
     pub agent_note: String,
+}
+
+/// The agent under a sustained denied flood, scraped every few seconds.
+#[derive(Clone, Debug)]
+pub struct FloodCpu {
+    pub window: Duration,
+    /// Frames the generator sent, and the agent's datapath counted as `policy_deny`.
+    pub frames: u64,
+    pub denied: u64,
+    /// The agent's utime + stime over the window.
+    pub agent_cpu: Duration,
+    pub scrapes: Vec<Duration>,
+}
+
+impl FloodCpu {
+    pub fn mpps(&self) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
+        let frames = self.frames as f64;
+        frames / self.window.as_secs_f64() / 1e6
+    }
+
+    /// Share of one core, in percent.
+    pub fn cpu_percent(&self) -> f64 {
+        self.agent_cpu.as_secs_f64() / self.window.as_secs_f64() * 100.0
+    }
+}
+
+/// `/metrics` of an agent with many workloads, and its CPU under a flood (issue #5).
+#[derive(Clone, Debug, Default)]
+pub struct Observability {
+    pub workloads: usize,
+    pub rules: usize,
+    /// Size of one scrape's body, and its sample lines.
+    pub body_bytes: usize,
+    pub series: usize,
+    /// Back-to-back scrapes, connect to last byte.
+    pub scrapes: Vec<Duration>,
+    pub flood: Option<FloodCpu>,
+    pub note: String,
 }
 
 #[derive(Clone, Debug)]
@@ -115,7 +167,7 @@ pub struct ProgramRow {
     pub jited_bytes: u32,
 }
 
-/// A target from issue #4, judged on this run's figures.
+/// A target from issues #4 and #5, judged on this run's figures.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub name: String,
@@ -132,6 +184,7 @@ pub struct Report {
     pub peer_note: String,
     pub flood: Flood,
     pub control: ControlPlane,
+    pub observability: Observability,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<Target>,
     pub elapsed: Duration,

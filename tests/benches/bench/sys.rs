@@ -20,6 +20,7 @@ const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, never a silent fallback to generic.
@@ -30,6 +31,9 @@ pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+/// `TC_ACT_UNSPEC` (-1) as the test run reports it: pass on (tcx: to the next program).
+pub const TC_NEXT: u32 = u32::MAX;
+pub const TC_SHOT: u32 = 2;
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, `#[repr(C)]` prefix of `union bpf_attr` for `cmd`, and its size
@@ -119,13 +123,23 @@ impl RawProgram {
     /// `name` (at most 15 bytes). With `XDP_PASS` it is the floor every cost is measured
     /// against: what `BPF_PROG_TEST_RUN` itself costs per run.
     pub fn xdp_returning(action: u32, name: &str) -> io::Result<Self> {
-        let insns = [
-            mov_r0(i32::try_from(action).expect("XDP actions are small")),
-            EXIT,
-        ];
+        Self::returning(BPF_PROG_TYPE_XDP, action, name)
+    }
+
+    /// The same for the TC (`sched_cls`) program type: the TC egress program's floor.
+    pub fn tc_returning(action: u32, name: &str) -> io::Result<Self> {
+        Self::returning(BPF_PROG_TYPE_SCHED_CLS, action, name)
+    }
+
+    fn returning(prog_type: u32, action: u32, name: &str) -> io::Result<Self> {
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "TC_ACT_UNSPEC is -1, passed as its bit pattern"
+        )]
+        let insns = [mov_r0(action as i32), EXIT];
         let license: &CStr = c"GPL";
         let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
+            prog_type,
             insn_cnt: 2,
             insns: addr(insns.as_ptr()),
             license: addr(license.as_ptr()),

@@ -1,12 +1,14 @@
-//! Timing programs with `BPF_PROG_TEST_RUN`, two ways, always against the empty XDP program
-//! measured the same way and interleaved with it (so drift on a noisy VM hits both alike).
+//! Timing programs with `BPF_PROG_TEST_RUN`, two ways, always against the empty program of the
+//! same type (XDP, or TC for the egress program) measured the same way and interleaved with it
+//! (so drift on a noisy VM hits both alike).
 //!
 //! - **Hot single flow**: one frame, `repeat` (>= 10^6) runs in one call. After the first run
 //!   every map bucket and element the path touches is in L1: this is the path's best case and
 //!   its instruction cost.
 //! - **Random key**: the test-run command takes one frame per call and a repeated frame is
 //!   a hot frame again, so the random-key variant makes many calls with `repeat = 1`, each with
-//!   a destination drawn at random from the path's key set (written into the frame between
+//!   a key (the peer address; the destination on the unprotected path) drawn at random from the
+//!   path's key set (written into the frame between
 //!   calls, outside the timed region). The kernel times each call's single run; the floor is
 //!   the empty program timed the same way (per-call timer overhead included in both, then
 //!   subtracted). Between calls the syscall path evicts part of the cache, as other work would
@@ -20,7 +22,7 @@
 use std::{os::fd::AsFd as _, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 
 use super::{
     Plan,
@@ -34,6 +36,23 @@ pub trait Target {
 
 /// Boundary's programs, loaded by aya: aya's `TestRun`.
 impl Target for Xdp {
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput> {
+        let out = self
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok(TestRunOutput {
+            retval: out.return_value,
+            per_run: out.duration,
+        })
+    }
+}
+
+/// The TC egress program: the kernel builds an skb around the frame once per call.
+impl Target for SchedClassifier {
     fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput> {
         let out = self
             .test_run(TestRunOptions {

@@ -1,12 +1,13 @@
 //! Step 2: the peer. xdp-filter (xdp-tools) loaded by its own CLI on a veth in a namespace of
-//! ours, with an address allowlist comparable to Boundary's endpoint table, then timed exactly
-//! like Boundary: raw `BPF_PROG_TEST_RUN` on its program, opened by id.
+//! ours, with the exact bindings of Boundary's key space as an allowlist of source addresses,
+//! then timed exactly like Boundary: raw `BPF_PROG_TEST_RUN` on its program, opened by id.
 //!
 //! How it is loaded, and why:
 //! - `-p deny -f ipv4,ipv6`: an allowlist of addresses and nothing else (program
-//!   `xdpfilt_dny_ip`): a listed destination passes after one hash lookup, anything else is
-//!   dropped after two (destination, then source) — the same shape of work as Boundary's
-//!   endpoint lookup, with per-CPU statistics as Boundary has.
+//!   `xdpfilt_dny_ip`). It looks the destination up, then the source: a listed source passes
+//!   after two hash lookups (Boundary's exact-identity allow takes three: the local workload,
+//!   the peer's identity, the rule), anything else is dropped after the same two. Per-CPU
+//!   statistics, as Boundary has.
 //! - `LIBXDP_SKIP_DISPATCHER=1`: libxdp would otherwise attach a dispatcher and load
 //!   xdp-filter as an `freplace` extension, which `BPF_PROG_TEST_RUN` cannot run on its own;
 //!   without it xdp-filter is a plain XDP program, as Boundary's is, and pays no dispatcher.
@@ -28,7 +29,7 @@ use boundary_tests::NetNs;
 use super::{
     Plan,
     env::{self, veth},
-    paths::{self, Family, KeySpace, Keys, Kind, SplitMix, set_dst},
+    paths::{self, Family, KeySpace, Keys, Kind, SplitMix, set_addr},
     per_packet::value,
     progress,
     results::{PacketRow, ProgramRow, SIZES, Value},
@@ -36,8 +37,8 @@ use super::{
     testrun,
 };
 
-/// xdp-filter's map value flag for "match as destination" (`common_kern_user.h`).
-const MAP_FLAG_DST: u64 = 1 << 1;
+/// xdp-filter's map value flag for "match as source" (`common_kern_user.h`).
+const MAP_FLAG_SRC: u64 = 1;
 
 pub struct Peer {
     pub rows: Vec<PacketRow>,
@@ -125,15 +126,20 @@ fn load() -> anyhow::Result<Loaded> {
     })
 }
 
-/// Lists every address of the key space as an allowed destination (Boundary's table holds the
-/// same addresses; xdp-filter has no deny entries, its deny is "not listed").
+/// Lists every exact binding of the key space as an allowed source (Boundary's identity map
+/// holds the same addresses; xdp-filter has no deny entries, its deny is "not listed").
 fn fill(l: &mut Loaded, space: KeySpace) -> anyhow::Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-    let flags = || PerCpuValues::try_from(vec![MAP_FLAG_DST; cpus.get() as usize]);
+    let flags = || PerCpuValues::try_from(vec![MAP_FLAG_SRC; cpus.get() as usize]);
     for j in 0..space.per_family() {
-        let a = KeySpace::v4(j).octets();
-        l.v4.insert(&u32::from_ne_bytes(a), flags()?, 0)?;
-        l.v6.insert(&KeySpace::v6(j).octets(), flags()?, 0)?;
+        match KeySpace::exact(Family::V4, j) {
+            IpAddr::V4(a) => l.v4.insert(&u32::from_ne_bytes(a.octets()), flags()?, 0)?,
+            IpAddr::V6(_) => unreachable!("an IPv4 binding"),
+        }
+        match KeySpace::exact(Family::V6, j) {
+            IpAddr::V6(a) => l.v6.insert(&a.octets(), flags()?, 0)?,
+            IpAddr::V4(_) => unreachable!("an IPv6 binding"),
+        }
     }
     Ok(())
 }
@@ -150,13 +156,13 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
     ));
     let builders: Vec<_> = paths::all()
         .into_iter()
-        .filter(|d| d.name == paths::ALLOW)
+        .filter(|d| d.name == paths::EXACT_ALLOW)
         .collect();
     let cases = [
-        ("allow (dst in allowlist)", Keys::Allow, XDP_PASS, "pass"),
+        ("allow (src in allowlist)", Keys::Exact, XDP_PASS, "pass"),
         (
-            "deny (dst not listed, default deny)",
-            Keys::Unprotected,
+            "deny (src not listed, default deny)",
+            Keys::Cidr,
             XDP_DROP,
             "drop",
         ),
@@ -206,11 +212,13 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
             let frame = build(space.hot(*keys, family));
             let hot = testrun::hot(&l.prog, floor, &frame, *action, plan)?;
             row.hot.push(value(&hot));
-            let off = def.dst_offset().context("allow rows carry an address")?;
             let keys = *keys;
+            let off = keys
+                .offset(family)
+                .context("these rows carry a peer address")?;
             let mut rekey = |f: &mut [u8]| {
                 let a: IpAddr = space.pick(keys, family, rng.next_u64());
-                set_dst(f, off, a);
+                set_addr(f, off, a);
             };
             let cell = testrun::random(&l.prog, floor, &frame, &mut rekey, *action, plan)?;
             row.random.push(value(&cell));

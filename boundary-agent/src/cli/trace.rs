@@ -1,0 +1,230 @@
+use std::{net::IpAddr, path::PathBuf};
+
+use boundary_common::{
+    Direction, Verdict,
+    maps::{IDENTITY_ANY, IDENTITY_WORLD, MAX_WORKLOADS, UNPROTECTED_NAME},
+};
+use serde::Serialize;
+
+use super::{CliError, PinDirArg};
+use crate::{
+    datapath::{Maps, PinLayout},
+    policy::{self, Policy, SlotTable, Tables, spiffe::SpiffeId},
+    reference::{self, Fragment, Lookup, Packet, State},
+};
+
+/// Explain the verdict for a packet: workload, peer identity, deciding rule and reason.
+///
+/// The answer comes from compiled map entries, evaluated the way the datapath evaluates them:
+/// with `--policy`, from that file (no root needed); without, from the live pinned maps of a
+/// running host. Connection tracking and fragment state are not consulted: the answer is for a
+/// first packet.
+///
+/// Example: `boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml`
+#[derive(Debug, clap::Args)]
+pub struct Trace {
+    /// Source: an address, or a SPIFFE ID bound to one in the policy (needs `--policy`).
+    #[arg(long)]
+    pub src: String,
+    /// Destination address.
+    #[arg(long)]
+    pub dst: IpAddr,
+    /// tcp, udp, icmp, icmpv6 or a protocol number.
+    #[arg(long)]
+    pub proto: String,
+    /// Destination port (tcp, udp).
+    #[arg(long, default_value_t = 0)]
+    pub dport: u16,
+    /// Source port (tcp, udp).
+    #[arg(long, default_value_t = 40_000)]
+    pub sport: u16,
+    /// ICMP or ICMPv6 type.
+    #[arg(long, default_value_t = 8)]
+    pub icmp_type: u8,
+    /// Which way the packet crosses the host: ingress (to a local workload) or egress.
+    #[arg(long, value_enum, default_value_t = TraceDirection::Ingress)]
+    pub direction: TraceDirection,
+    /// Compile this policy file instead of reading the live maps.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub pins: PinDirArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TraceDirection {
+    Ingress,
+    Egress,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    verdict: &'static str,
+    reason: &'static str,
+    workload: String,
+    identity: Option<String>,
+    rule: Option<String>,
+}
+
+fn proto_number(s: &str) -> Result<u8, CliError> {
+    Ok(match s {
+        "tcp" => 6,
+        "udp" => 17,
+        "icmp" => 1,
+        "icmpv6" => 58,
+        other => other.parse().map_err(|_| {
+            CliError::BadInput(format!(
+                "--proto {other:?}: tcp, udp, icmp, icmpv6 or a number"
+            ))
+        })?,
+    })
+}
+
+impl Trace {
+    pub fn execute(self) -> Result<(), CliError> {
+        let tables = match &self.policy {
+            Some(path) => {
+                let p = Policy::from_file(path).map_err(CliError::bad_input)?;
+                Some(
+                    policy::compile(&p, &SlotTable::new(), MAX_WORKLOADS)
+                        .map_err(CliError::bad_input)?,
+                )
+            }
+            None => None,
+        };
+        let src = self.source(tables.as_ref())?;
+        let proto = proto_number(&self.proto)?;
+        if src.is_ipv4() != self.dst.is_ipv4() {
+            return Err(CliError::BadInput(
+                "--src and --dst must be of one address family".into(),
+            ));
+        }
+        let mut pkt = Packet::new(src, self.dst, proto);
+        pkt.fragment = Fragment::None;
+        match proto {
+            6 | 17 => {
+                pkt.sport = self.sport;
+                pkt.dport = self.dport;
+            }
+            1 | 58 => pkt.icmp_type = self.icmp_type,
+            _ => {}
+        }
+        let direction = match self.direction {
+            TraceDirection::Ingress => Direction::Ingress,
+            TraceDirection::Egress => Direction::Egress,
+        };
+        let answer = if let Some(t) = &tables {
+            answer(t, t, direction, &pkt)
+        } else {
+            {
+                let layout = PinLayout::new(&self.pins.pin_dir);
+                if !layout.exists() {
+                    return Err(CliError::Failed(format!(
+                        "nothing is pinned at {}: give --policy FILE, or run the agent",
+                        layout.root().display()
+                    )));
+                }
+                let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
+                {
+                    // Live maps name their workloads; rules and identities are ids only.
+                    let names = Tables {
+                        names: maps.names().map_err(CliError::failed)?,
+                        ..Tables::default()
+                    };
+                    answer(&maps, &names, direction, &pkt)
+                }
+            }
+        };
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).map_err(CliError::failed)?
+            );
+        } else {
+            println!("verdict   {}", answer.verdict);
+            println!("reason    {}", answer.reason);
+            println!("workload  {}", answer.workload);
+            println!("identity  {}", answer.identity.as_deref().unwrap_or("-"));
+            println!(
+                "rule      {}",
+                answer
+                    .rule
+                    .as_deref()
+                    .unwrap_or("- (no rule: default, failsafe or parse)")
+            );
+        }
+        Ok(())
+    }
+
+    fn source(&self, tables: Option<&Tables>) -> Result<IpAddr, CliError> {
+        if let Ok(a) = self.src.parse::<IpAddr>() {
+            return Ok(a);
+        }
+        let id: SpiffeId = self.src.parse().map_err(CliError::bad_input)?;
+        let Some(t) = tables else {
+            return Err(CliError::BadInput(
+                "a SPIFFE ID source needs --policy, to find the address bound to it".into(),
+            ));
+        };
+        let wanted = id.to_string();
+        t.identities
+            .iter()
+            .find(|(_, i)| {
+                t.identity_info
+                    .get(i)
+                    .is_some_and(|info| info.spiffe.contains(&wanted))
+            })
+            .map(|(a, _)| *a)
+            .filter(|a| a.is_ipv4() == self.dst.is_ipv4())
+            .ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "no address of this family is bound to {wanted} in the policy"
+                ))
+            })
+    }
+}
+
+fn answer(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -> Answer {
+    let mut state = State::default();
+    let out = reference::decide(l, &mut state, direction, pkt);
+    let workload = names.names.get(&out.slot).cloned().unwrap_or_else(|| {
+        if out.slot == 0 {
+            UNPROTECTED_NAME.into()
+        } else {
+            format!("slot {}", out.slot)
+        }
+    });
+    let identity = out.identity.map(|id| {
+        let what = match id {
+            IDENTITY_WORLD => "world".to_owned(),
+            IDENTITY_ANY => "any".to_owned(),
+            _ => names.identity_info.get(&id).map_or_else(String::new, |i| {
+                let mut parts: Vec<String> = i.spiffe.iter().cloned().collect();
+                parts.extend(i.cidrs.iter().map(ToString::to_string));
+                parts.join(", ")
+            }),
+        };
+        if what.is_empty() {
+            format!("{id}")
+        } else {
+            format!("{id} ({what})")
+        }
+    });
+    let rule = out.rule.map(|r| match names.rules.get(usize::from(r)) {
+        Some(info) => format!("#{r} {info}"),
+        None => format!("#{r}"),
+    });
+    Answer {
+        verdict: match out.reason.verdict() {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+        },
+        reason: out.reason.label(),
+        workload,
+        identity,
+        rule,
+    }
+}

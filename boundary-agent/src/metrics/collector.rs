@@ -1,0 +1,223 @@
+//! Scrape-time collection from the maps and the agent state.
+
+use std::sync::{Arc, Mutex};
+
+use boundary_common::{
+    Direction, Reason, Verdict,
+    maps::{self as abi, UNPROTECTED_NAME, UNPROTECTED_SLOT},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Unit,
+};
+
+use super::AgentState;
+use crate::datapath::Maps;
+
+/// Reads counters, rule hits and event totals from the maps on each scrape.
+#[derive(Debug)]
+pub struct DatapathCollector {
+    maps: Mutex<Maps>,
+    state: Arc<Mutex<AgentState>>,
+}
+
+impl std::fmt::Debug for Maps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Maps")
+    }
+}
+
+impl DatapathCollector {
+    pub fn new(maps: Maps, state: Arc<Mutex<AgentState>>) -> Self {
+        Self {
+            maps: Mutex::new(maps),
+            state,
+        }
+    }
+}
+
+type Labels4 = [(&'static str, String); 4];
+
+impl Collector for DatapathCollector {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one family after the other, in output order"
+    )]
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let maps = self.maps.lock().map_err(|_| std::fmt::Error)?;
+        let state = self.state.lock().map_err(|_| std::fmt::Error)?;
+
+        // Packets and bytes by workload, direction, verdict, reason. Only named slots (and the
+        // unprotected slot 0) are reported: a workload removed from the policy loses its series.
+        let names = maps.names().map_err(|_| std::fmt::Error)?;
+        let mut packets: Vec<(Labels4, u64)> = Vec::new();
+        let mut bytes: Vec<(Labels4, u64)> = Vec::new();
+        let slots = std::iter::once((UNPROTECTED_SLOT, UNPROTECTED_NAME.to_owned()))
+            .chain(names.into_iter().filter(|(s, _)| *s != UNPROTECTED_SLOT));
+        for (slot, name) in slots {
+            for direction in Direction::ALL {
+                let row = maps
+                    .counter_row(slot, direction as u8)
+                    .map_err(|_| std::fmt::Error)?;
+                for &reason in Reason::ALL {
+                    let c = row.counters[usize::from(reason.code())];
+                    if c.packets == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("workload", name.clone()),
+                        ("direction", direction.as_str().to_owned()),
+                        (
+                            "verdict",
+                            if reason.verdict() == Verdict::Pass {
+                                "pass"
+                            } else {
+                                "drop"
+                            }
+                            .to_owned(),
+                        ),
+                        ("reason", reason.label().to_owned()),
+                    ];
+                    packets.push((labels.clone(), c.packets));
+                    bytes.push((labels, c.bytes));
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "packets",
+            "Packets decided by the datapath, by workload, direction, verdict and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, v) in &packets {
+            ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "packet",
+            "Bytes of the packets decided by the datapath",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+        )?;
+        for (labels, v) in &bytes {
+            ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rule_hits",
+            "Packets decided by each policy rule",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, (workload, direction, rule)) in state.rules.iter().enumerate() {
+            let Ok(id) = u16::try_from(id) else { break };
+            let hits = maps.rule_hits(id).map_err(|_| std::fmt::Error)?;
+            let labels = [
+                ("workload", workload.clone()),
+                ("direction", (*direction).to_owned()),
+                ("rule", rule.clone()),
+            ];
+            ConstCounter::new(hits).encode(family.encode_family(&labels)?)?;
+        }
+
+        let (sent, lost) = maps.event_totals().map_err(|_| std::fmt::Error)?;
+        let c = ConstCounter::new(sent);
+        c.encode(encoder.encode_descriptor(
+            "drop_events_sent",
+            "Drop events sent to monitor",
+            None,
+            c.metric_type(),
+        )?)?;
+        let c = ConstCounter::new(lost);
+        c.encode(encoder.encode_descriptor(
+            "drop_events_lost",
+            "Drop events not sent: over the per-CPU sampling budget, or the ring was full",
+            None,
+            c.metric_type(),
+        )?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "identity_bindings",
+            "Peer addresses bound to an identity, by source",
+            None,
+            MetricType::Gauge,
+        )?;
+        let g = ConstGauge::new(i64::try_from(state.static_bindings).unwrap_or(i64::MAX));
+        g.encode(family.encode_family(&[("source", "static")])?)?;
+
+        let g = ConstGauge::new(i64::from(state.policy_generation));
+        g.encode(encoder.encode_descriptor(
+            "policy_generation",
+            "The live policy generation (0 or 1)",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(state.last_apply_seconds);
+        g.encode(encoder.encode_descriptor(
+            "policy_apply_duration",
+            "How long the last policy compile and swap took",
+            Some(&Unit::Seconds),
+            g.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "policy_reloads",
+            "Policy reloads, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(state.reloads_ok).encode(family.encode_family(&[("result", "ok")])?)?;
+        ConstCounter::new(state.reloads_failed)
+            .encode(family.encode_family(&[("result", "refused")])?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "xdp_attach_mode",
+            "XDP attach mode per protected interface (1 for the mode in force)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (iface, mode) in &state.attach_modes {
+            ConstGauge::new(1i64).encode(
+                family.encode_family(&[("interface", iface.as_str()), ("mode", mode.as_str())])?,
+            )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "map_entries",
+            "Entries the live policy generation holds, per map",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, n) in &state.map_entries {
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&[("map", *map)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "map_capacity",
+            "Entries one policy generation may use, per map (maps hold two during a swap)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, cap) in [
+            (abi::ENDPOINTS_MAP, abi::MAX_ENDPOINTS),
+            (abi::IDENTITIES_MAP, abi::MAX_IDENTITIES),
+            (abi::CIDRS_MAP, abi::MAX_CIDRS),
+            (abi::POLICY_MAP, abi::MAX_POLICY),
+            (abi::RANGES_MAP, abi::MAX_RANGES),
+            (abi::FAILSAFE_MAP, abi::MAX_FAILSAFE),
+        ] {
+            ConstGauge::new(i64::from(cap / 2)).encode(family.encode_family(&[("map", map)])?)?;
+        }
+
+        let info = Unit::Other("info".into());
+        let mut family = encoder.encode_descriptor(
+            "build",
+            "Agent build information",
+            Some(&info),
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64)
+            .encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Prometheus metrics and the agent's HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Datapath figures are read from the maps at scrape time; agent figures come from
+//! [`AgentState`], which the run loop updates. Labels are bounded: workload, direction,
+//! verdict, reason, rule, interface, map — never a peer address or a peer's SPIFFE ID.
+
+mod collector;
+mod http;
+
+use std::sync::{Arc, Mutex};
+
+pub use collector::DatapathCollector;
+pub use http::{HttpError, serve};
+use prometheus_client::registry::Registry;
+
+use crate::datapath::Maps;
+
+/// Every metric family the agent exports, as scraped (the Grafana dashboard may use only these).
+pub const FAMILIES: &[&str] = &[
+    "boundary_packets_total",
+    "boundary_packet_bytes_total",
+    "boundary_rule_hits_total",
+    "boundary_drop_events_sent_total",
+    "boundary_drop_events_lost_total",
+    "boundary_identity_bindings",
+    "boundary_policy_generation",
+    "boundary_policy_apply_duration_seconds",
+    "boundary_policy_reloads_total",
+    "boundary_xdp_attach_mode",
+    "boundary_map_entries",
+    "boundary_map_capacity",
+    "boundary_build_info",
+];
+
+/// What the agent knows that the maps do not say.
+#[derive(Debug, Default)]
+pub struct AgentState {
+    /// Programs attached and a policy generation live.
+    pub ready: bool,
+    /// (interface, XDP mode) as attached.
+    pub attach_modes: Vec<(String, String)>,
+    /// Rule id -> (workload, direction, rule name), from the installed policy.
+    pub rules: Vec<(String, &'static str, String)>,
+    pub policy_generation: u8,
+    pub last_apply_seconds: f64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub static_bindings: u64,
+    /// Entries one generation of the installed policy holds, per map.
+    pub map_entries: Vec<(&'static str, u64)>,
+}
+
+/// Builds the registry: every metric under the `boundary_` prefix, added once.
+pub fn registry(maps: Maps, state: Arc<Mutex<AgentState>>) -> Registry {
+    let mut root = Registry::default();
+    let boundary = root.sub_registry_with_prefix("boundary");
+    boundary.register_collector(Box::new(DatapathCollector::new(maps, state)));
+    root
+}

@@ -1,0 +1,106 @@
+//! Connection tracking, just enough for replies: a flow allowed one way records the packet
+//! expected back; that packet is then `established` even where the policy would drop it.
+//! Entries live in an LRU map and expire after an idle timeout per protocol.
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use boundary_common::{
+    Direction,
+    maps::{
+        CT_REFRESH_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, FlowKey,
+        FlowValue,
+    },
+};
+
+use crate::{
+    maps::CONNTRACK,
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet},
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// The ports a flow is keyed by: real ports, the echo identifier for ICMP echo, none for the
+/// rest of ICMP (errors are not tracked), zero for portless protocols.
+#[inline(always)]
+fn flow_ports(pkt: &Packet, as_request: bool) -> Option<(u16, u16)> {
+    match pkt.proto {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let (request, reply) = if pkt.proto == IPPROTO_ICMP {
+                (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+            } else {
+                (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+            };
+            let wanted = if as_request { request } else { reply };
+            (pkt.icmp_type == wanted).then_some((pkt.icmp_id, pkt.icmp_id))
+        }
+        _ => Some((pkt.sport, pkt.dport)),
+    }
+}
+
+#[inline(always)]
+fn timeout(proto: u8) -> u64 {
+    match proto {
+        IPPROTO_TCP => CT_TIMEOUT_TCP_NS,
+        IPPROTO_UDP => CT_TIMEOUT_UDP_NS,
+        _ => CT_TIMEOUT_OTHER_NS,
+    }
+}
+
+/// Whether `pkt`, seen in `direction`, is the reply of a recorded flow.
+#[inline(always)]
+pub fn established(pkt: &Packet, direction: Direction) -> bool {
+    let Some((sport, dport)) = flow_ports(pkt, false) else {
+        return false;
+    };
+    let key = FlowKey {
+        direction: direction as u8,
+        proto: pkt.proto,
+        family: pkt.family,
+        pad: 0,
+        sport,
+        dport,
+        saddr: pkt.src,
+        daddr: pkt.dst,
+    };
+    // SAFETY: an 8-byte value copied out at once.
+    let Some(flow) = (unsafe { CONNTRACK.get(&key) }).copied() else {
+        return false;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    now.wrapping_sub(flow.last_seen_ns) < timeout(pkt.proto)
+}
+
+/// Records that `pkt`, passed in `direction`, expects a reply in the other direction.
+#[inline(always)]
+pub fn record(pkt: &Packet, direction: Direction) {
+    let Some((sport, dport)) = flow_ports(pkt, true) else {
+        return;
+    };
+    let reply_direction = match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    };
+    let key = FlowKey {
+        direction: reply_direction as u8,
+        proto: pkt.proto,
+        family: pkt.family,
+        pad: 0,
+        sport: dport,
+        dport: sport,
+        saddr: pkt.dst,
+        daddr: pkt.src,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: an 8-byte value copied out at once.
+    if let Some(flow) = unsafe { CONNTRACK.get(&key) }
+        && now.wrapping_sub(flow.last_seen_ns) < CT_REFRESH_NS
+    {
+        return;
+    }
+    // A full LRU evicts its oldest flow; failure here only costs a later reply its shortcut.
+    let _ = CONNTRACK.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+}

@@ -1,0 +1,43 @@
+//! IP fragments: the first fragment (which carries the transport header) is decided like any
+//! packet and its decision remembered; later fragments, which have no ports, get the same
+//! decision, or are dropped as `fragment_unknown` when the first was never seen.
+
+use boundary_common::{
+    Direction, Reason,
+    maps::{FragKey, FragValue},
+};
+
+use crate::{maps::FRAGMENTS, parse::Packet};
+
+#[inline(always)]
+fn key(pkt: &Packet, direction: Direction) -> FragKey {
+    FragKey {
+        direction: direction as u8,
+        proto: pkt.proto,
+        family: pkt.family,
+        pad: 0,
+        id: pkt.frag_id,
+        saddr: pkt.src,
+        daddr: pkt.dst,
+    }
+}
+
+/// Remembers the first fragment's decision.
+#[inline(always)]
+pub fn remember(pkt: &Packet, direction: Direction, slot: u16, reason: Reason, rule: u16) {
+    let value = FragValue {
+        reason: reason as u8,
+        pad: 0,
+        slot,
+        rule,
+        pad2: 0,
+    };
+    let _ = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
+}
+
+/// The first fragment's (slot, reason code, rule), if it was seen.
+#[inline(always)]
+pub fn follow(pkt: &Packet, direction: Direction) -> Option<FragValue> {
+    // SAFETY: an 8-byte value copied out at once.
+    unsafe { FRAGMENTS.get(&key(pkt, direction)) }.copied()
+}

@@ -1,0 +1,119 @@
+//! Who the peer is, and what the policy says about it.
+//!
+//! Identity: the exact-address map first, the CIDR trie on a miss, `world` otherwise. Policy:
+//! a fixed sequence of lookups from most to least specific — (identity, port), (identity, port
+//! range), (identity, any port), then the same three for any identity — stopping at the first
+//! hit. The compiler has already folded every rule that could apply at one key into that key
+//! (deny beats allow at equal specificity), so the cost is at most six lookups whatever the
+//! number of rules, and usually one.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use boundary_common::maps::{
+    AddrKey, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS, FAMILY_IPV4, IDENTITY_ANY,
+    IDENTITY_WORLD, PORT_ANY, PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, cidr_key_data,
+    failsafe_key_data, range_key_data,
+};
+
+use crate::maps::{CIDRS, FAILSAFE, IDENTITIES, POLICY, RANGES};
+
+#[inline(always)]
+fn addr_bits(family: u8) -> u32 {
+    if family == FAMILY_IPV4 { 32 } else { 128 }
+}
+
+/// The identity of `addr`.
+#[inline(always)]
+pub fn identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
+    let key = AddrKey::new(generation, family, *addr);
+    // SAFETY: a u32 copied out at once.
+    if let Some(id) = unsafe { IDENTITIES.get(&key) } {
+        return *id;
+    }
+    let key = Key::new(
+        CIDR_KEY_FIXED_BITS + addr_bits(family),
+        cidr_key_data(generation, family, *addr),
+    );
+    CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD)
+}
+
+/// The most specific policy entry for the packet, if any.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the lookup key's parts, kept as scalars for the verifier"
+)]
+pub fn lookup(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+    has_ranges: bool,
+) -> Option<PolicyValue> {
+    for id in [identity, IDENTITY_ANY] {
+        if port != PORT_ANY {
+            if let Some(v) = exact(generation, direction, proto, slot, id, port) {
+                return Some(v);
+            }
+            if has_ranges && let Some(v) = range(generation, direction, proto, slot, id, port) {
+                return Some(v);
+            }
+        }
+        if let Some(v) = exact(generation, direction, proto, slot, id, PORT_ANY) {
+            return Some(v);
+        }
+        if identity == IDENTITY_ANY {
+            break;
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn exact(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> Option<PolicyValue> {
+    let key = PolicyKey {
+        generation,
+        direction,
+        proto,
+        pad: 0,
+        slot,
+        port,
+        identity,
+    };
+    // SAFETY: a 4-byte value copied out at once.
+    unsafe { POLICY.get(&key) }.copied()
+}
+
+#[inline(always)]
+fn range(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> Option<PolicyValue> {
+    let key = Key::new(
+        RANGE_KEY_FIXED_BITS + 16,
+        range_key_data(generation, direction, proto, slot, identity, port),
+    );
+    RANGES.get(&key).copied()
+}
+
+/// Whether a failsafe entry covers (protocol, local port, peer).
+#[inline(always)]
+pub fn failsafe(generation: u8, family: u8, proto: u8, local_port: u16, peer: &[u8; 16]) -> bool {
+    let key = Key::new(
+        FAILSAFE_KEY_FIXED_BITS + addr_bits(family),
+        failsafe_key_data(generation, family, proto, local_port, *peer),
+    );
+    FAILSAFE.get(&key).is_some()
+}
