@@ -144,14 +144,14 @@ impl BenchDatapath {
     }
 
     /// Runs `frame` once through the program for `direction` and checks the return value and
-    /// that exactly one counter moved: the workload's, in that direction, under `reason`. The
-    /// row measures the path it names.
+    /// that exactly one counter moved: in that direction, under `reason`, and in `slot`'s row
+    /// when one is given. The row measures the path it names.
     pub fn verify(
         &self,
         direction: Direction,
         frame: &[u8],
         action: u32,
-        slot: u16,
+        slot: Option<u16>,
         reason: Reason,
     ) -> anyhow::Result<()> {
         let before = self.snapshot()?;
@@ -171,10 +171,12 @@ impl BenchDatapath {
         );
         let slots = boundary_common::reason::REASON_SLOTS;
         let (row, code) = (moved[0] / slots, moved[0] % slots);
-        let want_row = usize::from(slot) * 2 + direction as usize;
+        let (row_slot, row_direction) = (row / 2, row % 2);
         ensure!(
-            row == want_row && usize::from(reason.code()) == code,
-            "expected slot {slot} {} {}, counted in row {row} under code {code}",
+            slot.is_none_or(|s| usize::from(s) == row_slot)
+                && row_direction == direction as usize
+                && usize::from(reason.code()) == code,
+            "expected slot {slot:?} {} {}, counted in slot {row_slot} direction {row_direction} under code {code}",
             direction.as_str(),
             reason.label()
         );

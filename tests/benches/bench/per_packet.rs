@@ -64,7 +64,7 @@ fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::R
                 Direction::Egress,
                 &frame,
                 TC_NEXT,
-                SLOT,
+                Some(SLOT),
                 boundary_common::Reason::DefaultAllow,
             )
             .context("the egress packet that records a flow")?;
@@ -141,13 +141,14 @@ fn measure_row(
     Ok(())
 }
 
-/// Where a row's packets are counted: under the workload, or slot 0 when no workload owns
-/// the destination.
-fn counted_under(keys: Keys) -> u16 {
-    if keys == Keys::Unprotected {
-        boundary_common::maps::UNPROTECTED_SLOT
-    } else {
-        SLOT
+/// Where a row's packets must be counted: slot 0 when no workload owns the destination,
+/// the workload for policy paths; either for the rest (malformed frames are counted under the
+/// workload only when their addresses could be read).
+fn counted_under(keys: Keys) -> Option<u16> {
+    match keys {
+        Keys::Unprotected => Some(boundary_common::maps::UNPROTECTED_SLOT),
+        Keys::Fixed => None,
+        _ => Some(SLOT),
     }
 }
 

@@ -8,7 +8,7 @@ use super::results::{PacketRow, Report, SIZES, Value};
 
 const PATH_W: usize = 50;
 const VERDICT_W: usize = 34;
-const CELL_W: usize = 13;
+const CELL_W: usize = 15;
 
 fn cell(v: &Value) -> String {
     match v {
@@ -271,7 +271,9 @@ fn observability_section(o: &mut String, r: &Report) {
     if let Some(f) = &ob.flood {
         let _ = writeln!(
             o,
-            "   under a denied flood (live-frames XDP_TX generator in a peer namespace, bursts of 10,000 every 10 ms, one pinned core): {:.2} Mpps for {:.1} s, {} of {} frames counted policy_deny",
+            "   under a denied flood (live-frames XDP_TX generator in a peer namespace, bursts of {} frames every {} ms, one pinned core): {:.2} Mpps for {:.1} s, {} of {} frames counted policy_deny",
+            super::observability::BURST,
+            super::observability::TICK.as_millis(),
             f.mpps(),
             f.window.as_secs_f64(),
             f.denied,
