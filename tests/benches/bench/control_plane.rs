@@ -73,7 +73,7 @@ fn workload_addr(w: usize) -> Ipv4Addr {
 }
 
 fn denies(rule: usize, flip: Option<usize>) -> bool {
-    (rule % 10 == 0) != (flip == Some(rule))
+    rule.is_multiple_of(10) != (flip == Some(rule))
 }
 
 /// A policy of `rules` rules (see the module doc); `flip` turns one rule's action around.

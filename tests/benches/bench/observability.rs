@@ -245,7 +245,7 @@ fn flood_cpu(
         (frames, scraper.join().expect("scraper thread"))
     });
     let elapsed = t0.elapsed();
-    let agent_cpu = cpu_time(pid)? - cpu0;
+    let agent_cpu = cpu_time(pid)?.saturating_sub(cpu0);
     let frames = frames?;
     let scrapes = scrapes?;
     let denied = denied(maps, slot)? - before;

@@ -12,10 +12,10 @@
 //! file: more than `MAX_RULES` rules). Its peers:
 //!
 //! - **N exact bindings** (static SPIFFE bindings, the identity hash map): IPv4 10.0.0.0 + j,
-//!   IPv6 fd00:e::j. One rule `from: { spiffe: "spiffe://bench.example/*" }` on 8443/udp (and
+//!   IPv6 `fd00:e::j`. One rule `from: { spiffe: "spiffe://bench.example/*" }` on 8443/udp (and
 //!   its egress twin `to:`) matches them all, so the compiler gives them one identity.
 //! - **N CIDR identities** (the LPM trie): IPv4 /28s 10.128.0.0 + 16 j (in 10.128.0.0/9),
-//!   IPv6 /64s fd00:c1d:0:j::/64. Each is its own rule `from: { cidr: ... }` on 8443/udp, and
+//!   IPv6 /64s `fd00:c1d:0:j::/64`. Each is its own rule `from: { cidr: ... }` on 8443/udp, and
 //!   so its own identity with its own policy entry: even j allow, odd j `action: deny`.
 //! - Port 9999 has no rule for anyone: a policy miss, then the workload's default (deny).
 //!
@@ -196,15 +196,12 @@ impl KeySpace {
 
     /// CIDR identity `j` of `family`.
     pub fn cidr(family: Family, j: usize) -> IpNet {
-        match family {
-            Family::V4 => {
-                let a = Ipv4Addr::from(CIDR4_BASE + (index_u32(j) << (32 - CIDR4_LEN)));
-                Ipv4Net::new(a, CIDR4_LEN).expect("valid").into()
-            }
-            _ => {
-                let a = Ipv6Addr::from(CIDR6_BASE + ((j as u128) << (128 - CIDR6_LEN)));
-                Ipv6Net::new(a, CIDR6_LEN).expect("valid").into()
-            }
+        if family == Family::V4 {
+            let a = Ipv4Addr::from(CIDR4_BASE + (index_u32(j) << (32 - CIDR4_LEN)));
+            Ipv4Net::new(a, CIDR4_LEN).expect("valid").into()
+        } else {
+            let a = Ipv6Addr::from(CIDR6_BASE + ((j as u128) << (128 - CIDR6_LEN)));
+            Ipv6Net::new(a, CIDR6_LEN).expect("valid").into()
         }
     }
 

@@ -2,6 +2,8 @@
 //! run's figures and reported as met / not met / cannot be judged. Never asserted: a missed
 //! target is a finding, not a failed run.
 
+use std::fmt::Write as _;
+
 use super::{
     control_plane::TARGET_RULES,
     paths,
@@ -144,7 +146,7 @@ fn flood(report: &Report) -> Target {
 
 fn compile_apply(report: &Report) -> Target {
     let c = &report.control;
-    let measured = c.compile.iter().filter(|r| r.compile.is_some()).last();
+    let measured = c.compile.iter().rfind(|r| r.compile.is_some());
     let what_if = c.compile.iter().find(|r| r.rules == TARGET_RULES);
     let mut detail = if c.refusal.is_empty() {
         "not measured".to_owned()
@@ -156,20 +158,22 @@ fn compile_apply(report: &Report) -> Target {
     };
     if let Some(m) = measured {
         let (compile, apply) = (m.compile.unwrap_or_default(), m.apply_fresh);
-        detail.push_str(&format!(
+        let _ = write!(
+            detail,
             "; at {} rules: compile {:.3} s + apply {:.3} s = {:.3} s (YAML parse + validate {:.3} s more)",
             m.rules,
             compile.as_secs_f64(),
             apply.as_secs_f64(),
             (compile + apply).as_secs_f64(),
             m.parse.unwrap_or_default().as_secs_f64()
-        ));
+        );
     }
     if let Some(w) = what_if {
-        detail.push_str(&format!(
+        let _ = write!(
+            detail,
             "; apply alone of the {TARGET_RULES}-rule tables built directly: {:.3} s",
             w.apply_fresh.as_secs_f64()
-        ));
+        );
     }
     Target {
         name: format!(
