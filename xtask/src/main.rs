@@ -23,11 +23,12 @@ enum Task {
     /// A throwaway lab: client and server namespaces, the agent protecting the server, normal
     /// and malformed traffic, then the per-workload counter table. Cleans up on exit or Ctrl-C.
     Demo(demo::Args),
-    /// Benchmarks, side by side in one run: per-packet cost by path and prefix count against
-    /// an empty program and xdp-filter, a denied flood against nftables, control-plane timings,
-    /// verifier budget. Table on stdout, JSON and a PNG chart under target/bench/.
+    /// Benchmarks, side by side in one run: per-packet cost by policy path and prefix count
+    /// against an empty program and xdp-filter, a denied flood against nftables, control-plane
+    /// timings, `/metrics` time and agent CPU under a flood, verifier budget. Table on stdout,
+    /// JSON and a PNG chart under target/bench/.
     ///
-    /// Needs root. About 3 minutes on 2 vCPUs (--quick: about 1).
+    /// Needs root. About 5 minutes on 2 vCPUs (--quick: about 2).
     Bench(bench::Args),
 }
 
