@@ -139,15 +139,25 @@ pub struct DatapathConfig {
     pub non_ip: u8,
     /// The live policy generation (0 or 1).
     pub generation: u8,
-    pub pad: [u8; 6],
+    /// `CFG_*` bits describing the live generation, so the datapath skips empty maps.
+    pub flags: u8,
+    pub pad: [u8; 5],
 }
 
+/// [`DatapathConfig::flags`]: the live generation has exact-address identity bindings.
+pub const CFG_HAS_BINDINGS: u8 = 1;
+/// ... CIDR identities.
+pub const CFG_HAS_CIDRS: u8 = 2;
+/// ... failsafe entries.
+pub const CFG_HAS_FAILSAFE: u8 = 4;
+
 impl DatapathConfig {
-    pub const fn new(non_ip: Action, generation: u8) -> Self {
+    pub const fn new(non_ip: Action, generation: u8, flags: u8) -> Self {
         Self {
             non_ip: non_ip as u8,
             generation,
-            pad: [0; 6],
+            flags,
+            pad: [0; 5],
         }
     }
 }
@@ -186,6 +196,14 @@ pub const EP_RANGES_EGRESS: u8 = 2;
 pub const EP_TRACK_EGRESS: u8 = 4;
 /// Record flows allowed in (ingress) so their replies pass egress as `established`.
 pub const EP_TRACK_INGRESS: u8 = 8;
+/// The workload has rules in this direction (without any, the datapath goes straight to the
+/// default).
+pub const EP_RULES_INGRESS: u8 = 16;
+pub const EP_RULES_EGRESS: u8 = 32;
+/// Some of those rules are about particular peers (not `any`): the peer's identity must be
+/// looked up. Without, only the `any`-peer entries can match.
+pub const EP_PEERS_INGRESS: u8 = 64;
+pub const EP_PEERS_EGRESS: u8 = 128;
 
 /// Value of [`ENDPOINTS_MAP`]: the workload an address belongs to and how it is enforced.
 #[repr(C)]

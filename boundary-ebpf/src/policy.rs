@@ -9,9 +9,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use boundary_common::maps::{
-    AddrKey, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS, FAMILY_IPV4, IDENTITY_ANY,
-    IDENTITY_WORLD, PORT_ANY, PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, cidr_key_data,
-    failsafe_key_data, range_key_data,
+    AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, PORT_ANY, PolicyKey, PolicyValue,
+    RANGE_KEY_FIXED_BITS, cidr_key_data, failsafe_key_data, range_key_data,
 };
 
 use crate::maps::{CIDRS, FAILSAFE, IDENTITIES, POLICY, RANGES};
@@ -21,13 +21,18 @@ fn addr_bits(family: u8) -> u32 {
     if family == FAMILY_IPV4 { 32 } else { 128 }
 }
 
-/// The identity of `addr`.
+/// The identity of `addr`. `cfg_flags` says which identity maps hold anything.
 #[inline(always)]
-pub fn identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
-    let key = AddrKey::new(generation, family, *addr);
-    // SAFETY: a u32 copied out at once.
-    if let Some(id) = unsafe { IDENTITIES.get(&key) } {
-        return *id;
+pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> u32 {
+    if cfg_flags & CFG_HAS_BINDINGS != 0 {
+        let key = AddrKey::new(generation, family, *addr);
+        // SAFETY: a u32 copied out at once.
+        if let Some(id) = unsafe { IDENTITIES.get(&key) } {
+            return *id;
+        }
+    }
+    if cfg_flags & CFG_HAS_CIDRS == 0 {
+        return IDENTITY_WORLD;
     }
     let key = Key::new(
         CIDR_KEY_FIXED_BITS + addr_bits(family),

@@ -6,8 +6,10 @@
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
-        Action, AddrKey, DatapathConfig, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_TRACK_EGRESS,
-        EP_TRACK_INGRESS, Endpoint, Mode, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, icmp_port,
+        Action, AddrKey, CFG_HAS_FAILSAFE, DatapathConfig, EP_PEERS_EGRESS, EP_PEERS_INGRESS,
+        EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS,
+        EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT,
+        icmp_port,
     },
 };
 
@@ -39,7 +41,7 @@ fn config() -> DatapathConfig {
     CONFIG
         .get(0)
         .copied()
-        .unwrap_or(DatapathConfig::new(Action::Pass, 0))
+        .unwrap_or(DatapathConfig::new(Action::Pass, 0, 0))
 }
 
 #[inline(always)]
@@ -56,7 +58,7 @@ pub fn decide(data: usize, end: usize, direction: Direction, pkt: &mut Packet) -
             rule: NO_RULE,
             identity: 0,
         },
-        Ok(L3::Ip) => ip(pkt, direction, cfg.generation),
+        Ok(L3::Ip) => ip(pkt, direction, &cfg),
         // Malformed packets are dropped whatever the workload's mode: audit is about policy,
         // and a packet the parser refuses is not one a policy can be about. They are counted
         // under the workload when its address was readable.
@@ -87,7 +89,8 @@ fn endpoint(pkt: &Packet, direction: Direction, generation: u8) -> Option<Endpoi
 }
 
 #[inline(always)]
-fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
+fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
+    let generation = cfg.generation;
     let Some(ep) = endpoint(pkt, direction, generation) else {
         return Decision {
             slot: UNPROTECTED_SLOT,
@@ -129,20 +132,29 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
         IPPROTO_ICMP | IPPROTO_ICMPV6 => icmp_port(pkt.icmp_type),
         _ => PORT_ANY,
     };
-    let ranges = match direction {
-        Direction::Ingress => ep.flags & EP_RANGES_INGRESS != 0,
-        Direction::Egress => ep.flags & EP_RANGES_EGRESS != 0,
+    let (ranges, rules, peers) = match direction {
+        Direction::Ingress => (EP_RANGES_INGRESS, EP_RULES_INGRESS, EP_PEERS_INGRESS),
+        Direction::Egress => (EP_RANGES_EGRESS, EP_RULES_EGRESS, EP_PEERS_EGRESS),
     };
-    let identity = policy::identity(generation, pkt.family, remote);
-    let hit = policy::lookup(
-        generation,
-        direction as u8,
-        pkt.proto,
-        ep.slot,
-        identity,
-        port,
-        ranges,
-    );
+    // Lookups the compiled policy says cannot match are skipped: no rules, no identity.
+    let identity = if ep.flags & peers != 0 {
+        policy::identity(generation, cfg.flags, pkt.family, remote)
+    } else {
+        IDENTITY_ANY
+    };
+    let hit = if ep.flags & rules != 0 {
+        policy::lookup(
+            generation,
+            direction as u8,
+            pkt.proto,
+            ep.slot,
+            identity,
+            port,
+            ep.flags & ranges != 0,
+        )
+    } else {
+        None
+    };
     let (mut reason, rule) = match hit {
         Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, v.rule),
         Some(v) => (Reason::PolicyDeny, v.rule),
@@ -150,6 +162,7 @@ fn ip(pkt: &Packet, direction: Direction, generation: u8) -> Decision {
     };
     if reason.verdict() == Verdict::Drop {
         if (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
+            && cfg.flags & CFG_HAS_FAILSAFE != 0
             && policy::failsafe(generation, pkt.family, pkt.proto, local_port, remote)
         {
             reason = Reason::Failsafe;

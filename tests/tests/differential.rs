@@ -100,14 +100,17 @@ fn random_policy(r: &mut Rng) -> String {
         1 => y.push_str("failsafe: [\"tcp:10.0.0.0/8:22\", \"udp:fd00::/8:53\"]\n"),
         _ => {}
     }
-    y.push_str("identities:\n");
-    let _ = writeln!(
-        y,
-        "  - id: {}\n    addresses: [10.1.2.7, \"fd00:1::7\"]",
-        SPIFFE[0]
-    );
-    if r.chance(50) {
-        let _ = writeln!(y, "  - id: {}\n    addresses: [10.1.2.8]", SPIFFE[1]);
+    // Sometimes no bindings at all, so the datapath's "no identity maps" shortcut runs too.
+    if r.chance(75) {
+        y.push_str("identities:\n");
+        let _ = writeln!(
+            y,
+            "  - id: {}\n    addresses: [10.1.2.7, \"fd00:1::7\"]",
+            SPIFFE[0]
+        );
+        if r.chance(50) {
+            let _ = writeln!(y, "  - id: {}\n    addresses: [10.1.2.8]", SPIFFE[1]);
+        }
     }
     y.push_str("workloads:\n");
     let mut locals: Vec<&str> = LOCAL4.iter().chain(LOCAL6.iter()).copied().collect();

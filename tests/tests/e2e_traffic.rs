@@ -249,6 +249,29 @@ fn sighup_reloads_and_a_bad_file_keeps_the_running_policy() {
         "new policy denies"
     );
     assert!(s.files.packets("web", "ingress", "default_deny") >= 3);
+
+    // No signal at all: a ConfigMap-style swap (new file, symlink renamed over the old path)
+    // is picked up by the agent's own polling within a few seconds.
+    let next = s.files.dir.join("policy-v3.yaml");
+    std::fs::write(&next, POLICY).expect("write next policy");
+    let link = s.files.dir.join("policy.yaml.tmp");
+    std::os::unix::fs::symlink(&next, &link).expect("symlink");
+    std::fs::rename(&link, s.files.policy()).expect("swap");
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while !s.agent.log().contains("trigger=\"file change\"") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        s.agent.log().contains("trigger=\"file change\""),
+        "{}",
+        s.agent.log()
+    );
+    assert_eq!(
+        traffic::udp_echo(c, udp(SERVER), 3, 64, WAIT),
+        3,
+        "the swapped-in policy allows again"
+    );
 }
 
 #[test]

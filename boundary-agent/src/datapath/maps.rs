@@ -202,6 +202,21 @@ fn failsafe_key(generation: u8, proto: u8, port: u16, net: IpNet) -> Key<[u8; FA
     )
 }
 
+/// The `CFG_*` bits of a generation: which maps the datapath may skip.
+fn config_flags(t: &Tables) -> u8 {
+    let mut f = 0;
+    if !t.identities.is_empty() {
+        f |= abi::CFG_HAS_BINDINGS;
+    }
+    if !t.cidrs.is_empty() {
+        f |= abi::CFG_HAS_CIDRS;
+    }
+    if !t.failsafe.is_empty() {
+        f |= abi::CFG_HAS_FAILSAFE;
+    }
+    f
+}
+
 /// The datapath's maps.
 pub struct Maps {
     pub config: Array<MapData, DatapathConfig>,
@@ -351,7 +366,11 @@ impl Maps {
             return Err(e);
         }
         self.config
-            .set(0, &DatapathConfig::new(non_ip, next), 0)
+            .set(
+                0,
+                &DatapathConfig::new(non_ip, next, config_flags(&tables)),
+                0,
+            )
             .map_err(map_err(CONFIG_MAP))?;
 
         match self.installed.take() {

@@ -24,7 +24,8 @@ use std::{
 use boundary_common::{
     Direction,
     maps::{
-        Action, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
+        Action, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS,
+        EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
         FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_WORLD, MAX_RULES, Mode, PORT_ANY, PolicyValue,
         RULE_ALLOW, RULE_DENY, UNPROTECTED_SLOT, WORKLOAD_NAME_LEN, icmp_port,
     },
@@ -398,6 +399,20 @@ pub fn compile(
         }
         if w.egress_default == DefaultAction::Deny || has_deny(&w.egress) {
             flags |= EP_TRACK_INGRESS;
+        }
+        let about_peers =
+            |list: &[super::model::Rule]| list.iter().any(|r| r.peer != Selector::Any);
+        if !w.ingress.is_empty() {
+            flags |= EP_RULES_INGRESS;
+        }
+        if !w.egress.is_empty() {
+            flags |= EP_RULES_EGRESS;
+        }
+        if about_peers(&w.ingress) {
+            flags |= EP_PEERS_INGRESS;
+        }
+        if about_peers(&w.egress) {
+            flags |= EP_PEERS_EGRESS;
         }
         let value = Endpoint {
             slot,
