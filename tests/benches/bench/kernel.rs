@@ -30,8 +30,9 @@ use boundary_agent::{
 use boundary_common::{
     Direction, Reason,
     maps::{
-        Action, CIDRS_MAP, COUNTERS_MAP, EP_TRACK_EGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP,
-        MAX_CIDRS, MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP, POLICY_MAP, PolicyValue,
+        Action, CIDRS_MAP, COUNTERS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS,
+        EP_RULES_INGRESS, EP_TRACK_EGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
+        MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP, POLICY_MAP, PolicyValue,
         RULE_ALLOW, RULE_DENY,
     },
 };
@@ -208,7 +209,12 @@ pub fn tables_for(space: KeySpace) -> Tables {
         ingress_default: Action::Drop as u8,
         egress_default: Action::Pass as u8,
         // Ingress denies (by default and by rule): replies to what it sends need conntrack.
-        flags: EP_TRACK_EGRESS,
+        // Rules about particular peers both ways: the identity is looked up both ways.
+        flags: EP_TRACK_EGRESS
+            | EP_RULES_INGRESS
+            | EP_PEERS_INGRESS
+            | EP_RULES_EGRESS
+            | EP_PEERS_EGRESS,
         pad: [0; 2],
     };
     t.endpoints.insert(IpAddr::V4(LOCAL4), ep);

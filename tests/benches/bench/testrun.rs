@@ -8,8 +8,8 @@
 //! - **Random key**: the test-run command takes one frame per call and a repeated frame is
 //!   a hot frame again, so the random-key variant makes many calls with `repeat = 1`, each with
 //!   a key (the peer address; the destination on the unprotected path) drawn at random from the
-//!   path's key set (written into the frame between
-//!   calls, outside the timed region). The kernel times each call's single run; the floor is
+//!   path's key set (written into the frame between calls, outside the timed region). The
+//!   kernel times each call's single run; the floor is
 //!   the empty program timed the same way (per-call timer overhead included in both, then
 //!   subtracted). Between calls the syscall path evicts part of the cache, as other work would
 //!   between packets on a real host, so lookups into a large table pay their cache misses.
