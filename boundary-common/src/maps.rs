@@ -49,8 +49,25 @@ pub const EVENTS_MAP: &str = "BND_EVENTS";
 /// `PerCpuArray<EventBudget>` with one entry: each CPU's sampling state.
 pub const EVENT_BUDGET_MAP: &str = "BND_EVT_BUDGET";
 
+/// `Array<u64>`: port bitmaps per generation, so the datapath skips lookups that cannot hit:
+/// kind 0 has a bit for every port with an exact-port policy entry, kind 1 for every failsafe
+/// port. See [`port_word_index`].
+pub const PORTS_MAP: &str = "BND_PORTS";
+/// Bitmap kinds in [`PORTS_MAP`].
+pub const PORTS_POLICY: u32 = 0;
+pub const PORTS_FAILSAFE: u32 = 1;
+/// Words of one bitmap (65,536 ports / 64).
+pub const PORT_WORDS: u32 = 1024;
+/// Entries of [`PORTS_MAP`]: two generations, two kinds.
+pub const PORTS_ENTRIES: u32 = 2 * 2 * PORT_WORDS;
+
+/// The [`PORTS_MAP`] index of the word holding `port`'s bit.
+pub const fn port_word_index(generation: u8, kind: u32, port: u16) -> u32 {
+    ((generation as u32 & 1) * 2 + (kind & 1)) * PORT_WORDS + (port as u32 >> 6)
+}
+
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -65,6 +82,7 @@ pub const ALL_MAPS: [&str; 14] = [
     RULE_HITS_MAP,
     EVENTS_MAP,
     EVENT_BUDGET_MAP,
+    PORTS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -385,7 +403,8 @@ pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 pub struct EventBudget {
     pub last_refill_ns: u64,
     pub tokens: u32,
-    pub pad: u32,
+    /// Drops still to count as lost before the clock is read again (while the bucket is empty).
+    pub skip: u32,
     /// Events sent.
     pub sent: u64,
     /// Events not sent: over budget, or the ring was full.

@@ -10,7 +10,7 @@ use boundary_common::maps::{
     AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
     FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
     MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
-    MAX_WORKLOADS, PolicyKey, PolicyValue, RANGE_KEY_LEN, WorkloadName,
+    MAX_WORKLOADS, PORTS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -63,3 +63,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map(name = "BND_EVT_BUDGET")]
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "BND_PORTS")]
+pub static PORTS: Array<u64> = Array::with_max_entries(PORTS_ENTRIES, 0);

@@ -10,15 +10,26 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, PORT_ANY, PolicyKey, PolicyValue,
-    RANGE_KEY_FIXED_BITS, cidr_key_data, failsafe_key_data, range_key_data,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY, PolicyKey,
+    PolicyValue, RANGE_KEY_FIXED_BITS, cidr_key_data, failsafe_key_data, port_word_index,
+    range_key_data,
 };
 
-use crate::maps::{CIDRS, FAILSAFE, IDENTITIES, POLICY, RANGES};
+use crate::maps::{CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, RANGES};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
     if family == FAMILY_IPV4 { 32 } else { 128 }
+}
+
+/// Whether `port` has a bit in the `kind` bitmap of `generation`: a clear bit means no entry
+/// of that kind can match, and the hash or trie lookup is skipped (an array read is a few ns,
+/// a lookup tens).
+#[inline(always)]
+pub fn port_listed(generation: u8, kind: u32, port: u16) -> bool {
+    PORTS
+        .get(port_word_index(generation, kind, port))
+        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
 }
 
 /// The identity of `addr`. `cfg_flags` says which identity maps hold anything.
@@ -56,9 +67,10 @@ pub fn lookup(
     port: u16,
     has_ranges: bool,
 ) -> Option<PolicyValue> {
+    let listed = port != PORT_ANY && port_listed(generation, PORTS_POLICY, port);
     for id in [identity, IDENTITY_ANY] {
         if port != PORT_ANY {
-            if let Some(v) = exact(generation, direction, proto, slot, id, port) {
+            if listed && let Some(v) = exact(generation, direction, proto, slot, id, port) {
                 return Some(v);
             }
             if has_ranges && let Some(v) = range(generation, direction, proto, slot, id, port) {
@@ -116,6 +128,9 @@ fn range(
 /// Whether a failsafe entry covers (protocol, local port, peer).
 #[inline(always)]
 pub fn failsafe(generation: u8, family: u8, proto: u8, local_port: u16, peer: &[u8; 16]) -> bool {
+    if !port_listed(generation, PORTS_FAILSAFE, local_port) {
+        return false;
+    }
     let key = Key::new(
         FAILSAFE_KEY_FIXED_BITS + addr_bits(family),
         failsafe_key_data(generation, family, proto, local_port, *peer),

@@ -67,7 +67,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 14] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 15] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -123,6 +123,7 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 14
         (RULE_HITS_MAP, 4, 8, abi::MAX_RULES),
         (EVENTS_MAP, 0, 0, abi::EVENTS_RING_BYTES),
         (EVENT_BUDGET_MAP, 4, size(size_of::<EventBudget>()), 1),
+        (abi::PORTS_MAP, 4, 8, abi::PORTS_ENTRIES),
     ]
 }
 
@@ -202,6 +203,15 @@ fn failsafe_key(generation: u8, proto: u8, port: u16, net: IpNet) -> Key<[u8; FA
     )
 }
 
+/// A port bitmap (1024 words) with a bit for each port but `PORT_ANY`.
+fn port_bitmap(ports: impl Iterator<Item = u16>) -> Vec<u64> {
+    let mut words = vec![0u64; abi::PORT_WORDS as usize];
+    for p in ports.filter(|p| *p != abi::PORT_ANY) {
+        words[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+    words
+}
+
 /// The `CFG_*` bits of a generation: which maps the datapath may skip.
 fn config_flags(t: &Tables) -> u8 {
     let mut f = 0;
@@ -232,6 +242,9 @@ pub struct Maps {
     pub fragments: HashMap<MapData, FragKey, FragValue>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub event_budget: PerCpuArray<MapData, EventBudget>,
+    pub ports: Array<MapData, u64>,
+    /// The port bitmaps this process wrote, per generation.
+    port_words: [Option<[Vec<u64>; 2]>; 2],
     /// The generation and tables this process installed last: the next swap deletes them by
     /// key instead of scanning the maps.
     installed: Option<(u8, Tables)>,
@@ -274,6 +287,10 @@ macro_rules! open_all {
             event_budget: open(EVENT_BUDGET_MAP)?
                 .try_into()
                 .map_err(map_err(EVENT_BUDGET_MAP))?,
+            ports: open(abi::PORTS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::PORTS_MAP))?,
+            port_words: [None, None],
             installed: None,
         })
     }};
@@ -365,6 +382,32 @@ impl Maps {
             self.take_back(&written);
             return Err(e);
         }
+        // The new generation's port bitmaps: only it reads them, so they need no rollback.
+        // Words this process already wrote for that generation are skipped when unchanged.
+        let bitmaps = [
+            port_bitmap(tables.policy.keys().map(|k| k.port)),
+            port_bitmap(tables.failsafe.iter().map(|f| f.1)),
+        ];
+        let known = self.port_words[usize::from(next)].take();
+        for (kind, bits) in [abi::PORTS_POLICY, abi::PORTS_FAILSAFE]
+            .into_iter()
+            .zip(&bitmaps)
+        {
+            for (word, value) in bits.iter().enumerate() {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k[kind as usize][word] == *value)
+                {
+                    continue;
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "1024 words, 64 ports each")]
+                let port = (word as u16) << 6;
+                self.ports
+                    .set(abi::port_word_index(next, kind, port), value, 0)
+                    .map_err(map_err(abi::PORTS_MAP))?;
+            }
+        }
+        self.port_words[usize::from(next)] = Some(bitmaps);
         self.config
             .set(
                 0,
