@@ -1,0 +1,379 @@
+//! Step 3: a denied flood on a veth, dropped by Boundary's XDP program against nftables.
+//!
+//! The generator is `BPF_PROG_TEST_RUN` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) on
+//! a two-instruction program returning `XDP_TX`, run from a thread inside the generator
+//! namespace with `fg0` as its ingress interface: every repetition really transmits one
+//! 64-byte UDP frame out of `fg0`, whose veth peer `fr0` sits in the receiver namespace. Only
+//! these two namespaces, made here, ever see a frame.
+//!
+//! Why this measures per-core drop cost: the veth transmit queues the frame on `fr0`'s NAPI
+//! ring and schedules its poll on the sending CPU; the kernel runs that poll when the
+//! generator's batch re-enables bottom halves, inside the timed region, on the same pinned
+//! CPU. The kernel-reported time per frame therefore covers generating, transmitting,
+//! receiving and dropping one frame on one core. The generator's own share is measured apart
+//! (the same program returning `XDP_DROP`: nothing leaves) and subtracted; what is left is
+//! the receiving side's cost per frame, and 1/cost is its packets per second per core.
+//!
+//! Configurations on `fr0`: an XDP program that drops everything (the floor of any XDP drop on
+//! veth), Boundary's XDP program (an explicit deny rule of the workload that owns the flood's
+//! destination drops it: identity by CIDR, policy lookup, failsafe and conntrack checks, drop
+//! event sampling, the whole denied path), and nftables dropping the same destination at its earliest hook, netdev
+//! ingress on `fr0` (with GRO on, which is what gives a veth without XDP the NAPI ring
+//! that live frames need; without XDP the frame is turned into an skb first).
+
+use std::os::fd::AsFd as _;
+
+use anyhow::Context as _;
+use aya::programs::xdp::XdpMode;
+use boundary_agent::{
+    datapath::Datapath,
+    policy::{self, Policy, SlotTable},
+};
+use boundary_common::{Reason, maps::Action};
+use boundary_tests::{
+    NetNs,
+    packets::{self, L4, MAC_CLIENT, MAC_SERVER},
+};
+
+use super::{
+    Plan,
+    env::{self, CpuPin, InNetNs, in_ns, veth},
+    paths::CLIENT4,
+    progress,
+    results::{Flood, FloodRow},
+    sys::{self, BPF_F_TEST_XDP_LIVE_FRAMES, RawProgram, TestRunExtra, XDP_DROP, XDP_TX, XdpMd},
+    testrun::Samples,
+};
+
+/// The flood's destination, owned by a workload whose policy denies the flood's source by an
+/// explicit rule (`policy_deny`).
+pub const DENIED: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 203, 0, 3);
+const POLICY: &str = "\
+apiVersion: boundary.dev/v1
+workloads:
+  - name: closed
+    addresses: [10.203.0.3]
+    ingress:
+      - from: { cidr: 10.203.0.0/24 }
+        ports: [\"53/udp\"]
+        action: deny
+";
+/// Frames per live-frames batch (the kernel's default and NAPI's weight).
+const BATCH: u32 = 64;
+/// The nftables table, inside the receiver namespace.
+const NFT_TABLE: &str = "bnd_bench_flood";
+
+pub fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+struct Lab {
+    gen_ns: NetNs,
+    rx_ns: NetNs,
+    fg0: u32,
+    fr0: u32,
+}
+
+impl Lab {
+    fn new() -> anyhow::Result<Self> {
+        let gen_ns = NetNs::new("bnd-bench-fg");
+        let rx_ns = NetNs::new("bnd-bench-fr");
+        veth(
+            &gen_ns,
+            "fg0",
+            &mac(MAC_CLIENT),
+            &rx_ns,
+            "fr0",
+            &mac(MAC_SERVER),
+        );
+        let fg0 = env::ifindex(&gen_ns, "fg0")?;
+        let fr0 = env::ifindex(&rx_ns, "fr0")?;
+        Ok(Self {
+            gen_ns,
+            rx_ns,
+            fg0,
+            fr0,
+        })
+    }
+
+    /// A `veth` counter of `fr0` (`ethtool -S`).
+    fn fr0_stat(&self, name: &str) -> anyhow::Result<u64> {
+        let out = env::run(in_ns(&self.rx_ns, "ethtool").args(["-S", "fr0"]))?;
+        out.lines()
+            .find_map(|l| {
+                let (k, v) = l.trim().split_once(':')?;
+                (k == name).then(|| v.trim().parse().ok())?
+            })
+            .with_context(|| format!("no {name} in ethtool -S fr0"))
+    }
+}
+
+/// Transmits `frames` copies of `frame` out of interface `ifindex` with the `XDP_TX`
+/// program `tx` (live frames); the calling thread must be in the interface's namespace.
+/// Returns the kernel's time per frame.
+pub fn live_frames(
+    tx: &RawProgram,
+    ifindex: u32,
+    frame: &[u8],
+    frames: u32,
+) -> anyhow::Result<std::time::Duration> {
+    let ctx = XdpMd {
+        data_end: u32::try_from(frame.len()).expect("small"),
+        ingress_ifindex: ifindex,
+        ..XdpMd::default()
+    };
+    let out = sys::test_run(
+        tx.as_fd(),
+        frame,
+        frames,
+        TestRunExtra {
+            ctx: Some(ctx),
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size: BATCH,
+        },
+    )
+    .context("live-frames BPF_PROG_TEST_RUN")?;
+    Ok(out.per_run)
+}
+
+/// Sends `frames` copies of `frame` from the generator namespace on a pinned CPU; returns the
+/// kernel's time per frame in nanoseconds.
+fn generate(lab: &Lab, prog: &RawProgram, frame: &[u8], frames: u32) -> anyhow::Result<f64> {
+    let _home = InNetNs::enter(&lab.gen_ns)?;
+    let _cpu = CpuPin::last_allowed()?;
+    Ok(live_frames(prog, lab.fg0, frame, frames)?.as_secs_f64() * 1e9)
+}
+
+/// Runs the generator `plan.runs` times; `dropped` reads the receiver's drop count.
+fn measure(
+    lab: &Lab,
+    prog: &RawProgram,
+    frame: &[u8],
+    plan: &Plan,
+    config: &str,
+    gen_ns: Option<f64>,
+    dropped: &mut dyn FnMut() -> anyhow::Result<Option<u64>>,
+) -> anyhow::Result<FloodRow> {
+    progress::tick(&format!("flood: {config}"));
+    let before = dropped()?;
+    let mut samples = Samples::default();
+    for _ in 0..plan.runs {
+        samples
+            .0
+            .push(generate(lab, prog, frame, plan.flood_frames)?);
+    }
+    let after = dropped()?;
+    let ns_per_frame = samples.median();
+    Ok(FloodRow {
+        config: config.into(),
+        ns_per_frame,
+        spread: samples.spread(),
+        rx_ns: gen_ns.map(|g| ns_per_frame - g),
+        frames: u64::from(plan.flood_frames) * plan.runs as u64,
+        dropped: before.zip(after).map(|(b, a)| a - b),
+    })
+}
+
+/// nftables' table, deleted on drop (the namespace would take it along, but a failed step
+/// should not leave it in place for the rest of the run either).
+struct NftTable<'a> {
+    ns: &'a NetNs,
+}
+
+impl<'a> NftTable<'a> {
+    fn create(ns: &'a NetNs) -> anyhow::Result<Self> {
+        let rules = format!(
+            "table netdev {NFT_TABLE} {{\n\
+               chain flood {{\n\
+                 type filter hook ingress device \"fr0\" priority -500; policy accept;\n\
+                 ip daddr {DENIED} counter drop\n\
+               }}\n\
+             }}\n"
+        );
+        let path = std::env::temp_dir().join(boundary_tests::netns::unique_name("bnd-bench-nft"));
+        std::fs::write(&path, rules)?;
+        let res = env::run(in_ns(ns, "nft").arg("-f").arg(&path));
+        let _ = std::fs::remove_file(&path);
+        res.context("nft -f (package nftables)")?;
+        Ok(Self { ns })
+    }
+
+    fn dropped(&self) -> anyhow::Result<u64> {
+        let out =
+            env::run(in_ns(self.ns, "nft").args(["-j", "list", "table", "netdev", NFT_TABLE]))?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parse nft -j")?;
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|o| o["rule"]["expr"].as_array())
+            .into_iter()
+            .flatten()
+            .find_map(|e| e["counter"]["packets"].as_u64())
+            .context("no counter in the nft rule")
+    }
+}
+
+impl Drop for NftTable<'_> {
+    fn drop(&mut self) {
+        let ok = in_ns(self.ns, "nft")
+            .args(["delete", "table", "netdev", NFT_TABLE])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok && !std::thread::panicking() {
+            eprintln!("warning: could not delete nft table {NFT_TABLE}");
+        }
+    }
+}
+
+/// What every configuration shares: the lab, the frame, the generator and its own cost.
+struct Flooder<'a> {
+    lab: &'a Lab,
+    frame: Vec<u8>,
+    tx: RawProgram,
+    gen_ns: f64,
+    plan: &'a Plan,
+}
+
+impl Flooder<'_> {
+    fn measure(
+        &self,
+        config: &str,
+        dropped: &mut dyn FnMut() -> anyhow::Result<Option<u64>>,
+    ) -> anyhow::Result<FloodRow> {
+        measure(
+            self.lab,
+            &self.tx,
+            &self.frame,
+            self.plan,
+            config,
+            Some(self.gen_ns),
+            dropped,
+        )
+    }
+
+    /// An XDP program on fr0 that drops everything: the floor of any XDP drop on a veth.
+    fn drop_all(&self) -> anyhow::Result<FloodRow> {
+        let drop_all = RawProgram::xdp_returning(XDP_DROP, "bnd_bench_drop")?;
+        let _link = {
+            let _in = InNetNs::enter(&self.lab.rx_ns)?;
+            drop_all
+                .attach_xdp_native(self.lab.fr0)
+                .context("attach the drop-all program to fr0 (native)")?
+        };
+        self.measure("XDP drop-all program (floor)", &mut || {
+            self.lab.fr0_stat("rx_queue_0_xdp_drops").map(Some)
+        })
+    }
+
+    /// Boundary's XDP program, the flood denied by a rule of the workload it is sent to.
+    fn boundary(&self) -> anyhow::Result<FloodRow> {
+        let mut dp = Datapath::load_unpinned(8)?;
+        let policy = Policy::from_str("flood-policy.yaml", POLICY)?;
+        let compiled = policy::compile(&policy, &SlotTable::new(), 8)?;
+        let slot = *compiled.names.keys().next().context("one workload")?;
+        dp.maps.apply(compiled, Action::Pass)?;
+        {
+            let _in = InNetNs::enter(&self.lab.rx_ns)?;
+            dp.xdp()
+                .attach(c"fr0", XdpMode::Driver)
+                .context("attach Boundary's XDP program to fr0 (native)")?;
+        }
+        let maps = &dp.maps;
+        // Dropping `dp` at the end detaches its XDP link.
+        self.measure("Boundary XDP (explicit deny rule)", &mut || {
+            let row = maps.counter_row(slot, 0)?;
+            Ok(Some(
+                row.counters[usize::from(Reason::PolicyDeny.code())].packets,
+            ))
+        })
+    }
+
+    /// nftables at its earliest hook.
+    fn nftables(&self) -> anyhow::Result<FloodRow> {
+        env::run(in_ns(&self.lab.rx_ns, "ethtool").args(["-K", "fr0", "gro", "on"]))
+            .context("ethtool -K fr0 gro on (package ethtool)")?;
+        let table = NftTable::create(&self.lab.rx_ns)?;
+        self.measure("nftables netdev ingress drop", &mut || {
+            table.dropped().map(Some)
+        })
+    }
+}
+
+/// Frames a configuration did not drop itself: a sign the ring overflowed or something else
+/// took them, which would make its figure meaningless.
+fn shortfalls(rows: &[FloodRow]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(d) = r.dropped {
+            #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
+            let share = d as f64 / r.frames as f64;
+            if share < 0.99 {
+                out.push(format!(
+                    "{}: only {d} of {} frames were dropped by it ({:.1} %)",
+                    r.config,
+                    r.frames,
+                    share * 100.0
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn run(plan: &Plan) -> anyhow::Result<Flood> {
+    progress::step(&format!(
+        "denied flood: {} live frames x {} runs per configuration, veth between two namespaces",
+        plan.flood_frames, plan.runs
+    ));
+    let lab = Lab::new()?;
+    let frame = packets::v4(
+        CLIENT4,
+        DENIED,
+        L4::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+        &[0; 22],
+    );
+    // The generator alone: it drops its own frames, nothing is transmitted.
+    let gen_drop = RawProgram::xdp_returning(XDP_DROP, "bnd_bench_gdrop")?;
+    let alone = measure(
+        &lab,
+        &gen_drop,
+        &frame,
+        plan,
+        "generator alone (nothing sent)",
+        None,
+        &mut || Ok(None),
+    )?;
+    let flooder = Flooder {
+        lab: &lab,
+        frame,
+        tx: RawProgram::xdp_returning(XDP_TX, "bnd_bench_gen")?,
+        gen_ns: alone.ns_per_frame,
+        plan,
+    };
+    let rows = vec![
+        alone,
+        flooder.drop_all()?,
+        flooder.boundary()?,
+        flooder.nftables()?,
+    ];
+    progress::done();
+
+    let pps = |name: &str| {
+        rows.iter()
+            .find(|r| r.config.starts_with(name))
+            .and_then(FloodRow::mpps_per_core)
+    };
+    let ratio = pps("Boundary").zip(pps("nftables")).map(|(b, n)| b / n);
+    Ok(Flood {
+        note: shortfalls(&rows).join("; "),
+        rows,
+        boundary_over_nft: ratio,
+    })
+}

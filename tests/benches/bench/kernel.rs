@@ -1,0 +1,282 @@
+//! Boundary's real eBPF object, loaded for `BPF_PROG_TEST_RUN` with maps sized for the prefix
+//! count under test, and the tables that fill them.
+//!
+//! Capacities: the compiler-filled maps hold two generations, so one policy may use half of
+//! each `MAX_*`. The per-packet tables at 1M need 1,000,000 exact bindings, beyond
+//! `MAX_IDENTITIES / 2` (262,144): rather than change the agent, the harness loads the same
+//! embedded object itself and raises that map (and any other that would not fit two
+//! generations) with `EbpfLoader::map_max_entries`, then hands the maps to the agent's own
+//! `Maps`, so filling goes through `Maps::apply`, the agent's code path. The maps are not
+//! preallocated, so a larger limit costs nothing until entries are written. What was raised is
+//! reported with the figures.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Program, SchedClassifier, Xdp},
+};
+use boundary_agent::{
+    datapath::{
+        Maps,
+        object::{OBJECT, TC_PROGRAM, XDP_PROGRAM},
+    },
+    policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
+};
+use boundary_common::{
+    Direction, Reason,
+    maps::{
+        Action, CIDRS_MAP, COUNTERS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS,
+        EP_RULES_INGRESS, EP_TRACK_EGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
+        MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP, POLICY_MAP, PolicyValue,
+        RULE_ALLOW, RULE_DENY,
+    },
+};
+use ipnet::IpNet;
+
+use super::{
+    paths::{self, Family, KeySpace, LOCAL4, LOCAL6, PORT_RULE, SLOT, WORKLOAD},
+    testrun::Target,
+};
+
+/// Workload slots of the per-packet datapath (counters are read across all of them).
+pub const SLOTS: u32 = 4;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// One compiler-filled map whose shipped capacity was raised for a fill.
+#[derive(Clone, Debug)]
+pub struct Raised {
+    pub map: &'static str,
+    pub shipped: u32,
+    pub used: u32,
+}
+
+pub struct BenchDatapath {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    pub raised: Vec<Raised>,
+}
+
+/// The capacity a map needs for two generations of `used` entries, if more than shipped.
+fn raise(map: &'static str, shipped: u32, used: usize) -> anyhow::Result<Option<Raised>> {
+    let used = u32::try_from(used).context("entries fit u32")?;
+    Ok((used > shipped / 2).then_some(Raised { map, shipped, used }))
+}
+
+impl BenchDatapath {
+    /// Loads both programs with `slots` workload slots and room for two generations of
+    /// `tables`.
+    pub fn load(tables: &Tables, slots: u32) -> anyhow::Result<Self> {
+        let raised: Vec<Raised> = [
+            raise(IDENTITIES_MAP, MAX_IDENTITIES, tables.identities.len())?,
+            raise(CIDRS_MAP, MAX_CIDRS, tables.cidrs.len())?,
+            raise(POLICY_MAP, MAX_POLICY, tables.policy.len())?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(NAMES_MAP, slots)
+            .map_max_entries(COUNTERS_MAP, slots * 2);
+        for r in &raised {
+            loader.map_max_entries(r.map, r.used * 2);
+        }
+        let mut ebpf = loader.load(OBJECT).context("load the eBPF object")?;
+        for name in [XDP_PROGRAM, TC_PROGRAM] {
+            match ebpf.program_mut(name) {
+                Some(Program::Xdp(p)) => p.load().with_context(|| format!("load {name}"))?,
+                Some(Program::SchedClassifier(p)) => {
+                    p.load().with_context(|| format!("load {name}"))?;
+                }
+                _ => bail!("program {name} missing from the object"),
+            }
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self { ebpf, maps, raised })
+    }
+
+    pub fn xdp(&self) -> &Xdp {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in BenchDatapath::load")
+    }
+
+    pub fn tc(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(TC_PROGRAM)
+            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+            .expect("loaded in BenchDatapath::load")
+    }
+
+    /// The program that handles `direction`.
+    pub fn program(&self, direction: Direction) -> &dyn Target {
+        match direction {
+            Direction::Ingress => self.xdp(),
+            Direction::Egress => self.tc(),
+        }
+    }
+
+    /// Installs `tables` through the agent's `Maps::apply`; returns how long that took.
+    pub fn fill(&mut self, tables: Tables) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        self.maps
+            .apply(tables, Action::Pass)
+            .context("apply the tables")?;
+        Ok(start.elapsed())
+    }
+
+    /// Every (slot, direction, reason) counter, flattened.
+    fn snapshot(&self) -> anyhow::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for slot in 0..u16::try_from(SLOTS)? {
+            for direction in Direction::ALL {
+                let row = self.maps.counter_row(slot, direction as u8)?;
+                out.extend(row.counters.iter().map(|c| c.packets));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `frame` once through the program for `direction` and checks the return value and
+    /// that exactly one counter moved: in that direction, under `reason`, and in `slot`'s row
+    /// when one is given. The row measures the path it names.
+    pub fn verify(
+        &self,
+        direction: Direction,
+        frame: &[u8],
+        action: u32,
+        slot: Option<u16>,
+        reason: Reason,
+    ) -> anyhow::Result<()> {
+        let before = self.snapshot()?;
+        let out = self.program(direction).run(frame, 1)?;
+        let after = self.snapshot()?;
+        let moved: Vec<usize> = (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        ensure!(
+            out.retval == action,
+            "expected return value {action}, got {}",
+            out.retval
+        );
+        ensure!(
+            moved.len() == 1,
+            "expected one counter to move, got {moved:?}"
+        );
+        let slots = boundary_common::reason::REASON_SLOTS;
+        let (row, code) = (moved[0] / slots, moved[0] % slots);
+        let (row_slot, row_direction) = (row / 2, row % 2);
+        ensure!(
+            slot.is_none_or(|s| usize::from(s) == row_slot)
+                && row_direction == direction as usize
+                && usize::from(reason.code()) == code,
+            "expected slot {slot:?} {} {}, counted in slot {row_slot} direction {row_direction} under code {code}",
+            direction.as_str(),
+            reason.label()
+        );
+        Ok(())
+    }
+}
+
+fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
+    PolicyValue {
+        action: if deny { RULE_DENY } else { RULE_ALLOW },
+        pad: 0,
+        // Rule ids past the rule-hits array (policies beyond MAX_RULES exist only here) share
+        // its last entry; the datapath's lookup cost does not depend on the id.
+        rule: u16::try_from(rule.min(MAX_RULES as usize - 1)).expect("below MAX_RULES"),
+    }
+}
+
+/// The tables of `paths::policy_yaml(space)`, built directly: the compiler refuses that file
+/// past `MAX_RULES` rules, and at 1M it would take longer than the measurement. Numbering
+/// follows the compiler (rules in document order; identities: CIDRs in address order, then
+/// the bindings' rule set), which `check_against_compiler` holds it to.
+pub fn tables_for(space: KeySpace) -> Tables {
+    let n = space.per_family();
+    let mut t = Tables::default();
+    t.names.insert(SLOT, WORKLOAD.into());
+    let ep = Endpoint {
+        slot: SLOT,
+        mode: Mode::Enforce as u8,
+        ingress_default: Action::Drop as u8,
+        egress_default: Action::Pass as u8,
+        // Ingress denies (by default and by rule): replies to what it sends need conntrack.
+        // Rules about particular peers both ways: the identity is looked up both ways.
+        flags: EP_TRACK_EGRESS
+            | EP_RULES_INGRESS
+            | EP_PEERS_INGRESS
+            | EP_RULES_EGRESS
+            | EP_PEERS_EGRESS,
+        pad: [0; 2],
+    };
+    t.endpoints.insert(IpAddr::V4(LOCAL4), ep);
+    t.endpoints.insert(IpAddr::V6(LOCAL6), ep);
+    let key = |direction: Direction, identity: u32| RuleKey {
+        slot: SLOT,
+        direction: direction as u8,
+        proto: IPPROTO_UDP,
+        identity,
+        port: PORT_RULE,
+    };
+    // Rule 0: the SPIFFE rule; rules 1..=2n: one per CIDR; rule 2n + 1: the egress twin.
+    let mut k = 0;
+    for family in [Family::V4, Family::V6] {
+        for j in 0..n {
+            let id = FIRST_IDENTITY + u32::try_from(k).expect("fits");
+            t.cidrs.insert(KeySpace::cidr(family, j), id);
+            t.policy.insert(
+                key(Direction::Ingress, id),
+                allow_or_deny(j % 2 == 1, 1 + k),
+            );
+            k += 1;
+        }
+    }
+    let bound = FIRST_IDENTITY + u32::try_from(k).expect("fits");
+    for family in [Family::V4, Family::V6] {
+        for j in 0..n {
+            t.identities.insert(KeySpace::exact(family, j), bound);
+        }
+    }
+    t.policy
+        .insert(key(Direction::Ingress, bound), allow_or_deny(false, 0));
+    t.policy
+        .insert(key(Direction::Egress, bound), allow_or_deny(false, 1 + k));
+    // The default failsafe: SSH from anywhere.
+    for net in ["0.0.0.0/0", "::/0"] {
+        let net: IpNet = net.parse().expect("valid");
+        t.failsafe.insert((IPPROTO_TCP, 22, net));
+    }
+    t
+}
+
+/// Compiles `paths::policy_yaml(space)` with the agent's compiler and checks that it gives the
+/// same map entries as `tables_for(space)`: the per-packet tables are a real policy's.
+pub fn check_against_compiler(space: KeySpace) -> anyhow::Result<()> {
+    let policy = Policy::from_str("bench-policy.yaml", &paths::policy_yaml(space))?;
+    let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS)?;
+    let direct = tables_for(space);
+    let same = |what: &str, eq: bool| {
+        ensure!(
+            eq,
+            "{what}: the compiler and tables_for disagree at {} prefixes",
+            space.entries
+        );
+        Ok(())
+    };
+    same("names", compiled.names == direct.names)?;
+    same("endpoints", compiled.endpoints == direct.endpoints)?;
+    same("identities", compiled.identities == direct.identities)?;
+    same("cidrs", compiled.cidrs == direct.cidrs)?;
+    same("policy", compiled.policy == direct.policy)?;
+    same("ranges", compiled.ranges == direct.ranges)?;
+    same("failsafe", compiled.failsafe == direct.failsafe)?;
+    Ok(())
+}

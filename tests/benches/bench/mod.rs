@@ -1,0 +1,174 @@
+//! The benchmark behind `cargo xtask bench`, one concern per module:
+//!
+//! - `per_packet` (step 1) and `xdp_filter` (step 2): `BPF_PROG_TEST_RUN` costs by path and
+//!   prefix count, Boundary and the peer, timed by `testrun` against the empty program;
+//!   `paths` holds the rows and the policy behind them, `kernel` the datapath and its tables
+//!   for each prefix count;
+//! - `flood` (step 3): a live-frames flood on a veth, Boundary's XDP against nftables;
+//! - `control_plane` (step 4), `observability` (step 5: `/metrics` and the agent's CPU under a
+//!   flood) and `verifier` (step 6);
+//! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
+//! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
+
+pub mod chart;
+pub mod control_plane;
+pub mod env;
+pub mod flood;
+pub mod kernel;
+pub mod observability;
+pub mod paths;
+pub mod per_packet;
+pub mod progress;
+pub mod report;
+pub mod results;
+pub mod sys;
+pub mod targets;
+pub mod testrun;
+pub mod verifier;
+pub mod xdp_filter;
+
+use std::time::{Duration, Instant};
+
+use results::Report;
+
+/// How much to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Runs per cell (median and spread are taken over them).
+    pub runs: usize,
+    /// Repetitions per run of the hot single flow.
+    pub repeat: u32,
+    /// Single-run calls per run of the random-key variant.
+    pub calls: usize,
+    /// Frames per run of the live-frames flood.
+    pub flood_frames: u32,
+    /// Runs of each control-plane timing.
+    pub cp_runs: usize,
+    /// Policy reloads timed per agent size.
+    pub reloads: usize,
+    /// Back-to-back `/metrics` scrapes timed.
+    pub scrapes: usize,
+    /// How long the agent's CPU is measured under the flood.
+    pub obs_window: Duration,
+    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `control-plane`, `observability`,
+    /// `verifier`); all when empty.
+    pub only: Vec<String>,
+}
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            runs: 7,
+            repeat: 1_000_000,
+            calls: 40_000,
+            flood_frames: 2_000_000,
+            cp_runs: 3,
+            reloads: 5,
+            scrapes: 30,
+            obs_window: Duration::from_secs(30),
+            only: Vec::new(),
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            runs: 3,
+            repeat: 1_000_000,
+            calls: 8_000,
+            flood_frames: 500_000,
+            cp_runs: 1,
+            reloads: 3,
+            scrapes: 10,
+            obs_window: Duration::from_secs(10),
+            only: Vec::new(),
+        }
+    }
+
+    pub fn wants(&self, step: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == step)
+    }
+
+    pub fn describe(&self, quick: bool) -> String {
+        format!(
+            "{} mode: {} runs per figure, hot repeat {}, {} random-key calls per run, {} flood frames per run, {} control-plane runs, {} reloads, {} scrapes, {} s under flood",
+            if quick { "quick" } else { "default" },
+            self.runs,
+            self.repeat,
+            self.calls,
+            self.flood_frames,
+            self.cp_runs,
+            self.reloads,
+            self.scrapes,
+            self.obs_window.as_secs()
+        )
+    }
+}
+
+/// Runs a step that the rest of the report does not depend on; a failure becomes a warning.
+fn optional<T: Default>(
+    report: &mut Report,
+    step: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> T {
+    f().unwrap_or_else(|e| {
+        progress::note(&format!("{step} failed: {e:#}"));
+        report.warnings.push(format!("{step} not measured: {e:#}"));
+        T::default()
+    })
+}
+
+/// Every step, in order.
+pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    progress::start();
+    let machine = env::Machine::describe();
+    let mut report = Report {
+        machine: format!(
+            "kernel {}, {} vCPU ({}), Boundary {}",
+            machine.kernel,
+            machine.cpus,
+            machine.cpu,
+            env!("CARGO_PKG_VERSION")
+        ),
+        mode: plan.describe(quick),
+        ..Report::default()
+    };
+    // bpf_stats_enabled makes the kernel time every program run (about 70 ns each here).
+    let _stats = env::Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "0")?;
+    let floors = per_packet::Floors::load()?;
+    {
+        // Steps 1 and 2 on one CPU: no migration mid-run, per-CPU state stays warm.
+        let _cpu = env::CpuPin::last_allowed()?;
+        if plan.wants("per-packet") {
+            report.per_packet = per_packet::run(plan, &floors)?;
+        }
+        if plan.wants("xdp-filter") {
+            let peer = optional(&mut report, "xdp-filter", || {
+                xdp_filter::run(plan, &floors.xdp).map(Some)
+            });
+            if let Some(peer) = peer {
+                report.per_packet.rows.extend(peer.rows);
+                report.peer_note = peer.note;
+                report.programs.push(peer.program);
+            }
+        }
+    }
+    if plan.wants("flood") {
+        report.flood = optional(&mut report, "denied flood", || flood::run(plan));
+    }
+    if plan.wants("control-plane") {
+        report.control = optional(&mut report, "control plane", || control_plane::run(plan));
+    }
+    if plan.wants("observability") {
+        report.observability = optional(&mut report, "observability", || observability::run(plan));
+    }
+    if plan.wants("verifier") {
+        progress::step("verifier budget");
+        let mut programs = optional(&mut report, "verifier budget", verifier::run);
+        programs.append(&mut report.programs);
+        report.programs = programs;
+    }
+    report.targets = targets::evaluate(&report);
+    report.elapsed = start.elapsed();
+    Ok(report)
+}

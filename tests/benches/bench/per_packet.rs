@@ -1,0 +1,247 @@
+//! Step 1: Boundary's programs, path by path, at each prefix count, hot and random-key.
+
+use anyhow::Context as _;
+use boundary_common::Direction;
+
+use super::{
+    Plan,
+    kernel::{self, BenchDatapath, SLOTS},
+    paths::{self, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr},
+    progress,
+    results::{PacketRow, PerPacket, SIZES, Value},
+    sys::{RawProgram, TC_NEXT, XDP_PASS},
+    testrun::{self, Cell, Samples},
+};
+
+pub fn value(cell: &Cell) -> Value {
+    Value::Ns {
+        net: cell.net(),
+        gross: cell.gross.median(),
+        floor: cell.floor.median(),
+        spread: cell.gross.spread(),
+    }
+}
+
+/// The empty programs every cost is measured against: XDP for ingress, TC for egress.
+pub struct Floors {
+    pub xdp: RawProgram,
+    pub tc: RawProgram,
+}
+
+impl Floors {
+    pub fn load() -> anyhow::Result<Self> {
+        Ok(Self {
+            xdp: RawProgram::xdp_returning(XDP_PASS, "bnd_bench_empty")
+                .context("load the empty XDP program")?,
+            tc: RawProgram::tc_returning(TC_NEXT, "bnd_bench_tcnop")
+                .context("load the empty TC program")?,
+        })
+    }
+
+    pub fn of(&self, direction: Direction) -> &RawProgram {
+        match direction {
+            Direction::Ingress => &self.xdp,
+            Direction::Egress => &self.tc,
+        }
+    }
+}
+
+/// What the rows share as they are measured: floor samples by direction (hot and per call)
+/// and the key generator.
+struct Running {
+    hot: [Samples; 2],
+    call: [Samples; 2],
+    rng: SplitMix,
+}
+
+/// Records the flows the established row's replies belong to: one egress packet each through
+/// the TC program (no egress rule, default allow, tracked because ingress denies).
+fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::Result<()> {
+    for i in 0..space.flows() {
+        let frame = paths::flow_frame(space.flow_peer(def.family, i));
+        if i == 0 {
+            dp.verify(
+                Direction::Egress,
+                &frame,
+                TC_NEXT,
+                Some(SLOT),
+                boundary_common::Reason::DefaultAllow,
+            )
+            .context("the egress packet that records a flow")?;
+        } else {
+            let out = dp.program(Direction::Egress).run(&frame, 1)?;
+            anyhow::ensure!(out.retval == TC_NEXT, "egress packet {i} was not passed");
+        }
+    }
+    Ok(())
+}
+
+fn measure_row(
+    dp: &BenchDatapath,
+    space: KeySpace,
+    def: &PathDef,
+    row: &mut PacketRow,
+    floors: &Floors,
+    fs: &mut Running,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let Kind::Measured {
+        build,
+        keys,
+        expect,
+    } = &def.kind
+    else {
+        row.hot.push(Value::Na("not implemented yet".into()));
+        row.random.push(Value::Na("not implemented yet".into()));
+        return Ok(());
+    };
+    let (keys, family, dir) = (*keys, def.family, def.direction);
+    if keys == Keys::Flows {
+        record_flows(dp, space, def)?;
+    }
+    let prog = dp.program(dir);
+    let floor = floors.of(dir);
+    let d = dir as usize;
+    let frame = build(space.hot(keys, family));
+    dp.verify(
+        dir,
+        &frame,
+        expect.action,
+        counted_under(keys),
+        expect.reason,
+    )?;
+    let hot = testrun::hot(prog, floor, &frame, expect.action, plan)?;
+    fs.hot[d].0.extend(&hot.floor.0);
+    row.hot.push(value(&hot));
+
+    let Some(off) = def.key_offset() else {
+        row.random
+            .push(Value::Na("no peer address on this path".into()));
+        return Ok(());
+    };
+    // A random member of the set must take the same path: check one first.
+    let mut sample = frame.clone();
+    set_addr(
+        &mut sample,
+        off,
+        space.pick(keys, family, fs.rng.next_u64()),
+    );
+    dp.verify(
+        dir,
+        &sample,
+        expect.action,
+        counted_under(keys),
+        expect.reason,
+    )?;
+    let rng = &mut fs.rng;
+    let mut rekey = |f: &mut [u8]| set_addr(f, off, space.pick(keys, family, rng.next_u64()));
+    let cell = testrun::random(prog, floor, &frame, &mut rekey, expect.action, plan)?;
+    fs.call[d].0.extend(&cell.floor.0);
+    row.random.push(value(&cell));
+    Ok(())
+}
+
+/// Where a row's packets must be counted: slot 0 when no workload owns the destination,
+/// the workload for policy paths; either for the rest (malformed frames are counted under the
+/// workload only when their addresses could be read).
+fn counted_under(keys: Keys) -> Option<u16> {
+    match keys {
+        Keys::Unprotected => Some(boundary_common::maps::UNPROTECTED_SLOT),
+        Keys::Fixed => None,
+        _ => Some(SLOT),
+    }
+}
+
+pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
+    let defs = paths::all();
+    let mut rows: Vec<PacketRow> = defs
+        .iter()
+        .map(|d| {
+            let verdict = match &d.kind {
+                Kind::Measured { expect, .. } => expect.label(),
+                Kind::NotImplemented => "not implemented yet".into(),
+            };
+            PacketRow {
+                subject: "Boundary",
+                path: d.name.into(),
+                family: d.family.label(),
+                verdict,
+                hot: Vec::new(),
+                random: Vec::new(),
+            }
+        })
+        .collect();
+    let mut out = PerPacket::default();
+    let mut fs = Running {
+        hot: Default::default(),
+        call: Default::default(),
+        rng: SplitMix::new(0x5eed_b0d4),
+    };
+
+    for (entries, label) in SIZES {
+        let space = KeySpace { entries };
+        if entries == SIZES[0].0 {
+            progress::step(&format!(
+                "per-packet {label}: compiling the equivalent policy file, comparing"
+            ));
+            kernel::check_against_compiler(space)?;
+        }
+        progress::step(&format!(
+            "per-packet {label}: {entries} CIDR identities + {entries} exact bindings: loading, filling"
+        ));
+        let tables = kernel::tables_for(space);
+        let mut dp = BenchDatapath::load(&tables, SLOTS)?;
+        let fill = dp.fill(tables)?;
+        out.fills.push((label, fill));
+        for r in &dp.raised {
+            out.raised.push(format!(
+                "{label}: {} {} entries per generation (shipped {} = {} per generation), raised to {}",
+                r.map,
+                r.used,
+                r.shipped,
+                r.shipped / 2,
+                r.used * 2
+            ));
+        }
+        progress::note(&format!(
+            "filled in {:.2} s (Maps::apply){}",
+            fill.as_secs_f64(),
+            if dp.raised.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; raised: {}",
+                    dp.raised
+                        .iter()
+                        .map(|r| r.map)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ));
+        let measured = defs
+            .iter()
+            .filter(|d| matches!(d.kind, Kind::Measured { .. }))
+            .count();
+        let mut done = 0;
+        for (def, row) in defs.iter().zip(rows.iter_mut()) {
+            if matches!(def.kind, Kind::Measured { .. }) {
+                done += 1;
+                progress::tick(&format!(
+                    "per-packet {label}: [{done}/{measured}] {} {}",
+                    def.name,
+                    def.family.label()
+                ));
+            }
+            measure_row(&dp, space, def, row, floors, &mut fs, plan)
+                .with_context(|| format!("{} {} at {label}", def.name, def.family.label()))?;
+        }
+        progress::done();
+    }
+    out.rows = rows;
+    out.floor_hot = fs.hot[0].median();
+    out.floor_call = fs.call[0].median();
+    out.tc_floor_hot = fs.hot[1].median();
+    out.tc_floor_call = fs.call[1].median();
+    Ok(out)
+}

@@ -1,0 +1,429 @@
+//! The report: a fixed-width table for people and JSON for tools, from the same figures.
+
+use std::{fmt::Write as _, time::Duration};
+
+use serde_json::{Value as Json, json};
+
+use super::results::{PacketRow, Report, SIZES, Value};
+
+const PATH_W: usize = 50;
+const VERDICT_W: usize = 34;
+const CELL_W: usize = 15;
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Ns { net, spread, .. } => format!("{net:.1} ±{spread:.1}"),
+        Value::Na(why) if why.starts_with("n/a: capacity") => "n/a: cap".into(),
+        Value::Na(why) if why.starts_with("no peer address") => "-".into(),
+        Value::Na(_) => String::new(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "KiB counts are small")]
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn packet_line(out: &mut String, r: &PacketRow) {
+    let _ = write!(
+        out,
+        "   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
+        r.path, r.family, r.verdict
+    );
+    if r.verdict == "not implemented yet" {
+        out.push('\n');
+        return;
+    }
+    for v in r.hot.iter().chain(&r.random) {
+        let _ = write!(out, "{:>CELL_W$}", cell(v));
+    }
+    out.push('\n');
+}
+
+pub fn table(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Boundary benchmark: {}", r.machine);
+    let _ = writeln!(o, "{}", r.mode);
+    per_packet_section(&mut o, r);
+    flood_section(&mut o, r);
+    control_section(&mut o, r);
+    observability_section(&mut o, r);
+    verifier_section(&mut o, r);
+    targets_section(&mut o, r);
+    for w in &r.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let _ = writeln!(o, "\nfinished in {:.1} s", r.elapsed.as_secs_f64());
+    o
+}
+
+fn per_packet_section(o: &mut String, r: &Report) {
+    let pp = &r.per_packet;
+
+    let _ = writeln!(
+        o,
+        "\n1-2. Per-packet cost, BPF_PROG_TEST_RUN, 64-byte frames, XDP ingress (TC egress where the path says so); Boundary, then the peer"
+    );
+    let _ = writeln!(
+        o,
+        "   net ns = median of the runs minus the median of the empty program of the same type run interleaved with them; ± = half the range of the runs"
+    );
+    let _ = writeln!(
+        o,
+        "   floor: empty XDP program {:.1} ns per run hot, {:.1} ns per single-run call (random key); empty TC program {:.1} / {:.1} ns",
+        pp.floor_hot, pp.floor_call, pp.tc_floor_hot, pp.tc_floor_call
+    );
+    let _ = writeln!(
+        o,
+        "   prefixes = CIDR identities in the LPM trie, plus as many exact bindings in the identity map (each half IPv4, half IPv6); one protected workload"
+    );
+    let _ = writeln!(
+        o,
+        "   hot = one frame repeated; random key = a fresh peer address (source on ingress, destination on egress) from the path's set each call"
+    );
+    if !pp.fills.is_empty() {
+        let fills: Vec<String> = pp
+            .fills
+            .iter()
+            .map(|(l, d)| format!("{l} {:.2} s", d.as_secs_f64()))
+            .collect();
+        let _ = writeln!(o, "   table fill (Maps::apply): {}", fills.join(", "));
+    }
+    for r in &pp.raised {
+        let _ = writeln!(o, "   capacity raised (EbpfLoader::map_max_entries): {r}");
+    }
+    let blank = "";
+    let heads = SIZES.map(|(_, l)| l);
+    let _ = write!(
+        o,
+        "\n   {blank:<PATH_W$} {blank:<3} {blank:<VERDICT_W$}{:>w$}{:>w$}\n   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
+        "hot single flow",
+        "random key",
+        "path",
+        "fam",
+        "verdict",
+        w = CELL_W * SIZES.len()
+    );
+    for h in heads.iter().chain(&heads) {
+        let _ = write!(o, "{h:>CELL_W$}");
+    }
+    o.push('\n');
+    let mut last_subject = "";
+    for row in &pp.rows {
+        if row.subject != last_subject && !last_subject.is_empty() {
+            o.push('\n');
+        }
+        last_subject = row.subject;
+        packet_line(o, row);
+    }
+    let _ = writeln!(
+        o,
+        "   (-: the path reads no peer address, so there is no key to vary; n/a: cap: beyond the program's map capacity)"
+    );
+    if !r.peer_note.is_empty() {
+        let _ = writeln!(o, "   peer: {}", r.peer_note);
+    }
+}
+
+fn flood_section(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP that a deny rule drops)"
+    );
+    let _ = writeln!(
+        o,
+        "   {:<40}{:>18}{:>16}{:>12}{:>22}",
+        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
+    );
+    for f in &r.flood.rows {
+        let rx = f.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
+        let mpps = f
+            .mpps_per_core()
+            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
+        let dropped = f
+            .dropped
+            .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
+        let _ = writeln!(
+            o,
+            "   {:<40}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            f.config,
+            format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
+        );
+    }
+    if let Some(ratio) = r.flood.boundary_over_nft {
+        let _ = writeln!(
+            o,
+            "   Boundary / nftables, receive-side packets per second per core: {ratio:.2}x"
+        );
+    }
+    if !r.flood.note.is_empty() {
+        let _ = writeln!(o, "   note: {}", r.flood.note);
+    }
+}
+
+fn opt_ms(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".into(), ms)
+}
+
+fn control_section(o: &mut String, r: &Report) {
+    let c = &r.control;
+    let _ = writeln!(
+        o,
+        "\n4. Control plane (workloads of 100 ingress rules, each from a CIDR of its own; medians)"
+    );
+    let _ = writeln!(
+        o,
+        "   {:>8}{:>11}{:>10}{:>16}{:>12}{:>16}{:>14}{:>16}{:>17}",
+        "rules",
+        "workloads",
+        "entries",
+        "parse+validate",
+        "compile",
+        "apply (fresh)",
+        "apply again",
+        "batch update",
+        "compile+apply"
+    );
+    for row in &c.compile {
+        let _ = writeln!(
+            o,
+            "   {:>8}{:>11}{:>10}{:>16}{:>12}{:>16}{:>14}{:>16}{:>17}",
+            row.rules,
+            row.workloads,
+            row.entries,
+            opt_ms(row.parse),
+            opt_ms(row.compile),
+            ms(row.apply_fresh),
+            ms(row.apply_again),
+            ms(row.batch_update),
+            opt_ms(row.compile.map(|c| c + row.apply_fresh))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "   apply = Maps::apply (one update per entry; again = the other generation, then the old one deleted by key); batch update = the policy-map entries in one BPF_MAP_UPDATE_BATCH (not used by the agent)"
+    );
+    if !c.refusal.is_empty() {
+        let _ = writeln!(
+            o,
+            "   -: the compiler refuses the policy ({}); its tables were built directly to time the apply",
+            c.refusal
+        );
+    }
+    if !c.agent.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n   agent process (release build)\n   {:>8}{:>11}{:>14}{:>12}{:>12}   policy-file change -> live (median [min..max])",
+            "rules", "workloads", "start->ready", "RSS", "peak RSS"
+        );
+        for a in &c.agent {
+            let s: Vec<f64> = a.reload.iter().map(Duration::as_secs_f64).collect();
+            let med = super::testrun::Samples(s.clone()).median();
+            let min = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = s.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                o,
+                "   {:>8}{:>11}{:>14}{:>12}{:>12}   {:.1} ms [{:.1}..{:.1}] of {}",
+                a.rules,
+                a.workloads,
+                ms(a.start_to_ready),
+                mib(a.rss_kib),
+                mib(a.peak_rss_kib),
+                med * 1e3,
+                min * 1e3,
+                max * 1e3,
+                s.len()
+            );
+        }
+    }
+    if !c.agent_note.is_empty() {
+        let _ = writeln!(o, "   note: {}", c.agent_note);
+    }
+}
+
+fn observability_section(o: &mut String, r: &Report) {
+    let ob = &r.observability;
+    let _ = writeln!(o, "\n5. Observability (agent process, release build)");
+    if !ob.note.is_empty() {
+        let _ = writeln!(o, "   {}", ob.note);
+    }
+    if !ob.scrapes.is_empty() {
+        let s = super::testrun::Samples(ob.scrapes.iter().map(Duration::as_secs_f64).collect());
+        let min = s.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = s.0.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            o,
+            "   GET /metrics over loopback in the agent's namespace, {} workloads, {} rules: median {:.1} ms [{:.1}..{:.1}] of {}; {} samples, {} bytes",
+            ob.workloads,
+            ob.rules,
+            s.median() * 1e3,
+            min * 1e3,
+            max * 1e3,
+            s.0.len(),
+            ob.series,
+            ob.body_bytes
+        );
+    }
+    if let Some(f) = &ob.flood {
+        let _ = writeln!(
+            o,
+            "   under a denied flood (live-frames XDP_TX generator in a peer namespace, bursts of {} frames every {} ms, one pinned core): {:.2} Mpps for {:.1} s, {} of {} frames counted policy_deny",
+            super::observability::BURST,
+            super::observability::TICK.as_millis(),
+            f.mpps(),
+            f.window.as_secs_f64(),
+            f.denied,
+            f.frames
+        );
+        let scrapes: Vec<String> = f
+            .scrapes
+            .iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+            .collect();
+        let _ = writeln!(
+            o,
+            "   agent utime+stime {:.0} ms = {:.2} % of a core; {} scrapes, one every 5 s (ms: {})",
+            f.agent_cpu.as_secs_f64() * 1e3,
+            f.cpu_percent(),
+            f.scrapes.len(),
+            scrapes.join(", ")
+        );
+    }
+}
+
+fn verifier_section(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "\n6. Verifier budget");
+    let _ = writeln!(
+        o,
+        "   {:<34}{:>24}{:>12}",
+        "program", "instructions processed", "JIT bytes"
+    );
+    for p in &r.programs {
+        let insns = p
+            .verified_insns
+            .map_or_else(|| "?".into(), |n| n.to_string());
+        let _ = writeln!(o, "   {:<34}{insns:>24}{:>12}", p.program, p.jited_bytes);
+    }
+}
+
+fn targets_section(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "\nTargets (issues #4 and #5)");
+    for t in &r.targets {
+        let mark = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "n/a",
+        };
+        let _ = writeln!(o, "   [{mark:^7}] {}: {}", t.name, t.detail);
+    }
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Ns {
+            net,
+            gross,
+            floor,
+            spread,
+        } => json!({"net_ns": net, "gross_ns": gross, "floor_ns": floor, "spread_ns": spread}),
+        Value::Na(why) => json!({"na": why}),
+    }
+}
+
+pub fn json(r: &Report) -> Json {
+    let sizes: Vec<&str> = SIZES.iter().map(|(_, l)| *l).collect();
+    let rows: Vec<Json> = r
+        .per_packet
+        .rows
+        .iter()
+        .map(|row| {
+            json!({
+                "subject": row.subject,
+                "path": row.path,
+                "family": row.family,
+                "verdict": row.verdict,
+                "hot": row.hot.iter().map(value_json).collect::<Vec<_>>(),
+                "random_key": row.random.iter().map(value_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "machine": r.machine,
+        "mode": r.mode,
+        "per_packet": {
+            "sizes": sizes,
+            "floor_hot_ns": r.per_packet.floor_hot,
+            "floor_call_ns": r.per_packet.floor_call,
+            "tc_floor_hot_ns": r.per_packet.tc_floor_hot,
+            "tc_floor_call_ns": r.per_packet.tc_floor_call,
+            "raised": r.per_packet.raised,
+            "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
+            "rows": rows,
+            "peer_note": r.peer_note,
+        },
+        "flood": {
+            "rows": r.flood.rows.iter().map(|f| json!({
+                "config": f.config,
+                "ns_per_frame": f.ns_per_frame,
+                "spread_ns": f.spread,
+                "receive_ns": f.rx_ns,
+                "mpps_per_core": f.mpps_per_core(),
+                "frames": f.frames,
+                "dropped": f.dropped,
+            })).collect::<Vec<_>>(),
+            "boundary_over_nftables": r.flood.boundary_over_nft,
+            "note": r.flood.note,
+        },
+        "control_plane": {
+            "compile": r.control.compile.iter().map(|c| json!({
+                "rules": c.rules,
+                "workloads": c.workloads,
+                "entries": c.entries,
+                "parse_s": c.parse.map(|d| d.as_secs_f64()),
+                "compile_s": c.compile.map(|d| d.as_secs_f64()),
+                "apply_fresh_s": c.apply_fresh.as_secs_f64(),
+                "apply_again_s": c.apply_again.as_secs_f64(),
+                "batch_update_s": c.batch_update.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+            "refusal": r.control.refusal,
+            "agent": r.control.agent.iter().map(|a| json!({
+                "rules": a.rules,
+                "workloads": a.workloads,
+                "start_to_ready_s": a.start_to_ready.as_secs_f64(),
+                "rss_kib": a.rss_kib,
+                "peak_rss_kib": a.peak_rss_kib,
+                "reload_s": a.reload.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "agent_note": r.control.agent_note,
+        },
+        "observability": {
+            "workloads": r.observability.workloads,
+            "rules": r.observability.rules,
+            "body_bytes": r.observability.body_bytes,
+            "samples": r.observability.series,
+            "scrape_s": r.observability.scrapes.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            "flood": r.observability.flood.as_ref().map(|f| json!({
+                "window_s": f.window.as_secs_f64(),
+                "frames": f.frames,
+                "mpps": f.mpps(),
+                "denied": f.denied,
+                "agent_cpu_s": f.agent_cpu.as_secs_f64(),
+                "agent_cpu_percent": f.cpu_percent(),
+                "scrape_s": f.scrapes.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            })),
+            "note": r.observability.note,
+        },
+        "programs": r.programs.iter().map(|p| json!({
+            "program": p.program, "verified_insns": p.verified_insns, "jited_bytes": p.jited_bytes,
+        })).collect::<Vec<_>>(),
+        "targets": r.targets.iter().map(|t| json!({
+            "target": t.name, "met": t.met, "detail": t.detail,
+        })).collect::<Vec<_>>(),
+        "warnings": r.warnings,
+        "elapsed_s": r.elapsed.as_secs_f64(),
+    })
+}

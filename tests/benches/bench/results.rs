@@ -1,0 +1,192 @@
+//! What the steps measured, as plain data for the table, the JSON and the chart.
+
+use std::time::Duration;
+
+/// Prefix counts of the per-packet table: CIDR identities in the LPM trie, and as many exact
+/// bindings in the identity map (each half IPv4, half IPv6).
+pub const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")];
+
+/// One cell of the per-packet table.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// Nanoseconds per packet: median of the path minus median of the empty program.
+    Ns {
+        net: f64,
+        gross: f64,
+        floor: f64,
+        /// Half the range of the path's runs.
+        spread: f64,
+    },
+    /// Why there is no figure (not implemented, over capacity, no key to vary).
+    Na(String),
+}
+
+impl Value {
+    pub fn net(&self) -> Option<f64> {
+        match self {
+            Value::Ns { net, .. } => Some(*net),
+            Value::Na(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PacketRow {
+    /// "Boundary" or "xdp-filter".
+    pub subject: &'static str,
+    pub path: String,
+    pub family: &'static str,
+    /// Expected verdict and reason (`pass default_allow`), checked before timing.
+    pub verdict: String,
+    /// One per entry of [`SIZES`].
+    pub hot: Vec<Value>,
+    pub random: Vec<Value>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PerPacket {
+    pub rows: Vec<PacketRow>,
+    /// Median floor (empty XDP program) over the whole step: hot, and per call.
+    pub floor_hot: f64,
+    pub floor_call: f64,
+    /// The same for the empty TC program (the egress rows' floor).
+    pub tc_floor_hot: f64,
+    pub tc_floor_call: f64,
+    /// (prefix label, time `Maps::apply` took to fill the tables).
+    pub fills: Vec<(&'static str, Duration)>,
+    /// Maps whose shipped capacity was raised for a size, described.
+    pub raised: Vec<String>,
+}
+
+/// One configuration of the denied-flood comparison.
+#[derive(Clone, Debug)]
+pub struct FloodRow {
+    pub config: String,
+    /// Kernel-reported time per frame, generator included.
+    pub ns_per_frame: f64,
+    pub spread: f64,
+    /// Minus the generator's own cost: what the receiving side spends per frame.
+    pub rx_ns: Option<f64>,
+    pub frames: u64,
+    /// Frames the receiving side saw dropped by the configuration under test.
+    pub dropped: Option<u64>,
+}
+
+impl FloodRow {
+    pub fn mpps_per_core(&self) -> Option<f64> {
+        self.rx_ns.filter(|&n| n > 0.0).map(|n| 1e3 / n)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Flood {
+    pub rows: Vec<FloodRow>,
+    pub boundary_over_nft: Option<f64>,
+    pub note: String,
+}
+
+/// In-process control-plane timings for one rule count.
+#[derive(Clone, Debug)]
+pub struct CompileRow {
+    pub rules: usize,
+    pub workloads: usize,
+    /// Map entries of one generation.
+    pub entries: usize,
+    /// `None` where the compiler refuses the policy (the tables were built directly).
+    pub parse: Option<Duration>,
+    pub compile: Option<Duration>,
+    pub apply_fresh: Duration,
+    pub apply_again: Duration,
+    pub batch_update: Duration,
+}
+
+/// The agent as a process, for one rule count.
+#[derive(Clone, Debug)]
+pub struct AgentRow {
+    pub rules: usize,
+    pub workloads: usize,
+    pub start_to_ready: Duration,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    /// File change (write + SIGHUP) to the new verdict observed in the pinned program.
+    pub reload: Vec<Duration>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlane {
+    pub compile: Vec<CompileRow>,
+    /// The compiler's answer to a policy of `control_plane::TARGET_RULES` rules.
+    pub refusal: String,
+    pub agent: Vec<AgentRow>,
+    pub agent_note: String,
+}
+
+/// The agent under a sustained denied flood, scraped every few seconds.
+#[derive(Clone, Debug)]
+pub struct FloodCpu {
+    pub window: Duration,
+    /// Frames the generator sent, and the agent's datapath counted as `policy_deny`.
+    pub frames: u64,
+    pub denied: u64,
+    /// The agent's utime + stime over the window.
+    pub agent_cpu: Duration,
+    pub scrapes: Vec<Duration>,
+}
+
+impl FloodCpu {
+    pub fn mpps(&self) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
+        let frames = self.frames as f64;
+        frames / self.window.as_secs_f64() / 1e6
+    }
+
+    /// Share of one core, in percent.
+    pub fn cpu_percent(&self) -> f64 {
+        self.agent_cpu.as_secs_f64() / self.window.as_secs_f64() * 100.0
+    }
+}
+
+/// `/metrics` of an agent with many workloads, and its CPU under a flood (issue #5).
+#[derive(Clone, Debug, Default)]
+pub struct Observability {
+    pub workloads: usize,
+    pub rules: usize,
+    /// Size of one scrape's body, and its sample lines.
+    pub body_bytes: usize,
+    pub series: usize,
+    /// Back-to-back scrapes, connect to last byte.
+    pub scrapes: Vec<Duration>,
+    pub flood: Option<FloodCpu>,
+    pub note: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProgramRow {
+    pub program: String,
+    pub verified_insns: Option<u32>,
+    pub jited_bytes: u32,
+}
+
+/// A target from issues #4 and #5, judged on this run's figures.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    /// `Some(true)` met, `Some(false)` not met, `None` cannot be judged yet.
+    pub met: Option<bool>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub machine: String,
+    pub mode: String,
+    pub per_packet: PerPacket,
+    pub peer_note: String,
+    pub flood: Flood,
+    pub control: ControlPlane,
+    pub observability: Observability,
+    pub programs: Vec<ProgramRow>,
+    pub targets: Vec<Target>,
+    pub elapsed: Duration,
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,183 @@
+//! Timing programs with `BPF_PROG_TEST_RUN`, two ways, always against the empty program of the
+//! same type (XDP, or TC for the egress program) measured the same way and interleaved with it
+//! (so drift on a noisy VM hits both alike).
+//!
+//! - **Hot single flow**: one frame, `repeat` (>= 10^6) runs in one call. After the first run
+//!   every map bucket and element the path touches is in L1: this is the path's best case and
+//!   its instruction cost.
+//! - **Random key**: the test-run command takes one frame per call and a repeated frame is
+//!   a hot frame again, so the random-key variant makes many calls with `repeat = 1`, each with
+//!   a key (the peer address; the destination on the unprotected path) drawn at random from the
+//!   path's key set (written into the frame between calls, outside the timed region). The
+//!   kernel times each call's single run; the floor is
+//!   the empty program timed the same way (per-call timer overhead included in both, then
+//!   subtracted). Between calls the syscall path evicts part of the cache, as other work would
+//!   between packets on a real host, so lookups into a large table pay their cache misses.
+//!   The kernel reports whole nanoseconds per call; the mean over many calls smooths that.
+//!   Its limit: a single short run between two clock reads can partly overlap them (the TSC
+//!   read does not serialize), so for paths of a few tens of nanoseconds the per-call figure
+//!   can come out some nanoseconds below the hot one. Compare random-key figures with each
+//!   other, and hot with hot.
+
+use std::{os::fd::AsFd as _, time::Duration};
+
+use anyhow::{Context as _, ensure};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
+
+use super::{
+    Plan,
+    sys::{self, RawProgram, TestRunExtra, TestRunOutput},
+};
+
+/// A program that can be run with `BPF_PROG_TEST_RUN`.
+pub trait Target {
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput>;
+}
+
+/// Boundary's programs, loaded by aya: aya's `TestRun`.
+impl Target for Xdp {
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput> {
+        let out = self
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok(TestRunOutput {
+            retval: out.return_value,
+            per_run: out.duration,
+        })
+    }
+}
+
+/// The TC egress program: the kernel builds an skb around the frame once per call.
+impl Target for SchedClassifier {
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput> {
+        let out = self
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok(TestRunOutput {
+            retval: out.return_value,
+            per_run: out.duration,
+        })
+    }
+}
+
+/// Programs aya did not load (the floor, xdp-filter): the raw command.
+impl Target for RawProgram {
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<TestRunOutput> {
+        sys::test_run(self.as_fd(), frame, repeat, TestRunExtra::default())
+            .context("BPF_PROG_TEST_RUN (raw)")
+    }
+}
+
+/// Per-run figures in nanoseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Samples(pub Vec<f64>);
+
+impl Samples {
+    pub fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+        }
+    }
+
+    /// Half the range of the runs: the "±" printed after a median.
+    pub fn spread(&self) -> f64 {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (max - min) / 2.0
+    }
+}
+
+/// A path's runs and the floor's runs interleaved with them.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub gross: Samples,
+    pub floor: Samples,
+}
+
+impl Cell {
+    /// Median of the path minus median of the floor.
+    pub fn net(&self) -> f64 {
+        self.gross.median() - self.floor.median()
+    }
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// The hot single flow: `plan.runs` calls of `plan.repeat` runs each, for the floor and the
+/// target alternately. Every run must return `action`.
+pub fn hot(
+    target: &dyn Target,
+    floor: &dyn Target,
+    frame: &[u8],
+    action: u32,
+    plan: &Plan,
+) -> anyhow::Result<Cell> {
+    let mut cell = Cell {
+        gross: Samples::default(),
+        floor: Samples::default(),
+    };
+    for _ in 0..plan.runs {
+        cell.floor
+            .0
+            .push(ns(floor.run(frame, plan.repeat)?.per_run));
+        let out = target.run(frame, plan.repeat)?;
+        ensure!(
+            out.retval == action,
+            "expected action {action}, got {}",
+            out.retval
+        );
+        cell.gross.0.push(ns(out.per_run));
+    }
+    Ok(cell)
+}
+
+/// The random-key variant: `plan.runs` runs of `plan.calls` single-run calls; before each
+/// call `rekey` writes a freshly drawn key into the frame. Every call must return `action`.
+pub fn random(
+    target: &dyn Target,
+    floor: &dyn Target,
+    template: &[u8],
+    rekey: &mut dyn FnMut(&mut [u8]),
+    action: u32,
+    plan: &Plan,
+) -> anyhow::Result<Cell> {
+    let mut frame = template.to_vec();
+    let mut mean_of = |t: &dyn Target, check: bool| -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for _ in 0..plan.calls {
+            rekey(&mut frame);
+            let out = t.run(&frame, 1)?;
+            ensure!(
+                !check || out.retval == action,
+                "expected action {action}, got {}",
+                out.retval
+            );
+            total += ns(out.per_run);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "call counts are small")]
+        Ok(total / plan.calls as f64)
+    };
+    let mut cell = Cell {
+        gross: Samples::default(),
+        floor: Samples::default(),
+    };
+    for _ in 0..plan.runs {
+        cell.floor.0.push(mean_of(floor, false)?);
+        cell.gross.0.push(mean_of(target, true)?);
+    }
+    Ok(cell)
+}

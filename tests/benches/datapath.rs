@@ -1,0 +1,74 @@
+//! `cargo xtask bench [--quick] [--json]` runs this (`cargo bench -p boundary-tests --bench
+//! datapath -- ARGS`). It needs root. The table goes to stdout (or the JSON with `--json`);
+//! progress to stderr; the table, the JSON and the chart are also written under
+//! `target/bench/`. What is measured and how: `bench/mod.rs` and the module it names.
+
+mod bench;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+
+#[derive(clap::Parser)]
+#[command(name = "datapath bench")]
+struct Args {
+    /// Fewer runs and calls: a smoke run in under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, control-plane,
+    /// observability, verifier), for working on one of them. The targets need every step.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the report files go (default: the workspace's target/bench).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "the benchmark loads eBPF programs and makes network namespaces: run it as root (sudo cargo xtask bench)"
+        );
+    }
+    let mut plan = if args.quick {
+        bench::Plan::quick()
+    } else {
+        bench::Plan::full()
+    };
+    plan.only = args.only;
+    let report = bench::run(&plan, args.quick)?;
+
+    let dir = args.out_dir.unwrap_or_else(|| {
+        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        tests.parent().unwrap_or(tests).join("target/bench")
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let table = bench::report::table(&report);
+    let json = serde_json::to_string_pretty(&bench::report::json(&report))?;
+    std::fs::write(dir.join("report.txt"), &table)?;
+    std::fs::write(dir.join("report.json"), &json)?;
+    let png = dir.join("per-packet.png");
+    if let Err(e) = bench::chart::draw(&report, &png) {
+        eprintln!("warning: no chart: {e:#}");
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{table}");
+    }
+    eprintln!(
+        "wrote {}, {} and {}",
+        dir.join("report.txt").display(),
+        dir.join("report.json").display(),
+        png.display()
+    );
+    Ok(())
+}

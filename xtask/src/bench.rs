@@ -1,0 +1,66 @@
+//! `cargo xtask bench`: every performance figure the project quotes comes from here.
+//!
+//! Installs what the comparison needs (xdp-tools for xdp-filter, nftables, ethtool for the
+//! veth's GRO switch) with setup's apt helper, builds the agent in release mode (the bench
+//! runs it as a process), then runs the benchmark, a Cargo bench target in the tests crate
+//! (`tests/benches/datapath.rs`): it uses boundary-agent as a library, which xtask must not
+//! depend on (its build needs the eBPF toolchain that `setup` installs).
+
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::{cargo, root, setup};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fewer runs and calls (about two minutes once built): a smoke test of the harness, not
+    /// figures to quote.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the report as JSON on stdout instead of the table (both are also written under
+    /// target/bench/).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// (command that proves the package is there, Debian package).
+const BENCH_APT: &[(&str, &str)] = &[
+    ("xdp-filter", "xdp-tools"),
+    ("nft", "nftables"),
+    ("ethtool", "ethtool"),
+];
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "the benchmark loads eBPF programs, attaches XDP and makes network namespaces: run it as root"
+        );
+    }
+    let start = Instant::now();
+    setup::run()?;
+    setup::apt_install(BENCH_APT)?;
+    cargo(&["build", "--release", "--package", "boundary-agent"], &[])?;
+    let agent = root().join("target/release/boundary-agent");
+    let agent = agent.display().to_string();
+    let mut bench = vec![
+        "bench",
+        "--package",
+        "boundary-tests",
+        "--bench",
+        "datapath",
+        "--",
+    ];
+    if args.quick {
+        bench.push("--quick");
+    }
+    if args.json {
+        bench.push("--json");
+    }
+    cargo(&bench, &[("BOUNDARY_AGENT_BIN", &agent)])?;
+    eprintln!(
+        "xtask: bench finished in {:.1} s (build included)",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
