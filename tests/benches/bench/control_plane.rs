@@ -131,8 +131,8 @@ fn tables_for(rules: usize) -> Tables {
                 } else {
                     RULE_ALLOW
                 },
-                pad: 0,
-                rule: u16::try_from(i.min(MAX_RULES as usize - 1)).expect("fits"),
+                pad: [0; 3],
+                rule: u32::try_from(i.min(MAX_RULES as usize - 1)).expect("fits"),
             };
             t.policy.insert(key, value);
         }

@@ -188,10 +188,10 @@ impl BenchDatapath {
 fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
     PolicyValue {
         action: if deny { RULE_DENY } else { RULE_ALLOW },
-        pad: 0,
+        pad: [0; 3],
         // Rule ids past the rule-hits array (policies beyond MAX_RULES exist only here) share
         // its last entry; the datapath's lookup cost does not depend on the id.
-        rule: u16::try_from(rule.min(MAX_RULES as usize - 1)).expect("below MAX_RULES"),
+        rule: u32::try_from(rule.min(MAX_RULES as usize - 1)).expect("below MAX_RULES"),
     }
 }
 
