@@ -218,3 +218,20 @@ pub fn with_ipv4_options(frame: &[u8], words: u8) -> Vec<u8> {
     fix_ipv4_checksum(&mut out);
     out
 }
+
+/// Cuts an untagged IPv4 frame to `ip_len` bytes of IP packet, fixing total length and checksum.
+pub fn cut_v4(mut f: Vec<u8>, ip_len: usize) -> Vec<u8> {
+    f.truncate(ETH_LEN + ip_len);
+    let total = u16::try_from(ip_len).expect("fits");
+    f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// Cuts an untagged IPv6 frame to `payload` bytes after the fixed header, fixing payload length.
+pub fn cut_v6(mut f: Vec<u8>, payload: usize) -> Vec<u8> {
+    f.truncate(ETH_LEN + IPV6_LEN + payload);
+    let len = u16::try_from(payload).expect("fits");
+    f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
+    f
+}

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use boundary_common::{Reason, maps::Action};
 use boundary_tests::{
     netns::addr::{CLIENT, CLIENT6, SERVER, SERVER_B, SERVER_OTHER, SERVER6},
-    packets::{self, ETH_LEN, Ext, IPV4_LEN, IPV6_LEN, L4},
+    packets::{self, ETH_LEN, Ext, IPV4_LEN, L4},
     require_root,
 };
 use support::{
@@ -37,23 +37,6 @@ fn udp6() -> Vec<u8> {
 }
 fn tcp6() -> Vec<u8> {
     packets::v6(CLIENT6, SERVER6, TCP, b"")
-}
-
-/// Cuts an untagged IPv4 frame to `ip_len` bytes of IP packet, fixing total length and checksum.
-fn cut_v4(mut f: Vec<u8>, ip_len: usize) -> Vec<u8> {
-    f.truncate(ETH_LEN + ip_len);
-    let total = u16::try_from(ip_len).expect("fits");
-    f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
-    packets::fix_ipv4_checksum(&mut f);
-    f
-}
-
-/// Cuts an untagged IPv6 frame to `payload` bytes after the fixed header, fixing payload length.
-fn cut_v6(mut f: Vec<u8>, payload: usize) -> Vec<u8> {
-    f.truncate(ETH_LEN + IPV6_LEN + payload);
-    let len = u16::try_from(payload).expect("fits");
-    f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
-    f
 }
 
 fn v6_payload_len(f: &[u8]) -> usize {
@@ -255,7 +238,7 @@ case!(
     {
         let f = packets::with_ipv6_exts(&tcp6(), &[Ext::Auth]);
         let len = v6_payload_len(&f);
-        cut_v6(f, len - 10)
+        packets::cut_v6(f, len - 10)
     },
     XDP_DROP,
     WEB,
@@ -266,7 +249,7 @@ case!(
     {
         let f = packets::with_ipv6_exts(&tcp6(), &[Ext::HopByHop, Ext::Routing, Ext::DestOpts]);
         let len = v6_payload_len(&f);
-        cut_v6(f, len - 10)
+        packets::cut_v6(f, len - 10)
     },
     XDP_DROP,
     WEB,
@@ -371,7 +354,7 @@ case!(
     ipv4_ethernet_padding_is_not_payload,
     {
         // A short packet padded to the Ethernet minimum: the padding must not be read as TCP.
-        let mut f = cut_v4(tcp4(), IPV4_LEN + 10);
+        let mut f = packets::cut_v4(tcp4(), IPV4_LEN + 10);
         f.resize(60, 0);
         f
     },
@@ -405,21 +388,21 @@ case!(
 );
 case!(
     tcp_truncated,
-    cut_v4(tcp4(), IPV4_LEN + 12),
+    packets::cut_v4(tcp4(), IPV4_LEN + 12),
     XDP_DROP,
     WEB,
     Reason::TcpTruncated
 );
 case!(
     tcp_truncated_ipv6,
-    cut_v6(tcp6(), 12),
+    packets::cut_v6(tcp6(), 12),
     XDP_DROP,
     WEB,
     Reason::TcpTruncated
 );
 case!(
     udp_truncated,
-    cut_v4(udp4(), IPV4_LEN + 4),
+    packets::cut_v4(udp4(), IPV4_LEN + 4),
     XDP_DROP,
     WEB,
     Reason::UdpTruncated
@@ -448,14 +431,14 @@ case!(
 );
 case!(
     icmp_truncated,
-    cut_v4(packets::v4(CLIENT, SERVER, L4::IcmpEcho, b""), IPV4_LEN + 4),
+    packets::cut_v4(packets::v4(CLIENT, SERVER, L4::IcmpEcho, b""), IPV4_LEN + 4),
     XDP_DROP,
     WEB,
     Reason::IcmpTruncated
 );
 case!(
     icmpv6_truncated,
-    cut_v6(packets::v6(CLIENT6, SERVER6, L4::IcmpEcho, b""), 4),
+    packets::cut_v6(packets::v6(CLIENT6, SERVER6, L4::IcmpEcho, b""), 4),
     XDP_DROP,
     WEB,
     Reason::Icmpv6Truncated
@@ -501,7 +484,7 @@ case!(
     {
         // The hop-by-hop header says 16 bytes; only 4 of them are there.
         let f = packets::with_ipv6_exts(&udp6(), &[Ext::HopByHop]);
-        cut_v6(f, 4)
+        packets::cut_v6(f, 4)
     },
     XDP_DROP,
     WEB,
@@ -533,7 +516,7 @@ case!(
 case!(
     ipv4_tiny_first_fragment,
     {
-        let mut f = cut_v4(tcp4(), IPV4_LEN + 8);
+        let mut f = packets::cut_v4(tcp4(), IPV4_LEN + 8);
         packets::set_ipv4_fragment(&mut f, 0, true);
         f
     },
@@ -562,7 +545,7 @@ case!(
                 more: true,
             }],
         );
-        cut_v6(f, 8 + 8)
+        packets::cut_v6(f, 8 + 8)
     },
     XDP_DROP,
     WEB,
@@ -582,7 +565,7 @@ case!(
                 Ext::DestOpts,
             ],
         );
-        cut_v6(f, 8 + 4)
+        packets::cut_v6(f, 8 + 4)
     },
     XDP_DROP,
     WEB,

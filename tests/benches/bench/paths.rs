@@ -419,23 +419,6 @@ fn tcp6(dst: IpAddr) -> Vec<u8> {
     )
 }
 
-/// Cuts an untagged IPv4 frame to `ip_len` bytes of IP packet, fixing the total length.
-fn cut_v4(mut f: Vec<u8>, ip_len: usize) -> Vec<u8> {
-    f.truncate(ETH_LEN + ip_len);
-    let total = u16::try_from(ip_len).expect("fits");
-    f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
-    packets::fix_ipv4_checksum(&mut f);
-    f
-}
-
-/// Cuts an untagged IPv6 frame to `payload` bytes after the fixed header.
-fn cut_v6(mut f: Vec<u8>, payload: usize) -> Vec<u8> {
-    f.truncate(ETH_LEN + IPV6_LEN + payload);
-    let len = u16::try_from(payload).expect("fits");
-    f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
-    f
-}
-
 fn three_tags(f: &[u8]) -> Vec<u8> {
     packets::push_vlan(&packets::push_vlan(&packets::push_vlan(f, 100), 200), 300)
 }
@@ -770,14 +753,14 @@ pub fn all() -> Vec<PathDef> {
             V4,
             Fixed,
             drop(R::UdpTruncated),
-            |d| cut_v4(udp4(d), IPV4_LEN + 4),
+            |d| packets::cut_v4(udp4(d), IPV4_LEN + 4),
         ),
         row(
             "malformed: udp_truncated",
             V6,
             Fixed,
             drop(R::UdpTruncated),
-            |d| cut_v6(udp6(d), 4),
+            |d| packets::cut_v6(udp6(d), 4),
         ),
         row(
             "malformed: udp_bad_length",
@@ -809,7 +792,7 @@ pub fn all() -> Vec<PathDef> {
             Fixed,
             drop(R::IcmpTruncated),
             |d| {
-                cut_v4(
+                packets::cut_v4(
                     packets::v4(CLIENT4, v4(d), L4::IcmpEcho, b"ping"),
                     IPV4_LEN + 4,
                 )
@@ -820,7 +803,7 @@ pub fn all() -> Vec<PathDef> {
             V6,
             Fixed,
             drop(R::Icmpv6Truncated),
-            |d| cut_v6(packets::v6(CLIENT6, v6(d), L4::IcmpEcho, b"ping"), 4),
+            |d| packets::cut_v6(packets::v6(CLIENT6, v6(d), L4::IcmpEcho, b"ping"), 4),
         ),
         row(
             "malformed: fragment_tiny",
@@ -828,7 +811,7 @@ pub fn all() -> Vec<PathDef> {
             Fixed,
             drop(R::FragmentTiny),
             |d| {
-                let mut f = cut_v4(tcp4(d), IPV4_LEN + 10);
+                let mut f = packets::cut_v4(tcp4(d), IPV4_LEN + 10);
                 packets::set_ipv4_fragment(&mut f, 0, true);
                 f
             },
@@ -846,7 +829,7 @@ pub fn all() -> Vec<PathDef> {
                         more: true,
                     }],
                 );
-                cut_v6(f, 8 + 10)
+                packets::cut_v6(f, 8 + 10)
             },
         ),
         row(
