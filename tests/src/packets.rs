@@ -4,8 +4,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpAuthHeader, IpFragOffset, IpNumber,
-    Ipv6FragmentHeader, Ipv6RawExtHeader, PacketBuilder, SingleVlanHeader, VlanId,
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpAuthHeader, IpFragOffset, IpHeaders,
+    IpNumber, Ipv6FragmentHeader, Ipv6RawExtHeader, PacketBuilder, PacketBuilderStep,
+    SingleVlanHeader, VlanId,
 };
 
 pub const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -36,17 +37,7 @@ pub fn v4_tagged(vlans: &[u16], src: Ipv4Addr, dst: Ipv4Addr, l4: L4, payload: &
             .ipv4(src.octets(), dst.octets(), 64),
         _ => panic!("use push_vlan for more than two tags"),
     };
-    let mut out = Vec::new();
-    match l4 {
-        L4::Udp { sport, dport } => ip.udp(sport, dport).write(&mut out, payload),
-        L4::Tcp { sport, dport } => ip
-            .tcp(sport, dport, 1, 65_535)
-            .syn()
-            .write(&mut out, payload),
-        L4::IcmpEcho => ip.icmpv4_echo_request(7, 1).write(&mut out, payload),
-    }
-    .expect("build frame");
-    out
+    finish(ip, l4, payload, false)
 }
 
 pub fn v4(src: Ipv4Addr, dst: Ipv4Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
@@ -55,6 +46,11 @@ pub fn v4(src: Ipv4Addr, dst: Ipv4Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
 
 pub fn v6(src: Ipv6Addr, dst: Ipv6Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
     let ip = PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER).ipv6(src.octets(), dst.octets(), 64);
+    finish(ip, l4, payload, true)
+}
+
+/// Writes the transport part (echo request of the right ICMP flavour) and the payload.
+fn finish(ip: PacketBuilderStep<IpHeaders>, l4: L4, payload: &[u8], v6: bool) -> Vec<u8> {
     let mut out = Vec::new();
     match l4 {
         L4::Udp { sport, dport } => ip.udp(sport, dport).write(&mut out, payload),
@@ -62,7 +58,8 @@ pub fn v6(src: Ipv6Addr, dst: Ipv6Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
             .tcp(sport, dport, 1, 65_535)
             .syn()
             .write(&mut out, payload),
-        L4::IcmpEcho => ip.icmpv6_echo_request(7, 1).write(&mut out, payload),
+        L4::IcmpEcho if v6 => ip.icmpv6_echo_request(7, 1).write(&mut out, payload),
+        L4::IcmpEcho => ip.icmpv4_echo_request(7, 1).write(&mut out, payload),
     }
     .expect("build frame");
     out
