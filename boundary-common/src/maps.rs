@@ -49,6 +49,11 @@ pub const EVENTS_MAP: &str = "BND_EVENTS";
 /// `PerCpuArray<EventBudget>` with one entry: each CPU's sampling state.
 pub const EVENT_BUDGET_MAP: &str = "BND_EVT_BUDGET";
 
+/// `PerCpuArray<VerdictCacheEntry>`: each CPU's direct-mapped cache of recent flow verdicts,
+/// see [`VerdictCacheEntry`]. Not pinned: a program loaded anew starts with an empty cache, so
+/// no entry outlives the code that wrote it.
+pub const VERDICT_CACHE_MAP: &str = "BND_VCACHE";
+
 /// `Array<u64>`: port bitmaps per generation, so the datapath skips lookups that cannot hit:
 /// kind 0 has a bit for every port with an exact-port policy entry, kind 1 for every failsafe
 /// port. See [`port_word_index`].
@@ -97,6 +102,10 @@ pub const MAX_RANGES: u32 = 2 * 262_144;
 pub const MAX_FAILSAFE: u32 = 2 * 1024;
 pub const MAX_FLOWS: u32 = 65_536;
 pub const MAX_FRAGMENTS: u32 = 16_384;
+/// Entries of each CPU's verdict cache (a power of two: the index is the top bits of a hash).
+pub const VERDICT_CACHE_SLOTS: u32 = 2_048;
+/// `log2(VERDICT_CACHE_SLOTS)`.
+pub const VERDICT_CACHE_BITS: u32 = 11;
 /// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
 pub const MAX_RULES: u32 = 131_072;
 
@@ -159,7 +168,11 @@ pub struct DatapathConfig {
     pub generation: u8,
     /// `CFG_*` bits describing the live generation, so the datapath skips empty maps.
     pub flags: u8,
-    pub pad: [u8; 5],
+    pub pad: u8,
+    /// Bumped by every write that changes what a flow's verdict could be (a new generation,
+    /// conntrack flushed, later: a binding attested). Verdict cache entries of another epoch
+    /// are misses; 0 means "no policy yet" and disables the cache.
+    pub epoch: u32,
 }
 
 /// [`DatapathConfig::flags`]: the live generation has exact-address identity bindings.
@@ -175,7 +188,23 @@ impl DatapathConfig {
             non_ip: non_ip as u8,
             generation,
             flags,
-            pad: [0; 5],
+            pad: 0,
+            epoch: 0,
+        }
+    }
+
+    /// The same config with `epoch`.
+    #[must_use]
+    pub const fn with_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The epoch after this one (never 0, which disables the cache).
+    pub const fn next_epoch(&self) -> u32 {
+        match self.epoch.wrapping_add(1) {
+            0 => 1,
+            e => e,
         }
     }
 }
@@ -363,6 +392,40 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
+/// One entry of [`VERDICT_CACHE_MAP`]: the policy's verdict for one TCP/UDP flow in one
+/// direction, valid while [`DatapathConfig::epoch`] is `epoch`.
+///
+/// It holds what is a pure function of the flow and the live policy (workload, identity,
+/// rule, the policy reason after failsafe); what can change under it is not cached: a cached
+/// drop still asks conntrack whether the packet is an established reply, and a cached allow
+/// refreshes its conntrack entry every [`CT_REFRESH_JIFFIES`]. Fragments, ICMP and other
+/// protocols never use the cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictCacheEntry {
+    /// The flow as 5 words: (direction, proto, family, 0, sport, dport), source, destination.
+    pub flow: [u64; 5],
+    pub epoch: u32,
+    pub slot: u16,
+    /// `Reason` code decided by the policy (or failsafe, or "unprotected").
+    pub reason: u8,
+    /// `VC_*` bits.
+    pub flags: u8,
+    pub rule: u32,
+    pub identity: u32,
+    /// `bpf_jiffies64` after which a cached allow refreshes its conntrack entry.
+    pub ct_due: u64,
+}
+
+/// [`VerdictCacheEntry::flags`]: the workload tracks this direction's allowed flows.
+pub const VC_TRACK: u8 = 1;
+/// ... the workload is in audit mode.
+pub const VC_AUDIT: u8 = 2;
+/// A cached allow rewrites its conntrack entry at most this often (64 ms at HZ=1000, 640 ms at
+/// HZ=100: well inside every conntrack timeout, and the entry is re-created this quickly if
+/// the LRU evicted it).
+pub const CT_REFRESH_JIFFIES: u64 = 64;
+
 /// Key of [`FRAGMENTS_MAP`]: one datagram being fragmented.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -480,6 +543,8 @@ const _: () = {
     assert!(size_of::<FlowValue>() == 8);
     assert!(size_of::<FragKey>() == 40);
     assert!(size_of::<FragValue>() == 8);
+    assert!(size_of::<VerdictCacheEntry>() == 64);
+    assert!(VERDICT_CACHE_SLOTS == 1 << VERDICT_CACHE_BITS);
     assert!(size_of::<WorkloadName>() == WORKLOAD_NAME_LEN);
     assert!(size_of::<EventBudget>() == 32);
     assert!(size_of::<DropEvent>() == 64);

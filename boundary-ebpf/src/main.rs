@@ -5,8 +5,12 @@
 //! that `cargo clippy --workspace` covers it; the real object is built for `bpfel-unknown-none`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// One-instruction unaligned loads from packet memory (see `parse::load_u32`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![cfg_attr(not(target_arch = "bpf"), allow(dead_code, unused_imports))]
 
+#[cfg(target_arch = "bpf")]
+mod cache;
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
@@ -35,7 +39,7 @@ mod programs {
 
     use crate::{
         events,
-        parse::Packet,
+        parse::{self, Packet},
         stats,
         verdict::{self, Decision},
     };
@@ -56,13 +60,15 @@ mod programs {
     #[xdp]
     pub fn boundary_xdp(ctx: XdpContext) -> u32 {
         let (data, data_end) = (ctx.data(), ctx.data_end());
-        let mut pkt = Packet::new();
-        let d = verdict::decide(data, data_end, Direction::Ingress, &mut pkt);
+        let Some(pkt) = parse::scratch() else {
+            return xdp_action::XDP_PASS;
+        };
+        let d = verdict::decide(data, data_end, Direction::Ingress, pkt);
         #[expect(
             clippy::cast_possible_truncation,
             reason = "an XDP frame is at most a page"
         )]
-        account(&pkt, &d, Direction::Ingress, (data_end - data) as u32);
+        account(pkt, &d, Direction::Ingress, (data_end - data) as u32);
         match d.reason.verdict() {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
@@ -85,9 +91,11 @@ mod programs {
             };
             let _ = ctx.pull_data(want);
         }
-        let mut pkt = Packet::new();
-        let d = verdict::decide(ctx.data(), ctx.data_end(), Direction::Egress, &mut pkt);
-        account(&pkt, &d, Direction::Egress, len);
+        let Some(pkt) = parse::scratch() else {
+            return TC_ACT_UNSPEC;
+        };
+        let d = verdict::decide(ctx.data(), ctx.data_end(), Direction::Egress, pkt);
+        account(pkt, &d, Direction::Egress, len);
         match d.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.
             Verdict::Pass => TC_ACT_UNSPEC,

@@ -10,7 +10,8 @@ use boundary_common::maps::{
     AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
     FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
     MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
-    MAX_WORKLOADS, PORTS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, WorkloadName,
+    MAX_WORKLOADS, PORTS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS,
+    VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -66,3 +67,13 @@ pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entrie
 
 #[map(name = "BND_PORTS")]
 pub static PORTS: Array<u64> = Array::with_max_entries(PORTS_ENTRIES, 0);
+
+#[map(name = "BND_VCACHE")]
+pub static VERDICT_CACHE: PerCpuArray<VerdictCacheEntry> =
+    PerCpuArray::with_max_entries(VERDICT_CACHE_SLOTS, 0);
+
+/// Scratch space for the packet being decided: kept out of the 512-byte stack, and read back
+/// by the verifier as unknown values, so the parser's many outcomes converge into few states
+/// instead of multiplying with everything after them.
+#[map(name = "BND_SCRATCH")]
+pub static SCRATCH: PerCpuArray<crate::parse::Packet> = PerCpuArray::with_max_entries(1, 0);

@@ -48,9 +48,10 @@ pub const MAX_L4_OFFSET: usize = 320;
 
 /// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Fragment {
     /// Not a fragment.
-    None,
+    None = 0,
     /// Offset 0 with more fragments to come: carries the transport header.
     First,
     /// A later fragment: no transport header, ports unknown.
@@ -58,7 +59,13 @@ pub enum Fragment {
 }
 
 /// What the parser learned of an IP packet.
+///
+/// The addresses come first in an 8-aligned struct, so the verdict cache reads them as
+/// aligned words instead of byte by byte.
+#[repr(C, align(8))]
 pub struct Packet {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     /// `FAMILY_IPV4` / `FAMILY_IPV6` once the addresses are known, 0 before.
     pub family: u8,
     /// Transport protocol (after the IPv6 extension headers).
@@ -70,28 +77,79 @@ pub struct Packet {
     pub icmp_id: u16,
     /// IPv4 identification or IPv6 fragment identification; meaningful for fragments.
     pub frag_id: u32,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
     /// Ports in host order; 0 when the protocol has none or the packet is a later fragment.
     pub sport: u16,
     pub dport: u16,
 }
 
+const PACKET_WORDS: usize = size_of::<Packet>() / 8;
+const _: () = assert!(size_of::<Packet>() == PACKET_WORDS * 8);
+
+/// This CPU's scratch packet, reset. `None` cannot happen (entry 0 of a one-entry array) but
+/// the verifier wants it handled.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Packet> {
+    let p = crate::maps::SCRATCH.get_ptr_mut(0)?;
+    // Reset word by word: a struct assignment becomes a byte-wise memset call on BPF.
+    // SAFETY: this CPU's entry of a per-CPU array; one program runs on a CPU at a time (XDP in
+    // softirq, TC egress with bottom halves off) and each takes it once. `Packet` is 8-aligned
+    // and a whole number of words, and all-zero bytes are an empty packet (family 0,
+    // `Fragment::None`).
+    unsafe {
+        p.cast::<[u64; PACKET_WORDS]>().write([0; PACKET_WORDS]);
+        Some(&mut *p)
+    }
+}
+
+/// One 4-byte load from packet memory at any alignment. LLVM only emits loads of the type's
+/// alignment for BPF (byte by byte for a `[u8; 4]`); the JIT and the verifier allow unaligned
+/// packet loads where the architecture does (x86-64, arm64), so say it in assembly.
+///
+/// # Safety
+/// `p..p + 4` must have been bounds-checked against the packet end.
+#[inline(always)]
+unsafe fn load_u32(p: *const u8) -> u32 {
+    let v: u32;
+    // SAFETY: the caller checked the bounds; the load has no other effect.
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u32 *)({p} + 0)",
+            p = in(reg) p,
+            v = lateout(reg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v
+}
+
+/// [`load_u32`] for 8 bytes.
+///
+/// # Safety
+/// As for `load_u32`.
+#[inline(always)]
+unsafe fn load_u64(p: *const u8) -> u64 {
+    let v: u64;
+    // SAFETY: as in `load_u32`.
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u64 *)({p} + 0)",
+            p = in(reg) p,
+            v = lateout(reg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v
+}
+
 impl Packet {
+    /// Stores both addresses, each as the two native-endian words of its 16 bytes (an IPv4
+    /// address in the low 4 bytes of the first word, the rest zero).
     #[inline(always)]
-    pub const fn new() -> Self {
-        Self {
-            family: 0,
-            proto: 0,
-            fragment: Fragment::None,
-            icmp_type: 0,
-            icmp_code: 0,
-            icmp_id: 0,
-            frag_id: 0,
-            src: [0; 16],
-            dst: [0; 16],
-            sport: 0,
-            dport: 0,
+    fn set_addrs(&mut self, src: [u64; 2], dst: [u64; 2]) {
+        // SAFETY: `src` and `dst` are the first 32 bytes of an 8-aligned struct.
+        unsafe {
+            let words = (self as *mut Self).cast::<[u64; 4]>();
+            *words = [src[0], src[1], dst[0], dst[1]];
         }
     }
 }
@@ -173,8 +231,14 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     // Addresses first, so that a malformed packet is still counted under its workload.
     pkt.family = FAMILY_IPV4;
     pkt.proto = ip.proto;
-    pkt.src[..4].copy_from_slice(&ip.src_addr);
-    pkt.dst[..4].copy_from_slice(&ip.dst_addr);
+    // SAFETY: both addresses lie in the fixed header, bounds-checked above.
+    let (src, dst) = unsafe {
+        (
+            load_u32(ip.src_addr.as_ptr()),
+            load_u32(ip.dst_addr.as_ptr()),
+        )
+    };
+    pkt.set_addrs([u64::from(src), 0], [u64::from(dst), 0]);
     let hlen = usize::from(ip.vihl & 0x0f) * 4;
     if hlen < Ipv4Hdr::LEN {
         return Err(Reason::Ipv4BadIhl);
@@ -213,8 +277,14 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
         return Err(Reason::Ipv6BadVersion);
     }
     pkt.family = FAMILY_IPV6;
-    pkt.src = ip.src_addr;
-    pkt.dst = ip.dst_addr;
+    // SAFETY: both addresses lie in the fixed header, bounds-checked above.
+    unsafe {
+        let (s, d) = (ip.src_addr.as_ptr(), ip.dst_addr.as_ptr());
+        pkt.set_addrs(
+            [load_u64(s), load_u64(s.add(8))],
+            [load_u64(d), load_u64(d.add(8))],
+        );
+    }
     let payload = usize::from(be16(ip.payload_len));
     let mut off = off + Ipv6Hdr::LEN;
     if data + off + payload > end {

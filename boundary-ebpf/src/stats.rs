@@ -15,8 +15,13 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
         return;
     };
     // The mask is redundant for the compiler (codes are below REASON_SLOTS) but it is what
-    // lets the verifier prove the index in bounds.
-    let idx = (reason as usize) & REASON_SLOTS_MASK;
+    // lets the verifier prove the index in bounds: the code is read back through a volatile
+    // load so that LLVM, which knows a `Reason`'s range, cannot drop the mask when the reason
+    // came from memory (the verdict cache, a subprogram's answer).
+    let code = reason as u8;
+    // SAFETY: reading a local.
+    let code = unsafe { core::ptr::read_volatile(&raw const code) };
+    let idx = usize::from(code) & REASON_SLOTS_MASK;
     // SAFETY: `row` points into this CPU's value of a per-CPU array; nothing else runs on this
     // CPU while we hold it (BPF programs are not preempted on the same CPU by each other in
     // XDP/TC context), so a plain read-modify-write is race free.

@@ -9,12 +9,12 @@ use boundary_common::{
         Action, AddrKey, CFG_HAS_FAILSAFE, DatapathConfig, EP_PEERS_EGRESS, EP_PEERS_INGRESS,
         EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS,
         EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT,
-        icmp_port,
+        VC_AUDIT, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
 };
 
 use crate::{
-    conntrack, fragments,
+    cache, conntrack, fragments,
     maps::{CONFIG, ENDPOINTS},
     parse::{self, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Packet},
     policy,
@@ -88,16 +88,123 @@ fn endpoint(pkt: &Packet, direction: Direction, generation: u8) -> Option<Endpoi
     unsafe { ENDPOINTS.get(&key) }.copied()
 }
 
+/// What the policy says of a flow: a pure function of the flow and the live epoch, so it is
+/// what the verdict cache holds.
+#[derive(Clone, Copy)]
+struct Judged {
+    slot: u16,
+    reason: Reason,
+    rule: u32,
+    identity: u32,
+    /// `VC_*` bits.
+    flags: u8,
+}
+
+impl Judged {
+    const NONE: Self = Self {
+        slot: UNPROTECTED_SLOT,
+        reason: Reason::Unprotected,
+        rule: NO_RULE,
+        identity: 0,
+        flags: 0,
+    };
+
+    #[inline(always)]
+    fn decision(&self) -> Decision {
+        Decision {
+            slot: self.slot,
+            reason: self.reason,
+            rule: self.rule,
+            identity: self.identity,
+        }
+    }
+}
+
 #[inline(always)]
 fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
+    let cacheable = cfg.epoch != 0
+        && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
+        && pkt.fragment == Fragment::None;
+    // Whether an allowed, tracked flow (re)writes its conntrack entry: always when judged
+    // afresh, now and then when the verdict came from the cache.
+    let mut record = true;
+    let j = if cacheable {
+        let flow = cache::flow(pkt, direction as u8);
+        if let Some(entry) = cache::get(&flow, cfg.epoch) {
+            record = cache::conntrack_due(entry);
+            // SAFETY: this CPU's cache entry (see `cache`).
+            let e = unsafe { &*entry };
+            Judged {
+                slot: e.slot,
+                reason: Reason::from_code(e.reason).unwrap_or(Reason::Unprotected),
+                rule: e.rule,
+                identity: e.identity,
+                flags: e.flags,
+            }
+        } else {
+            let mut j = Judged::NONE;
+            if !judge(pkt, direction, cfg, &mut j) {
+                return j.decision();
+            }
+            cache::put(&VerdictCacheEntry {
+                flow,
+                epoch: cfg.epoch,
+                slot: j.slot,
+                reason: j.reason as u8,
+                flags: j.flags,
+                rule: j.rule,
+                identity: j.identity,
+                ct_due: 0,
+            });
+            j
+        }
+    } else {
+        let mut j = Judged::NONE;
+        if !judge(pkt, direction, cfg, &mut j) {
+            return j.decision();
+        }
+        j
+    };
+    finish(pkt, direction, &j, record)
+}
+
+/// The policy's verdict, before conntrack and audit, or the decision for packets decided on
+/// the way (later fragments, neighbour discovery).
+#[inline(always)]
+fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, out: &mut Judged) -> bool {
+    match judge_flow(pkt, direction, cfg) {
+        Ok(j) => {
+            *out = j;
+            true
+        }
+        Err(d) => {
+            *out = Judged {
+                slot: d.slot,
+                reason: d.reason,
+                rule: d.rule,
+                identity: d.identity,
+                flags: 0,
+            };
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn judge_flow(
+    pkt: &Packet,
+    direction: Direction,
+    cfg: &DatapathConfig,
+) -> Result<Judged, Decision> {
     let generation = cfg.generation;
     let Some(ep) = endpoint(pkt, direction, generation) else {
-        return Decision {
+        return Ok(Judged {
             slot: UNPROTECTED_SLOT,
             reason: Reason::Unprotected,
             rule: NO_RULE,
             identity: 0,
-        };
+            flags: 0,
+        });
     };
     if pkt.fragment == Fragment::Later {
         let (reason, rule) = match fragments::follow(pkt, direction) {
@@ -107,20 +214,20 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
             ),
             None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
         };
-        return Decision {
+        return Err(Decision {
             slot: ep.slot,
             reason,
             rule,
             identity: 0,
-        };
+        });
     }
     if pkt.proto == IPPROTO_ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
-        return Decision {
+        return Err(Decision {
             slot: ep.slot,
             reason: Reason::NeighborDiscovery,
             rule: NO_RULE,
             identity: 0,
-        };
+        });
     }
 
     let (local_port, remote) = match direction {
@@ -132,9 +239,19 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         IPPROTO_ICMP | IPPROTO_ICMPV6 => icmp_port(pkt.icmp_type),
         _ => PORT_ANY,
     };
-    let (ranges, rules, peers) = match direction {
-        Direction::Ingress => (EP_RANGES_INGRESS, EP_RULES_INGRESS, EP_PEERS_INGRESS),
-        Direction::Egress => (EP_RANGES_EGRESS, EP_RULES_EGRESS, EP_PEERS_EGRESS),
+    let (ranges, rules, peers, track) = match direction {
+        Direction::Ingress => (
+            EP_RANGES_INGRESS,
+            EP_RULES_INGRESS,
+            EP_PEERS_INGRESS,
+            EP_TRACK_INGRESS,
+        ),
+        Direction::Egress => (
+            EP_RANGES_EGRESS,
+            EP_RULES_EGRESS,
+            EP_PEERS_EGRESS,
+            EP_TRACK_EGRESS,
+        ),
     };
     // Lookups the compiled policy says cannot match are skipped: no rules, no identity.
     let identity = if ep.flags & peers != 0 {
@@ -160,38 +277,60 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         Some(v) => (Reason::PolicyDeny, v.rule),
         None => (default_reason(&ep, direction), NO_RULE),
     };
-    if reason.verdict() == Verdict::Drop {
-        if (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
-            && cfg.flags & CFG_HAS_FAILSAFE != 0
-            && policy::failsafe(generation, pkt.family, pkt.proto, local_port, remote)
-        {
-            reason = Reason::Failsafe;
-        } else if conntrack::established(pkt, direction) {
-            reason = Reason::Established;
-        } else {
-            reason = audited(&ep, reason);
-        }
+    if reason.verdict() == Verdict::Drop
+        && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
+        && cfg.flags & CFG_HAS_FAILSAFE != 0
+        && policy::failsafe(generation, pkt.family, pkt.proto, local_port, remote)
+    {
+        reason = Reason::Failsafe;
     }
-    if matches!(
-        reason,
-        Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
-    ) {
-        let track = match direction {
-            Direction::Ingress => EP_TRACK_INGRESS,
-            Direction::Egress => EP_TRACK_EGRESS,
-        };
-        if ep.flags & track != 0 {
-            conntrack::record(pkt, direction);
-        }
+    let mut flags = 0;
+    if ep.flags & track != 0 {
+        flags |= VC_TRACK;
     }
-    if pkt.fragment == Fragment::First {
-        fragments::remember(pkt, direction, ep.slot, reason, rule);
+    if ep.mode == Mode::Audit as u8 {
+        flags |= VC_AUDIT;
     }
-    Decision {
+    Ok(Judged {
         slot: ep.slot,
         reason,
         rule,
         identity,
+        flags,
+    })
+}
+
+/// What changes under a cached verdict: a drop may be the reply of an established flow, or
+/// audited; an allow records (or, from the cache, now and then refreshes) its flow for the
+/// replies; a first fragment is remembered for the later ones.
+#[inline(always)]
+fn finish(pkt: &Packet, direction: Direction, j: &Judged, record: bool) -> Decision {
+    let mut reason = j.reason;
+    if reason == Reason::Unprotected {
+        return Decision {
+            slot: UNPROTECTED_SLOT,
+            reason,
+            rule: NO_RULE,
+            identity: 0,
+        };
+    }
+    if reason.verdict() == Verdict::Drop {
+        if conntrack::established(pkt, direction) {
+            reason = Reason::Established;
+        } else if j.flags & VC_AUDIT != 0 {
+            reason = Reason::Audit;
+        }
+    } else if j.flags & VC_TRACK != 0 && record {
+        conntrack::record(pkt, direction);
+    }
+    if pkt.fragment == Fragment::First {
+        fragments::remember(pkt, direction, j.slot, reason, j.rule);
+    }
+    Decision {
+        slot: j.slot,
+        reason,
+        rule: j.rule,
+        identity: j.identity,
     }
 }
 

@@ -308,6 +308,7 @@ fn datapath_agrees_with_the_reference() {
     let mut kernel = Kernel::empty();
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
     let mut sent = 0;
+    let mut repeats = 0;
     for p in 0..policies {
         let yaml = random_policy(&mut r);
         let policy = Policy::from_str("random.yaml", &yaml)
@@ -323,12 +324,28 @@ fn datapath_agrees_with_the_reference() {
         // otherwise hit and the reference, which never evicts, would not.
         kernel.clear_state();
         let mut state = State::default();
+        // Real traffic comes in flows: a third of the packets repeat one sent earlier under
+        // this policy, which is what the datapath's per-CPU verdict cache answers from (and
+        // where a stale cached verdict would show).
+        let mut recent: Vec<(Direction, Vec<u8>)> = Vec::new();
         for i in 0..per_policy {
             if sent == total {
                 break;
             }
             sent += 1;
-            let (direction, frame) = random_frame(&mut r);
+            let (direction, frame) = if !recent.is_empty() && r.chance(33) {
+                repeats += 1;
+                recent[r.below(recent.len())].clone()
+            } else {
+                let fresh = random_frame(&mut r);
+                if recent.len() < 32 {
+                    recent.push(fresh.clone());
+                } else {
+                    let at = r.below(recent.len());
+                    recent[at] = fresh.clone();
+                }
+                fresh
+            };
             let want = reference::decide_frame(&tables, non_ip, &mut state, direction, &frame);
             let (action, got) = kernel.run_in_row(direction, &frame, want.slot);
             let want_action = match (direction, want.reason.verdict()) {
@@ -347,7 +364,9 @@ fn datapath_agrees_with_the_reference() {
             *counts.entry(want.reason.label()).or_default() += 1;
         }
     }
-    eprintln!("{sent} packets over {policies} policies, seed {seed}: {counts:?}");
+    eprintln!(
+        "{sent} packets ({repeats} repeated) over {policies} policies, seed {seed}: {counts:?}"
+    );
     // The mix must exercise what it claims to: malformed, fragments, policy both ways.
     for reason in [
         Reason::PolicyAllow,

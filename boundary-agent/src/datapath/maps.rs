@@ -358,7 +358,8 @@ impl Maps {
     ///    generation once per packet, so no packet sees a mix.
     /// 3. The old generation's entries are removed.
     pub fn apply(&mut self, tables: Tables, non_ip: abi::Action) -> Result<(), MapsError> {
-        let live = self.datapath_config()?.generation & 1;
+        let old_config = self.datapath_config()?;
+        let live = old_config.generation & 1;
         let next = live ^ 1;
         // Residue of an interrupted swap, or of an agent that never told us what it wrote.
         self.remove_generation_by_scan(next);
@@ -411,7 +412,8 @@ impl Maps {
         self.config
             .set(
                 0,
-                &DatapathConfig::new(non_ip, next, config_flags(&tables)),
+                &DatapathConfig::new(non_ip, next, config_flags(&tables))
+                    .with_epoch(old_config.next_epoch()),
                 0,
             )
             .map_err(map_err(CONFIG_MAP))?;
@@ -433,6 +435,15 @@ impl Maps {
         }
         self.installed = Some((next, tables));
         Ok(())
+    }
+
+    /// Makes every cached flow verdict stale: for writes outside a generation swap that can
+    /// change a verdict (conntrack flushed, a binding attested).
+    pub fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
+        let config = self.datapath_config()?;
+        self.config
+            .set(0, &config.with_epoch(config.next_epoch()), 0)
+            .map_err(map_err(CONFIG_MAP))
     }
 
     /// The tables this process installed last.

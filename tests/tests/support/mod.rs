@@ -106,8 +106,13 @@ impl Kernel {
         }
     }
 
-    /// Empties the conntrack and fragment maps.
+    /// Empties the conntrack and fragment maps (and so makes cached verdicts stale, as the
+    /// agent must whenever it writes state a cached verdict depends on).
     pub fn clear_state(&mut self) {
+        self.dp
+            .maps
+            .invalidate_verdicts()
+            .expect("invalidate verdicts");
         let flows: Vec<_> = self
             .dp
             .maps

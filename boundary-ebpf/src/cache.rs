@@ -1,0 +1,93 @@
+//! Each CPU's verdict cache: a direct-mapped array of recent TCP/UDP flows and what the policy
+//! said about them, so that the second and later packets of a flow cost one array read and a
+//! compare instead of the workload, identity and policy lookups (three hashes, or a trie at
+//! every CIDR identity).
+//!
+//! An entry is valid while its epoch is the config's: the agent bumps the epoch with every new
+//! generation and every other write that could change a verdict. A hash collision only costs
+//! a miss: the whole flow is compared. Entries are per CPU and a CPU runs one program at a
+//! time (XDP in softirq, TC egress with bottom halves off), so an entry is never seen half
+//! written.
+
+use aya_ebpf::helpers::bpf_jiffies64;
+use boundary_common::maps::{CT_REFRESH_JIFFIES, VERDICT_CACHE_BITS, VerdictCacheEntry};
+
+use crate::{maps::VERDICT_CACHE, parse::Packet};
+
+/// The flow of `pkt` seen in `direction`, as the cache compares it.
+#[inline(always)]
+pub fn flow(pkt: &Packet, direction: u8) -> [u64; 5] {
+    let head = u64::from(direction)
+        | u64::from(pkt.proto) << 8
+        | u64::from(pkt.family) << 16
+        | u64::from(pkt.sport) << 32
+        | u64::from(pkt.dport) << 48;
+    [
+        head,
+        word(&pkt.src, 0),
+        word(&pkt.src, 8),
+        word(&pkt.dst, 0),
+        word(&pkt.dst, 8),
+    ]
+}
+
+#[inline(always)]
+fn word(addr: &[u8; 16], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&addr[at..at + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// The slot a flow lives in: the top bits of a multiplicative hash of its words.
+#[inline(always)]
+fn index(flow: &[u64; 5]) -> u32 {
+    let mixed = flow[0]
+        ^ flow[1].rotate_left(13)
+        ^ flow[2].rotate_left(29)
+        ^ flow[3].rotate_left(41)
+        ^ flow[4].rotate_left(53);
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "VERDICT_CACHE_BITS bits are kept"
+    )]
+    let idx = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VERDICT_CACHE_BITS)) as u32;
+    idx
+}
+
+/// This CPU's entry for `flow` if it holds `flow` for `epoch`.
+#[inline(always)]
+pub fn get(flow: &[u64; 5], epoch: u32) -> Option<*mut VerdictCacheEntry> {
+    let entry = VERDICT_CACHE.get_ptr_mut(index(flow))?;
+    // SAFETY: this CPU's entry of a per-CPU array; see the module comment.
+    let e = unsafe { &*entry };
+    (e.epoch == epoch && e.flow == *flow).then_some(entry)
+}
+
+/// Stores `entry` in its flow's slot, replacing whatever shared it; the conntrack refresh is
+/// due `CT_REFRESH_JIFFIES` from now (the caller has just recorded the flow).
+#[inline(always)]
+pub fn put(entry: &VerdictCacheEntry) {
+    let Some(slot) = VERDICT_CACHE.get_ptr_mut(index(&entry.flow)) else {
+        return;
+    };
+    // SAFETY: as in `get`.
+    unsafe {
+        *slot = *entry;
+        (*slot).ct_due = bpf_jiffies64().wrapping_add(CT_REFRESH_JIFFIES);
+    }
+}
+
+/// Whether a cached allow should refresh its conntrack entry now; if so, the next refresh is
+/// scheduled.
+#[inline(always)]
+pub fn conntrack_due(entry: *mut VerdictCacheEntry) -> bool {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_jiffies64() };
+    // SAFETY: as in `get`.
+    let e = unsafe { &mut *entry };
+    if now < e.ct_due {
+        return false;
+    }
+    e.ct_due = now + CT_REFRESH_JIFFIES;
+    true
+}
