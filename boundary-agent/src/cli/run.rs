@@ -148,7 +148,7 @@ fn apply(
     let bindings = compiled.identities.len() as u64;
     datapath
         .maps
-        .apply(compiled, non_ip)
+        .apply(&compiled, non_ip)
         .map_err(CliError::failed)?;
     let generation = datapath
         .maps
