@@ -4,18 +4,27 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use boundary_agent::{
-    datapath::{batch, maps::MapsError},
+    datapath::{Datapath, Maps, PinLayout, batch, maps::MapsError},
     policy::{self, Policy, Tables},
 };
 use boundary_common::{
     Reason,
-    maps::{Action, ENDPOINTS_MAP, FAILSAFE_MAP, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey},
+    maps::{
+        Action, AddrKey, ENDPOINTS_MAP, FAILSAFE_MAP, FAMILY_IPV4, MAX_ENDPOINTS, MAX_FAILSAFE,
+        PolicyKey,
+    },
 };
 use boundary_tests::{
-    netns::addr::{CLIENT, SERVER, SERVER_B},
+    netns::{
+        addr::{CLIENT, SERVER, SERVER_B},
+        unique_name,
+    },
     packets::{self, L4},
     require_root,
 };
@@ -302,5 +311,79 @@ fn batch_delete_passes_over_keys_already_gone() {
             .filter_map(Result::ok)
             .all(|k| k.generation != 7),
         "keys 1 and 3 are gone"
+    );
+}
+
+/// A pin directory on the bpffs, removed on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Never panics: this may run while a failed assertion unwinds.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn after_a_restart_the_first_swap_removes_both_old_generations() {
+    if !require_root("after_a_restart_the_first_swap_removes_both_old_generations") {
+        return;
+    }
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-restart")));
+    let layout = PinLayout::new(&pins.0);
+    let mut k = Kernel {
+        dp: Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)"),
+    };
+    let first = Policy::from_str("p.yaml", POLICY).expect("valid");
+    k.install(&first, Action::Pass);
+    let live = k.dp.maps.datapath_config().expect("config").generation;
+    // Residue of a swap the previous agent did not finish: in the other generation, a
+    // workload's endpoint entry for an address nobody protects. Come to life, it would subject
+    // that address to the workload's rules.
+    let stray = Ipv4Addr::new(10, 203, 0, 9);
+    let (_, owner) =
+        k.dp.maps
+            .endpoints
+            .iter()
+            .next()
+            .expect("an entry")
+            .expect("read");
+    let mut addr = [0; 16];
+    addr[..4].copy_from_slice(&stray.octets());
+    let stale = AddrKey::new(live ^ 1, FAMILY_IPV4, addr);
+    k.dp.maps
+        .endpoints
+        .insert(&stale, &owner, 0)
+        .expect("insert");
+    let unprotected = k.xdp(&udp(CLIENT, 5000, stray, 54));
+    assert_eq!((unprotected.action, unprotected.slot), (XDP_PASS, 0));
+
+    // A new agent: handles on the same maps that know nothing of what is in them.
+    let mut restarted = Maps::from_pins(&layout).expect("open the pins");
+    let next = moved_dns(&k);
+    restarted.apply(&next, Action::Pass).expect("apply");
+    assert_eq!(
+        k.xdp(&udp(Ipv4Addr::new(10, 9, 1, 1), 5000, SERVER, 54))
+            .reason,
+        Reason::PolicyAllow
+    );
+    assert_eq!(
+        k.xdp(&udp(CLIENT, 5000, SERVER, 53)).reason,
+        Reason::DefaultDeny
+    );
+    assert_eq!(
+        k.xdp(&udp(CLIENT, 5000, stray, 54)),
+        unprotected,
+        "the residue was removed before the switch: the address is still nobody's"
+    );
+    assert_eq!(
+        entries(&k),
+        [
+            next.endpoints.len(),
+            next.cidrs.len(),
+            next.policy.len(),
+            next.failsafe.len()
+        ],
+        "the previous agent's live generation is gone too"
     );
 }
