@@ -1,12 +1,30 @@
 //! Tier 2, policy: the real programs through `BPF_PROG_TEST_RUN` on crafted frames, for the
-//! stateful parts (conntrack, fragments), generation swaps and rule hit counters.
+//! stateful parts (conntrack, fragments), generation swaps (and their rollback when a map is
+//! full) and rule hit counters.
 
 mod support;
 
-use boundary_agent::policy::Policy;
-use boundary_common::{Reason, maps::Action};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+use boundary_agent::{
+    datapath::{Datapath, Maps, PinLayout, batch, maps::MapsError},
+    policy::{self, Policy, Tables},
+};
+use boundary_common::{
+    Reason,
+    maps::{
+        Action, AddrKey, ENDPOINTS_MAP, FAILSAFE_MAP, FAMILY_IPV4, MAX_ENDPOINTS, MAX_FAILSAFE,
+        PolicyKey,
+    },
+};
 use boundary_tests::{
-    netns::addr::{CLIENT, SERVER, SERVER_B},
+    netns::{
+        addr::{CLIENT, SERVER, SERVER_B},
+        unique_name,
+    },
     packets::{self, L4},
     require_root,
 };
@@ -27,7 +45,7 @@ workloads:
     mode: audit
 ";
 
-fn udp(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16) -> Vec<u8> {
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     packets::v4(src, dst, L4::Udp { sport, dport }, b"x")
 }
 
@@ -141,4 +159,231 @@ fn rule_hits_count_per_rule() {
     }
     assert_eq!(k.xdp(&udp(CLIENT, 5000, SERVER, 80)).action, XDP_DROP);
     assert_eq!(k.dp.maps.rule_hits(0).expect("hits"), 3);
+}
+
+/// Entries in the maps a policy fills, both generations together.
+fn entries(k: &Kernel) -> [usize; 4] {
+    let m = &k.dp.maps;
+    [
+        m.endpoints.keys().count(),
+        m.cidrs.keys().count(),
+        m.policy.keys().count(),
+        m.failsafe.keys().count(),
+    ]
+}
+
+/// `POLICY` with DNS moved to 54/udp and from one /16 only, so the swap writes every kind of
+/// entry: endpoints, a CIDR identity, a policy entry (and failsafe ones when added).
+fn moved_dns(k: &Kernel) -> Tables {
+    let text = POLICY.replace("from: { any: true }", "from: { cidr: 10.9.0.0/16 }");
+    let text = text.replace("53/udp", "54/udp");
+    let p = Policy::from_str("p.yaml", &text).expect("valid");
+    let slots = k.dp.maps.slot_table().expect("slots");
+    policy::compile(&p, &slots, 8).expect("compiles")
+}
+
+/// Applies `too_big`, which overflows `map`: the apply must be refused with the map named, and
+/// the running policy must go on deciding with nothing of the refused one left in the maps.
+/// A policy that fits must then go in as usual.
+fn refused_then_fits(k: &mut Kernel, too_big: &Tables, map: &str) {
+    let from_net = Ipv4Addr::new(10, 9, 1, 1);
+    let before = entries(k);
+    let generation = k.dp.maps.datapath_config().expect("config").generation;
+    let err =
+        k.dp.maps
+            .apply(too_big, Action::Pass)
+            .expect_err("the policy does not fit");
+    assert!(
+        matches!(&err, MapsError::Full { name, .. } if *name == map),
+        "refused for {map} being full, got: {err}"
+    );
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+    assert_eq!(
+        k.dp.maps.datapath_config().expect("config").generation,
+        generation,
+        "the live generation stays"
+    );
+    assert_eq!(
+        k.xdp(&udp(from_net, 5000, SERVER, 53)).reason,
+        Reason::PolicyAllow,
+        "the running policy still allows DNS"
+    );
+    assert_eq!(
+        k.xdp(&udp(from_net, 5000, SERVER, 54)).reason,
+        Reason::DefaultDeny,
+        "the refused policy's rule is not in force"
+    );
+    assert_eq!(
+        entries(k),
+        before,
+        "every entry the refused swap wrote is gone"
+    );
+
+    let fits = moved_dns(k);
+    k.dp.maps.apply(&fits, Action::Pass).expect("apply");
+    assert_eq!(
+        k.xdp(&udp(from_net, 5000, SERVER, 54)).reason,
+        Reason::PolicyAllow
+    );
+    assert_eq!(
+        k.xdp(&udp(from_net, 5000, SERVER, 53)).reason,
+        Reason::DefaultDeny
+    );
+    assert_eq!(
+        entries(k),
+        [
+            fits.endpoints.len(),
+            fits.cidrs.len(),
+            fits.policy.len(),
+            fits.failsafe.len()
+        ],
+        "one generation left, the new one"
+    );
+}
+
+#[test]
+fn a_full_failsafe_map_refuses_the_policy_and_keeps_the_running_one() {
+    if !require_root("a_full_failsafe_map_refuses_the_policy_and_keeps_the_running_one") {
+        return;
+    }
+    let mut k = kernel();
+    // The failsafe map is written last, so every other map of the new generation was written
+    // before it overflows, part way through its own batch.
+    let mut too_big = moved_dns(&k);
+    let any: ipnet::IpNet = "0.0.0.0/0".parse().expect("valid");
+    for port in 1..=u16::try_from(MAX_FAILSAFE + 1).expect("fits") {
+        too_big.failsafe.insert((6, port, any));
+    }
+    refused_then_fits(&mut k, &too_big, FAILSAFE_MAP);
+}
+
+#[test]
+fn a_full_endpoint_map_refuses_the_policy_and_keeps_the_running_one() {
+    if !require_root("a_full_endpoint_map_refuses_the_policy_and_keeps_the_running_one") {
+        return;
+    }
+    let mut k = kernel();
+    // A hash map this time (full is E2BIG, not an LPM trie's ENOSPC), and the first one
+    // written: the batch stops part way through it.
+    let mut too_big = moved_dns(&k);
+    let ep = *too_big.endpoints.values().next().expect("an endpoint");
+    for i in 0..MAX_ENDPOINTS {
+        let [_, b, c, d] = i.to_be_bytes();
+        too_big
+            .endpoints
+            .insert(IpAddr::V4(Ipv4Addr::new(10, 100 + b, c, d)), ep);
+    }
+    refused_then_fits(&mut k, &too_big, ENDPOINTS_MAP);
+}
+
+#[test]
+fn batch_delete_passes_over_keys_already_gone() {
+    if !require_root("batch_delete_passes_over_keys_already_gone") {
+        return;
+    }
+    let mut k = kernel();
+    let key = |port| PolicyKey {
+        generation: 7,
+        direction: 0,
+        proto: 17,
+        pad: 0,
+        slot: 1,
+        port,
+        identity: 0,
+    };
+    let value =
+        k.dp.maps
+            .policy
+            .iter()
+            .next()
+            .expect("an entry")
+            .expect("read")
+            .1;
+    let present = [key(1), key(3)];
+    batch::update(&mut k.dp.maps.policy, &present, &[value; 2]).expect("batch update");
+    let missing = batch::delete(&mut k.dp.maps.policy, &[key(1), key(2), key(3), key(4)])
+        .expect("batch delete");
+    assert_eq!(missing, 2, "keys 2 and 4 were not there");
+    assert!(
+        k.dp.maps
+            .policy
+            .keys()
+            .filter_map(Result::ok)
+            .all(|k| k.generation != 7),
+        "keys 1 and 3 are gone"
+    );
+}
+
+/// A pin directory on the bpffs, removed on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Never panics: this may run while a failed assertion unwinds.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn after_a_restart_the_first_swap_removes_both_old_generations() {
+    if !require_root("after_a_restart_the_first_swap_removes_both_old_generations") {
+        return;
+    }
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-restart")));
+    let layout = PinLayout::new(&pins.0);
+    let mut k = Kernel {
+        dp: Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)"),
+    };
+    let first = Policy::from_str("p.yaml", POLICY).expect("valid");
+    k.install(&first, Action::Pass);
+    let live = k.dp.maps.datapath_config().expect("config").generation;
+    // Residue of a swap the previous agent did not finish: in the other generation, a
+    // workload's endpoint entry for an address nobody protects. Come to life, it would subject
+    // that address to the workload's rules.
+    let stray = Ipv4Addr::new(10, 203, 0, 9);
+    let (_, owner) =
+        k.dp.maps
+            .endpoints
+            .iter()
+            .next()
+            .expect("an entry")
+            .expect("read");
+    let mut addr = [0; 16];
+    addr[..4].copy_from_slice(&stray.octets());
+    let stale = AddrKey::new(live ^ 1, FAMILY_IPV4, addr);
+    k.dp.maps
+        .endpoints
+        .insert(&stale, &owner, 0)
+        .expect("insert");
+    let unprotected = k.xdp(&udp(CLIENT, 5000, stray, 54));
+    assert_eq!((unprotected.action, unprotected.slot), (XDP_PASS, 0));
+
+    // A new agent: handles on the same maps that know nothing of what is in them.
+    let mut restarted = Maps::from_pins(&layout).expect("open the pins");
+    let next = moved_dns(&k);
+    restarted.apply(&next, Action::Pass).expect("apply");
+    assert_eq!(
+        k.xdp(&udp(Ipv4Addr::new(10, 9, 1, 1), 5000, SERVER, 54))
+            .reason,
+        Reason::PolicyAllow
+    );
+    assert_eq!(
+        k.xdp(&udp(CLIENT, 5000, SERVER, 53)).reason,
+        Reason::DefaultDeny
+    );
+    assert_eq!(
+        k.xdp(&udp(CLIENT, 5000, stray, 54)),
+        unprotected,
+        "the residue was removed before the switch: the address is still nobody's"
+    );
+    assert_eq!(
+        entries(&k),
+        [
+            next.endpoints.len(),
+            next.cidrs.len(),
+            next.policy.len(),
+            next.failsafe.len()
+        ],
+        "the previous agent's live generation is gone too"
+    );
 }

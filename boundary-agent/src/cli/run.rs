@@ -1,5 +1,5 @@
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -42,7 +42,8 @@ impl Run {
         if let Some(mode) = self.xdp_mode {
             config.xdp_mode = mode;
         }
-        let policy = Policy::from_file(&config.policy).map_err(CliError::bad_input)?;
+        let policy =
+            off_main_arena(|| Policy::from_file(&config.policy)).map_err(CliError::bad_input)?;
 
         let layout = PinLayout::new(&config.pin_dir);
         let mut datapath =
@@ -80,17 +81,69 @@ impl Run {
             )
             .map_err(CliError::failed)?;
         }
+        let workloads = policy.workloads.len();
+        // The parsed policy is as large as the compiled one (17 MiB at 100k rules): nothing
+        // needs it once applied, and a reload parses the file afresh.
+        drop(policy);
+        release_freed_memory();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(CliError::failed)?;
-        runtime.block_on(serve(
-            &mut datapath,
-            &config,
-            &state,
-            policy.workloads.len(),
-        ))
+        runtime.block_on(serve(&mut datapath, &config, &state, workloads))
     }
+}
+
+/// Runs `f` (parsing or compiling a policy) on a thread of its own, so that its allocations
+/// come from another glibc arena than the main thread's.
+///
+/// Parsing and compiling a large policy allocates several times what the agent keeps: at
+/// 100k rules about 200 MiB for the YAML parser's event list (`serde_yaml_ng` builds it in
+/// full before deserializing) and 60 MiB of compiled tables, against about 15 MiB kept (rule
+/// labels, the live generation's keys). Made on the main thread, those short-lived
+/// allocations interleave with the long-lived ones, which then pin most of the freed pages:
+/// measured, 75-100 MiB resident after trimming. In an arena of their own they are freed
+/// whole and `release_freed_memory` hands them back (about 30 MiB resident).
+fn off_main_arena<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("policy".into())
+            .spawn_scoped(s, f)
+            .expect("spawn the policy thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Hands the heap's free pages back to the kernel, after a policy was parsed, compiled and
+/// applied (see `off_main_arena`). glibc returns little of it on its own, so the agent's
+/// resident size would stay near the peak of its largest reload.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    #[expect(unsafe_code, reason = "malloc_trim(3) has no safe wrapper")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A digest of the policy file, to notice a change without keeping the file's bytes (7 MiB
+/// at 100k rules) between polls.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher as _};
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Parses the policy from the bytes just read; if there were none or they are not UTF-8,
+/// reads the file again so the error says what is wrong with it.
+fn parse_policy(path: &Path, bytes: Option<Vec<u8>>) -> Result<Policy, CliError> {
+    match bytes.map(String::from_utf8) {
+        Some(Ok(text)) => Policy::from_str(&path.display().to_string(), &text),
+        _ => Policy::from_file(path),
+    }
+    .map_err(CliError::bad_input)
 }
 
 fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
@@ -108,8 +161,8 @@ fn apply(
 ) -> Result<(), CliError> {
     let started = Instant::now();
     let slots = datapath.maps.slot_table().map_err(CliError::failed)?;
-    let compiled =
-        policy::compile(policy, &slots, config.max_workloads).map_err(CliError::bad_input)?;
+    let compiled = off_main_arena(|| policy::compile(policy, &slots, config.max_workloads))
+        .map_err(CliError::bad_input)?;
     let non_ip = match config.non_ip {
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
@@ -148,7 +201,7 @@ fn apply(
     let bindings = compiled.identities.len() as u64;
     datapath
         .maps
-        .apply(compiled, non_ip)
+        .apply(&compiled, non_ip)
         .map_err(CliError::failed)?;
     let generation = datapath
         .maps
@@ -186,7 +239,10 @@ async fn serve(
         "boundary agent ready"
     );
     let mut poll = tokio::time::interval(POLL);
-    let mut last = std::fs::read(&config.policy).ok();
+    let mut last = std::fs::read(&config.policy)
+        .ok()
+        .as_deref()
+        .map(fingerprint);
     loop {
         let forced = tokio::select! {
             _ = term.recv() => break,
@@ -195,19 +251,20 @@ async fn serve(
             _ = poll.tick() => false,
         };
         let now = std::fs::read(&config.policy).ok();
-        if !forced && now == last {
+        let digest = now.as_deref().map(fingerprint);
+        if !forced && digest == last {
             continue;
         }
-        last = now;
+        last = digest;
         let started = Instant::now();
-        match Policy::from_file(&config.policy)
-            .map_err(CliError::bad_input)
-            .and_then(|p| apply(datapath, config, &p, state).map(|()| p))
-        {
-            Ok(p) => {
+        let result = off_main_arena(|| parse_policy(&config.policy, now))
+            .and_then(|p| apply(datapath, config, &p, state).map(|()| p.workloads.len()));
+        release_freed_memory();
+        match result {
+            Ok(workloads) => {
                 lock(state).reloads_ok += 1;
                 info!(
-                    workloads = p.workloads.len(),
+                    workloads,
                     apply_ms = started.elapsed().as_secs_f64() * 1000.0,
                     trigger = if forced { "SIGHUP" } else { "file change" },
                     "policy reloaded"

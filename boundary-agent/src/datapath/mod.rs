@@ -1,6 +1,7 @@
 //! The kernel side as the agent sees it: the embedded object, the pin layout, loading and
 //! attaching, the maps and what is read back out of them.
 
+pub mod batch;
 pub mod bpffs;
 pub mod counters;
 pub mod events;

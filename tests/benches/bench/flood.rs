@@ -275,7 +275,7 @@ impl Flooder<'_> {
         let policy = Policy::from_str("flood-policy.yaml", POLICY)?;
         let compiled = policy::compile(&policy, &SlotTable::new(), 8)?;
         let slot = *compiled.names.keys().next().context("one workload")?;
-        dp.maps.apply(compiled, Action::Pass)?;
+        dp.maps.apply(&compiled, Action::Pass)?;
         {
             let _in = InNetNs::enter(&self.lab.rx_ns)?;
             dp.xdp()

@@ -124,7 +124,7 @@ impl BenchDatapath {
     }
 
     /// Installs `tables` through the agent's `Maps::apply`; returns how long that took.
-    pub fn fill(&mut self, tables: Tables) -> anyhow::Result<Duration> {
+    pub fn fill(&mut self, tables: &Tables) -> anyhow::Result<Duration> {
         let start = Instant::now();
         self.maps
             .apply(tables, Action::Pass)

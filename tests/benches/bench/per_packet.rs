@@ -191,7 +191,7 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
         ));
         let tables = kernel::tables_for(space);
         let mut dp = BenchDatapath::load(&tables, SLOTS)?;
-        let fill = dp.fill(tables)?;
+        let fill = dp.fill(&tables)?;
         out.fills.push((label, fill));
         for r in &dp.raised {
             out.raised.push(format!(

@@ -205,7 +205,7 @@ fn control_section(o: &mut String, r: &Report) {
     }
     let _ = writeln!(
         o,
-        "   apply = Maps::apply (one update per entry; again = the other generation, then the old one deleted by key); batch update = the policy-map entries in one BPF_MAP_UPDATE_BATCH (not used by the agent)"
+        "   apply = Maps::apply (one batch update per map; again = the other generation, then the old one batch-deleted); batch update = the policy-map entries alone in one BPF_MAP_UPDATE_BATCH"
     );
     if !c.refusal.is_empty() {
         let _ = writeln!(

@@ -56,7 +56,7 @@ impl Kernel {
         let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
-        dp.maps.apply(compiled, non_ip).expect("apply");
+        dp.maps.apply(&compiled, non_ip).expect("apply");
         Self { dp }
     }
 
@@ -176,7 +176,7 @@ impl Kernel {
     pub fn install(&mut self, policy: &Policy, non_ip: Action) -> Tables {
         let slots = self.dp.maps.slot_table().expect("slots");
         let tables = policy::compile(policy, &slots, SLOTS).expect("compiles");
-        self.dp.maps.apply(tables.clone(), non_ip).expect("apply");
+        self.dp.maps.apply(&tables, non_ip).expect("apply");
         tables
     }
 
