@@ -148,6 +148,46 @@ fn generation_swap_replaces_the_policy_and_removes_the_old_entries() {
 }
 
 #[test]
+fn a_cached_verdict_never_outlives_its_policy_or_hides_a_reply() {
+    if !require_root("a_cached_verdict_never_outlives_its_policy_or_hides_a_reply") {
+        return;
+    }
+    // The harness keeps this thread on one CPU: the second and later packets of a flow are
+    // answered from that CPU's verdict cache.
+    let mut k = kernel();
+    let dns = udp(CLIENT, 5000, SERVER, 53);
+    for _ in 0..3 {
+        assert_eq!(k.xdp(&dns).reason, Reason::PolicyAllow);
+    }
+    let closed = POLICY.replace("ports: [\"53/udp\"]", "ports: [\"54/udp\"]");
+    k.install(
+        &Policy::from_str("p.yaml", &closed).expect("valid"),
+        Action::Pass,
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            k.xdp(&dns).reason,
+            Reason::DefaultDeny,
+            "the flow's cached allow died with its policy"
+        );
+    }
+    // A cached drop still asks conntrack: once the server has sent to that port, the same
+    // flow is its reply.
+    assert_eq!(
+        k.tc(&udp(SERVER, 53, CLIENT, 5000)).reason,
+        Reason::DefaultAllow
+    );
+    assert_eq!(k.xdp(&dns).reason, Reason::Established);
+    // And the reopened policy allows it by rule again, not as a reply.
+    k.install(
+        &Policy::from_str("p.yaml", POLICY).expect("valid"),
+        Action::Pass,
+    );
+    assert_eq!(k.xdp(&dns).reason, Reason::PolicyAllow);
+    assert_eq!(k.xdp(&dns).reason, Reason::PolicyAllow);
+}
+
+#[test]
 fn rule_hits_count_per_rule() {
     if !require_root("rule_hits_count_per_rule") {
         return;

@@ -51,8 +51,31 @@ pub struct Outcome {
     pub reason: Reason,
 }
 
+/// Pins the calling thread to the CPU it runs on. The datapath's verdict cache is per CPU, so
+/// a test that repeats a flow must run every packet on one CPU to be answered from it.
+fn stay_on_this_cpu() {
+    // SAFETY: plain syscalls on a zeroed cpu_set_t of this thread.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(usize::try_from(cpu).expect("cpu"), &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl Kernel {
     pub fn new(policy_yaml: &str, non_ip: Action) -> Self {
+        stay_on_this_cpu();
         let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
@@ -167,6 +190,7 @@ impl Kernel {
 impl Kernel {
     /// Loads the programs with no policy yet.
     pub fn empty() -> Self {
+        stay_on_this_cpu();
         Self {
             dp: Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)"),
         }
