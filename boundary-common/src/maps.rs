@@ -38,6 +38,10 @@ pub const RANGES_MAP: &str = "BND_RANGES";
 pub const FAILSAFE_MAP: &str = "BND_FAILSAFE";
 /// `LruHashMap<FlowKey, FlowValue>`: flows whose replies are allowed (`established`).
 pub const CONNTRACK_MAP: &str = "BND_CONNTRACK";
+/// `Array<u64>` with one entry: how many flows conntrack has recorded anew (inserted, or
+/// re-inserted after expiring). A flow that was not a reply stays not a reply until this moves,
+/// so a cached drop skips the conntrack lookup while it stands still.
+pub const CT_INSERTS_MAP: &str = "BND_CT_INSERTS";
 /// `LruHashMap<FragKey, FragValue>`: first-fragment verdicts for the later fragments.
 pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
 
@@ -72,7 +76,7 @@ pub const fn port_word_index(generation: u8, kind: u32, port: u16) -> u32 {
 }
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -88,6 +92,7 @@ pub const ALL_MAPS: [&str; 15] = [
     EVENTS_MAP,
     EVENT_BUDGET_MAP,
     PORTS_MAP,
+    CT_INSERTS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -215,7 +220,9 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// Key of [`ENDPOINTS_MAP`] and [`IDENTITIES_MAP`]: an address (IPv4 in the first four bytes,
 /// zeros after) in a generation.
-#[repr(C)]
+// Aligned so that the datapath copies an address into a key as words, not byte by byte
+// (alignment changes no offset and no size: the ABI is the same).
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AddrKey {
     pub family: u8,
@@ -370,7 +377,8 @@ pub const fn failsafe_key_data(
 
 /// Key of [`CONNTRACK_MAP`]: the packet expected back, as it will be seen, in the direction it
 /// will be seen (0 ingress, 1 egress).
-#[repr(C)]
+// Aligned as `AddrKey` is, for the same reason.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub direction: u8,
@@ -396,10 +404,11 @@ pub struct FlowValue {
 /// direction, valid while [`DatapathConfig::epoch`] is `epoch`.
 ///
 /// It holds what is a pure function of the flow and the live policy (workload, identity,
-/// rule, the policy reason after failsafe); what can change under it is not cached: a cached
-/// drop still asks conntrack whether the packet is an established reply, and a cached allow
-/// refreshes its conntrack entry every [`CT_REFRESH_JIFFIES`]. Fragments, ICMP and other
-/// protocols never use the cache.
+/// rule, the policy reason after failsafe). What can change under it is not cached but
+/// checked cheaply: a cached allow refreshes its conntrack entry every
+/// [`CT_REFRESH_JIFFIES`]; a cached drop asks conntrack whether the packet is an established
+/// reply unless no flow has been recorded since it last asked (see [`CT_INSERTS_MAP`]).
+/// Fragments, ICMP and other protocols never use the cache.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictCacheEntry {
@@ -413,9 +422,14 @@ pub struct VerdictCacheEntry {
     pub flags: u8,
     pub rule: u32,
     pub identity: u32,
-    /// `bpf_jiffies64` after which a cached allow refreshes its conntrack entry.
-    pub ct_due: u64,
+    /// For an allow: the `bpf_jiffies64` after which it refreshes its conntrack entry. For a
+    /// drop: the [`CT_INSERTS_MAP`] count when conntrack last said "not a reply"
+    /// ([`CT_NOT_ASKED`] before it was asked).
+    pub ct: u64,
 }
+
+/// [`VerdictCacheEntry::ct`] of a drop whose flow conntrack has not been asked about.
+pub const CT_NOT_ASKED: u64 = u64::MAX;
 
 /// [`VerdictCacheEntry::flags`]: the workload tracks this direction's allowed flows.
 pub const VC_TRACK: u8 = 1;
@@ -427,7 +441,8 @@ pub const VC_AUDIT: u8 = 2;
 pub const CT_REFRESH_JIFFIES: u64 = 64;
 
 /// Key of [`FRAGMENTS_MAP`]: one datagram being fragmented.
-#[repr(C)]
+// Aligned as `AddrKey` is, for the same reason.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub direction: u8,

@@ -63,18 +63,20 @@ pub fn get(flow: &[u64; 5], epoch: u32) -> Option<*mut VerdictCacheEntry> {
     (e.epoch == epoch && e.flow == *flow).then_some(entry)
 }
 
-/// Stores `entry` in its flow's slot, replacing whatever shared it; the conntrack refresh is
-/// due `CT_REFRESH_JIFFIES` from now (the caller has just recorded the flow).
+/// Stores `entry` in its flow's slot, replacing whatever shared it; returns the slot.
 #[inline(always)]
-pub fn put(entry: &VerdictCacheEntry) {
-    let Some(slot) = VERDICT_CACHE.get_ptr_mut(index(&entry.flow)) else {
-        return;
-    };
+pub fn put(entry: &VerdictCacheEntry) -> Option<*mut VerdictCacheEntry> {
+    let slot = VERDICT_CACHE.get_ptr_mut(index(&entry.flow))?;
     // SAFETY: as in `get`.
-    unsafe {
-        *slot = *entry;
-        (*slot).ct_due = bpf_jiffies64().wrapping_add(CT_REFRESH_JIFFIES);
-    }
+    unsafe { *slot = *entry };
+    Some(slot)
+}
+
+/// When an allow recorded now next refreshes its conntrack entry.
+#[inline(always)]
+pub fn refresh_due() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_jiffies64() }.wrapping_add(CT_REFRESH_JIFFIES)
 }
 
 /// Whether a cached allow should refresh its conntrack entry now; if so, the next refresh is
@@ -85,9 +87,9 @@ pub fn conntrack_due(entry: *mut VerdictCacheEntry) -> bool {
     let now = unsafe { bpf_jiffies64() };
     // SAFETY: as in `get`.
     let e = unsafe { &mut *entry };
-    if now < e.ct_due {
+    if now < e.ct {
         return false;
     }
-    e.ct_due = now + CT_REFRESH_JIFFIES;
+    e.ct = now + CT_REFRESH_JIFFIES;
     true
 }

@@ -12,7 +12,7 @@ use boundary_common::{
 };
 
 use crate::{
-    maps::CONNTRACK,
+    maps::{CONNTRACK, CT_INSERTS},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet},
 };
 
@@ -96,11 +96,37 @@ pub fn record(pkt: &Packet, direction: Direction) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: an 8-byte value copied out at once.
-    if let Some(flow) = unsafe { CONNTRACK.get(&key) }
-        && now.wrapping_sub(flow.last_seen_ns) < CT_REFRESH_NS
-    {
+    let age = unsafe { CONNTRACK.get(&key) }.map(|flow| now.wrapping_sub(flow.last_seen_ns));
+    if age.is_some_and(|age| age < CT_REFRESH_NS) {
         return;
     }
     // A full LRU evicts its oldest flow; failure here only costs a later reply its shortcut.
     let _ = CONNTRACK.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    if age.is_none_or(|age| age >= timeout(pkt.proto)) {
+        // A reply that was not one may be one now: cached "not a reply" answers are stale.
+        // Counted after the insert, and read before the lookup in `established_since`, so a
+        // lookup that missed this flow always sees the count move after it.
+        if let Some(count) = CT_INSERTS.get_ptr_mut(0) {
+            // SAFETY: an aligned u64 in a map value, shared by every CPU: one atomic add whose
+            // result is unused (the one atomic the generic BPF CPU has; `core` offers no 64-bit
+            // atomics on this target).
+            unsafe {
+                core::arch::asm!(
+                    "lock *(u64 *)({p} + 0) += {one}",
+                    p = in(reg) count,
+                    one = in(reg) 1u64,
+                    options(nostack, preserves_flags),
+                );
+            }
+        }
+    }
+}
+
+/// How many flows have been recorded anew so far (see `CT_INSERTS_MAP`).
+#[inline(always)]
+pub fn inserts() -> u64 {
+    // SAFETY: a u64 read at once; a torn read cannot happen on a 64-bit aligned word.
+    CT_INSERTS
+        .get_ptr(0)
+        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
 }

@@ -52,6 +52,10 @@ pub static FAILSAFE: LpmTrie<[u8; FAILSAFE_KEY_LEN], u32> =
 #[map(name = "BND_CONNTRACK")]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
+/// Written with atomic adds by every CPU; see `conntrack::record`.
+#[map(name = "BND_CT_INSERTS")]
+pub static CT_INSERTS: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map(name = "BND_FRAGMENTS")]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);

@@ -6,10 +6,10 @@
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
-        Action, AddrKey, CFG_HAS_FAILSAFE, DatapathConfig, EP_PEERS_EGRESS, EP_PEERS_INGRESS,
-        EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS,
-        EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT,
-        VC_AUDIT, VC_TRACK, VerdictCacheEntry, icmp_port,
+        Action, AddrKey, CFG_HAS_FAILSAFE, CT_NOT_ASKED, DatapathConfig, EP_PEERS_EGRESS,
+        EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
+        EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW,
+        UNPROTECTED_SLOT, VC_AUDIT, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
 };
 
@@ -125,13 +125,14 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
     let cacheable = cfg.epoch != 0
         && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
         && pkt.fragment == Fragment::None;
-    // Whether an allowed, tracked flow (re)writes its conntrack entry: always when judged
-    // afresh, now and then when the verdict came from the cache.
-    let mut record = true;
+    // This flow's cache entry, and whether the verdict came from it.
+    let mut cached = None;
+    let mut hit = false;
     let j = if cacheable {
         let flow = cache::flow(pkt, direction as u8);
         if let Some(entry) = cache::get(&flow, cfg.epoch) {
-            record = cache::conntrack_due(entry);
+            cached = Some(entry);
+            hit = true;
             // SAFETY: this CPU's cache entry (see `cache`).
             let e = unsafe { &*entry };
             Judged {
@@ -146,7 +147,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
             if !judge(pkt, direction, cfg, &mut j) {
                 return j.decision();
             }
-            cache::put(&VerdictCacheEntry {
+            cached = cache::put(&VerdictCacheEntry {
                 flow,
                 epoch: cfg.epoch,
                 slot: j.slot,
@@ -154,7 +155,12 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
                 flags: j.flags,
                 rule: j.rule,
                 identity: j.identity,
-                ct_due: 0,
+                // `finish` records an allowed flow right away; a drop has not asked yet.
+                ct: if j.reason.verdict() == Verdict::Pass {
+                    cache::refresh_due()
+                } else {
+                    CT_NOT_ASKED
+                },
             });
             j
         }
@@ -165,7 +171,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         }
         j
     };
-    finish(pkt, direction, &j, record)
+    finish(pkt, direction, &j, cached, hit)
 }
 
 /// The policy's verdict, before conntrack and audit, or the decision for packets decided on
@@ -302,9 +308,16 @@ fn judge_flow(
 
 /// What changes under a cached verdict: a drop may be the reply of an established flow, or
 /// audited; an allow records (or, from the cache, now and then refreshes) its flow for the
-/// replies; a first fragment is remembered for the later ones.
+/// replies; a first fragment is remembered for the later ones. `cached` is the flow's cache
+/// entry, `hit` whether the verdict came from it.
 #[inline(always)]
-fn finish(pkt: &Packet, direction: Direction, j: &Judged, record: bool) -> Decision {
+fn finish(
+    pkt: &Packet,
+    direction: Direction,
+    j: &Judged,
+    cached: Option<*mut VerdictCacheEntry>,
+    hit: bool,
+) -> Decision {
     let mut reason = j.reason;
     if reason == Reason::Unprotected {
         return Decision {
@@ -315,12 +328,12 @@ fn finish(pkt: &Packet, direction: Direction, j: &Judged, record: bool) -> Decis
         };
     }
     if reason.verdict() == Verdict::Drop {
-        if conntrack::established(pkt, direction) {
+        if reply(pkt, direction, cached) {
             reason = Reason::Established;
         } else if j.flags & VC_AUDIT != 0 {
             reason = Reason::Audit;
         }
-    } else if j.flags & VC_TRACK != 0 && record {
+    } else if j.flags & VC_TRACK != 0 && (!hit || cached.is_none_or(cache::conntrack_due)) {
         conntrack::record(pkt, direction);
     }
     if pkt.fragment == Fragment::First {
@@ -332,6 +345,28 @@ fn finish(pkt: &Packet, direction: Direction, j: &Judged, record: bool) -> Decis
         rule: j.rule,
         identity: j.identity,
     }
+}
+
+/// Whether a packet the policy drops is the reply of a recorded flow. The cache entry keeps the
+/// last "no" with the conntrack insert count it was given at: it stands until a flow is
+/// recorded anywhere, which saves a denied flood the lookup.
+#[inline(always)]
+fn reply(pkt: &Packet, direction: Direction, cached: Option<*mut VerdictCacheEntry>) -> bool {
+    let Some(entry) = cached else {
+        return conntrack::established(pkt, direction);
+    };
+    // Read before the lookup (see `conntrack::record`).
+    let inserts = conntrack::inserts();
+    // SAFETY: this CPU's cache entry (see `cache`).
+    let e = unsafe { &mut *entry };
+    if e.ct == inserts {
+        return false;
+    }
+    if conntrack::established(pkt, direction) {
+        return true;
+    }
+    e.ct = inserts;
+    false
 }
 
 #[inline(always)]

@@ -77,7 +77,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 15] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 16] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -134,6 +134,7 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 15
         (EVENTS_MAP, 0, 0, abi::EVENTS_RING_BYTES),
         (EVENT_BUDGET_MAP, 4, size(size_of::<EventBudget>()), 1),
         (abi::PORTS_MAP, 4, 8, abi::PORTS_ENTRIES),
+        (abi::CT_INSERTS_MAP, 4, 8, 1),
     ]
 }
 
