@@ -90,13 +90,17 @@ const _: () = assert!(size_of::<Packet>() == PACKET_WORDS * 8);
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Packet> {
     let p = crate::maps::SCRATCH.get_ptr_mut(0)?;
-    // Reset word by word: a struct assignment becomes a byte-wise memset call on BPF.
+    // Reset word by word, with volatile stores: LLVM turns a struct assignment or a plain array
+    // write into a call to `memset`, a byte loop (five instructions a byte) on BPF.
     // SAFETY: this CPU's entry of a per-CPU array; one program runs on a CPU at a time (XDP in
     // softirq, TC egress with bottom halves off) and each takes it once. `Packet` is 8-aligned
     // and a whole number of words, and all-zero bytes are an empty packet (family 0,
     // `Fragment::None`).
     unsafe {
-        p.cast::<[u64; PACKET_WORDS]>().write([0; PACKET_WORDS]);
+        let words = p.cast::<u64>();
+        for i in 0..PACKET_WORDS {
+            words.add(i).write_volatile(0);
+        }
         Some(&mut *p)
     }
 }
