@@ -3,16 +3,15 @@
 //! is its own CIDR identity with its own policy entry, the compiler's most expensive shape per
 //! rule).
 //!
-//! - In process, at 1k / 10k / 16,384 rules (`MAX_RULES`, the most one policy may have: rule
-//!   ids index the per-CPU rule-hit array and are 16-bit in `PolicyValue`): parse + validate
-//!   the YAML, compile, apply to a fresh datapath (the agent's `Maps::apply`: one
-//!   `BPF_MAP_UPDATE_BATCH` per map), apply the same policy again (what a reload does: the
-//!   other generation, then the old one deleted with `BPF_MAP_DELETE_BATCH`), and the
-//!   policy-map entries alone written with one `BPF_MAP_UPDATE_BATCH` (the kernel's share of
-//!   the apply, for comparison).
-//! - 100k rules (1000 workloads x 100): the compiler refuses the file (more than `MAX_RULES`
-//!   rules), so only the apply is timed, of the tables built directly in the compiler's shape
-//!   (checked against the compiler at 1k).
+//! - In process, at 1k / 10k / 100k rules (at most `MAX_RULES`, 131,072, the most one policy
+//!   may have: rule ids index the per-CPU rule-hit array): parse + validate the YAML, compile,
+//!   apply to a fresh datapath (the agent's `Maps::apply`: one `BPF_MAP_UPDATE_BATCH` per map),
+//!   apply the same policy again (what a reload does: the other generation, then the old one
+//!   deleted with `BPF_MAP_DELETE_BATCH`), and the policy-map entries alone written with one
+//!   `BPF_MAP_UPDATE_BATCH` (the kernel's share of the apply, for comparison).
+//! - Should the target size ever exceed `MAX_RULES`, the compiler refuses the file and only the
+//!   apply is timed, of the tables built directly in the compiler's shape (checked against the
+//!   compiler at 1k).
 //! - The agent as a process, in a namespace of ours protecting a veth there: start to ready,
 //!   resident memory, and the time from a policy-file change (atomic replace, then SIGHUP; the
 //!   agent also polls the file every 2 s, SIGHUP makes it immediate) to the new verdict being
