@@ -407,7 +407,8 @@ pub struct FlowValue {
 /// rule, the policy reason after failsafe). What can change under it is not cached but
 /// checked cheaply: a cached allow refreshes its conntrack entry every
 /// [`CT_REFRESH_JIFFIES`]; a cached drop asks conntrack whether the packet is an established
-/// reply unless no flow has been recorded since it last asked (see [`CT_INSERTS_MAP`]).
+/// reply unless no flow has been recorded since it last said no (see [`CT_INSERTS_MAP`]), or
+/// it said yes less than [`CT_REFRESH_JIFFIES`] ago (see [`VC_REPLY`]).
 /// Fragments, ICMP and other protocols never use the cache.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,7 +424,8 @@ pub struct VerdictCacheEntry {
     pub rule: u32,
     pub identity: u32,
     /// For an allow: the `bpf_jiffies64` after which it refreshes its conntrack entry. For a
-    /// drop: the [`CT_INSERTS_MAP`] count when conntrack last said "not a reply"
+    /// drop: with [`VC_REPLY`], the `bpf_jiffies64` until which conntrack's last "a reply"
+    /// stands; without, the [`CT_INSERTS_MAP`] count when conntrack last said "not a reply"
     /// ([`CT_NOT_ASKED`] before it was asked).
     pub ct: u64,
 }
@@ -435,6 +437,10 @@ pub const CT_NOT_ASKED: u64 = u64::MAX;
 pub const VC_TRACK: u8 = 1;
 /// ... the workload is in audit mode.
 pub const VC_AUDIT: u8 = 2;
+/// ... a drop that conntrack last found to be an established reply: the answer stands for
+/// [`CT_REFRESH_JIFFIES`] (so a flow that expires or is evicted meanwhile has its replies
+/// admitted that much longer, 64-640 ms against timeouts of a minute and more).
+pub const VC_REPLY: u8 = 4;
 /// A cached allow rewrites its conntrack entry at most this often (64 ms at HZ=1000, 640 ms at
 /// HZ=100: well inside every conntrack timeout, and the entry is re-created this quickly if
 /// the LRU evicted it).

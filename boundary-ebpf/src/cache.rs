@@ -72,19 +72,25 @@ pub fn put(entry: &VerdictCacheEntry) -> Option<*mut VerdictCacheEntry> {
     Some(slot)
 }
 
-/// When an allow recorded now next refreshes its conntrack entry.
+/// The clock of the cache's conntrack refreshes: jiffies (the verifier inlines the helper
+/// into one load).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_jiffies64() }
+}
+
+/// `CT_REFRESH_JIFFIES` from now.
 #[inline(always)]
 pub fn refresh_due() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_jiffies64() }.wrapping_add(CT_REFRESH_JIFFIES)
+    now().wrapping_add(CT_REFRESH_JIFFIES)
 }
 
 /// Whether a cached allow should refresh its conntrack entry now; if so, the next refresh is
 /// scheduled.
 #[inline(always)]
 pub fn conntrack_due(entry: *mut VerdictCacheEntry) -> bool {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_jiffies64() };
+    let now = now();
     // SAFETY: as in `get`.
     let e = unsafe { &mut *entry };
     if now < e.ct {

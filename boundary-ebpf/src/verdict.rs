@@ -9,7 +9,7 @@ use boundary_common::{
         Action, AddrKey, CFG_HAS_FAILSAFE, CT_NOT_ASKED, DatapathConfig, EP_PEERS_EGRESS,
         EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
         EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW,
-        UNPROTECTED_SLOT, VC_AUDIT, VC_TRACK, VerdictCacheEntry, icmp_port,
+        UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
 };
 
@@ -347,22 +347,32 @@ fn finish(
     }
 }
 
-/// Whether a packet the policy drops is the reply of a recorded flow. The cache entry keeps the
-/// last "no" with the conntrack insert count it was given at: it stands until a flow is
-/// recorded anywhere, which saves a denied flood the lookup.
+/// Whether a packet the policy drops is the reply of a recorded flow. The cache entry keeps
+/// conntrack's last answer: a "no" with the conntrack insert count it was given at, standing
+/// until a flow is recorded anywhere (which saves a denied flood the lookup); a "yes" for
+/// `CT_REFRESH_JIFFIES` (which saves the replies of a connection the workload opened).
 #[inline(always)]
 fn reply(pkt: &Packet, direction: Direction, cached: Option<*mut VerdictCacheEntry>) -> bool {
     let Some(entry) = cached else {
         return conntrack::established(pkt, direction);
     };
-    // Read before the lookup (see `conntrack::record`).
-    let inserts = conntrack::inserts();
     // SAFETY: this CPU's cache entry (see `cache`).
     let e = unsafe { &mut *entry };
+    if e.flags & VC_REPLY != 0 {
+        if cache::now() < e.ct {
+            return true;
+        }
+        e.flags &= !VC_REPLY;
+        e.ct = CT_NOT_ASKED;
+    }
+    // Read before the lookup (see `conntrack::record`).
+    let inserts = conntrack::inserts();
     if e.ct == inserts {
         return false;
     }
     if conntrack::established(pkt, direction) {
+        e.flags |= VC_REPLY;
+        e.ct = cache::refresh_due();
         return true;
     }
     e.ct = inserts;
