@@ -211,6 +211,30 @@ fn rule_hits_count_per_rule() {
     }
     assert_eq!(k.xdp(&udp(CLIENT, 5000, SERVER, 80)).action, XDP_DROP);
     assert_eq!(k.dp.maps.rule_hits(0).expect("hits"), 3);
+    // What /metrics reads: every rule, and every counter row, in one batch read each.
+    assert_eq!(k.dp.maps.rule_hit_totals(3).expect("hits"), [3, 0, 0]);
+    let rows = k.dp.maps.counter_rows().expect("rows");
+    let web = k.dp.maps.slot_table().expect("slots")["web"];
+    let row = rows[boundary_common::maps::counter_index(web, 0) as usize];
+    assert_eq!(
+        row.counters[usize::from(Reason::PolicyAllow.code())].packets,
+        3
+    );
+    assert_eq!(
+        row.counters[usize::from(Reason::DefaultDeny.code())].packets,
+        1
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let (slot, direction) = (
+            u16::try_from(i / 2).expect("slot"),
+            u8::try_from(i % 2).expect("direction"),
+        );
+        assert_eq!(
+            *row,
+            k.dp.maps.counter_row(slot, direction).expect("row"),
+            "row {i}"
+        );
+    }
 }
 
 /// Entries in the maps a policy fills, both generations together.

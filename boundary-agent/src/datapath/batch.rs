@@ -1,5 +1,6 @@
-//! Writing and deleting many entries of one map in one bpf(2) call: `BPF_MAP_UPDATE_BATCH`
-//! and `BPF_MAP_DELETE_BATCH`, which aya 0.16 does not wrap.
+//! Writing, deleting and reading many entries of one map in one bpf(2) call:
+//! `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH` and `BPF_MAP_LOOKUP_BATCH`, which aya 0.16
+//! does not wrap.
 //!
 //! Hash maps, LPM tries and arrays all take the kernel's generic batch ops
 //! (`generic_map_update_batch` / `generic_map_delete_batch` in kernel/bpf/syscall.c). They go
@@ -21,7 +22,10 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use aya::{Pod, maps::IterableMap};
+use aya::{
+    Pod,
+    maps::{IterableMap, MapData, PerCpuArray},
+};
 use tracing::warn;
 
 /// The kernel's internal `ENOTSUPP`, which the batch commands return for a map type without
@@ -49,6 +53,13 @@ static DELETE: Command = Command {
     batch: (27, "BPF_MAP_DELETE_BATCH"),
     elem: (3, "BPF_MAP_DELETE_ELEM"),
     skip_missing: true,
+    warned: AtomicBool::new(false),
+};
+
+static LOOKUP: Command = Command {
+    batch: (24, "BPF_MAP_LOOKUP_BATCH"),
+    elem: (1, "BPF_MAP_LOOKUP_ELEM"),
+    skip_missing: false,
     warned: AtomicBool::new(false),
 };
 
@@ -255,4 +266,121 @@ pub fn update<K: Pod, V: Pod, M: IterableMap<K, V>>(
 /// absent.
 pub fn delete<K: Pod, V, M: IterableMap<K, V>>(map: &mut M, keys: &[K]) -> Result<usize, Error> {
     run::<K, u8>(&DELETE, map_fd(map), keys, None)
+}
+
+/// Reads entries `0..count` of a per-CPU array and hands each to `each` as (index, one value
+/// per possible CPU), a few hundred kilobytes of values per call: a scrape of 100,000 rule
+/// counters is a handful of syscalls, not 100,000.
+pub fn read_per_cpu<V: Pod>(
+    map: &PerCpuArray<MapData, V>,
+    count: u32,
+    mut each: impl FnMut(u32, &[V]),
+) -> Result<(), Error> {
+    // The kernel lays each key's values out one per possible CPU, each rounded up to 8 bytes;
+    // the buffer below is u64 words, viewed as `V`s.
+    assert!(
+        size_of::<V>().is_multiple_of(8) && align_of::<V>() <= 8,
+        "per-CPU values are read as 8-byte words"
+    );
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.get() as usize);
+    let per_key = size_of::<V>() * cpus;
+    let chunk = (256 * 1024 / per_key)
+        .clamp(1, 4096)
+        .min(count as usize)
+        .max(1);
+    let mut keys = vec![0u32; chunk];
+    let mut words = vec![0u64; chunk * per_key / 8];
+    let fd = map_fd(map);
+    let (mut done, mut prev, mut next) = (0u32, 0u32, 0u32);
+    while done < count {
+        let want = chunk.min((count - done) as usize);
+        let mut attr = BatchAttr {
+            in_batch: if done == 0 { 0 } else { addr(&raw const prev) },
+            out_batch: addr(&raw mut next),
+            keys: addr(keys.as_mut_ptr()),
+            values: addr(words.as_mut_ptr()),
+            count: u32::try_from(want).unwrap_or(u32::MAX),
+            map_fd: fd,
+            elem_flags: 0,
+            flags: 0,
+        };
+        let result = bpf(LOOKUP.batch.0, &mut attr);
+        let got = (attr.count as usize).min(want);
+        #[expect(
+            unsafe_code,
+            reason = "viewing the kernel's value buffer as the values"
+        )]
+        // SAFETY: `words` holds `chunk * per_key` bytes, 8-aligned; `V` is `Pod` (any bytes are
+        // a value) with size a multiple of 8 and alignment at most 8 (asserted above).
+        let values =
+            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<V>(), chunk * cpus) };
+        for (i, key) in keys.iter().enumerate().take(got) {
+            each(*key, &values[i * cpus..(i + 1) * cpus]);
+        }
+        done += u32::try_from(got).unwrap_or(u32::MAX);
+        match result {
+            // The array ended before `count`.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) if done == 0 && unsupported(&e) => {
+                return read_one_by_one(fd, count, cpus, &e, each);
+            }
+            Err(source) => {
+                return Err(Error {
+                    op: LOOKUP.batch.1,
+                    done: done as usize,
+                    total: count as usize,
+                    source,
+                });
+            }
+            Ok(()) if got == 0 => return Ok(()),
+            Ok(()) => prev = next,
+        }
+    }
+    Ok(())
+}
+
+/// `read_per_cpu` one key per call, after the batch command failed with `batch_error`.
+fn read_one_by_one<V: Pod>(
+    fd: u32,
+    count: u32,
+    cpus: usize,
+    batch_error: &io::Error,
+    mut each: impl FnMut(u32, &[V]),
+) -> Result<(), Error> {
+    let mut words = vec![0u64; size_of::<V>() * cpus / 8];
+    for key in 0..count {
+        let mut attr = ElemAttr {
+            map_fd: fd,
+            pad: 0,
+            key: addr(&raw const key),
+            value: addr(words.as_mut_ptr()),
+            flags: 0,
+        };
+        if let Err(source) = bpf(LOOKUP.elem.0, &mut attr) {
+            if source.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(());
+            }
+            return Err(Error {
+                op: LOOKUP.elem.1,
+                done: key as usize,
+                total: count as usize,
+                source,
+            });
+        }
+        if key == 0 && !LOOKUP.warned.swap(true, Ordering::Relaxed) {
+            warn!(
+                command = LOOKUP.batch.1,
+                error = %batch_error,
+                "the kernel refused the batch command for this map: one entry per call instead (slower, same result)"
+            );
+        }
+        #[expect(
+            unsafe_code,
+            reason = "viewing the kernel's value buffer as the values"
+        )]
+        // SAFETY: as in `read_per_cpu`.
+        let values = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<V>(), cpus) };
+        each(key, values);
+    }
+    Ok(())
 }

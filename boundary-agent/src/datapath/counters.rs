@@ -1,6 +1,10 @@
 //! Counters as users read them: per workload, direction and reason, summed over CPUs.
 
-use boundary_common::{Direction, Reason, Verdict, maps::UNPROTECTED_NAME, reason::REASON_SLOTS};
+use boundary_common::{
+    Direction, Reason, Verdict,
+    maps::{UNPROTECTED_NAME, counter_index},
+    reason::REASON_SLOTS,
+};
 use serde::Serialize;
 
 use super::maps::{Maps, MapsError};
@@ -21,6 +25,7 @@ pub struct CounterEntry {
 /// direction and reason code.
 pub fn read(maps: &Maps, workload: Option<&str>) -> Result<Vec<CounterEntry>, MapsError> {
     let names = maps.names()?;
+    let rows = maps.counter_rows()?;
     let mut out = Vec::new();
     #[expect(
         clippy::cast_possible_truncation,
@@ -37,7 +42,9 @@ pub fn read(maps: &Maps, workload: Option<&str>) -> Result<Vec<CounterEntry>, Ma
             continue;
         }
         for direction in Direction::ALL {
-            let row = maps.counter_row(slot, direction as u8)?;
+            let Some(row) = rows.get(counter_index(slot, direction as u8) as usize) else {
+                continue;
+            };
             for (code, c) in row.counters.iter().enumerate().take(REASON_SLOTS) {
                 if c.packets == 0 {
                     continue;

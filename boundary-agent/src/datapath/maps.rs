@@ -62,6 +62,12 @@ pub enum MapsError {
         #[source]
         source: batch::Error,
     },
+    #[error("reading map {name}: {source}")]
+    Read {
+        name: &'static str,
+        #[source]
+        source: batch::Error,
+    },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -722,6 +728,43 @@ impl Maps {
                 .map_err(map_err(COUNTERS_MAP))?;
         }
         Ok(())
+    }
+
+    /// Every counter row, summed over CPUs, indexed by `counter_index(slot, direction)`: one
+    /// batch read for all workloads.
+    pub fn counter_rows(&self) -> Result<Vec<CounterRow>, MapsError> {
+        let mut rows = vec![CounterRow::default(); self.max_workloads() as usize * 2];
+        batch::read_per_cpu(&self.counters, self.max_workloads() * 2, |i, per_cpu| {
+            let Some(sum) = rows.get_mut(i as usize) else {
+                return;
+            };
+            for row in per_cpu {
+                for (acc, c) in sum.counters.iter_mut().zip(row.counters.iter()) {
+                    acc.packets += c.packets;
+                    acc.bytes += c.bytes;
+                }
+            }
+        })
+        .map_err(|source| MapsError::Read {
+            name: COUNTERS_MAP,
+            source,
+        })?;
+        Ok(rows)
+    }
+
+    /// Packets decided by rules `0..rules`, summed over CPUs: one batch read.
+    pub fn rule_hit_totals(&self, rules: u32) -> Result<Vec<u64>, MapsError> {
+        let mut hits = vec![0; rules as usize];
+        batch::read_per_cpu(&self.rule_hits, rules, |i, per_cpu| {
+            if let Some(h) = hits.get_mut(i as usize) {
+                *h = per_cpu.iter().sum();
+            }
+        })
+        .map_err(|source| MapsError::Read {
+            name: RULE_HITS_MAP,
+            source,
+        })?;
+        Ok(hits)
     }
 
     /// The counter row of (slot, direction), summed over CPUs.

@@ -56,11 +56,12 @@ impl Collector for DatapathCollector {
         let mut bytes: Vec<(Labels4, u64)> = Vec::new();
         let slots = std::iter::once((UNPROTECTED_SLOT, UNPROTECTED_NAME.to_owned()))
             .chain(names.into_iter().filter(|(s, _)| *s != UNPROTECTED_SLOT));
+        let rows = maps.counter_rows().map_err(|_| std::fmt::Error)?;
         for (slot, name) in slots {
             for direction in Direction::ALL {
-                let row = maps
-                    .counter_row(slot, direction as u8)
-                    .map_err(|_| std::fmt::Error)?;
+                let Some(row) = rows.get(abi::counter_index(slot, direction as u8) as usize) else {
+                    continue;
+                };
                 for &reason in Reason::ALL {
                     let c = row.counters[usize::from(reason.code())];
                     if c.packets == 0 {
@@ -110,9 +111,10 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Counter,
         )?;
-        for (id, (workload, direction, rule)) in state.rules.iter().enumerate() {
-            let Ok(id) = u32::try_from(id) else { break };
-            let hits = maps.rule_hits(id).map_err(|_| std::fmt::Error)?;
+        let all_hits = maps
+            .rule_hit_totals(u32::try_from(state.rules.len()).unwrap_or(u32::MAX))
+            .map_err(|_| std::fmt::Error)?;
+        for ((workload, direction, rule), &hits) in state.rules.iter().zip(&all_hits) {
             let labels = [
                 ("workload", workload.clone()),
                 ("direction", (*direction).to_owned()),
