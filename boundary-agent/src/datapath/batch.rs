@@ -64,6 +64,19 @@ static LOOKUP: Command = Command {
 };
 
 impl Command {
+    /// Says once per process that the batch command was refused and why, once the first entry
+    /// went through one by one (so an `EINVAL` that was that entry's own fault is reported as
+    /// such, not as a missing command).
+    fn warn_fallback(&self, batch_error: &io::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            warn!(
+                command = self.batch.1,
+                error = %batch_error,
+                "the kernel refused the batch command for this map: one entry per call instead (slower, same result)"
+            );
+        }
+    }
+
     fn skips(&self, e: &io::Error) -> bool {
         self.skip_missing && e.raw_os_error() == Some(libc::ENOENT)
     }
@@ -241,12 +254,8 @@ fn one_by_one<K, V>(
                 });
             }
         }
-        if i == 0 && !cmd.warned.swap(true, Ordering::Relaxed) {
-            warn!(
-                command = cmd.batch.1,
-                error = %batch_error,
-                "the kernel refused the batch command for this map: one entry per call instead (slower, same result)"
-            );
+        if i == 0 {
+            cmd.warn_fallback(batch_error);
         }
     }
     Ok(skipped)
@@ -367,12 +376,8 @@ fn read_one_by_one<V: Pod>(
                 source,
             });
         }
-        if key == 0 && !LOOKUP.warned.swap(true, Ordering::Relaxed) {
-            warn!(
-                command = LOOKUP.batch.1,
-                error = %batch_error,
-                "the kernel refused the batch command for this map: one entry per call instead (slower, same result)"
-            );
+        if key == 0 {
+            LOOKUP.warn_fallback(batch_error);
         }
         #[expect(
             unsafe_code,
