@@ -100,26 +100,6 @@ struct Judged {
     flags: u8,
 }
 
-impl Judged {
-    const NONE: Self = Self {
-        slot: UNPROTECTED_SLOT,
-        reason: Reason::Unprotected,
-        rule: NO_RULE,
-        identity: 0,
-        flags: 0,
-    };
-
-    #[inline(always)]
-    fn decision(&self) -> Decision {
-        Decision {
-            slot: self.slot,
-            reason: self.reason,
-            rule: self.rule,
-            identity: self.identity,
-        }
-    }
-}
-
 #[inline(always)]
 fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
     let cacheable = cfg.epoch != 0
@@ -143,10 +123,10 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
                 flags: e.flags,
             }
         } else {
-            let mut j = Judged::NONE;
-            if !judge(pkt, direction, cfg, &mut j) {
-                return j.decision();
-            }
+            let j = match judge(pkt, direction, cfg) {
+                Ok(j) => j,
+                Err(d) => return d,
+            };
             cached = cache::put(&VerdictCacheEntry {
                 flow,
                 epoch: cfg.epoch,
@@ -165,43 +145,18 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
             j
         }
     } else {
-        let mut j = Judged::NONE;
-        if !judge(pkt, direction, cfg, &mut j) {
-            return j.decision();
+        match judge(pkt, direction, cfg) {
+            Ok(j) => j,
+            Err(d) => return d,
         }
-        j
     };
     finish(pkt, direction, &j, cached, hit)
 }
 
-/// The policy's verdict, before conntrack and audit, or the decision for packets decided on
-/// the way (later fragments, neighbour discovery).
+/// The policy's verdict, before conntrack and audit; `Err` for packets decided on the way
+/// (later fragments, neighbour discovery).
 #[inline(always)]
-fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, out: &mut Judged) -> bool {
-    match judge_flow(pkt, direction, cfg) {
-        Ok(j) => {
-            *out = j;
-            true
-        }
-        Err(d) => {
-            *out = Judged {
-                slot: d.slot,
-                reason: d.reason,
-                rule: d.rule,
-                identity: d.identity,
-                flags: 0,
-            };
-            false
-        }
-    }
-}
-
-#[inline(always)]
-fn judge_flow(
-    pkt: &Packet,
-    direction: Direction,
-    cfg: &DatapathConfig,
-) -> Result<Judged, Decision> {
+fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Judged, Decision> {
     let generation = cfg.generation;
     let Some(ep) = endpoint(pkt, direction, generation) else {
         return Ok(Judged {
