@@ -105,14 +105,12 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
     let cacheable = cfg.epoch != 0
         && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
         && pkt.fragment == Fragment::None;
-    // This flow's cache entry, and whether the verdict came from it.
+    // This flow's cache entry, found or just filled.
     let mut cached = None;
-    let mut hit = false;
     let j = if cacheable {
         let flow = cache::flow(pkt, direction as u8);
         if let Some(entry) = cache::get(&flow, cfg.epoch) {
             cached = Some(entry);
-            hit = true;
             // SAFETY: this CPU's cache entry (see `cache`).
             let e = unsafe { &*entry };
             Judged {
@@ -135,9 +133,10 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
                 flags: j.flags,
                 rule: j.rule,
                 identity: j.identity,
-                // `finish` records an allowed flow right away; a drop has not asked yet.
+                // An allow's conntrack refresh is due at once (`finish` records the flow now);
+                // a drop has not asked conntrack yet.
                 ct: if j.reason.verdict() == Verdict::Pass {
-                    cache::refresh_due()
+                    0
                 } else {
                     CT_NOT_ASKED
                 },
@@ -150,7 +149,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
             Err(d) => return d,
         }
     };
-    finish(pkt, direction, &j, cached, hit)
+    finish(pkt, direction, &j, cached)
 }
 
 /// The policy's verdict, before conntrack and audit; `Err` for packets decided on the way
@@ -264,14 +263,13 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
 /// What changes under a cached verdict: a drop may be the reply of an established flow, or
 /// audited; an allow records (or, from the cache, now and then refreshes) its flow for the
 /// replies; a first fragment is remembered for the later ones. `cached` is the flow's cache
-/// entry, `hit` whether the verdict came from it.
+/// entry (found, or filled for this packet).
 #[inline(always)]
 fn finish(
     pkt: &Packet,
     direction: Direction,
     j: &Judged,
     cached: Option<*mut VerdictCacheEntry>,
-    hit: bool,
 ) -> Decision {
     let mut reason = j.reason;
     if reason == Reason::Unprotected {
@@ -288,7 +286,7 @@ fn finish(
         } else if j.flags & VC_AUDIT != 0 {
             reason = Reason::Audit;
         }
-    } else if j.flags & VC_TRACK != 0 && (!hit || cached.is_none_or(cache::conntrack_due)) {
+    } else if j.flags & VC_TRACK != 0 && cached.is_none_or(cache::conntrack_due) {
         conntrack::record(pkt, direction);
     }
     if pkt.fragment == Fragment::First {

@@ -70,6 +70,18 @@ pub enum MapsError {
     },
 }
 
+/// One CPU-summed counter row out of each CPU's.
+fn summed(per_cpu: &[CounterRow]) -> CounterRow {
+    let mut sum = CounterRow::default();
+    for row in per_cpu {
+        for (acc, c) in sum.counters.iter_mut().zip(row.counters.iter()) {
+            acc.packets += c.packets;
+            acc.bytes += c.bytes;
+        }
+    }
+    sum
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
@@ -735,14 +747,8 @@ impl Maps {
     pub fn counter_rows(&self) -> Result<Vec<CounterRow>, MapsError> {
         let mut rows = vec![CounterRow::default(); self.max_workloads() as usize * 2];
         batch::read_per_cpu(&self.counters, self.max_workloads() * 2, |i, per_cpu| {
-            let Some(sum) = rows.get_mut(i as usize) else {
-                return;
-            };
-            for row in per_cpu {
-                for (acc, c) in sum.counters.iter_mut().zip(row.counters.iter()) {
-                    acc.packets += c.packets;
-                    acc.bytes += c.bytes;
-                }
+            if let Some(sum) = rows.get_mut(i as usize) {
+                *sum = summed(per_cpu);
             }
         })
         .map_err(|source| MapsError::Read {
@@ -773,14 +779,7 @@ impl Maps {
             .counters
             .get(&abi::counter_index(slot, direction), 0)
             .map_err(map_err(COUNTERS_MAP))?;
-        let mut sum = CounterRow::default();
-        for row in per_cpu.iter() {
-            for (acc, c) in sum.counters.iter_mut().zip(row.counters.iter()) {
-                acc.packets += c.packets;
-                acc.bytes += c.bytes;
-            }
-        }
-        Ok(sum)
+        Ok(summed(&per_cpu))
     }
 
     /// Packets decided by `rule`, summed over CPUs.
