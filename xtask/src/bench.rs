@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: every performance figure the project quotes comes from here.
 //!
 //! Installs what the comparison needs (xdp-tools for xdp-filter, nftables, ethtool for the
-//! veth's GRO switch) with setup's apt helper, builds the agent in release mode (the bench
+//! veth's offload switches, iperf3 for TCP throughput) with setup's apt helper, builds the agent in release mode (the bench
 //! runs it as a process), then runs the benchmark, a Cargo bench target in the tests crate
 //! (`tests/benches/datapath.rs`): it uses boundary-agent as a library, which xtask must not
 //! depend on (its build needs the eBPF toolchain that `setup` installs).
@@ -29,6 +29,7 @@ const BENCH_APT: &[(&str, &str)] = &[
     ("xdp-filter", "xdp-tools"),
     ("nft", "nftables"),
     ("ethtool", "ethtool"),
+    ("iperf3", "iperf3"),
 ];
 
 pub fn run(args: &Args) -> anyhow::Result<()> {

@@ -115,6 +115,11 @@ impl BenchDatapath {
             .expect("loaded in BenchDatapath::load")
     }
 
+    /// Ids of the maps the programs use (they share one set).
+    pub fn map_ids(&self) -> anyhow::Result<Vec<u32>> {
+        Ok(self.xdp().info()?.map_ids()?.unwrap_or_default())
+    }
+
     /// The program that handles `direction`.
     pub fn program(&self, direction: Direction) -> &dyn Target {
         match direction {

@@ -10,6 +10,7 @@
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 
+pub mod cache;
 pub mod chart;
 pub mod control_plane;
 pub mod env;

@@ -1,16 +1,19 @@
-//! Step 1: Boundary's programs, path by path, at each prefix count, hot and random-key.
+//! Step 1: Boundary's programs, path by path, at each prefix count, hot (a flow's later
+//! packets: answered from the verdict cache) and first packet (random key, the cache emptied
+//! before every call), each with its measured cache hit rate (`cache`).
 
 use anyhow::Context as _;
 use boundary_common::Direction;
 
 use super::{
     Plan,
+    cache::VerdictCache,
     kernel::{self, BenchDatapath, SLOTS},
     paths::{self, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr},
     progress,
     results::{PacketRow, PerPacket, SIZES, Value},
     sys::{RawProgram, TC_NEXT, XDP_PASS},
-    testrun::{self, Cell, Samples},
+    testrun::{self, Cell, Rekey, Samples, Target},
 };
 
 pub fn value(cell: &Cell) -> Value {
@@ -19,6 +22,30 @@ pub fn value(cell: &Cell) -> Value {
         gross: cell.gross.median(),
         floor: cell.floor.median(),
         spread: cell.gross.spread(),
+        hits: cell.hits,
+    }
+}
+
+/// Boundary's random-key calls: a fresh peer address from the path's set, and the verdict
+/// cache emptied, before every call: each call is the first packet of a flow.
+struct FirstPackets<'a> {
+    cache: &'a mut VerdictCache,
+    rng: &'a mut SplitMix,
+    space: KeySpace,
+    keys: Keys,
+    family: paths::Family,
+    off: usize,
+}
+
+impl Rekey for FirstPackets<'_> {
+    fn rekey(&mut self, frame: &mut [u8]) -> anyhow::Result<()> {
+        let key = self.space.pick(self.keys, self.family, self.rng.next_u64());
+        set_addr(frame, self.off, key);
+        self.cache.empty()
+    }
+
+    fn probe(&mut self, target: &dyn Target, frame: &[u8]) -> anyhow::Result<Option<bool>> {
+        self.cache.probe(target, frame).map(Some)
     }
 }
 
@@ -76,8 +103,10 @@ fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::R
     Ok(())
 }
 
+#[expect(clippy::too_many_arguments, reason = "the step's state, passed down once")]
 fn measure_row(
     dp: &BenchDatapath,
+    cache: &mut VerdictCache,
     space: KeySpace,
     def: &PathDef,
     row: &mut PacketRow,
@@ -110,7 +139,10 @@ fn measure_row(
         counted_under(keys),
         expect.reason,
     )?;
-    let hot = testrun::hot(prog, floor, &frame, expect.action, plan)?;
+    // Only TCP/UDP frames with a peer address use the cache (every keyed row is UDP); the
+    // malformed and non-IP rows are decided before it.
+    let cached = def.key_offset().is_some().then_some(&*cache);
+    let hot = testrun::hot(prog, floor, &frame, expect.action, cached, plan)?;
     fs.hot[d].0.extend(&hot.floor.0);
     row.hot.push(value(&hot));
 
@@ -133,9 +165,15 @@ fn measure_row(
         counted_under(keys),
         expect.reason,
     )?;
-    let rng = &mut fs.rng;
-    let mut rekey = |f: &mut [u8]| set_addr(f, off, space.pick(keys, family, rng.next_u64()));
-    let cell = testrun::random(prog, floor, &frame, &mut rekey, expect.action, plan)?;
+    let mut first = FirstPackets {
+        cache,
+        rng: &mut fs.rng,
+        space,
+        keys,
+        family,
+        off,
+    };
+    let cell = testrun::random(prog, floor, &frame, &mut first, expect.action, plan)?;
     fs.call[d].0.extend(&cell.floor.0);
     row.random.push(value(&cell));
     Ok(())
@@ -171,7 +209,10 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
             }
         })
         .collect();
-    let mut out = PerPacket::default();
+    let mut out = PerPacket {
+        repeat: plan.repeat,
+        ..PerPacket::default()
+    };
     let mut fs = Running {
         hot: Default::default(),
         call: Default::default(),
@@ -193,6 +234,7 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
         let mut dp = BenchDatapath::load(&tables, SLOTS)?;
         let fill = dp.fill(&tables)?;
         out.fills.push((label, fill));
+        let mut cache = VerdictCache::open(&dp.map_ids()?)?;
         for r in &dp.raised {
             out.raised.push(format!(
                 "{label}: {} {} entries per generation (shipped {} = {} per generation), raised to {}",
@@ -233,7 +275,7 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
                     def.family.label()
                 ));
             }
-            measure_row(&dp, space, def, row, floors, &mut fs, plan)
+            measure_row(&dp, &mut cache, space, def, row, floors, &mut fs, plan)
                 .with_context(|| format!("{} {} at {label}", def.name, def.family.label()))?;
         }
         progress::done();

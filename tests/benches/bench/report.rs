@@ -9,6 +9,7 @@ use super::results::{PacketRow, Report, SIZES, Value};
 const PATH_W: usize = 50;
 const VERDICT_W: usize = 34;
 const CELL_W: usize = 15;
+const HITS_W: usize = 10;
 
 fn cell(v: &Value) -> String {
     match v {
@@ -16,6 +17,22 @@ fn cell(v: &Value) -> String {
         Value::Na(why) if why.starts_with("n/a: capacity") => "n/a: cap".into(),
         Value::Na(why) if why.starts_with("no peer address") => "-".into(),
         Value::Na(_) => String::new(),
+    }
+}
+
+fn hits(v: &Value) -> Option<f64> {
+    match v {
+        Value::Ns { hits, .. } => hits.percent(),
+        Value::Na(_) => None,
+    }
+}
+
+/// "hot/first" cache hit percentages of one prefix count.
+fn hits_cell(hot: &Value, first: &Value) -> String {
+    let pct = |p: Option<f64>| p.map_or_else(|| "-".into(), |p| format!("{p:.0}"));
+    match (hits(hot), hits(first)) {
+        (None, None) => "-".into(),
+        (h, f) => format!("{}/{}", pct(h), pct(f)),
     }
 }
 
@@ -40,6 +57,9 @@ fn packet_line(out: &mut String, r: &PacketRow) {
     }
     for v in r.hot.iter().chain(&r.random) {
         let _ = write!(out, "{:>CELL_W$}", cell(v));
+    }
+    for (h, f) in r.hot.iter().zip(&r.random) {
+        let _ = write!(out, "{:>HITS_W$}", hits_cell(h, f));
     }
     out.push('\n');
 }
@@ -83,7 +103,17 @@ fn per_packet_section(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "   hot = one frame repeated; random key = a fresh peer address (source on ingress, destination on egress) from the path's set each call"
+        "   hot = one frame repeated {} times in one call: a flow's later packets (TCP/UDP ones answered from the per-CPU verdict cache)",
+        pp.repeat
+    );
+    let _ = writeln!(
+        o,
+        "   first packet = single-run calls, each with a fresh peer address (source on ingress, destination on egress) from the path's set and the verdict cache emptied before it (epoch bumped): the full lookup sequence"
+    );
+    let _ = writeln!(
+        o,
+        "   cache hits % hot/first = untimed probe calls answered from the cache (hot: one after each run; first: one every {} calls), from this CPU's cache read before and after the call (a written entry proves a miss)",
+        super::testrun::PROBE_EVERY
     );
     if !pp.fills.is_empty() {
         let fills: Vec<String> = pp
@@ -100,16 +130,21 @@ fn per_packet_section(o: &mut String, r: &Report) {
     let heads = SIZES.map(|(_, l)| l);
     let _ = write!(
         o,
-        "\n   {blank:<PATH_W$} {blank:<3} {blank:<VERDICT_W$}{:>w$}{:>w$}\n   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
-        "hot single flow",
-        "random key",
+        "\n   {blank:<PATH_W$} {blank:<3} {blank:<VERDICT_W$}{:>w$}{:>w$}{:>h$}\n   {:<PATH_W$} {:<3} {:<VERDICT_W$}",
+        "hot (cached)",
+        "first packet (cache emptied)",
+        "cache hits % hot/first",
         "path",
         "fam",
         "verdict",
-        w = CELL_W * SIZES.len()
+        w = CELL_W * SIZES.len(),
+        h = HITS_W * SIZES.len()
     );
     for h in heads.iter().chain(&heads) {
         let _ = write!(o, "{h:>CELL_W$}");
+    }
+    for h in heads {
+        let _ = write!(o, "{h:>HITS_W$}");
     }
     o.push('\n');
     let mut last_subject = "";
@@ -122,7 +157,7 @@ fn per_packet_section(o: &mut String, r: &Report) {
     }
     let _ = writeln!(
         o,
-        "   (-: the path reads no peer address, so there is no key to vary; n/a: cap: beyond the program's map capacity)"
+        "   (-: the path reads no peer address, so there is no key to vary, or nothing is cached; n/a: cap: beyond the program's map capacity; xdp-filter has no cache: every packet is a first packet)"
     );
     if !r.peer_note.is_empty() {
         let _ = writeln!(o, "   peer: {}", r.peer_note);
@@ -329,7 +364,11 @@ fn value_json(v: &Value) -> Json {
             gross,
             floor,
             spread,
-        } => json!({"net_ns": net, "gross_ns": gross, "floor_ns": floor, "spread_ns": spread}),
+            hits,
+        } => json!({
+            "net_ns": net, "gross_ns": gross, "floor_ns": floor, "spread_ns": spread,
+            "cache_probes": hits.probes, "cache_hits": hits.hits, "cache_hit_percent": hits.percent(),
+        }),
         Value::Na(why) => json!({"na": why}),
     }
 }
@@ -347,7 +386,7 @@ pub fn json(r: &Report) -> Json {
                 "family": row.family,
                 "verdict": row.verdict,
                 "hot": row.hot.iter().map(value_json).collect::<Vec<_>>(),
-                "random_key": row.random.iter().map(value_json).collect::<Vec<_>>(),
+                "first_packet": row.random.iter().map(value_json).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::cache::HitRate;
+
 /// Prefix counts of the per-packet table: CIDR identities in the LPM trie, and as many exact
 /// bindings in the identity map (each half IPv4, half IPv6).
 pub const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")];
@@ -16,6 +18,9 @@ pub enum Value {
         floor: f64,
         /// Half the range of the path's runs.
         spread: f64,
+        /// Verdict-cache hits among the probe calls (none for a program without the cache or
+        /// a row it does not cache).
+        hits: HitRate,
     },
     /// Why there is no figure (not implemented, over capacity, no key to vary).
     Na(String),
@@ -56,6 +61,8 @@ pub struct PerPacket {
     pub fills: Vec<(&'static str, Duration)>,
     /// Maps whose shipped capacity was raised for a size, described.
     pub raised: Vec<String>,
+    /// Runs per hot call.
+    pub repeat: u32,
 }
 
 /// One configuration of the denied-flood comparison.

@@ -5,11 +5,13 @@
 //! - **Hot single flow**: one frame, `repeat` (>= 10^6) runs in one call. After the first run
 //!   every map bucket and element the path touches is in L1: this is the path's best case and
 //!   its instruction cost.
-//! - **Random key**: the test-run command takes one frame per call and a repeated frame is
-//!   a hot frame again, so the random-key variant makes many calls with `repeat = 1`, each with
-//!   a key (the peer address; the destination on the unprotected path) drawn at random from the
-//!   path's key set (written into the frame between calls, outside the timed region). The
-//!   kernel times each call's single run; the floor is
+//! - **Random key** (Boundary: a flow's *first packet*): the test-run command takes one frame
+//!   per call and a repeated frame is a hot frame again, so the random-key variant makes many
+//!   calls with `repeat = 1`, each with a key (the peer address; the destination on the
+//!   unprotected path) drawn at random from the path's key set (written into the frame between
+//!   calls, outside the timed region; for Boundary the verdict cache is emptied there too, see
+//!   `cache`, so that no call is answered from it). The kernel times each call's single run;
+//!   the floor is
 //!   the empty program timed the same way (per-call timer overhead included in both, then
 //!   subtracted). Between calls the syscall path evicts part of the cache, as other work would
 //!   between packets on a real host, so lookups into a large table pay their cache misses.
@@ -26,8 +28,12 @@ use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 
 use super::{
     Plan,
+    cache::{HitRate, VerdictCache},
     sys::{self, RawProgram, TestRunExtra, TestRunOutput},
 };
+
+/// One untimed probe call (hit or miss, see `cache`) every this many timed calls.
+pub const PROBE_EVERY: usize = 250;
 
 /// A program that can be run with `BPF_PROG_TEST_RUN`.
 pub trait Target {
@@ -100,10 +106,12 @@ impl Samples {
 }
 
 /// A path's runs and the floor's runs interleaved with them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Cell {
     pub gross: Samples,
     pub floor: Samples,
+    /// Verdict-cache hits among probe calls (no probes: a program without the cache).
+    pub hits: HitRate,
 }
 
 impl Cell {
@@ -118,18 +126,17 @@ fn ns(d: Duration) -> f64 {
 }
 
 /// The hot single flow: `plan.runs` calls of `plan.repeat` runs each, for the floor and the
-/// target alternately. Every run must return `action`.
+/// target alternately. Every run must return `action`. With `cache`, one probe call after
+/// each timed call says whether the frame is answered from the verdict cache.
 pub fn hot(
     target: &dyn Target,
     floor: &dyn Target,
     frame: &[u8],
     action: u32,
+    cache: Option<&VerdictCache>,
     plan: &Plan,
 ) -> anyhow::Result<Cell> {
-    let mut cell = Cell {
-        gross: Samples::default(),
-        floor: Samples::default(),
-    };
+    let mut cell = Cell::default();
     for _ in 0..plan.runs {
         cell.floor
             .0
@@ -141,25 +148,52 @@ pub fn hot(
             out.retval
         );
         cell.gross.0.push(ns(out.per_run));
+        if let Some(c) = cache {
+            cell.hits.add(c.probe(target, frame)?);
+        }
     }
     Ok(cell)
 }
 
+/// How the random-key variant changes the frame between calls.
+pub trait Rekey {
+    /// Writes a freshly drawn key into `frame`, and readies the program for it (Boundary:
+    /// empties the verdict cache). Called before every call, floor and target alike, so both
+    /// pay the same work between calls.
+    fn rekey(&mut self, frame: &mut [u8]) -> anyhow::Result<()>;
+
+    /// Runs `frame` once, untimed: whether the verdict cache answered it; `None` for a program
+    /// without one.
+    fn probe(&mut self, _target: &dyn Target, _frame: &[u8]) -> anyhow::Result<Option<bool>> {
+        Ok(None)
+    }
+}
+
+/// A plain key writer (a program without a cache).
+impl<F: FnMut(&mut [u8])> Rekey for F {
+    fn rekey(&mut self, frame: &mut [u8]) -> anyhow::Result<()> {
+        self(frame);
+        Ok(())
+    }
+}
+
 /// The random-key variant: `plan.runs` runs of `plan.calls` single-run calls; before each
-/// call `rekey` writes a freshly drawn key into the frame. Every call must return `action`.
+/// call `keys` writes a freshly drawn key into the frame. Every call must return `action`.
+/// Every `PROBE_EVERY` target calls, one more (untimed) call with a fresh key probes the cache.
 pub fn random(
     target: &dyn Target,
     floor: &dyn Target,
     template: &[u8],
-    rekey: &mut dyn FnMut(&mut [u8]),
+    keys: &mut dyn Rekey,
     action: u32,
     plan: &Plan,
 ) -> anyhow::Result<Cell> {
     let mut frame = template.to_vec();
-    let mut mean_of = |t: &dyn Target, check: bool| -> anyhow::Result<f64> {
+    let mut cell = Cell::default();
+    let mut mean_of = |t: &dyn Target, check: bool, hits: &mut HitRate| -> anyhow::Result<f64> {
         let mut total = 0.0;
-        for _ in 0..plan.calls {
-            rekey(&mut frame);
+        for i in 0..plan.calls {
+            keys.rekey(&mut frame)?;
             let out = t.run(&frame, 1)?;
             ensure!(
                 !check || out.retval == action,
@@ -167,17 +201,19 @@ pub fn random(
                 out.retval
             );
             total += ns(out.per_run);
+            if check && i % PROBE_EVERY == PROBE_EVERY - 1 {
+                keys.rekey(&mut frame)?;
+                if let Some(hit) = keys.probe(t, &frame)? {
+                    hits.add(hit);
+                }
+            }
         }
         #[expect(clippy::cast_precision_loss, reason = "call counts are small")]
         Ok(total / plan.calls as f64)
     };
-    let mut cell = Cell {
-        gross: Samples::default(),
-        floor: Samples::default(),
-    };
     for _ in 0..plan.runs {
-        cell.floor.0.push(mean_of(floor, false)?);
-        cell.gross.0.push(mean_of(target, true)?);
+        cell.floor.0.push(mean_of(floor, false, &mut cell.hits)?);
+        cell.gross.0.push(mean_of(target, true, &mut cell.hits)?);
     }
     Ok(cell)
 }

@@ -210,7 +210,7 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
             };
             let family: Family = def.family;
             let frame = build(space.hot(*keys, family));
-            let hot = testrun::hot(&l.prog, floor, &frame, *action, plan)?;
+            let hot = testrun::hot(&l.prog, floor, &frame, *action, None, plan)?;
             row.hot.push(value(&hot));
             let keys = *keys;
             let off = keys
