@@ -19,8 +19,9 @@ struct Args {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
-    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, control-plane,
-    /// observability, verifier), for working on one of them. The targets need every step.
+    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, throughput,
+    /// control-plane, observability, verifier), for working on one of them. The targets need
+    /// every step.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the report files go (default: the workspace's target/bench).

@@ -66,11 +66,9 @@ pub struct VerdictCache {
 impl VerdictCache {
     /// Opens the cache and config maps of the program whose map ids are `map_ids`.
     pub fn open(map_ids: &[u32]) -> anyhow::Result<Self> {
-        let cache = PerCpuArray::try_from(Map::PerCpuArray(maps_by_name(
-            map_ids,
-            VERDICT_CACHE_MAP,
-        )?))
-        .context("open the verdict cache")?;
+        let cache =
+            PerCpuArray::try_from(Map::PerCpuArray(maps_by_name(map_ids, VERDICT_CACHE_MAP)?))
+                .context("open the verdict cache")?;
         let config: Array<MapData, DatapathConfig> =
             Array::try_from(Map::Array(maps_by_name(map_ids, CONFIG_MAP)?))
                 .context("open the datapath config")?;

@@ -4,9 +4,12 @@
 //!   prefix count, Boundary and the peer, timed by `testrun` against the empty program;
 //!   `paths` holds the rows and the policy behind them, `kernel` the datapath and its tables
 //!   for each prefix count;
-//! - `flood` (step 3): a live-frames flood on a veth, Boundary's XDP against nftables;
-//! - `control_plane` (step 4), `observability` (step 5: `/metrics` and the agent's CPU under a
-//!   flood) and `verifier` (step 6);
+//! - `flood` (step 3): a live-frames flood on a veth, Boundary's XDP against nftables, one
+//!   flow and a new spoofed source every frame;
+//! - `throughput` (step 4): TCP through the protected veth with iperf3, Boundary against no
+//!   filter and nftables;
+//! - `control_plane` (step 5), `observability` (step 6: `/metrics` and the agent's CPU under a
+//!   flood) and `verifier` (step 7);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 
@@ -25,6 +28,7 @@ pub mod results;
 pub mod sys;
 pub mod targets;
 pub mod testrun;
+pub mod throughput;
 pub mod verifier;
 pub mod xdp_filter;
 
@@ -43,6 +47,9 @@ pub struct Plan {
     pub calls: usize,
     /// Frames per run of the live-frames flood.
     pub flood_frames: u32,
+    /// Seconds per iperf3 run, and repetitions of every throughput configuration.
+    pub tput_secs: u32,
+    pub tput_runs: usize,
     /// Runs of each control-plane timing.
     pub cp_runs: usize,
     /// Policy reloads timed per agent size.
@@ -51,8 +58,8 @@ pub struct Plan {
     pub scrapes: usize,
     /// How long the agent's CPU is measured under the flood.
     pub obs_window: Duration,
-    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `control-plane`, `observability`,
-    /// `verifier`); all when empty.
+    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
+    /// `observability`, `verifier`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -63,6 +70,8 @@ impl Plan {
             repeat: 1_000_000,
             calls: 40_000,
             flood_frames: 2_000_000,
+            tput_secs: 1,
+            tput_runs: 5,
             cp_runs: 3,
             reloads: 5,
             scrapes: 30,
@@ -77,6 +86,8 @@ impl Plan {
             repeat: 1_000_000,
             calls: 8_000,
             flood_frames: 500_000,
+            tput_secs: 1,
+            tput_runs: 2,
             cp_runs: 1,
             reloads: 3,
             scrapes: 10,
@@ -91,12 +102,14 @@ impl Plan {
 
     pub fn describe(&self, quick: bool) -> String {
         format!(
-            "{} mode: {} runs per figure, hot repeat {}, {} random-key calls per run, {} flood frames per run, {} control-plane runs, {} reloads, {} scrapes, {} s under flood",
+            "{} mode: {} runs per figure, hot repeat {}, {} first-packet calls per run, {} flood frames per run, {} x {} s iperf3 runs per throughput cell, {} control-plane runs, {} reloads, {} scrapes, {} s under flood",
             if quick { "quick" } else { "default" },
             self.runs,
             self.repeat,
             self.calls,
             self.flood_frames,
+            self.tput_runs,
+            self.tput_secs,
             self.cp_runs,
             self.reloads,
             self.scrapes,
@@ -156,6 +169,9 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
     }
     if plan.wants("flood") {
         report.flood = optional(&mut report, "denied flood", || flood::run(plan));
+    }
+    if plan.wants("throughput") {
+        report.throughput = optional(&mut report, "throughput", || throughput::run(plan));
     }
     if plan.wants("control-plane") {
         report.control = optional(&mut report, "control plane", || control_plane::run(plan));

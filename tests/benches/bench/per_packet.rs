@@ -103,7 +103,10 @@ fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::R
     Ok(())
 }
 
-#[expect(clippy::too_many_arguments, reason = "the step's state, passed down once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the step's state, passed down once"
+)]
 fn measure_row(
     dp: &BenchDatapath,
     cache: &mut VerdictCache,

@@ -4,7 +4,10 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde_json::{Value as Json, json};
 
-use super::results::{PacketRow, Report, SIZES, Value};
+use super::{
+    results::{PacketRow, Report, SIZES, Value},
+    throughput,
+};
 
 const PATH_W: usize = 50;
 const VERDICT_W: usize = 34;
@@ -70,6 +73,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(o, "{}", r.mode);
     per_packet_section(&mut o, r);
     flood_section(&mut o, r);
+    throughput_section(&mut o, r);
     control_section(&mut o, r);
     observability_section(&mut o, r);
     verifier_section(&mut o, r);
@@ -200,6 +204,87 @@ fn flood_section(o: &mut String, r: &Report) {
     }
 }
 
+/// "median ±spread" of a throughput cell, "failed" or blank.
+fn tput_cell(cell: &super::results::TputCell) -> String {
+    match throughput::summary(cell) {
+        None => "-".into(),
+        Some(Ok((m, s))) => format!("{m:.2} ±{s:.2}"),
+        Some(Err(_)) => "failed".into(),
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
+}
+
+fn throughput_section(o: &mut String, r: &Report) {
+    let t = &r.throughput;
+    let _ = writeln!(
+        o,
+        "\n4. TCP throughput through the protected veth (iperf3, Gbit/s received: median ±half range of {} runs of {} s; every configuration once per repetition, order rotated)",
+        t.runs, t.secs
+    );
+    if t.rows.is_empty() {
+        let _ = writeln!(o, "   not measured");
+        return;
+    }
+    let _ = write!(
+        o,
+        "   {:<15}{:<4}{:>8}{:>10}",
+        "direction", "fam", "streams", "offloads"
+    );
+    for c in &t.rows[0].cells {
+        let _ = write!(o, "{:>22}", c.config);
+    }
+    let _ = writeln!(o, "{:>10}{:>10}{:>10}", "B/none", "B/nft", "XDP/none");
+    let mut failures = Vec::new();
+    for row in &t.rows {
+        let _ = write!(
+            o,
+            "   {:<15}{:<4}{:>8}{:>10}",
+            row.direction,
+            row.family,
+            row.streams,
+            if row.offloads { "on" } else { "off" }
+        );
+        for c in &row.cells {
+            let _ = write!(o, "{:>22}", tput_cell(c));
+            if let Some(Err(why)) = throughput::summary(c) {
+                failures.push(format!(
+                    "{} {} {} stream(s) offloads {}, {}: {why}",
+                    row.direction,
+                    row.family,
+                    row.streams,
+                    if row.offloads { "on" } else { "off" },
+                    c.config
+                ));
+            }
+        }
+        let ratios = throughput::ratios(row);
+        let _ = writeln!(
+            o,
+            "{:>10}{:>10}{:>10}",
+            fmt_ratio(ratios.over_none),
+            fmt_ratio(ratios.over_nft),
+            fmt_ratio(ratios.xdp_over_none)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "   offloads on = the kernel's veth defaults (TSO, GSO, checksum offload on; GRO off); off = ethtool -K tso off gso off gro off, both ends"
+    );
+    let _ = writeln!(
+        o,
+        "   B = Boundary's default; ratios of medians; a run fails when iperf3 fails or Boundary drops any packet of these (allowed) flows, and a cell with a failed run has no figure"
+    );
+    for n in &t.notes {
+        let _ = writeln!(o, "   attached: {n}");
+    }
+    for f in failures {
+        let _ = writeln!(o, "   failed: {f}");
+    }
+}
+
 fn opt_ms(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".into(), ms)
 }
@@ -208,7 +293,7 @@ fn control_section(o: &mut String, r: &Report) {
     let c = &r.control;
     let _ = writeln!(
         o,
-        "\n4. Control plane (workloads of 100 ingress rules, each from a CIDR of its own; medians)"
+        "\n5. Control plane (workloads of 100 ingress rules, each from a CIDR of its own; medians)"
     );
     let _ = writeln!(
         o,
@@ -282,7 +367,7 @@ fn control_section(o: &mut String, r: &Report) {
 
 fn observability_section(o: &mut String, r: &Report) {
     let ob = &r.observability;
-    let _ = writeln!(o, "\n5. Observability (agent process, release build)");
+    let _ = writeln!(o, "\n6. Observability (agent process, release build)");
     if !ob.note.is_empty() {
         let _ = writeln!(o, "   {}", ob.note);
     }
@@ -331,7 +416,7 @@ fn observability_section(o: &mut String, r: &Report) {
 }
 
 fn verifier_section(o: &mut String, r: &Report) {
-    let _ = writeln!(o, "\n6. Verifier budget");
+    let _ = writeln!(o, "\n7. Verifier budget");
     let _ = writeln!(
         o,
         "   {:<34}{:>24}{:>12}",
@@ -371,6 +456,33 @@ fn value_json(v: &Value) -> Json {
         }),
         Value::Na(why) => json!({"na": why}),
     }
+}
+
+fn throughput_json(r: &Report) -> Json {
+    json!({
+        "secs_per_run": r.throughput.secs,
+        "runs": r.throughput.runs,
+        "attached": r.throughput.notes,
+        "nft_rules": r.throughput.nft_rules,
+        "rows": r.throughput.rows.iter().map(|row| {
+            let ratios = throughput::ratios(row);
+            json!({
+                "direction": row.direction,
+                "family": row.family,
+                "streams": row.streams,
+                "offloads": row.offloads,
+                "configs": row.cells.iter().filter(|c| c.wanted).map(|c| json!({
+                    "config": c.config,
+                    "gbps": c.runs.iter().map(|r| r.as_ref().ok()).collect::<Vec<_>>(),
+                    "failures": c.runs.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>(),
+                    "median_gbps": throughput::summary(c).and_then(Result::ok).map(|(m, _)| m),
+                })).collect::<Vec<_>>(),
+                "boundary_over_no_filter": ratios.over_none,
+                "boundary_over_nftables": ratios.over_nft,
+                "xdp_over_no_filter": ratios.xdp_over_none,
+            })
+        }).collect::<Vec<_>>(),
+    })
 }
 
 pub fn json(r: &Report) -> Json {
@@ -417,6 +529,7 @@ pub fn json(r: &Report) -> Json {
             "boundary_over_nftables": r.flood.boundary_over_nft,
             "note": r.flood.note,
         },
+        "throughput": throughput_json(r),
         "control_plane": {
             "compile": r.control.compile.iter().map(|c| json!({
                 "rules": c.rules,

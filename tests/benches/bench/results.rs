@@ -92,6 +92,37 @@ pub struct Flood {
     pub note: String,
 }
 
+/// One configuration's runs of one throughput row.
+#[derive(Clone, Debug)]
+pub struct TputCell {
+    pub config: &'static str,
+    /// Measured in this row (native XDP only with offloads on; Boundary only with the agent).
+    pub wanted: bool,
+    /// Gbit/s received per repetition, or why the run failed.
+    pub runs: Vec<Result<f64, String>>,
+}
+
+/// One direction x family x streams x offloads row, every configuration.
+#[derive(Clone, Debug)]
+pub struct TputRow {
+    pub direction: &'static str,
+    pub family: &'static str,
+    pub streams: u32,
+    pub offloads: bool,
+    /// In `throughput::Config::ALL` order.
+    pub cells: Vec<TputCell>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Throughput {
+    pub secs: u32,
+    pub runs: usize,
+    pub rows: Vec<TputRow>,
+    /// What the agent attached, per Boundary configuration.
+    pub notes: Vec<String>,
+    pub nft_rules: String,
+}
+
 /// In-process control-plane timings for one rule count.
 #[derive(Clone, Debug)]
 pub struct CompileRow {
@@ -190,6 +221,7 @@ pub struct Report {
     pub per_packet: PerPacket,
     pub peer_note: String,
     pub flood: Flood,
+    pub throughput: Throughput,
     pub control: ControlPlane,
     pub observability: Observability,
     pub programs: Vec<ProgramRow>,
