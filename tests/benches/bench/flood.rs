@@ -14,6 +14,14 @@
 //! (the same program returning `XDP_DROP`: nothing leaves) and subtracted; what is left is
 //! the receiving side's cost per frame, and 1/cost is its packets per second per core.
 //!
+//! Two floods: **one flow** (the same frame again and again: after its first frame, Boundary
+//! answers it from the verdict cache) and **spoofed sources**, as attackers send them: the
+//! generator writes a random source address in 10.0.0.0/8 into every frame it sends
+//! (`RawProgram::xdp_spoofing`), so no cache can help; Boundary drops them by its default deny
+//! (no rule is about those sources). Each has its own generator-alone row, and the ratio
+//! against nftables is given end to end (generator included) and receive side (generator
+//! subtracted).
+//!
 //! Configurations on `fr0`: an XDP program that drops everything (the floor of any XDP drop on
 //! veth), Boundary's XDP program (an explicit deny rule of the workload that owns the flood's
 //! destination drops it: identity by CIDR, policy lookup, failsafe and conntrack checks, drop
@@ -40,7 +48,7 @@ use super::{
     env::{self, CpuPin, InNetNs, in_ns, veth},
     paths::CLIENT4,
     progress,
-    results::{Flood, FloodRow},
+    results::{Flood, FloodRatio, FloodRow},
     sys::{self, BPF_F_TEST_XDP_LIVE_FRAMES, RawProgram, TestRunExtra, XDP_DROP, XDP_TX, XdpMd},
     testrun::Samples,
 };
@@ -236,6 +244,8 @@ struct Flooder<'a> {
     tx: RawProgram,
     gen_ns: f64,
     plan: &'a Plan,
+    /// "one flow" or "spoofed sources", appended to every configuration's name.
+    kind: &'static str,
 }
 
 impl Flooder<'_> {
@@ -249,7 +259,7 @@ impl Flooder<'_> {
             &self.tx,
             &self.frame,
             self.plan,
-            config,
+            &format!("{config}, {}", self.kind),
             Some(self.gen_ns),
             dropped,
         )
@@ -264,7 +274,7 @@ impl Flooder<'_> {
                 .attach_xdp_native(self.lab.fr0)
                 .context("attach the drop-all program to fr0 (native)")?
         };
-        self.measure("XDP drop-all program (floor)", &mut || {
+        self.measure("XDP drop-all (floor)", &mut || {
             self.lab.fr0_stat("rx_queue_0_xdp_drops").map(Some)
         })
     }
@@ -283,11 +293,15 @@ impl Flooder<'_> {
                 .context("attach Boundary's XDP program to fr0 (native)")?;
         }
         let maps = &dp.maps;
-        // Dropping `dp` at the end detaches its XDP link.
-        self.measure("Boundary XDP (explicit deny rule)", &mut || {
+        // Dropping `dp` at the end detaches its XDP link. One flow is dropped by the deny
+        // rule, spoofed sources (almost all outside its /24) by the default deny.
+        self.measure("Boundary XDP", &mut || {
             let row = maps.counter_row(slot, 0)?;
             Ok(Some(
-                row.counters[usize::from(Reason::PolicyDeny.code())].packets,
+                [Reason::PolicyDeny, Reason::DefaultDeny]
+                    .iter()
+                    .map(|r| row.counters[usize::from(r.code())].packets)
+                    .sum(),
             ))
         })
     }
@@ -297,9 +311,7 @@ impl Flooder<'_> {
         env::run(in_ns(&self.lab.rx_ns, "ethtool").args(["-K", "fr0", "gro", "on"]))
             .context("ethtool -K fr0 gro on (package ethtool)")?;
         let table = NftTable::create(&self.lab.rx_ns)?;
-        self.measure("nftables netdev ingress drop", &mut || {
-            table.dropped().map(Some)
-        })
+        self.measure("nftables netdev ingress", &mut || table.dropped().map(Some))
     }
 }
 
@@ -324,9 +336,65 @@ fn shortfalls(rows: &[FloodRow]) -> Vec<String> {
     out
 }
 
+/// One flood kind: its generator alone, then every configuration.
+fn flood_kind(
+    lab: &Lab,
+    plan: &Plan,
+    frame: &[u8],
+    kind: &'static str,
+    spoof: bool,
+) -> anyhow::Result<(Vec<FloodRow>, FloodRatio)> {
+    let program = |action: u32, name: &str| {
+        if spoof {
+            RawProgram::xdp_spoofing(action, name)
+        } else {
+            RawProgram::xdp_returning(action, name)
+        }
+    };
+    // The generator alone: it drops its own frames, nothing is transmitted.
+    let gen_drop = program(XDP_DROP, "bnd_bench_gdrop")?;
+    let alone = measure(
+        lab,
+        &gen_drop,
+        frame,
+        plan,
+        &format!("generator alone, {kind}"),
+        None,
+        &mut || Ok(None),
+    )?;
+    let flooder = Flooder {
+        lab,
+        frame: frame.to_vec(),
+        tx: program(XDP_TX, "bnd_bench_gen")?,
+        gen_ns: alone.ns_per_frame,
+        plan,
+        kind,
+    };
+    let rows = vec![
+        alone,
+        flooder.drop_all()?,
+        flooder.boundary()?,
+        flooder.nftables()?,
+    ];
+    let find = |name: &str| rows.iter().find(|r| r.config.starts_with(name));
+    let (b, n) = (find("Boundary"), find("nftables"));
+    let ratio = FloodRatio {
+        flood: kind,
+        rx: b
+            .and_then(FloodRow::mpps_per_core)
+            .zip(n.and_then(FloodRow::mpps_per_core))
+            .map(|(b, n)| b / n),
+        e2e: b
+            .zip(n)
+            .filter(|(b, _)| b.ns_per_frame > 0.0)
+            .map(|(b, n)| n.ns_per_frame / b.ns_per_frame),
+    };
+    Ok((rows, ratio))
+}
+
 pub fn run(plan: &Plan) -> anyhow::Result<Flood> {
     progress::step(&format!(
-        "denied flood: {} live frames x {} runs per configuration, veth between two namespaces",
+        "denied flood: {} live frames x {} runs per configuration, veth between two namespaces, one flow then spoofed sources",
         plan.flood_frames, plan.runs
     ));
     let lab = Lab::new()?;
@@ -339,41 +407,14 @@ pub fn run(plan: &Plan) -> anyhow::Result<Flood> {
         },
         &[0; 22],
     );
-    // The generator alone: it drops its own frames, nothing is transmitted.
-    let gen_drop = RawProgram::xdp_returning(XDP_DROP, "bnd_bench_gdrop")?;
-    let alone = measure(
-        &lab,
-        &gen_drop,
-        &frame,
-        plan,
-        "generator alone (nothing sent)",
-        None,
-        &mut || Ok(None),
-    )?;
-    let flooder = Flooder {
-        lab: &lab,
-        frame,
-        tx: RawProgram::xdp_returning(XDP_TX, "bnd_bench_gen")?,
-        gen_ns: alone.ns_per_frame,
-        plan,
-    };
-    let rows = vec![
-        alone,
-        flooder.drop_all()?,
-        flooder.boundary()?,
-        flooder.nftables()?,
-    ];
+    let (mut rows, one) = flood_kind(&lab, plan, &frame, "one flow", false)?;
+    let (spoofed_rows, spoofed) = flood_kind(&lab, plan, &frame, "spoofed sources", true)?;
+    rows.extend(spoofed_rows);
     progress::done();
-
-    let pps = |name: &str| {
-        rows.iter()
-            .find(|r| r.config.starts_with(name))
-            .and_then(FloodRow::mpps_per_core)
-    };
-    let ratio = pps("Boundary").zip(pps("nftables")).map(|(b, n)| b / n);
     Ok(Flood {
         note: shortfalls(&rows).join("; "),
         rows,
-        boundary_over_nft: ratio,
+        boundary_over_nft: one.rx,
+        ratios: vec![one, spoofed],
     })
 }

@@ -171,11 +171,11 @@ fn per_packet_section(o: &mut String, r: &Report) {
 fn flood_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
-        "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP that a deny rule drops)"
+        "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP to a workload that denies it: one flow, then a new spoofed source in 10.0.0.0/8 every frame)"
     );
     let _ = writeln!(
         o,
-        "   {:<40}{:>18}{:>16}{:>12}{:>22}",
+        "   {:<48}{:>18}{:>16}{:>12}{:>22}",
         "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
     );
     for f in &r.flood.rows {
@@ -188,15 +188,18 @@ fn flood_section(o: &mut String, r: &Report) {
             .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
         let _ = writeln!(
             o,
-            "   {:<40}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            "   {:<48}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
             f.config,
             format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
         );
     }
-    if let Some(ratio) = r.flood.boundary_over_nft {
+    for ratio in &r.flood.ratios {
         let _ = writeln!(
             o,
-            "   Boundary / nftables, receive-side packets per second per core: {ratio:.2}x"
+            "   Boundary / nftables, packets per second per core, {}: receive side (generator subtracted) {}, end to end {}",
+            ratio.flood,
+            fmt_ratio(ratio.rx),
+            fmt_ratio(ratio.e2e)
         );
     }
     if !r.flood.note.is_empty() {
@@ -431,7 +434,7 @@ fn verifier_section(o: &mut String, r: &Report) {
 }
 
 fn targets_section(o: &mut String, r: &Report) {
-    let _ = writeln!(o, "\nTargets (issues #4 and #5)");
+    let _ = writeln!(o, "\nTargets (issues #4, #5 and #9)");
     for t in &r.targets {
         let mark = match t.met {
             Some(true) => "met",
@@ -527,6 +530,9 @@ pub fn json(r: &Report) -> Json {
                 "dropped": f.dropped,
             })).collect::<Vec<_>>(),
             "boundary_over_nftables": r.flood.boundary_over_nft,
+            "ratios": r.flood.ratios.iter().map(|f| json!({
+                "flood": f.flood, "receive_side": f.rx, "end_to_end": f.e2e,
+            })).collect::<Vec<_>>(),
             "note": r.flood.note,
         },
         "throughput": throughput_json(r),

@@ -85,10 +85,23 @@ impl FloodRow {
     }
 }
 
+/// Boundary against nftables under one flood, in packets per second per core.
+#[derive(Clone, Debug)]
+pub struct FloodRatio {
+    /// "one flow" or "spoofed sources".
+    pub flood: &'static str,
+    /// Receive side: the generator's own cost subtracted.
+    pub rx: Option<f64>,
+    /// End to end: generator included.
+    pub e2e: Option<f64>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Flood {
     pub rows: Vec<FloodRow>,
+    /// The one-flow flood, receive side.
     pub boundary_over_nft: Option<f64>,
+    pub ratios: Vec<FloodRatio>,
     pub note: String,
 }
 

@@ -137,10 +137,44 @@ impl RawProgram {
             reason = "TC_ACT_UNSPEC is -1, passed as its bit pattern"
         )]
         let insns = [mov_r0(action as i32), EXIT];
+        Self::load(prog_type, &insns, name)
+    }
+
+    /// An XDP program that writes a random source address in 10.0.0.0/8 into an untagged IPv4
+    /// frame (`bpf_get_prandom_u32`, so every frame of a live-frames run gets a new one), then
+    /// returns `action`. The IPv4 header checksum is left as it was: nothing on the receiving
+    /// side of the flood step checks it before dropping the frame.
+    pub fn xdp_spoofing(action: u32, name: &str) -> io::Result<Self> {
+        #[expect(clippy::cast_possible_wrap, reason = "XDP actions are small")]
+        let action = action as i32;
+        let insn = |code: u8, dst: u8, src: u8, off: i16, imm: i32| Insn {
+            code,
+            regs: src << 4 | dst,
+            off,
+            imm,
+        };
+        let insns = [
+            insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (ctx)
+            insn(0x85, 0, 0, 0, 7),  // call bpf_get_prandom_u32
+            insn(0x61, 2, 6, 0, 0),  // r2 = ctx->data
+            insn(0x61, 3, 6, 4, 0),  // r3 = ctx->data_end
+            insn(0xbf, 4, 2, 0, 0),  // r4 = r2
+            insn(0x07, 4, 0, 0, 30), // r4 += 30: Ethernet + IPv4 up to the source address's end
+            insn(0x2d, 4, 3, 3, 0),  // if r4 > r3 goto +3 (too short: leave it)
+            insn(0x67, 0, 0, 0, 8),  // r0 <<= 8
+            insn(0x47, 0, 0, 0, 10), // r0 |= 10: bytes 10, random, random, random
+            insn(0x63, 2, 0, 26, 0), // *(u32 *)(r2 + 26) = r0: the source address
+            mov_r0(action),
+            EXIT,
+        ];
+        Self::load(BPF_PROG_TYPE_XDP, &insns, name)
+    }
+
+    fn load(prog_type: u32, insns: &[Insn], name: &str) -> io::Result<Self> {
         let license: &CStr = c"GPL";
         let mut attr = ProgLoadAttr {
             prog_type,
-            insn_cnt: 2,
+            insn_cnt: u32::try_from(insns.len()).expect("a few instructions"),
             insns: addr(insns.as_ptr()),
             license: addr(license.as_ptr()),
             ..ProgLoadAttr::default()
