@@ -1,4 +1,4 @@
-//! The PNG: per-packet net cost by path and prefix count, hot single flow and random key side
+//! The PNG: per-packet net cost by path and prefix count, hot single flow and first packet side
 //! by side, one group of bars per path. Text is drawn with the `DejaVu` Sans font embedded in the binary
 //! (plotters' `ab_glyph` backend), so no system font, fontconfig or freetype is involved.
 
@@ -85,7 +85,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         let caption = if hot {
             "hot single flow (repeat >= 10^6)"
         } else {
-            "random key (one fresh peer address per call)"
+            "first packet (fresh peer address, verdict cache emptied, per call)"
         };
         let mut chart = ChartBuilder::on(&area)
             .caption(caption, ("sans-serif", 18))
