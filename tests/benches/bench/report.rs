@@ -222,15 +222,18 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 fn throughput_section(o: &mut String, r: &Report) {
     let t = &r.throughput;
+    if t.rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n4. TCP throughput through the protected veth: not measured"
+        );
+        return;
+    }
     let _ = writeln!(
         o,
         "\n4. TCP throughput through the protected veth (iperf3, Gbit/s received: median ±half range of {} runs of {} s; every configuration once per repetition, order rotated)",
         t.runs, t.secs
     );
-    if t.rows.is_empty() {
-        let _ = writeln!(o, "   not measured");
-        return;
-    }
     let _ = write!(
         o,
         "   {:<15}{:<4}{:>8}{:>10}",
