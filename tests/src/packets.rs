@@ -234,12 +234,12 @@ pub fn cut_v6(mut f: Vec<u8>, payload: usize) -> Vec<u8> {
 }
 
 /// What an ICMP error quotes of `frame` (an untagged frame): its IP header and the first 8
-/// bytes after it, as RFC 792 asks (ICMPv6 may quote more; this quotes the same).
+/// bytes after it, as RFC 792 asks (`ICMPv6` may quote more; this quotes the same).
 fn quote(frame: &[u8], ip_header_len: usize) -> &[u8] {
     &frame[ETH_LEN..ETH_LEN + ip_header_len + 8]
 }
 
-/// An ICMPv4 "fragmentation needed" (destination unreachable, code 4) from `from` to `to`,
+/// An `ICMPv4` "fragmentation needed" (destination unreachable, code 4) from `from` to `to`,
 /// quoting `about` (an untagged IPv4 frame without options, as it was sent).
 pub fn icmp4_frag_needed(from: Ipv4Addr, to: Ipv4Addr, mtu: u16, about: &[u8]) -> Vec<u8> {
     icmp4_error(
@@ -252,7 +252,7 @@ pub fn icmp4_frag_needed(from: Ipv4Addr, to: Ipv4Addr, mtu: u16, about: &[u8]) -
     )
 }
 
-/// An ICMPv4 "port unreachable" from `from` to `to`, quoting `about`.
+/// An `ICMPv4` "port unreachable" from `from` to `to`, quoting `about`.
 pub fn icmp4_port_unreachable(from: Ipv4Addr, to: Ipv4Addr, about: &[u8]) -> Vec<u8> {
     icmp4_error(
         from,
@@ -279,7 +279,7 @@ fn icmp4_error(
     out
 }
 
-/// An ICMPv6 "packet too big" from `from` to `to`, quoting `about` (an untagged IPv6 frame).
+/// An `ICMPv6` "packet too big" from `from` to `to`, quoting `about` (an untagged IPv6 frame).
 pub fn icmp6_too_big(from: Ipv6Addr, to: Ipv6Addr, mtu: u32, about: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER)
