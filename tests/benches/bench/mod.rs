@@ -66,9 +66,9 @@ pub struct Plan {
 impl Plan {
     pub fn full() -> Self {
         Self {
-            runs: 7,
+            runs: 5,
             repeat: 1_000_000,
-            calls: 40_000,
+            calls: 20_000,
             flood_frames: 2_000_000,
             tput_secs: 1,
             tput_runs: 5,
