@@ -30,8 +30,8 @@ use anyhow::{Context as _, bail, ensure};
 use aya::maps::IterableMap as _;
 use boundary_agent::policy::{self, Policy, SlotTable, Tables, compile::RuleKey};
 use boundary_common::maps::{
-    Action, EP_PEERS_INGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, Endpoint, FIRST_IDENTITY,
-    MAX_RULES, Mode, PolicyKey, PolicyValue, RULE_ALLOW, RULE_DENY,
+    Action, EP_PEERS_INGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
+    FIRST_IDENTITY, MAX_RULES, Mode, PolicyKey, PolicyValue, RULE_ALLOW, RULE_DENY,
 };
 use boundary_tests::{
     AgentProcess, NetNs,
@@ -111,7 +111,7 @@ fn tables_for(rules: usize) -> Tables {
             mode: Mode::Enforce as u8,
             ingress_default: Action::Drop as u8,
             egress_default: Action::Pass as u8,
-            flags: EP_TRACK_EGRESS | EP_RULES_INGRESS | EP_PEERS_INGRESS,
+            flags: EP_TRACK_EGRESS | EP_TRACK_INGRESS | EP_RULES_INGRESS | EP_PEERS_INGRESS,
             pad: [0; 2],
         };
         t.endpoints.insert(IpAddr::V4(workload_addr(w)), ep);

@@ -31,9 +31,9 @@ use boundary_common::{
     Direction, Reason,
     maps::{
         Action, CIDRS_MAP, COUNTERS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS,
-        EP_RULES_INGRESS, EP_TRACK_EGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
-        MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP, POLICY_MAP, PolicyValue,
-        RULE_ALLOW, RULE_DENY,
+        EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FIRST_IDENTITY,
+        IDENTITIES_MAP, MAX_CIDRS, MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP,
+        POLICY_MAP, PolicyValue, RULE_ALLOW, RULE_DENY,
     },
 };
 use ipnet::IpNet;
@@ -216,9 +216,11 @@ pub fn tables_for(space: KeySpace) -> Tables {
         mode: Mode::Enforce as u8,
         ingress_default: Action::Drop as u8,
         egress_default: Action::Pass as u8,
-        // Ingress denies (by default and by rule): replies to what it sends need conntrack.
-        // Rules about particular peers both ways: the identity is looked up both ways.
+        // Ingress denies (by default and by rule): the workload tracks its allowed flows both
+        // ways (replies, and ICMP errors about them, may come back either way). Rules about
+        // particular peers both ways: the identity is looked up both ways.
         flags: EP_TRACK_EGRESS
+            | EP_TRACK_INGRESS
             | EP_RULES_INGRESS
             | EP_PEERS_INGRESS
             | EP_RULES_EGRESS
