@@ -67,8 +67,8 @@ impl Plan {
     pub fn full() -> Self {
         Self {
             runs: 5,
-            repeat: 1_000_000,
-            calls: 20_000,
+            repeat: 500_000,
+            calls: 8_000,
             flood_frames: 2_000_000,
             tput_secs: 1,
             tput_runs: 5,
