@@ -274,7 +274,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Observability> {
         "bench-obs",
         "oa0",
         &policy_yaml(),
-        "maxWorkloads: 1024\nmetricsAddress: \"127.0.0.1:0\"\n",
+        // Native XDP, not the veth default (tcx ingress): the flood is measured where XDP
+        // drops it, in the generator's softirq, and live frames need the XDP-enabled ring.
+        "maxWorkloads: 1024\nmetricsAddress: \"127.0.0.1:0\"\ningress: xdp\n",
     );
     let agent = AgentProcess::try_start(&lab.agent_ns, &files.config(), &[])
         .map_err(|(code, log)| anyhow::anyhow!("agent exited ({code:?}):\n{log}"))?;

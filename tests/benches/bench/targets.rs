@@ -141,7 +141,7 @@ fn scaling(rows: &[PacketRow]) -> Target {
                 ratio(net(&o.hot, last), net(&o.hot, 0)),
             ));
             parts.push((
-                format!("{fam} random-key"),
+                format!("{fam} first packet"),
                 ratio(net(&o.random, last), net(&o.random, 0)),
             ));
         }
@@ -381,7 +381,12 @@ fn agent_cpu(report: &Report) -> Target {
     let o = &report.observability;
     Target {
         name: "agent CPU, one scrape per 5 s under a ~1 Mpps denied flood, < 2 % of a core".into(),
-        met: o.flood.as_ref().map(|f| f.cpu_percent() < 2.0),
+        // Only a flood the datapath really dropped counts.
+        met: o
+            .flood
+            .as_ref()
+            .filter(|f| f.denied * 100 >= f.frames * 99)
+            .map(|f| f.cpu_percent() < 2.0),
         detail: o.flood.as_ref().map_or_else(
             || format!("not measured {}", o.note),
             |f| {
