@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses arguments and calls into these modules; everything here
 //! is usable from tests.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod datapath;
