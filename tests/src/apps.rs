@@ -27,6 +27,9 @@ use crate::netns::NetNs;
 /// How long a socket may stay silent before a transfer counts as stalled.
 pub const STALL: Duration = Duration::from_secs(10);
 
+/// How long a UDP client waits for an answer before it counts as lost.
+pub const UDP_WAIT: Duration = Duration::from_secs(2);
+
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -225,11 +228,16 @@ fn serve_bulk(mut conn: TcpStream, stream: &Stream) {
     }
 }
 
-/// An I/O error for a message; a socket timeout says what it means.
+/// An I/O error on a TCP socket (timeouts [`STALL`]) for a message.
 fn io_error(e: &std::io::Error) -> String {
+    io_error_after(e, STALL)
+}
+
+/// An I/O error for a message; a socket timeout (`wait`) says what it means.
+fn io_error_after(e: &std::io::Error, wait: Duration) -> String {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            format!("nothing moved for {} s", STALL.as_secs())
+            format!("nothing moved for {} s", wait.as_secs())
         }
         _ => e.to_string(),
     }
@@ -379,15 +387,24 @@ pub fn concurrent_requests(ns: &NetNs, to: SocketAddr, count: usize, len: u64) -
     });
     let stream = Stream::new();
     let mut scratch = Vec::new();
+    let mut stalled = false;
     for (i, mut c) in conns {
+        if stalled {
+            // Every answer was sent at once and the others have waited as long as the one that
+            // stalled: what has not arrived by now is not coming.
+            c.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+        }
         let mut body = Vec::new();
-        match c.read_to_end(&mut body) {
+        let read = c.read_to_end(&mut body);
+        stalled |= matches!(&read, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+        match read {
             Ok(_) if body.len() as u64 == len && stream.matches(0, &body, &mut scratch) => {}
             Ok(_) => errors.push(format!(
                 "connection {i}: answer of {} bytes, not the {len} expected ones",
                 body.len()
             )),
-            Err(e) => errors.push(format!("connection {i}: read answer: {e}")),
+            Err(e) => errors.push(format!("connection {i}: read answer: {}", io_error(&e))),
         }
     }
     errors
@@ -411,7 +428,25 @@ impl UdpServer {
         addr: SocketAddr,
         answer: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static,
     ) -> Self {
+        Self::start_with(ns, addr, None, answer)
+    }
+
+    /// [`UdpServer::start`], with `UDP_SEGMENT` set to `gso_segment` on the socket when given.
+    pub fn start_with(
+        ns: &NetNs,
+        addr: SocketAddr,
+        gso_segment: Option<u16>,
+        answer: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> Self {
         let sock = ns.run(|| UdpSocket::bind(addr).expect("bind udp server"));
+        if let Some(segment) = gso_segment {
+            nix::sys::socket::setsockopt(
+                &sock,
+                nix::sys::socket::sockopt::UdpGsoSegment,
+                &i32::from(segment),
+            )
+            .expect("setsockopt UDP_SEGMENT");
+        }
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let stop = Arc::new(AtomicBool::new(false));
@@ -431,6 +466,20 @@ impl UdpServer {
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Answers each request (a little-endian `u32`, a byte count) with that many bytes of the
+    /// [`Stream`] in one `send` on a socket with `UDP_SEGMENT` set to `segment`: the kernel
+    /// hands the interface one GSO packet that is cut into datagrams of `segment` bytes only
+    /// at the receiving end, as QUIC servers send.
+    pub fn gso_burst(ns: &NetNs, addr: SocketAddr, segment: u16) -> Self {
+        let stream = Stream::new();
+        Self::start_with(ns, addr, Some(segment), move |q| {
+            let len = u32::from_le_bytes(q.try_into().ok()?);
+            let mut out = vec![0u8; usize::try_from(len).ok()?];
+            stream.fill(0, &mut out);
+            Some(out)
+        })
     }
 
     /// Echoes every datagram back as it came.
@@ -466,8 +515,7 @@ pub fn udp_echo_checked(ns: &NetNs, to: SocketAddr, count: u64, size: usize) -> 
     };
     let sock = ns.run(|| UdpSocket::bind(SocketAddr::new(any, 0)).expect("bind udp client"));
     sock.connect(to).expect("connect udp");
-    sock.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
+    sock.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
     let stream = Stream::new();
     let mut out = vec![0u8; size];
     let mut back = vec![0u8; size + 1];
@@ -492,6 +540,49 @@ pub fn udp_echo_checked(ns: &NetNs, to: SocketAddr, count: u64, size: usize) -> 
             failures.join("; ")
         ))
     }
+}
+
+/// Asks the [`UdpServer::gso_burst`] server at `to` (from inside `ns`) for `total` bytes and
+/// checks that they arrive as consecutive datagrams of `segment` bytes (the last one shorter),
+/// each exactly its piece of the stream.
+pub fn udp_gso_download(
+    ns: &NetNs,
+    to: SocketAddr,
+    total: u32,
+    segment: u16,
+) -> Result<(), String> {
+    let any: IpAddr = if to.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sock = ns.run(|| UdpSocket::bind(SocketAddr::new(any, 0)).expect("bind udp client"));
+    sock.connect(to).expect("connect udp");
+    sock.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
+    sock.send(&total.to_le_bytes())
+        .map_err(|e| format!("send request to {to}: {e}"))?;
+    let stream = Stream::new();
+    let mut scratch = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let (total, segment) = (u64::from(total), u64::from(segment));
+    let mut got = 0u64;
+    while got < total {
+        let n = sock.recv(&mut buf).map_err(|e| {
+            format!(
+                "{} of {total} bytes arrived, then nothing: {}",
+                got,
+                io_error_after(&e, UDP_WAIT)
+            )
+        })?;
+        let want = segment.min(total - got);
+        if n as u64 != want || !stream.matches(got, &buf[..n], &mut scratch) {
+            return Err(format!(
+                "datagram at offset {got}: {n} bytes, expected {want} bytes of the stream"
+            ));
+        }
+        got += n as u64;
+    }
+    Ok(())
 }
 
 /// A DNS query (RFC 1035 section 4) for `name`, type `qtype` (1 = A, 28 = AAAA), class IN.
@@ -548,8 +639,7 @@ pub fn dns_lookup(ns: &NetNs, to: SocketAddr, name: &str, v6: bool) -> Result<Ip
     };
     let sock = ns.run(|| UdpSocket::bind(SocketAddr::new(any, 0)).expect("bind udp client"));
     sock.connect(to).expect("connect udp");
-    sock.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
+    sock.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
     let id = 0x4242;
     let qtype = if v6 { 28 } else { 1 };
     let query = dns_query(id, name, qtype);

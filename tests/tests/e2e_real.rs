@@ -11,6 +11,7 @@
 //!   server: they pass as `related`);
 //! - 1,000 short TCP connections in a row and 100 at once;
 //! - 8,000-byte UDP datagrams (IP fragments) both ways, and a DNS-shaped query and answer;
+//! - UDP answers sent with `UDP_SEGMENT` (one GSO packet for many datagrams, as QUIC sends);
 //! - bulk and jumbo transfers again with the ingress program at XDP (`ingress: xdp`), where the
 //!   default hook on a veth is TC.
 
@@ -35,6 +36,7 @@ const HTTP_PORT: u16 = 8080;
 const DENIED_PORT: u16 = 8081;
 const UDP_PORT: u16 = 7000;
 const DNS_PORT: u16 = 5300;
+const GSO_PORT: u16 = 7001;
 
 /// The server's one workload: ingress default deny, the test ports opened to the client's
 /// subnet only, egress default allow, no failsafe.
@@ -48,10 +50,10 @@ workloads:
     ingress:
       - name: client-v4
         from: { cidr: 10.203.0.0/24 }
-        ports: [\"9000/tcp\", \"8080/tcp\", \"7000/udp\", \"5300/udp\"]
+        ports: [\"9000/tcp\", \"8080/tcp\", \"7000-7001/udp\", \"5300/udp\"]
       - name: client-v6
         from: { cidr: \"fd00:203::/64\" }
-        ports: [\"9000/tcp\", \"8080/tcp\", \"7000/udp\", \"5300/udp\"]
+        ports: [\"9000/tcp\", \"8080/tcp\", \"7000-7001/udp\", \"5300/udp\"]
 ";
 
 /// The routed lab's server; the client is on 10.204.1.0/24, the router's ICMP errors come from
@@ -512,9 +514,10 @@ fn short_tcp_connections_in_a_row_and_at_once() {
     let server = BulkServer::start(&p.lab.server, SocketAddr::new(SERVER.into(), BULK_PORT));
     let server6 = BulkServer::start(&p.lab.server, SocketAddr::new(SERVER6.into(), BULK_PORT));
     let c = &p.lab.client;
-    // A request and a 1,000-byte response per connection.
+    // A request and a 1,000-byte response per connection, alternating IPv4 and IPv6; the
+    // first failure ends the series (a user's client would stop there too).
     let mut failures: Vec<String> = (0..1000)
-        .filter_map(|i| {
+        .find_map(|i| {
             let to = if i % 2 == 0 {
                 server.addr
             } else {
@@ -522,14 +525,15 @@ fn short_tcp_connections_in_a_row_and_at_once() {
             };
             apps::download(c, to, 1000)
                 .err()
-                .map(|e| format!("connection {i} in a row: {e}"))
+                .map(|e| format!("connection {i} of 1,000 in a row, to {to}: {e}"))
         })
+        .into_iter()
         .collect();
     failures.extend(apps::concurrent_requests(c, server.addr, 100, 1000));
     failures.extend(apps::concurrent_requests(c, server6.addr, 100, 1000));
     assert!(
         failures.is_empty(),
-        "{} of 1,200 short connections failed:\n  {}\n{}",
+        "short connections failed ({} failures):\n  {}\n{}",
         failures.len(),
         failures.join("\n  "),
         Counters::read(&p.files).table()
@@ -617,4 +621,40 @@ fn udp_fragmented_datagrams_and_dns() {
     );
     let (_, out_bytes) = counters.get("web", "egress", Reason::DefaultAllow);
     assert!(out_bytes >= 2 * 100 * 8000, "{}", counters.table());
+}
+
+#[test]
+fn udp_gso_answers() {
+    if !require_root("udp_gso_answers") {
+        return;
+    }
+    let p = protect("udpgso", Hook::Default, |_| {});
+    let s = &p.lab.server;
+    let _servers = [
+        UdpServer::gso_burst(s, SocketAddr::new(SERVER.into(), GSO_PORT), 1200),
+        UdpServer::gso_burst(s, SocketAddr::new(SERVER6.into(), GSO_PORT), 1200),
+    ];
+    let c = &p.lab.client;
+    // 50 datagrams of 1,200 bytes per send, ten sends per family.
+    let burst = |a: IpAddr| {
+        move || -> Result<(), String> {
+            for _ in 0..10 {
+                apps::udp_gso_download(c, SocketAddr::new(a, GSO_PORT), 60_000, 1200)?;
+            }
+            Ok(())
+        }
+    };
+    let (b4, b6) = (burst(SERVER.into()), burst(SERVER6.into()));
+    transfers(
+        &p,
+        "UDP with UDP_SEGMENT",
+        &[
+            ("ten 60,000-byte GSO answers over IPv4", &b4),
+            ("ten 60,000-byte GSO answers over IPv6", &b6),
+        ],
+    );
+    let counters = Counters::read(&p.files);
+    counters.assert_no_drops("UDP with UDP_SEGMENT");
+    let (_, out_bytes) = counters.get("web", "egress", Reason::DefaultAllow);
+    assert!(out_bytes >= 2 * 10 * 60_000, "{}", counters.table());
 }
