@@ -10,12 +10,12 @@ use crate::netns::{NetNs, ip};
 /// Addresses and interface names of the routed lab.
 pub mod addr {
     use super::{Ipv4Addr, Ipv6Addr};
-    /// The client's subnet: 10.204.1.0/24 and fd00:204:1::/64.
+    /// The client's subnet: `10.204.1.0/24` and `fd00:204:1::/64`.
     pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 204, 1, 2);
     pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x204, 1, 0, 0, 0, 0, 2);
     pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 204, 1, 1);
     pub const ROUTER_CLIENT_SIDE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x204, 1, 0, 0, 0, 0, 1);
-    /// The server's subnet: 10.204.2.0/24 and fd00:204:2::/64. The router's ICMP errors to
+    /// The server's subnet: `10.204.2.0/24` and `fd00:204:2::/64`. The router's ICMP errors to
     /// the server come from its address here, outside the client's subnet.
     pub const ROUTER_SERVER_SIDE: Ipv4Addr = Ipv4Addr::new(10, 204, 2, 1);
     pub const ROUTER_SERVER_SIDE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x204, 2, 0, 0, 0, 0, 1);
@@ -81,7 +81,10 @@ pub fn sysctl(ns: &NetNs, key: &str, value: &str) {
 
 impl RoutedLab {
     pub fn new(tag: &str) -> Self {
-        use addr::*;
+        use addr::{
+            CLIENT, CLIENT_IF, CLIENT6, ROUTER_CLIENT_IF, ROUTER_CLIENT_SIDE, ROUTER_CLIENT_SIDE6,
+            ROUTER_SERVER_IF, ROUTER_SERVER_SIDE, ROUTER_SERVER_SIDE6, SERVER, SERVER_IF, SERVER6,
+        };
         let client = NetNs::new(&format!("bnd-{tag}-c"));
         let router = NetNs::new(&format!("bnd-{tag}-r"));
         let server = NetNs::new(&format!("bnd-{tag}-s"));

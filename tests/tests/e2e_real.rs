@@ -57,7 +57,7 @@ workloads:
 ";
 
 /// The routed lab's server; the client is on 10.204.1.0/24, the router's ICMP errors come from
-/// 10.204.2.1 / fd00:204:2::1, which no rule admits.
+/// `10.204.2.1` / `fd00:204:2::1`, which no rule admits.
 const ROUTED_POLICY: &str = "\
 apiVersion: boundary.dev/v1
 defaults: { ingress: deny, egress: allow }
@@ -224,9 +224,12 @@ impl Counters {
     }
 }
 
+/// One transfer of a test: `Err` says what went wrong.
+type Transfer<'a> = dyn Fn() -> Result<(), String> + 'a;
+
 /// Runs each transfer and panics with every failure (not only the first), the counters and
 /// the agent's log, so one run tells which directions and families break.
-fn transfers(p: &Protected, what: &str, runs: &[(&str, &dyn Fn() -> Result<(), String>)]) {
+fn transfers(p: &Protected, what: &str, runs: &[(&str, &Transfer)]) {
     let failures: Vec<String> = runs
         .iter()
         .filter_map(|(name, run)| run().err().map(|e| format!("{name}: {e}")))
@@ -251,7 +254,7 @@ fn bulk_both_ways(p: &Protected, what: &str, families: &[IpAddr]) {
         .map(|&a| BulkServer::start(&p.lab.server, SocketAddr::new(a, BULK_PORT)))
         .collect();
     let c = &p.lab.client;
-    let mut runs: Vec<(String, Box<dyn Fn() -> Result<(), String> + '_>)> = Vec::new();
+    let mut runs: Vec<(String, Box<Transfer<'_>>)> = Vec::new();
     for s in &servers {
         let to = s.addr;
         runs.push((
@@ -263,8 +266,7 @@ fn bulk_both_ways(p: &Protected, what: &str, families: &[IpAddr]) {
             Box::new(move || apps::upload(c, to, BULK)),
         ));
     }
-    let runs: Vec<(&str, &dyn Fn() -> Result<(), String>)> =
-        runs.iter().map(|(n, r)| (n.as_str(), &**r)).collect();
+    let runs: Vec<(&str, &Transfer)> = runs.iter().map(|(n, r)| (n.as_str(), &**r)).collect();
     transfers(p, what, &runs);
 
     let counters = Counters::read(&p.files);
