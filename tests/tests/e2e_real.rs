@@ -106,6 +106,15 @@ fn protect(tag: &str, hook: Hook, prepare: impl FnOnce(&Lab)) -> Protected {
     prepare(&lab);
     let files = AgentFiles::new(tag, SERVER_IF, POLICY, hook.config());
     let agent = AgentProcess::start(&lab.server, &files.config());
+    if let Hook::Xdp = hook {
+        // The XDP variants must really run at XDP, not fall back to another hook.
+        let link = apps::ns_output(&lab.server, "ip", &["link", "show", SERVER_IF]);
+        let link = String::from_utf8_lossy(&link.stdout);
+        assert!(
+            link.contains(" xdp ") || link.contains("prog/xdp"),
+            "`ingress: xdp` must attach an XDP program to {SERVER_IF}: {link}"
+        );
+    }
     Protected { agent, files, lab }
 }
 
