@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .context("install SIGINT handler")?;
 
     println!(
-        "== Boundary demo: client ns --veth--> server ns (agent on {SERVER_IF}: XDP in, tcx out)"
+        "== Boundary demo: client ns --veth--> server ns (agent on {SERVER_IF}: tcx in, the default on a veth; tcx out)"
     );
     let lab = Lab::new("demo");
     let files = AgentFiles::new("demo", SERVER_IF, POLICY, "");
