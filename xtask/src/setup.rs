@@ -46,6 +46,11 @@ const APT: &[(&str, &str)] = &[
     // Prometheus scrapes the agent in the observability end-to-end test; promtool checks
     // the exposition format.
     ("promtool", "prometheus"),
+    // The end-to-end tests with real applications (tests/tests/e2e_real.rs) and the demo's
+    // HTTP download: Python's http.server serves, curl fetches, ethtool turns offloads off.
+    ("python3", "python3"),
+    ("curl", "curl"),
+    ("ethtool", "ethtool"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
