@@ -150,10 +150,13 @@ mod programs {
             }
             // No tail call (the array is empty): decide on what the first parse found.
         }
-        let (segs, headers) = (skb_segs(ctx), u64::from(pkt.headers_len));
+        // What the segments carry on the wire: each repeats the headers, none the jumbo
+        // hop-by-hop header of a BIG TCP packet.
+        let (segs, hbh) = (skb_segs(ctx), u64::from(pkt.jumbo_hbh));
+        let headers = u64::from(pkt.headers_len).saturating_sub(hbh);
         let parsed = parse::settle(parse::check_length(parsed, pkt, len), pkt);
         let d = verdict::decide(parsed, direction, pkt);
-        let bytes = len as u64 + (segs - 1) * headers;
+        let bytes = (len as u64).saturating_sub(hbh) + (segs - 1) * headers;
         account(pkt, &d, direction, segs, bytes);
         match d.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.

@@ -54,6 +54,9 @@ pub struct Packet {
     /// outer tag of a received frame there before TC ingress runs, and a VLAN device leaves
     /// it there for TC egress). It counts as the first of the two tags the parser allows.
     pub vlan_offloaded: u8,
+    /// Bytes of a jumbo hop-by-hop header (RFC 2675) the stack put on an IPv6 BIG TCP
+    /// super-packet: its segments do not carry it on the wire. 0 or 8.
+    pub jumbo_hbh: u8,
     /// Bytes from the frame's start to the end of the TCP or UDP header (0 otherwise): what
     /// every segment of a GSO super-packet repeats on the wire.
     pub headers_len: u16,

@@ -41,6 +41,9 @@ const IPPROTO_SHIM6: u8 = 140;
 const IPPROTO_EXPERIMENT1: u8 = 253;
 const IPPROTO_EXPERIMENT2: u8 = 254;
 
+/// The jumbo payload option of a hop-by-hop header (RFC 2675).
+const IPV6_TLV_JUMBO: u8 = 0xc2;
+
 /// How many IPv6 extension headers the walk follows before giving up (with a drop).
 pub const MAX_EXT_HEADERS: usize = 8;
 /// The transport header must start within this many bytes of the frame. It bounds the IPv6
@@ -321,9 +324,19 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     let mut payload = usize::from(be16(ip.payload_len));
     let mut off = off + Ipv6Hdr::LEN;
     if payload == 0 && pkt.gso() {
-        // BIG TCP: a GSO packet over 64 KiB has no payload length (RFC 2675's jumbogram, whose
-        // hop-by-hop option the stack may or may not insert).
+        // BIG TCP: a GSO packet over 64 KiB has no payload length (RFC 2675's jumbogram). The
+        // stack marks it with a jumbo payload option in an 8-byte hop-by-hop header, which it
+        // removes again when it cuts the packet into segments (`ipv6_hopopt_jumbo_remove`).
         payload = f.len.saturating_sub(off);
+        if ip.next_hdr == IPPROTO_HOPOPTS
+            && let Some(h) = f.at::<[u8; 4]>(off)
+        {
+            // SAFETY: four bytes in bounds.
+            let h = unsafe { *h };
+            if h[1] == 0 && h[2] == IPV6_TLV_JUMBO && h[3] == 4 {
+                pkt.jumbo_hbh = 8;
+            }
+        }
     }
     let ip_end = pkt.set_ip_end(off + payload);
 
