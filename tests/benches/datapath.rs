@@ -13,7 +13,7 @@ use clap::Parser as _;
 #[derive(clap::Parser)]
 #[command(name = "datapath bench")]
 struct Args {
-    /// Fewer runs and calls: a smoke run in under two minutes.
+    /// Fewer runs and calls: a smoke run of about five minutes.
     #[arg(long)]
     quick: bool,
     /// Print the report as JSON instead of the table.

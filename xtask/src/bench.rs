@@ -14,7 +14,7 @@ use crate::{cargo, root, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fewer runs and calls (about two minutes once built): a smoke test of the harness, not
+    /// Fewer runs and calls (about five minutes once built): a smoke test of the harness, not
     /// figures to quote.
     #[arg(long)]
     pub quick: bool,
