@@ -201,12 +201,12 @@ workloads:
         Reason::DefaultDeny
     );
     let mut echo = Packet::new(ip("10.1.2.7"), ip("10.9.0.1"), 1);
-    echo.icmp_type = 8;
+    echo.icmp_type = Some(8);
     assert_eq!(
         ingress(&t, &echo),
         (Reason::PolicyAllow, Some("ping".into()))
     );
-    echo.icmp_type = 0;
+    echo.icmp_type = Some(0);
     assert_eq!(ingress(&t, &echo).0, Reason::DefaultDeny);
 }
 
