@@ -30,7 +30,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
 use boundary_agent::{
     policy::{Policy, Selector, Tables},
-    reference::{self, ModelView, Outcome, State},
+    reference::{self, ModelView, State},
 };
 use boundary_common::{
     Direction, Reason, Verdict,
