@@ -207,10 +207,10 @@ pub fn decide_with(
                 rule,
                 identity: None,
             },
-            None => Outcome::plain(w.slot, audited(&w, Reason::FragmentUnknown)),
+            None => Outcome::plain(w.slot, audited(w, Reason::FragmentUnknown)),
         };
     }
-    let outcome = judge(view, state, direction, pkt, &w, peer);
+    let outcome = judge(view, state, direction, pkt, w, peer);
     // 7. A first fragment's fate is kept for the rest of its datagram.
     if pkt.fragment == Fragment::First {
         state
@@ -220,7 +220,7 @@ pub fn decide_with(
     outcome
 }
 
-fn audited(w: &WorkloadInfo, reason: Reason) -> Reason {
+fn audited(w: WorkloadInfo, reason: Reason) -> Reason {
     if w.audit { Reason::Audit } else { reason }
 }
 
@@ -229,7 +229,7 @@ fn judge(
     state: &mut State,
     direction: Direction,
     pkt: &Packet,
-    w: &WorkloadInfo,
+    w: WorkloadInfo,
     peer: IpAddr,
 ) -> Outcome {
     // 3. Neighbour discovery (RFC 4861: router and neighbour solicitation and advertisement,
@@ -249,7 +249,7 @@ fn judge(
     } else {
         Subject::Protocol
     };
-    let matched = view.rule(w, direction, peer, identity, pkt.proto, subject);
+    let matched = view.rule(&w, direction, peer, identity, pkt.proto, subject);
     let policy = match matched {
         Some(m) if m.deny => Reason::PolicyDeny,
         Some(_) => Reason::PolicyAllow,
@@ -286,7 +286,7 @@ fn rescue(
     state: &State,
     direction: Direction,
     pkt: &Packet,
-    w: &WorkloadInfo,
+    w: WorkloadInfo,
     peer: IpAddr,
 ) -> Option<Reason> {
     let tcp_or_udp = pkt.proto == IpNumber::TCP.0 || pkt.proto == IpNumber::UDP.0;

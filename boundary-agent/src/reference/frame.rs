@@ -116,8 +116,8 @@ fn cut_short(fragment: Fragment, truncated: Reason) -> Reason {
     }
 }
 
-/// 802.1Q C-tags and 802.1ad S-tags. etherparse also counts 0x9100 (pre-standard QinQ) as a
-/// VLAN tag; the datapath treats it as a non-IP EtherType.
+/// 802.1Q C-tags and 802.1ad S-tags. etherparse also counts `0x9100` (pre-standard `QinQ`) as a
+/// VLAN tag; the datapath treats it as a non-IP ethertype.
 fn is_vlan_tag(t: EtherType) -> bool {
     t == EtherType::VLAN_TAGGED_FRAME || t == EtherType::PROVIDER_BRIDGING
 }

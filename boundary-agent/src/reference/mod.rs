@@ -14,9 +14,9 @@
 //! packet's).
 //!
 //! 1. Ethernet: fewer than 14 bytes: `eth_truncated`.
-//! 2. VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8; 0x9100 is not a tag): a tag cut short:
-//!    `vlan_truncated`; a third tag (seen in the second tag's EtherType): `vlan_too_deep`.
-//!    Any EtherType but IPv4 and IPv6 is non-IP, not a defect.
+//! 2. VLAN tags (802.1Q `0x8100`, 802.1ad `0x88a8`; `0x9100` is not a tag): a tag cut short:
+//!    `vlan_truncated`; a third tag (seen in the second tag's ethertype): `vlan_too_deep`.
+//!    Any ethertype but IPv4 and IPv6 is non-IP, not a defect.
 //! 3. IPv4 (RFC 791), in this order: fewer than 20 bytes `ipv4_truncated`; version not 4
 //!    `ipv4_bad_version`; IHL below 5 `ipv4_bad_ihl`; header (options) past the frame
 //!    `ipv4_options_truncated`; total length below the header or past the frame

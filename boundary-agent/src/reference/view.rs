@@ -286,12 +286,12 @@ impl<'a> ModelView<'a> {
 
 /// How specifically `traffic` covers (protocol, subject): 0 an exact port or ICMP type, 1 a
 /// port range, 2 the whole protocol.
-fn covers(traffic: &Traffic, proto: u8, subject: Subject) -> Option<u8> {
-    match (*traffic, subject) {
+fn covers(traffic: Traffic, proto: u8, subject: Subject) -> Option<u8> {
+    match (traffic, subject) {
         (Traffic::Ports { proto: p, lo, hi }, Subject::Port(port))
             if p == proto && (lo..=hi).contains(&port) =>
         {
-            Some(if lo == hi { 0 } else { 1 })
+            Some(u8::from(lo != hi))
         }
         (
             Traffic::Icmp {
@@ -350,7 +350,7 @@ impl PolicyView for ModelView<'_> {
                 let port_rank = r
                     .traffic
                     .iter()
-                    .filter_map(|t| covers(t, proto, subject))
+                    .filter_map(|t| covers(*t, proto, subject))
                     .min()?;
                 let peer_rank = u8::from(r.peer == Selector::Any);
                 let deny = r.action == RuleAction::Deny;
