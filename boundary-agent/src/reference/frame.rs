@@ -463,3 +463,128 @@ fn quote(v6: bool, body: &[u8]) -> Option<Quote> {
         dport,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The precedence rule on frames with more than one defect.
+    use etherparse::PacketBuilder;
+
+    use super::*;
+
+    const ETH: usize = 14;
+
+    fn udp4(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 1, 2, 7], [10, 9, 0, 1], 64)
+            .udp(40_000, 53)
+            .write(&mut out, payload)
+            .expect("build");
+        out
+    }
+
+    /// IPv6 with raw bytes after the fixed header; `next` is the first Next Header.
+    fn v6_raw(next: u8, after: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .udp(1, 2)
+            .write(&mut out, &[])
+            .expect("build");
+        out.truncate(ETH + 40);
+        out[ETH + 6] = next;
+        out.extend_from_slice(after);
+        let len = u16::try_from(after.len()).expect("fits");
+        out[ETH + 4..ETH + 6].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    fn reason(f: &[u8]) -> Option<Reason> {
+        match parse(f) {
+            Parsed::Malformed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_outer_defect_wins() {
+        // IHL 4 and a total length past the frame: the header length is judged first.
+        let mut f = udp4(b"");
+        f[ETH] = 0x44;
+        f[ETH + 2..ETH + 4].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(reason(&f), Some(Reason::Ipv4BadIhl));
+        // Too short for an IPv4 header and the wrong version: truncation first.
+        let mut f = udp4(b"");
+        f[ETH] = 0x65;
+        f.truncate(ETH + 19);
+        assert_eq!(reason(&f), Some(Reason::Ipv4Truncated));
+        // A payload length past the frame hides a misplaced hop-by-hop header.
+        let mut f = v6_raw(60, &[0, 0, 0, 0, 0, 0, 0, 0]);
+        f[ETH + 4..ETH + 6].copy_from_slice(&[0, 9]);
+        assert_eq!(reason(&f), Some(Reason::Ipv6BadPayloadLength));
+        // UDP length past the payload, and the frame carries padding: the payload decides.
+        let mut f = udp4(b"abcd");
+        f[ETH + 20 + 4..ETH + 20 + 6].copy_from_slice(&[0, 13]);
+        f.extend_from_slice(&[0; 10]);
+        assert_eq!(reason(&f), Some(Reason::UdpBadLength));
+    }
+
+    #[test]
+    fn cut_short_in_a_first_fragment_is_tiny_but_a_bad_field_is_not() {
+        // Fragment (offset 0, more) then 10 bytes of TCP.
+        let frag = [6, 0, 0, 1, 0, 0, 0, 9];
+        let mut after = frag.to_vec();
+        after.extend_from_slice(&[0; 10]);
+        assert_eq!(reason(&v6_raw(44, &after)), Some(Reason::FragmentTiny));
+        // A whole TCP header with data offset 4.
+        let mut after = frag.to_vec();
+        let mut tcp = [0u8; 20];
+        tcp[12] = 0x40;
+        after.extend_from_slice(&tcp);
+        assert_eq!(reason(&v6_raw(44, &after)), Some(Reason::TcpBadDataOffset));
+    }
+
+    #[test]
+    fn the_chain_is_judged_in_order() {
+        // Hop-by-hop second, then a mobility header: the first defect in the chain.
+        let dest = [0, 0, 0, 0, 0, 0, 0, 0];
+        let mut after = dest.to_vec();
+        after[0] = 0; // next: hop-by-hop
+        after.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            reason(&v6_raw(60, &after)),
+            Some(Reason::Ipv6HopByHopNotFirst)
+        );
+        // Nine destination options: the ninth header is one too many.
+        let mut after = Vec::new();
+        for i in 0..9 {
+            after.extend_from_slice(&[if i == 8 { 17 } else { 60 }, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        after.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        assert_eq!(
+            reason(&v6_raw(60, &after)),
+            Some(Reason::Ipv6TooManyExtHeaders)
+        );
+        // An AH with Payload Len 0 (below RFC 4302's minimum) is stepped over as 8 bytes.
+        let mut after = vec![17, 0, 0, 0, 0, 0, 0, 1];
+        after.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        assert!(matches!(parse(&v6_raw(51, &after)), Parsed::Ip(p) if p.dport == 2));
+    }
+
+    #[test]
+    fn a_garbled_quote_is_no_quote_not_a_defect() {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([192, 0, 2, 1], [10, 9, 0, 1], 64)
+            .icmpv4_raw(3, 3, [0; 4])
+            .write(&mut out, &[0x45, 0, 0, 40, 0, 0])
+            .expect("build");
+        match parse(&out) {
+            Parsed::Ip(p) => {
+                assert_eq!(p.icmp_type, Some(3));
+                assert_eq!(p.quote, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
