@@ -421,17 +421,25 @@ struct Made {
     clippy::too_many_lines,
     reason = "one frame's recipe, read top to bottom"
 )]
-fn fresh(r: &mut Rng) -> Made {
+fn fresh(r: &mut Rng, protected: &[IpAddr]) -> Made {
     let direction = if r.chance(60) {
         Direction::Ingress
     } else {
         Direction::Egress
     };
-    let v6 = r.chance(30);
-    let (local, peer) = if v6 {
-        (addr(r.pick(&LOCAL6)), addr(r.pick(&PEER6)))
+    // Mostly a protected address, so that most packets meet the policy.
+    let local = if r.chance(80) {
+        *r.pick(protected)
+    } else if r.chance(30) {
+        addr(r.pick(&LOCAL6))
     } else {
-        (addr(r.pick(&LOCAL4)), addr(r.pick(&PEER4)))
+        addr(r.pick(&LOCAL4))
+    };
+    let v6 = local.is_ipv6();
+    let peer = if v6 {
+        addr(r.pick(&PEER6))
+    } else {
+        addr(r.pick(&PEER4))
     };
     let (src, dst) = match direction {
         Direction::Ingress => (peer, local),
@@ -571,9 +579,9 @@ fn later_of(r: &mut Rng, first: &Made, field: usize) -> Made {
 }
 
 /// The next packet: fresh, a repeat, an answer, an ICMP error, or a later fragment.
-fn next_packet(r: &mut Rng, recent: &[Made]) -> (Made, bool) {
+fn next_packet(r: &mut Rng, recent: &[Made], protected: &[IpAddr]) -> (Made, bool) {
     if recent.is_empty() {
-        return (fresh(r), true);
+        return (fresh(r, protected), true);
     }
     let roll = r.below(100);
     let pick = recent[r.below(recent.len())].clone();
@@ -618,7 +626,7 @@ fn next_packet(r: &mut Rng, recent: &[Made]) -> (Made, bool) {
         }
         _ => {}
     }
-    (fresh(r), true)
+    (fresh(r, protected), true)
 }
 
 fn hex(f: &[u8]) -> String {
@@ -799,6 +807,7 @@ fn datapath_agrees_with_the_reference() {
         let tables = kernel.install(&policy, non_ip);
         check_identities(&policy, &tables, &yaml);
         let model = ModelView::new(&policy, &tables);
+        let protected: Vec<IpAddr> = tables.endpoints.keys().copied().collect();
         let rule_count = u32::try_from(tables.rules.len()).expect("fits");
         // Flow and fragment state starts afresh with each policy on both sides: the kernel's
         // LRU maps may evict before they are full (per-CPU free lists), which a long run would
@@ -823,7 +832,7 @@ fn datapath_agrees_with_the_reference() {
             if i % 100 == 0 {
                 refill_event_budget(&mut kernel);
             }
-            let (made, new) = next_packet(&mut r, &recent);
+            let (made, new) = next_packet(&mut r, &recent, &protected);
             if new {
                 if recent.len() < 32 {
                     recent.push(made.clone());
