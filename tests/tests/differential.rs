@@ -470,8 +470,15 @@ fn fresh(r: &mut Rng, protected: &[IpAddr]) -> Made {
     let mut first_fragment = None;
     let mut whole = true;
     let mut f = if v6 {
-        let f = build(&sent, &[], &payload);
+        let mut f = build(&sent, &[], &payload);
         let exts = random_exts(r);
+        // Neighbour discovery (the checksum is not the datapath's business), unfragmented:
+        // how a fragmented one should fare is an open question (RFC 6980 forbids them).
+        let fragmented = exts.iter().any(|e| matches!(e, Ext::Fragment { .. }));
+        if matches!(tp, Tp::Echo { .. }) && !fragmented && r.chance(10) {
+            f[packets::ETH_LEN + packets::IPV6_LEN] = *r.pick(&[133, 135, 136]);
+            whole = false;
+        }
         if let Some(at) = exts.iter().position(|e| {
             matches!(
                 e,
@@ -484,7 +491,7 @@ fn fresh(r: &mut Rng, protected: &[IpAddr]) -> Made {
             let before: usize = exts[..at].iter().map(|e| ext_len(*e)).sum();
             first_fragment = Some(packets::ETH_LEN + packets::IPV6_LEN + before);
         }
-        whole = exts.is_empty();
+        whole &= exts.is_empty();
         if exts.is_empty() {
             f
         } else {
@@ -578,6 +585,25 @@ fn later_of(r: &mut Rng, first: &Made, field: usize) -> Made {
     }
 }
 
+/// A first fragment cut inside its transport header (RFC 7112 / RFC 1858 tiny fragment),
+/// its IP length fixed to match.
+fn tiny_of(r: &mut Rng, first: &Made, field: usize) -> Made {
+    let f = first.frame.clone();
+    let frame = if field == 0 {
+        let ihl = usize::from(f[packets::ETH_LEN] & 0x0f) * 4;
+        packets::cut_v4(f, ihl + r.below(8))
+    } else {
+        let transport = field + 8 - packets::ETH_LEN - packets::IPV6_LEN;
+        packets::cut_v6(f, transport + r.below(8))
+    };
+    Made {
+        direction: first.direction,
+        frame,
+        sent: None,
+        first_fragment: None,
+    }
+}
+
 /// The next packet: fresh, a repeat, an answer, an ICMP error, or a later fragment.
 fn next_packet(r: &mut Rng, recent: &[Made], protected: &[IpAddr]) -> (Made, bool) {
     if recent.is_empty() {
@@ -622,6 +648,11 @@ fn next_packet(r: &mut Rng, recent: &[Made], protected: &[IpAddr]) -> (Made, boo
         50..56 => {
             if let Some(field) = pick.first_fragment {
                 return (later_of(r, &pick, field), true);
+            }
+        }
+        56..58 => {
+            if let Some(field) = pick.first_fragment {
+                return (tiny_of(r, &pick, field), true);
             }
         }
         _ => {}
@@ -926,6 +957,7 @@ fn datapath_agrees_with_the_reference() {
             Reason::Established,
             Reason::Failsafe,
             Reason::Audit,
+            Reason::NeighborDiscovery,
         ]
         .into_iter()
         .chain(related_reason())
