@@ -75,8 +75,16 @@ pub const fn port_word_index(generation: u8, kind: u32, port: u16) -> u32 {
     ((generation as u32 & 1) * 2 + (kind & 1)) * PORT_WORDS + (port as u32 >> 6)
 }
 
+/// `ProgramArray`: the TC programs by [`PROG_TC_INGRESS`] / [`PROG_TC_EGRESS`], for the tail
+/// call that restarts one after it pulled non-linear headers into the skb's linear part.
+/// Pinned: a program array loses its entries when no process or pin holds it any more.
+pub const PROGS_MAP: &str = "BND_PROGS";
+pub const PROG_TC_INGRESS: u32 = 0;
+pub const PROG_TC_EGRESS: u32 = 1;
+pub const PROGS_ENTRIES: u32 = 2;
+
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 17] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -93,6 +101,7 @@ pub const ALL_MAPS: [&str; 16] = [
     EVENT_BUDGET_MAP,
     PORTS_MAP,
     CT_INSERTS_MAP,
+    PROGS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -111,6 +120,10 @@ pub const MAX_FRAGMENTS: u32 = 16_384;
 pub const VERDICT_CACHE_SLOTS: u32 = 2_048;
 /// `log2(VERDICT_CACHE_SLOTS)`.
 pub const VERDICT_CACHE_BITS: u32 = 11;
+/// The global (`[u64; CACHE_KEY_WORDS]`, in the object's .rodata) holding the verdict cache's
+/// per-load hash key: one random odd multiplier per word of a flow. The loader sets it.
+pub const CACHE_KEY_GLOBAL: &str = "BND_CACHE_KEY";
+pub const CACHE_KEY_WORDS: usize = 5;
 /// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
 pub const MAX_RULES: u32 = 131_072;
 
@@ -452,6 +465,9 @@ pub const CT_REFRESH_JIFFIES: u64 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub direction: u8,
+    /// The IPv4 protocol, or the Next Header of the IPv6 Fragment header (the same in every
+    /// fragment of a datagram; not the transport protocol, which AH or Destination Options may
+    /// hide behind in the first fragment).
     pub proto: u8,
     pub family: u8,
     pub pad: u8,

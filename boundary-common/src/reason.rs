@@ -69,6 +69,10 @@ reasons! {
     /// ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect):
     /// IPv6 stops working without it, so no policy can drop it.
     NeighborDiscovery = 8, "neighbor_discovery", Pass;
+    /// An ICMP error (destination unreachable, packet too big, time exceeded, parameter
+    /// problem) that quotes a packet of a tracked flow: path MTU discovery and error reporting
+    /// work through a protected host whatever the policy says about ICMP.
+    Related = 9, "related", Pass;
 
     // --- dropped by policy --------------------------------------------------------------------
     /// No rule matched and the workload's default for this direction is deny.

@@ -10,7 +10,9 @@
 //! written.
 
 use aya_ebpf::helpers::bpf_jiffies64;
-use boundary_common::maps::{CT_REFRESH_JIFFIES, VERDICT_CACHE_BITS, VerdictCacheEntry};
+use boundary_common::maps::{
+    CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, VERDICT_CACHE_BITS, VerdictCacheEntry,
+};
 
 use crate::{maps::VERDICT_CACHE, parse::Packet};
 
@@ -38,19 +40,30 @@ fn word(addr: &[u8; 16], at: usize) -> u64 {
     u64::from_ne_bytes(w)
 }
 
-/// The slot a flow lives in: the top bits of a multiplicative hash of its words.
+/// The cache's hash key: random odd multipliers the agent writes into the object before
+/// loading it (`EbpfLoader::set_global`), new for every load. Zero here, which would put every
+/// flow in slot 0: slow, never wrong.
+#[unsafe(no_mangle)]
+static BND_CACHE_KEY: [u64; CACHE_KEY_WORDS] = [0; CACHE_KEY_WORDS];
+
+/// The slot a flow lives in: the top bits of `sum(key[i] * flow[i]) mod 2^64`, a
+/// multiply-shift hash (Dietzfelbinger et al.) keyed by a per-load secret. Two given flows
+/// share a slot with probability about 2^-10 over the key, so nobody who does not know the
+/// key can choose flows that collide and push every packet onto the slow path.
 #[inline(always)]
 fn index(flow: &[u64; 5]) -> u32 {
-    let mixed = flow[0]
-        ^ flow[1].rotate_left(13)
-        ^ flow[2].rotate_left(29)
-        ^ flow[3].rotate_left(41)
-        ^ flow[4].rotate_left(53);
+    let mut mixed = 0u64;
+    for (i, w) in flow.iter().enumerate() {
+        // SAFETY: a read of a global. Volatile, or LLVM folds the zeros it was compiled with;
+        // the verifier turns the read of the frozen .rodata map into a constant.
+        let k = unsafe { core::ptr::read_volatile(&raw const BND_CACHE_KEY[i]) };
+        mixed = mixed.wrapping_add(k.wrapping_mul(*w));
+    }
     #[expect(
         clippy::cast_possible_truncation,
         reason = "VERDICT_CACHE_BITS bits are kept"
     )]
-    let idx = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VERDICT_CACHE_BITS)) as u32;
+    let idx = (mixed >> (64 - VERDICT_CACHE_BITS)) as u32;
     idx
 }
 

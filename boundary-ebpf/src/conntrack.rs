@@ -13,7 +13,10 @@ use boundary_common::{
 
 use crate::{
     maps::{CONNTRACK, CT_INSERTS},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet},
+    parse::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, QUOTE_ECHO_REPLY,
+        QUOTE_ECHO_REQUEST,
+    },
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -54,7 +57,7 @@ pub fn established(pkt: &Packet, direction: Direction) -> bool {
     let Some((sport, dport)) = flow_ports(pkt, false) else {
         return false;
     };
-    let key = FlowKey {
+    live(&FlowKey {
         direction: direction as u8,
         proto: pkt.proto,
         family: pkt.family,
@@ -63,14 +66,67 @@ pub fn established(pkt: &Packet, direction: Direction) -> bool {
         dport,
         saddr: pkt.src,
         daddr: pkt.dst,
-    };
+    })
+}
+
+/// Whether conntrack holds `key` and its flow has not gone idle.
+#[inline(always)]
+fn live(key: &FlowKey) -> bool {
     // SAFETY: an 8-byte value copied out at once.
-    let Some(flow) = (unsafe { CONNTRACK.get(&key) }).copied() else {
+    let Some(flow) = (unsafe { CONNTRACK.get(key) }).copied() else {
         return false;
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    now.wrapping_sub(flow.last_seen_ns) < timeout(pkt.proto)
+    now.wrapping_sub(flow.last_seen_ns) < timeout(key.proto)
+}
+
+/// Whether an ICMP error seen in `direction` is about a tracked flow (`related`): the packet it
+/// quotes went the other way, from the local address the error is now addressed to (or, for an
+/// error the workload sends, to the address it comes from), and conntrack expects either that
+/// packet's reply (a flow the workload started) or that packet itself (the reply of a flow it
+/// let in).
+#[inline(always)]
+pub fn related(pkt: &Packet, direction: Direction) -> bool {
+    let q = &pkt.quote;
+    let local_matches = match direction {
+        Direction::Ingress => q.src == pkt.dst,
+        Direction::Egress => q.dst == pkt.src,
+    };
+    if !local_matches {
+        return false;
+    }
+    let quoted_direction = match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    };
+    // The quoted packet's reply, expected in the error's direction.
+    if q.kind != QUOTE_ECHO_REPLY
+        && live(&FlowKey {
+            direction: direction as u8,
+            proto: q.proto,
+            family: pkt.family,
+            pad: 0,
+            sport: q.dport,
+            dport: q.sport,
+            saddr: q.dst,
+            daddr: q.src,
+        })
+    {
+        return true;
+    }
+    // The quoted packet itself, expected as a reply in its own direction.
+    q.kind != QUOTE_ECHO_REQUEST
+        && live(&FlowKey {
+            direction: quoted_direction as u8,
+            proto: q.proto,
+            family: pkt.family,
+            pad: 0,
+            sport: q.sport,
+            dport: q.dport,
+            saddr: q.src,
+            daddr: q.dst,
+        })
 }
 
 /// Records that `pkt`, passed in `direction`, expects a reply in the other direction.

@@ -1,6 +1,9 @@
 //! IP fragments: the first fragment (which carries the transport header) is decided like any
 //! packet and its decision remembered; later fragments, which have no ports, get the same
-//! decision, or are dropped as `fragment_unknown` when the first was never seen.
+//! decision, or are dropped as `fragment_unknown` when the first was never seen. A datagram is
+//! keyed by what all its fragments carry alike: addresses, identification, and the IPv4
+//! protocol or the IPv6 Fragment header's Next Header (RFC 8200 4.5) — not the transport
+//! protocol, which a first fragment may reach only through AH or Destination Options.
 
 use boundary_common::{
     Direction, Reason,
@@ -13,7 +16,7 @@ use crate::{maps::FRAGMENTS, parse::Packet};
 fn key(pkt: &Packet, direction: Direction) -> FragKey {
     FragKey {
         direction: direction as u8,
-        proto: pkt.proto,
+        proto: pkt.frag_proto,
         family: pkt.family,
         pad: 0,
         id: pkt.frag_id,

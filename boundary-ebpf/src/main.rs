@@ -1,4 +1,4 @@
-//! Boundary's datapath: XDP on ingress, TC (tcx) on egress.
+//! Boundary's datapath: XDP or TC (tcx) on ingress, TC (tcx) on egress.
 //!
 //! Entry points stay thin; parsing is in `parse`, the decision in `verdict`, counters in
 //! `stats`, map definitions in `maps`. On the host this crate compiles to an empty binary so
@@ -31,76 +31,145 @@ mod verdict;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+        EbpfContext as _,
+        bindings::{__sk_buff, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+        helpers::bpf_xdp_get_buff_len,
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use boundary_common::{Direction, Reason, Verdict};
+    use boundary_common::{
+        Direction, Reason, Verdict,
+        maps::{PROG_TC_EGRESS, PROG_TC_INGRESS},
+    };
 
     use crate::{
         events,
-        parse::{self, Packet},
+        maps::PROGS,
+        parse::{self, Frame, Packet},
         stats,
         verdict::{self, Decision},
     };
 
-    /// Counts the decision, and sends a sampled event for a drop or an audited would-be drop.
+    /// Counts the decision (`packets` on the wire, `bytes` with their headers), and sends a
+    /// sampled event for a drop or an audited would-be drop.
     #[inline(always)]
-    fn account(pkt: &Packet, d: &Decision, direction: Direction, len: u32) {
-        stats::count(d.slot, direction, d.reason, u64::from(len));
+    fn account(pkt: &Packet, d: &Decision, direction: Direction, packets: u64, bytes: u64) {
+        stats::count(d.slot, direction, d.reason, packets, bytes);
         if d.rule != verdict::NO_RULE {
-            stats::count_rule(d.rule);
+            stats::count_rule(d.rule, packets);
         }
         if d.reason.verdict() == Verdict::Drop || d.reason == Reason::Audit {
-            events::emit(pkt, d, direction, len);
+            #[expect(clippy::cast_possible_truncation, reason = "an skb is below 4 GiB")]
+            events::emit(pkt, d, direction, bytes as u32);
         }
     }
 
-    /// XDP ingress: every frame that arrives on a protected interface.
-    #[xdp]
+    /// XDP ingress: every frame that arrives on an interface protected at XDP (physical NICs
+    /// by default). Multi-buffer aware (`xdp.frags`), so it attaches at any MTU: the headers
+    /// are read from the first buffer, the whole length is asked of the kernel when needed.
+    #[xdp(frags)]
     pub fn boundary_xdp(ctx: XdpContext) -> u32 {
-        let (data, data_end) = (ctx.data(), ctx.data_end());
         let Some(pkt) = parse::scratch() else {
             return xdp_action::XDP_PASS;
         };
-        let d = verdict::decide(data, data_end, Direction::Ingress, pkt);
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "an XDP frame is at most a page"
-        )]
-        account(pkt, &d, Direction::Ingress, (data_end - data) as u32);
+        let (data, end) = (ctx.data(), ctx.data_end());
+        let f = Frame {
+            data,
+            end,
+            len: end - data,
+        };
+        let parsed = parse::parse(&f, pkt);
+        let mut len = f.len;
+        if pkt.ip_end as usize > len {
+            // SAFETY: the program's own context, passed to the helper that takes it.
+            len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        }
+        let parsed = parse::settle(parse::check_length(parsed, pkt, len), pkt);
+        let d = verdict::decide(parsed, Direction::Ingress, pkt);
+        account(pkt, &d, Direction::Ingress, 1, len as u64);
         match d.reason.verdict() {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
         }
     }
 
-    /// TC egress (attached through tcx): every packet the host sends on a protected interface.
+    /// TC ingress (tcx): every packet that arrives on an interface protected at TC (veths by
+    /// default: native XDP on a veth strips its peer's GSO, so the host would handle every
+    /// 64 KiB aggregate as 45 frames).
+    #[classifier]
+    pub fn boundary_tc_ingress(ctx: TcContext) -> i32 {
+        tc(&ctx, Direction::Ingress)
+    }
+
+    /// TC egress (tcx): every packet the host sends on a protected interface.
     #[classifier]
     pub fn boundary_tc(ctx: TcContext) -> i32 {
-        let len = ctx.len();
-        // Direct packet access only covers the linear part of the skb; locally built packets
-        // normally carry all headers there, but pull them in if not, so that a split header is
-        // parsed instead of being dropped as truncated.
-        let linear = ctx.data_end() - ctx.data();
-        if linear < verdict::HEADERS_MAX && linear < len as usize {
-            let want = if (len as usize) < verdict::HEADERS_MAX {
-                len
-            } else {
-                verdict::HEADERS_MAX as u32
-            };
-            let _ = ctx.pull_data(want);
-        }
+        tc(&ctx, Direction::Egress)
+    }
+
+    /// The decision for an skb, judged by `skb->len` rather than its linear part: TCP data
+    /// (page frags, GSO super-packets) is mostly non-linear. A GSO super-packet gets one
+    /// verdict for all its segments and counts as its segments, with the headers each one
+    /// repeats on the wire, so counters read the same with offloads on or off.
+    #[inline(always)]
+    fn tc(ctx: &TcContext, direction: Direction) -> i32 {
         let Some(pkt) = parse::scratch() else {
             return TC_ACT_UNSPEC;
         };
-        let d = verdict::decide(ctx.data(), ctx.data_end(), Direction::Egress, pkt);
-        account(pkt, &d, Direction::Egress, len);
+        let (len, gso) = skb_len(ctx);
+        pkt.gso_skb = gso;
+        let (data, end) = (ctx.data(), ctx.data_end());
+        let parsed = parse::parse(&Frame { data, end, len }, pkt);
+        // Headers are nearly always in the linear part (the stack builds them there, GRO pulls
+        // them there). When one was not (an AF_PACKET frame above a page keeps only its
+        // Ethernet header linear), pull the headers in, never the payload (on a cloned skb, as
+        // TCP's are, a pull copies the head), and start this program again through a tail call:
+        // one parse per run keeps the verifier's work what it is for XDP. After the pull the
+        // linear part holds `min(len, HEADERS_MAX)`, so the second run does not pull again.
+        let want = if len < verdict::HEADERS_MAX {
+            len
+        } else {
+            verdict::HEADERS_MAX
+        };
+        if end - data < want && parse::wants_more(&parsed, pkt) {
+            #[expect(clippy::cast_possible_truncation, reason = "at most HEADERS_MAX")]
+            if ctx.pull_data(want as u32).is_ok() {
+                let index = match direction {
+                    Direction::Ingress => PROG_TC_INGRESS,
+                    Direction::Egress => PROG_TC_EGRESS,
+                };
+                // SAFETY: a tail call into this same program (the agent fills the array); it
+                // does not return when it succeeds.
+                unsafe { PROGS.tail_call(ctx, index) };
+            }
+            // No tail call (the array is empty): decide on what the first parse found.
+        }
+        let (segs, headers) = (skb_segs(ctx), u64::from(pkt.headers_len));
+        let parsed = parse::settle(parse::check_length(parsed, pkt, len), pkt);
+        let d = verdict::decide(parsed, direction, pkt);
+        let bytes = len as u64 + (segs - 1) * headers;
+        account(pkt, &d, direction, segs, bytes);
         match d.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.
             Verdict::Pass => TC_ACT_UNSPEC,
             Verdict::Drop => TC_ACT_SHOT as i32,
         }
+    }
+
+    /// `skb->len`, and whether the skb is a GSO super-packet (1) or not (0).
+    #[inline(always)]
+    fn skb_len(ctx: &TcContext) -> (usize, u8) {
+        // SAFETY: the program's own context.
+        let skb = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() };
+        (skb.len as usize, u8::from(skb.gso_size != 0))
+    }
+
+    /// The segments the skb stands for on the wire: `gso_segs` for a GSO super-packet, else 1.
+    #[inline(always)]
+    fn skb_segs(ctx: &TcContext) -> u64 {
+        // SAFETY: the program's own context.
+        let skb = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() };
+        u64::from(skb.gso_segs.max(1))
     }
 
     #[cfg(not(test))]

@@ -4,14 +4,14 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
     AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
     FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
     MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
-    MAX_WORKLOADS, PORTS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS,
-    VerdictCacheEntry, WorkloadName,
+    MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN,
+    VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -81,3 +81,8 @@ pub static VERDICT_CACHE: PerCpuArray<VerdictCacheEntry> =
 /// instead of multiplying with everything after them.
 #[map(name = "BND_SCRATCH")]
 pub static SCRATCH: PerCpuArray<crate::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// The TC programs, for the tail call that restarts one after pulling its headers into the
+/// linear part (see `main.rs`).
+#[map(name = "BND_PROGS")]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(PROGS_ENTRIES, 0);

@@ -80,10 +80,55 @@ pub struct Packet {
     /// Ports in host order; 0 when the protocol has none or the packet is a later fragment.
     pub sport: u16,
     pub dport: u16,
+    /// The protocol fragments of one datagram are keyed by: the IPv4 protocol, or the Next
+    /// Header of the IPv6 Fragment header (the same in every fragment of a datagram, RFC 8200
+    /// 4.5, whatever extension headers follow it in the first one).
+    pub frag_proto: u8,
+    /// Whether `quote` holds the packet an ICMP error quotes (see [`Quote`]).
+    pub quoted: bool,
+    /// A GSO super-packet (TC only; set by the entry point): an IPv4 total length or IPv6
+    /// payload length of 0 then means "larger than the field can say" (BIG TCP), not "empty".
+    /// Kept here rather than on the stack so the verifier does not carry what it learnt of
+    /// it from branch to branch.
+    pub gso_skb: u8,
+    /// The parse's outcome, as [`settle`] stores it.
+    pub outcome: u8,
+    /// Bytes from the frame's start to the end of the TCP or UDP header (0 otherwise): what
+    /// every segment of a GSO super-packet repeats on the wire.
+    pub headers_len: u16,
+    pub pad2: u16,
+    /// Where the IP header says the packet ends, from the frame's start (0 until the IP
+    /// length was read): checked against the real length by [`check_length`].
+    pub ip_end: u32,
+    // --- not reset: valid only while `quoted` -----------------------------------------------
+    pub quote: Quote,
 }
 
-const PACKET_WORDS: usize = size_of::<Packet>() / 8;
-const _: () = assert!(size_of::<Packet>() == PACKET_WORDS * 8);
+/// The packet an ICMP error quotes: its addresses and its ports (or its echo identifier in
+/// both), as it travelled. Only TCP, UDP and ICMP echo quotes are kept: those are the flows
+/// conntrack knows.
+#[repr(C, align(8))]
+pub struct Quote {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// `QUOTE_PORTS`, `QUOTE_ECHO_REQUEST` or `QUOTE_ECHO_REPLY`.
+    pub kind: u8,
+    pub pad: u16,
+}
+
+/// [`Quote::kind`]: a TCP or UDP packet.
+pub const QUOTE_PORTS: u8 = 0;
+/// ... an ICMP or ICMPv6 echo request (its replies are what conntrack expects).
+pub const QUOTE_ECHO_REQUEST: u8 = 1;
+/// ... an echo reply.
+pub const QUOTE_ECHO_REPLY: u8 = 2;
+
+/// The words [`scratch`] resets: everything before `quote`.
+const PACKET_WORDS: usize = core::mem::offset_of!(Packet, quote) / 8;
+const _: () = assert!(core::mem::offset_of!(Packet, quote) == PACKET_WORDS * 8);
 
 /// This CPU's scratch packet, reset. `None` cannot happen (entry 0 of a one-entry array) but
 /// the verifier wants it handled.
@@ -94,8 +139,8 @@ pub fn scratch() -> Option<&'static mut Packet> {
     // write into a call to `memset`, a byte loop (five instructions a byte) on BPF.
     // SAFETY: this CPU's entry of a per-CPU array; one program runs on a CPU at a time (XDP in
     // softirq, TC egress with bottom halves off) and each takes it once. `Packet` is 8-aligned
-    // and a whole number of words, and all-zero bytes are an empty packet (family 0,
-    // `Fragment::None`).
+    // and `quote` starts on a word boundary; all-zero bytes are an empty packet (family 0,
+    // `Fragment::None`, not quoted). `quote` is written whole whenever `quoted` is set.
     unsafe {
         let words = p.cast::<u64>();
         for i in 0..PACKET_WORDS {
@@ -146,6 +191,29 @@ unsafe fn load_u64(p: *const u8) -> u64 {
 }
 
 impl Packet {
+    /// Whether this is a GSO super-packet (see `gso_skb`).
+    #[inline(always)]
+    fn gso(&self) -> bool {
+        // SAFETY: a field of this CPU's scratch entry.
+        unsafe { core::ptr::read_volatile(&raw const self.gso_skb) != 0 }
+    }
+
+    /// Records where the IP header says the packet ends (see [`check_length`]) and returns it
+    /// as read back from the scratch entry: the verifier then knows nothing of its value, so
+    /// the BIG TCP branch (a length from `skb->len`) and the plain one (a 16-bit field)
+    /// continue as one state instead of doubling everything after them.
+    #[inline(always)]
+    fn set_ip_end(&mut self, end: usize) -> usize {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "an offset below 320 plus a length below 2^32"
+        )]
+        let end = end as u32;
+        self.ip_end = end;
+        // SAFETY: a field of this CPU's scratch entry, just written.
+        unsafe { core::ptr::read_volatile(&raw const self.ip_end) as usize }
+    }
+
     /// Stores both addresses, each as the two native-endian words of its 16 bytes (an IPv4
     /// address in the low 4 bytes of the first word, the rest zero).
     #[inline(always)]
@@ -162,6 +230,94 @@ impl Packet {
 pub enum L3 {
     NonIp,
     Ip,
+}
+
+/// The frame being parsed: what the program can read directly (`data..end`) and, on TC, how
+/// long the packet really is.
+///
+/// On TC, `data_end` is the end of the skb's linear part; TCP data (page frags, GSO
+/// super-packets up to 64 KiB and beyond) lies past it, so lengths are judged against
+/// `skb->len`. On XDP with multi-buffer frames (MTU above a page) the first buffer is all the
+/// program reads directly. Either way the parser only records where the IP header says the
+/// packet ends (`Packet::ip_end`); [`check_length`] compares that with the real length, which
+/// XDP asks of the kernel only when the first buffer is too short (single-buffer frames pay
+/// nothing). The parser keeps no state of its own on the stack: what it learns goes to the
+/// scratch packet, where the verifier does not track it, so the parser's outcomes converge.
+pub struct Frame {
+    pub data: usize,
+    /// End of what can be read directly.
+    pub end: usize,
+    /// `skb->len` on TC; the first buffer's length on XDP.
+    pub len: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    fn at<T>(&self, off: usize) -> Option<*const T> {
+        ptr_at::<T>(self.data, self.end, off)
+    }
+}
+
+/// The parse result once the packet's real length is known: a packet shorter than its IP
+/// header says is malformed, and that outranks whatever the parser found after the length
+/// field (`ip_end` is only set once the checks before it passed).
+#[inline(always)]
+pub fn check_length(parsed: Result<L3, Reason>, pkt: &Packet, len: usize) -> Result<L3, Reason> {
+    if pkt.ip_end as usize <= len {
+        return parsed;
+    }
+    Err(if pkt.family == FAMILY_IPV4 {
+        Reason::Ipv4BadTotalLength
+    } else {
+        Reason::Ipv6BadPayloadLength
+    })
+}
+
+/// The parse's outcome passed through the scratch entry: the verifier follows each constant
+/// reason the parser can return as a state of its own, and the TC programs, which may parse
+/// twice, would carry both sets through the decision. Read back from memory it is one
+/// unknown value, and the paths converge.
+#[inline(always)]
+pub fn settle(parsed: Result<L3, Reason>, pkt: &mut Packet) -> Result<L3, Reason> {
+    const IP: u8 = 0;
+    const NON_IP: u8 = 0xff;
+    pkt.outcome = match parsed {
+        Ok(L3::Ip) => IP,
+        Ok(L3::NonIp) => NON_IP,
+        Err(r) => r as u8,
+    };
+    // SAFETY: a field of this CPU's scratch entry, just written.
+    match unsafe { core::ptr::read_volatile(&raw const pkt.outcome) } {
+        IP => Ok(L3::Ip),
+        NON_IP => Ok(L3::NonIp),
+        // SAFETY: the byte was written from a `Reason` just above (no reason has code 0 or
+        // 0xff), and `Reason` is `repr(u8)`.
+        code => Err(unsafe { core::mem::transmute::<u8, Reason>(code) }),
+    }
+}
+
+/// Whether a parse of the linear part may have stopped short only because the rest of the
+/// skb is not linear: a truncation, or an ICMP error whose quote could not be read. The TC
+/// programs then pull the headers in and parse again.
+#[inline(always)]
+pub fn wants_more(parsed: &Result<L3, Reason>, pkt: &Packet) -> bool {
+    match parsed {
+        Err(r) => matches!(
+            r,
+            Reason::EthTruncated
+                | Reason::VlanTruncated
+                | Reason::Ipv4Truncated
+                | Reason::Ipv4OptionsTruncated
+                | Reason::Ipv6Truncated
+                | Reason::Ipv6ExtTruncated
+                | Reason::TcpTruncated
+                | Reason::UdpTruncated
+                | Reason::IcmpTruncated
+                | Reason::Icmpv6Truncated
+                | Reason::FragmentTiny
+        ),
+        Ok(_) => (pkt.proto == IPPROTO_ICMP || pkt.proto == IPPROTO_ICMPV6) && !pkt.quoted,
+    }
 }
 
 /// A pointer to a `T` at `off` bytes into the packet, if the whole `T` lies before `end`.
@@ -186,8 +342,8 @@ fn be16(b: [u8; 2]) -> u16 {
 
 /// The ethertype at `off` (the last two bytes of an Ethernet header or VLAN tag).
 #[inline(always)]
-fn ethertype(data: usize, end: usize, off: usize, short: Reason) -> Result<u16, Reason> {
-    let p = ptr_at::<[u8; 2]>(data, end, off).ok_or(short)?;
+fn ethertype(f: &Frame, off: usize, short: Reason) -> Result<u16, Reason> {
+    let p = f.at::<[u8; 2]>(off).ok_or(short)?;
     // SAFETY: bounds checked by ptr_at; [u8; 2] has alignment 1.
     Ok(be16(unsafe { *p }))
 }
@@ -197,20 +353,20 @@ fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
 }
 
-/// Parses the frame in `[data, end)`, filling `pkt` as far as it gets.
+/// Parses `f`, filling `pkt` as far as it gets.
 #[inline(always)]
-pub fn parse(data: usize, end: usize, pkt: &mut Packet) -> Result<L3, Reason> {
-    if ptr_at::<EthHdr>(data, end, 0).is_none() {
+pub fn parse(f: &Frame, pkt: &mut Packet) -> Result<L3, Reason> {
+    if f.at::<EthHdr>(0).is_none() {
         return Err(Reason::EthTruncated);
     }
-    let mut proto = ethertype(data, end, EthHdr::LEN - 2, Reason::EthTruncated)?;
+    let mut proto = ethertype(f, EthHdr::LEN - 2, Reason::EthTruncated)?;
     let mut off = EthHdr::LEN;
     // Two tags at most (802.1ad outer + 802.1Q inner); a third is refused, not skipped.
     if is_vlan(proto) {
-        proto = ethertype(data, end, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
+        proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
         off += VlanHdr::LEN;
         if is_vlan(proto) {
-            proto = ethertype(data, end, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
+            proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
             off += VlanHdr::LEN;
             if is_vlan(proto) {
                 return Err(Reason::VlanTooDeep);
@@ -218,15 +374,15 @@ pub fn parse(data: usize, end: usize, pkt: &mut Packet) -> Result<L3, Reason> {
         }
     }
     match proto {
-        ETH_P_IP => parse_ipv4(data, end, off, pkt).map(|()| L3::Ip),
-        ETH_P_IPV6 => parse_ipv6(data, end, off, pkt).map(|()| L3::Ip),
+        ETH_P_IP => parse_ipv4(f, off, pkt).map(|()| L3::Ip),
+        ETH_P_IPV6 => parse_ipv6(f, off, pkt).map(|()| L3::Ip),
         _ => Ok(L3::NonIp),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
-    let ip = ptr_at::<Ipv4Hdr>(data, end, off).ok_or(Reason::Ipv4Truncated)?;
+fn parse_ipv4(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+    let ip = f.at::<Ipv4Hdr>(off).ok_or(Reason::Ipv4Truncated)?;
     // SAFETY: the whole fixed header is in bounds (ptr_at); all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
     if ip.vihl >> 4 != 4 {
@@ -235,6 +391,7 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     // Addresses first, so that a malformed packet is still counted under its workload.
     pkt.family = FAMILY_IPV4;
     pkt.proto = ip.proto;
+    pkt.frag_proto = ip.proto;
     // SAFETY: both addresses lie in the fixed header, bounds-checked above.
     let (src, dst) = unsafe {
         (
@@ -247,13 +404,18 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if hlen < Ipv4Hdr::LEN {
         return Err(Reason::Ipv4BadIhl);
     }
-    if data + off + hlen > end {
+    if f.data + off + hlen > f.end {
         return Err(Reason::Ipv4OptionsTruncated);
     }
-    let total = usize::from(be16(ip.tot_len));
-    if total < hlen || data + off + total > end {
+    let mut total = usize::from(be16(ip.tot_len));
+    if total == 0 && pkt.gso() {
+        // BIG TCP: a GSO packet over 64 KiB says 0 and means "the rest of the skb".
+        total = f.len.saturating_sub(off);
+    }
+    if total < hlen {
         return Err(Reason::Ipv4BadTotalLength);
     }
+    let avail = pkt.set_ip_end(off + total) - (off + hlen);
     pkt.frag_id = u32::from(be16(ip.id));
     let frags = be16(ip.frags);
     let frag_offset = frags & 0x1fff;
@@ -269,12 +431,12 @@ fn parse_ipv4(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
     if more_fragments {
         pkt.fragment = Fragment::First;
     }
-    parse_l4(data, end, off + hlen, total - hlen, pkt)
+    parse_l4(f, off + hlen, avail, pkt)
 }
 
 #[inline(always)]
-fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
-    let ip = ptr_at::<Ipv6Hdr>(data, end, off).ok_or(Reason::Ipv6Truncated)?;
+fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+    let ip = f.at::<Ipv6Hdr>(off).ok_or(Reason::Ipv6Truncated)?;
     // SAFETY: the fixed header is in bounds (ptr_at); all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
     if ip.vcf[0] >> 4 != 6 {
@@ -289,12 +451,14 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
             [load_u64(d), load_u64(d.add(8))],
         );
     }
-    let payload = usize::from(be16(ip.payload_len));
+    let mut payload = usize::from(be16(ip.payload_len));
     let mut off = off + Ipv6Hdr::LEN;
-    if data + off + payload > end {
-        return Err(Reason::Ipv6BadPayloadLength);
+    if payload == 0 && pkt.gso() {
+        // BIG TCP: a GSO packet over 64 KiB has no payload length (RFC 2675's jumbogram, whose
+        // hop-by-hop option the stack may or may not insert).
+        payload = f.len.saturating_sub(off);
     }
-    let ip_end = off + payload;
+    let ip_end = pkt.set_ip_end(off + payload);
 
     let mut next = ip.next_hdr;
     let mut walked = 0;
@@ -305,7 +469,7 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
                 if next == IPPROTO_HOPOPTS && walked != 0 {
                     return Err(Reason::Ipv6HopByHopNotFirst);
                 }
-                let h = ptr_at::<[u8; 2]>(data, end, off).ok_or(Reason::Ipv6ExtTruncated)?;
+                let h = f.at::<[u8; 2]>(off).ok_or(Reason::Ipv6ExtTruncated)?;
                 // SAFETY: two bytes in bounds.
                 let h = unsafe { *h };
                 let this = next;
@@ -318,10 +482,11 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
                 }
             }
             IPPROTO_FRAGMENT => {
-                let h = ptr_at::<[u8; 8]>(data, end, off).ok_or(Reason::Ipv6ExtTruncated)?;
+                let h = f.at::<[u8; 8]>(off).ok_or(Reason::Ipv6ExtTruncated)?;
                 // SAFETY: eight bytes in bounds.
                 let h = unsafe { *h };
                 next = h[0];
+                pkt.frag_proto = next;
                 pkt.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                 let field = be16([h[2], h[3]]);
                 let frag_offset = field >> 3;
@@ -355,7 +520,7 @@ fn parse_ipv6(data: usize, end: usize, off: usize, pkt: &mut Packet) -> Result<(
         return Err(Reason::Ipv6TooManyExtHeaders);
     }
     pkt.proto = next;
-    parse_l4(data, end, off, ip_end - off, pkt)
+    parse_l4(f, off, ip_end - off, pkt)
 }
 
 #[inline(always)]
@@ -379,13 +544,7 @@ fn truncated(pkt: &Packet, reason: Reason) -> Reason {
 
 /// Parses the transport header at `off`; `avail` is what the IP header says is left.
 #[inline(always)]
-fn parse_l4(
-    data: usize,
-    end: usize,
-    off: usize,
-    avail: usize,
-    pkt: &mut Packet,
-) -> Result<(), Reason> {
+fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(), Reason> {
     if off > MAX_L4_OFFSET {
         return Err(Reason::Ipv6TooManyExtHeaders);
     }
@@ -396,7 +555,8 @@ fn parse_l4(
             }
             // Copied out whole through the one checked pointer: a second pointer to byte 12
             // (data offset) would be a new register the verifier has no bounds for.
-            let tcp = ptr_at::<[u8; TcpHdr::LEN]>(data, end, off)
+            let tcp = f
+                .at::<[u8; TcpHdr::LEN]>(off)
                 .ok_or(truncated(pkt, Reason::TcpTruncated))?;
             // SAFETY: the fixed TCP header is in bounds.
             let tcp = unsafe { *tcp };
@@ -409,25 +569,36 @@ fn parse_l4(
             }
             pkt.sport = be16([tcp[0], tcp[1]]);
             pkt.dport = be16([tcp[2], tcp[3]]);
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "at most MAX_L4_OFFSET + 60"
+            )]
+            let headers = (off + hlen) as u16;
+            pkt.headers_len = headers;
         }
         IPPROTO_UDP => {
             if avail < UdpHdr::LEN {
                 return Err(truncated(pkt, Reason::UdpTruncated));
             }
-            let udp =
-                ptr_at::<UdpHdr>(data, end, off).ok_or(truncated(pkt, Reason::UdpTruncated))?;
+            let udp = f
+                .at::<UdpHdr>(off)
+                .ok_or(truncated(pkt, Reason::UdpTruncated))?;
             // SAFETY: the UDP header is in bounds.
             let udp = unsafe { &*udp };
             let len = usize::from(be16(udp.len));
-            // A first fragment carries only part of the datagram the length describes.
-            if len < UdpHdr::LEN || (pkt.fragment == Fragment::None && len > avail) {
+            // A first fragment carries only part of the datagram the length describes; a GSO
+            // super-packet's length field is rewritten per segment when it is split.
+            if len < UdpHdr::LEN || (pkt.fragment == Fragment::None && !pkt.gso() && len > avail) {
                 return Err(Reason::UdpBadLength);
             }
             pkt.sport = be16(udp.src);
             pkt.dport = be16(udp.dst);
+            #[expect(clippy::cast_possible_truncation, reason = "at most MAX_L4_OFFSET + 8")]
+            let headers = (off + UdpHdr::LEN) as u16;
+            pkt.headers_len = headers;
         }
         IPPROTO_ICMP if pkt.family == FAMILY_IPV4 => {
-            let h = ptr_at::<[u8; 8]>(data, end, off);
+            let h = f.at::<[u8; 8]>(off);
             let Some(h) = h.filter(|_| avail >= 8) else {
                 return Err(truncated(pkt, Reason::IcmpTruncated));
             };
@@ -436,9 +607,16 @@ fn parse_l4(
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             pkt.icmp_id = be16([h[4], h[5]]);
+            if matches!(
+                h[0],
+                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+            ) && pkt.fragment == Fragment::None
+            {
+                quote_v4(f, off + 8, pkt);
+            }
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_IPV6 => {
-            let h = ptr_at::<[u8; 8]>(data, end, off);
+            let h = f.at::<[u8; 8]>(off);
             let Some(h) = h.filter(|_| avail >= 8) else {
                 return Err(truncated(pkt, Reason::Icmpv6Truncated));
             };
@@ -447,10 +625,131 @@ fn parse_l4(
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             pkt.icmp_id = be16([h[4], h[5]]);
+            if (ICMPV6_DEST_UNREACH..=ICMPV6_PARAMETER_PROBLEM).contains(&h[0])
+                && pkt.fragment == Fragment::None
+            {
+                quote_v6(f, off + 8, pkt);
+            }
         }
         // Other protocols (GRE, ESP, SCTP, ...) have no ports the datapath reads; the policy
         // decides on the protocol alone.
         _ => {}
     }
     Ok(())
+}
+
+// ICMP errors (RFC 792, RFC 4443): they quote the packet that caused them.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+/// Destination unreachable (1), packet too big (2), time exceeded (3), parameter problem (4).
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Reads the IPv4 packet an ICMP error quotes at `off` (its header and first 8 transport
+/// bytes, which RFC 792 guarantees). A quote that is cut short, garbled, a later fragment or
+/// of another protocol is simply not kept: the error is then judged like any ICMP packet.
+#[inline(always)]
+fn quote_v4(f: &Frame, off: usize, pkt: &mut Packet) {
+    let Some(ip) = f.at::<Ipv4Hdr>(off) else {
+        return;
+    };
+    // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
+    let ip = unsafe { &*ip };
+    let hlen = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || hlen < Ipv4Hdr::LEN || be16(ip.frags) & 0x1fff != 0 {
+        return;
+    }
+    let Some(l4) = f.at::<[u8; 8]>(off + hlen) else {
+        return;
+    };
+    // SAFETY: eight bytes in bounds.
+    let l4 = unsafe { *l4 };
+    let Some((kind, sport, dport)) = quote_ports(
+        ip.proto,
+        &l4,
+        IPPROTO_ICMP,
+        ICMP_ECHO_REQUEST,
+        ICMP_ECHO_REPLY,
+    ) else {
+        return;
+    };
+    let q = &mut pkt.quote;
+    q.src = [0; 16];
+    q.dst = [0; 16];
+    q.src[..4].copy_from_slice(&ip.src_addr);
+    q.dst[..4].copy_from_slice(&ip.dst_addr);
+    q.sport = sport;
+    q.dport = dport;
+    q.proto = ip.proto;
+    q.kind = kind;
+    pkt.quoted = true;
+}
+
+/// [`quote_v4`] for ICMPv6 (RFC 4443: as much of the packet as fits). The quoted packet's own
+/// extension headers are not walked: a quote whose next header is not TCP, UDP or ICMPv6 is
+/// not kept.
+#[inline(always)]
+fn quote_v6(f: &Frame, off: usize, pkt: &mut Packet) {
+    let Some(ip) = f.at::<Ipv6Hdr>(off) else {
+        return;
+    };
+    // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return;
+    }
+    let Some(l4) = f.at::<[u8; 8]>(off + Ipv6Hdr::LEN) else {
+        return;
+    };
+    // SAFETY: eight bytes in bounds.
+    let l4 = unsafe { *l4 };
+    let Some((kind, sport, dport)) = quote_ports(
+        ip.next_hdr,
+        &l4,
+        IPPROTO_ICMPV6,
+        ICMPV6_ECHO_REQUEST,
+        ICMPV6_ECHO_REPLY,
+    ) else {
+        return;
+    };
+    let q = &mut pkt.quote;
+    q.src = ip.src_addr;
+    q.dst = ip.dst_addr;
+    q.sport = sport;
+    q.dport = dport;
+    q.proto = ip.next_hdr;
+    q.kind = kind;
+    pkt.quoted = true;
+}
+
+/// What conntrack knows a quoted packet by: (kind, ports) for TCP and UDP, the echo identifier
+/// twice for echo requests and replies; `None` for anything else.
+#[inline(always)]
+fn quote_ports(
+    proto: u8,
+    l4: &[u8; 8],
+    icmp: u8,
+    echo_request: u8,
+    echo_reply: u8,
+) -> Option<(u8, u16, u16)> {
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        return Some((QUOTE_PORTS, be16([l4[0], l4[1]]), be16([l4[2], l4[3]])));
+    }
+    if proto != icmp {
+        return None;
+    }
+    let id = be16([l4[4], l4[5]]);
+    let kind = if l4[0] == echo_request {
+        QUOTE_ECHO_REQUEST
+    } else if l4[0] == echo_reply {
+        QUOTE_ECHO_REPLY
+    } else {
+        return None;
+    };
+    Some((kind, id, id))
 }

@@ -8,7 +8,7 @@ use boundary_common::{
 use crate::maps::{COUNTERS, RULE_HITS};
 
 #[inline(always)]
-pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
+pub fn count(slot: u16, direction: Direction, reason: Reason, packets: u64, bytes: u64) {
     let Some(row) = COUNTERS.get_ptr_mut(counter_index(slot, direction as u8)) else {
         // A slot past the map's end: the agent never installs one, so this cannot be counted
         // anywhere more truthful than nowhere.
@@ -27,16 +27,16 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, bytes: u64) {
     // XDP/TC context), so a plain read-modify-write is race free.
     unsafe {
         let counter = &mut (*row).counters[idx];
-        counter.packets += 1;
+        counter.packets += packets;
         counter.bytes += bytes;
     }
 }
 
-/// One more packet decided by `rule`. Ids past the map's end are not counted.
+/// `packets` more decided by `rule`. Ids past the map's end are not counted.
 #[inline(always)]
-pub fn count_rule(rule: u32) {
+pub fn count_rule(rule: u32, packets: u64) {
     if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
         // SAFETY: this CPU's slot of a per-CPU array, as in `count`.
-        unsafe { *hits += 1 };
+        unsafe { *hits += packets };
     }
 }

@@ -20,9 +20,11 @@ use crate::{
     policy,
 };
 
-/// How much of an skb the TC program wants in its linear part: the transport header must
-/// start within `MAX_L4_OFFSET`, and a TCP header with options is at most 60 bytes.
-pub const HEADERS_MAX: usize = parse::MAX_L4_OFFSET + 64;
+/// How much of an skb the TC programs pull into its linear part when the headers are not all
+/// there: the transport header starts within `MAX_L4_OFFSET`; after it come at most a TCP
+/// header with options (60 bytes) or an ICMP header (8) and the IPv4 header (60) and 8
+/// transport bytes of the packet it quotes.
+pub const HEADERS_MAX: usize = parse::MAX_L4_OFFSET + 80;
 
 /// `rule` when no rule decided.
 pub const NO_RULE: u32 = u32::MAX;
@@ -45,9 +47,9 @@ fn config() -> DatapathConfig {
 }
 
 #[inline(always)]
-pub fn decide(data: usize, end: usize, direction: Direction, pkt: &mut Packet) -> Decision {
+pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet) -> Decision {
     let cfg = config();
-    match parse::parse(data, end, pkt) {
+    match parsed {
         Ok(L3::NonIp) => Decision {
             slot: UNPROTECTED_SLOT,
             reason: if cfg.non_ip == Action::Drop as u8 {
@@ -260,8 +262,8 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
     })
 }
 
-/// What changes under a cached verdict: a drop may be the reply of an established flow, or
-/// audited; an allow records (or, from the cache, now and then refreshes) its flow for the
+/// What changes under a cached verdict: a drop may be the reply of an established flow, an
+/// ICMP error about a tracked flow (never cached: ICMP is not), or audited; an allow records (or, from the cache, now and then refreshes) its flow for the
 /// replies; a first fragment is remembered for the later ones. `cached` is the flow's cache
 /// entry (found, or filled for this packet).
 #[inline(always)]
@@ -283,6 +285,8 @@ fn finish(
     if reason.verdict() == Verdict::Drop {
         if reply(pkt, direction, cached) {
             reason = Reason::Established;
+        } else if pkt.quoted && conntrack::related(pkt, direction) {
+            reason = Reason::Related;
         } else if j.flags & VC_AUDIT != 0 {
             reason = Reason::Audit;
         }

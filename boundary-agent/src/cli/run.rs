@@ -18,7 +18,8 @@ use crate::{
 
 /// Load the datapath, attach it to the configured interfaces and enforce the policy.
 ///
-/// XDP takes ingress and tcx takes egress on every configured interface. Maps, programs and
+/// On every configured interface, XDP or tcx takes ingress (`ingress: auto` picks tcx on
+/// veths, XDP elsewhere) and tcx takes egress. Maps, programs and
 /// links are pinned under the pin directory, so enforcement continues after the agent exits
 /// (SIGTERM/SIGINT); `boundary-agent detach` removes it. SIGHUP reloads the policy file; a bad
 /// file is reported and the running policy stays. The policy file is also re-read every
@@ -51,12 +52,18 @@ impl Run {
         let state = Arc::new(Mutex::new(AgentState::default()));
         apply(&mut datapath, &config, &policy, &state)?;
         for iface in &config.interfaces {
-            let mode = datapath
-                .attach(iface, config.xdp_mode, config.allow_generic_fallback)
+            let ingress = datapath
+                .attach(
+                    iface,
+                    config.ingress_for(iface),
+                    config.xdp_mode,
+                    config.allow_generic_fallback,
+                )
                 .map_err(CliError::failed)?;
+            info!(interface = %iface, ingress = %ingress, "enforcing");
             lock(&state)
                 .attach_modes
-                .push((iface.to_string(), mode.to_string()));
+                .push((iface.to_string(), ingress.hook(), ingress.mode()));
         }
         datapath
             .detach_others(&config.interfaces)

@@ -69,7 +69,11 @@ impl Status {
             .map(|(pin, _)| match pin {
                 LinkPin::Xdp { mode, interface } => Attachment {
                     interface,
-                    hook: format!("xdp ({mode})"),
+                    hook: format!("xdp ingress ({mode})"),
+                },
+                LinkPin::TcIngress { interface } => Attachment {
+                    interface,
+                    hook: "tcx ingress".into(),
                 },
                 LinkPin::TcEgress { interface } => Attachment {
                     interface,
@@ -78,7 +82,7 @@ impl Status {
             })
             .collect();
         let mut programs = Vec::new();
-        for kind in ["xdp", "tc"] {
+        for kind in ["xdp", "tc-ingress", "tc"] {
             if let Ok(info) = aya::programs::ProgramInfo::from_pin(layout.program(kind)) {
                 programs.push(Program {
                     name: info.name_as_str().unwrap_or(kind).to_owned(),

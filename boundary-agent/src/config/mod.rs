@@ -1,5 +1,5 @@
-//! The agent configuration file (`boundary-agent run --config agent.yaml`): interfaces, XDP
-//! mode, pin directory, the non-IP default and the policy file's path. It changes rarely; the
+//! The agent configuration file (`boundary-agent run --config agent.yaml`): interfaces, the
+//! ingress hook and XDP mode, pin directory, the non-IP default and the policy file's path. It changes rarely; the
 //! policy file changes often.
 
 use std::{
@@ -39,6 +39,31 @@ impl fmt::Display for XdpMode {
         f.write_str(match self {
             XdpMode::Native => "native",
             XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// Where a protected interface's ingress is enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum IngressHook {
+    /// TC (tcx) on veth interfaces, XDP on the rest. With a native XDP program attached, the
+    /// veth driver stops passing its peer's GSO aggregates and hands the program every
+    /// MTU-sized frame (measured: 0.41x the throughput of no filter); a tcx program sees the
+    /// aggregates. Physical NICs have XDP before any skb is built: the fastest drop there is.
+    Auto,
+    /// XDP, in `xdpMode`.
+    Xdp,
+    /// TC (tcx) ingress.
+    Tc,
+}
+
+impl fmt::Display for IngressHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IngressHook::Auto => "auto",
+            IngressHook::Xdp => "xdp",
+            IngressHook::Tc => "tc",
         })
     }
 }
@@ -110,10 +135,58 @@ impl TryFrom<String> for MetricsAddress {
 /// The default metrics address: loopback only.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
 
+/// An entry of `interfaces:`: a name, or `{ name, ingress }`.
+#[derive(Debug)]
+struct RawInterface {
+    name: InterfaceName,
+    ingress: Option<IngressHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DetailedInterface {
+    name: InterfaceName,
+    #[serde(default)]
+    ingress: Option<IngressHook>,
+}
+
+impl<'de> Deserialize<'de> for RawInterface {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawInterface;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an interface name, or { name: NAME, ingress: auto | xdp | tc }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInterface, E> {
+                Ok(RawInterface {
+                    name: InterfaceName::try_from(v.to_owned()).map_err(E::custom)?,
+                    ingress: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawInterface, A::Error> {
+                let d = DetailedInterface::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(RawInterface {
+                    name: d.name,
+                    ingress: d.ingress,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
-    interfaces: Vec<InterfaceName>,
+    interfaces: Vec<RawInterface>,
+    #[serde(default = "default_ingress")]
+    ingress: IngressHook,
     #[serde(default = "default_xdp_mode")]
     xdp_mode: XdpMode,
     #[serde(default)]
@@ -133,6 +206,10 @@ fn default_metrics_address() -> MetricsAddress {
     MetricsAddress::try_from(DEFAULT_METRICS_ADDRESS.to_owned()).expect("valid default")
 }
 
+fn default_ingress() -> IngressHook {
+    IngressHook::Auto
+}
+
 fn default_xdp_mode() -> XdpMode {
     XdpMode::Native
 }
@@ -149,8 +226,12 @@ fn default_max_workloads() -> u32 {
 /// A validated agent configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Interfaces to protect: XDP on ingress and TC (tcx) on egress on each.
+    /// Interfaces to protect: XDP or TC (tcx) on ingress and TC on egress on each.
     pub interfaces: Vec<InterfaceName>,
+    /// Where ingress is enforced, for interfaces that do not say. Default `auto`.
+    pub ingress: IngressHook,
+    /// Interfaces that say where their ingress is enforced.
+    pub ingress_overrides: Vec<(InterfaceName, IngressHook)>,
     /// Default `native`; never silently downgraded.
     pub xdp_mode: XdpMode,
     /// When native attach fails: try generic instead of exiting. Default false.
@@ -168,6 +249,14 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Where `iface`'s ingress is enforced, as configured (`auto` is resolved at attach).
+    pub fn ingress_for(&self, iface: &InterfaceName) -> IngressHook {
+        self.ingress_overrides
+            .iter()
+            .find(|(i, _)| i == iface)
+            .map_or(self.ingress, |(_, h)| *h)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = yaml::from_file(path)?;
         Self::validate(raw, path)
@@ -189,7 +278,7 @@ impl AgentConfig {
             ));
         }
         let mut seen = BTreeSet::new();
-        for i in &raw.interfaces {
+        for i in raw.interfaces.iter().map(|i| &i.name) {
             if !seen.insert(i) {
                 return Err(invalid(format!("interfaces: {i} is listed twice")));
             }
@@ -211,8 +300,15 @@ impl AgentConfig {
         } else {
             file.parent().unwrap_or(Path::new(".")).join(raw.policy)
         };
+        let ingress_overrides = raw
+            .interfaces
+            .iter()
+            .filter_map(|i| Some((i.name.clone(), i.ingress?)))
+            .collect();
         Ok(Self {
-            interfaces: raw.interfaces,
+            interfaces: raw.interfaces.into_iter().map(|i| i.name).collect(),
+            ingress: raw.ingress,
+            ingress_overrides,
             xdp_mode: raw.xdp_mode,
             allow_generic_fallback: raw.allow_generic_fallback,
             pin_dir: raw.pin_dir,
@@ -249,6 +345,24 @@ mod tests {
         assert_eq!(c.pin_dir, Path::new(DEFAULT_PIN_DIR));
         assert_eq!(c.non_ip, NonIpAction::Pass);
         assert_eq!(c.policy, Path::new("/etc/boundary/policy.yaml"));
+    }
+
+    #[test]
+    fn ingress_hooks_default_and_override() {
+        let c = parse("interfaces: [eth0]\npolicy: p\n").unwrap();
+        assert_eq!(c.ingress_for(&"eth0".parse().unwrap()), IngressHook::Auto);
+        let c =
+            parse("interfaces: [eth0, { name: veth1, ingress: xdp }]\ningress: tc\npolicy: p\n")
+                .unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.ingress_for(&"eth0".parse().unwrap()), IngressHook::Tc);
+        assert_eq!(c.ingress_for(&"veth1".parse().unwrap()), IngressHook::Xdp);
+        let e = parse("interfaces: [{ name: eth0, ingres: tc }]\npolicy: p\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `ingres`"), "{e}");
+        let e = parse("interfaces: [{ name: eth0, ingress: bpf }]\npolicy: p\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `bpf`"), "{e}");
+        let e = parse("interfaces: [eth0, { name: eth0 }]\npolicy: p\n").unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 
     #[test]

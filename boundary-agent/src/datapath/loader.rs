@@ -11,16 +11,75 @@ use aya::{
         xdp::{XdpLink, XdpMode as AyaXdpMode},
     },
 };
-use boundary_common::maps::{ALL_MAPS, COUNTERS_MAP, NAMES_MAP};
+use aya::{maps::ProgramArray, programs::ProgramFd};
+use boundary_common::maps::{
+    ALL_MAPS, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP,
+};
 use tracing::{info, warn};
 
 use super::{
     bpffs,
     maps::{self, Maps, MapsError},
-    object::{OBJECT, TC_PROGRAM, XDP_PROGRAM},
+    netdev,
+    object::{OBJECT, TC_INGRESS_PROGRAM, TC_PROGRAM, XDP_PROGRAM, cache_key, set_cache_key},
     pins::{LinkPin, PinLayout},
 };
-use crate::config::{InterfaceName, XdpMode};
+use crate::config::{IngressHook, InterfaceName, XdpMode};
+
+/// Every program in the object, with the name of its pin under `programs/`.
+const PROGRAMS: [(&str, &str); 3] = [
+    (XDP_PROGRAM, "xdp"),
+    (TC_INGRESS_PROGRAM, "tc-ingress"),
+    (TC_PROGRAM, "tc"),
+];
+
+/// How a protected interface's ingress is enforced once attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngressAttach {
+    Xdp(XdpMode),
+    Tc,
+}
+
+impl IngressAttach {
+    /// `xdp` or `tc`.
+    pub fn hook(self) -> &'static str {
+        match self {
+            IngressAttach::Xdp(_) => "xdp",
+            IngressAttach::Tc => "tc",
+        }
+    }
+
+    /// `native` or `generic` for XDP, `tcx` for TC.
+    pub fn mode(self) -> &'static str {
+        match self {
+            IngressAttach::Xdp(XdpMode::Native) => "native",
+            IngressAttach::Xdp(XdpMode::Generic) => "generic",
+            IngressAttach::Tc => "tcx",
+        }
+    }
+}
+
+impl std::fmt::Display for IngressAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.hook(), self.mode())
+    }
+}
+
+/// The hook `auto` stands for on `iface`: TC on veths (see [`IngressHook::Auto`]), XDP on
+/// everything else, including interfaces whose driver cannot be asked.
+pub fn resolve_ingress(iface: &InterfaceName, hook: IngressHook) -> IngressHook {
+    match hook {
+        IngressHook::Auto => match netdev::driver(iface) {
+            Ok(driver) if driver == "veth" => IngressHook::Tc,
+            Ok(_) => IngressHook::Xdp,
+            Err(e) => {
+                warn!(interface = %iface, error = %e, "cannot read the interface's driver; ingress at XDP");
+                IngressHook::Xdp
+            }
+        },
+        h => h,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -34,6 +93,8 @@ pub enum DatapathError {
     Maps(#[from] MapsError),
     #[error("loading the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
+    #[error("reading a random key from /dev/urandom: {0}")]
+    Random(#[source] io::Error),
     #[error("program {program}: {source}")]
     Program {
         program: &'static str,
@@ -139,11 +200,13 @@ impl Datapath {
         loader
             .map_max_entries(NAMES_MAP, max_workloads)
             .map_max_entries(COUNTERS_MAP, max_workloads * 2);
+        let key = cache_key().map_err(DatapathError::Random)?;
+        set_cache_key(&mut loader, &key);
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
 
-        for program in [XDP_PROGRAM, TC_PROGRAM] {
+        for (program, _) in PROGRAMS {
             let p = ebpf
                 .program_mut(program)
                 .ok_or(DatapathError::MissingProgram { program })?;
@@ -154,6 +217,7 @@ impl Datapath {
                 _ => return Err(DatapathError::MissingProgram { program }),
             }
         }
+        fill_program_array(&mut ebpf)?;
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self { ebpf, layout, maps })
     }
@@ -170,10 +234,19 @@ impl Datapath {
             .expect("loaded in Datapath::load")
     }
 
-    /// The loaded TC program.
+    /// The loaded TC egress program.
     pub fn tc(&mut self) -> &mut SchedClassifier {
+        self.classifier(TC_PROGRAM)
+    }
+
+    /// The loaded TC ingress program.
+    pub fn tc_ingress(&mut self) -> &mut SchedClassifier {
+        self.classifier(TC_INGRESS_PROGRAM)
+    }
+
+    fn classifier(&mut self, name: &str) -> &mut SchedClassifier {
         self.ebpf
-            .program_mut(TC_PROGRAM)
+            .program_mut(name)
             .and_then(|p| p.try_into().ok())
             .expect("loaded in Datapath::load")
     }
@@ -182,45 +255,81 @@ impl Datapath {
     /// verifier processed, JIT image bytes). The verifier count is the budget to watch.
     pub fn program_stats(&mut self) -> Vec<ProgramStats> {
         let mut out = Vec::new();
-        if let Ok(info) = self.xdp().info() {
-            out.push(ProgramStats::from_info(XDP_PROGRAM, &info));
-        }
-        if let Ok(info) = self.tc().info() {
-            out.push(ProgramStats::from_info(TC_PROGRAM, &info));
+        for (name, _) in PROGRAMS {
+            let info = match self.ebpf.program(name) {
+                Some(aya::programs::Program::Xdp(p)) => p.info(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.info(),
+                _ => continue,
+            };
+            if let Ok(info) = info {
+                out.push(ProgramStats::from_info(name, &info));
+            }
         }
         out
     }
 
-    /// Pins both programs under `programs/`, replacing earlier pins.
+    /// Pins the programs under `programs/`, replacing earlier pins.
     pub fn pin_programs(&mut self) -> Result<(), DatapathError> {
-        let xdp_path = self.layout()?.program("xdp");
-        let tc_path = self.layout()?.program("tc");
-        for path in [&xdp_path, &tc_path] {
-            remove_if_present(path)?;
+        let layout = self.layout()?.clone();
+        for (name, pin) in PROGRAMS {
+            let path = layout.program(pin);
+            remove_if_present(&path)?;
+            let pinned = match self.ebpf.program_mut(name) {
+                Some(aya::programs::Program::Xdp(p)) => p.pin(&path),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.pin(&path),
+                _ => return Err(DatapathError::MissingProgram { program: name }),
+            };
+            pinned.map_err(|e| DatapathError::Pin {
+                path: path.display().to_string(),
+                source: io::Error::other(e.to_string()),
+            })?;
         }
-        self.xdp().pin(&xdp_path).map_err(|e| DatapathError::Pin {
-            path: xdp_path.display().to_string(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        self.tc().pin(&tc_path).map_err(|e| DatapathError::Pin {
-            path: tc_path.display().to_string(),
-            source: io::Error::other(e.to_string()),
-        })?;
         Ok(())
     }
 
-    /// Attaches XDP (ingress) and tcx (egress) to `iface` and pins both links. A link already
-    /// pinned for the interface is updated in place (`BPF_LINK_UPDATE`): the new program takes
-    /// over with no moment where the interface is unprotected. Returns the XDP mode in force.
+    /// Attaches the ingress program (XDP or tcx, per `hook`, `auto` resolved by the driver)
+    /// and tcx egress to `iface` and pins the links. A link already pinned for the interface is
+    /// updated in place (`BPF_LINK_UPDATE`): the new program takes over with no moment where
+    /// the interface is unprotected. When the ingress hook changes, the new one is attached
+    /// before the old one is removed. Returns how ingress is enforced.
     pub fn attach(
         &mut self,
         iface: &InterfaceName,
+        hook: IngressHook,
         mode: XdpMode,
         allow_generic_fallback: bool,
-    ) -> Result<XdpMode, DatapathError> {
-        let mode = self.attach_xdp(iface, mode, allow_generic_fallback)?;
-        self.attach_tc(iface)?;
-        Ok(mode)
+    ) -> Result<IngressAttach, DatapathError> {
+        let ingress = if resolve_ingress(iface, hook) == IngressHook::Tc {
+            self.attach_tcx(iface, TcAttachType::Ingress)?;
+            self.remove_links(iface, |p| matches!(p, LinkPin::Xdp { .. }))?;
+            IngressAttach::Tc
+        } else {
+            let mode = self.attach_xdp(iface, mode, allow_generic_fallback)?;
+            self.remove_links(iface, |p| matches!(p, LinkPin::TcIngress { .. }))?;
+            IngressAttach::Xdp(mode)
+        };
+        self.attach_tcx(iface, TcAttachType::Egress)?;
+        Ok(ingress)
+    }
+
+    /// Unpins (and so detaches) `iface`'s links that `which` selects.
+    fn remove_links(
+        &self,
+        iface: &InterfaceName,
+        which: impl Fn(&LinkPin) -> bool,
+    ) -> Result<(), DatapathError> {
+        let layout = self.layout()?;
+        let links = layout.links().map_err(|source| DatapathError::Pin {
+            path: layout.links_dir().display().to_string(),
+            source,
+        })?;
+        for (pin, path) in links {
+            if pin.interface() == iface.as_str() && which(&pin) {
+                info!(interface = %iface, pin = %path.display(), "ingress hook changed: detaching the old one");
+                remove_if_present(&path)?;
+            }
+        }
+        Ok(())
     }
 
     fn attach_xdp(
@@ -290,33 +399,39 @@ impl Datapath {
         Ok(mode)
     }
 
-    fn attach_tc(&mut self, iface: &InterfaceName) -> Result<(), DatapathError> {
-        let path = self.layout()?.tc_link(iface);
+    /// Attaches the tcx program for `at` (ingress or egress) to `iface`, or updates its pinned
+    /// link in place.
+    fn attach_tcx(&mut self, iface: &InterfaceName, at: TcAttachType) -> Result<(), DatapathError> {
+        let (path, program, what) = match at {
+            TcAttachType::Ingress => (
+                self.layout()?.tc_ingress_link(iface),
+                TC_INGRESS_PROGRAM,
+                "tc ingress",
+            ),
+            TcAttachType::Egress => (self.layout()?.tc_link(iface), TC_PROGRAM, "tc egress"),
+        };
         if let Some(link) = adopt::<SchedClassifierLink>(&path)? {
-            let tc = self.tc();
+            let tc = self.classifier(program);
             match tc.attach_to_link(link) {
                 Ok(id) => {
-                    let link = tc.take_link(id).map_err(attach_err("tc egress", iface))?;
+                    let link = tc.take_link(id).map_err(attach_err(what, iface))?;
                     pin_link(link, &path)?;
-                    info!(interface = %iface, "tc program replaced in the pinned link");
+                    info!(interface = %iface, hook = what, "tc program replaced in the pinned link");
                     return Ok(());
                 }
                 Err(e) => {
-                    warn!(interface = %iface, error = %e, "could not update pinned tc link; attaching anew");
+                    warn!(interface = %iface, hook = what, error = %e, "could not update pinned tc link; attaching anew");
                 }
             }
         }
         let ifname = cstring(iface);
-        let id = self
-            .tc()
-            .attach(ifname.as_c_str(), TcAttachType::Egress)
-            .map_err(attach_err("tc egress", iface))?;
-        let link = self
-            .tc()
-            .take_link(id)
-            .map_err(attach_err("tc egress", iface))?;
+        let tc = self.classifier(program);
+        let id = tc
+            .attach(ifname.as_c_str(), at)
+            .map_err(attach_err(what, iface))?;
+        let link = tc.take_link(id).map_err(attach_err(what, iface))?;
         pin_link(link, &path)?;
-        info!(interface = %iface, "tc egress attached");
+        info!(interface = %iface, hook = what, "attached");
         Ok(())
     }
 
@@ -338,6 +453,36 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Puts the TC programs into `BND_PROGS`, which they tail-call after pulling non-linear
+/// headers in (see boundary-ebpf's `main.rs`). An adopted, pinned array is overwritten: its
+/// entries pointed at the previous agent's programs.
+fn fill_program_array(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let fd = |ebpf: &Ebpf, program: &'static str| -> Result<ProgramFd, DatapathError> {
+        let p: &SchedClassifier = ebpf
+            .program(program)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::MissingProgram { program })?;
+        p.fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+            .map_err(|source| DatapathError::Program { program, source })
+    };
+    let ingress = fd(ebpf, TC_INGRESS_PROGRAM)?;
+    let egress = fd(ebpf, TC_PROGRAM)?;
+    let map_err = |source| {
+        DatapathError::Maps(MapsError::Map {
+            name: PROGS_MAP,
+            source,
+        })
+    };
+    let map = ebpf
+        .map_mut(PROGS_MAP)
+        .ok_or(DatapathError::Maps(MapsError::Missing { name: PROGS_MAP }))?;
+    let mut progs = ProgramArray::try_from(map).map_err(map_err)?;
+    progs.set(PROG_TC_INGRESS, &ingress, 0).map_err(map_err)?;
+    progs.set(PROG_TC_EGRESS, &egress, 0).map_err(map_err)?;
+    Ok(())
 }
 
 fn aya_mode(mode: XdpMode) -> AyaXdpMode {

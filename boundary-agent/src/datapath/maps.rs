@@ -95,7 +95,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 16] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 17] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -153,6 +153,7 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 16
         (EVENT_BUDGET_MAP, 4, size(size_of::<EventBudget>()), 1),
         (abi::PORTS_MAP, 4, 8, abi::PORTS_ENTRIES),
         (abi::CT_INSERTS_MAP, 4, 8, 1),
+        (abi::PROGS_MAP, 4, 4, abi::PROGS_ENTRIES),
     ]
 }
 

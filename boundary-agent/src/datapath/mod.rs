@@ -7,6 +7,7 @@ pub mod counters;
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod netdev;
 pub mod object;
 pub mod pins;
 

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! <pin dir>/maps/BND_*                    maps (adopted by the next agent)
-//! <pin dir>/programs/{xdp,tc}             the programs currently attached
-//! <pin dir>/links/xdp:<mode>:<interface>  XDP link (mode native or generic)
+//! <pin dir>/programs/{xdp,tc,tc-ingress}  the programs currently attached
+//! <pin dir>/links/xdp:<mode>:<interface>  XDP ingress link (mode native or generic)
+//! <pin dir>/links/tc:ingress:<interface>  tcx ingress link (instead of XDP)
 //! <pin dir>/links/tc:egress:<interface>   tcx egress link
 //! ```
 //!
@@ -26,13 +27,16 @@ pub struct PinLayout {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkPin {
     Xdp { mode: XdpMode, interface: String },
+    TcIngress { interface: String },
     TcEgress { interface: String },
 }
 
 impl LinkPin {
     pub fn interface(&self) -> &str {
         match self {
-            LinkPin::Xdp { interface, .. } | LinkPin::TcEgress { interface } => interface,
+            LinkPin::Xdp { interface, .. }
+            | LinkPin::TcIngress { interface }
+            | LinkPin::TcEgress { interface } => interface,
         }
     }
 }
@@ -74,6 +78,10 @@ impl PinLayout {
         self.links_dir().join(format!("tc:egress:{iface}"))
     }
 
+    pub fn tc_ingress_link(&self, iface: &InterfaceName) -> PathBuf {
+        self.links_dir().join(format!("tc:ingress:{iface}"))
+    }
+
     /// Whether anything is pinned here.
     pub fn exists(&self) -> bool {
         self.maps_dir().is_dir()
@@ -98,6 +106,9 @@ impl PinLayout {
                 }),
                 (Some("xdp"), Some("generic"), Some(i)) => Some(LinkPin::Xdp {
                     mode: XdpMode::Generic,
+                    interface: i.to_owned(),
+                }),
+                (Some("tc"), Some("ingress"), Some(i)) => Some(LinkPin::TcIngress {
                     interface: i.to_owned(),
                 }),
                 (Some("tc"), Some("egress"), Some(i)) => Some(LinkPin::TcEgress {

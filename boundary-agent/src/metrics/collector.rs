@@ -178,10 +178,20 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (iface, mode) in &state.attach_modes {
-            ConstGauge::new(1i64).encode(
-                family.encode_family(&[("interface", iface.as_str()), ("mode", mode.as_str())])?,
-            )?;
+        for (iface, _, mode) in state.attach_modes.iter().filter(|a| a.1 == "xdp") {
+            ConstGauge::new(1i64)
+                .encode(family.encode_family(&[("interface", iface.as_str()), ("mode", *mode)])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ingress_hook",
+            "Where each protected interface's ingress is enforced (1 for the hook in force): xdp, or tc (tcx, the default on veths)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (iface, hook, _) in &state.attach_modes {
+            ConstGauge::new(1i64)
+                .encode(family.encode_family(&[("interface", iface.as_str()), ("hook", *hook)])?)?;
         }
 
         let mut family = encoder.encode_descriptor(

@@ -27,6 +27,7 @@ pub const FAMILIES: &[&str] = &[
     "boundary_policy_apply_duration_seconds",
     "boundary_policy_reloads_total",
     "boundary_xdp_attach_mode",
+    "boundary_ingress_hook",
     "boundary_map_entries",
     "boundary_map_capacity",
     "boundary_build_info",
@@ -37,8 +38,8 @@ pub const FAMILIES: &[&str] = &[
 pub struct AgentState {
     /// Programs attached and a policy generation live.
     pub ready: bool,
-    /// (interface, XDP mode) as attached.
-    pub attach_modes: Vec<(String, String)>,
+    /// (interface, ingress hook `xdp`/`tc`, mode `native`/`generic`/`tcx`) as attached.
+    pub attach_modes: Vec<(String, &'static str, &'static str)>,
     /// Rule id -> (workload, direction, rule name), from the installed policy.
     pub rules: Vec<(String, &'static str, String)>,
     pub policy_generation: u8,

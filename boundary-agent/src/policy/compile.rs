@@ -393,12 +393,17 @@ pub fn compile(
         if has_ranges(Direction::Egress) {
             flags |= EP_RANGES_EGRESS;
         }
-        // Replies need conntrack only where they could otherwise be dropped.
-        if w.ingress_default == DefaultAction::Deny || has_deny(&w.ingress) {
-            flags |= EP_TRACK_EGRESS;
-        }
-        if w.egress_default == DefaultAction::Deny || has_deny(&w.egress) {
-            flags |= EP_TRACK_INGRESS;
+        // Conntrack only where something could otherwise be dropped: the replies of a flow,
+        // or the ICMP errors about it (`related`), which come back in either direction (a
+        // router's "fragmentation needed" about a response the workload sends arrives on
+        // ingress even though the flow came in on ingress). So either direction that can drop
+        // makes the workload track its allowed flows both ways.
+        let can_drop = w.ingress_default == DefaultAction::Deny
+            || has_deny(&w.ingress)
+            || w.egress_default == DefaultAction::Deny
+            || has_deny(&w.egress);
+        if can_drop {
+            flags |= EP_TRACK_EGRESS | EP_TRACK_INGRESS;
         }
         let about_peers =
             |list: &[super::model::Rule]| list.iter().any(|r| r.peer != Selector::Any);

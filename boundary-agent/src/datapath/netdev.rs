@@ -1,0 +1,94 @@
+//! What kind of network device an interface is, to choose its ingress hook.
+
+use std::io;
+
+use crate::config::InterfaceName;
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h).
+#[repr(C)]
+struct DrvInfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut DrvInfo,
+    pad: [u8; 16],
+}
+
+/// The driver behind `iface` in this process's network namespace, as `ethtool -i` names it
+/// (`veth`, `virtio_net`, `mlx5_core`, ...). Asked of the kernel through a socket rather than
+/// read from /sys, whose view belongs to the namespace it was mounted in.
+#[expect(unsafe_code, reason = "the SIOCETHTOOL ioctl has no safe wrapper")]
+pub fn driver(iface: &InterfaceName) -> io::Result<String> {
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &raw mut info,
+        pad: [0; 16],
+    };
+    let name = iface.as_str().as_bytes();
+    // Interface names are validated to 1-15 bytes, so the name keeps its NUL.
+    req.name[..name.len()].copy_from_slice(name);
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `req` is a valid ifreq whose data points at a live ethtool_drvinfo; the kernel
+    // writes at most that struct.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &raw mut req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_no_driver_info_or_says_so() {
+        // `lo` answers EOPNOTSUPP on most kernels; either way the call must not misbehave.
+        let lo = "lo".parse().expect("valid name");
+        if let Ok(d) = driver(&lo) {
+            assert!(!d.contains('\0'));
+        }
+        let missing = "bnd-no-such-if".parse().expect("valid name");
+        assert!(driver(&missing).is_err());
+    }
+}
