@@ -9,7 +9,7 @@ use boundary_common::{Direction, Reason, Verdict, maps::Action, maps::UNPROTECTE
 use etherparse::{IpNumber, icmpv6};
 
 use super::{
-    frame::{Fragment, Packet, Parsed, Quote, echo_types, is_error, parse},
+    frame::{Echo, Fragment, Packet, Parsed, Quote, echo_types, is_error, parse},
     view::{Compiled, Lookup, PolicyView, Subject, WorkloadInfo},
 };
 
@@ -278,9 +278,6 @@ fn judge(
     }
 }
 
-/// `Reason::Related` once boundary-common has it (landing on main).
-const RELATED: Option<Reason> = None;
-
 fn rescue(
     view: &impl PolicyView,
     state: &State,
@@ -300,18 +297,18 @@ fn rescue(
     if flow(direction, pkt, false).is_some_and(|f| state.expected.contains(&f)) {
         return Some(Reason::Established);
     }
-    if let Some(r) = RELATED
-        && related(state, direction, pkt)
-    {
-        return Some(r);
+    if related(state, direction, pkt) {
+        return Some(Reason::Related);
     }
     w.audit.then_some(Reason::Audit)
 }
 
 /// Whether `pkt` is an ICMP error about a tracked flow: its quote is a packet the workload
-/// sent (ingress: the quote's source is the local address) or would receive (egress: the
-/// quote's destination is the local address), and conntrack expects the quote's answer, or
-/// expects the quote itself as an answer.
+/// sent (ingress: the quote's source is the local address) or received (egress: the quote's
+/// destination is the local address), and conntrack expects the quote's answer (a flow the
+/// workload opened) or the quote itself as an answer (a flow it let in). Conntrack expects
+/// answers to echo requests only, so a quoted echo request can only have an answer expected,
+/// and a quoted echo reply can only be an expected answer.
 fn related(state: &State, direction: Direction, pkt: &Packet) -> bool {
     let Some(t) = own_icmp(pkt) else {
         return false;
@@ -325,6 +322,7 @@ fn related(state: &State, direction: Direction, pkt: &Packet) -> bool {
         proto,
         sport,
         dport,
+        echo,
     } = q;
     let about_us = match direction {
         Direction::Ingress => src == pkt.dst,
@@ -342,5 +340,11 @@ fn related(state: &State, direction: Direction, pkt: &Packet) -> bool {
         src,
         dst,
     };
-    state.expected.contains(&quoted.answer()) || state.expected.contains(&quoted)
+    let (answer_expected, expected_itself) = match echo {
+        Some(Echo::Request) => (true, false),
+        Some(Echo::Reply) => (false, true),
+        None => (true, true),
+    };
+    (answer_expected && state.expected.contains(&quoted.answer()))
+        || (expected_itself && state.expected.contains(&quoted))
 }

@@ -34,6 +34,13 @@ pub enum Fragment {
     Later,
 }
 
+/// Which ICMP echo message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    Request,
+    Reply,
+}
+
 /// The packet an ICMP error quotes, as far as it names a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quote {
@@ -43,6 +50,8 @@ pub struct Quote {
     /// Ports, or the echo identifier in both for ICMP echo.
     pub sport: u16,
     pub dport: u16,
+    /// For an ICMP echo quote, which one.
+    pub echo: Option<Echo>,
 }
 
 /// What the decision reads of an IP packet.
@@ -380,7 +389,9 @@ fn icmp(mut pkt: Packet, bytes: &[u8], addrs: Addrs, truncated: Reason) -> Parse
     };
     pkt.icmp_type = Some(icmp_type);
     pkt.icmp_id = u16::from_be_bytes([rest_of_header[0], rest_of_header[1]]);
-    if is_error(v6, icmp_type) {
+    // A fragmented error is not read for a quote: errors are kept within the minimum MTU
+    // (RFC 1812 4.3.2.3, RFC 4443 2.4) and are never fragmented on their way.
+    if is_error(v6, icmp_type) && pkt.fragment == Fragment::None {
         pkt.quote = quote(v6, body);
     }
     Parsed::Ip(pkt)
@@ -416,10 +427,11 @@ pub fn echo_types(v6: bool) -> (u8, u8) {
 }
 
 /// The quoted packet of an ICMP error: an IP header of the error's own family (IPv4: version
-/// 4, IHL at least 5, the whole header present; IPv6: version 6, its Next Header taken as the
-/// transport, no extension headers walked) and the first 8 bytes after it, which must name a
-/// flow: TCP or UDP ports, or an ICMP echo identifier. Anything else, or anything cut short,
-/// is no quote (never a malformed packet: the error itself is well formed).
+/// 4, IHL at least 5, the whole header present, not a later fragment; IPv6: version 6, its
+/// Next Header taken as the transport, no extension headers walked) and the first 8 bytes
+/// after it, within the error's IP packet, which must name a flow: TCP or UDP ports, or an
+/// ICMP echo identifier. Anything else, or anything cut short, is no quote (never a malformed
+/// packet: the error itself is well formed).
 fn quote(v6: bool, body: &[u8]) -> Option<Quote> {
     let (src, dst, proto, inner) = if v6 {
         let h = Ipv6HeaderSlice::from_slice(body).ok()?;
@@ -431,6 +443,9 @@ fn quote(v6: bool, body: &[u8]) -> Option<Quote> {
         )
     } else {
         let h = Ipv4HeaderSlice::from_slice(body).ok()?;
+        if h.fragments_offset().value() != 0 {
+            return None;
+        }
         (
             IpAddr::V4(h.source_addr()),
             IpAddr::V4(h.destination_addr()),
@@ -439,21 +454,28 @@ fn quote(v6: bool, body: &[u8]) -> Option<Quote> {
         )
     };
     let t = inner.get(..QUOTED_TRANSPORT)?;
-    let (sport, dport) = match proto {
-        IpNumber::TCP | IpNumber::UDP => (
+    let own_icmp = if v6 {
+        IpNumber::IPV6_ICMP
+    } else {
+        IpNumber::ICMP
+    };
+    let (sport, dport, echo) = if proto == IpNumber::TCP || proto == IpNumber::UDP {
+        (
             u16::from_be_bytes([t[0], t[1]]),
             u16::from_be_bytes([t[2], t[3]]),
-        ),
-        IpNumber::ICMP | IpNumber::IPV6_ICMP
-            if (proto == IpNumber::IPV6_ICMP) == v6 && {
-                let (request, reply) = echo_types(v6);
-                t[0] == request || t[0] == reply
-            } =>
-        {
-            let id = u16::from_be_bytes([t[4], t[5]]);
-            (id, id)
-        }
-        _ => return None,
+            None,
+        )
+    } else if proto == own_icmp {
+        let (request, reply) = echo_types(v6);
+        let echo = match t[0] {
+            x if x == request => Echo::Request,
+            x if x == reply => Echo::Reply,
+            _ => return None,
+        };
+        let id = u16::from_be_bytes([t[4], t[5]]);
+        (id, id, Some(echo))
+    } else {
+        return None;
     };
     Some(Quote {
         src,
@@ -461,6 +483,7 @@ fn quote(v6: bool, body: &[u8]) -> Option<Quote> {
         proto: proto.0,
         sport,
         dport,
+        echo,
     })
 }
 

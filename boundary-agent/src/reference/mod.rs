@@ -61,8 +61,9 @@
 //! 5. A drop is rescued by the first that applies: `failsafe` (TCP/UDP, local port and peer
 //!    in a failsafe entry), `established` (the answer a tracked flow expects: addresses and
 //!    ports swapped; for ICMP echo, a reply with the request's identifier), `related` (an
-//!    ICMP error whose quote is a packet the workload sent or received, of a tracked flow in
-//!    either direction), `audit` (audit mode). The rule matched stays reported.
+//!    unfragmented ICMP error whose quote is a packet the workload sent or received, of a
+//!    tracked flow in either direction: conntrack expects the quote's answer, or the quote
+//!    itself as an answer), `audit` (audit mode). The rule matched stays reported.
 //! 6. A packet passed as `policy_allow`, `default_allow` or `failsafe` opens its flow: its
 //!    answer will be `established`. Every allowed flow is tracked, both ways; the datapath
 //!    tracks only where a drop could happen, which cannot be told apart.
@@ -74,6 +75,6 @@ mod view;
 
 pub use decide::{Outcome, State, decide, decide_frame, decide_frame_with, decide_with};
 pub use frame::{
-    Fragment, MAX_EXT_HEADERS, MAX_VLAN_TAGS, Packet, Parsed, Quote, TRANSPORT_WITHIN, parse,
+    Echo, Fragment, MAX_EXT_HEADERS, MAX_VLAN_TAGS, Packet, Parsed, Quote, TRANSPORT_WITHIN, parse,
 };
 pub use view::{Compiled, Lookup, Match, ModelView, PolicyView, Subject, WorkloadInfo};
