@@ -1080,7 +1080,7 @@ fn generated_chains_are_what_rfc_8200_allows() {
 
 /// Frames on which the datapath breaks the reference's written rules (reported to the lead;
 /// run with `--ignored`): each is (what, frames sent in order; the last one is compared).
-fn edge_cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+fn edge_cases() -> Vec<(&'static str, Vec<(Direction, Vec<u8>)>)> {
     let (s6, d6) = (
         "fd00:1::7".parse().expect("addr"),
         "fd00:9::1".parse().expect("addr"),
@@ -1111,37 +1111,64 @@ fn edge_cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     );
     let mut nd = packets::v6(s6, d6, packets::L4::IcmpEcho, &[0; 16]);
     nd[packets::ETH_LEN + packets::IPV6_LEN] = 135;
+    // The workload sends a datagram; an error about it comes back whose payload length stops
+    // inside the quoted UDP header, the rest of the quote lying past the packet in the frame.
+    let out = Sent {
+        direction: Direction::Egress,
+        src: IpAddr::V6(d6),
+        dst: IpAddr::V6(s6),
+        tp: Tp::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+    };
+    let out_frame = build(&out, &[], b"");
+    let mut error = Vec::new();
+    ip_step(&[], IpAddr::V6(s6), IpAddr::V6(d6))
+        .icmpv6_raw(1, 4, [0; 4])
+        .write(
+            &mut error,
+            &out_frame[packets::ETH_LEN..packets::ETH_LEN + 48],
+        )
+        .expect("build");
+    let short = u16::from_be_bytes([error[18], error[19]]) - 6;
+    error[18..20].copy_from_slice(&short.to_be_bytes());
+    let ingress = |f: Vec<u8>| (Direction::Ingress, f);
     vec![
         (
             "a ninth extension header that is a mobility header: ipv6_too_many_ext_headers",
-            vec![packets::with_ipv6_exts(&udp, &nine)],
+            vec![ingress(packets::with_ipv6_exts(&udp, &nine))],
         ),
         (
             "protocol 1 in IPv6 has no ICMP type: an `icmp: [echo-reply]` rule does not match",
-            vec![icmp_in_v6],
+            vec![ingress(icmp_in_v6)],
         ),
         (
             "a first fragment whose next extension header starts at the payload's end: fragment_tiny",
-            vec![packets::cut_v6(first_then_dest, 8)],
+            vec![ingress(packets::cut_v6(first_then_dest, 8))],
         ),
         (
             "the later fragment of neighbour discovery shares its first fragment's verdict",
             vec![
-                packets::with_ipv6_exts(
+                ingress(packets::with_ipv6_exts(
                     &nd,
                     &[Ext::Fragment {
                         offset: 0,
                         more: true,
                     }],
-                ),
-                packets::with_ipv6_exts(
+                )),
+                ingress(packets::with_ipv6_exts(
                     &nd,
                     &[Ext::Fragment {
                         offset: 100,
                         more: false,
                     }],
-                ),
+                )),
             ],
+        ),
+        (
+            "a quote is read within the error's IP packet, not from bytes past it: not related",
+            vec![(Direction::Egress, out_frame.clone()), ingress(error)],
         ),
     ]
 }
@@ -1170,10 +1197,9 @@ workloads:
         kernel.clear_state();
         let mut state = State::default();
         let mut last = None;
-        for f in &frames {
-            let want =
-                reference::decide_frame(&tables, Action::Pass, &mut state, Direction::Ingress, f);
-            let (_, got) = kernel.run_in_row(Direction::Ingress, f, want.slot);
+        for (direction, f) in &frames {
+            let want = reference::decide_frame(&tables, Action::Pass, &mut state, *direction, f);
+            let (_, got) = kernel.run_in_row(*direction, f, want.slot);
             last = Some((want.reason, got));
         }
         let (want, got) = last.expect("frames");
