@@ -1078,9 +1078,12 @@ fn generated_chains_are_what_rfc_8200_allows() {
     }
 }
 
+/// What an edge case shows, and its frames in the order sent (the last one is compared).
+type EdgeCase = (&'static str, Vec<(Direction, Vec<u8>)>);
+
 /// Frames on which the datapath breaks the reference's written rules (reported to the lead;
-/// run with `--ignored`): each is (what, frames sent in order; the last one is compared).
-fn edge_cases() -> Vec<(&'static str, Vec<(Direction, Vec<u8>)>)> {
+/// run with `--ignored`).
+fn edge_cases() -> Vec<EdgeCase> {
     let (s6, d6) = (
         "fd00:1::7".parse().expect("addr"),
         "fd00:9::1".parse().expect("addr"),
