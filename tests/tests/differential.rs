@@ -10,13 +10,15 @@
 //! must agree on everything, which checks the compiler as well. After each policy, every test
 //! peer's compiled identity must stand for exactly the rules whose selectors match it.
 //!
-//! Traffic: fresh packets (TCP, UDP, ICMP echo; VLAN tags, IPv4 options, GRE, IPv6 extension
-//! chains with the Fragment header anywhere RFC 8200 lets it be, first and later fragments,
-//! frames up to 3.4 KB), answers to earlier packets (conntrack: `established`), ICMP errors
-//! quoting earlier packets or their answers (`related`), repeats (the verdict cache), and
-//! malformed variants (a flipped bit, a cut). `BPF_PROG_TEST_RUN` builds linear skbs and
-//! single-buffer XDP frames of at most a page minus headroom, so non-linear skbs, multi-buffer
-//! XDP and GSO super-packets are out of its reach: the end-to-end tests cover those.
+//! Traffic: fresh packets (TCP, UDP, ICMP echo, neighbour discovery; VLAN tags, IPv4
+//! options, GRE, IPv6 extension chains with the Fragment header anywhere RFC 8200 lets it be,
+//! first, tiny and later fragments, frames past the MTU), answers to earlier packets
+//! (conntrack: `established`), ICMP errors quoting earlier packets or their answers
+//! (`related`), repeats (the verdict cache), and malformed variants (a flipped bit, a cut).
+//! Ingress frames go through XDP or TC ingress, which must decide alike. XDP test runs build
+//! multi-buffer frames past a page (the program is `xdp.frags`), so ingress frames reach 9 KB;
+//! skb test runs are linear and at most a page, so TC frames stop at 3.4 KB, and non-linear
+//! skbs and GSO super-packets are the end-to-end tests' to cover.
 //!
 //! Seeded and reproducible: `BOUNDARY_DIFF_SEED` picks the seed, `BOUNDARY_DIFF_PACKETS` the
 //! packet count (default 100,000 over 100 policies; `cargo xtask test --soak` runs 10^7).
