@@ -1138,6 +1138,15 @@ fn edge_cases() -> Vec<EdgeCase> {
         .expect("build");
     let short = u16::from_be_bytes([error[18], error[19]]) - 6;
     error[18..20].copy_from_slice(&short.to_be_bytes());
+    // A later fragment whose Fragment header lies past the payload length (the frame goes on).
+    let mut past_payload = packets::with_ipv6_exts(
+        &udp,
+        &[Ext::Fragment {
+            offset: 1,
+            more: false,
+        }],
+    );
+    past_payload[packets::ETH_LEN + 4..packets::ETH_LEN + 6].copy_from_slice(&[0, 3]);
     let ingress = |f: Vec<u8>| (Direction::Ingress, f);
     vec![
         (
@@ -1170,6 +1179,10 @@ fn edge_cases() -> Vec<EdgeCase> {
                     }],
                 )),
             ],
+        ),
+        (
+            "a Fragment header past the payload length is cut short: ipv6_ext_truncated",
+            vec![ingress(past_payload)],
         ),
         (
             "a quote is read within the error's IP packet, not from bytes past it: not related",
