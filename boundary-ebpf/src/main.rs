@@ -118,6 +118,9 @@ mod programs {
         };
         let (len, gso) = skb_len(ctx);
         pkt.gso_skb = gso;
+        // SAFETY: the program's own context.
+        pkt.vlan_offloaded =
+            u8::from(unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).vlan_present } != 0);
         let (data, end) = (ctx.data(), ctx.data_end());
         let parsed = parse::parse(&Frame { data, end, len }, pkt);
         // Headers are nearly always in the linear part (the stack builds them there, GRO pulls

@@ -93,10 +93,13 @@ pub struct Packet {
     pub gso_skb: u8,
     /// The parse's outcome, as [`settle`] stores it.
     pub outcome: u8,
+    /// The skb carries a VLAN tag outside its data (`skb->vlan_present`: the stack moves the
+    /// outer tag of a received frame there before TC ingress runs, and a VLAN device leaves
+    /// it there for TC egress). It counts as the first of the two tags the parser allows.
+    pub vlan_offloaded: u8,
     /// Bytes from the frame's start to the end of the TCP or UDP header (0 otherwise): what
     /// every segment of a GSO super-packet repeats on the wire.
     pub headers_len: u16,
-    pub pad2: u16,
     /// Where the IP header says the packet ends, from the frame's start (0 until the IP
     /// length was read): checked against the real length by [`check_length`].
     pub ip_end: u32,
@@ -361,10 +364,16 @@ pub fn parse(f: &Frame, pkt: &mut Packet) -> Result<L3, Reason> {
     }
     let mut proto = ethertype(f, EthHdr::LEN - 2, Reason::EthTruncated)?;
     let mut off = EthHdr::LEN;
-    // Two tags at most (802.1ad outer + 802.1Q inner); a third is refused, not skipped.
+    // Two tags at most (802.1ad outer + 802.1Q inner); a third is refused, not skipped. A tag
+    // the stack took out of the data (`vlan_offloaded`) is the first of the two.
     if is_vlan(proto) {
         proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
         off += VlanHdr::LEN;
+        // SAFETY: a field of this CPU's scratch entry.
+        if is_vlan(proto) && unsafe { core::ptr::read_volatile(&raw const pkt.vlan_offloaded) } != 0
+        {
+            return Err(Reason::VlanTooDeep);
+        }
         if is_vlan(proto) {
             proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
             off += VlanHdr::LEN;

@@ -232,3 +232,79 @@ pub fn cut_v6(mut f: Vec<u8>, payload: usize) -> Vec<u8> {
     f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
     f
 }
+
+/// What an ICMP error quotes of `frame` (an untagged frame): its IP header and the first 8
+/// bytes after it, as RFC 792 asks (`ICMPv6` may quote more; this quotes the same).
+fn quote(frame: &[u8], ip_header_len: usize) -> &[u8] {
+    &frame[ETH_LEN..ETH_LEN + ip_header_len + 8]
+}
+
+/// An `ICMPv4` "fragmentation needed" (destination unreachable, code 4) from `from` to `to`,
+/// quoting `about` (an untagged IPv4 frame without options, as it was sent).
+pub fn icmp4_frag_needed(from: Ipv4Addr, to: Ipv4Addr, mtu: u16, about: &[u8]) -> Vec<u8> {
+    icmp4_error(
+        from,
+        to,
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+        ),
+        about,
+    )
+}
+
+/// An `ICMPv4` "port unreachable" from `from` to `to`, quoting `about`.
+pub fn icmp4_port_unreachable(from: Ipv4Addr, to: Ipv4Addr, about: &[u8]) -> Vec<u8> {
+    icmp4_error(
+        from,
+        to,
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ),
+        about,
+    )
+}
+
+fn icmp4_error(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    icmp: etherparse::Icmpv4Type,
+    about: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER)
+        .ipv4(from.octets(), to.octets(), 64)
+        .icmpv4(icmp)
+        .write(&mut out, quote(about, IPV4_LEN))
+        .expect("build icmp error");
+    out
+}
+
+/// An `ICMPv6` "packet too big" from `from` to `to`, quoting `about` (an untagged IPv6 frame).
+pub fn icmp6_too_big(from: Ipv6Addr, to: Ipv6Addr, mtu: u32, about: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER)
+        .ipv6(from.octets(), to.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu })
+        .write(&mut out, quote(about, IPV6_LEN))
+        .expect("build icmpv6 error");
+    out
+}
+
+/// The later fragment (at `offset` 8-byte units, the last one) of the datagram whose first
+/// fragment is `first`, an IPv6 frame whose first extension header is the Fragment header
+/// (as `with_ipv6_exts` builds it): the same Fragment header fields (next header,
+/// identification), 16 bytes of payload.
+pub fn ipv6_later_fragment(first: &[u8], offset: u16) -> Vec<u8> {
+    let frag = ETH_LEN + IPV6_LEN;
+    assert_eq!(
+        first[ETH_LEN + 6],
+        44,
+        "the first header must be the Fragment header"
+    );
+    let mut out = first[..frag + 8].to_vec();
+    out[frag + 2..frag + 4].copy_from_slice(&(offset << 3).to_be_bytes());
+    out.extend_from_slice(&[0x5a; 16]);
+    let payload_len = u16::try_from(out.len() - frag).expect("payload fits");
+    out[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload_len.to_be_bytes());
+    out
+}

@@ -275,8 +275,8 @@ fn sighup_reloads_and_a_bad_file_keeps_the_running_policy() {
 }
 
 #[test]
-fn xdp_mode_is_native_by_default_and_generic_on_request() {
-    if !require_root("xdp_mode_is_native_by_default_and_generic_on_request") {
+fn ingress_is_tcx_on_a_veth_by_default_and_xdp_native_or_generic_on_request() {
+    if !require_root("ingress_is_tcx_on_a_veth_by_default_and_xdp_native_or_generic_on_request") {
         return;
     }
     let lab = Lab::new("mode");
@@ -287,17 +287,67 @@ fn xdp_mode_is_native_by_default_and_generic_on_request() {
             .expect("ip link");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // What `status` says is attached, as (interface, hook) pairs.
+    let hooks = |files: &AgentFiles| {
+        let pin = files.pin_dir.display().to_string();
+        let (code, out, err) = files.cli(&["status", "--pin-dir", &pin, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        let mut hooks: Vec<String> = s["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["interface"].as_str().expect("name"),
+                    a["hook"].as_str().expect("hook")
+                )
+            })
+            .collect();
+        hooks.sort();
+        hooks
+    };
+    let _servers = Servers::start(&lab.server, SERVER.into(), UDP_PORT, TCP_PORT);
+    let c = &lab.client;
+    let allowed = || traffic::udp_echo(c, udp(SERVER), 3, 100, WAIT);
+
     let files = AgentFiles::new("mode", SERVER_IF, POLICY, "");
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    assert!(!link(&lab.server).contains("xdp"), "{}", link(&lab.server));
+    assert_eq!(
+        hooks(&files),
+        [
+            format!("{SERVER_IF} tcx egress"),
+            format!("{SERVER_IF} tcx ingress")
+        ]
+    );
+    assert_eq!(allowed(), 3);
+    drop(agent);
+
+    // A new agent on the same pins, configured for XDP: the tcx ingress link gives way to a
+    // native XDP one (attached first, so the interface is never unprotected).
+    let mut config = std::fs::read_to_string(files.config()).expect("read config");
+    config.push_str("ingress: xdp\n");
+    std::fs::write(files.config(), config).expect("write config");
     let agent = AgentProcess::start(&lab.server, &files.config());
     let shown = link(&lab.server);
     assert!(
         shown.contains("xdp") && !shown.contains("xdpgeneric"),
         "{shown}"
     );
+    assert_eq!(
+        hooks(&files),
+        [
+            format!("{SERVER_IF} tcx egress"),
+            format!("{SERVER_IF} xdp ingress (native)")
+        ]
+    );
+    assert_eq!(allowed(), 3);
     drop(agent);
     drop(files);
 
-    let files = AgentFiles::new("mode", SERVER_IF, POLICY, "");
+    let files = AgentFiles::new("mode", SERVER_IF, POLICY, "ingress: xdp\n");
     let agent = AgentProcess::try_start(&lab.server, &files.config(), &["--xdp-mode", "generic"])
         .expect("generic attach");
     assert!(
@@ -306,6 +356,7 @@ fn xdp_mode_is_native_by_default_and_generic_on_request() {
         link(&lab.server)
     );
     drop(agent);
+    drop(files);
 }
 
 #[test]

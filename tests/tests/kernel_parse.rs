@@ -63,10 +63,27 @@ macro_rules! case {
                 return;
             }
             let frame: Vec<u8> = $frame;
-            expect(Kernel::standard().xdp(&frame), $action, $slot, $reason);
+            let mut k = Kernel::standard();
+            expect(k.xdp(&frame), $action, $slot, $reason);
+            // The TC ingress program (the default on veths) runs the same parser and decision.
+            k.clear_state();
+            k.tc_ingress = true;
+            if TC_TEST_RUN_REFUSES.contains(&stringify!($name)) {
+                assert!(
+                    k.try_test_run(boundary_common::Direction::Ingress, &frame)
+                        .is_err(),
+                    "BPF_PROG_TEST_RUN now builds this skb: remove it from TC_TEST_RUN_REFUSES"
+                );
+            } else {
+                expect(k.xdp(&frame), $action, $slot, $reason);
+            }
         }
     };
 }
+
+/// Frames `BPF_PROG_TEST_RUN` will not build an skb from (it reads the IP header to set the
+/// skb up, and refuses one cut short), so the TC ingress program cannot be run on them here.
+const TC_TEST_RUN_REFUSES: &[&str] = &["ipv4_truncated", "ipv6_truncated"];
 
 // --- well-formed shapes reach the workload lookup --------------------------------------------
 case!(ipv4_udp, udp4(), XDP_PASS, WEB, Reason::DefaultAllow);
@@ -716,4 +733,27 @@ fn ipv6_addresses_are_matched_whole() {
         UNPROTECTED,
         Reason::Unprotected,
     );
+}
+
+// --- jumbo frames: multi-buffer XDP (`xdp.frags`) -----------------------------------------------
+// A frame longer than a page reaches the program in several buffers; BPF_PROG_TEST_RUN builds
+// them so for a frags-aware program. The headers are in the first buffer, the length is the
+// whole frame's (`run` asserts the bytes counted are the frame's length).
+#[test]
+fn jumbo_frames_are_judged_whole_at_xdp() {
+    if !require_root("jumbo_frames_are_judged_whole_at_xdp") {
+        return;
+    }
+    let mut k = Kernel::standard();
+    let jumbo4 = packets::v4(CLIENT, SERVER, UDP, &[7; 8950]);
+    expect(k.xdp(&jumbo4), XDP_PASS, WEB, Reason::DefaultAllow);
+    let jumbo6 = packets::v6(CLIENT6, SERVER6, TCP, &[7; 8900]);
+    expect(k.xdp(&jumbo6), XDP_PASS, WEB, Reason::DefaultAllow);
+    let denied = packets::v4(CLIENT, SERVER_B, UDP, &[7; 8950]);
+    expect(k.xdp(&denied), XDP_DROP, LOCKED, Reason::DefaultDeny);
+    // A jumbo frame shorter than its IP header says is still malformed, whichever buffer
+    // it ends in.
+    let mut cut = jumbo4.clone();
+    cut.truncate(8000);
+    expect(k.xdp(&cut), XDP_DROP, WEB, Reason::Ipv4BadTotalLength);
 }

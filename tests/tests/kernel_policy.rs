@@ -5,7 +5,7 @@
 mod support;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -25,7 +25,7 @@ use boundary_tests::{
         addr::{CLIENT, SERVER, SERVER_B},
         unique_name,
     },
-    packets::{self, L4},
+    packets::{self, Ext, L4},
     require_root,
 };
 use support::{Kernel, Outcome, TC_NEXT, XDP_DROP, XDP_PASS};
@@ -409,6 +409,7 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
     let layout = PinLayout::new(&pins.0);
     let mut k = Kernel {
         dp: Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)"),
+        tc_ingress: false,
     };
     let first = Policy::from_str("p.yaml", POLICY).expect("valid");
     k.install(&first, Action::Pass);
@@ -462,4 +463,192 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
         ],
         "the previous agent's live generation is gone too"
     );
+}
+
+/// A workload that denies by default both ways and admits DNS: ICMP errors about its flows,
+/// either way, are all the policy would drop.
+const ERRORS_POLICY: &str = "\
+apiVersion: boundary.dev/v1
+failsafe: []
+defaults: { ingress: deny, egress: deny }
+workloads:
+  - name: web
+    addresses: [10.203.0.1, \"fd00:203::1\"]
+    ingress:
+      - from: { any: true }
+        ports: [\"53/udp\"]
+    egress:
+      - to: { any: true }
+        ports: [\"9000/udp\"]
+";
+
+/// A router on the path, not a peer any rule names.
+const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 9);
+
+#[test]
+fn icmp_errors_about_tracked_flows_pass_as_related() {
+    if !require_root("icmp_errors_about_tracked_flows_pass_as_related") {
+        return;
+    }
+    let mut k = Kernel::empty();
+    k.install(
+        &Policy::from_str("p.yaml", ERRORS_POLICY).expect("valid"),
+        Action::Pass,
+    );
+    let query = udp(CLIENT, 40_000, SERVER, 53);
+    let answer = udp(SERVER, 53, CLIENT, 40_000);
+    // Before any flow: a "fragmentation needed" about the answer is just ICMP, denied.
+    let too_big = packets::icmp4_frag_needed(ROUTER, SERVER, 1280, &answer);
+    assert_eq!(k.xdp(&too_big).reason, Reason::DefaultDeny);
+    // The client asks, the workload answers (a reply: established on egress).
+    assert_eq!(k.xdp(&query).reason, Reason::PolicyAllow);
+    assert_eq!(k.tc(&answer).reason, Reason::Established);
+    // A router's "fragmentation needed" about the answer: path MTU discovery must work.
+    let out = k.xdp(&too_big);
+    assert_eq!((out.action, out.reason), (XDP_PASS, Reason::Related));
+    // ... whichever program takes ingress.
+    k.tc_ingress = true;
+    assert_eq!(k.xdp(&too_big).reason, Reason::Related);
+    k.tc_ingress = false;
+    // An error about another flow, or about a packet some other host sent, stays denied.
+    let other_flow = udp(SERVER, 53, CLIENT, 40_001);
+    assert_eq!(
+        k.xdp(&packets::icmp4_frag_needed(
+            ROUTER,
+            SERVER,
+            1280,
+            &other_flow
+        ))
+        .reason,
+        Reason::DefaultDeny
+    );
+    let not_ours = udp(SERVER_B, 53, CLIENT, 40_000);
+    assert_eq!(
+        k.xdp(&packets::icmp4_frag_needed(ROUTER, SERVER, 1280, &not_ours))
+            .reason,
+        Reason::DefaultDeny
+    );
+    // A flow the workload starts: the peer's "port unreachable" about it is related.
+    let call = udp(SERVER, 41_000, CLIENT, 9000);
+    assert_eq!(k.tc(&call).reason, Reason::PolicyAllow);
+    assert_eq!(
+        k.xdp(&packets::icmp4_port_unreachable(CLIENT, SERVER, &call))
+            .reason,
+        Reason::Related
+    );
+    // On egress: the workload's own "port unreachable" about a query it let in is related;
+    // about a query it never saw, denied.
+    assert_eq!(
+        k.tc(&packets::icmp4_port_unreachable(SERVER, CLIENT, &query))
+            .reason,
+        Reason::Related
+    );
+    let unseen = udp(CLIENT, 40_002, SERVER, 53);
+    assert_eq!(
+        k.tc(&packets::icmp4_port_unreachable(SERVER, CLIENT, &unseen))
+            .reason,
+        Reason::DefaultDeny
+    );
+    // IPv6: "packet too big" about an answer.
+    let (client6, server6) = (
+        "fd00:203::2".parse::<Ipv6Addr>().expect("v6"),
+        "fd00:203::1".parse::<Ipv6Addr>().expect("v6"),
+    );
+    let query6 = packets::v6(
+        client6,
+        server6,
+        L4::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+        b"q",
+    );
+    let answer6 = packets::v6(
+        server6,
+        client6,
+        L4::Udp {
+            sport: 53,
+            dport: 40_000,
+        },
+        b"a",
+    );
+    let too_big6 = packets::icmp6_too_big(ROUTER6, server6, 1280, &answer6);
+    assert_eq!(k.xdp(&too_big6).reason, Reason::DefaultDeny);
+    assert_eq!(k.xdp(&query6).reason, Reason::PolicyAllow);
+    assert_eq!(k.tc(&answer6).reason, Reason::Established);
+    assert_eq!(k.xdp(&too_big6).reason, Reason::Related);
+}
+
+#[test]
+fn ipv6_later_fragments_follow_a_first_fragment_with_ah_or_destination_options() {
+    if !require_root("ipv6_later_fragments_follow_a_first_fragment_with_ah_or_destination_options")
+    {
+        return;
+    }
+    let mut k = Kernel::empty();
+    k.install(
+        &Policy::from_str("p.yaml", ERRORS_POLICY).expect("valid"),
+        Action::Pass,
+    );
+    let (client6, server6) = (
+        "fd00:203::2".parse::<Ipv6Addr>().expect("v6"),
+        "fd00:203::1".parse::<Ipv6Addr>().expect("v6"),
+    );
+    let plain = packets::v6(
+        client6,
+        server6,
+        L4::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+        &[7; 64],
+    );
+    for after in [Ext::Auth, Ext::DestOpts] {
+        k.clear_state();
+        // RFC 8200 4.1 order: Fragment, then AH or Destination Options, then UDP.
+        let first = packets::with_ipv6_exts(
+            &plain,
+            &[
+                Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                },
+                after,
+            ],
+        );
+        assert_eq!(k.xdp(&first).reason, Reason::PolicyAllow, "{after:?}");
+        let later = packets::ipv6_later_fragment(&first, 16);
+        let out = k.xdp(&later);
+        assert_eq!(
+            (out.action, out.reason),
+            (XDP_PASS, Reason::PolicyAllow),
+            "the later fragment follows its first ({after:?})"
+        );
+        // A denied first fragment carries its later ones down with it.
+        let denied = packets::with_ipv6_exts(
+            &packets::v6(
+                client6,
+                server6,
+                L4::Udp {
+                    sport: 40_000,
+                    dport: 54,
+                },
+                &[7; 64],
+            ),
+            &[
+                Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                },
+                after,
+            ],
+        );
+        k.clear_state();
+        assert_eq!(k.xdp(&denied).reason, Reason::DefaultDeny);
+        assert_eq!(
+            k.xdp(&packets::ipv6_later_fragment(&denied, 16)).reason,
+            Reason::DefaultDeny
+        );
+    }
 }

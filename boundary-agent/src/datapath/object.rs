@@ -32,3 +32,16 @@ pub fn set_cache_key<'a>(
 ) {
     loader.override_global(boundary_common::maps::CACHE_KEY_GLOBAL, key, true);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_are_odd_and_new_for_every_load() {
+        let a = cache_key().expect("urandom");
+        let b = cache_key().expect("urandom");
+        assert!(a.iter().chain(&b).all(|k| k & 1 == 1), "{a:x?} {b:x?}");
+        assert_ne!(a, b, "a key must not repeat from one load to the next");
+    }
+}

@@ -23,7 +23,7 @@ use aya::{
 use boundary_agent::{
     datapath::{
         Maps,
-        object::{OBJECT, TC_PROGRAM, XDP_PROGRAM},
+        object::{OBJECT, TC_PROGRAM, XDP_PROGRAM, cache_key, set_cache_key},
     },
     policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
 };
@@ -87,6 +87,9 @@ impl BenchDatapath {
         for r in &raised {
             loader.map_max_entries(r.map, r.used * 2);
         }
+        // The verdict cache's slot hash is keyed per load, as the agent keys it.
+        let key = cache_key().context("random cache key")?;
+        set_cache_key(&mut loader, &key);
         let mut ebpf = loader.load(OBJECT).context("load the eBPF object")?;
         for name in [XDP_PROGRAM, TC_PROGRAM] {
             match ebpf.program_mut(name) {

@@ -41,6 +41,9 @@ const SLOTS: u32 = 8;
 
 pub struct Kernel {
     pub dp: Datapath,
+    /// Ingress runs through the TC ingress program instead of XDP (`XDP_PASS`/`XDP_DROP` are
+    /// then reported as the TC program's pass/drop, so tests read the same either way).
+    pub tc_ingress: bool,
 }
 
 /// What one packet did: the program's return value and the single counter it moved.
@@ -80,7 +83,10 @@ impl Kernel {
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
         dp.maps.apply(&compiled, non_ip).expect("apply");
-        Self { dp }
+        Self {
+            dp,
+            tc_ingress: false,
+        }
     }
 
     pub fn standard() -> Self {
@@ -158,6 +164,25 @@ impl Kernel {
         }
     }
 
+    /// One `BPF_PROG_TEST_RUN` of the program for `direction`, or the kernel's refusal to run it.
+    pub fn try_test_run(
+        &mut self,
+        direction: Direction,
+        frame: &[u8],
+    ) -> Result<u32, aya::programs::ProgramError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        match direction {
+            Direction::Ingress if self.tc_ingress => self.dp.tc_ingress().test_run(opts),
+            Direction::Ingress => self.dp.xdp().test_run(opts),
+            Direction::Egress => self.dp.tc().test_run(opts),
+        }
+        .map(|r| r.return_value)
+    }
+
     /// One `BPF_PROG_TEST_RUN` of the program for `direction`; its return value.
     pub fn test_run(&mut self, direction: Direction, frame: &[u8]) -> u32 {
         let opts = TestRunOptions {
@@ -165,7 +190,9 @@ impl Kernel {
             repeat: 1,
             ..Default::default()
         };
-        match direction {
+        let tc_ingress = self.tc_ingress;
+        let ret = match direction {
+            Direction::Ingress if tc_ingress => self.dp.tc_ingress().test_run(opts),
             Direction::Ingress => self.dp.xdp().test_run(opts),
             Direction::Egress => self.dp.tc().test_run(opts),
         }
@@ -175,7 +202,13 @@ impl Kernel {
                 frame.len()
             )
         })
-        .return_value
+        .return_value;
+        match (direction, tc_ingress, ret) {
+            (Direction::Ingress, true, TC_NEXT) => XDP_PASS,
+            (Direction::Ingress, true, TC_SHOT) => XDP_DROP,
+            (Direction::Ingress, true, other) => panic!("tc ingress returned {other}"),
+            _ => ret,
+        }
     }
 
     pub fn xdp(&mut self, frame: &[u8]) -> Outcome {
@@ -193,6 +226,7 @@ impl Kernel {
         stay_on_this_cpu();
         Self {
             dp: Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)"),
+            tc_ingress: false,
         }
     }
 
