@@ -1,8 +1,8 @@
 //! The reference evaluator: what the datapath should do with a frame, written from the
 //! policy's specification (DESIGN.md, README "Policy semantics") and the RFCs, not from the
 //! kernel code. It shares only the vocabulary with the datapath (`Reason`, the map ABI read
-//! through [`Lookup`]): frames are decoded with etherparse ([`frame`]), protocol numbers and
-//! ICMP types come from etherparse, and the decision ([`decide`]) follows the numbered steps
+//! through [`Lookup`]): frames are decoded with etherparse (`frame.rs`), protocol numbers and
+//! ICMP types come from etherparse, and the decision (`decide.rs`) follows the numbered steps
 //! below. `trace` uses it to explain a verdict; the differential test runs it beside the real
 //! programs, from the compiled tables ([`Compiled`]) and from the policy model
 //! ([`ModelView`], which checks the compiler too).
@@ -44,6 +44,9 @@
 //!
 //! An ICMP error's quote never makes a frame malformed: a quote that does not read is simply
 //! no quote.
+//!
+//! Where the datapath does not follow these rules yet, the frames are in the ignored test
+//! `datapath_follows_the_written_rules_at_the_edges` (tests/tests/differential.rs).
 //!
 //! # The decision for a well-formed IP packet
 //! 1. The workload that owns the local address (destination on ingress, source on egress);
