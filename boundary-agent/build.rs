@@ -3,8 +3,24 @@
 use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
 
-/// Keep in step with `xtask/src/setup.rs` (`NIGHTLY`), which installs it.
-const NIGHTLY: &str = "nightly-2026-10-29";
+/// The eBPF crate's toolchain file: the one place the nightly is pinned (`cargo xtask setup`
+/// installs what it names).
+const TOOLCHAIN_FILE: &str = include_str!("../boundary-ebpf/rust-toolchain.toml");
+
+/// The `channel = "..."` of a rust-toolchain.toml.
+fn channel(toml: &str) -> anyhow::Result<&str> {
+    toml.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .find_map(|rest| {
+            rest.trim()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .split('"')
+                .next()
+        })
+        .context("boundary-ebpf/rust-toolchain.toml names no channel")
+}
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
@@ -15,7 +31,7 @@ fn main() -> anyhow::Result<()> {
             root_dir: &root_dir,
             ..Default::default()
         }],
-        Toolchain::Custom(NIGHTLY),
+        Toolchain::Custom(channel(TOOLCHAIN_FILE)?),
     )
     .context("building the eBPF object failed; run `cargo xtask setup` to install the pinned nightly, rust-src and bpf-linker")
 }

@@ -2,7 +2,9 @@
 //!
 //! The binary (`main.rs`) only parses arguments and calls into these modules; everything here
 //! is usable from tests.
+#![deny(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod datapath;

@@ -14,7 +14,7 @@ use boundary_common::maps::{
     CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, VERDICT_CACHE_BITS, VerdictCacheEntry,
 };
 
-use crate::{maps::VERDICT_CACHE, parse::Packet};
+use crate::{maps::VERDICT_CACHE, packet::Packet};
 
 /// The flow of `pkt` seen in `direction`, as the cache compares it.
 #[inline(always)]

@@ -13,10 +13,8 @@ use boundary_common::{
 
 use crate::{
     maps::{CONNTRACK, CT_INSERTS},
-    parse::{
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, QUOTE_ECHO_REPLY,
-        QUOTE_ECHO_REQUEST,
-    },
+    packet::{Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;

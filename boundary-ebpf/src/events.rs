@@ -9,7 +9,7 @@ use boundary_common::{
 
 use crate::{
     maps::{EVENT_BUDGET, EVENTS},
-    parse::Packet,
+    packet::Packet,
     verdict::Decision,
 };
 

@@ -10,7 +10,7 @@ use boundary_common::{
     maps::{FragKey, FragValue},
 };
 
-use crate::{maps::FRAGMENTS, parse::Packet};
+use crate::{maps::FRAGMENTS, packet::Packet};
 
 #[inline(always)]
 fn key(pkt: &Packet, direction: Direction) -> FragKey {

@@ -1,7 +1,7 @@
 //! Boundary's datapath: XDP or TC (tcx) on ingress, TC (tcx) on egress.
 //!
-//! Entry points stay thin; parsing is in `parse`, the decision in `verdict`, counters in
-//! `stats`, map definitions in `maps`. On the host this crate compiles to an empty binary so
+//! Entry points stay thin; the packet being decided is in `packet`, parsing in `parse`, the
+//! decision in `verdict`, counters in `stats`, map definitions in `maps`. On the host this crate compiles to an empty binary so
 //! that `cargo clippy --workspace` covers it; the real object is built for `bpfel-unknown-none`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -19,6 +19,8 @@ mod events;
 mod fragments;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod packet;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
@@ -45,7 +47,8 @@ mod programs {
     use crate::{
         events,
         maps::PROGS,
-        parse::{self, Frame, Packet},
+        packet::{self, Packet},
+        parse::{self, Frame},
         stats,
         verdict::{self, Decision},
     };
@@ -69,7 +72,7 @@ mod programs {
     /// are read from the first buffer, the whole length is asked of the kernel when needed.
     #[xdp(frags)]
     pub fn boundary_xdp(ctx: XdpContext) -> u32 {
-        let Some(pkt) = parse::scratch() else {
+        let Some(pkt) = packet::scratch() else {
             return xdp_action::XDP_PASS;
         };
         let (data, end) = (ctx.data(), ctx.data_end());
@@ -113,7 +116,7 @@ mod programs {
     /// repeats on the wire, so counters read the same with offloads on or off.
     #[inline(always)]
     fn tc(ctx: &TcContext, direction: Direction) -> i32 {
-        let Some(pkt) = parse::scratch() else {
+        let Some(pkt) = packet::scratch() else {
             return TC_ACT_UNSPEC;
         };
         let (len, gso) = skb_len(ctx);

@@ -76,12 +76,6 @@ pub static PORTS: Array<u64> = Array::with_max_entries(PORTS_ENTRIES, 0);
 pub static VERDICT_CACHE: PerCpuArray<VerdictCacheEntry> =
     PerCpuArray::with_max_entries(VERDICT_CACHE_SLOTS, 0);
 
-/// Scratch space for the packet being decided: kept out of the 512-byte stack, and read back
-/// by the verifier as unknown values, so the parser's many outcomes converge into few states
-/// instead of multiplying with everything after them.
-#[map(name = "BND_SCRATCH")]
-pub static SCRATCH: PerCpuArray<crate::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
-
 /// The TC programs, for the tail call that restarts one after pulling its headers into the
 /// linear part (see `main.rs`).
 #[map(name = "BND_PROGS")]

@@ -16,7 +16,8 @@ use boundary_common::{
 use crate::{
     cache, conntrack, fragments,
     maps::{CONFIG, ENDPOINTS},
-    parse::{self, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Packet},
+    packet::{Fragment, Packet},
+    parse::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3},
     policy,
 };
 

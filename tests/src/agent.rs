@@ -163,21 +163,29 @@ impl AgentProcess {
                 log_w.lock().expect("log lock").push_str(&(line + "\n"));
             }
         });
-        let mut waited = Duration::ZERO;
+        let start = std::time::Instant::now();
         loop {
-            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return Ok(Self {
-                    child: Some(child),
-                    log,
-                });
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => {
+                    return Ok(Self {
+                        child: Some(child),
+                        log,
+                    });
+                }
+                // The agent closed stderr (it is exiting): recv_timeout no longer waits, so
+                // wait here, or the loop would spin through its 30 s in a moment and report
+                // an agent that failed fast as one that hung.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            waited += Duration::from_millis(100);
             if let Some(status) = child.try_wait().expect("try_wait") {
                 std::thread::sleep(Duration::from_millis(100));
                 let log = log.lock().expect("log lock").clone();
                 return Err((status.code(), log));
             }
-            if waited > Duration::from_secs(30) {
+            if start.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
                 let _ = child.wait();
                 let log = log.lock().expect("log lock").clone();

@@ -2,9 +2,11 @@
 //! agent as a real process, crafted packets. Everything here cleans up after itself on drop.
 
 pub mod agent;
+pub mod apps;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod routed;
 pub mod traffic;
 
 pub use agent::AgentProcess;

@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use boundary_tests::{
     AgentProcess, Lab,
     agent::AgentFiles,
+    apps::{self, HttpServer, TempDir, mib},
     netns::addr::{CLIENT, CLIENT_IF, SERVER, SERVER_B, SERVER_IF, SERVER6},
     packets::{self, ETH_LEN, IPV4_LEN, L4},
     traffic::{self, Servers},
@@ -41,7 +42,7 @@ workloads:
     ingress:
       - name: frontend-to-web
         from: { spiffe: \"spiffe://demo.local/ns/shop/*\" }
-        ports: [\"7000/udp\", \"8080/tcp\"]
+        ports: [\"7000/udp\", \"8080/tcp\", \"8000/tcp\"]
       - name: ping
         from: { any: true }
         icmp: [echo-request]
@@ -76,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .context("install SIGINT handler")?;
 
     println!(
-        "== Boundary demo: client ns --veth--> server ns (agent on {SERVER_IF}: XDP in, tcx out)"
+        "== Boundary demo: client ns --veth--> server ns (agent on {SERVER_IF}: tcx in, the default on a veth; tcx out)"
     );
     let lab = Lab::new("demo");
     let files = AgentFiles::new("demo", SERVER_IF, POLICY, "");
@@ -105,6 +106,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     drive(&lab, args.duration);
     if INTERRUPTED.load(Ordering::Relaxed) {
         println!("   interrupted: cleaning up");
+    } else {
+        http_download(&lab)?;
     }
 
     println!(
@@ -214,6 +217,53 @@ fn drive(lab: &Lab, duration: u64) {
         );
         std::thread::sleep(Duration::from_secs(tick).saturating_sub(start.elapsed()));
     }
+}
+
+/// Port of the demo's HTTP server (opened to the frontend identity by the policy).
+const HTTP_PORT: u16 = 8000;
+
+/// A real HTTP download through the protected server: Python's `http.server` in the server
+/// namespace, curl in the client's, the received file's size and SHA-256 checked against the
+/// served one. A cut or corrupted download fails the demo.
+fn http_download(lab: &Lab) -> anyhow::Result<()> {
+    const SIZE: u64 = 8 << 20;
+    let www = TempDir::new("demo-www");
+    let digest = apps::write_stream_file(&www.path().join("download.bin"), SIZE);
+    let received = TempDir::new("demo-dl");
+    let got = received.path().join("download.bin");
+    let server = HttpServer::start(&lab.server, www.path(), HTTP_PORT);
+    let url = apps::http_url(SERVER.into(), HTTP_PORT, "/download.bin");
+    println!(
+        "\n== curl {url}  (python3 -m http.server, pid {}, in the server namespace)",
+        server.pid().unwrap_or(0)
+    );
+    let r = apps::curl(&lab.client, &url, &got, Duration::from_secs(10));
+    let (got_size, got_digest) = if got.exists() {
+        apps::file_digest(&got)
+    } else {
+        (0, "-".to_owned())
+    };
+    println!(
+        "   served    {SIZE:>9} bytes ({})  sha256 {digest}",
+        mib(SIZE)
+    );
+    println!(
+        "   received  {got_size:>9} bytes ({})  sha256 {got_digest}",
+        mib(got_size)
+    );
+    if !r.ok() {
+        bail!(
+            "the HTTP download from the protected server was cut: curl exited with {:?} after \
+             {got_size} of {SIZE} bytes: {}",
+            r.code,
+            r.stderr
+        );
+    }
+    if got_size != SIZE || got_digest != digest {
+        bail!("the HTTP download from the protected server arrived changed: size or digest differ");
+    }
+    println!("   intact: same size, same digest");
+    Ok(())
 }
 
 /// One frame of each malformed kind the demo shows.

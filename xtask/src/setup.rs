@@ -10,11 +10,29 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Keep in step with rust-toolchain.toml.
-pub const STABLE: &str = "1.99.1";
-/// Keep in step with boundary-agent/build.rs. Dated on purpose: updating it would remove the
-/// libLLVM that bpf-linker was built against.
-pub const NIGHTLY: &str = "nightly-2026-10-29";
+/// The userspace toolchain, as rust-toolchain.toml pins it (the one place it is written).
+pub static STABLE: std::sync::LazyLock<&str> =
+    std::sync::LazyLock::new(|| channel(include_str!("../../rust-toolchain.toml")));
+/// The eBPF crate's nightly, as boundary-ebpf/rust-toolchain.toml pins it (boundary-agent's
+/// build.rs reads the same file). Dated on purpose: updating it would remove the libLLVM that
+/// bpf-linker was built against.
+pub static NIGHTLY: std::sync::LazyLock<&str> =
+    std::sync::LazyLock::new(|| channel(include_str!("../../boundary-ebpf/rust-toolchain.toml")));
+
+/// The `channel = "..."` of a rust-toolchain.toml.
+fn channel(toml: &'static str) -> &'static str {
+    toml.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .find_map(|rest| {
+            rest.trim()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .split('"')
+                .next()
+        })
+        .expect("a rust-toolchain.toml names its channel")
+}
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM major bpf-linker's default feature (`llvm-23`) expects.
 const LLVM_MAJOR: &str = "23";
@@ -28,6 +46,11 @@ const APT: &[(&str, &str)] = &[
     // Prometheus scrapes the agent in the observability end-to-end test; promtool checks
     // the exposition format.
     ("promtool", "prometheus"),
+    // The end-to-end tests with real applications (tests/tests/e2e_real.rs) and the demo's
+    // HTTP download: Python's http.server serves, curl fetches, ethtool turns offloads off.
+    ("python3", "python3"),
+    ("curl", "curl"),
+    ("ethtool", "ethtool"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -117,11 +140,11 @@ fn toolchains() -> anyhow::Result<()> {
             .lines()
             .any(|l| l.starts_with(&format!("{name}-")))
     };
-    if !has(STABLE) {
+    if !has(*STABLE) {
         run_cmd(Command::new("rustup").args([
             "toolchain",
             "install",
-            STABLE,
+            *STABLE,
             "--profile",
             "minimal",
             "-c",
@@ -130,7 +153,7 @@ fn toolchains() -> anyhow::Result<()> {
             "clippy",
         ]))?;
     }
-    if !has(NIGHTLY)
+    if !has(*NIGHTLY)
         || !nightly_sysroot()?
             .join("lib/rustlib/src/rust/library/core")
             .is_dir()
@@ -138,7 +161,7 @@ fn toolchains() -> anyhow::Result<()> {
         run_cmd(Command::new("rustup").args([
             "toolchain",
             "install",
-            NIGHTLY,
+            *NIGHTLY,
             "--profile",
             "minimal",
             "-c",
@@ -149,7 +172,7 @@ fn toolchains() -> anyhow::Result<()> {
 }
 
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
-    let s = output(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--print", "sysroot"]))?;
+    let s = output(Command::new("rustup").args(["run", *NIGHTLY, "rustc", "--print", "sysroot"]))?;
     Ok(PathBuf::from(s.trim()))
 }
 
@@ -161,7 +184,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     let sysroot = nightly_sysroot()?;
-    let llvm = output(Command::new("rustup").args(["run", NIGHTLY, "rustc", "-vV"]))?;
+    let llvm = output(Command::new("rustup").args(["run", *NIGHTLY, "rustc", "-vV"]))?;
     let major = llvm
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -169,17 +192,19 @@ fn bpf_linker() -> anyhow::Result<()> {
         .unwrap_or_default();
     if major != LLVM_MAJOR {
         bail!(
-            "{NIGHTLY} ships LLVM {major}, bpf-linker {BPF_LINKER_VERSION} is built here for LLVM {LLVM_MAJOR}"
+            "{} ships LLVM {major}, bpf-linker {BPF_LINKER_VERSION} is built here for LLVM {LLVM_MAJOR}",
+            *NIGHTLY
         );
     }
     link_libllvm(&sysroot.join("lib"))?;
     eprintln!(
-        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {NIGHTLY}'s LLVM (about a minute)"
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {}'s LLVM (about a minute)",
+        *NIGHTLY
     );
     run_cmd(
         Command::new("cargo")
             .args([
-                &format!("+{STABLE}"),
+                &format!("+{}", *STABLE),
                 "install",
                 &format!("bpf-linker@{BPF_LINKER_VERSION}"),
                 "--locked",
@@ -199,7 +224,7 @@ fn link_libllvm(lib: &Path) -> anyhow::Result<()> {
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so."))
-        .with_context(|| format!("no libLLVM in {}; reinstall {NIGHTLY}", lib.display()))?;
+        .with_context(|| format!("no libLLVM in {}; reinstall {}", lib.display(), *NIGHTLY))?;
     std::os::unix::fs::symlink(&versioned, &link)
         .with_context(|| format!("symlink {} -> {versioned}", link.display()))
 }

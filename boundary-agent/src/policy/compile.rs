@@ -118,6 +118,21 @@ pub struct Tables {
     pub identity_info: BTreeMap<u32, IdentityInfo>,
 }
 
+impl Tables {
+    /// Entries one generation of these tables puts in each map the compiler fills.
+    pub fn entry_counts(&self) -> Vec<(&'static str, u64)> {
+        use boundary_common::maps as abi;
+        vec![
+            (abi::ENDPOINTS_MAP, self.endpoints.len() as u64),
+            (abi::IDENTITIES_MAP, self.identities.len() as u64),
+            (abi::CIDRS_MAP, self.cidrs.len() as u64),
+            (abi::POLICY_MAP, self.policy.len() as u64),
+            (abi::RANGES_MAP, self.ranges.len() as u64),
+            (abi::FAILSAFE_MAP, self.failsafe.len() as u64),
+        ]
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
     #[error(

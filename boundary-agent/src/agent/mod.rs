@@ -1,0 +1,255 @@
+//! The daemon's lifecycle: load and attach the datapath, enforce the policy, serve the HTTP
+//! endpoints, reload on change, and stop on a signal leaving enforcement in place.
+//!
+//! `cli/run.rs` only reads its arguments and calls [`Agent::start`] then
+//! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
+
+mod memory;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use boundary_common::maps::Action;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+use crate::{
+    config::{AgentConfig, NonIpAction},
+    datapath::{Datapath, DatapathError, Maps, PinLayout, maps::MapsError},
+    metrics::{self, AgentState, HttpError},
+    policy::{self, CompileError, Policy, PolicyError},
+};
+
+/// Why the agent could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// Whether the operator's input (a policy file) is at fault rather than the host.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, AgentError::Policy(_) | AgentError::Compile(_))
+    }
+}
+
+/// How often the policy file is re-read. Polling (rather than inotify) follows every way a
+/// file can change, a `ConfigMap`'s `..data` symlink swap included, at the cost of a read.
+const POLL: Duration = Duration::from_secs(2);
+
+/// A running agent: the datapath attached and enforcing, the HTTP endpoints serving.
+pub struct Agent {
+    config: AgentConfig,
+    datapath: Datapath,
+    state: Arc<Mutex<AgentState>>,
+    workloads: usize,
+}
+
+impl Agent {
+    /// Parses the policy, loads the datapath (adopting a previous agent's pins), applies the
+    /// policy, attaches to every configured interface, pins the programs and starts the HTTP
+    /// endpoints. Returns once the host is enforcing.
+    pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let policy = memory::off_main_arena(|| Policy::from_file(&config.policy))?;
+        let layout = PinLayout::new(&config.pin_dir);
+        let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
+        let state = Arc::new(Mutex::new(AgentState::default()));
+        apply(&mut datapath, &config, &policy, &state)?;
+        for iface in &config.interfaces {
+            let ingress = datapath.attach(
+                iface,
+                config.ingress_for(iface),
+                config.xdp_mode,
+                config.allow_generic_fallback,
+            )?;
+            info!(interface = %iface, ingress = %ingress, "enforcing");
+            lock(&state)
+                .attach_modes
+                .push((iface.to_string(), ingress.hook(), ingress.mode()));
+        }
+        datapath.detach_others(&config.interfaces)?;
+        datapath.pin_programs()?;
+        for p in datapath.program_stats() {
+            info!(
+                program = p.name,
+                id = p.id,
+                verified_insns = p.verified_insns,
+                jited_bytes = p.jited_bytes,
+                "program loaded"
+            );
+        }
+        if let Some(addr) = config.metrics_address {
+            // The collector reads the maps through handles of its own, from the pins.
+            let maps = Maps::from_pins(&layout)?;
+            metrics::serve(
+                addr,
+                metrics::registry(maps, Arc::clone(&state)),
+                Arc::clone(&state),
+            )?;
+        }
+        let workloads = policy.workloads.len();
+        // The parsed policy is as large as the compiled one (17 MiB at 100k rules): nothing
+        // needs it once applied, and a reload parses the file afresh.
+        drop(policy);
+        memory::release_freed_memory();
+        Ok(Self {
+            config,
+            datapath,
+            state,
+            workloads,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT: reloads the policy on SIGHUP and whenever the file
+    /// changes (a bad file is reported and the running policy stays). On return the datapath
+    /// stays attached and pinned (`boundary-agent detach` removes it).
+    pub fn run_until_signal(mut self) -> Result<(), AgentError> {
+        let io = |what| move |source| AgentError::Io { what, source };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("starting the runtime"))?;
+        runtime.block_on(self.serve())
+    }
+
+    async fn serve(&mut self) -> Result<(), AgentError> {
+        let io = |what| move |source| AgentError::Io { what, source };
+        // Handlers first, then "ready": a SIGHUP sent on seeing "ready" must reload, not kill.
+        let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+        lock(&self.state).ready = true;
+        info!(
+            interfaces = self.config.interfaces.len(),
+            workloads = self.workloads,
+            pin_dir = %self.config.pin_dir.display(),
+            "boundary agent ready"
+        );
+        let mut poll = tokio::time::interval(POLL);
+        let mut last = std::fs::read(&self.config.policy)
+            .ok()
+            .as_deref()
+            .map(fingerprint);
+        loop {
+            let forced = tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => true,
+                _ = poll.tick() => false,
+            };
+            let now = std::fs::read(&self.config.policy).ok();
+            let digest = now.as_deref().map(fingerprint);
+            if !forced && digest == last {
+                continue;
+            }
+            last = digest;
+            self.reload(now, if forced { "SIGHUP" } else { "file change" });
+        }
+        info!(
+            "stopping; the datapath stays attached and pinned (boundary-agent detach removes it)"
+        );
+        Ok(())
+    }
+
+    /// Parses and applies the policy file (`bytes`, just read); a refusal keeps the running
+    /// policy and is counted.
+    fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) {
+        let started = Instant::now();
+        let path = self.config.policy.clone();
+        let result = memory::off_main_arena(|| parse_policy(&path, bytes)).and_then(|p| {
+            apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
+        });
+        memory::release_freed_memory();
+        match result {
+            Ok(workloads) => {
+                self.workloads = workloads;
+                lock(&self.state).reloads_ok += 1;
+                info!(
+                    workloads,
+                    apply_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    trigger,
+                    "policy reloaded"
+                );
+            }
+            Err(e) => {
+                lock(&self.state).reloads_failed += 1;
+                error!(error = %e, "policy reload refused; the running policy stays");
+            }
+        }
+    }
+}
+
+/// A digest of the policy file, to notice a change without keeping the file's bytes (7 MiB
+/// at 100k rules) between polls.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher as _};
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Parses the policy from the bytes just read; if there were none or they are not UTF-8,
+/// reads the file again so the error says what is wrong with it.
+fn parse_policy(path: &Path, bytes: Option<Vec<u8>>) -> Result<Policy, AgentError> {
+    Ok(match bytes.map(String::from_utf8) {
+        Some(Ok(text)) => Policy::from_str(&path.display().to_string(), &text),
+        _ => Policy::from_file(path),
+    }?)
+}
+
+fn lock(state: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Compiles `policy` against the installed workload slots and swaps it in as the next
+/// generation; records what the metrics report of it.
+fn apply(
+    datapath: &mut Datapath,
+    config: &AgentConfig,
+    policy: &Policy,
+    state: &Mutex<AgentState>,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let slots = datapath.maps.slot_table()?;
+    let compiled =
+        memory::off_main_arena(|| policy::compile(policy, &slots, config.max_workloads))?;
+    let non_ip = match config.non_ip {
+        NonIpAction::Pass => Action::Pass,
+        NonIpAction::Drop => Action::Drop,
+    };
+    let rules = compiled
+        .rules
+        .iter()
+        .map(|r| (r.workload.clone(), r.direction.as_str(), r.name.clone()))
+        .collect();
+    let entries = compiled.entry_counts();
+    let bindings = compiled.identities.len() as u64;
+    datapath.maps.apply(&compiled, non_ip)?;
+    let generation = datapath.maps.datapath_config()?.generation;
+    let mut s = lock(state);
+    s.rules = rules;
+    s.map_entries = entries;
+    s.static_bindings = bindings;
+    s.policy_generation = generation;
+    s.last_apply_seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
