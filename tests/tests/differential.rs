@@ -948,6 +948,9 @@ fn datapath_agrees_with_the_reference() {
     let mut counts = BTreeMap::<&'static str, usize>::new();
     let (mut sent, mut repeats, mut events, mut jumbo) = (0, 0, 0, 0);
     let (mut tc_ingress, mut multi_buffer) = (0, 0);
+    // Later fragments that found their first, and of those, IPv6 ones whose Fragment header
+    // is followed by AH or destination options.
+    let (mut followed, mut followed_behind_ext) = (0, 0);
     for p in 0..policies {
         let yaml = random_policy(&mut r);
         let policy = Policy::from_str("random.yaml", &yaml)
@@ -1092,11 +1095,21 @@ fn datapath_agrees_with_the_reference() {
                     context()
                 );
             }
+            if let reference::Parsed::Ip(pkt) = reference::parse(frame)
+                && pkt.fragment == reference::Fragment::Later
+                && want.reason != Reason::FragmentUnknown
+                && !(want.reason == Reason::Audit && want.rule.is_none())
+            {
+                followed += 1;
+                if pkt.src.is_ipv6() && matches!(pkt.frag_proto, 51 | 60) {
+                    followed_behind_ext += 1;
+                }
+            }
             *counts.entry(want.reason.label()).or_default() += 1;
         }
     }
     eprintln!(
-        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {events} drop events compared) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
+        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
         started.elapsed().as_secs_f64()
     );
     // The mix must exercise what it claims to: malformed, fragments, policy both ways, every
