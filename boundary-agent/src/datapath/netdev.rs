@@ -5,6 +5,9 @@ use std::io;
 use crate::config::InterfaceName;
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+/// `ARPHRD_ETHER` (`linux/if_arp.h`): a device whose frames start with an Ethernet header.
+pub const ARPHRD_ETHER: u16 = 1;
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
 
 /// `struct ethtool_drvinfo` (linux/ethtool.h).
@@ -77,6 +80,43 @@ pub fn driver(iface: &InterfaceName) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// `struct ifreq` with the `ifr_hwaddr` member (a `struct sockaddr`).
+#[repr(C)]
+struct IfReqHwAddr {
+    name: [u8; libc::IFNAMSIZ],
+    family: u16,
+    data: [u8; 14],
+    pad: [u8; 8],
+}
+
+/// The link type of `iface` (`ARPHRD_*`: 1 Ethernet, 65534 none, as for tun and `WireGuard`,
+/// 778 GRE, ...), from `SIOCGIFHWADDR` in this process's network namespace.
+#[expect(unsafe_code, reason = "the SIOCGIFHWADDR ioctl has no safe wrapper")]
+pub fn link_type(iface: &InterfaceName) -> io::Result<u16> {
+    let mut req = IfReqHwAddr {
+        name: [0; libc::IFNAMSIZ],
+        family: 0,
+        data: [0; 14],
+        pad: [0; 8],
+    };
+    let name = iface.as_str().as_bytes();
+    req.name[..name.len()].copy_from_slice(name);
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `req` is a valid ifreq; the kernel writes its hardware address member.
+    let rc = unsafe { libc::ioctl(fd, SIOCGIFHWADDR, &raw mut req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok(req.family)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +130,8 @@ mod tests {
         }
         let missing = "bnd-no-such-if".parse().expect("valid name");
         assert!(driver(&missing).is_err());
+        assert!(link_type(&missing).is_err());
+        // Loopback's link type is ARPHRD_LOOPBACK (772), not Ethernet.
+        assert_eq!(link_type(&lo).expect("lo exists"), 772);
     }
 }
