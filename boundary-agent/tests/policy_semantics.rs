@@ -5,7 +5,7 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use boundary_agent::{
     policy::{self, Policy, SlotTable, Tables},
-    reference::{self, Fragment, Packet, State},
+    reference::{self, Echo, Fragment, Packet, Quote, State},
 };
 use boundary_common::{Direction, Reason};
 
@@ -201,12 +201,12 @@ workloads:
         Reason::DefaultDeny
     );
     let mut echo = Packet::new(ip("10.1.2.7"), ip("10.9.0.1"), 1);
-    echo.icmp_type = 8;
+    echo.icmp_type = Some(8);
     assert_eq!(
         ingress(&t, &echo),
         (Reason::PolicyAllow, Some("ping".into()))
     );
-    echo.icmp_type = 0;
+    echo.icmp_type = Some(0);
     assert_eq!(ingress(&t, &echo).0, Reason::DefaultDeny);
 }
 
@@ -341,4 +341,111 @@ fn compile_is_deterministic() {
     let a = compile(&text);
     let b = compile(&text);
     assert_eq!(a, b);
+}
+
+#[test]
+fn icmp_errors_about_tracked_flows_are_related() {
+    let t = compile(&format!(
+        "{HEAD}workloads:
+  - name: w
+    addresses: [10.9.0.1]
+    defaults: {{ ingress: deny, egress: allow }}
+    ingress:
+      - name: dns
+        from: {{ any: true }}
+        ports: [\"53/udp\"]
+"
+    ));
+    let mut state = State::default();
+    let error = |quote: Quote| {
+        let mut p = Packet::new(ip("192.0.2.1"), ip("10.9.0.1"), 1);
+        p.icmp_type = Some(3);
+        p.quote = Some(quote);
+        p
+    };
+    let sent = Quote {
+        src: ip("10.9.0.1"),
+        dst: ip("8.8.8.8"),
+        proto: 17,
+        sport: 40_000,
+        dport: 443,
+        echo: None,
+    };
+    // Before the workload sends anything, an error quoting it is just ICMP.
+    let decide = |state: &mut State, direction, p: &Packet| {
+        reference::decide(&t, state, direction, p).reason
+    };
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(sent)),
+        Reason::DefaultDeny
+    );
+    // The workload opens the flow; a router's error about it is related.
+    let out = udp("10.9.0.1", "8.8.8.8", 443);
+    assert_eq!(
+        decide(&mut state, Direction::Egress, &out),
+        Reason::DefaultAllow
+    );
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(sent)),
+        Reason::Related
+    );
+    // Another port, or a packet the workload did not send: not related.
+    let other_port = Quote { dport: 444, ..sent };
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(other_port)),
+        Reason::DefaultDeny
+    );
+    let not_ours = Quote {
+        src: ip("10.9.0.2"),
+        ..sent
+    };
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(not_ours)),
+        Reason::DefaultDeny
+    );
+    // A flow let in: an error about the workload's answer is related too.
+    let q = udp("8.8.4.4", "10.9.0.1", 53);
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &q),
+        Reason::PolicyAllow
+    );
+    let answer = Quote {
+        src: ip("10.9.0.1"),
+        dst: ip("8.8.4.4"),
+        proto: 17,
+        sport: 53,
+        dport: 40_000,
+        echo: None,
+    };
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(answer)),
+        Reason::Related
+    );
+    // An echo reply quoted where only its request's answer is expected: not related.
+    let ping = {
+        let mut p = Packet::new(ip("10.9.0.1"), ip("8.8.8.8"), 1);
+        p.icmp_type = Some(8);
+        p.icmp_id = 9;
+        p
+    };
+    assert_eq!(
+        decide(&mut state, Direction::Egress, &ping),
+        Reason::DefaultAllow
+    );
+    let echo = |e| Quote {
+        src: ip("10.9.0.1"),
+        dst: ip("8.8.8.8"),
+        proto: 1,
+        sport: 9,
+        dport: 9,
+        echo: Some(e),
+    };
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(echo(Echo::Request))),
+        Reason::Related
+    );
+    assert_eq!(
+        decide(&mut state, Direction::Ingress, &error(echo(Echo::Reply))),
+        Reason::DefaultDeny
+    );
 }

@@ -109,7 +109,7 @@ impl Trace {
                 pkt.sport = self.sport;
                 pkt.dport = self.dport;
             }
-            1 | 58 => pkt.icmp_type = self.icmp_type,
+            1 | 58 => pkt.icmp_type = Some(self.icmp_type),
             _ => {}
         }
         let direction = match self.direction {

@@ -1,105 +1,141 @@
-//! The decision (see boundary-ebpf/src/verdict.rs), over any [`Lookup`].
+//! The decision, in the order of the policy's semantics (module documentation, `super`).
 
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
 };
 
-use boundary_common::{
-    Direction, Reason, Verdict,
-    maps::{
-        Action, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
-        IDENTITY_ANY, IDENTITY_WORLD, Mode, PORT_ANY, PolicyValue, RULE_ALLOW, UNPROTECTED_SLOT,
-        icmp_port,
-    },
+use boundary_common::{Direction, Reason, Verdict, maps::Action, maps::UNPROTECTED_SLOT};
+use etherparse::{IpNumber, icmpv6};
+
+use super::{
+    frame::{Echo, Fragment, Packet, Parsed, Quote, echo_types, is_error, parse},
+    view::{Compiled, Lookup, PolicyView, Subject, WorkloadInfo},
 };
 
-use super::parse::{Fragment, Packet, Parsed, parse};
-use crate::policy::compile::{RangeKey, RuleKey, Tables};
-
-/// Read access to a policy's entries: compiled tables, or the live maps.
-pub trait Lookup {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint>;
-    fn exact_identity(&self, addr: IpAddr) -> Option<u32>;
-    /// Longest-prefix match.
-    fn cidr_identity(&self, addr: IpAddr) -> Option<u32>;
-    fn policy(&self, key: &RuleKey) -> Option<PolicyValue>;
-    /// Longest-prefix match on the port (`key.bits` is 16).
-    fn range(&self, key: &RangeKey) -> Option<PolicyValue>;
-    /// Whether (protocol, local port, peer) is a failsafe entry.
-    fn failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool;
-}
-
-impl Lookup for Tables {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.endpoints.get(&addr).copied()
-    }
-
-    fn exact_identity(&self, addr: IpAddr) -> Option<u32> {
-        self.identities.get(&addr).copied()
-    }
-
-    fn cidr_identity(&self, addr: IpAddr) -> Option<u32> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (0..=max).rev().find_map(|len| {
-            let net = ipnet::IpNet::new(addr, len).expect("valid length").trunc();
-            self.cidrs.get(&net).copied()
-        })
-    }
-
-    fn policy(&self, key: &RuleKey) -> Option<PolicyValue> {
-        self.policy.get(key).copied()
-    }
-
-    fn range(&self, key: &RangeKey) -> Option<PolicyValue> {
-        (0..=16u8).rev().find_map(|bits| {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u16::MAX << (16 - bits)
-            };
-            self.ranges
-                .get(&RangeKey {
-                    port: key.port & mask,
-                    bits,
-                    ..*key
-                })
-                .copied()
-        })
-    }
-
-    fn failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool {
-        self.failsafe
-            .iter()
-            .any(|(p, lp, net)| *p == proto && *lp == port && net.contains(&peer))
-    }
-}
-
-/// What the datapath does with a packet.
+/// What happens to a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The workload it is counted under (0: none).
     pub slot: u16,
     pub reason: Reason,
-    /// The deciding rule.
+    /// The rule the policy matched (kept when a rescue passes what it would drop); for a later
+    /// fragment, its first fragment's.
     pub rule: Option<u32>,
     /// The peer's identity, when the policy was consulted.
     pub identity: Option<u32>,
 }
 
-/// Conntrack and fragment state, as the datapath's LRU maps would hold it (no eviction, no
-/// clock: nothing expires within a test).
-#[derive(Clone, Debug, Default)]
-pub struct State {
-    flows: HashSet<FlowId>,
-    fragments: HashMap<FragId, (Reason, u16, Option<u32>)>,
+impl Outcome {
+    fn plain(slot: u16, reason: Reason) -> Self {
+        Self {
+            slot,
+            reason,
+            rule: None,
+            identity: None,
+        }
+    }
 }
 
-/// (direction, protocol, source port, destination port, source, destination).
-type FlowId = (u8, u8, u16, u16, IpAddr, IpAddr);
-/// (direction, protocol, identification, source, destination).
-type FragId = (u8, u8, u32, IpAddr, IpAddr);
+/// A packet as conntrack and the fragment table see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Flow {
+    direction: Direction,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    src: IpAddr,
+    dst: IpAddr,
+}
 
-/// Decides a raw frame.
+impl Flow {
+    /// The packet that answers this one: the other way, addresses and ports swapped.
+    fn answer(self) -> Self {
+        Self {
+            direction: other(self.direction),
+            proto: self.proto,
+            sport: self.dport,
+            dport: self.sport,
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Datagram {
+    direction: Direction,
+    proto: u8,
+    id: u32,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+/// Conntrack and fragment memory. Nothing expires and nothing is evicted: a test clears the
+/// datapath's maps whenever it starts a new `State`.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Packets expected as answers of allowed flows.
+    expected: HashSet<Flow>,
+    /// First fragments' (reason, rule).
+    firsts: HashMap<Datagram, (Reason, Option<u32>)>,
+}
+
+fn other(direction: Direction) -> Direction {
+    match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    }
+}
+
+/// (local address, peer address) of a packet crossing in `direction`.
+fn sides(direction: Direction, src: IpAddr, dst: IpAddr) -> (IpAddr, IpAddr) {
+    match direction {
+        Direction::Ingress => (dst, src),
+        Direction::Egress => (src, dst),
+    }
+}
+
+/// Whether the packet is ICMP or ICMPv6 of its own family (so it has a type).
+fn own_icmp(pkt: &Packet) -> Option<u8> {
+    let family_icmp = if pkt.src.is_ipv6() {
+        IpNumber::IPV6_ICMP
+    } else {
+        IpNumber::ICMP
+    };
+    if pkt.proto == family_icmp.0 {
+        pkt.icmp_type
+    } else {
+        None
+    }
+}
+
+/// What conntrack keys a packet by: TCP and UDP by their ports, ICMP echo by its identifier
+/// (requests open a flow, replies answer one), protocols without ports the datapath reads by
+/// addresses and protocol; other ICMP messages are not flows. `opening` asks for an echo
+/// request, else for an echo reply.
+fn flow(direction: Direction, pkt: &Packet, opening: bool) -> Option<Flow> {
+    let (sport, dport) = if pkt.proto == IpNumber::ICMP.0 || pkt.proto == IpNumber::IPV6_ICMP.0 {
+        let (request, reply) = echo_types(pkt.src.is_ipv6());
+        let wanted = if opening { request } else { reply };
+        if own_icmp(pkt) != Some(wanted) {
+            return None;
+        }
+        (pkt.icmp_id, pkt.icmp_id)
+    } else {
+        (pkt.sport, pkt.dport)
+    };
+    Some(Flow {
+        direction,
+        proto: pkt.proto,
+        sport,
+        dport,
+        src: pkt.src,
+        dst: pkt.dst,
+    })
+}
+
+/// Decides a raw frame from compiled entries (tables or live maps).
 pub fn decide_frame(
     l: &impl Lookup,
     non_ip: Action,
@@ -107,216 +143,208 @@ pub fn decide_frame(
     direction: Direction,
     frame: &[u8],
 ) -> Outcome {
-    let outcome = |slot, reason| Outcome {
-        slot,
-        reason,
-        rule: None,
-        identity: None,
-    };
+    decide_frame_with(&Compiled(l), non_ip, state, direction, frame)
+}
+
+/// Decides a raw frame from any view of the policy.
+pub fn decide_frame_with(
+    view: &impl PolicyView,
+    non_ip: Action,
+    state: &mut State,
+    direction: Direction,
+    frame: &[u8],
+) -> Outcome {
     match parse(frame) {
-        Parsed::NonIp => outcome(
+        Parsed::NonIp => Outcome::plain(
             UNPROTECTED_SLOT,
-            if non_ip == Action::Drop {
-                Reason::NonIpDrop
-            } else {
-                Reason::NonIpPass
+            match non_ip {
+                Action::Pass => Reason::NonIpPass,
+                Action::Drop => Reason::NonIpDrop,
             },
         ),
+        // A frame refused for its shape is dropped, never audited or rescued: no policy is
+        // about it. It is counted under the workload whose address it carries, if readable.
         Parsed::Malformed { reason, addrs } => {
             let slot = addrs
-                .and_then(|(src, dst)| l.endpoint(local(direction, src, dst)))
-                .map_or(UNPROTECTED_SLOT, |e| e.slot);
-            outcome(slot, reason)
+                .and_then(|(src, dst)| view.workload(sides(direction, src, dst).0))
+                .map_or(UNPROTECTED_SLOT, |w| w.slot);
+            Outcome::plain(slot, reason)
         }
-        Parsed::Ip(pkt) => decide(l, state, direction, &pkt),
+        Parsed::Ip(pkt) => decide_with(view, state, direction, &pkt),
     }
 }
 
-fn local(direction: Direction, src: IpAddr, dst: IpAddr) -> IpAddr {
-    match direction {
-        Direction::Ingress => dst,
-        Direction::Egress => src,
-    }
-}
-
-fn flow_ports(pkt: &Packet, as_request: bool) -> Option<(u16, u16)> {
-    match pkt.proto {
-        1 | 58 => {
-            let (request, reply) = if pkt.proto == 1 { (8, 0) } else { (128, 129) };
-            let wanted = if as_request { request } else { reply };
-            (pkt.icmp_type == wanted).then_some((pkt.icmp_id, pkt.icmp_id))
-        }
-        _ => Some((pkt.sport, pkt.dport)),
-    }
-}
-
-/// Decides a parsed IP packet.
-#[expect(
-    clippy::too_many_lines,
-    reason = "mirrors verdict.rs step by step, easier to compare whole"
-)]
+/// Decides a decoded packet from compiled entries.
 pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Packet) -> Outcome {
-    let Some(ep) = l.endpoint(local(direction, pkt.src, pkt.dst)) else {
-        return Outcome {
-            slot: UNPROTECTED_SLOT,
-            reason: Reason::Unprotected,
-            rule: None,
-            identity: None,
-        };
+    decide_with(&Compiled(l), state, direction, pkt)
+}
+
+/// Decides a decoded packet from any view of the policy.
+pub fn decide_with(
+    view: &impl PolicyView,
+    state: &mut State,
+    direction: Direction,
+    pkt: &Packet,
+) -> Outcome {
+    let (local, peer) = sides(direction, pkt.src, pkt.dst);
+    // 1. Only a protected workload's traffic is judged.
+    let Some(w) = view.workload(local) else {
+        return Outcome::plain(UNPROTECTED_SLOT, Reason::Unprotected);
     };
-    let audited = |r| {
-        if ep.mode == Mode::Audit as u8 {
-            Reason::Audit
-        } else {
-            r
-        }
+    let datagram = Datagram {
+        direction,
+        proto: pkt.frag_proto,
+        id: pkt.frag_id,
+        src: pkt.src,
+        dst: pkt.dst,
     };
-    let frag_key = (direction as u8, pkt.proto, pkt.frag_id, pkt.src, pkt.dst);
+    // 2. A later fragment has no transport header: it shares its first fragment's fate.
     if pkt.fragment == Fragment::Later {
-        let (reason, rule) = match state.fragments.get(&frag_key) {
-            Some(&(reason, _, rule)) => (reason, rule),
-            None => (audited(Reason::FragmentUnknown), None),
-        };
-        return Outcome {
-            slot: ep.slot,
-            reason,
-            rule,
-            identity: None,
-        };
-    }
-    if pkt.proto == 58 && (133..=137).contains(&pkt.icmp_type) {
-        return Outcome {
-            slot: ep.slot,
-            reason: Reason::NeighborDiscovery,
-            rule: None,
-            identity: None,
+        return match state.firsts.get(&datagram) {
+            Some(&(reason, rule)) => Outcome {
+                slot: w.slot,
+                reason,
+                rule,
+                identity: None,
+            },
+            None => Outcome::plain(w.slot, audited(w, Reason::FragmentUnknown)),
         };
     }
-    let (local_port, remote) = match direction {
-        Direction::Ingress => (pkt.dport, pkt.src),
-        Direction::Egress => (pkt.sport, pkt.dst),
-    };
-    let port = match pkt.proto {
-        6 | 17 => pkt.dport,
-        1 | 58 => icmp_port(pkt.icmp_type),
-        _ => PORT_ANY,
-    };
-    let ranges = ep.flags
-        & match direction {
-            Direction::Ingress => EP_RANGES_INGRESS,
-            Direction::Egress => EP_RANGES_EGRESS,
-        }
-        != 0;
-    let identity = l
-        .exact_identity(remote)
-        .or_else(|| l.cidr_identity(remote))
-        .unwrap_or(IDENTITY_WORLD);
-    let hit = lookup(
-        l,
-        ep.slot,
-        direction as u8,
-        pkt.proto,
-        identity,
-        port,
-        ranges,
-    );
-    let (mut reason, rule) = match hit {
-        Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, Some(v.rule)),
-        Some(v) => (Reason::PolicyDeny, Some(v.rule)),
-        None => {
-            let default = match direction {
-                Direction::Ingress => ep.ingress_default,
-                Direction::Egress => ep.egress_default,
-            };
-            let r = if default == Action::Drop as u8 {
-                Reason::DefaultDeny
-            } else {
-                Reason::DefaultAllow
-            };
-            (r, None)
-        }
-    };
-    if reason.verdict() == Verdict::Drop {
-        let ct_key = flow_ports(pkt, false)
-            .map(|(s, d)| (direction as u8, pkt.proto, s, d, pkt.src, pkt.dst));
-        if matches!(pkt.proto, 6 | 17) && l.failsafe(pkt.proto, local_port, remote) {
-            reason = Reason::Failsafe;
-        } else if ct_key.is_some_and(|k| state.flows.contains(&k)) {
-            reason = Reason::Established;
-        } else {
-            reason = audited(reason);
-        }
+    let outcome = judge(view, state, direction, pkt, w, peer);
+    // 7. A first fragment's fate is kept for the rest of its datagram.
+    if pkt.fragment == Fragment::First {
+        state
+            .firsts
+            .insert(datagram, (outcome.reason, outcome.rule));
     }
+    outcome
+}
+
+fn audited(w: WorkloadInfo, reason: Reason) -> Reason {
+    if w.audit { Reason::Audit } else { reason }
+}
+
+fn judge(
+    view: &impl PolicyView,
+    state: &mut State,
+    direction: Direction,
+    pkt: &Packet,
+    w: WorkloadInfo,
+    peer: IpAddr,
+) -> Outcome {
+    // 3. Neighbour discovery (RFC 4861: router and neighbour solicitation and advertisement,
+    //    redirect) always passes: IPv6 stops working without it.
+    if own_icmp(pkt).is_some_and(|t| {
+        (icmpv6::TYPE_ROUTER_SOLICITATION..=icmpv6::TYPE_REDIRECT_MESSAGE).contains(&t)
+    }) && pkt.src.is_ipv6()
+    {
+        return Outcome::plain(w.slot, Reason::NeighborDiscovery);
+    }
+    // 4. The policy: the peer's identity, the deciding rule, else the default.
+    let identity = view.identity(peer);
+    let subject = if pkt.proto == IpNumber::TCP.0 || pkt.proto == IpNumber::UDP.0 {
+        Subject::Port(pkt.dport)
+    } else if let Some(t) = own_icmp(pkt) {
+        Subject::IcmpType(t)
+    } else {
+        Subject::Protocol
+    };
+    let matched = view.rule(&w, direction, peer, identity, pkt.proto, subject);
+    let policy = match matched {
+        Some(m) if m.deny => Reason::PolicyDeny,
+        Some(_) => Reason::PolicyAllow,
+        None if w.denies_by_default(direction) => Reason::DefaultDeny,
+        None => Reason::DefaultAllow,
+    };
+    // 5. A drop is rescued by the first of: failsafe, established, related, audit.
+    let reason = if policy.verdict() == Verdict::Drop {
+        rescue(view, state, direction, pkt, w, peer).unwrap_or(policy)
+    } else {
+        policy
+    };
+    // 6. An allowed packet opens (or keeps open) its flow: its answer will be `established`.
     if matches!(
         reason,
         Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
-    ) {
-        let (track, reply_dir) = match direction {
-            Direction::Ingress => (EP_TRACK_INGRESS, Direction::Egress),
-            Direction::Egress => (EP_TRACK_EGRESS, Direction::Ingress),
-        };
-        if ep.flags & track != 0
-            && let Some((s, d)) = flow_ports(pkt, true)
-        {
-            state
-                .flows
-                .insert((reply_dir as u8, pkt.proto, d, s, pkt.dst, pkt.src));
-        }
-    }
-    if pkt.fragment == Fragment::First {
-        state.fragments.insert(frag_key, (reason, ep.slot, rule));
+    ) && let Some(f) = flow(direction, pkt, true)
+    {
+        state.expected.insert(f.answer());
     }
     Outcome {
-        slot: ep.slot,
+        slot: w.slot,
         reason,
-        rule,
+        rule: matched.map(|m| m.rule),
         identity: Some(identity),
     }
 }
 
-fn lookup(
-    l: &impl Lookup,
-    slot: u16,
-    direction: u8,
-    proto: u8,
-    identity: u32,
-    port: u16,
-    ranges: bool,
-) -> Option<PolicyValue> {
-    let ids: &[u32] = if identity == IDENTITY_ANY {
-        &[IDENTITY_ANY]
-    } else {
-        &[identity, IDENTITY_ANY]
+fn rescue(
+    view: &impl PolicyView,
+    state: &State,
+    direction: Direction,
+    pkt: &Packet,
+    w: WorkloadInfo,
+    peer: IpAddr,
+) -> Option<Reason> {
+    let tcp_or_udp = pkt.proto == IpNumber::TCP.0 || pkt.proto == IpNumber::UDP.0;
+    let local_port = match direction {
+        Direction::Ingress => pkt.dport,
+        Direction::Egress => pkt.sport,
     };
-    for &id in ids {
-        let key = |port| RuleKey {
-            slot,
-            direction,
-            proto,
-            identity: id,
-            port,
-        };
-        if port != PORT_ANY {
-            if let Some(v) = l.policy(&key(port)) {
-                return Some(v);
-            }
-            if ranges {
-                let rk = RangeKey {
-                    slot,
-                    direction,
-                    proto,
-                    identity: id,
-                    port,
-                    bits: 16,
-                };
-                if let Some(v) = l.range(&rk) {
-                    return Some(v);
-                }
-            }
-        }
-        if let Some(v) = l.policy(&key(PORT_ANY)) {
-            return Some(v);
-        }
+    if tcp_or_udp && view.failsafe(pkt.proto, local_port, peer) {
+        return Some(Reason::Failsafe);
     }
-    None
+    if flow(direction, pkt, false).is_some_and(|f| state.expected.contains(&f)) {
+        return Some(Reason::Established);
+    }
+    if related(state, direction, pkt) {
+        return Some(Reason::Related);
+    }
+    w.audit.then_some(Reason::Audit)
+}
+
+/// Whether `pkt` is an ICMP error about a tracked flow: its quote is a packet the workload
+/// sent (ingress: the quote's source is the local address) or received (egress: the quote's
+/// destination is the local address), and conntrack expects the quote's answer (a flow the
+/// workload opened) or the quote itself as an answer (a flow it let in). Conntrack expects
+/// answers to echo requests only, so a quoted echo request can only have an answer expected,
+/// and a quoted echo reply can only be an expected answer.
+fn related(state: &State, direction: Direction, pkt: &Packet) -> bool {
+    let Some(t) = own_icmp(pkt) else {
+        return false;
+    };
+    let Some(q) = pkt.quote.filter(|_| is_error(pkt.src.is_ipv6(), t)) else {
+        return false;
+    };
+    let Quote {
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+        echo,
+    } = q;
+    let about_us = match direction {
+        Direction::Ingress => src == pkt.dst,
+        Direction::Egress => dst == pkt.src,
+    };
+    if !about_us {
+        return false;
+    }
+    // The quote travelled the other way from the error.
+    let quoted = Flow {
+        direction: other(direction),
+        proto,
+        sport,
+        dport,
+        src,
+        dst,
+    };
+    let (answer_expected, expected_itself) = match echo {
+        Some(Echo::Request) => (true, false),
+        Some(Echo::Reply) => (false, true),
+        None => (true, true),
+    };
+    (answer_expected && state.expected.contains(&quoted.answer()))
+        || (expected_itself && state.expected.contains(&quoted))
 }

@@ -1,0 +1,201 @@
+//! Typed handles on the datapath's maps, from a freshly loaded object or from the pins.
+//!
+//! One job a file: `shapes` (what a pinned map must look like), `keys` (ABI keys from compiled
+//! entries), `swap` (the generation swap that installs a compiled policy), `reads` (counters and
+//! rule hits summed over CPUs), `lookup` (the live maps answering `trace`).
+
+mod keys;
+mod lookup;
+mod reads;
+mod shapes;
+mod swap;
+
+use swap::GenerationKeys;
+
+pub use shapes::{check_pinned, expected_shapes};
+
+use std::{collections::BTreeMap, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::LpmTrie};
+use boundary_common::maps::{
+    self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP,
+    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, Endpoint, EventBudget,
+    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue,
+    IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP,
+    RULE_HITS_MAP, WorkloadName,
+};
+
+use super::{batch, pins::PinLayout};
+use crate::policy::{SlotTable, compile::decode_name};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {name} is missing from the object or the pins")]
+    Missing { name: &'static str },
+    #[error(
+        "pinned map {path} has {found}, this agent needs {wanted}; remove the old state with `boundary-agent detach` (enforcement stops until the agent runs again)"
+    )]
+    Incompatible {
+        path: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("cannot count CPUs: {0}")]
+    Cpus(String),
+    #[error("the policy does not fit in map {name}: {source}; nothing was changed")]
+    Full {
+        name: &'static str,
+        #[source]
+        source: batch::Error,
+    },
+    #[error("writing map {name} failed: {source}; nothing was changed")]
+    Write {
+        name: &'static str,
+        #[source]
+        source: batch::Error,
+    },
+    #[error("reading map {name}: {source}")]
+    Read {
+        name: &'static str,
+        #[source]
+        source: batch::Error,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// The datapath's maps.
+pub struct Maps {
+    pub config: Array<MapData, DatapathConfig>,
+    pub endpoints: HashMap<MapData, AddrKey, Endpoint>,
+    pub names: Array<MapData, WorkloadName>,
+    pub counters: PerCpuArray<MapData, CounterRow>,
+    pub identities: HashMap<MapData, AddrKey, u32>,
+    pub cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
+    pub policy: HashMap<MapData, PolicyKey, PolicyValue>,
+    pub ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
+    pub failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
+    pub conntrack: HashMap<MapData, FlowKey, FlowValue>,
+    pub fragments: HashMap<MapData, FragKey, FragValue>,
+    pub rule_hits: PerCpuArray<MapData, u64>,
+    pub event_budget: PerCpuArray<MapData, EventBudget>,
+    pub ports: Array<MapData, u64>,
+    /// The port bitmaps this process wrote, per generation.
+    port_words: [Option<[Vec<u64>; 2]>; 2],
+    /// What the keyed maps hold, as far as this process knows: the next swap deletes the live
+    /// generation by key and skips the scan when it knows the other one is empty.
+    installed: Option<Installed>,
+}
+
+/// The live generation, as this process wrote it or last scanned it.
+struct Installed {
+    generation: u8,
+    /// Every key of `generation` in the keyed maps.
+    keys: GenerationKeys,
+    /// The other generation has no entry: this process removed it and every removal went
+    /// through. When false, the next swap scans the maps for residue first.
+    other_empty: bool,
+}
+
+macro_rules! open_all {
+    ($open:expr) => {{
+        #[allow(
+            unused_mut,
+            reason = "one caller's closure needs mut, the other's does not"
+        )]
+        let mut open = $open;
+        Ok(Self {
+            config: open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?,
+            endpoints: open(ENDPOINTS_MAP)?
+                .try_into()
+                .map_err(map_err(ENDPOINTS_MAP))?,
+            names: open(NAMES_MAP)?.try_into().map_err(map_err(NAMES_MAP))?,
+            counters: open(COUNTERS_MAP)?
+                .try_into()
+                .map_err(map_err(COUNTERS_MAP))?,
+            identities: open(IDENTITIES_MAP)?
+                .try_into()
+                .map_err(map_err(IDENTITIES_MAP))?,
+            cidrs: open(CIDRS_MAP)?.try_into().map_err(map_err(CIDRS_MAP))?,
+            policy: open(POLICY_MAP)?.try_into().map_err(map_err(POLICY_MAP))?,
+            ranges: open(RANGES_MAP)?.try_into().map_err(map_err(RANGES_MAP))?,
+            failsafe: open(FAILSAFE_MAP)?
+                .try_into()
+                .map_err(map_err(FAILSAFE_MAP))?,
+            conntrack: open(CONNTRACK_MAP)?
+                .try_into()
+                .map_err(map_err(CONNTRACK_MAP))?,
+            fragments: open(FRAGMENTS_MAP)?
+                .try_into()
+                .map_err(map_err(FRAGMENTS_MAP))?,
+            rule_hits: open(RULE_HITS_MAP)?
+                .try_into()
+                .map_err(map_err(RULE_HITS_MAP))?,
+            event_budget: open(EVENT_BUDGET_MAP)?
+                .try_into()
+                .map_err(map_err(EVENT_BUDGET_MAP))?,
+            ports: open(abi::PORTS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::PORTS_MAP))?,
+            port_words: [None, None],
+            installed: None,
+        })
+    }};
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, MapsError> {
+        open_all!(|name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing { name }))
+    }
+
+    /// Opens the pinned maps (the agent need not be running).
+    pub fn from_pins(layout: &PinLayout) -> Result<Self, MapsError> {
+        open_all!(|name: &'static str| -> Result<Map, MapsError> {
+            let path = layout.map(name);
+            if !Path::new(&path).exists() {
+                return Err(MapsError::Missing { name });
+            }
+            let data = MapData::from_pin(&path).map_err(map_err(name))?;
+            Map::from_map_data(data).map_err(map_err(name))
+        })
+    }
+
+    /// Slot -> name for every named slot.
+    pub fn names(&self) -> Result<BTreeMap<u16, String>, MapsError> {
+        let mut out = BTreeMap::new();
+        for slot in 0..self.names.len() {
+            let raw = self.names.get(&slot, 0).map_err(map_err(NAMES_MAP))?;
+            if let Some(name) = decode_name(&raw.name) {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "maxWorkloads is at most 65535"
+                )]
+                out.insert(slot as u16, name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The installed name -> slot table, which the compiler keeps stable.
+    pub fn slot_table(&self) -> Result<SlotTable, MapsError> {
+        Ok(self.names()?.into_iter().map(|(s, n)| (n, s)).collect())
+    }
+
+    /// Number of workload slots the maps were sized for.
+    pub fn max_workloads(&self) -> u32 {
+        self.names.len()
+    }
+
+    fn generation(&self) -> u8 {
+        self.datapath_config().map_or(0, |c| c.generation)
+    }
+}

@@ -1,0 +1,83 @@
+//! Counters and rule hits, summed over CPUs.
+
+use boundary_common::maps::{
+    self as abi, COUNTERS_MAP, CounterRow, EVENT_BUDGET_MAP, RULE_HITS_MAP,
+};
+
+use crate::datapath::batch;
+
+use super::{Maps, MapsError, map_err};
+
+/// One CPU-summed counter row out of each CPU's.
+fn summed(per_cpu: &[CounterRow]) -> CounterRow {
+    let mut sum = CounterRow::default();
+    for row in per_cpu {
+        for (acc, c) in sum.counters.iter_mut().zip(row.counters.iter()) {
+            acc.packets += c.packets;
+            acc.bytes += c.bytes;
+        }
+    }
+    sum
+}
+
+impl Maps {
+    /// Every counter row, summed over CPUs, indexed by `counter_index(slot, direction)`: one
+    /// batch read for all workloads.
+    pub fn counter_rows(&self) -> Result<Vec<CounterRow>, MapsError> {
+        let mut rows = vec![CounterRow::default(); self.max_workloads() as usize * 2];
+        batch::read_per_cpu(&self.counters, self.max_workloads() * 2, |i, per_cpu| {
+            if let Some(sum) = rows.get_mut(i as usize) {
+                *sum = summed(per_cpu);
+            }
+        })
+        .map_err(|source| MapsError::Read {
+            name: COUNTERS_MAP,
+            source,
+        })?;
+        Ok(rows)
+    }
+
+    /// Packets decided by rules `0..rules`, summed over CPUs: one batch read.
+    pub fn rule_hit_totals(&self, rules: u32) -> Result<Vec<u64>, MapsError> {
+        let mut hits = vec![0; rules as usize];
+        batch::read_per_cpu(&self.rule_hits, rules, |i, per_cpu| {
+            if let Some(h) = hits.get_mut(i as usize) {
+                *h = per_cpu.iter().sum();
+            }
+        })
+        .map_err(|source| MapsError::Read {
+            name: RULE_HITS_MAP,
+            source,
+        })?;
+        Ok(hits)
+    }
+
+    /// The counter row of (slot, direction), summed over CPUs.
+    pub fn counter_row(&self, slot: u16, direction: u8) -> Result<CounterRow, MapsError> {
+        let per_cpu = self
+            .counters
+            .get(&abi::counter_index(slot, direction), 0)
+            .map_err(map_err(COUNTERS_MAP))?;
+        Ok(summed(&per_cpu))
+    }
+
+    /// Packets decided by `rule`, summed over CPUs.
+    pub fn rule_hits(&self, rule: u32) -> Result<u64, MapsError> {
+        let per_cpu = self
+            .rule_hits
+            .get(&rule, 0)
+            .map_err(map_err(RULE_HITS_MAP))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Drop events (sent, lost to sampling or a full ring), summed over CPUs.
+    pub fn event_totals(&self) -> Result<(u64, u64), MapsError> {
+        let per_cpu = self
+            .event_budget
+            .get(&0, 0)
+            .map_err(map_err(EVENT_BUDGET_MAP))?;
+        Ok(per_cpu
+            .iter()
+            .fold((0, 0), |(s, l), b| (s + b.sent, l + b.lost)))
+    }
+}

@@ -1,0 +1,407 @@
+//! The generation swap: a compiled policy written beside the live one, switched on with one
+//! config write, the old one deleted.
+
+use aya::{
+    Pod,
+    maps::{IterableMap, MapError, PerCpuValues, lpm_trie::Key},
+};
+use boundary_common::maps::{
+    self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, COUNTERS_MAP, CounterRow,
+    DatapathConfig, ENDPOINTS_MAP, Endpoint, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP,
+    NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
+};
+use tracing::warn;
+
+use crate::datapath::batch;
+use crate::policy::{Tables, compile::encode_name};
+
+use super::{
+    Installed, Maps, MapsError,
+    keys::{addr_key, cidr_key, failsafe_key, policy_key, port_bitmap, range_key},
+    map_err,
+};
+
+/// The `CFG_*` bits of a generation: which maps the datapath may skip.
+fn config_flags(t: &Tables) -> u8 {
+    let mut f = 0;
+    if !t.identities.is_empty() {
+        f |= abi::CFG_HAS_BINDINGS;
+    }
+    if !t.cidrs.is_empty() {
+        f |= abi::CFG_HAS_CIDRS;
+    }
+    if !t.failsafe.is_empty() {
+        f |= abi::CFG_HAS_FAILSAFE;
+    }
+    f
+}
+
+/// One generation's keys in the keyed maps, serialized as the kernel holds them: contiguous
+/// arrays of the ABI types, which is what a batch call takes. A few bytes per entry, where the
+/// compiled tables they come from take several times that.
+#[derive(Default)]
+pub(super) struct GenerationKeys {
+    endpoints: Vec<AddrKey>,
+    identities: Vec<AddrKey>,
+    cidrs: Vec<Key<[u8; CIDR_KEY_LEN]>>,
+    policy: Vec<PolicyKey>,
+    ranges: Vec<Key<[u8; RANGE_KEY_LEN]>>,
+    failsafe: Vec<Key<[u8; FAILSAFE_KEY_LEN]>>,
+}
+
+impl GenerationKeys {
+    /// The keys `t` has in generation `g`, in the tables' order.
+    fn of(g: u8, t: &Tables) -> Self {
+        Self {
+            endpoints: t.endpoints.keys().map(|a| addr_key(g, *a)).collect(),
+            identities: t.identities.keys().map(|a| addr_key(g, *a)).collect(),
+            cidrs: t.cidrs.keys().map(|n| cidr_key(g, *n)).collect(),
+            policy: t.policy.keys().map(|k| policy_key(g, k)).collect(),
+            ranges: t.ranges.keys().map(|k| range_key(g, k)).collect(),
+            failsafe: t
+                .failsafe
+                .iter()
+                .map(|&(proto, port, net)| failsafe_key(g, proto, port, net))
+                .collect(),
+        }
+    }
+
+    /// Keeps the keys `w` says were written.
+    fn truncate(&mut self, w: &Written) {
+        self.endpoints.truncate(w.endpoints);
+        self.identities.truncate(w.identities);
+        self.cidrs.truncate(w.cidrs);
+        self.policy.truncate(w.policy);
+        self.ranges.truncate(w.ranges);
+        self.failsafe.truncate(w.failsafe);
+    }
+}
+
+/// How many entries of each map a swap wrote so far (a prefix of its keys), to take back if a
+/// later write fails.
+#[derive(Default)]
+struct Written {
+    endpoints: usize,
+    identities: usize,
+    cidrs: usize,
+    policy: usize,
+    ranges: usize,
+    failsafe: usize,
+}
+
+/// Writes one map's entries of a generation in one batch call; counts in `written` how many
+/// went in, also when it fails part way.
+fn write_map<K: Pod, V: Pod>(
+    map: &mut impl IterableMap<K, V>,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+    written: &mut usize,
+) -> Result<(), MapsError> {
+    match batch::update(map, keys, values) {
+        Ok(()) => {
+            *written = keys.len();
+            Ok(())
+        }
+        Err(source) => {
+            *written = source.done;
+            Err(if source.is_full() {
+                MapsError::Full { name, source }
+            } else {
+                MapsError::Write { name, source }
+            })
+        }
+    }
+}
+
+/// Deletes one map's keys of a generation in one batch call; false (and a warning) when one
+/// could not be deleted.
+fn remove_map<K: Pod, V>(map: &mut impl IterableMap<K, V>, name: &'static str, keys: &[K]) -> bool {
+    match batch::delete(map, keys) {
+        Ok(_) => true,
+        Err(error) => {
+            warn!(map = name, %error, "entries of an unused generation left behind; the next swap looks for them");
+            false
+        }
+    }
+}
+
+/// A map's keys (`keys()`, one `BPF_MAP_GET_NEXT_KEY` each) by generation, 0 and 1.
+fn by_generation<K>(
+    keys: impl Iterator<Item = Result<K, MapError>>,
+    generation: impl Fn(&K) -> u8,
+) -> [Vec<K>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for k in keys.filter_map(Result::ok) {
+        if let Some(v) = out.get_mut(usize::from(generation(&k))) {
+            v.push(k);
+        }
+    }
+    out
+}
+
+impl Maps {
+    pub fn datapath_config(&self) -> Result<DatapathConfig, MapsError> {
+        self.config.get(&0, 0).map_err(map_err(CONFIG_MAP))
+    }
+
+    /// Makes every cached flow verdict stale: for writes outside a generation swap that can
+    /// change a verdict (conntrack flushed, a binding attested).
+    pub fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
+        let config = self.datapath_config()?;
+        self.config
+            .set(0, &config.with_epoch(config.next_epoch()), 0)
+            .map_err(map_err(CONFIG_MAP))
+    }
+
+    /// Installs compiled tables as a new generation and switches to it atomically.
+    ///
+    /// 1. Entries of the new generation are written beside the live ones, one batch call per
+    ///    map. If one write fails (a map is full), those written are removed and nothing
+    ///    changed: the live generation stays.
+    /// 2. One update of the config entry makes the new generation live. The datapath reads the
+    ///    generation once per packet, so no packet sees a mix.
+    /// 3. The old generation's entries are removed, one batch call per map.
+    pub fn apply(&mut self, tables: &Tables, non_ip: abi::Action) -> Result<(), MapsError> {
+        let old_config = self.datapath_config()?;
+        let live = old_config.generation & 1;
+        let next = live ^ 1;
+        self.know_live(live);
+
+        let current = self.names()?;
+        for (&slot, name) in &tables.names {
+            if current.get(&slot) != Some(name) {
+                // A slot changing hands starts from zero, or the new workload inherits counts.
+                self.zero_counters(slot)?;
+                let value = WorkloadName {
+                    name: encode_name(name),
+                };
+                self.names
+                    .set(u32::from(slot), &value, 0)
+                    .map_err(map_err(NAMES_MAP))?;
+            }
+        }
+
+        let mut keys = GenerationKeys::of(next, tables);
+        self.set_other_empty(false);
+        let mut written = Written::default();
+        if let Err(e) = self.write_generation(next, tables, &keys, &mut written) {
+            keys.truncate(&written);
+            let clean = self.remove_keys(&keys);
+            self.set_other_empty(clean);
+            return Err(e);
+        }
+        self.config
+            .set(
+                0,
+                &DatapathConfig::new(non_ip, next, config_flags(tables))
+                    .with_epoch(old_config.next_epoch()),
+                0,
+            )
+            .map_err(map_err(CONFIG_MAP))?;
+
+        let old = self.installed.take().map(|i| i.keys).unwrap_or_default();
+        let clean = self.remove_keys(&old);
+        drop(old);
+        self.installed = Some(Installed {
+            generation: next,
+            keys,
+            other_empty: clean,
+        });
+
+        for (&slot, _) in current
+            .iter()
+            .filter(|(s, _)| !tables.names.contains_key(s))
+        {
+            let empty = WorkloadName {
+                name: [0; abi::WORKLOAD_NAME_LEN],
+            };
+            self.names
+                .set(u32::from(slot), &empty, 0)
+                .map_err(map_err(NAMES_MAP))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `self.installed` describe generation `live` with the other generation empty.
+    /// Without that knowledge (a process that did not write what the maps hold, as after a
+    /// restart, or a removal that failed) the maps are scanned: the other generation's entries
+    /// (residue of an interrupted swap) are removed, the live one's kept for the swap's end.
+    fn know_live(&mut self, live: u8) {
+        if self
+            .installed
+            .as_ref()
+            .is_some_and(|i| i.generation == live && i.other_empty)
+        {
+            return;
+        }
+        let mut scanned = self.scan_generations();
+        let residue = std::mem::take(&mut scanned[usize::from(live ^ 1)]);
+        let other_empty = self.remove_keys(&residue);
+        let [a, b] = scanned;
+        self.installed = Some(Installed {
+            generation: live,
+            keys: if live == 0 { a } else { b },
+            other_empty,
+        });
+    }
+
+    fn set_other_empty(&mut self, empty: bool) {
+        if let Some(i) = &mut self.installed {
+            i.other_empty = empty;
+        }
+    }
+
+    /// Writes generation `g` of `t`: `keys` (its keys, from `GenerationKeys::of`) and the
+    /// values beside them, then its port bitmaps. Stops at the first failure; `w` says what
+    /// went in.
+    fn write_generation(
+        &mut self,
+        g: u8,
+        t: &Tables,
+        keys: &GenerationKeys,
+        w: &mut Written,
+    ) -> Result<(), MapsError> {
+        let values: Vec<Endpoint> = t.endpoints.values().copied().collect();
+        write_map(
+            &mut self.endpoints,
+            ENDPOINTS_MAP,
+            &keys.endpoints,
+            &values,
+            &mut w.endpoints,
+        )?;
+        let values: Vec<u32> = t.identities.values().copied().collect();
+        write_map(
+            &mut self.identities,
+            IDENTITIES_MAP,
+            &keys.identities,
+            &values,
+            &mut w.identities,
+        )?;
+        let values: Vec<u32> = t.cidrs.values().copied().collect();
+        write_map(
+            &mut self.cidrs,
+            CIDRS_MAP,
+            &keys.cidrs,
+            &values,
+            &mut w.cidrs,
+        )?;
+        let values: Vec<PolicyValue> = t.policy.values().copied().collect();
+        write_map(
+            &mut self.policy,
+            POLICY_MAP,
+            &keys.policy,
+            &values,
+            &mut w.policy,
+        )?;
+        let values: Vec<PolicyValue> = t.ranges.values().copied().collect();
+        write_map(
+            &mut self.ranges,
+            RANGES_MAP,
+            &keys.ranges,
+            &values,
+            &mut w.ranges,
+        )?;
+        let values = vec![1u32; keys.failsafe.len()];
+        write_map(
+            &mut self.failsafe,
+            FAILSAFE_MAP,
+            &keys.failsafe,
+            &values,
+            &mut w.failsafe,
+        )?;
+        self.write_port_bitmaps(g, t)
+    }
+
+    /// The port bitmaps of generation `g`: only that generation reads them, so a failed swap
+    /// leaves nothing to take back. Words this process already wrote for that generation are
+    /// skipped when unchanged.
+    fn write_port_bitmaps(&mut self, g: u8, t: &Tables) -> Result<(), MapsError> {
+        let bitmaps = [
+            port_bitmap(t.policy.keys().map(|k| k.port)),
+            port_bitmap(t.failsafe.iter().map(|f| f.1)),
+        ];
+        let known = self.port_words[usize::from(g)].take();
+        let (mut indices, mut words) = (Vec::new(), Vec::new());
+        for (kind, bits) in [abi::PORTS_POLICY, abi::PORTS_FAILSAFE]
+            .into_iter()
+            .zip(&bitmaps)
+        {
+            for (word, value) in bits.iter().enumerate() {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k[kind as usize][word] == *value)
+                {
+                    continue;
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "1024 words, 64 ports each")]
+                let port = (word as u16) << 6;
+                indices.push(abi::port_word_index(g, kind, port));
+                words.push(*value);
+            }
+        }
+        let mut written = 0;
+        write_map(
+            &mut self.ports,
+            abi::PORTS_MAP,
+            &indices,
+            &words,
+            &mut written,
+        )?;
+        self.port_words[usize::from(g)] = Some(bitmaps);
+        Ok(())
+    }
+
+    /// Deletes `k` from the keyed maps, one batch call per map. Keys already gone count as
+    /// deleted; true when every key is gone.
+    fn remove_keys(&mut self, k: &GenerationKeys) -> bool {
+        // `&` rather than `&&`: a failure in one map must not leave the others' keys behind.
+        remove_map(&mut self.endpoints, ENDPOINTS_MAP, &k.endpoints)
+            & remove_map(&mut self.identities, IDENTITIES_MAP, &k.identities)
+            & remove_map(&mut self.cidrs, CIDRS_MAP, &k.cidrs)
+            & remove_map(&mut self.policy, POLICY_MAP, &k.policy)
+            & remove_map(&mut self.ranges, RANGES_MAP, &k.ranges)
+            & remove_map(&mut self.failsafe, FAILSAFE_MAP, &k.failsafe)
+    }
+
+    /// The keys of both generations, read from the keyed maps entry by entry.
+    fn scan_generations(&self) -> [GenerationKeys; 2] {
+        let [e0, e1] = by_generation(self.endpoints.keys(), |k: &AddrKey| k.generation);
+        let [i0, i1] = by_generation(self.identities.keys(), |k: &AddrKey| k.generation);
+        let [c0, c1] = by_generation(self.cidrs.keys(), |k: &Key<_>| k.data()[0]);
+        let [p0, p1] = by_generation(self.policy.keys(), |k: &PolicyKey| k.generation);
+        let [r0, r1] = by_generation(self.ranges.keys(), |k: &Key<_>| k.data()[0]);
+        let [f0, f1] = by_generation(self.failsafe.keys(), |k: &Key<_>| k.data()[0]);
+        [
+            GenerationKeys {
+                endpoints: e0,
+                identities: i0,
+                cidrs: c0,
+                policy: p0,
+                ranges: r0,
+                failsafe: f0,
+            },
+            GenerationKeys {
+                endpoints: e1,
+                identities: i1,
+                cidrs: c1,
+                policy: p1,
+                ranges: r1,
+                failsafe: f1,
+            },
+        ]
+    }
+
+    fn zero_counters(&mut self, slot: u16) -> Result<(), MapsError> {
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
+        for dir in 0..2u8 {
+            let zero = PerCpuValues::try_from(vec![CounterRow::default(); cpus.get() as usize])
+                .map_err(|e| MapsError::Cpus(e.to_string()))?;
+            self.counters
+                .set(abi::counter_index(slot, dir), zero, 0)
+                .map_err(map_err(COUNTERS_MAP))?;
+        }
+        Ok(())
+    }
+}
