@@ -475,7 +475,7 @@ fn curl_checked(
     if !r.ok() {
         let got = std::fs::metadata(&out).map_or(0, |m| m.len());
         return Err(format!(
-            "curl {url} exited with {:?} after {} of {}: {}",
+            "curl exited with {:?} after {} of {}: {}",
             r.code,
             mib(got),
             mib(size),
@@ -488,7 +488,7 @@ fn curl_checked(
         Ok(())
     } else {
         Err(format!(
-            "curl {url}: got {got_size} bytes, sha256 {got_digest}; served {size} bytes, sha256 \
+            "received {got_size} bytes, sha256 {got_digest}; served {size} bytes, sha256 \
              {digest}"
         ))
     }
