@@ -349,7 +349,12 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
                 if next == IPPROTO_HOPOPTS && walked != 0 {
                     return Err(Reason::Ipv6HopByHopNotFirst);
                 }
-                let h = f.at::<[u8; 2]>(off).ok_or(Reason::Ipv6ExtTruncated)?;
+                // Within the IP packet, not merely the frame: bytes past the payload length
+                // (padding, or junk) are not the packet's.
+                let h = f
+                    .at::<[u8; 2]>(off)
+                    .filter(|_| off + 2 <= ip_end)
+                    .ok_or(truncated(pkt, Reason::Ipv6ExtTruncated))?;
                 // SAFETY: two bytes in bounds.
                 let h = unsafe { *h };
                 let this = next;
@@ -362,7 +367,10 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
                 }
             }
             IPPROTO_FRAGMENT => {
-                let h = f.at::<[u8; 8]>(off).ok_or(Reason::Ipv6ExtTruncated)?;
+                let h = f
+                    .at::<[u8; 8]>(off)
+                    .filter(|_| off + 8 <= ip_end)
+                    .ok_or(truncated(pkt, Reason::Ipv6ExtTruncated))?;
                 // SAFETY: eight bytes in bounds.
                 let h = unsafe { *h };
                 next = h[0];
@@ -403,11 +411,22 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     parse_l4(f, off, ip_end - off, pkt)
 }
 
+/// Whether `next` names an extension header (walkable or not): one in ninth place is one too
+/// many, whatever it is.
 #[inline(always)]
 fn is_ext_header(next: u8) -> bool {
     matches!(
         next,
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+        IPPROTO_HOPOPTS
+            | IPPROTO_ROUTING
+            | IPPROTO_DSTOPTS
+            | IPPROTO_AH
+            | IPPROTO_FRAGMENT
+            | IPPROTO_MH
+            | IPPROTO_HIP
+            | IPPROTO_SHIM6
+            | IPPROTO_EXPERIMENT1
+            | IPPROTO_EXPERIMENT2
     )
 }
 
@@ -492,7 +511,7 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
                 ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
             ) && pkt.fragment == Fragment::None
             {
-                quote_v4(f, off + 8, pkt);
+                quote_v4(f, off + 8, avail - 8, pkt);
             }
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_IPV6 => {
@@ -508,7 +527,7 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
             if (ICMPV6_DEST_UNREACH..=ICMPV6_PARAMETER_PROBLEM).contains(&h[0])
                 && pkt.fragment == Fragment::None
             {
-                quote_v6(f, off + 8, pkt);
+                quote_v6(f, off + 8, avail - 8, pkt);
             }
         }
         // Other protocols (GRE, ESP, SCTP, ...) have no ports the datapath reads; the policy
@@ -531,17 +550,19 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// Reads the IPv4 packet an ICMP error quotes at `off` (its header and first 8 transport
-/// bytes, which RFC 792 guarantees). A quote that is cut short, garbled, a later fragment or
-/// of another protocol is simply not kept: the error is then judged like any ICMP packet.
+/// bytes, which RFC 792 guarantees), within the `avail` bytes the error's IP packet has left.
+/// A quote that is cut short, garbled, a later fragment or of another protocol is simply not
+/// kept: the error is then judged like any ICMP packet.
 #[inline(always)]
-fn quote_v4(f: &Frame, off: usize, pkt: &mut Packet) {
+fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     let Some(ip) = f.at::<Ipv4Hdr>(off) else {
         return;
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
     let hlen = usize::from(ip.vihl & 0x0f) * 4;
-    if ip.vihl >> 4 != 4 || hlen < Ipv4Hdr::LEN || be16(ip.frags) & 0x1fff != 0 {
+    if ip.vihl >> 4 != 4 || hlen < Ipv4Hdr::LEN || hlen + 8 > avail || be16(ip.frags) & 0x1fff != 0
+    {
         return;
     }
     let Some(l4) = f.at::<[u8; 8]>(off + hlen) else {
@@ -574,13 +595,13 @@ fn quote_v4(f: &Frame, off: usize, pkt: &mut Packet) {
 /// extension headers are not walked: a quote whose next header is not TCP, UDP or ICMPv6 is
 /// not kept.
 #[inline(always)]
-fn quote_v6(f: &Frame, off: usize, pkt: &mut Packet) {
+fn quote_v6(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     let Some(ip) = f.at::<Ipv6Hdr>(off) else {
         return;
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
+    if ip.vcf[0] >> 4 != 6 || Ipv6Hdr::LEN + 8 > avail {
         return;
     }
     let Some(l4) = f.at::<[u8; 8]>(off + Ipv6Hdr::LEN) else {

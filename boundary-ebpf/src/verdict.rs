@@ -8,8 +8,9 @@ use boundary_common::{
     maps::{
         Action, AddrKey, CFG_HAS_FAILSAFE, CT_NOT_ASKED, DatapathConfig, EP_PEERS_EGRESS,
         EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
-        EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, IDENTITY_ANY, Mode, PORT_ANY, RULE_ALLOW,
-        UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
+        EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FAMILY_IPV4, FAMILY_IPV6, IDENTITY_ANY, Mode,
+        PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry,
+        icmp_port,
     },
 };
 
@@ -184,7 +185,11 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
             identity: 0,
         });
     }
-    if pkt.proto == IPPROTO_ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
+    // Not in a fragment: hosts ignore fragmented ND (RFC 6980), so no pass is owed to it.
+    if pkt.proto == IPPROTO_ICMPV6
+        && (133..=137).contains(&pkt.icmp_type)
+        && pkt.fragment == Fragment::None
+    {
         return Err(Decision {
             slot: ep.slot,
             reason: Reason::NeighborDiscovery,
@@ -197,9 +202,12 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
         Direction::Ingress => (pkt.dport, &pkt.src),
         Direction::Egress => (pkt.sport, &pkt.dst),
     };
+    // ICMP types only where the parser read them: ICMP in IPv4, ICMPv6 in IPv6. Protocol 1 in
+    // IPv6 (or 58 in IPv4) is some other protocol, with no type to match a rule by.
     let port = match pkt.proto {
         IPPROTO_TCP | IPPROTO_UDP => pkt.dport,
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => icmp_port(pkt.icmp_type),
+        IPPROTO_ICMP if pkt.family == FAMILY_IPV4 => icmp_port(pkt.icmp_type),
+        IPPROTO_ICMPV6 if pkt.family == FAMILY_IPV6 => icmp_port(pkt.icmp_type),
         _ => PORT_ANY,
     };
     let (ranges, rules, peers, track) = match direction {

@@ -233,10 +233,12 @@ fn judge(
     peer: IpAddr,
 ) -> Outcome {
     // 3. Neighbour discovery (RFC 4861: router and neighbour solicitation and advertisement,
-    //    redirect) always passes: IPv6 stops working without it.
+    //    redirect) always passes: IPv6 stops working without it. Not in a fragment: RFC 6980
+    //    has hosts ignore fragmented ND, so a fragmented one is judged like any ICMPv6.
     if own_icmp(pkt).is_some_and(|t| {
         (icmpv6::TYPE_ROUTER_SOLICITATION..=icmpv6::TYPE_REDIRECT_MESSAGE).contains(&t)
     }) && pkt.src.is_ipv6()
+        && pkt.fragment == Fragment::None
     {
         return Outcome::plain(w.slot, Reason::NeighborDiscovery);
     }

@@ -55,7 +55,8 @@
 //!    identification, and the protocol: IPv4's, or the Fragment header's Next Header, the
 //!    same in every fragment, RFC 8200 4.5); none seen: `fragment_unknown` (audited in
 //!    audit mode).
-//! 3. ICMPv6 neighbour discovery (types 133-137): `neighbor_discovery`.
+//! 3. ICMPv6 neighbour discovery (types 133-137), unfragmented: `neighbor_discovery`. A
+//!    fragmented one is judged as any ICMPv6 (RFC 6980: hosts ignore fragmented ND).
 //! 4. The policy: the peer's identity (exact binding, else the longest CIDR identity, else
 //!    `world`); the deciding rule: a rule about this peer beats one about any peer; within
 //!    each, exact port (or ICMP type) beats a port range beats any port; at one place deny
