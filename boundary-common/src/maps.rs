@@ -36,10 +36,17 @@ pub const POLICY_MAP: &str = "BND_POLICY";
 pub const RANGES_MAP: &str = "BND_RANGES";
 /// `LpmTrie<FailsafeKey, u32>`: (protocol, local port, peer prefix) never dropped.
 pub const FAILSAFE_MAP: &str = "BND_FAILSAFE";
-/// `LruHashMap<FlowKey, FlowValue>`: flows whose replies are allowed (`established`).
+/// `LruHashMap<FlowKey, FlowValue>`: flows the workloads opened (keys of direction ingress:
+/// their replies are `established` on the way in).
 pub const CONNTRACK_MAP: &str = "BND_CONNTRACK";
-/// `Array<u64>` with one entry: how many flows conntrack has recorded anew (inserted, or
-/// re-inserted after expiring). A flow that was not a reply stays not a reply until this moves,
+/// `LruHashMap<FlowKey, FlowValue>`: flows the workloads accepted (keys of direction egress).
+/// Apart from [`CONNTRACK_MAP`], so that a flood of new connections to an open port evicts
+/// accepted flows only, never the ones a workload opened.
+pub const CONNTRACK_ACCEPTED_MAP: &str = "BND_CT_ACCEPTED";
+/// `Array<u64>` with one entry: [`CT_INSERTS_MAP`] for [`CONNTRACK_ACCEPTED_MAP`].
+pub const CT_ACCEPTED_INSERTS_MAP: &str = "BND_CT_ACC_INS";
+/// `Array<u64>` with one entry: how many flows [`CONNTRACK_MAP`] has recorded anew (inserted,
+/// or re-inserted after expiring). A flow that was not a reply stays not a reply until this moves,
 /// so a cached drop skips the conntrack lookup while it stands still.
 pub const CT_INSERTS_MAP: &str = "BND_CT_INSERTS";
 /// `LruHashMap<FragKey, FragValue>`: first-fragment verdicts for the later fragments.
@@ -84,7 +91,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 19] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -102,6 +109,8 @@ pub const ALL_MAPS: [&str; 17] = [
     PORTS_MAP,
     CT_INSERTS_MAP,
     PROGS_MAP,
+    CONNTRACK_ACCEPTED_MAP,
+    CT_ACCEPTED_INSERTS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -121,9 +130,10 @@ pub const VERDICT_CACHE_SLOTS: u32 = 2_048;
 /// `log2(VERDICT_CACHE_SLOTS)`.
 pub const VERDICT_CACHE_BITS: u32 = 11;
 /// The global (`[u64; CACHE_KEY_WORDS]`, in the object's .rodata) holding the verdict cache's
-/// per-load hash key: one random odd multiplier per word of a flow. The loader sets it.
+/// per-load hash key: a random multiplier per 32-bit half of a flow's five words, then a
+/// random addend. The loader sets it.
 pub const CACHE_KEY_GLOBAL: &str = "BND_CACHE_KEY";
-pub const CACHE_KEY_WORDS: usize = 5;
+pub const CACHE_KEY_WORDS: usize = 11;
 /// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
 pub const MAX_RULES: u32 = 131_072;
 

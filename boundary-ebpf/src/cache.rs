@@ -40,24 +40,32 @@ fn word(addr: &[u8; 16], at: usize) -> u64 {
     u64::from_ne_bytes(w)
 }
 
-/// The cache's hash key: random odd multipliers the agent writes into the object before
-/// loading it (`EbpfLoader::set_global`), new for every load. Zero here, which would put every
-/// flow in slot 0: slow, never wrong.
+/// The cache's hash key: random words the agent writes into the object before loading it
+/// (`EbpfLoader::override_global`), new for every load. Zero here, which would put every flow
+/// in slot 0: slow, never wrong.
 #[unsafe(no_mangle)]
 static BND_CACHE_KEY: [u64; CACHE_KEY_WORDS] = [0; CACHE_KEY_WORDS];
 
-/// The slot a flow lives in: the top bits of `sum(key[i] * flow[i]) mod 2^64`, a
-/// multiply-shift hash (Dietzfelbinger et al.) keyed by a per-load secret. Two given flows
-/// share a slot with probability about 2^-10 over the key, so nobody who does not know the
-/// key can choose flows that collide and push every packet onto the slow path.
+/// The slot a flow lives in: vector multiply-add-shift over the flow's ten 32-bit halves,
+/// `((b + sum(a[i] * x[i])) mod 2^64) >> (64 - VERDICT_CACHE_BITS)`, keyed by the per-load
+/// random `a` and `b`. With 64-bit arithmetic for 32-bit inputs this is strongly universal
+/// (Thorup, "High Speed Hashing for Integers and Strings", 2015, 3.3): two given flows share a
+/// slot with probability about 1/2048 over the key, so nobody who does not know the key can
+/// choose flows that collide and push every packet onto the slow path. (Whole 64-bit words
+/// multiplied mod 2^64 are not: two odd multipliers make every pair of flows that differs by
+/// 2^63 in two words collide, whatever the key.)
 #[inline(always)]
 fn index(flow: &[u64; 5]) -> u32 {
-    let mut mixed = 0u64;
-    for (i, w) in flow.iter().enumerate() {
+    let key = |i: usize| {
         // SAFETY: a read of a global. Volatile, or LLVM folds the zeros it was compiled with;
         // the verifier turns the read of the frozen .rodata map into a constant.
-        let k = unsafe { core::ptr::read_volatile(&raw const BND_CACHE_KEY[i]) };
-        mixed = mixed.wrapping_add(k.wrapping_mul(*w));
+        unsafe { core::ptr::read_volatile(&raw const BND_CACHE_KEY[i]) }
+    };
+    let mut mixed = key(10);
+    for (i, w) in flow.iter().enumerate() {
+        mixed = mixed
+            .wrapping_add(key(2 * i).wrapping_mul(*w & 0xffff_ffff))
+            .wrapping_add(key(2 * i + 1).wrapping_mul(*w >> 32));
     }
     #[expect(
         clippy::cast_possible_truncation,

@@ -2,7 +2,10 @@
 //! expected back; that packet is then `established` even where the policy would drop it.
 //! Entries live in an LRU map and expire after an idle timeout per protocol.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    maps::{Array, LruHashMap},
+};
 use boundary_common::{
     Direction,
     maps::{
@@ -12,7 +15,7 @@ use boundary_common::{
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_INSERTS},
+    maps::{CONNTRACK, CONNTRACK_ACCEPTED, CT_ACCEPTED_INSERTS, CT_INSERTS},
     packet::{Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -67,11 +70,35 @@ pub fn established(pkt: &Packet, direction: Direction) -> bool {
     })
 }
 
+/// The table a key lives in, by the direction its packet is expected in: replies arriving on
+/// ingress belong to flows the workload opened, replies leaving on egress to flows it
+/// accepted. Two LRUs, so that a flood of new connections to an open port (each accepted flow
+/// is recorded, for its replies or the ICMP errors about them) evicts accepted flows only,
+/// never the connections the workload itself opened.
+#[inline(always)]
+fn table(expected: u8) -> &'static LruHashMap<FlowKey, FlowValue> {
+    if expected == Direction::Ingress as u8 {
+        &CONNTRACK
+    } else {
+        &CONNTRACK_ACCEPTED
+    }
+}
+
+/// The count of flows recorded anew in [`table`]`(expected)` (see `CT_INSERTS_MAP`).
+#[inline(always)]
+fn insert_count(expected: u8) -> &'static Array<u64> {
+    if expected == Direction::Ingress as u8 {
+        &CT_INSERTS
+    } else {
+        &CT_ACCEPTED_INSERTS
+    }
+}
+
 /// Whether conntrack holds `key` and its flow has not gone idle.
 #[inline(always)]
 fn live(key: &FlowKey) -> bool {
     // SAFETY: an 8-byte value copied out at once.
-    let Some(flow) = (unsafe { CONNTRACK.get(key) }).copied() else {
+    let Some(flow) = (unsafe { table(key.direction).get(key) }).copied() else {
         return false;
     };
     // SAFETY: helper without arguments.
@@ -81,15 +108,18 @@ fn live(key: &FlowKey) -> bool {
 
 /// Whether an ICMP error seen in `direction` is about a tracked flow (`related`): the packet it
 /// quotes went the other way, from the local address the error is now addressed to (or, for an
-/// error the workload sends, to the address it comes from), and conntrack expects either that
-/// packet's reply (a flow the workload started) or that packet itself (the reply of a flow it
-/// let in).
+/// error the workload sends, from the peer the error goes back to, to the address it comes
+/// from), and conntrack expects either that packet's reply (a flow the workload started) or
+/// that packet itself (the reply of a flow it let in).
 #[inline(always)]
 pub fn related(pkt: &Packet, direction: Direction) -> bool {
     let q = &pkt.quote;
+    // An error goes back to the source of the packet it is about (RFC 792, RFC 4443 2.2): on
+    // ingress the quote is one the workload sent; on egress, one it received, and the error
+    // must go to that packet's sender, or any tracked flow would carry data anywhere.
     let local_matches = match direction {
         Direction::Ingress => q.src == pkt.dst,
-        Direction::Egress => q.dst == pkt.src,
+        Direction::Egress => q.dst == pkt.src && q.src == pkt.dst,
     };
     if !local_matches {
         return false;
@@ -149,18 +179,19 @@ pub fn record(pkt: &Packet, direction: Direction) {
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let map = table(key.direction);
     // SAFETY: an 8-byte value copied out at once.
-    let age = unsafe { CONNTRACK.get(&key) }.map(|flow| now.wrapping_sub(flow.last_seen_ns));
+    let age = unsafe { map.get(&key) }.map(|flow| now.wrapping_sub(flow.last_seen_ns));
     if age.is_some_and(|age| age < CT_REFRESH_NS) {
         return;
     }
     // A full LRU evicts its oldest flow; failure here only costs a later reply its shortcut.
-    let _ = CONNTRACK.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    let _ = map.insert(&key, &FlowValue { last_seen_ns: now }, 0);
     if age.is_none_or(|age| age >= timeout(pkt.proto)) {
         // A reply that was not one may be one now: cached "not a reply" answers are stale.
         // Counted after the insert, and read before the lookup in `established_since`, so a
         // lookup that missed this flow always sees the count move after it.
-        if let Some(count) = CT_INSERTS.get_ptr_mut(0) {
+        if let Some(count) = insert_count(key.direction).get_ptr_mut(0) {
             // SAFETY: an aligned u64 in a map value, shared by every CPU: one atomic add whose
             // result is unused (the one atomic the generic BPF CPU has; `core` offers no 64-bit
             // atomics on this target).
@@ -176,11 +207,12 @@ pub fn record(pkt: &Packet, direction: Direction) {
     }
 }
 
-/// How many flows have been recorded anew so far (see `CT_INSERTS_MAP`).
+/// How many flows whose replies are seen in `direction` have been recorded anew so far (see
+/// `CT_INSERTS_MAP`).
 #[inline(always)]
-pub fn inserts() -> u64 {
+pub fn inserts(direction: Direction) -> u64 {
     // SAFETY: a u64 read at once; a torn read cannot happen on a 64-bit aligned word.
-    CT_INSERTS
+    insert_count(direction as u8)
         .get_ptr(0)
         .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
 }

@@ -56,6 +56,14 @@ pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entr
 #[map(name = "BND_CT_INSERTS")]
 pub static CT_INSERTS: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Flows the workload accepted, apart from those it opened (`conntrack::table`).
+#[map(name = "BND_CT_ACCEPTED")]
+pub static CONNTRACK_ACCEPTED: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "BND_CT_ACC_INS")]
+pub static CT_ACCEPTED_INSERTS: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map(name = "BND_FRAGMENTS")]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);

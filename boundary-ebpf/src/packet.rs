@@ -43,6 +43,9 @@ pub struct Packet {
     pub frag_proto: u8,
     /// Whether `quote` holds the packet an ICMP error quotes (see [`Quote`]).
     pub quoted: bool,
+    /// An ICMP error's quote ran past what the program could read (on TC: maybe only the
+    /// linear part, see `parse::wants_more`).
+    pub quote_cut: bool,
     /// A GSO super-packet (TC only; set by the entry point): an IPv4 total length or IPv6
     /// payload length of 0 then means "larger than the field can say" (BIG TCP), not "empty".
     /// Kept here rather than on the stack so the verifier does not carry what it learnt of

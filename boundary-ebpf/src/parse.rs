@@ -161,7 +161,7 @@ pub fn settle(parsed: Result<L3, Reason>, pkt: &mut Packet) -> Result<L3, Reason
 }
 
 /// Whether a parse of the linear part may have stopped short only because the rest of the
-/// skb is not linear: a truncation, or an ICMP error whose quote could not be read. The TC
+/// skb is not linear: a truncation, or an ICMP error whose quote ran past the readable part. The TC
 /// programs then pull the headers in and parse again.
 #[inline(always)]
 pub fn wants_more(parsed: &Result<L3, Reason>, pkt: &Packet) -> bool {
@@ -180,7 +180,7 @@ pub fn wants_more(parsed: &Result<L3, Reason>, pkt: &Packet) -> bool {
                 | Reason::Icmpv6Truncated
                 | Reason::FragmentTiny
         ),
-        Ok(_) => (pkt.proto == IPPROTO_ICMP || pkt.proto == IPPROTO_ICMPV6) && !pkt.quoted,
+        Ok(_) => pkt.quote_cut,
     }
 }
 
@@ -556,6 +556,7 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 #[inline(always)]
 fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     let Some(ip) = f.at::<Ipv4Hdr>(off) else {
+        pkt.quote_cut = true;
         return;
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
@@ -566,6 +567,7 @@ fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
         return;
     }
     let Some(l4) = f.at::<[u8; 8]>(off + hlen) else {
+        pkt.quote_cut = true;
         return;
     };
     // SAFETY: eight bytes in bounds.
@@ -597,6 +599,7 @@ fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
 #[inline(always)]
 fn quote_v6(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     let Some(ip) = f.at::<Ipv6Hdr>(off) else {
+        pkt.quote_cut = true;
         return;
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
@@ -605,6 +608,7 @@ fn quote_v6(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
         return;
     }
     let Some(l4) = f.at::<[u8; 8]>(off + Ipv6Hdr::LEN) else {
+        pkt.quote_cut = true;
         return;
     };
     // SAFETY: eight bytes in bounds.

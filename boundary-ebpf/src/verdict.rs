@@ -332,7 +332,7 @@ fn reply(pkt: &Packet, direction: Direction, cached: Option<*mut VerdictCacheEnt
         e.ct = CT_NOT_ASKED;
     }
     // Read before the lookup (see `conntrack::record`).
-    let inserts = conntrack::inserts();
+    let inserts = conntrack::inserts(direction);
     if e.ct == inserts {
         return false;
     }

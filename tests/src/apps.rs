@@ -563,6 +563,9 @@ pub fn udp_gso_download(
     let sock = ns.run(|| UdpSocket::bind(SocketAddr::new(any, 0)).expect("bind udp client"));
     sock.connect(to).expect("connect udp");
     sock.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
+    // The whole burst lands at once: room for it, so that only the datapath can lose any.
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+        .expect("setsockopt SO_RCVBUF");
     sock.send(&total.to_le_bytes())
         .map_err(|e| format!("send request to {to}: {e}"))?;
     let stream = Stream::new();

@@ -652,3 +652,49 @@ fn ipv6_later_fragments_follow_a_first_fragment_with_ah_or_destination_options()
         );
     }
 }
+
+/// Flows a workload accepted are recorded (for the ICMP errors about its answers) apart from
+/// the flows it opened: a flood of new connections to an open port then churns the first LRU
+/// only. (Which entry an LRU evicts is the kernel's choice and varies with CPUs and timing, so
+/// the test checks where each flow lives, which decides what a flood can evict.)
+#[test]
+fn accepted_flows_are_kept_apart_from_the_flows_a_workload_opened() {
+    if !require_root("accepted_flows_are_kept_apart_from_the_flows_a_workload_opened") {
+        return;
+    }
+    let mut k = kernel();
+    assert_eq!(
+        k.tc(&udp(SERVER, 41_000, CLIENT, 9000)).reason,
+        Reason::DefaultAllow
+    );
+    for sport in 1024..2024 {
+        assert_eq!(
+            k.xdp(&udp(CLIENT, sport, SERVER, 53)).reason,
+            Reason::PolicyAllow
+        );
+    }
+    let egress = boundary_common::Direction::Egress as u8;
+    let opened: Vec<_> = k.dp.maps.conntrack.keys().filter_map(Result::ok).collect();
+    let accepted: Vec<_> =
+        k.dp.maps
+            .conntrack_accepted
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+    assert_eq!(opened.len(), 1, "the one flow web opened: {opened:?}");
+    assert!(
+        opened
+            .iter()
+            .all(|f| f.direction != egress && f.sport == 9000)
+    );
+    assert_eq!(accepted.len(), 1000, "every accepted query, apart");
+    assert!(
+        accepted
+            .iter()
+            .all(|f| f.direction == egress && f.sport == 53)
+    );
+    assert_eq!(
+        k.xdp(&udp(CLIENT, 9000, SERVER, 41_000)).reason,
+        Reason::Established
+    );
+}

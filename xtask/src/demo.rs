@@ -253,7 +253,7 @@ fn http_download(lab: &Lab) -> anyhow::Result<()> {
     );
     if !r.ok() {
         bail!(
-            "the HTTP download from the protected server was cut: curl exited with {:?} after \
+            "the HTTP download from the protected server failed: curl exited with {:?} after \
              {got_size} of {SIZE} bytes: {}",
             r.code,
             r.stderr

@@ -18,7 +18,7 @@ use tracing::{error, info};
 
 use crate::{
     config::{AgentConfig, NonIpAction},
-    datapath::{Datapath, DatapathError, Maps, PinLayout, maps::MapsError},
+    datapath::{Datapath, DatapathError, Maps, PinLayout, maps::MapsError, require_ethernet},
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Policy, PolicyError},
 };
@@ -69,6 +69,11 @@ impl Agent {
     /// endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let policy = memory::off_main_arena(|| Policy::from_file(&config.policy))?;
+        // Every interface checked before anything is loaded or attached: a refusal leaves the
+        // host as it was.
+        for iface in &config.interfaces {
+            require_ethernet(iface)?;
+        }
         let layout = PinLayout::new(&config.pin_dir);
         let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
         let state = Arc::new(Mutex::new(AgentState::default()));
@@ -85,6 +90,7 @@ impl Agent {
                 .attach_modes
                 .push((iface.to_string(), ingress.hook(), ingress.mode()));
         }
+        datapath.enable_tail_calls()?;
         datapath.detach_others(&config.interfaces)?;
         datapath.pin_programs()?;
         for p in datapath.program_stats() {

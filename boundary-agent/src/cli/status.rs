@@ -207,6 +207,15 @@ fn occupancy(maps: &Maps, generation: u8) -> Vec<Occupancy> {
             capacity: boundary_common::maps::MAX_FLOWS,
         },
         Occupancy {
+            map: boundary_common::maps::CONNTRACK_ACCEPTED_MAP,
+            entries: maps
+                .conntrack_accepted
+                .keys()
+                .filter_map(Result::ok)
+                .count(),
+            capacity: boundary_common::maps::MAX_FLOWS,
+        },
+        Occupancy {
             map: boundary_common::maps::FRAGMENTS_MAP,
             entries: maps.fragments.keys().filter_map(Result::ok).count(),
             capacity: boundary_common::maps::MAX_FRAGMENTS,

@@ -65,6 +65,23 @@ impl std::fmt::Display for IngressAttach {
     }
 }
 
+/// Refuses an interface without an Ethernet header. The parser starts at one: on a device
+/// without (tun, `WireGuard`, GRE, ...) it would read the IP header as one and pass what the
+/// policy denies.
+pub fn require_ethernet(iface: &InterfaceName) -> Result<(), DatapathError> {
+    match netdev::link_type(iface) {
+        Ok(netdev::ARPHRD_ETHER) => Ok(()),
+        Ok(link_type) => Err(DatapathError::NotEthernet {
+            interface: iface.to_string(),
+            link_type,
+        }),
+        Err(source) => Err(DatapathError::LinkType {
+            interface: iface.to_string(),
+            source,
+        }),
+    }
+}
+
 /// The hook `auto` stands for on `iface`: TC on veths (see [`IngressHook::Auto`]), XDP on
 /// everything else, including interfaces whose driver cannot be asked.
 pub fn resolve_ingress(iface: &InterfaceName, hook: IngressHook) -> IngressHook {
@@ -123,6 +140,16 @@ pub enum DatapathError {
         path: String,
         #[source]
         source: LinkError,
+    },
+    #[error(
+        "{interface} has no Ethernet header (link type {link_type}, not 1): Boundary parses frames from the Ethernet header, and on this device it would read an IP header as one; protect the Ethernet interface the traffic crosses instead"
+    )]
+    NotEthernet { interface: String, link_type: u16 },
+    #[error("{interface}: cannot read its link type: {source}")]
+    LinkType {
+        interface: String,
+        #[source]
+        source: io::Error,
     },
     #[error("this datapath was loaded without pins and cannot be attached")]
     Unpinned,
@@ -217,13 +244,23 @@ impl Datapath {
                 _ => return Err(DatapathError::MissingProgram { program }),
             }
         }
-        fill_program_array(&mut ebpf)?;
+        if layout.is_none() {
+            // Nothing attached here, nothing to keep consistent: ready for test runs at once.
+            fill_program_array(&mut ebpf)?;
+        }
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self { ebpf, layout, maps })
     }
 
     fn layout(&self) -> Result<&PinLayout, DatapathError> {
         self.layout.as_ref().ok_or(DatapathError::Unpinned)
+    }
+
+    /// Points the pinned program array the TC programs tail-call through (after pulling
+    /// non-linear headers in) at this load's programs. Called once every interface is attached:
+    /// until then the programs attached before (a previous agent's) keep calling their own.
+    pub fn enable_tail_calls(&mut self) -> Result<(), DatapathError> {
+        fill_program_array(&mut self.ebpf)
     }
 
     /// The loaded XDP program (for `BPF_PROG_TEST_RUN` and attach).
@@ -299,6 +336,7 @@ impl Datapath {
         mode: XdpMode,
         allow_generic_fallback: bool,
     ) -> Result<IngressAttach, DatapathError> {
+        require_ethernet(iface)?;
         let ingress = if resolve_ingress(iface, hook) == IngressHook::Tc {
             self.attach_tcx(iface, TcAttachType::Ingress)?;
             self.remove_links(iface, |p| matches!(p, LinkPin::Xdp { .. }))?;

@@ -11,6 +11,6 @@ pub mod netdev;
 pub mod object;
 pub mod pins;
 
-pub use loader::{Datapath, DatapathError, ProgramStats};
+pub use loader::{Datapath, DatapathError, ProgramStats, require_ethernet};
 pub use maps::Maps;
 pub use pins::PinLayout;

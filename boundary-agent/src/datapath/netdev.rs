@@ -5,6 +5,9 @@ use std::io;
 use crate::config::InterfaceName;
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+/// `ARPHRD_ETHER` (`linux/if_arp.h`): a device whose frames start with an Ethernet header.
+pub const ARPHRD_ETHER: u16 = 1;
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
 
 /// `struct ethtool_drvinfo` (linux/ethtool.h).
@@ -32,10 +35,40 @@ struct IfReq {
     pad: [u8; 16],
 }
 
+/// `iface`'s name as an `ifr_name`. Interface names are validated to 1-15 bytes, so it keeps
+/// its NUL.
+fn if_name(iface: &InterfaceName) -> [u8; libc::IFNAMSIZ] {
+    let mut out = [0; libc::IFNAMSIZ];
+    let name = iface.as_str().as_bytes();
+    out[..name.len()].copy_from_slice(name);
+    out
+}
+
+/// Runs the interface ioctl `request` on `req` through a datagram socket of this process's
+/// network namespace.
+///
+/// # Safety
+/// `req` must point at an `ifreq` of the shape `request` reads and writes, and whatever it
+/// points to must be live.
+#[expect(unsafe_code, reason = "interface ioctls have no safe wrapper")]
+unsafe fn interface_ioctl(request: libc::c_ulong, req: *mut libc::c_void) -> io::Result<()> {
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the caller's promise about `req`.
+    let rc = unsafe { libc::ioctl(fd, request, req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if rc < 0 { Err(err) } else { Ok(()) }
+}
+
 /// The driver behind `iface` in this process's network namespace, as `ethtool -i` names it
 /// (`veth`, `virtio_net`, `mlx5_core`, ...). Asked of the kernel through a socket rather than
 /// read from /sys, whose view belongs to the namespace it was mounted in.
-#[expect(unsafe_code, reason = "the SIOCETHTOOL ioctl has no safe wrapper")]
+#[expect(unsafe_code, reason = "calls interface_ioctl")]
 pub fn driver(iface: &InterfaceName) -> io::Result<String> {
     let mut info = DrvInfo {
         cmd: ETHTOOL_GDRVINFO,
@@ -56,25 +89,37 @@ pub fn driver(iface: &InterfaceName) -> io::Result<String> {
         data: &raw mut info,
         pad: [0; 16],
     };
-    let name = iface.as_str().as_bytes();
-    // Interface names are validated to 1-15 bytes, so the name keeps its NUL.
-    req.name[..name.len()].copy_from_slice(name);
-    // SAFETY: a plain datagram socket, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `req` is a valid ifreq whose data points at a live ethtool_drvinfo; the kernel
-    // writes at most that struct.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &raw mut req) };
-    let err = io::Error::last_os_error();
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
-    if rc < 0 {
-        return Err(err);
-    }
+    req.name = if_name(iface);
+    // SAFETY: `req` is an ifreq whose data points at a live ethtool_drvinfo; the kernel writes
+    // at most that struct.
+    unsafe { interface_ioctl(SIOCETHTOOL, (&raw mut req).cast())? };
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// `struct ifreq` with the `ifr_hwaddr` member (a `struct sockaddr`).
+#[repr(C)]
+struct IfReqHwAddr {
+    name: [u8; libc::IFNAMSIZ],
+    family: u16,
+    data: [u8; 14],
+    pad: [u8; 8],
+}
+
+/// The link type of `iface` (`ARPHRD_*`: 1 Ethernet, 65534 none, as for tun and `WireGuard`,
+/// 778 GRE, ...), from `SIOCGIFHWADDR` in this process's network namespace.
+#[expect(unsafe_code, reason = "calls interface_ioctl")]
+pub fn link_type(iface: &InterfaceName) -> io::Result<u16> {
+    let mut req = IfReqHwAddr {
+        name: [0; libc::IFNAMSIZ],
+        family: 0,
+        data: [0; 14],
+        pad: [0; 8],
+    };
+    req.name = if_name(iface);
+    // SAFETY: `req` is an ifreq; the kernel writes its hardware address member.
+    unsafe { interface_ioctl(SIOCGIFHWADDR, (&raw mut req).cast())? };
+    Ok(req.family)
 }
 
 #[cfg(test)]
@@ -90,5 +135,8 @@ mod tests {
         }
         let missing = "bnd-no-such-if".parse().expect("valid name");
         assert!(driver(&missing).is_err());
+        assert!(link_type(&missing).is_err());
+        // Loopback's link type is ARPHRD_LOOPBACK (772), not Ethernet.
+        assert_eq!(link_type(&lo).expect("lo exists"), 772);
     }
 }

@@ -307,7 +307,7 @@ fn rescue(
 
 /// Whether `pkt` is an ICMP error about a tracked flow: its quote is a packet the workload
 /// sent (ingress: the quote's source is the local address) or received (egress: the quote's
-/// destination is the local address), and conntrack expects the quote's answer (a flow the
+/// destination is the local address, and the error goes to the quote's source), and conntrack expects the quote's answer (a flow the
 /// workload opened) or the quote itself as an answer (a flow it let in). Conntrack expects
 /// answers to echo requests only, so a quoted echo request can only have an answer expected,
 /// and a quoted echo reply can only be an expected answer.
@@ -326,9 +326,11 @@ fn related(state: &State, direction: Direction, pkt: &Packet) -> bool {
         dport,
         echo,
     } = q;
+    // RFC 792 / RFC 4443 2.2: an error goes back to the source of the packet it is about. The
+    // workload's own errors must, or any tracked flow would carry data to anyone.
     let about_us = match direction {
         Direction::Ingress => src == pkt.dst,
-        Direction::Egress => dst == pkt.src,
+        Direction::Egress => dst == pkt.src && src == pkt.dst,
     };
     if !about_us {
         return false;

@@ -65,9 +65,9 @@
 //! 5. A drop is rescued by the first that applies: `failsafe` (TCP/UDP, local port and peer
 //!    in a failsafe entry), `established` (the answer a tracked flow expects: addresses and
 //!    ports swapped; for ICMP echo, a reply with the request's identifier), `related` (an
-//!    unfragmented ICMP error whose quote is a packet the workload sent or received, of a
-//!    tracked flow in either direction: conntrack expects the quote's answer, or the quote
-//!    itself as an answer), `audit` (audit mode). The rule matched stays reported.
+//!    unfragmented ICMP error whose quote is a packet the workload sent, or received from the
+//!    host the error goes back to, of a tracked flow in either direction: conntrack expects
+//!    the quote's answer, or the quote itself as an answer), `audit` (audit mode). The rule matched stays reported.
 //! 6. A packet passed as `policy_allow`, `default_allow` or `failsafe` opens its flow: its
 //!    answer will be `established`. Every allowed flow is tracked, both ways; the datapath
 //!    tracks only where a drop could happen, which cannot be told apart.

@@ -152,6 +152,16 @@ impl Kernel {
         for k in flows {
             let _ = self.dp.maps.conntrack.remove(&k);
         }
+        let accepted: Vec<_> = self
+            .dp
+            .maps
+            .conntrack_accepted
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for k in accepted {
+            let _ = self.dp.maps.conntrack_accepted.remove(&k);
+        }
         let frags: Vec<_> = self
             .dp
             .maps

@@ -83,7 +83,10 @@ pub struct Maps {
     pub policy: HashMap<MapData, PolicyKey, PolicyValue>,
     pub ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
     pub failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
+    /// Flows the workloads opened.
     pub conntrack: HashMap<MapData, FlowKey, FlowValue>,
+    /// Flows the workloads accepted.
+    pub conntrack_accepted: HashMap<MapData, FlowKey, FlowValue>,
     pub fragments: HashMap<MapData, FragKey, FragValue>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub event_budget: PerCpuArray<MapData, EventBudget>,
@@ -133,6 +136,9 @@ macro_rules! open_all {
             conntrack: open(CONNTRACK_MAP)?
                 .try_into()
                 .map_err(map_err(CONNTRACK_MAP))?,
+            conntrack_accepted: open(abi::CONNTRACK_ACCEPTED_MAP)?
+                .try_into()
+                .map_err(map_err(abi::CONNTRACK_ACCEPTED_MAP))?,
             fragments: open(FRAGMENTS_MAP)?
                 .try_into()
                 .map_err(map_err(FRAGMENTS_MAP))?,

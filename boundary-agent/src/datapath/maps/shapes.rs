@@ -24,7 +24,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 17] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 19] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -83,6 +83,13 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 17
         (abi::PORTS_MAP, 4, 8, abi::PORTS_ENTRIES),
         (abi::CT_INSERTS_MAP, 4, 8, 1),
         (abi::PROGS_MAP, 4, 4, abi::PROGS_ENTRIES),
+        (
+            abi::CONNTRACK_ACCEPTED_MAP,
+            size(size_of::<FlowKey>()),
+            size(size_of::<FlowValue>()),
+            abi::MAX_FLOWS,
+        ),
+        (abi::CT_ACCEPTED_INSERTS_MAP, 4, 8, 1),
     ]
 }
 
