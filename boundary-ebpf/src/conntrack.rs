@@ -189,7 +189,7 @@ pub fn record(pkt: &Packet, direction: Direction) {
     let _ = map.insert(&key, &FlowValue { last_seen_ns: now }, 0);
     if age.is_none_or(|age| age >= timeout(pkt.proto)) {
         // A reply that was not one may be one now: cached "not a reply" answers are stale.
-        // Counted after the insert, and read before the lookup in `established_since`, so a
+        // Counted after the insert, and read before the lookup in `verdict::reply`, so a
         // lookup that missed this flow always sees the count move after it.
         if let Some(count) = insert_count(key.direction).get_ptr_mut(0) {
             // SAFETY: an aligned u64 in a map value, shared by every CPU: one atomic add whose
