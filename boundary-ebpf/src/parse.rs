@@ -572,25 +572,10 @@ fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     };
     // SAFETY: eight bytes in bounds.
     let l4 = unsafe { *l4 };
-    let Some((kind, sport, dport)) = quote_ports(
-        ip.proto,
-        &l4,
-        IPPROTO_ICMP,
-        ICMP_ECHO_REQUEST,
-        ICMP_ECHO_REPLY,
-    ) else {
-        return;
-    };
-    let q = &mut pkt.quote;
-    q.src = [0; 16];
-    q.dst = [0; 16];
-    q.src[..4].copy_from_slice(&ip.src_addr);
-    q.dst[..4].copy_from_slice(&ip.dst_addr);
-    q.sport = sport;
-    q.dport = dport;
-    q.proto = ip.proto;
-    q.kind = kind;
-    pkt.quoted = true;
+    let (mut src, mut dst) = ([0; 16], [0; 16]);
+    src[..4].copy_from_slice(&ip.src_addr);
+    dst[..4].copy_from_slice(&ip.dst_addr);
+    keep_quote(pkt, src, dst, ip.proto, &l4, ICMP_ECHO);
 }
 
 /// [`quote_v4`] for ICMPv6 (RFC 4443: as much of the packet as fits). The quoted packet's own
@@ -613,48 +598,39 @@ fn quote_v6(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     };
     // SAFETY: eight bytes in bounds.
     let l4 = unsafe { *l4 };
-    let Some((kind, sport, dport)) = quote_ports(
-        ip.next_hdr,
-        &l4,
-        IPPROTO_ICMPV6,
-        ICMPV6_ECHO_REQUEST,
-        ICMPV6_ECHO_REPLY,
-    ) else {
+    keep_quote(pkt, ip.src_addr, ip.dst_addr, ip.next_hdr, &l4, ICMPV6_ECHO);
+}
+
+/// A family's ICMP: (protocol number, echo request type, echo reply type).
+type Echo = (u8, u8, u8);
+const ICMP_ECHO: Echo = (IPPROTO_ICMP, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY);
+const ICMPV6_ECHO: Echo = (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY);
+
+/// Keeps a quoted packet by what conntrack knows it by: its ports for TCP and UDP, the echo
+/// identifier twice for an echo request or reply of the family's ICMP (`echo`); anything else
+/// is not kept.
+#[inline(always)]
+fn keep_quote(pkt: &mut Packet, src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8; 8], echo: Echo) {
+    let (icmp, echo_request, echo_reply) = echo;
+    let (kind, sport, dport) = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        (QUOTE_PORTS, be16([l4[0], l4[1]]), be16([l4[2], l4[3]]))
+    } else if proto == icmp && (l4[0] == echo_request || l4[0] == echo_reply) {
+        let id = be16([l4[4], l4[5]]);
+        let kind = if l4[0] == echo_request {
+            QUOTE_ECHO_REQUEST
+        } else {
+            QUOTE_ECHO_REPLY
+        };
+        (kind, id, id)
+    } else {
         return;
     };
     let q = &mut pkt.quote;
-    q.src = ip.src_addr;
-    q.dst = ip.dst_addr;
+    q.src = src;
+    q.dst = dst;
     q.sport = sport;
     q.dport = dport;
-    q.proto = ip.next_hdr;
+    q.proto = proto;
     q.kind = kind;
     pkt.quoted = true;
-}
-
-/// What conntrack knows a quoted packet by: (kind, ports) for TCP and UDP, the echo identifier
-/// twice for echo requests and replies; `None` for anything else.
-#[inline(always)]
-fn quote_ports(
-    proto: u8,
-    l4: &[u8; 8],
-    icmp: u8,
-    echo_request: u8,
-    echo_reply: u8,
-) -> Option<(u8, u16, u16)> {
-    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-        return Some((QUOTE_PORTS, be16([l4[0], l4[1]]), be16([l4[2], l4[3]])));
-    }
-    if proto != icmp {
-        return None;
-    }
-    let id = be16([l4[4], l4[5]]);
-    let kind = if l4[0] == echo_request {
-        QUOTE_ECHO_REQUEST
-    } else if l4[0] == echo_reply {
-        QUOTE_ECHO_REPLY
-    } else {
-        return None;
-    };
-    Some((kind, id, id))
 }
