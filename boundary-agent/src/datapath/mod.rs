@@ -1,16 +1,20 @@
 //! The kernel side as the agent sees it: the embedded object, the pin layout, loading and
 //! attaching, the maps and what is read back out of them.
 
+mod attach;
 pub mod batch;
 pub mod bpffs;
 pub mod counters;
+mod error;
 pub mod events;
-pub mod loader;
+mod loader;
 pub mod maps;
 pub mod netdev;
 pub mod object;
 pub mod pins;
 
-pub use loader::{Datapath, DatapathError, ProgramStats, require_ethernet};
+pub use attach::{IngressAttach, require_ethernet, resolve_ingress};
+pub use error::DatapathError;
+pub use loader::{Datapath, ProgramStats};
 pub use maps::Maps;
 pub use pins::PinLayout;
