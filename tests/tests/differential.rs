@@ -30,7 +30,7 @@ mod support;
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use aya::{
-    maps::{Map, MapData, PerCpuValues, RingBuf},
+    maps::{IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{TestRun as _, TestRunOptions},
 };
 use boundary_agent::{
@@ -796,12 +796,9 @@ fn refill_event_budget(kernel: &mut Kernel) {
         ..EventBudget::default()
     };
     let values = PerCpuValues::try_from(vec![full; cpus]).expect("per-cpu values");
-    kernel
-        .dp
-        .maps
-        .event_budget
-        .set(0, values, 0)
-        .expect("refill the event budget");
+    let mut budget: PerCpuArray<MapData, EventBudget> =
+        support::writable(kernel.dp.maps().event_budget_map().map());
+    budget.set(0, values, 0).expect("refill the event budget");
 }
 
 /// Whether the workload in `slot` has rules about particular peers in `direction`: without,
@@ -892,7 +889,7 @@ impl Program {
 /// in `slot`'s row, if exactly one did).
 fn run(kernel: &mut Kernel, program: Program, frame: &[u8], slot: u16) -> (u32, Option<Reason>) {
     let direction = program.direction() as u8;
-    let row = |k: &Kernel| k.dp.maps.counter_row(slot, direction).expect("row");
+    let row = |k: &Kernel| k.dp.maps().counter_row(slot, direction).expect("row");
     let before = row(kernel);
     let opts = TestRunOptions {
         data_in: Some(frame),
@@ -974,7 +971,7 @@ fn datapath_agrees_with_the_reference() {
         let mut model_state = State::default();
         let mut hits = kernel
             .dp
-            .maps
+            .maps()
             .rule_hit_totals(rule_count)
             .expect("rule hits");
         // Real traffic comes in flows: many packets repeat, answer or quote one sent earlier
@@ -1009,7 +1006,7 @@ fn datapath_agrees_with_the_reference() {
             let want = reference::decide_frame(&tables, non_ip, &mut state, direction, frame);
             if let Some(mut live_state) = live_state {
                 let live = reference::decide_frame(
-                    &kernel.dp.maps,
+                    kernel.dp.maps(),
                     non_ip,
                     &mut live_state,
                     direction,
@@ -1060,7 +1057,7 @@ fn datapath_agrees_with_the_reference() {
             );
             let after = kernel
                 .dp
-                .maps
+                .maps()
                 .rule_hit_totals(rule_count)
                 .expect("rule hits");
             let moved: Vec<u32> = (0..rule_count)

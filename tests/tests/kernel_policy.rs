@@ -9,15 +9,16 @@ use std::{
     path::PathBuf,
 };
 
+use aya::maps::{HashMap, IterableMap as _, MapData};
 use boundary_agent::{
-    datapath::{Datapath, Maps, PinLayout, batch, maps::MapsError},
+    datapath::{Datapath, PinLayout, batch, maps::MapsError},
     policy::{self, Policy, Tables},
 };
 use boundary_common::{
     Reason,
     maps::{
-        Action, AddrKey, ENDPOINTS_MAP, FAILSAFE_MAP, FAMILY_IPV4, MAX_ENDPOINTS, MAX_FAILSAFE,
-        PolicyKey,
+        Action, AddrKey, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP, FAMILY_IPV4, FlowKey, FlowValue,
+        MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
     },
 };
 use boundary_tests::{
@@ -121,8 +122,8 @@ fn generation_swap_replaces_the_policy_and_removes_the_old_entries() {
     );
     let entries = |k: &Kernel| {
         (
-            k.dp.maps.policy.keys().count(),
-            k.dp.maps.endpoints.keys().count(),
+            k.dp.maps().policy_map().keys().count(),
+            k.dp.maps().endpoints_map().keys().count(),
         )
     };
     let before = entries(&k);
@@ -141,7 +142,7 @@ fn generation_swap_replaces_the_policy_and_removes_the_old_entries() {
     );
     assert_eq!(entries(&k), before, "the old generation's entries are gone");
     assert_eq!(
-        k.dp.maps.datapath_config().expect("config").generation,
+        k.dp.maps().datapath_config().expect("config").generation,
         0,
         "two swaps from the initial 0"
     );
@@ -183,10 +184,17 @@ fn a_cached_verdict_never_outlives_its_policy_or_hides_a_reply() {
     // Conntrack's "a reply" is remembered for CT_REFRESH_JIFFIES (at most 640 ms, at HZ=100):
     // a flow gone behind the cache's back (the LRU evicts without telling anyone) stops
     // admitting replies once that has passed.
-    let flows: Vec<_> = k.dp.maps.conntrack.keys().filter_map(Result::ok).collect();
+    let flows: Vec<_> =
+        k.dp.maps()
+            .conntrack_map()
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
     assert!(!flows.is_empty(), "the server's packet was recorded");
+    let mut conntrack: HashMap<MapData, FlowKey, FlowValue> =
+        support::writable(k.dp.maps().conntrack_map().map());
     for f in flows {
-        k.dp.maps.conntrack.remove(&f).expect("remove a flow");
+        conntrack.remove(&f).expect("remove a flow");
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(k.xdp(&dns).reason, Reason::DefaultDeny);
@@ -210,11 +218,11 @@ fn rule_hits_count_per_rule() {
         assert_eq!((o.action, o.reason), (XDP_PASS, Reason::PolicyAllow));
     }
     assert_eq!(k.xdp(&udp(CLIENT, 5000, SERVER, 80)).action, XDP_DROP);
-    assert_eq!(k.dp.maps.rule_hits(0).expect("hits"), 3);
+    assert_eq!(k.dp.maps().rule_hits(0).expect("hits"), 3);
     // What /metrics reads: every rule, and every counter row, in one batch read each.
-    assert_eq!(k.dp.maps.rule_hit_totals(3).expect("hits"), [3, 0, 0]);
-    let rows = k.dp.maps.counter_rows().expect("rows");
-    let web = k.dp.maps.slot_table().expect("slots")["web"];
+    assert_eq!(k.dp.maps().rule_hit_totals(3).expect("hits"), [3, 0, 0]);
+    let rows = k.dp.maps().counter_rows().expect("rows");
+    let web = k.dp.maps().slot_table().expect("slots")["web"];
     let row = rows[boundary_common::maps::counter_index(web, 0) as usize];
     assert_eq!(
         row.counters[usize::from(Reason::PolicyAllow.code())].packets,
@@ -231,7 +239,7 @@ fn rule_hits_count_per_rule() {
         );
         assert_eq!(
             *row,
-            k.dp.maps.counter_row(slot, direction).expect("row"),
+            k.dp.maps().counter_row(slot, direction).expect("row"),
             "row {i}"
         );
     }
@@ -239,12 +247,12 @@ fn rule_hits_count_per_rule() {
 
 /// Entries in the maps a policy fills, both generations together.
 fn entries(k: &Kernel) -> [usize; 4] {
-    let m = &k.dp.maps;
+    let m = k.dp.maps();
     [
-        m.endpoints.keys().count(),
-        m.cidrs.keys().count(),
-        m.policy.keys().count(),
-        m.failsafe.keys().count(),
+        m.endpoints_map().keys().count(),
+        m.cidrs_map().keys().count(),
+        m.policy_map().keys().count(),
+        m.failsafe_map().keys().count(),
     ]
 }
 
@@ -254,7 +262,7 @@ fn moved_dns(k: &Kernel) -> Tables {
     let text = POLICY.replace("from: { any: true }", "from: { cidr: 10.9.0.0/16 }");
     let text = text.replace("53/udp", "54/udp");
     let p = Policy::from_str("p.yaml", &text).expect("valid");
-    let slots = k.dp.maps.slot_table().expect("slots");
+    let slots = k.dp.maps().slot_table().expect("slots");
     policy::compile(&p, &slots, 8).expect("compiles")
 }
 
@@ -264,10 +272,9 @@ fn moved_dns(k: &Kernel) -> Tables {
 fn refused_then_fits(k: &mut Kernel, too_big: &Tables, map: &str) {
     let from_net = Ipv4Addr::new(10, 9, 1, 1);
     let before = entries(k);
-    let generation = k.dp.maps.datapath_config().expect("config").generation;
+    let generation = k.dp.maps().datapath_config().expect("config").generation;
     let err =
-        k.dp.maps
-            .apply(too_big, Action::Pass)
+        k.dp.apply(too_big, Action::Pass)
             .expect_err("the policy does not fit");
     assert!(
         matches!(&err, MapsError::Full { name, .. } if *name == map),
@@ -275,7 +282,7 @@ fn refused_then_fits(k: &mut Kernel, too_big: &Tables, map: &str) {
     );
     assert!(err.to_string().contains("nothing was changed"), "{err}");
     assert_eq!(
-        k.dp.maps.datapath_config().expect("config").generation,
+        k.dp.maps().datapath_config().expect("config").generation,
         generation,
         "the live generation stays"
     );
@@ -296,7 +303,7 @@ fn refused_then_fits(k: &mut Kernel, too_big: &Tables, map: &str) {
     );
 
     let fits = moved_dns(k);
-    k.dp.maps.apply(&fits, Action::Pass).expect("apply");
+    k.dp.apply(&fits, Action::Pass).expect("apply");
     assert_eq!(
         k.xdp(&udp(from_net, 5000, SERVER, 54)).reason,
         Reason::PolicyAllow
@@ -357,7 +364,7 @@ fn batch_delete_passes_over_keys_already_gone() {
     if !require_root("batch_delete_passes_over_keys_already_gone") {
         return;
     }
-    let mut k = kernel();
+    let k = kernel();
     let key = |port| PolicyKey {
         generation: 7,
         direction: 0,
@@ -368,21 +375,23 @@ fn batch_delete_passes_over_keys_already_gone() {
         identity: 0,
     };
     let value =
-        k.dp.maps
-            .policy
+        k.dp.maps()
+            .policy_map()
             .iter()
             .next()
             .expect("an entry")
             .expect("read")
             .1;
     let present = [key(1), key(3)];
-    batch::update(&mut k.dp.maps.policy, &present, &[value; 2]).expect("batch update");
-    let missing = batch::delete(&mut k.dp.maps.policy, &[key(1), key(2), key(3), key(4)])
-        .expect("batch delete");
+    let mut policy: HashMap<MapData, PolicyKey, PolicyValue> =
+        support::writable(k.dp.maps().policy_map().map());
+    batch::update(&mut policy, &present, &[value; 2]).expect("batch update");
+    let missing =
+        batch::delete(&mut policy, &[key(1), key(2), key(3), key(4)]).expect("batch delete");
     assert_eq!(missing, 2, "keys 2 and 4 were not there");
     assert!(
-        k.dp.maps
-            .policy
+        k.dp.maps()
+            .policy_map()
             .keys()
             .filter_map(Result::ok)
             .all(|k| k.generation != 7),
@@ -413,14 +422,14 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
     };
     let first = Policy::from_str("p.yaml", POLICY).expect("valid");
     k.install(&first, Action::Pass);
-    let live = k.dp.maps.datapath_config().expect("config").generation;
+    let live = k.dp.maps().datapath_config().expect("config").generation;
     // Residue of a swap the previous agent did not finish: in the other generation, a
     // workload's endpoint entry for an address nobody protects. Come to life, it would subject
     // that address to the workload's rules.
     let stray = Ipv4Addr::new(10, 203, 0, 9);
     let (_, owner) =
-        k.dp.maps
-            .endpoints
+        k.dp.maps()
+            .endpoints_map()
             .iter()
             .next()
             .expect("an entry")
@@ -428,15 +437,14 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
     let mut addr = [0; 16];
     addr[..4].copy_from_slice(&stray.octets());
     let stale = AddrKey::new(live ^ 1, FAMILY_IPV4, addr);
-    k.dp.maps
-        .endpoints
-        .insert(&stale, &owner, 0)
-        .expect("insert");
+    let mut endpoints: HashMap<MapData, AddrKey, Endpoint> =
+        support::writable(k.dp.maps().endpoints_map().map());
+    endpoints.insert(&stale, &owner, 0).expect("insert");
     let unprotected = k.xdp(&udp(CLIENT, 5000, stray, 54));
     assert_eq!((unprotected.action, unprotected.slot), (XDP_PASS, 0));
 
-    // A new agent: handles on the same maps that know nothing of what is in them.
-    let mut restarted = Maps::from_pins(&layout).expect("open the pins");
+    // A new agent: it adopts the same maps and knows nothing of what is in them.
+    let mut restarted = Datapath::load(layout.clone(), 8).expect("adopt the pins");
     let next = moved_dns(&k);
     restarted.apply(&next, Action::Pass).expect("apply");
     assert_eq!(
@@ -674,10 +682,15 @@ fn accepted_flows_are_kept_apart_from_the_flows_a_workload_opened() {
         );
     }
     let egress = boundary_common::Direction::Egress as u8;
-    let opened: Vec<_> = k.dp.maps.conntrack.keys().filter_map(Result::ok).collect();
+    let opened: Vec<_> =
+        k.dp.maps()
+            .conntrack_map()
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
     let accepted: Vec<_> =
-        k.dp.maps
-            .conntrack_accepted
+        k.dp.maps()
+            .conntrack_accepted_map()
             .keys()
             .filter_map(Result::ok)
             .collect();

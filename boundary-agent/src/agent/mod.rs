@@ -235,7 +235,7 @@ fn apply(
     state: &Mutex<AgentState>,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
-    let slots = datapath.maps.slot_table()?;
+    let slots = datapath.maps().slot_table()?;
     let compiled =
         memory::off_main_arena(|| policy::compile(policy, &slots, config.max_workloads))?;
     let non_ip = match config.non_ip {
@@ -249,8 +249,8 @@ fn apply(
         .collect();
     let entries = compiled.entry_counts();
     let bindings = compiled.identities.len() as u64;
-    datapath.maps.apply(&compiled, non_ip)?;
-    let generation = datapath.maps.datapath_config()?.generation;
+    datapath.apply(&compiled, non_ip)?;
+    let generation = datapath.maps().datapath_config()?.generation;
     let mut s = lock(state);
     s.rules = rules;
     s.map_entries = entries;

@@ -93,7 +93,15 @@ impl Status {
                 });
             }
         }
-        let occupancy = occupancy(&maps, generation);
+        let occupancy: Vec<Occupancy> = maps
+            .occupancy(generation)
+            .into_iter()
+            .map(|o| Occupancy {
+                map: o.map,
+                entries: o.entries,
+                capacity: o.capacity,
+            })
+            .collect();
         let bindings = occupancy[1].entries;
         let (sent, lost) = maps.event_totals().map_err(CliError::failed)?;
         let report = Report {
@@ -145,80 +153,4 @@ impl Status {
         );
         Ok(())
     }
-}
-
-/// Entries per map: the live generation's for the policy maps, all for the LRU maps.
-fn occupancy(maps: &Maps, generation: u8) -> Vec<Occupancy> {
-    let live = |g: u8| g == generation;
-    vec![
-        Occupancy {
-            map: boundary_common::maps::ENDPOINTS_MAP,
-            entries: maps
-                .endpoints
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| live(k.generation))
-                .count(),
-            capacity: boundary_common::maps::MAX_ENDPOINTS / 2,
-        },
-        Occupancy {
-            map: boundary_common::maps::IDENTITIES_MAP,
-            entries: maps
-                .identities
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| live(k.generation))
-                .count(),
-            capacity: boundary_common::maps::MAX_IDENTITIES / 2,
-        },
-        Occupancy {
-            map: boundary_common::maps::CIDRS_MAP,
-            entries: maps
-                .cidrs
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| live(k.data()[0]))
-                .count(),
-            capacity: boundary_common::maps::MAX_CIDRS / 2,
-        },
-        Occupancy {
-            map: boundary_common::maps::POLICY_MAP,
-            entries: maps
-                .policy
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| live(k.generation))
-                .count(),
-            capacity: boundary_common::maps::MAX_POLICY / 2,
-        },
-        Occupancy {
-            map: boundary_common::maps::RANGES_MAP,
-            entries: maps
-                .ranges
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| live(k.data()[0]))
-                .count(),
-            capacity: boundary_common::maps::MAX_RANGES / 2,
-        },
-        Occupancy {
-            map: boundary_common::maps::CONNTRACK_MAP,
-            entries: maps.conntrack.keys().filter_map(Result::ok).count(),
-            capacity: boundary_common::maps::MAX_FLOWS,
-        },
-        Occupancy {
-            map: boundary_common::maps::CONNTRACK_ACCEPTED_MAP,
-            entries: maps
-                .conntrack_accepted
-                .keys()
-                .filter_map(Result::ok)
-                .count(),
-            capacity: boundary_common::maps::MAX_FLOWS,
-        },
-        Occupancy {
-            map: boundary_common::maps::FRAGMENTS_MAP,
-            entries: maps.fragments.keys().filter_map(Result::ok).count(),
-            capacity: boundary_common::maps::MAX_FRAGMENTS,
-        },
-    ]
 }

@@ -9,7 +9,7 @@ use aya::{
     programs::{ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
 use boundary_common::maps::{
-    ALL_MAPS, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP,
+    ALL_MAPS, Action, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP,
 };
 
 use super::{
@@ -20,6 +20,7 @@ use super::{
     object::{OBJECT, TC_INGRESS_PROGRAM, TC_PROGRAM, XDP_PROGRAM, cache_key, set_cache_key},
     pins::PinLayout,
 };
+use crate::policy::Tables;
 
 /// Every program in the object, with the name of its pin under `programs/`.
 pub(super) const PROGRAMS: [(&str, &str); 3] = [
@@ -53,20 +54,30 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// None for a datapath loaded only to be run with `BPF_PROG_TEST_RUN` (tests, bench).
     layout: Option<PinLayout>,
-    pub maps: Maps,
+    /// The maps' one writer: every write goes through the methods below.
+    maps: Maps,
 }
 
 impl Datapath {
     /// Loads the programs, creating the pinned maps or adopting the ones already pinned.
     pub fn load(layout: PinLayout, max_workloads: u32) -> Result<Self, DatapathError> {
         Self::prepare_pins(&layout, max_workloads)?;
-        Self::load_object(Some(layout), max_workloads)
+        Self::load_object(Some(layout), max_workloads, &[])
     }
 
     /// Loads the programs with fresh, unpinned maps, attached nowhere: for running them with
     /// `BPF_PROG_TEST_RUN` (kernel tests, benchmarks, `trace`).
     pub fn load_unpinned(max_workloads: u32) -> Result<Self, DatapathError> {
-        Self::load_object(None, max_workloads)
+        Self::load_object(None, max_workloads, &[])
+    }
+
+    /// As [`Datapath::load_unpinned`], with some maps given more entries than shipped
+    /// (`(map, max_entries)`): for the benchmark's tables larger than a host's.
+    pub fn load_unpinned_sized(
+        max_workloads: u32,
+        capacities: &[(&'static str, u32)],
+    ) -> Result<Self, DatapathError> {
+        Self::load_object(None, max_workloads, capacities)
     }
 
     fn prepare_pins(layout: &PinLayout, max_workloads: u32) -> Result<(), DatapathError> {
@@ -82,7 +93,11 @@ impl Datapath {
         Ok(())
     }
 
-    fn load_object(layout: Option<PinLayout>, max_workloads: u32) -> Result<Self, DatapathError> {
+    fn load_object(
+        layout: Option<PinLayout>,
+        max_workloads: u32,
+        capacities: &[(&'static str, u32)],
+    ) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
         let map_paths: Vec<(&str, PathBuf)> = layout
             .iter()
@@ -94,6 +109,9 @@ impl Datapath {
         loader
             .map_max_entries(NAMES_MAP, max_workloads)
             .map_max_entries(COUNTERS_MAP, max_workloads * 2);
+        for &(map, entries) in capacities {
+            loader.map_max_entries(map, entries);
+        }
         let key = cache_key().map_err(DatapathError::Random)?;
         set_cache_key(&mut loader, &key);
         let mut ebpf = loader
@@ -119,6 +137,27 @@ impl Datapath {
         Ok(Self { ebpf, layout, maps })
     }
 
+    /// The maps, to read.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Installs compiled tables as the next generation and makes it live atomically; on
+    /// failure the live generation stays (see [`Maps`]'s `apply` in `maps/swap.rs`).
+    pub fn apply(&mut self, tables: &Tables, non_ip: Action) -> Result<(), MapsError> {
+        self.maps.apply(tables, non_ip)
+    }
+
+    /// Makes every cached flow verdict stale.
+    pub fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
+        self.maps.invalidate_verdicts()
+    }
+
+    /// Forgets every tracked flow and fragment; returns how many entries were removed.
+    pub fn forget_flows(&mut self) -> Result<usize, MapsError> {
+        self.maps.forget_flows()
+    }
+
     pub(super) fn layout(&self) -> Result<&PinLayout, DatapathError> {
         self.layout.as_ref().ok_or(DatapathError::Unpinned)
     }
@@ -134,6 +173,22 @@ impl Datapath {
     pub fn xdp(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(XDP_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// The loaded XDP program, to read or test-run.
+    pub fn xdp_program(&self) -> &Xdp {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// The loaded TC egress program, to read or test-run.
+    pub fn tc_program(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(TC_PROGRAM)
             .and_then(|p| p.try_into().ok())
             .expect("loaded in Datapath::load")
     }

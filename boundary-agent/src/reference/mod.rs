@@ -75,6 +75,7 @@
 
 mod decide;
 mod frame;
+mod live;
 mod view;
 
 pub use decide::{Outcome, State, decide, decide_frame, decide_frame_with, decide_with};

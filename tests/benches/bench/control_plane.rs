@@ -181,10 +181,10 @@ fn time_apply(
 ) -> anyhow::Result<()> {
     let mut dp = BenchDatapath::load(tables, slots)?;
     let t = Instant::now();
-    dp.maps.apply(tables, Action::Pass)?;
+    dp.fill(tables)?;
     fresh.push(t.elapsed());
     let t = Instant::now();
-    dp.maps.apply(tables, Action::Pass)?;
+    dp.fill(tables)?;
     again.push(t.elapsed());
 
     // For comparison: the policy entries alone in one call, under a generation nobody reads.
@@ -204,7 +204,7 @@ fn time_apply(
             (key, *v)
         })
         .unzip();
-    let fd = dp.maps.policy.map().fd().as_fd();
+    let fd = dp.maps().policy_map().map().fd().as_fd();
     let t = Instant::now();
     let n = sys::map_update_batch(fd, &keys, &values).context("BPF_MAP_UPDATE_BATCH")?;
     batch.push(t.elapsed());

@@ -285,14 +285,14 @@ impl Flooder<'_> {
         let policy = Policy::from_str("flood-policy.yaml", POLICY)?;
         let compiled = policy::compile(&policy, &SlotTable::new(), 8)?;
         let slot = *compiled.names.keys().next().context("one workload")?;
-        dp.maps.apply(&compiled, Action::Pass)?;
+        dp.apply(&compiled, Action::Pass)?;
         {
             let _in = InNetNs::enter(&self.lab.rx_ns)?;
             dp.xdp()
                 .attach(c"fr0", XdpMode::Driver)
                 .context("attach Boundary's XDP program to fr0 (native)")?;
         }
-        let maps = &dp.maps;
+        let maps = dp.maps();
         // Dropping `dp` at the end detaches its XDP link. One flow is dropped by the deny
         // rule, spoofed sources (almost all outside its /24) by the default deny.
         self.measure("Boundary XDP", &mut || {

@@ -15,25 +15,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{Program, SchedClassifier, Xdp},
-};
+use anyhow::{Context as _, ensure};
+use aya::programs::{SchedClassifier, Xdp};
 use boundary_agent::{
-    datapath::{
-        Maps,
-        object::{OBJECT, TC_PROGRAM, XDP_PROGRAM, cache_key, set_cache_key},
-    },
+    datapath::{Datapath, Maps},
     policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
 };
 use boundary_common::{
     Direction, Reason,
     maps::{
-        Action, CIDRS_MAP, COUNTERS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS,
-        EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FIRST_IDENTITY,
-        IDENTITIES_MAP, MAX_CIDRS, MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, NAMES_MAP,
-        POLICY_MAP, PolicyValue, RULE_ALLOW, RULE_DENY,
+        Action, CIDRS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
+        EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
+        MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, POLICY_MAP, PolicyValue, RULE_ALLOW,
+        RULE_DENY,
     },
 };
 use ipnet::IpNet;
@@ -57,8 +51,7 @@ pub struct Raised {
 }
 
 pub struct BenchDatapath {
-    ebpf: Ebpf,
-    pub maps: Maps,
+    dp: Datapath,
     pub raised: Vec<Raised>,
 }
 
@@ -80,42 +73,22 @@ impl BenchDatapath {
         .into_iter()
         .flatten()
         .collect();
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(NAMES_MAP, slots)
-            .map_max_entries(COUNTERS_MAP, slots * 2);
-        for r in &raised {
-            loader.map_max_entries(r.map, r.used * 2);
-        }
-        // The verdict cache's slot hash is keyed per load, as the agent keys it.
-        let key = cache_key().context("random cache key")?;
-        set_cache_key(&mut loader, &key);
-        let mut ebpf = loader.load(OBJECT).context("load the eBPF object")?;
-        for name in [XDP_PROGRAM, TC_PROGRAM] {
-            match ebpf.program_mut(name) {
-                Some(Program::Xdp(p)) => p.load().with_context(|| format!("load {name}"))?,
-                Some(Program::SchedClassifier(p)) => {
-                    p.load().with_context(|| format!("load {name}"))?;
-                }
-                _ => bail!("program {name} missing from the object"),
-            }
-        }
-        let maps = Maps::take(&mut ebpf)?;
-        Ok(Self { ebpf, maps, raised })
+        let capacities: Vec<(&'static str, u32)> =
+            raised.iter().map(|r| (r.map, r.used * 2)).collect();
+        let dp = Datapath::load_unpinned_sized(slots, &capacities)?;
+        Ok(Self { dp, raised })
     }
 
     pub fn xdp(&self) -> &Xdp {
-        self.ebpf
-            .program(XDP_PROGRAM)
-            .and_then(|p| <&Xdp>::try_from(p).ok())
-            .expect("loaded in BenchDatapath::load")
+        self.dp.xdp_program()
     }
 
     pub fn tc(&self) -> &SchedClassifier {
-        self.ebpf
-            .program(TC_PROGRAM)
-            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
-            .expect("loaded in BenchDatapath::load")
+        self.dp.tc_program()
+    }
+
+    pub fn maps(&self) -> &Maps {
+        self.dp.maps()
     }
 
     /// Ids of the maps the programs use (they share one set).
@@ -134,7 +107,7 @@ impl BenchDatapath {
     /// Installs `tables` through the agent's `Maps::apply`; returns how long that took.
     pub fn fill(&mut self, tables: &Tables) -> anyhow::Result<Duration> {
         let start = Instant::now();
-        self.maps
+        self.dp
             .apply(tables, Action::Pass)
             .context("apply the tables")?;
         Ok(start.elapsed())
@@ -145,7 +118,7 @@ impl BenchDatapath {
         let mut out = Vec::new();
         for slot in 0..u16::try_from(SLOTS)? {
             for direction in Direction::ALL {
-                let row = self.maps.counter_row(slot, direction as u8)?;
+                let row = self.maps().counter_row(slot, direction as u8)?;
                 out.extend(row.counters.iter().map(|c| c.packets));
             }
         }

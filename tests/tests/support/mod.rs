@@ -82,7 +82,7 @@ impl Kernel {
         let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
-        dp.maps.apply(&compiled, non_ip).expect("apply");
+        dp.apply(&compiled, non_ip).expect("apply");
         Self {
             dp,
             tc_ingress: false,
@@ -97,7 +97,11 @@ impl Kernel {
         let mut out = Vec::new();
         for slot in 0..u16::try_from(SLOTS).expect("fits") {
             for dir in [0u8, 1] {
-                let row = self.dp.maps.counter_row(slot, dir).expect("read counters");
+                let row = self
+                    .dp
+                    .maps()
+                    .counter_row(slot, dir)
+                    .expect("read counters");
                 for (i, c) in row.counters.iter().enumerate() {
                     out.push((slot, dir, i, c.packets, c.bytes));
                 }
@@ -138,40 +142,7 @@ impl Kernel {
     /// Empties the conntrack and fragment maps (and so makes cached verdicts stale, as the
     /// agent must whenever it writes state a cached verdict depends on).
     pub fn clear_state(&mut self) {
-        self.dp
-            .maps
-            .invalidate_verdicts()
-            .expect("invalidate verdicts");
-        let flows: Vec<_> = self
-            .dp
-            .maps
-            .conntrack
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        for k in flows {
-            let _ = self.dp.maps.conntrack.remove(&k);
-        }
-        let accepted: Vec<_> = self
-            .dp
-            .maps
-            .conntrack_accepted
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        for k in accepted {
-            let _ = self.dp.maps.conntrack_accepted.remove(&k);
-        }
-        let frags: Vec<_> = self
-            .dp
-            .maps
-            .fragments
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        for k in frags {
-            let _ = self.dp.maps.fragments.remove(&k);
-        }
+        self.dp.forget_flows().expect("forget flows");
     }
 
     /// One `BPF_PROG_TEST_RUN` of the program for `direction`, or the kernel's refusal to run it.
@@ -242,9 +213,9 @@ impl Kernel {
 
     /// Compiles `policy` (keeping installed slots) and swaps it in; returns what was installed.
     pub fn install(&mut self, policy: &Policy, non_ip: Action) -> Tables {
-        let slots = self.dp.maps.slot_table().expect("slots");
+        let slots = self.dp.maps().slot_table().expect("slots");
         let tables = policy::compile(policy, &slots, SLOTS).expect("compiles");
-        self.dp.maps.apply(&tables, non_ip).expect("apply");
+        self.dp.apply(&tables, non_ip).expect("apply");
         tables
     }
 
@@ -258,13 +229,13 @@ impl Kernel {
     ) -> (u32, Option<Reason>) {
         let before = self
             .dp
-            .maps
+            .maps()
             .counter_row(slot, direction as u8)
             .expect("row");
         let action = self.test_run(direction, frame);
         let after = self
             .dp
-            .maps
+            .maps()
             .counter_row(slot, direction as u8)
             .expect("row");
         let moved: Vec<usize> = (0..before.counters.len())
@@ -276,4 +247,19 @@ impl Kernel {
         };
         (action, reason)
     }
+}
+
+/// A second, writable handle on one of the datapath's maps. The agent's maps have one writer
+/// (its `Datapath`); a test reaches around it only to set up a state no agent writes (a full
+/// event budget, the residue of an interrupted swap, a flow forgotten).
+pub fn writable<T>(map: &aya::maps::MapData) -> T
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let id = map.info().expect("map info").id();
+    let data = aya::maps::MapData::from_id(id).expect("open the map by id");
+    aya::maps::Map::from_map_data(data)
+        .expect("a map type aya knows")
+        .try_into()
+        .expect("the map's type")
 }

@@ -1,17 +1,27 @@
 //! Typed handles on the datapath's maps, from a freshly loaded object or from the pins.
 //!
+//! The handles are private: a caller reads through the methods here (or a `&` handle, which
+//! cannot write), and writes only through the [`crate::datapath::Datapath`] that owns the maps,
+//! whose writes all go through the generation swap or the config entry's one writer.
+//!
 //! One job a file: `shapes` (what a pinned map must look like), `keys` (ABI keys from compiled
-//! entries), `swap` (the generation swap that installs a compiled policy), `reads` (counters and
-//! rule hits summed over CPUs), `lookup` (the live maps answering `trace`).
+//! entries), `config` (the one writer of the config entry), `swap` (the generation swap that
+//! installs a compiled policy), `flows` (forgetting tracked flows), `reads` (counters and rule
+//! hits summed over CPUs), `query` (point reads of the live generation, for `trace`).
 
+mod config;
+mod flows;
 mod keys;
-mod lookup;
+mod query;
 mod reads;
 mod shapes;
 mod swap;
 
+use config::ConfigEntry;
+
 use swap::GenerationKeys;
 
+pub use reads::Occupancy;
 pub use shapes::{check_pinned, expected_shapes};
 
 use std::{collections::BTreeMap, path::Path};
@@ -74,23 +84,23 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
 
 /// The datapath's maps.
 pub struct Maps {
-    pub config: Array<MapData, DatapathConfig>,
-    pub endpoints: HashMap<MapData, AddrKey, Endpoint>,
-    pub names: Array<MapData, WorkloadName>,
-    pub counters: PerCpuArray<MapData, CounterRow>,
-    pub identities: HashMap<MapData, AddrKey, u32>,
-    pub cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
-    pub policy: HashMap<MapData, PolicyKey, PolicyValue>,
-    pub ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
-    pub failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
+    config: ConfigEntry,
+    endpoints: HashMap<MapData, AddrKey, Endpoint>,
+    names: Array<MapData, WorkloadName>,
+    counters: PerCpuArray<MapData, CounterRow>,
+    identities: HashMap<MapData, AddrKey, u32>,
+    cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
+    policy: HashMap<MapData, PolicyKey, PolicyValue>,
+    ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
+    failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
     /// Flows the workloads opened.
-    pub conntrack: HashMap<MapData, FlowKey, FlowValue>,
+    conntrack: HashMap<MapData, FlowKey, FlowValue>,
     /// Flows the workloads accepted.
-    pub conntrack_accepted: HashMap<MapData, FlowKey, FlowValue>,
-    pub fragments: HashMap<MapData, FragKey, FragValue>,
-    pub rule_hits: PerCpuArray<MapData, u64>,
-    pub event_budget: PerCpuArray<MapData, EventBudget>,
-    pub ports: Array<MapData, u64>,
+    conntrack_accepted: HashMap<MapData, FlowKey, FlowValue>,
+    fragments: HashMap<MapData, FragKey, FragValue>,
+    rule_hits: PerCpuArray<MapData, u64>,
+    event_budget: PerCpuArray<MapData, EventBudget>,
+    ports: Array<MapData, u64>,
     /// The port bitmaps this process wrote, per generation.
     port_words: [Option<[Vec<u64>; 2]>; 2],
     /// What the keyed maps hold, as far as this process knows: the next swap deletes the live
@@ -116,7 +126,7 @@ macro_rules! open_all {
         )]
         let mut open = $open;
         Ok(Self {
-            config: open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?,
+            config: ConfigEntry::new(open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?),
             endpoints: open(ENDPOINTS_MAP)?
                 .try_into()
                 .map_err(map_err(ENDPOINTS_MAP))?,
@@ -201,7 +211,48 @@ impl Maps {
         self.names.len()
     }
 
+    /// The datapath config: the live generation, the non-IP action, the epoch.
+    pub fn datapath_config(&self) -> Result<DatapathConfig, MapsError> {
+        self.config.read()
+    }
+
     fn generation(&self) -> u8 {
         self.datapath_config().map_or(0, |c| c.generation)
+    }
+
+    /// Read-only handles, for inspection (`status`, tests, the bench): a `&` handle cannot
+    /// insert or delete.
+    pub fn endpoints_map(&self) -> &HashMap<MapData, AddrKey, Endpoint> {
+        &self.endpoints
+    }
+
+    pub fn cidrs_map(&self) -> &LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32> {
+        &self.cidrs
+    }
+
+    pub fn failsafe_map(&self) -> &LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32> {
+        &self.failsafe
+    }
+
+    pub fn policy_map(&self) -> &HashMap<MapData, PolicyKey, PolicyValue> {
+        &self.policy
+    }
+
+    /// Flows the workloads opened.
+    pub fn conntrack_map(&self) -> &HashMap<MapData, FlowKey, FlowValue> {
+        &self.conntrack
+    }
+
+    /// Flows the workloads accepted.
+    pub fn conntrack_accepted_map(&self) -> &HashMap<MapData, FlowKey, FlowValue> {
+        &self.conntrack_accepted
+    }
+
+    pub fn event_budget_map(&self) -> &PerCpuArray<MapData, EventBudget> {
+        &self.event_budget
+    }
+
+    pub fn fragments_map(&self) -> &HashMap<MapData, FragKey, FragValue> {
+        &self.fragments
     }
 }

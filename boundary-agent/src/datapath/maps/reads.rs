@@ -8,6 +8,14 @@ use crate::datapath::batch;
 
 use super::{Maps, MapsError, map_err};
 
+/// How full a map is.
+#[derive(Clone, Debug)]
+pub struct Occupancy {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
 /// One CPU-summed counter row out of each CPU's.
 fn summed(per_cpu: &[CounterRow]) -> CounterRow {
     let mut sum = CounterRow::default();
@@ -79,5 +87,81 @@ impl Maps {
         Ok(per_cpu
             .iter()
             .fold((0, 0), |(s, l), b| (s + b.sent, l + b.lost)))
+    }
+
+    /// Entries per map: the live generation's for the policy maps, all for the LRU maps.
+    pub fn occupancy(&self, generation: u8) -> Vec<Occupancy> {
+        let live = |g: u8| g == generation;
+        vec![
+            Occupancy {
+                map: abi::ENDPOINTS_MAP,
+                entries: self
+                    .endpoints
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.generation))
+                    .count(),
+                capacity: abi::MAX_ENDPOINTS / 2,
+            },
+            Occupancy {
+                map: abi::IDENTITIES_MAP,
+                entries: self
+                    .identities
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.generation))
+                    .count(),
+                capacity: abi::MAX_IDENTITIES / 2,
+            },
+            Occupancy {
+                map: abi::CIDRS_MAP,
+                entries: self
+                    .cidrs
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.data()[0]))
+                    .count(),
+                capacity: abi::MAX_CIDRS / 2,
+            },
+            Occupancy {
+                map: abi::POLICY_MAP,
+                entries: self
+                    .policy
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.generation))
+                    .count(),
+                capacity: abi::MAX_POLICY / 2,
+            },
+            Occupancy {
+                map: abi::RANGES_MAP,
+                entries: self
+                    .ranges
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.data()[0]))
+                    .count(),
+                capacity: abi::MAX_RANGES / 2,
+            },
+            Occupancy {
+                map: abi::CONNTRACK_MAP,
+                entries: self.conntrack.keys().filter_map(Result::ok).count(),
+                capacity: abi::MAX_FLOWS,
+            },
+            Occupancy {
+                map: abi::CONNTRACK_ACCEPTED_MAP,
+                entries: self
+                    .conntrack_accepted
+                    .keys()
+                    .filter_map(Result::ok)
+                    .count(),
+                capacity: abi::MAX_FLOWS,
+            },
+            Occupancy {
+                map: abi::FRAGMENTS_MAP,
+                entries: self.fragments.keys().filter_map(Result::ok).count(),
+                capacity: abi::MAX_FRAGMENTS,
+            },
+        ]
     }
 }

@@ -6,9 +6,9 @@ use aya::{
     maps::{IterableMap, MapError, PerCpuValues, lpm_trie::Key},
 };
 use boundary_common::maps::{
-    self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, COUNTERS_MAP, CounterRow,
-    DatapathConfig, ENDPOINTS_MAP, Endpoint, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP,
-    NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
+    self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, COUNTERS_MAP, CounterRow, ENDPOINTS_MAP,
+    Endpoint, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey,
+    PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
 };
 use tracing::warn;
 
@@ -141,17 +141,10 @@ fn by_generation<K>(
 }
 
 impl Maps {
-    pub fn datapath_config(&self) -> Result<DatapathConfig, MapsError> {
-        self.config.get(&0, 0).map_err(map_err(CONFIG_MAP))
-    }
-
     /// Makes every cached flow verdict stale: for writes outside a generation swap that can
     /// change a verdict (conntrack flushed, a binding attested).
-    pub fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
-        let config = self.datapath_config()?;
-        self.config
-            .set(0, &config.with_epoch(config.next_epoch()), 0)
-            .map_err(map_err(CONFIG_MAP))
+    pub(in crate::datapath) fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
+        self.config.bump_epoch()
     }
 
     /// Installs compiled tables as a new generation and switches to it atomically.
@@ -162,9 +155,12 @@ impl Maps {
     /// 2. One update of the config entry makes the new generation live. The datapath reads the
     ///    generation once per packet, so no packet sees a mix.
     /// 3. The old generation's entries are removed, one batch call per map.
-    pub fn apply(&mut self, tables: &Tables, non_ip: abi::Action) -> Result<(), MapsError> {
-        let old_config = self.datapath_config()?;
-        let live = old_config.generation & 1;
+    pub(in crate::datapath) fn apply(
+        &mut self,
+        tables: &Tables,
+        non_ip: abi::Action,
+    ) -> Result<(), MapsError> {
+        let live = self.datapath_config()?.generation & 1;
         let next = live ^ 1;
         self.know_live(live);
 
@@ -191,14 +187,7 @@ impl Maps {
             self.set_other_empty(clean);
             return Err(e);
         }
-        self.config
-            .set(
-                0,
-                &DatapathConfig::new(non_ip, next, config_flags(tables))
-                    .with_epoch(old_config.next_epoch()),
-                0,
-            )
-            .map_err(map_err(CONFIG_MAP))?;
+        self.config.switch(next, non_ip, config_flags(tables))?;
 
         let old = self.installed.take().map(|i| i.keys).unwrap_or_default();
         let clean = self.remove_keys(&old);

@@ -1,4 +1,7 @@
-//! The live maps answer the questions of the reference evaluator (`trace` on a running host).
+//! Point reads of the live generation: what the datapath would find for an address, a rule
+//! key or a failsafe entry. `trace` on a running host asks them (the reference evaluator's
+//! `Lookup` for the live maps is in `reference/live.rs`). LPM lookups through the syscall are
+//! longest-prefix matches, as in the datapath.
 
 use std::net::IpAddr;
 
@@ -8,32 +11,30 @@ use boundary_common::maps::{
     failsafe_key_data,
 };
 
-use crate::{
-    policy::compile::{RangeKey, RuleKey},
-    reference::Lookup,
-};
+use crate::policy::compile::{RangeKey, RuleKey};
 
 use super::{
     Maps,
     keys::{addr_bits, addr_key, family_addr, policy_key, range_key},
 };
 
-/// The live maps answer the same questions as compiled tables (`trace` on a running host).
-/// LPM lookups through the syscall are longest-prefix matches, as in the datapath.
-impl Lookup for Maps {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
+impl Maps {
+    /// The workload that owns `addr`.
+    pub fn live_endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
         self.endpoints
             .get(&addr_key(self.generation(), addr), 0)
             .ok()
     }
 
-    fn exact_identity(&self, addr: IpAddr) -> Option<u32> {
+    /// The identity bound to exactly `addr`.
+    pub fn live_exact_identity(&self, addr: IpAddr) -> Option<u32> {
         self.identities
             .get(&addr_key(self.generation(), addr), 0)
             .ok()
     }
 
-    fn cidr_identity(&self, addr: IpAddr) -> Option<u32> {
+    /// The identity of the longest CIDR holding `addr`.
+    pub fn live_cidr_identity(&self, addr: IpAddr) -> Option<u32> {
         let (family, a) = family_addr(addr);
         let key = Key::new(
             CIDR_KEY_FIXED_BITS + addr_bits(addr),
@@ -42,15 +43,16 @@ impl Lookup for Maps {
         self.cidrs.get(&key, 0).ok()
     }
 
-    fn policy(&self, key: &RuleKey) -> Option<PolicyValue> {
+    pub fn live_policy(&self, key: &RuleKey) -> Option<PolicyValue> {
         self.policy.get(&policy_key(self.generation(), key), 0).ok()
     }
 
-    fn range(&self, key: &RangeKey) -> Option<PolicyValue> {
+    pub fn live_range(&self, key: &RangeKey) -> Option<PolicyValue> {
         self.ranges.get(&range_key(self.generation(), key), 0).ok()
     }
 
-    fn failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool {
+    /// Whether a failsafe entry covers (`proto`, local `port`, `peer`).
+    pub fn live_failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool {
         let (family, a) = family_addr(peer);
         let key = Key::new(
             FAILSAFE_KEY_FIXED_BITS + addr_bits(peer),
