@@ -2,9 +2,9 @@
 //!
 //! Installs what the comparison needs (xdp-tools for xdp-filter, nftables, ethtool for the
 //! veth's offload switches, iperf3 for TCP throughput) with setup's apt helper, builds the agent in release mode (the bench
-//! runs it as a process), then runs the benchmark, a Cargo bench target in the tests crate
-//! (`tests/benches/datapath.rs`): it uses boundary-agent as a library, which xtask must not
-//! depend on (its build needs the eBPF toolchain that `setup` installs).
+//! runs it as a process), then runs the benchmark, the Cargo bench target of the boundary-bench
+//! crate (`bench/benches/datapath.rs`): it uses boundary-agent as a library, which xtask must
+//! not depend on (its build needs the eBPF toolchain that `setup` installs).
 
 use std::time::Instant;
 
@@ -47,7 +47,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut bench = vec![
         "bench",
         "--package",
-        "boundary-tests",
+        "boundary-bench",
         "--bench",
         "datapath",
         "--",

@@ -1,13 +1,13 @@
-//! `cargo xtask bench [--quick] [--json]` runs this (`cargo bench -p boundary-tests --bench
+//! `cargo xtask bench [--quick] [--json]` runs this (`cargo bench -p boundary-bench --bench
 //! datapath -- ARGS`). It needs root. The table goes to stdout (or the JSON with `--json`);
 //! progress to stderr; the table, the JSON and the chart are also written under
-//! `target/bench/`. What is measured and how: `bench/mod.rs` and the module it names.
-
-mod bench;
+//! `target/bench/`. What is measured and how: the crate's library (`src/lib.rs` and the
+//! modules it names).
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+use boundary_bench as bench;
 use clap::Parser as _;
 
 #[derive(clap::Parser)]
@@ -48,8 +48,8 @@ fn main() -> anyhow::Result<()> {
     let report = bench::run(&plan, args.quick)?;
 
     let dir = args.out_dir.unwrap_or_else(|| {
-        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        tests.parent().unwrap_or(tests).join("target/bench")
+        let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        crate_dir.parent().unwrap_or(crate_dir).join("target/bench")
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let table = bench::report::table(&report);

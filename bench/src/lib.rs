@@ -12,6 +12,10 @@
 //!   flood) and `verifier` (step 7);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
+//!
+//! `benches/datapath.rs` is the entry point: it parses the arguments and writes the report.
+//! The lab it all runs in (namespaces, veths, the agent as a process, packet builders) is
+//! boundary-tests' library, shared with the end-to-end tests and the demo.
 
 pub mod cache;
 pub mod chart;
