@@ -24,11 +24,12 @@ enum Task {
     /// and malformed traffic, then the per-workload counter table. Cleans up on exit or Ctrl-C.
     Demo(demo::Args),
     /// Benchmarks, side by side in one run: per-packet cost by policy path and prefix count
-    /// against an empty program and xdp-filter, a denied flood against nftables, control-plane
-    /// timings, `/metrics` time and agent CPU under a flood, verifier budget. Table on stdout,
-    /// JSON and a PNG chart under target/bench/.
+    /// against an empty program and xdp-filter, a denied flood against nftables, TCP
+    /// throughput against no program and nftables, control-plane timings, `/metrics` time and
+    /// agent CPU under a flood, verifier budget. Table on stdout, JSON and a PNG chart under
+    /// target/bench/. The harness is the `boundary-bench` crate (bench/).
     ///
-    /// Needs root. About 5 minutes on 2 vCPUs (--quick: about 2).
+    /// Needs root. About 10 minutes on 2 vCPUs once built (--quick: about 5).
     Bench(bench::Args),
 }
 
