@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod reference;

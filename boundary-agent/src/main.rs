@@ -26,7 +26,7 @@ fn main() {
         Command::Detach(c) => c.execute(),
     };
     if let Err(e) = result {
-        eprintln!("boundary-agent: {e}");
+        eprintln!("boundary-agent: {}", e.report());
         std::process::exit(e.exit_code());
     }
 }

@@ -28,7 +28,7 @@ impl Counters {
     pub fn execute(self) -> Result<(), CliError> {
         let layout = PinLayout::new(&self.pins.pin_dir);
         if !layout.exists() {
-            return Err(CliError::Failed(format!(
+            return Err(CliError::failed(format!(
                 "nothing is pinned at {}: is the agent deployed on this host (boundary-agent run)?",
                 layout.root().display()
             )));

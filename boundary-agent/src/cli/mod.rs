@@ -49,13 +49,14 @@ pub struct PinDirArg {
     pub pin_dir: PathBuf,
 }
 
-/// A failed command: bad input (exit 64) or a failure at run time (exit 1).
+/// A failed command: bad input (exit 64) or a failure at run time (exit 1). The error keeps
+/// its chain of causes; [`CliError::report`] prints it at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("{0}")]
-    BadInput(String),
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    BadInput(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl CliError {
@@ -66,11 +67,27 @@ impl CliError {
         }
     }
 
-    pub fn failed(e: impl std::fmt::Display) -> Self {
-        CliError::Failed(e.to_string())
+    pub fn failed(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        CliError::Failed(e.into())
     }
 
-    pub fn bad_input(e: impl std::fmt::Display) -> Self {
-        CliError::BadInput(e.to_string())
+    pub fn bad_input(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        CliError::BadInput(e.into())
+    }
+
+    /// The error and each cause, joined by ": ". A cause whose text the message before
+    /// already quotes (many errors here print their source) is not repeated.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            cause = c.source();
+        }
+        out
     }
 }

@@ -41,7 +41,7 @@ impl Monitor {
     pub fn execute(self) -> Result<(), CliError> {
         let layout = PinLayout::new(&self.pins.pin_dir);
         if !layout.exists() {
-            return Err(CliError::Failed(format!(
+            return Err(CliError::failed(format!(
                 "nothing is pinned at {}: is the agent deployed on this host?",
                 layout.root().display()
             )));

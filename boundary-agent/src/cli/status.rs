@@ -55,7 +55,7 @@ impl Status {
     pub fn execute(self) -> Result<(), CliError> {
         let layout = PinLayout::new(&self.pins.pin_dir);
         if !layout.exists() {
-            return Err(CliError::Failed(format!(
+            return Err(CliError::failed(format!(
                 "nothing is pinned at {}: Boundary is not enforcing on this host",
                 layout.root().display()
             )));

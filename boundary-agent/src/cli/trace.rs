@@ -1,16 +1,12 @@
 use std::{net::IpAddr, path::PathBuf};
 
-use boundary_common::{
-    Direction, Verdict,
-    maps::{IDENTITY_ANY, IDENTITY_WORLD, MAX_WORKLOADS, UNPROTECTED_NAME},
-};
-use serde::Serialize;
+use boundary_common::{Direction, maps::MAX_WORKLOADS};
 
 use super::{CliError, PinDirArg};
 use crate::{
     datapath::{Maps, PinLayout},
+    explain,
     policy::{self, Policy, SlotTable, Tables, spiffe::SpiffeId},
-    reference::{self, Fragment, Lookup, Packet, State},
 };
 
 /// Explain the verdict for a packet: workload, peer identity, deciding rule and reason.
@@ -60,15 +56,6 @@ pub enum TraceDirection {
     Egress,
 }
 
-#[derive(Serialize)]
-struct Answer {
-    verdict: &'static str,
-    reason: &'static str,
-    workload: String,
-    identity: Option<String>,
-    rule: Option<String>,
-}
-
 fn proto_number(s: &str) -> Result<u8, CliError> {
     Ok(match s {
         "tcp" => 6,
@@ -76,7 +63,7 @@ fn proto_number(s: &str) -> Result<u8, CliError> {
         "icmp" => 1,
         "icmpv6" => 58,
         other => other.parse().map_err(|_| {
-            CliError::BadInput(format!(
+            CliError::bad_input(format!(
                 "--proto {other:?}: tcp, udp, icmp, icmpv6 or a number"
             ))
         })?,
@@ -95,34 +82,45 @@ impl Trace {
             }
             None => None,
         };
-        let src = self.source(tables.as_ref())?;
+        let src = if let Ok(a) = self.src.parse::<IpAddr>() {
+            a
+        } else {
+            let id: SpiffeId = self.src.parse().map_err(CliError::bad_input)?;
+            let Some(t) = &tables else {
+                return Err(CliError::bad_input(
+                    "a SPIFFE ID source needs --policy, to find the address bound to it",
+                ));
+            };
+            explain::bound_address(t, &id, self.dst.is_ipv4()).ok_or_else(|| {
+                CliError::bad_input(format!(
+                    "no address of this family is bound to {id} in the policy"
+                ))
+            })?
+        };
         let proto = proto_number(&self.proto)?;
         if src.is_ipv4() != self.dst.is_ipv4() {
-            return Err(CliError::BadInput(
-                "--src and --dst must be of one address family".into(),
+            return Err(CliError::bad_input(
+                "--src and --dst must be of one address family",
             ));
         }
-        let mut pkt = Packet::new(src, self.dst, proto);
-        pkt.fragment = Fragment::None;
-        match proto {
-            6 | 17 => {
-                pkt.sport = self.sport;
-                pkt.dport = self.dport;
-            }
-            1 | 58 => pkt.icmp_type = Some(self.icmp_type),
-            _ => {}
-        }
+        let pkt = explain::first_packet(
+            src,
+            self.dst,
+            proto,
+            (self.sport, self.dport),
+            self.icmp_type,
+        );
         let direction = match self.direction {
             TraceDirection::Ingress => Direction::Ingress,
             TraceDirection::Egress => Direction::Egress,
         };
         let answer = if let Some(t) = &tables {
-            answer(t, t, direction, &pkt)
+            explain::explain(t, t, direction, &pkt)
         } else {
             {
                 let layout = PinLayout::new(&self.pins.pin_dir);
                 if !layout.exists() {
-                    return Err(CliError::Failed(format!(
+                    return Err(CliError::failed(format!(
                         "nothing is pinned at {}: give --policy FILE, or run the agent",
                         layout.root().display()
                     )));
@@ -134,7 +132,7 @@ impl Trace {
                         names: maps.names().map_err(CliError::failed)?,
                         ..Tables::default()
                     };
-                    answer(&maps, &names, direction, &pkt)
+                    explain::explain(&maps, &names, direction, &pkt)
                 }
             }
         };
@@ -157,74 +155,5 @@ impl Trace {
             );
         }
         Ok(())
-    }
-
-    fn source(&self, tables: Option<&Tables>) -> Result<IpAddr, CliError> {
-        if let Ok(a) = self.src.parse::<IpAddr>() {
-            return Ok(a);
-        }
-        let id: SpiffeId = self.src.parse().map_err(CliError::bad_input)?;
-        let Some(t) = tables else {
-            return Err(CliError::BadInput(
-                "a SPIFFE ID source needs --policy, to find the address bound to it".into(),
-            ));
-        };
-        let wanted = id.to_string();
-        t.identities
-            .iter()
-            .find(|(_, i)| {
-                t.identity_info
-                    .get(i)
-                    .is_some_and(|info| info.spiffe.contains(&wanted))
-            })
-            .map(|(a, _)| *a)
-            .filter(|a| a.is_ipv4() == self.dst.is_ipv4())
-            .ok_or_else(|| {
-                CliError::BadInput(format!(
-                    "no address of this family is bound to {wanted} in the policy"
-                ))
-            })
-    }
-}
-
-fn answer(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -> Answer {
-    let mut state = State::default();
-    let out = reference::decide(l, &mut state, direction, pkt);
-    let workload = names.names.get(&out.slot).cloned().unwrap_or_else(|| {
-        if out.slot == 0 {
-            UNPROTECTED_NAME.into()
-        } else {
-            format!("slot {}", out.slot)
-        }
-    });
-    let identity = out.identity.map(|id| {
-        let what = match id {
-            IDENTITY_WORLD => "world".to_owned(),
-            IDENTITY_ANY => "any".to_owned(),
-            _ => names.identity_info.get(&id).map_or_else(String::new, |i| {
-                let mut parts: Vec<String> = i.spiffe.iter().cloned().collect();
-                parts.extend(i.cidrs.iter().map(ToString::to_string));
-                parts.join(", ")
-            }),
-        };
-        if what.is_empty() {
-            format!("{id}")
-        } else {
-            format!("{id} ({what})")
-        }
-    });
-    let rule = out.rule.map(|r| match names.rules.get(r as usize) {
-        Some(info) => format!("#{r} {info}"),
-        None => format!("#{r}"),
-    });
-    Answer {
-        verdict: match out.reason.verdict() {
-            Verdict::Pass => "pass",
-            Verdict::Drop => "drop",
-        },
-        reason: out.reason.label(),
-        workload,
-        identity,
-        rule,
     }
 }
