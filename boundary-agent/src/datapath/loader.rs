@@ -153,6 +153,13 @@ impl Datapath {
         self.maps.invalidate_verdicts()
     }
 
+    /// Makes swaps delete the old generation right after the switch, without waiting out the
+    /// packets in flight: only for the test that shows what the wait prevents.
+    #[doc(hidden)]
+    pub fn skip_grace_period_for_tests(&mut self) {
+        self.maps.skip_grace = true;
+    }
+
     /// Forgets every tracked flow and fragment; returns how many entries were removed.
     pub fn forget_flows(&mut self) -> Result<usize, MapsError> {
         self.maps.forget_flows()

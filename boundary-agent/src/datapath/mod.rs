@@ -7,6 +7,7 @@ pub mod bpffs;
 pub mod counters;
 mod error;
 pub mod events;
+pub mod grace;
 mod loader;
 pub mod maps;
 pub mod netdev;

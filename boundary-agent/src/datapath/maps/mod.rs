@@ -35,7 +35,7 @@ use boundary_common::maps::{
     RULE_HITS_MAP, WorkloadName,
 };
 
-use super::{batch, pins::PinLayout};
+use super::{batch, grace::Grace, pins::PinLayout};
 use crate::policy::{SlotTable, compile::decode_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,10 @@ pub enum MapsError {
         #[source]
         source: batch::Error,
     },
+    #[error(
+        "cannot make the map that waits out packets in flight (BPF_MAP_TYPE_ARRAY_OF_MAPS): {0}; nothing was changed"
+    )]
+    Grace(#[source] std::io::Error),
     #[error("reading map {name}: {source}")]
     Read {
         name: &'static str,
@@ -101,6 +105,11 @@ pub struct Maps {
     rule_hits: PerCpuArray<MapData, u64>,
     event_budget: PerCpuArray<MapData, EventBudget>,
     ports: Array<MapData, u64>,
+    /// What waits out the packets in flight between a switch and the old generation's delete;
+    /// made on the first swap.
+    grace: Option<Grace>,
+    /// A test asked to delete the old generation at once (to show what the wait prevents).
+    pub(super) skip_grace: bool,
     /// The port bitmaps this process wrote, per generation.
     port_words: [Option<[Vec<u64>; 2]>; 2],
     /// What the keyed maps hold, as far as this process knows: the next swap deletes the live
@@ -161,6 +170,8 @@ macro_rules! open_all {
             ports: open(abi::PORTS_MAP)?
                 .try_into()
                 .map_err(map_err(abi::PORTS_MAP))?,
+            grace: None,
+            skip_grace: false,
             port_words: [None, None],
             installed: None,
         })

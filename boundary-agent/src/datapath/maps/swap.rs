@@ -12,7 +12,7 @@ use boundary_common::maps::{
 };
 use tracing::warn;
 
-use crate::datapath::batch;
+use crate::datapath::{batch, grace::Grace};
 use crate::policy::{Tables, compile::encode_name};
 
 use super::{
@@ -160,6 +160,9 @@ impl Maps {
         tables: &Tables,
         non_ip: abi::Action,
     ) -> Result<(), MapsError> {
+        if self.grace.is_none() && !self.skip_grace {
+            self.grace = Some(Grace::new().map_err(MapsError::Grace)?);
+        }
         let live = self.datapath_config()?.generation & 1;
         let next = live ^ 1;
         self.know_live(live);
@@ -190,7 +193,15 @@ impl Maps {
         self.config.switch(next, non_ip, config_flags(tables))?;
 
         let old = self.installed.take().map(|i| i.keys).unwrap_or_default();
-        let clean = self.remove_keys(&old);
+        // A packet that read the config before the switch may still be looking the old
+        // generation up: its entries go only once no such packet can be in flight.
+        let clean = match self.wait_for_readers() {
+            Ok(()) => self.remove_keys(&old),
+            Err(error) => {
+                warn!(%error, "cannot wait out the packets in flight; the old generation's entries stay until the next swap");
+                false
+            }
+        };
         drop(old);
         self.installed = Some(Installed {
             generation: next,
@@ -210,6 +221,15 @@ impl Maps {
                 .map_err(map_err(NAMES_MAP))?;
         }
         Ok(())
+    }
+
+    /// Returns once no packet can still be reading a generation that was live before the
+    /// last switch (see `datapath/grace.rs`). Skipped only when a test asked for it.
+    fn wait_for_readers(&mut self) -> Result<(), std::io::Error> {
+        match &self.grace {
+            Some(grace) => grace.wait(),
+            None => Ok(()),
+        }
     }
 
     /// Makes `self.installed` describe generation `live` with the other generation empty.
