@@ -12,13 +12,17 @@ use boundary_common::{
         PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry,
         icmp_port,
     },
+    wire::{
+        ICMP_HLEN, ICMP_QUOTE_L4_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+        IPV4_MAX_HLEN, TCP_MAX_HLEN, is_neighbor_discovery,
+    },
 };
 
 use crate::{
     cache, conntrack, fragments,
     maps::{CONFIG, ENDPOINTS},
     packet::{Fragment, Packet},
-    parse::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3},
+    parse::{self, L3},
     policy,
 };
 
@@ -27,6 +31,11 @@ use crate::{
 /// header with options (60 bytes) or an ICMP header (8) and the IPv4 header (60) and 8
 /// transport bytes of the packet it quotes.
 pub const HEADERS_MAX: usize = parse::MAX_L4_OFFSET + 80;
+// The sums the comment above names (the ICMP one is 76 bytes) fit.
+const _: () = assert!(
+    HEADERS_MAX >= parse::MAX_L4_OFFSET + TCP_MAX_HLEN
+        && HEADERS_MAX >= parse::MAX_L4_OFFSET + ICMP_HLEN + IPV4_MAX_HLEN + ICMP_QUOTE_L4_LEN
+);
 
 /// `rule` when no rule decided.
 pub const NO_RULE: u32 = u32::MAX;
@@ -187,7 +196,7 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
     }
     // Not in a fragment: hosts ignore fragmented ND (RFC 6980), so no pass is owed to it.
     if pkt.proto == IPPROTO_ICMPV6
-        && (133..=137).contains(&pkt.icmp_type)
+        && is_neighbor_discovery(pkt.icmp_type)
         && pkt.fragment == Fragment::None
     {
         return Err(Decision {
