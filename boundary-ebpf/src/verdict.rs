@@ -3,6 +3,8 @@
 //! rescued by a failsafe entry, then by connection tracking, then by audit mode. Allowed flows
 //! are recorded for their replies, first fragments for their followers.
 
+use core::ops::ControlFlow;
+
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
@@ -118,26 +120,35 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
     let cacheable = cfg.epoch != 0
         && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
         && pkt.fragment == Fragment::None;
+    // Zeros when not cacheable rather than an `Option`, which cost XDP 6 % more verified
+    // instructions when measured.
+    let flow = if cacheable {
+        cache::flow(pkt, direction as u8)
+    } else {
+        [0; 5]
+    };
     // This flow's cache entry, found or just filled.
-    let mut cached = None;
-    let j = if cacheable {
-        let flow = cache::flow(pkt, direction as u8);
-        if let Some(entry) = cache::get(&flow, cfg.epoch) {
-            cached = Some(entry);
-            // SAFETY: this CPU's cache entry (see `cache`).
-            let e = unsafe { &*entry };
-            Judged {
-                slot: e.slot,
-                reason: Reason::from_code(e.reason).unwrap_or(Reason::Unprotected),
-                rule: e.rule,
-                identity: e.identity,
-                flags: e.flags,
-            }
-        } else {
-            let j = match judge(pkt, direction, cfg) {
-                Ok(j) => j,
-                Err(d) => return d,
-            };
+    let mut cached = if cacheable {
+        cache::get(&flow, cfg.epoch)
+    } else {
+        None
+    };
+    let j = if let Some(entry) = cached {
+        // SAFETY: this CPU's cache entry (see `cache`).
+        let e = unsafe { &*entry };
+        Judged {
+            slot: e.slot,
+            reason: Reason::from_code(e.reason).unwrap_or(Reason::Unprotected),
+            rule: e.rule,
+            identity: e.identity,
+            flags: e.flags,
+        }
+    } else {
+        let j = match judge(pkt, direction, cfg) {
+            ControlFlow::Continue(j) => j,
+            ControlFlow::Break(d) => return d,
+        };
+        if cacheable {
             cached = cache::put(&VerdictCacheEntry {
                 flow,
                 epoch: cfg.epoch,
@@ -154,24 +165,23 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
                     CT_NOT_ASKED
                 },
             });
-            j
         }
-    } else {
-        match judge(pkt, direction, cfg) {
-            Ok(j) => j,
-            Err(d) => return d,
-        }
+        j
     };
     finish(pkt, direction, &j, cached)
 }
 
-/// The policy's verdict, before conntrack and audit; `Err` for packets decided on the way
-/// (later fragments, neighbour discovery).
+/// The policy's verdict, before conntrack and audit, or (`Break`) the decision for a packet
+/// decided on the way (later fragments, neighbour discovery).
 #[inline(always)]
-fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Judged, Decision> {
+fn judge(
+    pkt: &Packet,
+    direction: Direction,
+    cfg: &DatapathConfig,
+) -> ControlFlow<Decision, Judged> {
     let generation = cfg.generation;
     let Some(ep) = endpoint(pkt, direction, generation) else {
-        return Ok(Judged {
+        return ControlFlow::Continue(Judged {
             slot: UNPROTECTED_SLOT,
             reason: Reason::Unprotected,
             rule: NO_RULE,
@@ -187,7 +197,7 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
             ),
             None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
         };
-        return Err(Decision {
+        return ControlFlow::Break(Decision {
             slot: ep.slot,
             reason,
             rule,
@@ -199,7 +209,7 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
         && is_neighbor_discovery(pkt.icmp_type)
         && pkt.fragment == Fragment::None
     {
-        return Err(Decision {
+        return ControlFlow::Break(Decision {
             slot: ep.slot,
             reason: Reason::NeighborDiscovery,
             rule: NO_RULE,
@@ -271,7 +281,7 @@ fn judge(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Result<Jud
     if ep.mode == Mode::Audit as u8 {
         flags |= VC_AUDIT;
     }
-    Ok(Judged {
+    ControlFlow::Continue(Judged {
         slot: ep.slot,
         reason,
         rule,
