@@ -3,11 +3,15 @@
 //! Everything that crosses the kernel/user line is defined here and only here: map names and
 //! sizes, `#[repr(C)]` keys and values with explicit padding and compile-time size checks, and
 //! the numbered reason codes. `aya::Pod` impls live behind the `user` feature.
+//!
+//! Beside the ABI, [`wire`]: the protocol numbers and header lengths the datapath parses by,
+//! for the agent and the bench to name them the same way.
 #![no_std]
 #![deny(unsafe_code)]
 
 pub mod maps;
 pub mod reason;
+pub mod wire;
 
 pub use reason::{Reason, Verdict};
 

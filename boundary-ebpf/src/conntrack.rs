@@ -12,18 +12,16 @@ use boundary_common::{
         CT_REFRESH_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, FlowKey,
         FlowValue,
     },
+    wire::{
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    },
 };
 
 use crate::{
     maps::{CONNTRACK, CONNTRACK_ACCEPTED, CT_ACCEPTED_INSERTS, CT_INSERTS},
     packet::{Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// The ports a flow is keyed by: real ports, the echo identifier for ICMP echo, none for the
 /// rest of ICMP (errors are not tracked), zero for portless protocols.

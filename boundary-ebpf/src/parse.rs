@@ -8,41 +8,36 @@
 
 use core::mem::size_of;
 
-use crate::packet::{Fragment, Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST, QUOTE_PORTS};
 use boundary_common::{
     Reason,
     maps::{FAMILY_IPV4, FAMILY_IPV6},
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ICMP_ECHO_REPLY,
+        ICMP_ECHO_REQUEST, ICMP_HLEN, ICMP_QUOTE_L4_LEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+        ICMPV6_HLEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_EXPERIMENT1, IPPROTO_EXPERIMENT2,
+        IPPROTO_FRAGMENT, IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH,
+        IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP, IPPROTO_UDP, IPV4_FRAG_OFFSET, IPV4_MF,
+        IPV4_MIN_HLEN, IPV4_VERSION, IPV6_FRAG_HLEN, IPV6_FRAG_MF, IPV6_FRAG_OFFSET_SHIFT,
+        IPV6_HLEN, IPV6_JUMBO_HBH_LEN, IPV6_JUMBO_OPT_LEN, IPV6_TLV_JUMBO, IPV6_VERSION,
+        TCP_DOFF_BYTE, TCP_MIN_HLEN, UDP_HLEN, VLAN_HLEN, ah_len, icmp_error_quotes_flow,
+        icmpv6_error_quotes_flow, ipv4_hlen, ipv6_ext_len, tcp_hlen,
+    },
 };
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
-    tcp::TcpHdr,
     udp::UdpHdr,
-    vlan::VlanHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+use crate::packet::{Fragment, Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST, QUOTE_PORTS};
 
-pub const IPPROTO_HOPOPTS: u8 = 0;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ROUTING: u8 = 43;
-pub const IPPROTO_FRAGMENT: u8 = 44;
-pub const IPPROTO_AH: u8 = 51;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_MH: u8 = 135;
-const IPPROTO_HIP: u8 = 139;
-const IPPROTO_SHIM6: u8 = 140;
-const IPPROTO_EXPERIMENT1: u8 = 253;
-const IPPROTO_EXPERIMENT2: u8 = 254;
-
-/// The jumbo payload option of a hop-by-hop header (RFC 2675).
-const IPV6_TLV_JUMBO: u8 = 0xc2;
+// network-types' structs are read in place: they must be the headers `wire` measures.
+const _: () = assert!(
+    size_of::<EthHdr>() == ETH_HLEN
+        && size_of::<Ipv4Hdr>() == IPV4_MIN_HLEN
+        && size_of::<Ipv6Hdr>() == IPV6_HLEN
+        && size_of::<UdpHdr>() == UDP_HLEN
+);
 
 /// How many IPv6 extension headers the walk follows before giving up (with a drop).
 pub const MAX_EXT_HEADERS: usize = 8;
@@ -223,21 +218,21 @@ pub fn parse(f: &Frame, pkt: &mut Packet) -> Result<L3, Reason> {
     if f.at::<EthHdr>(0).is_none() {
         return Err(Reason::EthTruncated);
     }
-    let mut proto = ethertype(f, EthHdr::LEN - 2, Reason::EthTruncated)?;
-    let mut off = EthHdr::LEN;
+    let mut proto = ethertype(f, ETH_HLEN - 2, Reason::EthTruncated)?;
+    let mut off = ETH_HLEN;
     // Two tags at most (802.1ad outer + 802.1Q inner); a third is refused, not skipped. A tag
     // the stack took out of the data (`vlan_offloaded`) is the first of the two.
     if is_vlan(proto) {
-        proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
-        off += VlanHdr::LEN;
+        proto = ethertype(f, off + VLAN_HLEN - 2, Reason::VlanTruncated)?;
+        off += VLAN_HLEN;
         // SAFETY: a field of this CPU's scratch entry.
         if is_vlan(proto) && unsafe { core::ptr::read_volatile(&raw const pkt.vlan_offloaded) } != 0
         {
             return Err(Reason::VlanTooDeep);
         }
         if is_vlan(proto) {
-            proto = ethertype(f, off + VlanHdr::LEN - 2, Reason::VlanTruncated)?;
-            off += VlanHdr::LEN;
+            proto = ethertype(f, off + VLAN_HLEN - 2, Reason::VlanTruncated)?;
+            off += VLAN_HLEN;
             if is_vlan(proto) {
                 return Err(Reason::VlanTooDeep);
             }
@@ -255,7 +250,7 @@ fn parse_ipv4(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     let ip = f.at::<Ipv4Hdr>(off).ok_or(Reason::Ipv4Truncated)?;
     // SAFETY: the whole fixed header is in bounds (ptr_at); all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
-    if ip.vihl >> 4 != 4 {
+    if ip.vihl >> 4 != IPV4_VERSION {
         return Err(Reason::Ipv4BadVersion);
     }
     // Addresses first, so that a malformed packet is still counted under its workload.
@@ -270,8 +265,8 @@ fn parse_ipv4(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
         )
     };
     pkt.set_addrs([u64::from(src), 0], [u64::from(dst), 0]);
-    let hlen = usize::from(ip.vihl & 0x0f) * 4;
-    if hlen < Ipv4Hdr::LEN {
+    let hlen = ipv4_hlen(ip.vihl);
+    if hlen < IPV4_MIN_HLEN {
         return Err(Reason::Ipv4BadIhl);
     }
     if f.data + off + hlen > f.end {
@@ -288,8 +283,8 @@ fn parse_ipv4(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     let avail = pkt.set_ip_end(off + total) - (off + hlen);
     pkt.frag_id = u32::from(be16(ip.id));
     let frags = be16(ip.frags);
-    let frag_offset = frags & 0x1fff;
-    let more_fragments = frags & 0x2000 != 0;
+    let frag_offset = frags & IPV4_FRAG_OFFSET;
+    let more_fragments = frags & IPV4_MF != 0;
     if frag_offset != 0 {
         pkt.fragment = Fragment::Later;
         // Offset 1 (8 bytes) lets a TCP fragment rewrite the flags of the first one.
@@ -309,7 +304,7 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     let ip = f.at::<Ipv6Hdr>(off).ok_or(Reason::Ipv6Truncated)?;
     // SAFETY: the fixed header is in bounds (ptr_at); all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
+    if ip.vcf[0] >> 4 != IPV6_VERSION {
         return Err(Reason::Ipv6BadVersion);
     }
     pkt.family = FAMILY_IPV6;
@@ -322,7 +317,7 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
         );
     }
     let mut payload = usize::from(be16(ip.payload_len));
-    let mut off = off + Ipv6Hdr::LEN;
+    let mut off = off + IPV6_HLEN;
     if payload == 0 && pkt.gso() {
         // BIG TCP: a GSO packet over 64 KiB has no payload length (RFC 2675's jumbogram). The
         // stack marks it with a jumbo payload option in an 8-byte hop-by-hop header, which it
@@ -333,8 +328,9 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
         {
             // SAFETY: four bytes in bounds.
             let h = unsafe { *h };
-            if h[1] == 0 && h[2] == IPV6_TLV_JUMBO && h[3] == 4 {
-                pkt.jumbo_hbh = 8;
+            // Hdr Ext Len 0 (8 bytes), then the Jumbo Payload option.
+            if h[1] == 0 && h[2] == IPV6_TLV_JUMBO && h[3] == IPV6_JUMBO_OPT_LEN {
+                pkt.jumbo_hbh = IPV6_JUMBO_HBH_LEN;
             }
         }
     }
@@ -360,24 +356,23 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
                 let this = next;
                 next = h[0];
                 if this == IPPROTO_AH {
-                    // AH counts its length in 4-byte units, minus 2 (RFC 4302 2.2).
-                    (usize::from(h[1]) + 2) * 4
+                    ah_len(h[1])
                 } else {
-                    (usize::from(h[1]) + 1) * 8
+                    ipv6_ext_len(h[1])
                 }
             }
             IPPROTO_FRAGMENT => {
                 let h = f
-                    .at::<[u8; 8]>(off)
-                    .filter(|_| off + 8 <= ip_end)
+                    .at::<[u8; IPV6_FRAG_HLEN]>(off)
+                    .filter(|_| off + IPV6_FRAG_HLEN <= ip_end)
                     .ok_or(truncated(pkt, Reason::Ipv6ExtTruncated))?;
-                // SAFETY: eight bytes in bounds.
+                // SAFETY: the whole Fragment header in bounds.
                 let h = unsafe { *h };
                 next = h[0];
                 pkt.frag_proto = next;
                 pkt.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                 let field = be16([h[2], h[3]]);
-                let frag_offset = field >> 3;
+                let frag_offset = field >> IPV6_FRAG_OFFSET_SHIFT;
                 if frag_offset != 0 {
                     pkt.fragment = Fragment::Later;
                     pkt.proto = next;
@@ -386,10 +381,10 @@ fn parse_ipv6(f: &Frame, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
                     }
                     return Ok(());
                 }
-                if field & 1 != 0 {
+                if field & IPV6_FRAG_MF != 0 {
                     pkt.fragment = Fragment::First;
                 }
-                8
+                IPV6_FRAG_HLEN
             }
             IPPROTO_MH | IPPROTO_HIP | IPPROTO_SHIM6 | IPPROTO_EXPERIMENT1
             | IPPROTO_EXPERIMENT2 => return Err(Reason::Ipv6UnsupportedExtHeader),
@@ -449,18 +444,18 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
     }
     match pkt.proto {
         IPPROTO_TCP => {
-            if avail < TcpHdr::LEN {
+            if avail < TCP_MIN_HLEN {
                 return Err(truncated(pkt, Reason::TcpTruncated));
             }
             // Copied out whole through the one checked pointer: a second pointer to byte 12
             // (data offset) would be a new register the verifier has no bounds for.
             let tcp = f
-                .at::<[u8; TcpHdr::LEN]>(off)
+                .at::<[u8; TCP_MIN_HLEN]>(off)
                 .ok_or(truncated(pkt, Reason::TcpTruncated))?;
             // SAFETY: the fixed TCP header is in bounds.
             let tcp = unsafe { *tcp };
-            let hlen = usize::from(tcp[12] >> 4) * 4;
-            if hlen < TcpHdr::LEN {
+            let hlen = tcp_hlen(tcp[TCP_DOFF_BYTE]);
+            if hlen < TCP_MIN_HLEN {
                 return Err(Reason::TcpBadDataOffset);
             }
             if hlen > avail {
@@ -476,7 +471,7 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
             pkt.headers_len = headers;
         }
         IPPROTO_UDP => {
-            if avail < UdpHdr::LEN {
+            if avail < UDP_HLEN {
                 return Err(truncated(pkt, Reason::UdpTruncated));
             }
             let udp = f
@@ -487,47 +482,41 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
             let len = usize::from(be16(udp.len));
             // A first fragment carries only part of the datagram the length describes; a GSO
             // super-packet's length field is rewritten per segment when it is split.
-            if len < UdpHdr::LEN || (pkt.fragment == Fragment::None && !pkt.gso() && len > avail) {
+            if len < UDP_HLEN || (pkt.fragment == Fragment::None && !pkt.gso() && len > avail) {
                 return Err(Reason::UdpBadLength);
             }
             pkt.sport = be16(udp.src);
             pkt.dport = be16(udp.dst);
             #[expect(clippy::cast_possible_truncation, reason = "at most MAX_L4_OFFSET + 8")]
-            let headers = (off + UdpHdr::LEN) as u16;
+            let headers = (off + UDP_HLEN) as u16;
             pkt.headers_len = headers;
         }
         IPPROTO_ICMP if pkt.family == FAMILY_IPV4 => {
-            let h = f.at::<[u8; 8]>(off);
-            let Some(h) = h.filter(|_| avail >= 8) else {
+            let h = f.at::<[u8; ICMP_HLEN]>(off);
+            let Some(h) = h.filter(|_| avail >= ICMP_HLEN) else {
                 return Err(truncated(pkt, Reason::IcmpTruncated));
             };
-            // SAFETY: eight bytes in bounds.
+            // SAFETY: the ICMP header in bounds.
             let h = unsafe { *h };
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             pkt.icmp_id = be16([h[4], h[5]]);
-            if matches!(
-                h[0],
-                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
-            ) && pkt.fragment == Fragment::None
-            {
-                quote_v4(f, off + 8, avail - 8, pkt);
+            if icmp_error_quotes_flow(h[0]) && pkt.fragment == Fragment::None {
+                quote_v4(f, off + ICMP_HLEN, avail - ICMP_HLEN, pkt);
             }
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_IPV6 => {
-            let h = f.at::<[u8; 8]>(off);
-            let Some(h) = h.filter(|_| avail >= 8) else {
+            let h = f.at::<[u8; ICMPV6_HLEN]>(off);
+            let Some(h) = h.filter(|_| avail >= ICMPV6_HLEN) else {
                 return Err(truncated(pkt, Reason::Icmpv6Truncated));
             };
-            // SAFETY: eight bytes in bounds.
+            // SAFETY: the ICMPv6 header in bounds.
             let h = unsafe { *h };
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             pkt.icmp_id = be16([h[4], h[5]]);
-            if (ICMPV6_DEST_UNREACH..=ICMPV6_PARAMETER_PROBLEM).contains(&h[0])
-                && pkt.fragment == Fragment::None
-            {
-                quote_v6(f, off + 8, avail - 8, pkt);
+            if icmpv6_error_quotes_flow(h[0]) && pkt.fragment == Fragment::None {
+                quote_v6(f, off + ICMPV6_HLEN, avail - ICMPV6_HLEN, pkt);
             }
         }
         // Other protocols (GRE, ESP, SCTP, ...) have no ports the datapath reads; the policy
@@ -536,18 +525,6 @@ fn parse_l4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) -> Result<(),
     }
     Ok(())
 }
-
-// ICMP errors (RFC 792, RFC 4443): they quote the packet that caused them.
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-/// Destination unreachable (1), packet too big (2), time exceeded (3), parameter problem (4).
-const ICMPV6_DEST_UNREACH: u8 = 1;
-const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// Reads the IPv4 packet an ICMP error quotes at `off` (its header and first 8 transport
 /// bytes, which RFC 792 guarantees), within the `avail` bytes the error's IP packet has left.
@@ -561,16 +538,19 @@ fn quote_v4(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
-    let hlen = usize::from(ip.vihl & 0x0f) * 4;
-    if ip.vihl >> 4 != 4 || hlen < Ipv4Hdr::LEN || hlen + 8 > avail || be16(ip.frags) & 0x1fff != 0
+    let hlen = ipv4_hlen(ip.vihl);
+    if ip.vihl >> 4 != IPV4_VERSION
+        || hlen < IPV4_MIN_HLEN
+        || hlen + ICMP_QUOTE_L4_LEN > avail
+        || be16(ip.frags) & IPV4_FRAG_OFFSET != 0
     {
         return;
     }
-    let Some(l4) = f.at::<[u8; 8]>(off + hlen) else {
+    let Some(l4) = f.at::<[u8; ICMP_QUOTE_L4_LEN]>(off + hlen) else {
         pkt.quote_cut = true;
         return;
     };
-    // SAFETY: eight bytes in bounds.
+    // SAFETY: the quoted transport bytes in bounds.
     let l4 = unsafe { *l4 };
     let (mut src, mut dst) = ([0; 16], [0; 16]);
     src[..4].copy_from_slice(&ip.src_addr);
@@ -589,14 +569,14 @@ fn quote_v6(f: &Frame, off: usize, avail: usize, pkt: &mut Packet) {
     };
     // SAFETY: the fixed header is in bounds; all fields are byte arrays or u8.
     let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 || Ipv6Hdr::LEN + 8 > avail {
+    if ip.vcf[0] >> 4 != IPV6_VERSION || IPV6_HLEN + ICMP_QUOTE_L4_LEN > avail {
         return;
     }
-    let Some(l4) = f.at::<[u8; 8]>(off + Ipv6Hdr::LEN) else {
+    let Some(l4) = f.at::<[u8; ICMP_QUOTE_L4_LEN]>(off + IPV6_HLEN) else {
         pkt.quote_cut = true;
         return;
     };
-    // SAFETY: eight bytes in bounds.
+    // SAFETY: the quoted transport bytes in bounds.
     let l4 = unsafe { *l4 };
     keep_quote(pkt, ip.src_addr, ip.dst_addr, ip.next_hdr, &l4, ICMPV6_ECHO);
 }
@@ -610,7 +590,14 @@ const ICMPV6_ECHO: Echo = (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPL
 /// identifier twice for an echo request or reply of the family's ICMP (`echo`); anything else
 /// is not kept.
 #[inline(always)]
-fn keep_quote(pkt: &mut Packet, src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8; 8], echo: Echo) {
+fn keep_quote(
+    pkt: &mut Packet,
+    src: [u8; 16],
+    dst: [u8; 16],
+    proto: u8,
+    l4: &[u8; ICMP_QUOTE_L4_LEN],
+    echo: Echo,
+) {
     let (icmp, echo_request, echo_reply) = echo;
     let (kind, sport, dport) = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
         (QUOTE_PORTS, be16([l4[0], l4[1]]), be16([l4[2], l4[3]]))

@@ -1,0 +1,110 @@
+//! Every map the datapath shares with the agent: its name, what it holds, how big it is, and
+//! the order the agent pins them in. The keys and values are in the files beside this one.
+//!
+//! Map names are kept under 16 bytes: the kernel truncates object names to `BPF_OBJ_NAME_LEN`
+//! (16, NUL included) and the pinned files carry the same names.
+//!
+//! Capacities, chosen for the largest policy, are here; sizes a layout fixes (the port
+//! bitmaps, the verdict cache, the event ring) are beside the layout.
+
+// What the docs below link to, in other files of this module.
+#[cfg(doc)]
+use super::{DropEvent, EVENTS_PER_SEC, VerdictCacheEntry, counter_index, port_word_index};
+
+/// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
+pub const CONFIG_MAP: &str = "BND_CONFIG";
+/// `HashMap<AddrKey, Endpoint>`: local address -> the workload that owns it.
+pub const ENDPOINTS_MAP: &str = "BND_ENDPOINTS";
+/// `Array<WorkloadName>`: slot -> name, so pinned counters explain themselves with no agent.
+pub const NAMES_MAP: &str = "BND_NAMES";
+/// `PerCpuArray<CounterRow>`: one row per (workload slot, direction), see [`counter_index`].
+pub const COUNTERS_MAP: &str = "BND_COUNTERS";
+/// `HashMap<AddrKey, u32>`: exact peer address -> identity (static and attested bindings).
+pub const IDENTITIES_MAP: &str = "BND_IDENTITIES";
+/// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses.
+pub const CIDRS_MAP: &str = "BND_CIDRS";
+/// `HashMap<PolicyKey, PolicyValue>`: rules for exact ports and for any port.
+pub const POLICY_MAP: &str = "BND_POLICY";
+/// `LpmTrie<RangeKey, PolicyValue>`: rules for port ranges, as prefixes of the port.
+pub const RANGES_MAP: &str = "BND_RANGES";
+/// `LpmTrie<FailsafeKey, u32>`: (protocol, local port, peer prefix) never dropped.
+pub const FAILSAFE_MAP: &str = "BND_FAILSAFE";
+/// `LruHashMap<FlowKey, FlowValue>`: flows the workloads opened (keys of direction ingress:
+/// their replies are `established` on the way in).
+pub const CONNTRACK_MAP: &str = "BND_CONNTRACK";
+/// `LruHashMap<FlowKey, FlowValue>`: flows the workloads accepted (keys of direction egress).
+/// Apart from [`CONNTRACK_MAP`], so that a flood of new connections to an open port evicts
+/// accepted flows only, never the ones a workload opened.
+pub const CONNTRACK_ACCEPTED_MAP: &str = "BND_CT_ACCEPTED";
+/// `Array<u64>` with one entry: [`CT_INSERTS_MAP`] for [`CONNTRACK_ACCEPTED_MAP`].
+pub const CT_ACCEPTED_INSERTS_MAP: &str = "BND_CT_ACC_INS";
+/// `Array<u64>` with one entry: how many flows [`CONNTRACK_MAP`] has recorded anew (inserted,
+/// or re-inserted after expiring). A flow that was not a reply stays not a reply until this moves,
+/// so a cached drop skips the conntrack lookup while it stands still.
+pub const CT_INSERTS_MAP: &str = "BND_CT_INSERTS";
+/// `LruHashMap<FragKey, FragValue>`: first-fragment verdicts for the later fragments.
+pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
+
+/// `PerCpuArray<u64>`: packets decided by each rule (by compiled rule id).
+pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
+
+/// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
+pub const EVENTS_MAP: &str = "BND_EVENTS";
+/// `PerCpuArray<EventBudget>` with one entry: each CPU's sampling state.
+pub const EVENT_BUDGET_MAP: &str = "BND_EVT_BUDGET";
+
+/// `PerCpuArray<VerdictCacheEntry>`: each CPU's direct-mapped cache of recent flow verdicts,
+/// see [`VerdictCacheEntry`]. Not pinned: a program loaded anew starts with an empty cache, so
+/// no entry outlives the code that wrote it.
+pub const VERDICT_CACHE_MAP: &str = "BND_VCACHE";
+
+/// `Array<u64>`: port bitmaps per generation, so the datapath skips lookups that cannot hit:
+/// kind 0 has a bit for every port with an exact-port policy entry, kind 1 for every failsafe
+/// port. See [`port_word_index`].
+pub const PORTS_MAP: &str = "BND_PORTS";
+
+/// `ProgramArray`: the TC programs by [`PROG_TC_INGRESS`] / [`PROG_TC_EGRESS`], for the tail
+/// call that restarts one after it pulled non-linear headers into the skb's linear part.
+/// Pinned: a program array loses its entries when no process or pin holds it any more.
+pub const PROGS_MAP: &str = "BND_PROGS";
+pub const PROG_TC_INGRESS: u32 = 0;
+pub const PROG_TC_EGRESS: u32 = 1;
+pub const PROGS_ENTRIES: u32 = 2;
+
+/// All maps, in the order the agent pins and checks them.
+pub const ALL_MAPS: [&str; 19] = [
+    CONFIG_MAP,
+    ENDPOINTS_MAP,
+    NAMES_MAP,
+    COUNTERS_MAP,
+    IDENTITIES_MAP,
+    CIDRS_MAP,
+    POLICY_MAP,
+    RANGES_MAP,
+    FAILSAFE_MAP,
+    CONNTRACK_MAP,
+    FRAGMENTS_MAP,
+    RULE_HITS_MAP,
+    EVENTS_MAP,
+    EVENT_BUDGET_MAP,
+    PORTS_MAP,
+    CT_INSERTS_MAP,
+    PROGS_MAP,
+    CONNTRACK_ACCEPTED_MAP,
+    CT_ACCEPTED_INSERTS_MAP,
+];
+
+/// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
+pub const MAX_WORKLOADS: u32 = 256;
+/// Capacities. Maps written by the compiler hold two generations during a swap, so each is
+/// twice what one policy may use.
+pub const MAX_ENDPOINTS: u32 = 2 * 32_768;
+pub const MAX_IDENTITIES: u32 = 2 * 262_144;
+pub const MAX_CIDRS: u32 = 2 * 1_048_576;
+pub const MAX_POLICY: u32 = 2 * 1_048_576;
+pub const MAX_RANGES: u32 = 2 * 262_144;
+pub const MAX_FAILSAFE: u32 = 2 * 1024;
+pub const MAX_FLOWS: u32 = 65_536;
+pub const MAX_FRAGMENTS: u32 = 16_384;
+/// Rules in one policy (all workloads, both directions). Rule ids index [`RULE_HITS_MAP`].
+pub const MAX_RULES: u32 = 131_072;

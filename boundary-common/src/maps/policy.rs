@@ -1,0 +1,141 @@
+//! Keys and values of the maps the policy compiler fills: identities (exact and CIDR), the
+//! policy by exact port and by port range, failsafe entries, and the port bitmaps that let
+//! the datapath skip lookups that cannot hit.
+
+use core::mem::size_of;
+
+// What the docs below link to, in other files of this module.
+#[cfg(doc)]
+use super::{CIDRS_MAP, FAILSAFE_MAP, POLICY_MAP, PORTS_MAP, RANGES_MAP};
+
+/// Identity ids with a fixed meaning. Compiled identities start at [`FIRST_IDENTITY`].
+pub const IDENTITY_ANY: u32 = 0;
+/// A peer no binding and no CIDR identifies.
+pub const IDENTITY_WORLD: u32 = 1;
+pub const FIRST_IDENTITY: u32 = 2;
+
+/// The port value meaning "any port" in [`PolicyKey`]. Ports of ICMP rules are the ICMP type
+/// plus one ([`icmp_port`]), so 0 is free for this.
+pub const PORT_ANY: u16 = 0;
+
+/// The policy port of an ICMP or ICMPv6 type.
+pub const fn icmp_port(icmp_type: u8) -> u16 {
+    icmp_type as u16 + 1
+}
+
+/// Key of [`CIDRS_MAP`]: `data` is generation, family, two zero bytes, then the address;
+/// `prefix_len` is 32 + the CIDR's prefix length.
+pub const CIDR_KEY_LEN: usize = 20;
+pub const CIDR_KEY_FIXED_BITS: u32 = 32;
+
+/// Builds the LPM data of a [`CIDRS_MAP`] key.
+pub const fn cidr_key_data(generation: u8, family: u8, addr: [u8; 16]) -> [u8; CIDR_KEY_LEN] {
+    let mut d = [0u8; CIDR_KEY_LEN];
+    d[0] = generation;
+    d[1] = family;
+    let mut i = 0;
+    while i < 16 {
+        d[4 + i] = addr[i];
+        i += 1;
+    }
+    d
+}
+
+/// Key of [`POLICY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub generation: u8,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    pub pad: u8,
+    pub slot: u16,
+    /// Destination port, ICMP type + 1, or [`PORT_ANY`].
+    pub port: u16,
+    /// Peer identity or [`IDENTITY_ANY`].
+    pub identity: u32,
+}
+
+/// Rule actions as stored in [`PolicyValue::action`].
+pub const RULE_ALLOW: u8 = 0;
+pub const RULE_DENY: u8 = 1;
+
+/// Value of [`POLICY_MAP`] and [`RANGES_MAP`]: what the most specific matching rules decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// [`RULE_ALLOW`] or [`RULE_DENY`].
+    pub action: u8,
+    pub pad: [u8; 3],
+    /// The deciding rule's id (its index in the compiled rule list).
+    pub rule: u32,
+}
+
+/// Key of [`RANGES_MAP`]: `data` is generation, direction, protocol, a zero byte, slot (big
+/// endian), identity (big endian), port (big endian); `prefix_len` is 80 + the bits of the
+/// port prefix.
+pub const RANGE_KEY_LEN: usize = 12;
+pub const RANGE_KEY_FIXED_BITS: u32 = 80;
+
+pub const fn range_key_data(
+    generation: u8,
+    direction: u8,
+    proto: u8,
+    slot: u16,
+    identity: u32,
+    port: u16,
+) -> [u8; RANGE_KEY_LEN] {
+    let s = slot.to_be_bytes();
+    let i = identity.to_be_bytes();
+    let p = port.to_be_bytes();
+    [
+        generation, direction, proto, 0, s[0], s[1], i[0], i[1], i[2], i[3], p[0], p[1],
+    ]
+}
+
+/// Key of [`FAILSAFE_MAP`]: `data` is generation, family, protocol, a zero byte, local port
+/// (big endian), two zero bytes, then the peer address; `prefix_len` is 64 + the prefix length.
+pub const FAILSAFE_KEY_LEN: usize = 24;
+pub const FAILSAFE_KEY_FIXED_BITS: u32 = 64;
+
+pub const fn failsafe_key_data(
+    generation: u8,
+    family: u8,
+    proto: u8,
+    port: u16,
+    addr: [u8; 16],
+) -> [u8; FAILSAFE_KEY_LEN] {
+    let mut d = [0u8; FAILSAFE_KEY_LEN];
+    d[0] = generation;
+    d[1] = family;
+    d[2] = proto;
+    let p = port.to_be_bytes();
+    d[4] = p[0];
+    d[5] = p[1];
+    let mut i = 0;
+    while i < 16 {
+        d[8 + i] = addr[i];
+        i += 1;
+    }
+    d
+}
+
+/// Bitmap kinds in [`PORTS_MAP`].
+pub const PORTS_POLICY: u32 = 0;
+pub const PORTS_FAILSAFE: u32 = 1;
+/// Words of one bitmap (65,536 ports / 64).
+pub const PORT_WORDS: u32 = 1024;
+/// Entries of [`PORTS_MAP`]: two generations, two kinds.
+pub const PORTS_ENTRIES: u32 = 2 * 2 * PORT_WORDS;
+
+/// The [`PORTS_MAP`] index of the word holding `port`'s bit.
+pub const fn port_word_index(generation: u8, kind: u32, port: u16) -> u32 {
+    ((generation as u32 & 1) * 2 + (kind & 1)) * PORT_WORDS + (port as u32 >> 6)
+}
+
+const _: () = {
+    assert!(size_of::<PolicyKey>() == 12);
+    assert!(size_of::<PolicyValue>() == 8);
+};
