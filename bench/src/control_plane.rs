@@ -33,6 +33,7 @@ use boundary_common::maps::{
     Action, EP_PEERS_INGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
     FIRST_IDENTITY, MAX_RULES, Mode, PolicyKey, PolicyValue, RULE_ALLOW, RULE_DENY,
 };
+use boundary_common::wire::IPPROTO_UDP;
 use boundary_tests::{
     AgentProcess, NetNs,
     agent::AgentFiles,
@@ -58,7 +59,6 @@ pub const COMPILE_SIZES: [usize; 3] = [1_000, 10_000, TARGET_RULES];
 pub const AGENT_SIZES: [usize; 3] = [1_000, 10_000, TARGET_RULES];
 /// The target's size: beyond what the compiler accepts.
 pub const TARGET_RULES: usize = 100_000;
-const IPPROTO_UDP: u8 = 17;
 
 fn workloads(rules: usize) -> usize {
     rules.div_ceil(PER_WORKLOAD)

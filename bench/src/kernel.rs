@@ -21,6 +21,7 @@ use boundary_agent::{
     datapath::{Datapath, Maps},
     policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
 };
+use boundary_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use boundary_common::{
     Direction, Reason,
     maps::{
@@ -39,8 +40,6 @@ use super::{
 
 /// Workload slots of the per-packet datapath (counters are read across all of them).
 pub const SLOTS: u32 = 4;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// One compiler-filled map whose shipped capacity was raised for a fill.
 #[derive(Clone, Debug)]

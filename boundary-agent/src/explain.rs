@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use boundary_common::{
     Direction, Verdict,
     maps::{IDENTITY_ANY, IDENTITY_WORLD, UNPROTECTED_NAME},
+    wire,
 };
 use serde::Serialize;
 
@@ -36,11 +37,11 @@ pub fn first_packet(
     let mut pkt = Packet::new(src, dst, proto);
     pkt.fragment = Fragment::None;
     match proto {
-        6 | 17 => {
+        wire::IPPROTO_TCP | wire::IPPROTO_UDP => {
             pkt.sport = sport;
             pkt.dport = dport;
         }
-        1 | 58 => pkt.icmp_type = Some(icmp_type),
+        wire::IPPROTO_ICMP | wire::IPPROTO_ICMPV6 => pkt.icmp_type = Some(icmp_type),
         _ => {}
     }
     pkt

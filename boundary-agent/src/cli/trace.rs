@@ -1,6 +1,6 @@
 use std::{net::IpAddr, path::PathBuf};
 
-use boundary_common::{Direction, maps::MAX_WORKLOADS};
+use boundary_common::{Direction, maps::MAX_WORKLOADS, wire};
 
 use super::{CliError, PinDirArg};
 use crate::{
@@ -58,10 +58,10 @@ pub enum TraceDirection {
 
 fn proto_number(s: &str) -> Result<u8, CliError> {
     Ok(match s {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmpv6" => 58,
+        "tcp" => wire::IPPROTO_TCP,
+        "udp" => wire::IPPROTO_UDP,
+        "icmp" => wire::IPPROTO_ICMP,
+        "icmpv6" => wire::IPPROTO_ICMPV6,
         other => other.parse().map_err(|_| {
             CliError::bad_input(format!(
                 "--proto {other:?}: tcp, udp, icmp, icmpv6 or a number"

@@ -10,6 +10,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{DropEvent, EVENTS_MAP, FAMILY_IPV4, FAMILY_IPV6},
+    wire,
 };
 use serde::Serialize;
 
@@ -122,7 +123,10 @@ impl EventReader {
             let e: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             let age = now_mono.saturating_sub(Duration::from_nanos(e.timestamp_ns));
             let reason = Reason::from_code(e.reason);
-            let has_ports = matches!(e.proto, 6 | 17 | 132);
+            let has_ports = matches!(
+                e.proto,
+                wire::IPPROTO_TCP | wire::IPPROTO_UDP | wire::IPPROTO_SCTP
+            );
             out.push(Event {
                 time: now_wall.saturating_sub(age).as_secs_f64(),
                 workload: self
@@ -146,7 +150,8 @@ impl EventReader {
                 dst: addr(e.family, e.dst),
                 sport: if has_ports { e.sport } else { 0 },
                 dport: if has_ports { e.dport } else { 0 },
-                icmp_type: matches!(e.proto, 1 | 58).then_some(e.icmp_type),
+                icmp_type: matches!(e.proto, wire::IPPROTO_ICMP | wire::IPPROTO_ICMPV6)
+                    .then_some(e.icmp_type),
                 identity: (e.identity != 0).then_some(e.identity),
                 rule: (e.rule != u32::MAX).then_some(e.rule),
                 len: e.len,
