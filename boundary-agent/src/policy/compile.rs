@@ -33,9 +33,10 @@ use boundary_common::{
 use ipnet::IpNet;
 
 use super::{
-    model::{DefaultAction, Policy, RuleAction, Selector, Traffic, WorkloadMode},
+    model::{Policy, Rule},
     ports::range_prefixes,
     spiffe::SpiffeId,
+    values::{DefaultAction, RuleAction, Selector, Traffic, WorkloadMode},
 };
 
 /// Workload name -> slot, as currently installed. Slots are kept across reloads so a workload's
@@ -182,7 +183,7 @@ fn prefixes_of(addr: IpAddr) -> impl Iterator<Item = IpNet> {
 struct Placed<'a> {
     slot: u16,
     direction: Direction,
-    rule: &'a super::model::Rule,
+    rule: &'a Rule,
 }
 
 /// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
@@ -399,8 +400,7 @@ pub fn compile(
                 .keys()
                 .any(|k| k.slot == slot && k.direction == d as u8)
         };
-        let has_deny =
-            |list: &[super::model::Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
+        let has_deny = |list: &[Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
         let mut flags = 0;
         if has_ranges(Direction::Ingress) {
             flags |= EP_RANGES_INGRESS;
@@ -420,8 +420,7 @@ pub fn compile(
         if can_drop {
             flags |= EP_TRACK_EGRESS | EP_TRACK_INGRESS;
         }
-        let about_peers =
-            |list: &[super::model::Rule]| list.iter().any(|r| r.peer != Selector::Any);
+        let about_peers = |list: &[Rule]| list.iter().any(|r| r.peer != Selector::Any);
         if !w.ingress.is_empty() {
             flags |= EP_RULES_INGRESS;
         }
