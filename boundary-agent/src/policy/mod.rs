@@ -1,8 +1,8 @@
 //! The policy file and its compiler: workloads, identities, rules, failsafe entries.
 //!
-//! A file is read in three steps: [`syntax`] is its shape as serde reads it, with the
-//! [`values`] inside checked as they are read; [`validate`] checks the document as a whole and
-//! builds the [`model`], which is all [`compile`] ever sees.
+//! A file is read in three steps: `syntax` is its shape as serde reads it, with the `values`
+//! inside checked as they are read; `validate` checks the document as a whole and builds the
+//! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
 mod model;
