@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod maps;
+pub mod name;
 pub mod reason;
 
 pub use reason::{Reason, Verdict};

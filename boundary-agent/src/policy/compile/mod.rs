@@ -34,7 +34,6 @@ mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use boundary_common::maps::WORKLOAD_NAME_LEN;
 use ipnet::IpNet;
 
 pub use self::{
@@ -87,20 +86,6 @@ fn failsafe(policy: &Policy) -> BTreeSet<(u8, u16, IpNet)> {
         .iter()
         .map(|f| (f.proto, f.port, f.net))
         .collect()
-}
-
-/// A name as stored in the names map: NUL-padded.
-pub fn encode_name(name: &str) -> [u8; WORKLOAD_NAME_LEN] {
-    let mut out = [0u8; WORKLOAD_NAME_LEN];
-    let n = name.len().min(WORKLOAD_NAME_LEN - 1);
-    out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    out
-}
-
-/// The inverse of [`encode_name`]; `None` for an empty (unused) slot.
-pub fn decode_name(raw: &[u8; WORKLOAD_NAME_LEN]) -> Option<String> {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
 }
 
 #[cfg(test)]
