@@ -1,12 +1,22 @@
 //! The policy file and its compiler: workloads, identities, rules, failsafe entries.
+//!
+//! A file is read in three steps: `syntax` is its shape as serde reads it, with the `values`
+//! inside checked as they are read; `validate` checks the document as a whole and builds the
+//! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
 mod model;
 mod ports;
 pub mod spiffe;
+mod syntax;
+mod validate;
+mod values;
 
 pub use compile::{CompileError, RuleInfo, SlotTable, Tables, compile};
-pub use model::{
-    API_VERSION, Cidr, DefaultAction, Defaults, Failsafe, HostAddr, Policy, PolicyError, Rule,
-    RuleAction, Selector, StaticIdentity, Traffic, Workload, WorkloadMode, default_failsafe,
+pub use model::{Policy, Rule, StaticIdentity, Workload};
+pub use syntax::{API_VERSION, Defaults};
+pub use validate::PolicyError;
+pub use values::{
+    Cidr, DefaultAction, Failsafe, HostAddr, RuleAction, Selector, Traffic, WorkloadMode,
+    default_failsafe,
 };

@@ -34,9 +34,10 @@ use boundary_common::maps::{
     IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP,
     RULE_HITS_MAP, WorkloadName,
 };
+use boundary_common::name::decode_name;
 
 use super::{batch, grace::Grace, pins::PinLayout};
-use crate::policy::{SlotTable, compile::decode_name};
+use crate::policy::SlotTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {

@@ -10,10 +10,11 @@ use boundary_common::maps::{
     Endpoint, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey,
     PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
 };
+use boundary_common::name::encode_name;
 use tracing::warn;
 
 use crate::datapath::{batch, grace::Grace};
-use crate::policy::{Tables, compile::encode_name};
+use crate::policy::Tables;
 
 use super::{
     Installed, Maps, MapsError,

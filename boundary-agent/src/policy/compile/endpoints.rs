@@ -1,0 +1,177 @@
+//! Pass 6: endpoints. Each protected address gets its workload's slot, mode and defaults, and
+//! flags that let the datapath skip what cannot apply: lookups in directions with no rules, or
+//! no rules about peers, or no ranges, and conntrack where nothing could be dropped.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use boundary_common::{
+    Direction,
+    maps::{
+        Action, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS,
+        EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, Mode,
+        PolicyValue,
+    },
+};
+
+use super::RangeKey;
+use crate::policy::{
+    model::{Policy, Rule, Workload},
+    values::{DefaultAction, RuleAction, Selector, WorkloadMode},
+};
+
+/// Protected address -> endpoint, for every workload. `ranges` are the range-trie entries.
+pub(super) fn build(
+    policy: &Policy,
+    slot_of: &BTreeMap<&str, u16>,
+    ranges: &BTreeMap<RangeKey, PolicyValue>,
+) -> BTreeMap<IpAddr, Endpoint> {
+    let mut endpoints = BTreeMap::new();
+    for w in &policy.workloads {
+        let slot = slot_of[w.name.as_str()];
+        let value = Endpoint {
+            slot,
+            mode: match w.mode {
+                WorkloadMode::Enforce => Mode::Enforce as u8,
+                WorkloadMode::Audit => Mode::Audit as u8,
+            },
+            ingress_default: action(w.ingress_default) as u8,
+            egress_default: action(w.egress_default) as u8,
+            flags: flags(w, slot, ranges),
+            pad: [0; 2],
+        };
+        for a in &w.addresses {
+            endpoints.insert(*a, value);
+        }
+    }
+    endpoints
+}
+
+/// The `EP_*` bits of workload `w`, in `slot`.
+fn flags(w: &Workload, slot: u16, ranges: &BTreeMap<RangeKey, PolicyValue>) -> u8 {
+    let has_ranges = |d: Direction| {
+        ranges
+            .keys()
+            .any(|k| k.slot == slot && k.direction == d as u8)
+    };
+    let has_deny = |list: &[Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
+    let mut flags = 0;
+    if has_ranges(Direction::Ingress) {
+        flags |= EP_RANGES_INGRESS;
+    }
+    if has_ranges(Direction::Egress) {
+        flags |= EP_RANGES_EGRESS;
+    }
+    // Conntrack only where something could otherwise be dropped: the replies of a flow,
+    // or the ICMP errors about it (`related`), which come back in either direction (a
+    // router's "fragmentation needed" about a response the workload sends arrives on
+    // ingress even though the flow came in on ingress). So either direction that can drop
+    // makes the workload track its allowed flows both ways.
+    let can_drop = w.ingress_default == DefaultAction::Deny
+        || has_deny(&w.ingress)
+        || w.egress_default == DefaultAction::Deny
+        || has_deny(&w.egress);
+    if can_drop {
+        flags |= EP_TRACK_EGRESS | EP_TRACK_INGRESS;
+    }
+    let about_peers = |list: &[Rule]| list.iter().any(|r| r.peer != Selector::Any);
+    if !w.ingress.is_empty() {
+        flags |= EP_RULES_INGRESS;
+    }
+    if !w.egress.is_empty() {
+        flags |= EP_RULES_EGRESS;
+    }
+    if about_peers(&w.ingress) {
+        flags |= EP_PEERS_INGRESS;
+    }
+    if about_peers(&w.egress) {
+        flags |= EP_PEERS_EGRESS;
+    }
+    flags
+}
+
+fn action(d: DefaultAction) -> Action {
+    match d {
+        DefaultAction::Allow => Action::Pass,
+        DefaultAction::Deny => Action::Drop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::compile::tests::parse;
+
+    fn only_workload(text: &str) -> Workload {
+        parse(text).workloads.remove(0)
+    }
+
+    #[test]
+    fn flags_name_what_the_datapath_may_skip() {
+        let open = only_workload(
+            "apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
+workloads:
+  - { name: w, addresses: [10.0.0.1], ingress: [{ from: { any: true }, ports: [80] }] }
+",
+        );
+        // Nothing can be dropped, so nothing is tracked; no rule is about a peer.
+        assert_eq!(flags(&open, 1, &BTreeMap::new()), EP_RULES_INGRESS);
+
+        let guarded = only_workload(
+            "apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
+workloads:
+  - name: w
+    addresses: [10.0.0.1]
+    egress: [{ to: { cidr: 10.0.0.0/8 }, ports: [1000-2000], action: deny }]
+",
+        );
+        let range = |slot, direction: Direction| RangeKey {
+            slot,
+            direction: direction as u8,
+            proto: 6,
+            identity: 2,
+            port: 1024,
+            bits: 6,
+        };
+        let deny = PolicyValue {
+            action: boundary_common::maps::RULE_DENY,
+            pad: [0; 3],
+            rule: 0,
+        };
+        let ranges = BTreeMap::from([
+            (range(1, Direction::Egress), deny),
+            (range(2, Direction::Ingress), deny),
+        ]);
+        // An egress deny makes both directions track; slot 2's ranges are not slot 1's.
+        assert_eq!(
+            flags(&guarded, 1, &ranges),
+            EP_RULES_EGRESS
+                | EP_PEERS_EGRESS
+                | EP_RANGES_EGRESS
+                | EP_TRACK_EGRESS
+                | EP_TRACK_INGRESS
+        );
+    }
+
+    #[test]
+    fn every_address_of_a_workload_gets_its_endpoint() {
+        let p = parse(
+            "apiVersion: boundary.dev/v1
+workloads:
+  - { name: w, addresses: [10.0.0.1, \"fd00::1\"], mode: audit, defaults: { egress: deny } }
+",
+        );
+        let endpoints = build(&p, &BTreeMap::from([("w", 3)]), &BTreeMap::new());
+        let want = Endpoint {
+            slot: 3,
+            mode: Mode::Audit as u8,
+            ingress_default: Action::Drop as u8,
+            egress_default: Action::Drop as u8,
+            flags: EP_TRACK_EGRESS | EP_TRACK_INGRESS,
+            pad: [0; 2],
+        };
+        assert_eq!(endpoints.len(), 2);
+        assert!(endpoints.values().all(|e| *e == want), "{endpoints:?}");
+    }
+}

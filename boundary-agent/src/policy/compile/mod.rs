@@ -1,0 +1,116 @@
+//! Validated policy + identity bindings -> the exact map entries the datapath needs. Pure and
+//! deterministic: the same inputs give the same tables, whatever the order of the file.
+//!
+//! ## Passes
+//! [`compile`] runs them in order; each lives in the module named, beside its tests.
+//! 1. `slots`: a slot per workload, kept across reloads.
+//! 2. `rules`: rule ids, in document order.
+//! 3. `identities`: peers classed by the rules that select them.
+//! 4. `entries`: each identity's rules as policy-map and range-trie entries.
+//! 5. `entries`: each range prefix inherits the verdicts of the ranges around it.
+//! 6. `endpoints`: per-address workload entries, with flags for what the datapath may skip.
+//! 7. here: the failsafe entries, as written.
+//!
+//! ## Identities
+//! An identity is a class of peers the policy cannot tell apart: the set of rules whose peer
+//! selector matches them. Peers are bound addresses (static now, mTLS-attested later), CIDR
+//! prefixes named by rules, and `world` (everything else). A prefix's identity includes every
+//! CIDR rule whose prefix contains it, so the longest-prefix match in the datapath finds every
+//! CIDR rule that applies, not just the most specific one. Rules on `any` peer are compiled
+//! once, under identity 0, and looked up after the peer's own identity.
+//!
+//! ## Precedence (documented in README)
+//! The datapath takes the first hit of: (identity, port), (identity, port range), (identity,
+//! any port), then the same for `any` peer. So a rule about this peer beats a rule about any
+//! peer, and an exact port beats a range, which beats any port. Where several rules meet at one
+//! entry, deny beats allow, and among equals the rule written first wins.
+
+mod endpoints;
+mod entries;
+mod identities;
+mod rules;
+mod slots;
+mod tables;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+pub use self::{
+    slots::SlotTable,
+    tables::{IdentityInfo, RangeKey, RuleInfo, RuleKey, Tables},
+};
+use super::model::Policy;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error(
+        "{count} workloads do not fit in {slots} slots (slot 0 is reserved); raise maxWorkloads in the agent config"
+    )]
+    TooManyWorkloads { count: usize, slots: u32 },
+    #[error("{count} rules exceed the datapath's {max}")]
+    TooManyRules { count: usize, max: u32 },
+}
+
+/// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
+/// for workloads that are still there.
+pub fn compile(
+    policy: &Policy,
+    previous: &SlotTable,
+    max_workloads: u32,
+) -> Result<Tables, CompileError> {
+    let names = slots::assign(policy, previous, max_workloads)?;
+    let slot_of: BTreeMap<&str, u16> = names.iter().map(|(s, n)| (n.as_str(), *s)).collect();
+    let (placed, rules) = rules::number(policy, &slot_of)?;
+    let peers = identities::classify(policy, &placed);
+    let (entries, mut ranges) = entries::expand(&placed, &peers);
+    entries::inherit_covering_ranges(&mut ranges);
+    let endpoints = endpoints::build(policy, &slot_of, &ranges);
+    Ok(Tables {
+        names,
+        endpoints,
+        identities: peers.exact,
+        cidrs: peers.cidrs,
+        policy: entries,
+        ranges,
+        failsafe: failsafe(policy),
+        rules,
+        identity_info: peers.info,
+    })
+}
+
+/// Failsafe entries as (protocol, local port, peer prefix).
+fn failsafe(policy: &Policy) -> BTreeSet<(u8, u16, IpNet)> {
+    policy
+        .failsafe
+        .iter()
+        .map(|f| (f.proto, f.port, f.net))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy the passes' tests compile; it must be valid.
+    pub(super) fn parse(text: &str) -> Policy {
+        Policy::from_str("test.yaml", text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn failsafe_entries_are_the_policys_or_ssh_from_anywhere() {
+        let net = |s: &str| -> IpNet { s.parse().expect("prefix") };
+        let written = parse(
+            "apiVersion: boundary.dev/v1\nfailsafe: [\"udp:10.0.0.0/8:53\", \"tcp:::/0:22\"]\n",
+        );
+        assert_eq!(
+            failsafe(&written),
+            BTreeSet::from([(6, 22, net("::/0")), (17, 53, net("10.0.0.0/8"))])
+        );
+        let default = parse("apiVersion: boundary.dev/v1\n");
+        assert_eq!(
+            failsafe(&default),
+            BTreeSet::from([(6, 22, net("0.0.0.0/0")), (6, 22, net("::/0"))])
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The policy file as written: the shapes serde reads, unknown fields refused. Values inside
+//! them are checked as they are read ([`super::values`]); the document as a whole is checked
+//! by [`super::validate`], which turns it into the model.
+//!
+//! ```yaml
+//! apiVersion: boundary.dev/v1
+//! trustDomain: example.org            # optional: SPIFFE IDs must then belong to it
+//! defaults: { ingress: deny, egress: allow, mode: enforce }
+//! failsafe: ["tcp:10.0.0.0/8:22"]     # default: SSH from anywhere (tcp:0.0.0.0/0:22, tcp:::/0:22)
+//! identities:
+//!   - id: spiffe://example.org/ns/orders/sa/api
+//!     addresses: [10.1.2.7]
+//! workloads:
+//!   - name: payments-api
+//!     addresses: [10.1.2.3, "fd00:1::3"]
+//!     ingress:
+//!       - from: { spiffe: "spiffe://example.org/ns/orders/*" }
+//!         ports: ["8443/tcp"]
+//!       - from: { cidr: 192.168.0.0/16 }
+//!         ports: ["9090/tcp", "30000-30100/udp"]
+//!       - from: { any: true }
+//!         icmp: [echo-request]
+//!       - from: { cidr: 192.168.7.0/24 }
+//!         action: deny
+//!     egress:
+//!       - to: { cidr: 10.0.0.53/32 }
+//!         ports: ["53"]
+//! ```
+//!
+//! The struct names are part of serde's error messages (`expected struct RawPolicy`), so
+//! renaming one changes what an operator reads.
+
+use serde::Deserialize;
+
+use super::values::{
+    DefaultAction, Failsafe, HostAddr, IcmpName, PortSpec, ProtocolName, RuleAction, Selector,
+    WorkloadMode,
+};
+
+pub const API_VERSION: &str = "boundary.dev/v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Defaults {
+    /// Ingress packets no rule decides. Default `deny`.
+    #[serde(default = "deny")]
+    pub ingress: DefaultAction,
+    /// Egress packets no rule decides. Default `allow`.
+    #[serde(default = "allow")]
+    pub egress: DefaultAction,
+    /// Default `enforce`.
+    #[serde(default = "enforce")]
+    pub mode: WorkloadMode,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            ingress: DefaultAction::Deny,
+            egress: DefaultAction::Allow,
+            mode: WorkloadMode::Enforce,
+        }
+    }
+}
+
+fn allow() -> DefaultAction {
+    DefaultAction::Allow
+}
+fn deny() -> DefaultAction {
+    DefaultAction::Deny
+}
+fn enforce() -> WorkloadMode {
+    WorkloadMode::Enforce
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawPolicy {
+    pub api_version: String,
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    pub failsafe: Option<Vec<Failsafe>>,
+    #[serde(default)]
+    pub identities: Vec<RawIdentity>,
+    #[serde(default)]
+    pub workloads: Vec<RawWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawIdentity {
+    pub id: String,
+    pub addresses: Vec<HostAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawWorkload {
+    pub name: String,
+    pub addresses: Vec<HostAddr>,
+    pub mode: Option<WorkloadMode>,
+    /// Overrides of the policy-wide defaults for this workload.
+    #[serde(default)]
+    pub defaults: RawWorkloadDefaults,
+    #[serde(default)]
+    pub ingress: Vec<RawIngressRule>,
+    #[serde(default)]
+    pub egress: Vec<RawEgressRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawWorkloadDefaults {
+    pub ingress: Option<DefaultAction>,
+    pub egress: Option<DefaultAction>,
+}
+
+// Ingress and egress rules differ only in the peer's key (`from` / `to`). They are two
+// structs rather than one flattened one because serde cannot refuse unknown fields through
+// `flatten`. Both become a `RawRule`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawIngressRule {
+    name: Option<String>,
+    from: Selector,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    icmp: Vec<IcmpName>,
+    #[serde(default)]
+    icmpv6: Vec<IcmpName>,
+    #[serde(default)]
+    protocols: Vec<ProtocolName>,
+    #[serde(default)]
+    action: RuleAction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawEgressRule {
+    name: Option<String>,
+    to: Selector,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    icmp: Vec<IcmpName>,
+    #[serde(default)]
+    icmpv6: Vec<IcmpName>,
+    #[serde(default)]
+    protocols: Vec<ProtocolName>,
+    #[serde(default)]
+    action: RuleAction,
+}
+
+/// A rule of either direction, its peer taken from `from` or `to`.
+pub(super) struct RawRule {
+    pub name: Option<String>,
+    pub peer: Selector,
+    pub traffic: RawTraffic,
+    pub action: RuleAction,
+}
+
+/// What a rule says about traffic, before expansion.
+pub(super) struct RawTraffic {
+    pub ports: Vec<PortSpec>,
+    pub icmp: Vec<IcmpName>,
+    pub icmpv6: Vec<IcmpName>,
+    pub protocols: Vec<ProtocolName>,
+}
+
+impl From<RawIngressRule> for RawRule {
+    fn from(r: RawIngressRule) -> Self {
+        Self {
+            name: r.name,
+            peer: r.from,
+            traffic: RawTraffic {
+                ports: r.ports,
+                icmp: r.icmp,
+                icmpv6: r.icmpv6,
+                protocols: r.protocols,
+            },
+            action: r.action,
+        }
+    }
+}
+
+impl From<RawEgressRule> for RawRule {
+    fn from(r: RawEgressRule) -> Self {
+        Self {
+            name: r.name,
+            peer: r.to,
+            traffic: RawTraffic {
+                ports: r.ports,
+                icmp: r.icmp,
+                icmpv6: r.icmpv6,
+                protocols: r.protocols,
+            },
+            action: r.action,
+        }
+    }
+}

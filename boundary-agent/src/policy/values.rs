@@ -1,0 +1,369 @@
+//! The values a policy is written with: addresses, prefixes, peer selectors, ports, ICMP types,
+//! protocols, failsafe entries, actions and modes. Each is checked as serde reads it, so its
+//! error carries the line and column it was written at. The wire shapes only one value reads
+//! through (`RawSelector`, `StringOrNumber`) stay private beside it.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::spiffe::SpiffePattern;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Allow or deny, for traffic no rule decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DefaultAction {
+    Allow,
+    Deny,
+}
+
+/// What a rule does with the traffic it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleAction {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WorkloadMode {
+    /// Drops are dropped.
+    Enforce,
+    /// Would-be drops are counted as `audit` and passed.
+    Audit,
+}
+
+impl fmt::Display for WorkloadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkloadMode::Enforce => "enforce",
+            WorkloadMode::Audit => "audit",
+        })
+    }
+}
+
+/// A single host address: `10.1.2.3`, `10.1.2.3/32`, `fd00::3` or `fd00::3/128`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostAddr(pub IpAddr);
+
+impl TryFrom<String> for HostAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.as_str(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))?;
+        let full = if addr.is_ipv4() { "32" } else { "128" };
+        if let Some(p) = prefix
+            && p != full
+        {
+            return Err(format!(
+                "{s:?}: a host address is a single host (/{full}); CIDR ranges belong in `from: {{ cidr: ... }}`"
+            ));
+        }
+        if addr.is_unspecified() || addr.is_multicast() {
+            return Err(format!("{s:?} cannot be a host's own address"));
+        }
+        Ok(Self(addr))
+    }
+}
+
+/// A CIDR prefix with no host bits set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr(pub IpNet);
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let net: IpNet = match s.parse() {
+            Ok(n) => n,
+            Err(_) => match s.parse::<IpAddr>() {
+                Ok(a) => IpNet::from(a),
+                Err(_) => {
+                    return Err(format!(
+                        "{s:?} is not a CIDR prefix (like 10.0.0.0/8 or fd00::/8)"
+                    ));
+                }
+            },
+        };
+        if net.trunc() != net {
+            return Err(format!(
+                "{s:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Self(net))
+    }
+}
+
+/// Who a rule is about: the peer (source on ingress, destination on egress).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "RawSelector")]
+pub enum Selector {
+    /// Peers whose SPIFFE ID (static or attested binding) matches.
+    Spiffe(SpiffePattern),
+    /// Peers whose address is in the prefix, whatever their identity.
+    Cidr(IpNet),
+    /// Peers with no SPIFFE identity.
+    World,
+    /// Every peer.
+    Any,
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Spiffe(p) => write!(f, "spiffe {p}"),
+            Selector::Cidr(n) => write!(f, "cidr {n}"),
+            Selector::World => f.write_str("world"),
+            Selector::Any => f.write_str("any"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelector {
+    spiffe: Option<String>,
+    cidr: Option<Cidr>,
+    world: Option<bool>,
+    any: Option<bool>,
+}
+
+impl TryFrom<RawSelector> for Selector {
+    type Error = String;
+    fn try_from(r: RawSelector) -> Result<Self, String> {
+        let set = [
+            r.spiffe.is_some(),
+            r.cidr.is_some(),
+            r.world.is_some(),
+            r.any.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(
+                "a peer selector has exactly one of `spiffe`, `cidr`, `world: true`, `any: true`"
+                    .into(),
+            );
+        }
+        if let Some(s) = r.spiffe {
+            return SpiffePattern::from_str(&s)
+                .map(Selector::Spiffe)
+                .map_err(|e| e.to_string());
+        }
+        if let Some(c) = r.cidr {
+            return Ok(Selector::Cidr(c.0));
+        }
+        if r.world == Some(true) {
+            return Ok(Selector::World);
+        }
+        if r.any == Some(true) {
+            return Ok(Selector::Any);
+        }
+        Err("`world` and `any` take the value true".into())
+    }
+}
+
+/// What traffic a rule covers, after expansion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Traffic {
+    /// Destination ports `lo..=hi` of `proto`.
+    Ports { proto: u8, lo: u16, hi: u16 },
+    /// Any port (or none) of `proto`.
+    Proto(u8),
+    /// One ICMP (proto 1) or ICMPv6 (proto 58) type.
+    Icmp { proto: u8, icmp_type: u8 },
+}
+
+/// `"8443/tcp"`, `"30000-30100/udp"`, `"53"` (tcp and udp), `"5000/sctp"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StringOrNumber")]
+pub(super) struct PortSpec(pub(super) Vec<Traffic>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    Number(u64),
+    String(String),
+}
+
+impl StringOrNumber {
+    fn into_string(self) -> String {
+        match self {
+            StringOrNumber::Number(n) => n.to_string(),
+            StringOrNumber::String(s) => s,
+        }
+    }
+}
+
+fn port(s: &str, whole: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{whole:?}: {s:?} is not a port (1-65535)")),
+    }
+}
+
+impl TryFrom<StringOrNumber> for PortSpec {
+    type Error = String;
+    fn try_from(v: StringOrNumber) -> Result<Self, String> {
+        let s = v.into_string();
+        let (range, protos): (&str, &[u8]) = match s.split_once('/') {
+            None => (s.as_str(), &[IPPROTO_TCP, IPPROTO_UDP]),
+            Some((r, "tcp")) => (r, &[IPPROTO_TCP]),
+            Some((r, "udp")) => (r, &[IPPROTO_UDP]),
+            Some((r, "sctp")) => (r, &[IPPROTO_SCTP]),
+            Some((_, other)) => {
+                return Err(format!(
+                    "{s:?}: protocol {other:?} has no ports; use tcp, udp or sctp (or `protocols:` for others)"
+                ));
+            }
+        };
+        let (lo, hi) = if let Some((a, b)) = range.split_once('-') {
+            (port(a, &s)?, port(b, &s)?)
+        } else {
+            let p = port(range, &s)?;
+            (p, p)
+        };
+        if lo > hi {
+            return Err(format!("{s:?}: the range is backwards ({lo} > {hi})"));
+        }
+        Ok(Self(
+            protos
+                .iter()
+                .map(|&proto| Traffic::Ports { proto, lo, hi })
+                .collect(),
+        ))
+    }
+}
+
+/// An ICMP type by name (both families) or number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StringOrNumber")]
+pub(super) struct IcmpName {
+    pub(super) v4: Option<u8>,
+    pub(super) v6: Option<u8>,
+}
+
+const ICMP_NAMES: &[(&str, Option<u8>, Option<u8>)] = &[
+    ("echo-request", Some(8), Some(128)),
+    ("echo-reply", Some(0), Some(129)),
+    ("destination-unreachable", Some(3), Some(1)),
+    ("time-exceeded", Some(11), Some(3)),
+    ("parameter-problem", Some(12), Some(4)),
+    ("packet-too-big", None, Some(2)),
+    ("redirect", Some(5), None),
+];
+
+impl TryFrom<StringOrNumber> for IcmpName {
+    type Error = String;
+    fn try_from(v: StringOrNumber) -> Result<Self, String> {
+        let s = v.into_string();
+        if let Ok(n) = s.parse::<u8>() {
+            // A number is the type of whichever list it is in; `validate::traffic` decides.
+            return Ok(Self {
+                v4: Some(n),
+                v6: Some(n),
+            });
+        }
+        ICMP_NAMES
+            .iter()
+            .find(|(name, ..)| *name == s)
+            .map(|&(_, v4, v6)| Self { v4, v6 })
+            .ok_or_else(|| {
+                let names: Vec<&str> = ICMP_NAMES.iter().map(|n| n.0).collect();
+                format!(
+                    "{s:?} is not an ICMP type number or one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A protocol by name or number, for rules on whole protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StringOrNumber")]
+pub(super) struct ProtocolName(pub(super) u8);
+
+impl TryFrom<StringOrNumber> for ProtocolName {
+    type Error = String;
+    fn try_from(v: StringOrNumber) -> Result<Self, String> {
+        let s = v.into_string();
+        let n = match s.as_str() {
+            "tcp" => IPPROTO_TCP,
+            "udp" => IPPROTO_UDP,
+            "icmp" => IPPROTO_ICMP,
+            "icmpv6" => IPPROTO_ICMPV6,
+            "sctp" => IPPROTO_SCTP,
+            "gre" => 47,
+            "esp" => 50,
+            "ah" => 51,
+            other => other.parse::<u8>().map_err(|_| {
+                format!("{s:?} is not a protocol name (tcp, udp, icmp, icmpv6, sctp, gre, esp, ah) or number")
+            })?,
+        };
+        Ok(Self(n))
+    }
+}
+
+/// A failsafe entry: `proto:cidr:port`, e.g. `tcp:10.0.0.0/8:22` or `tcp:::/0:22`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Failsafe {
+    pub proto: u8,
+    pub net: IpNet,
+    pub port: u16,
+}
+
+impl TryFrom<String> for Failsafe {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a failsafe entry; write proto:cidr:port, e.g. tcp:10.0.0.0/8:22")
+        };
+        let (proto, rest) = s.split_once(':').ok_or_else(bad)?;
+        let (cidr, port_s) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => IPPROTO_TCP,
+            "udp" => IPPROTO_UDP,
+            _ => return Err(format!("{s:?}: failsafe entries are tcp or udp")),
+        };
+        let net = Cidr::try_from(cidr.to_owned())?.0;
+        Ok(Self {
+            proto,
+            net,
+            port: port(port_s, &s)?,
+        })
+    }
+}
+
+impl fmt::Display for Failsafe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = if self.proto == IPPROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        write!(f, "{proto}:{}:{}", self.net, self.port)
+    }
+}
+
+/// SSH from anywhere: the operator cannot lock themselves out unless they say so.
+pub fn default_failsafe() -> Vec<Failsafe> {
+    ["tcp:0.0.0.0/0:22", "tcp:::/0:22"]
+        .into_iter()
+        .map(|s| Failsafe::try_from(s.to_owned()).expect("valid default"))
+        .collect()
+}
