@@ -10,11 +10,14 @@ use serde::Deserialize;
 
 use super::spiffe::SpiffePattern;
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_SCTP: u8 = 132;
+use boundary_common::wire::{
+    ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_REDIRECT,
+    ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+    ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
+};
+pub use boundary_common::wire::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// Allow or deny, for traffic no rule decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -258,13 +261,29 @@ pub(super) struct IcmpName {
 }
 
 const ICMP_NAMES: &[(&str, Option<u8>, Option<u8>)] = &[
-    ("echo-request", Some(8), Some(128)),
-    ("echo-reply", Some(0), Some(129)),
-    ("destination-unreachable", Some(3), Some(1)),
-    ("time-exceeded", Some(11), Some(3)),
-    ("parameter-problem", Some(12), Some(4)),
-    ("packet-too-big", None, Some(2)),
-    ("redirect", Some(5), None),
+    (
+        "echo-request",
+        Some(ICMP_ECHO_REQUEST),
+        Some(ICMPV6_ECHO_REQUEST),
+    ),
+    ("echo-reply", Some(ICMP_ECHO_REPLY), Some(ICMPV6_ECHO_REPLY)),
+    (
+        "destination-unreachable",
+        Some(ICMP_DEST_UNREACH),
+        Some(ICMPV6_DEST_UNREACH),
+    ),
+    (
+        "time-exceeded",
+        Some(ICMP_TIME_EXCEEDED),
+        Some(ICMPV6_TIME_EXCEEDED),
+    ),
+    (
+        "parameter-problem",
+        Some(ICMP_PARAMETER_PROBLEM),
+        Some(ICMPV6_PARAMETER_PROBLEM),
+    ),
+    ("packet-too-big", None, Some(ICMPV6_PACKET_TOO_BIG)),
+    ("redirect", Some(ICMP_REDIRECT), None),
 ];
 
 impl TryFrom<StringOrNumber> for IcmpName {
