@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, ensure};
 use aya::programs::{SchedClassifier, Xdp};
 use boundary_agent::{
-    datapath::{Datapath, Maps},
+    datapath::{Datapath, LoadOptions, Maps},
     policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
 };
 use boundary_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
@@ -74,7 +74,14 @@ impl BenchDatapath {
         .collect();
         let capacities: Vec<(&'static str, u32)> =
             raised.iter().map(|r| (r.map, r.used * 2)).collect();
-        let dp = Datapath::load_unpinned_sized(slots, &capacities)?;
+        let dp = Datapath::load_with(
+            None,
+            &LoadOptions {
+                max_workloads: slots,
+                capacities: &capacities,
+                ..LoadOptions::default()
+            },
+        )?;
         Ok(Self { dp, raised })
     }
 

@@ -83,8 +83,13 @@ reasons! {
     PolicyDeny = 18, "policy_deny", Drop;
     /// A rate limit's bucket was empty.
     RateLimited = 19, "rate_limited", Drop;
-    /// A non-first fragment whose first fragment was never seen (or was dropped).
+    /// A non-first fragment whose first fragment was never seen, or was seen under a policy
+    /// (or a flow state) no longer in force.
     FragmentUnknown = 20, "fragment_unknown", Drop;
+    /// A state the datapath cannot be in: a cached or remembered reason code it does not know,
+    /// its per-CPU scratch memory missing. Dropped and counted, so a bug shows up as drops in
+    /// the metrics rather than as an open door.
+    Internal = 21, "internal_error", Drop;
 
     // --- dropped as malformed or unsupported --------------------------------------------------
     /// Shorter than an Ethernet header.

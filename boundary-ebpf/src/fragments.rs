@@ -25,21 +25,29 @@ fn key(pkt: &Packet, direction: Direction) -> FragKey {
     }
 }
 
-/// Remembers the first fragment's decision.
+/// Remembers the first fragment's decision, made under `epoch`.
 #[inline(always)]
-pub fn remember(pkt: &Packet, direction: Direction, slot: u16, reason: Reason, rule: u32) {
+pub fn remember(
+    pkt: &Packet,
+    direction: Direction,
+    (slot, reason, rule): (u16, Reason, u32),
+    epoch: u32,
+) {
     let value = FragValue {
         reason: reason as u8,
         pad: 0,
         slot,
         rule,
+        epoch,
     };
     let _ = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
 }
 
-/// The first fragment's (slot, reason code, rule), if it was seen.
+/// The first fragment's (slot, reason code, rule), if it was seen under the live `epoch`.
 #[inline(always)]
-pub fn follow(pkt: &Packet, direction: Direction) -> Option<FragValue> {
-    // SAFETY: an 8-byte value copied out at once.
-    unsafe { FRAGMENTS.get(&key(pkt, direction)) }.copied()
+pub fn follow(pkt: &Packet, direction: Direction, epoch: u32) -> Option<FragValue> {
+    // SAFETY: a 12-byte value copied out at once.
+    unsafe { FRAGMENTS.get(&key(pkt, direction)) }
+        .copied()
+        .filter(|v| v.epoch == epoch)
 }

@@ -14,6 +14,8 @@ mod cache;
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
+mod delay;
+#[cfg(target_arch = "bpf")]
 mod events;
 #[cfg(target_arch = "bpf")]
 mod fragments;
@@ -41,7 +43,7 @@ mod programs {
     };
     use boundary_common::{
         Direction, Reason, Verdict,
-        maps::{PROG_TC_EGRESS, PROG_TC_INGRESS},
+        maps::{PROG_TC_EGRESS, PROG_TC_INGRESS, UNPROTECTED_SLOT},
     };
 
     use crate::{
@@ -72,10 +74,18 @@ mod programs {
     /// are read from the first buffer, the whole length is asked of the kernel when needed.
     #[xdp(frags)]
     pub fn boundary_xdp(ctx: XdpContext) -> u32 {
-        let Some(pkt) = packet::scratch() else {
-            return xdp_action::XDP_PASS;
-        };
         let (data, end) = (ctx.data(), ctx.data_end());
+        let Some(pkt) = packet::scratch() else {
+            // No packet memory: nothing can be judged, and an unjudged packet is not let in.
+            stats::count(
+                UNPROTECTED_SLOT,
+                Direction::Ingress,
+                Reason::Internal,
+                1,
+                (end - data) as u64,
+            );
+            return xdp_action::XDP_DROP;
+        };
         let f = Frame {
             data,
             end,
@@ -116,10 +126,18 @@ mod programs {
     /// repeats on the wire, so counters read the same with offloads on or off.
     #[inline(always)]
     fn tc(ctx: &TcContext, direction: Direction) -> i32 {
-        let Some(pkt) = packet::scratch() else {
-            return TC_ACT_UNSPEC;
-        };
         let (len, gso) = skb_len(ctx);
+        let Some(pkt) = packet::scratch() else {
+            // No packet memory: nothing can be judged, and an unjudged packet does not cross.
+            stats::count(
+                UNPROTECTED_SLOT,
+                direction,
+                Reason::Internal,
+                skb_segs(ctx),
+                len as u64,
+            );
+            return TC_ACT_SHOT as i32;
+        };
         pkt.gso_skb = gso;
         // SAFETY: the program's own context.
         pkt.vlan_offloaded =

@@ -21,7 +21,7 @@ use boundary_common::{
 };
 
 use crate::{
-    cache, conntrack, fragments,
+    cache, conntrack, delay, fragments,
     maps::{CONFIG, ENDPOINTS},
     packet::{Fragment, Packet},
     parse::{self, L3},
@@ -138,7 +138,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         let e = unsafe { &*entry };
         Judged {
             slot: e.slot,
-            reason: Reason::from_code(e.reason).unwrap_or(Reason::Unprotected),
+            reason: Reason::from_code(e.reason).unwrap_or(Reason::Internal),
             rule: e.rule,
             identity: e.identity,
             flags: e.flags,
@@ -168,7 +168,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         }
         j
     };
-    finish(pkt, direction, &j, cached)
+    finish(pkt, direction, &j, cached, cfg.epoch)
 }
 
 /// The policy's verdict, before conntrack and audit, or (`Break`) the decision for a packet
@@ -180,6 +180,7 @@ fn judge(
     cfg: &DatapathConfig,
 ) -> ControlFlow<Decision, Judged> {
     let generation = cfg.generation;
+    delay::pause();
     let Some(ep) = endpoint(pkt, direction, generation) else {
         return ControlFlow::Continue(Judged {
             slot: UNPROTECTED_SLOT,
@@ -190,9 +191,9 @@ fn judge(
         });
     };
     if pkt.fragment == Fragment::Later {
-        let (reason, rule) = match fragments::follow(pkt, direction) {
+        let (reason, rule) = match fragments::follow(pkt, direction, cfg.epoch) {
             Some(first) => (
-                Reason::from_code(first.reason).unwrap_or(Reason::FragmentUnknown),
+                Reason::from_code(first.reason).unwrap_or(Reason::Internal),
                 first.rule,
             ),
             None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
@@ -300,6 +301,7 @@ fn finish(
     direction: Direction,
     j: &Judged,
     cached: Option<*mut VerdictCacheEntry>,
+    epoch: u32,
 ) -> Decision {
     let mut reason = j.reason;
     if reason == Reason::Unprotected {
@@ -322,7 +324,7 @@ fn finish(
         conntrack::record(pkt, direction);
     }
     if pkt.fragment == Fragment::First {
-        fragments::remember(pkt, direction, j.slot, reason, j.rule);
+        fragments::remember(pkt, direction, (j.slot, reason, j.rule), epoch);
     }
     Decision {
         slot: j.slot,

@@ -18,7 +18,7 @@ use boundary_common::{
     Reason,
     maps::{
         Action, AddrKey, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP, FAMILY_IPV4, FlowKey, FlowValue,
-        MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
+        FragKey, FragValue, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
     },
 };
 use boundary_tests::{
@@ -710,4 +710,75 @@ fn accepted_flows_are_kept_apart_from_the_flows_a_workload_opened() {
         k.xdp(&udp(CLIENT, 9000, SERVER, 41_000)).reason,
         Reason::Established
     );
+}
+
+/// An IPv4 UDP datagram from `CLIENT` to `SERVER`:53 in two fragments: the first (with the
+/// UDP header) and the last.
+fn dns_fragments() -> (Vec<u8>, Vec<u8>) {
+    let mut first = packets::v4(
+        CLIENT,
+        SERVER,
+        L4::Udp {
+            sport: 5353,
+            dport: 53,
+        },
+        &[7; 64],
+    );
+    let mut later = first.clone();
+    packets::set_ipv4_fragment(&mut first, 0, true);
+    packets::set_ipv4_fragment(&mut later, 16, false);
+    (first, later)
+}
+
+#[test]
+fn a_fragment_verdict_does_not_outlive_its_policy() {
+    if !require_root("a_fragment_verdict_does_not_outlive_its_policy") {
+        return;
+    }
+    let mut k = kernel();
+    let (first, later) = dns_fragments();
+    assert_eq!(k.xdp(&first).reason, Reason::PolicyAllow);
+    assert_eq!(
+        k.xdp(&later).reason,
+        Reason::PolicyAllow,
+        "follows its first"
+    );
+    // The next policy no longer allows 53/udp: the datagram's remaining fragments are not let
+    // in on the old policy's word.
+    let (first, later) = dns_fragments();
+    assert_eq!(k.xdp(&first).reason, Reason::PolicyAllow);
+    let next = moved_dns(&k);
+    k.dp.apply(&next, Action::Pass).expect("apply");
+    let out = k.xdp(&later);
+    assert_eq!(
+        (out.action, out.reason),
+        (XDP_DROP, Reason::FragmentUnknown)
+    );
+}
+
+#[test]
+fn a_remembered_reason_the_datapath_does_not_know_drops_as_internal_error() {
+    if !require_root("a_remembered_reason_the_datapath_does_not_know_drops_as_internal_error") {
+        return;
+    }
+    let mut k = kernel();
+    k.clear_state();
+    let (first, later) = dns_fragments();
+    assert_eq!(k.xdp(&first).reason, Reason::PolicyAllow);
+    // A remembered verdict with a reason code no build of the datapath writes (memory
+    // corruption, or a newer agent's map read by an older program).
+    let mut fragments: HashMap<MapData, FragKey, FragValue> =
+        support::writable(k.dp.maps().fragments_map().map());
+    let entries: Vec<(FragKey, FragValue)> = fragments.iter().filter_map(Result::ok).collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "the first fragment's verdict: {entries:?}"
+    );
+    let (key, mut value) = entries[0];
+    value.reason = 63;
+    assert_eq!(Reason::from_code(63), None);
+    fragments.insert(&key, &value, 0).expect("write");
+    let out = k.xdp(&later);
+    assert_eq!((out.action, out.reason), (XDP_DROP, Reason::Internal));
 }

@@ -10,6 +10,7 @@ use aya::{
 };
 use boundary_common::maps::{
     ALL_MAPS, Action, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP,
+    READER_DELAY_GLOBAL,
 };
 
 use super::{
@@ -49,6 +50,19 @@ impl ProgramStats {
     }
 }
 
+/// How to load the object, beyond what every load does.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Workload slots: the names and counters maps are sized for them.
+    pub max_workloads: u32,
+    /// Maps given more entries than shipped, `(map, max_entries)`: for the benchmark's tables
+    /// larger than a host's.
+    pub capacities: &'a [(&'static str, u32)],
+    /// A pause between a packet's read of the config and its first lookup under it
+    /// (boundary-ebpf's `delay.rs`): only for the test of the generation swap's grace period.
+    pub reader_delay_ns: u64,
+}
+
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
 pub struct Datapath {
     ebpf: Ebpf,
@@ -61,23 +75,37 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the programs, creating the pinned maps or adopting the ones already pinned.
     pub fn load(layout: PinLayout, max_workloads: u32) -> Result<Self, DatapathError> {
-        Self::prepare_pins(&layout, max_workloads)?;
-        Self::load_object(Some(layout), max_workloads, &[])
+        Self::load_with(
+            Some(layout),
+            &LoadOptions {
+                max_workloads,
+                ..LoadOptions::default()
+            },
+        )
     }
 
     /// Loads the programs with fresh, unpinned maps, attached nowhere: for running them with
     /// `BPF_PROG_TEST_RUN` (kernel tests, benchmarks, `trace`).
     pub fn load_unpinned(max_workloads: u32) -> Result<Self, DatapathError> {
-        Self::load_object(None, max_workloads, &[])
+        Self::load_with(
+            None,
+            &LoadOptions {
+                max_workloads,
+                ..LoadOptions::default()
+            },
+        )
     }
 
-    /// As [`Datapath::load_unpinned`], with some maps given more entries than shipped
-    /// (`(map, max_entries)`): for the benchmark's tables larger than a host's.
-    pub fn load_unpinned_sized(
-        max_workloads: u32,
-        capacities: &[(&'static str, u32)],
+    /// Loads the programs as `options` say, with the maps pinned under `layout` (created or
+    /// adopted) or, without one, fresh and unpinned.
+    pub fn load_with(
+        layout: Option<PinLayout>,
+        options: &LoadOptions<'_>,
     ) -> Result<Self, DatapathError> {
-        Self::load_object(None, max_workloads, capacities)
+        if let Some(layout) = &layout {
+            Self::prepare_pins(layout, options.max_workloads)?;
+        }
+        Self::load_object(layout, options)
     }
 
     fn prepare_pins(layout: &PinLayout, max_workloads: u32) -> Result<(), DatapathError> {
@@ -95,9 +123,9 @@ impl Datapath {
 
     fn load_object(
         layout: Option<PinLayout>,
-        max_workloads: u32,
-        capacities: &[(&'static str, u32)],
+        options: &LoadOptions<'_>,
     ) -> Result<Self, DatapathError> {
+        let max_workloads = options.max_workloads;
         let mut loader = EbpfLoader::new();
         let map_paths: Vec<(&str, PathBuf)> = layout
             .iter()
@@ -109,11 +137,14 @@ impl Datapath {
         loader
             .map_max_entries(NAMES_MAP, max_workloads)
             .map_max_entries(COUNTERS_MAP, max_workloads * 2);
-        for &(map, entries) in capacities {
+        for &(map, entries) in options.capacities {
             loader.map_max_entries(map, entries);
         }
         let key = cache_key().map_err(DatapathError::Random)?;
         set_cache_key(&mut loader, &key);
+        if options.reader_delay_ns != 0 {
+            loader.override_global(READER_DELAY_GLOBAL, &options.reader_delay_ns, true);
+        }
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;

@@ -16,6 +16,6 @@ pub mod pins;
 
 pub use attach::{IngressAttach, require_ethernet, resolve_ingress};
 pub use error::DatapathError;
-pub use loader::{Datapath, ProgramStats};
+pub use loader::{Datapath, LoadOptions, ProgramStats};
 pub use maps::Maps;
 pub use pins::PinLayout;

@@ -53,8 +53,9 @@
 //!    none: `unprotected`.
 //! 2. A later fragment takes its first fragment's reason and rule (key: direction, addresses,
 //!    identification, and the protocol: IPv4's, or the Fragment header's Next Header, the
-//!    same in every fragment, RFC 8200 4.5); none seen: `fragment_unknown` (audited in
-//!    audit mode).
+//!    same in every fragment, RFC 8200 4.5); none seen, or seen under a policy (or flow
+//!    state) no longer in force: `fragment_unknown` (audited in audit mode). A remembered
+//!    reason the datapath does not know: `internal_error`.
 //! 3. ICMPv6 neighbour discovery (types 133-137), unfragmented: `neighbor_discovery`. A
 //!    fragmented one is judged as any ICMPv6 (RFC 6980: hosts ignore fragmented ND).
 //! 4. The policy: the peer's identity (exact binding, else the longest CIDR identity, else

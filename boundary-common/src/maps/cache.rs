@@ -16,6 +16,11 @@ pub const VERDICT_CACHE_BITS: u32 = 11;
 pub const CACHE_KEY_GLOBAL: &str = "BND_CACHE_KEY";
 pub const CACHE_KEY_WORDS: usize = 11;
 
+/// The global (`u64`, in the object's .rodata) holding a pause, in nanoseconds, between a
+/// packet's read of the config and its first lookup under it. Zero (no pause, and no code:
+/// the verifier removes the branch) except in the test of the generation swap's grace period.
+pub const READER_DELAY_GLOBAL: &str = "BND_READER_DELAY_NS";
+
 /// One entry of [`VERDICT_CACHE_MAP`]: the policy's verdict for one TCP/UDP flow in one
 /// direction, valid while [`DatapathConfig::epoch`] is `epoch`.
 ///

@@ -24,7 +24,7 @@ pub struct FragKey {
     pub daddr: [u8; 16],
 }
 
-/// Value of [`FRAGMENTS_MAP`]: what the first fragment got.
+/// Value of [`FRAGMENTS_MAP`]: what the first fragment got, and under which epoch.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragValue {
@@ -33,9 +33,13 @@ pub struct FragValue {
     pub pad: u8,
     pub slot: u16,
     pub rule: u32,
+    /// The config's epoch when the first fragment was decided: a verdict is followed only
+    /// while that epoch is live, so it does not outlive the policy (or flow state) that made
+    /// it, as cached verdicts do not.
+    pub epoch: u32,
 }
 
 const _: () = {
     assert!(size_of::<FragKey>() == 40);
-    assert!(size_of::<FragValue>() == 8);
+    assert!(size_of::<FragValue>() == 12);
 };
