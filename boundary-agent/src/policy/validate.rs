@@ -241,7 +241,8 @@ fn rules(
         rules.push(Rule {
             name: r.name.unwrap_or_else(|| format!("{workload}/{dir}[{j}]")),
             peer: r.peer,
-            traffic: traffic(r.traffic),
+            traffic: traffic(r.traffic)
+                .map_err(|message| doc.invalid(format!("{at}.{dir}[{j}]"), message))?,
             action: r.action,
         });
     }
@@ -257,8 +258,15 @@ const ALL_TRAFFIC: [u8; 5] = [
     IPPROTO_ICMPV6,
 ];
 
-/// A rule's ports, ICMP types and protocols as one sorted, deduplicated list.
-fn traffic(raw: RawTraffic) -> Vec<Traffic> {
+/// A rule's ports, ICMP types and protocols as one sorted, deduplicated list; every kind of
+/// traffic when it names none. A rule that names some, all of which expand to nothing (an
+/// ICMP name with no type in the list's family), is refused: it would otherwise cover
+/// everything.
+fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
+    let named = !(raw.ports.is_empty()
+        && raw.icmp.is_empty()
+        && raw.icmpv6.is_empty()
+        && raw.protocols.is_empty());
     let mut out: BTreeSet<Traffic> = BTreeSet::new();
     for p in raw.ports {
         out.extend(p.0);
@@ -297,9 +305,15 @@ fn traffic(raw: RawTraffic) -> Vec<Traffic> {
         out.insert(Traffic::Proto(p.0));
     }
     if out.is_empty() {
+        if named {
+            return Err(
+                "its icmp/icmpv6 names have no type in their list's family (`redirect` is ICMPv4 only, `packet-too-big` ICMPv6 only): the rule would match nothing; remove it or name a type that exists"
+                    .into(),
+            );
+        }
         out.extend(ALL_TRAFFIC.map(Traffic::Proto));
     }
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -352,6 +366,21 @@ mod tests {
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(names, ["a/ingress[0]", "ssh"]);
+    }
+
+    #[test]
+    fn a_traffic_list_that_expands_to_nothing_is_refused_not_everything() {
+        let e = refusal(
+            "apiVersion: boundary.dev/v1\nworkloads:
+  - name: a
+    addresses: [10.0.0.1]
+    ingress:
+      - { from: { any: true }, icmpv6: [redirect], action: deny }\n",
+        );
+        assert!(
+            e.starts_with("p.yaml: workloads[0].ingress[0]") && e.contains("would match nothing"),
+            "{e}"
+        );
     }
 
     #[test]
