@@ -2,6 +2,7 @@ use std::{path::PathBuf, time::Duration};
 
 use super::{CliError, PinDirArg};
 use crate::{
+    config::MAX_CONFIGURABLE_WORKLOADS,
     datapath::{Maps, PinLayout, events::EventReader},
     policy::{self, Policy, SlotTable},
 };
@@ -49,7 +50,7 @@ impl Monitor {
         let rules = match &self.policy {
             Some(p) => {
                 let p = Policy::from_file(p).map_err(CliError::bad_input)?;
-                policy::compile(&p, &SlotTable::new(), u32::from(u16::MAX))
+                policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
                     .map_err(CliError::bad_input)?
                     .rules
             }

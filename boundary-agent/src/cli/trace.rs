@@ -1,9 +1,10 @@
 use std::{net::IpAddr, path::PathBuf};
 
-use boundary_common::{Direction, maps::MAX_WORKLOADS, wire};
+use boundary_common::{Direction, wire};
 
 use super::{CliError, PinDirArg};
 use crate::{
+    config::MAX_CONFIGURABLE_WORKLOADS,
     datapath::{Maps, PinLayout},
     explain,
     policy::{self, Policy, SlotTable, Tables, spiffe::SpiffeId},
@@ -76,7 +77,9 @@ impl Trace {
             Some(path) => {
                 let p = Policy::from_file(path).map_err(CliError::bad_input)?;
                 Some(
-                    policy::compile(&p, &SlotTable::new(), MAX_WORKLOADS)
+                    // As many slots as any agent config allows: a policy the agent accepts is
+                    // one trace can answer for (slot numbers do not change the answer).
+                    policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
                         .map_err(CliError::bad_input)?,
                 )
             }

@@ -219,6 +219,9 @@ fn default_pin_dir() -> PathBuf {
 fn default_non_ip() -> NonIpAction {
     NonIpAction::Pass
 }
+/// The most workload slots `maxWorkloads` may ask for (slots are 16-bit).
+pub const MAX_CONFIGURABLE_WORKLOADS: u32 = 65_535;
+
 fn default_max_workloads() -> u32 {
     boundary_common::maps::MAX_WORKLOADS
 }
@@ -289,7 +292,7 @@ impl AgentConfig {
                 raw.pin_dir.display()
             )));
         }
-        if !(2..=65_535).contains(&raw.max_workloads) {
+        if !(2..=MAX_CONFIGURABLE_WORKLOADS).contains(&raw.max_workloads) {
             return Err(invalid(format!(
                 "maxWorkloads: {} must be between 2 and 65535",
                 raw.max_workloads
