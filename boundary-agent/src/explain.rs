@@ -91,7 +91,7 @@ pub fn explain(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Pack
             format!("{id} ({what})")
         }
     });
-    let rule = out.rule.map(|r| match names.rules.get(r as usize) {
+    let rule = out.rule.map(|r| match names.rules.get(&r) {
         Some(info) => format!("#{r} {info}"),
         None => format!("#{r}"),
     });

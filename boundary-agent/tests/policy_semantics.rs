@@ -35,10 +35,7 @@ fn udp(src: &str, dst: &str, dport: u16) -> Packet {
 /// (reason, rule name) of an ingress packet.
 fn ingress(t: &Tables, p: &Packet) -> (Reason, Option<String>) {
     let out = reference::decide(t, &mut State::default(), Direction::Ingress, p);
-    (
-        out.reason,
-        out.rule.map(|r| t.rules[r as usize].name.clone()),
-    )
+    (out.reason, out.rule.map(|r| t.rules[&r].name.clone()))
 }
 
 const HEAD: &str = "apiVersion: boundary.dev/v1\nfailsafe: []\n";

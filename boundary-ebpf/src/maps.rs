@@ -71,6 +71,10 @@ pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
 #[map(name = "BND_RULE_HITS")]
 pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
 
+/// The agent's record of which rule holds which id (see `RULE_IDS_MAP`); no program reads it.
+#[map(name = "BND_RULE_IDS")]
+pub static RULE_IDS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, BPF_F_NO_PREALLOC);
+
 #[map(name = "BND_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 

@@ -339,3 +339,137 @@ fn event_sampling_bounds_a_flood() {
     );
     assert_eq!(s["interfaces"].as_array().map(Vec::len), Some(2), "{out}");
 }
+
+/// `boundary_rule_hits_total` of workload `web`, by rule label.
+fn rule_hits(body: &str) -> std::collections::BTreeMap<String, u64> {
+    body.lines()
+        .filter(|l| l.starts_with("boundary_rule_hits_total{") && l.contains("workload=\"web\""))
+        .filter_map(|l| {
+            let rule = l.split("rule=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit(' ').next()?.parse().ok()?;
+            Some((rule.to_owned(), value))
+        })
+        .collect()
+}
+
+#[test]
+fn rule_counters_stay_with_their_rules_across_reloads_and_restarts() {
+    if !require_root("rule_counters_stay_with_their_rules_across_reloads_and_restarts") {
+        return;
+    }
+    // Four rules on four UDP ports; the second unnamed, so it is named by what it says.
+    let rule = |name: &str, port: u16| {
+        let name = if name.is_empty() {
+            String::new()
+        } else {
+            format!("name: {name}, ")
+        };
+        format!("      - {{ {name}from: {{ cidr: 10.203.0.0/24 }}, ports: [\"{port}/udp\"] }}\n")
+    };
+    let policy = |rules: &[(&str, u16)]| {
+        let mut p = POLICY[..POLICY.find("    ingress:\n").expect("ingress")].to_owned();
+        p.push_str("    ingress:\n");
+        for (name, port) in rules {
+            p.push_str(&rule(name, *port));
+        }
+        p.push_str("  - name: spare\n    addresses: [10.203.0.3]\n");
+        p
+    };
+    let v1 = policy(&[("a", 7100), ("", 7101), ("c", 7102)]);
+    let lab = Lab::new("rids");
+    let files = AgentFiles::new("rids", SERVER_IF, &v1, "metricsAddress: \"127.0.0.1:0\"\n");
+    let mut agent = AgentProcess::start(&lab.server, &files.config());
+    let send = |port: u16, n: usize| {
+        traffic::udp_echo(
+            &lab.client,
+            SocketAddr::new(SERVER.into(), port),
+            n,
+            16,
+            Duration::from_millis(50),
+        );
+    };
+    // Scrapes until the rule labels are `want`'s; the counts then.
+    let scrape = |agent: &AgentProcess, want: &[&str]| {
+        let metrics = metrics_address(agent);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = traffic::http_get(&lab.server, metrics, "/metrics").expect("scrape");
+            let hits = rule_hits(&body);
+            let labels: Vec<&str> = hits.keys().map(String::as_str).collect();
+            let mut wanted = want.to_vec();
+            wanted.sort_unstable();
+            if labels == wanted {
+                return hits;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "labels {labels:?}, want {wanted:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let reload = |text: &str| {
+        std::fs::write(files.policy(), text).expect("write the policy");
+        agent.signal(nix::sys::signal::Signal::SIGHUP);
+    };
+
+    send(7100, 5);
+    send(7101, 3);
+    send(7102, 2);
+    let (_, body) =
+        traffic::http_get(&lab.server, metrics_address(&agent), "/metrics").expect("scrape");
+    let unnamed = rule_hits(&body)
+        .into_keys()
+        .find(|k| k.starts_with("web/ingress/"))
+        .expect("the unnamed rule's label");
+    let h1 = scrape(&agent, &["a", &unnamed, "c"]);
+    assert_eq!(
+        (h1["a"], h1[&unnamed], h1["c"]),
+        (5, 3, 2),
+        "each rule's own packets"
+    );
+
+    // A rule inserted first and the others reordered: every count stays with its rule.
+    reload(&policy(&[
+        ("d", 7103),
+        ("c", 7102),
+        ("", 7101),
+        ("a", 7100),
+    ]));
+    let _ = scrape(&agent, &["a", &unnamed, "c", "d"]);
+    for port in 7100..=7103 {
+        send(port, 1);
+    }
+    let h2 = scrape(&agent, &["a", &unnamed, "c", "d"]);
+    assert_eq!(
+        (h2["a"], h2[&unnamed], h2["c"], h2["d"]),
+        (6, 4, 3, 1),
+        "reordered and inserted"
+    );
+
+    // One removed, one renamed: the renamed one starts afresh, the removed one's series goes.
+    reload(&policy(&[("d", 7103), ("c2", 7102), ("", 7101)]));
+    let _ = scrape(&agent, &[&unnamed, "c2", "d"]);
+    for port in 7100..=7103 {
+        send(port, 1);
+    }
+    let h3 = scrape(&agent, &[&unnamed, "c2", "d"]);
+    assert_eq!(
+        (h3[&unnamed], h3["c2"], h3["d"]),
+        (5, 1, 2),
+        "removed and renamed"
+    );
+
+    // A restarted agent adopts the pins and keeps every rule's id, so its count.
+    assert_eq!(agent.stop(), Some(0));
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    for port in 7101..=7103 {
+        send(port, 1);
+    }
+    let h4 = scrape(&agent, &[&unnamed, "c2", "d"]);
+    assert_eq!(
+        (h4[&unnamed], h4["c2"], h4["d"]),
+        (6, 2, 3),
+        "after a restart"
+    );
+}

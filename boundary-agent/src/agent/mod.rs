@@ -236,8 +236,10 @@ fn apply(
 ) -> Result<(), AgentError> {
     let started = Instant::now();
     let slots = datapath.maps().slot_table()?;
-    let compiled =
-        memory::off_main_arena(|| policy::compile(policy, &slots, config.max_workloads))?;
+    let rule_ids = datapath.maps().rule_table()?;
+    let compiled = memory::off_main_arena(|| {
+        policy::compile_keeping(policy, &slots, &rule_ids, config.max_workloads)
+    })?;
     let non_ip = match config.non_ip {
         NonIpAction::Pass => Action::Pass,
         NonIpAction::Drop => Action::Drop,
@@ -245,7 +247,7 @@ fn apply(
     let rules = compiled
         .rules
         .iter()
-        .map(|r| (r.workload.clone(), r.direction.as_str(), r.name.clone()))
+        .map(|(&id, r)| (id, r.workload.clone(), r.direction.as_str(), r.name.clone()))
         .collect();
     let entries = compiled.entry_counts();
     let bindings = compiled.identities.len() as u64;

@@ -63,12 +63,7 @@ impl Check {
                 word(w.egress_default),
                 w.egress.len()
             );
-            for (id, r) in t
-                .rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.workload == w.name)
-            {
+            for (id, r) in t.rules.iter().filter(|(_, r)| r.workload == w.name) {
                 let dir = if r.direction == Direction::Ingress {
                     "in "
                 } else {

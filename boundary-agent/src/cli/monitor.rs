@@ -1,4 +1,4 @@
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use super::{CliError, PinDirArg};
 use crate::{
@@ -47,16 +47,18 @@ impl Monitor {
                 layout.root().display()
             )));
         }
+        let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
+        // Rule ids are the running agent's: the file's rules are compiled keeping them.
         let rules = match &self.policy {
             Some(p) => {
                 let p = Policy::from_file(p).map_err(CliError::bad_input)?;
-                policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
+                let ids = maps.rule_table().map_err(CliError::failed)?;
+                policy::compile_keeping(&p, &SlotTable::new(), &ids, MAX_CONFIGURABLE_WORKLOADS)
                     .map_err(CliError::bad_input)?
                     .rules
             }
-            None => Vec::new(),
+            None => BTreeMap::new(),
         };
-        let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
         let mut reader = EventReader::open(&layout, &maps).map_err(CliError::failed)?;
         let deadline = self
             .duration
@@ -83,7 +85,7 @@ impl Monitor {
                 shown += 1;
                 let rule = e.rule.map(|r| {
                     rules
-                        .get(r as usize)
+                        .get(&r)
                         .map_or_else(|| format!("#{r}"), |i| format!("#{r} {}", i.name))
                 });
                 if self.json {

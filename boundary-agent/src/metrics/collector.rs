@@ -111,10 +111,11 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Counter,
         )?;
-        let all_hits = maps
-            .rule_hit_totals(u32::try_from(state.rules.len()).unwrap_or(u32::MAX))
-            .map_err(|_| std::fmt::Error)?;
-        for ((workload, direction, rule), &hits) in state.rules.iter().zip(&all_hits) {
+        // Ids are kept across reloads, so they need not be dense: read up to the highest.
+        let rows = state.rules.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        let all_hits = maps.rule_hit_totals(rows).map_err(|_| std::fmt::Error)?;
+        for (id, workload, direction, rule) in &state.rules {
+            let hits = all_hits.get(*id as usize).copied().unwrap_or(0);
             let labels = [
                 ("workload", workload.clone()),
                 ("direction", (*direction).to_owned()),

@@ -41,7 +41,8 @@ pub struct AgentState {
     /// (interface, ingress hook `xdp`/`tc`, mode `native`/`generic`/`tcx`) as attached.
     pub attach_modes: Vec<(String, &'static str, &'static str)>,
     /// Rule id -> (workload, direction, rule name), from the installed policy.
-    pub rules: Vec<(String, &'static str, String)>,
+    /// (rule id, workload, direction, rule name) of every installed rule.
+    pub rules: Vec<(u32, String, &'static str, String)>,
     pub policy_generation: u8,
     pub last_apply_seconds: f64,
     pub reloads_ok: u64,

@@ -5,6 +5,7 @@
 //! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
+mod fingerprint;
 mod model;
 mod ports;
 pub mod spiffe;
@@ -12,7 +13,8 @@ mod syntax;
 mod validate;
 mod values;
 
-pub use compile::{CompileError, RuleInfo, SlotTable, Tables, compile};
+pub use compile::{CompileError, RuleInfo, RuleTable, SlotTable, Tables, compile, compile_keeping};
+pub use fingerprint::rule_fingerprint;
 pub use model::{Policy, Rule, StaticIdentity, Workload};
 pub use syntax::{API_VERSION, Defaults};
 pub use validate::PolicyError;

@@ -12,7 +12,8 @@ use super::{
 /// A rule, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// The operator's name for it, or `<workload>/<direction>[<index>]`.
+    /// The operator's name for it, or one made of what it says
+    /// (`<workload>/<direction>/<digest>`, see `fingerprint.rs`): unique in its list.
     pub name: String,
     pub peer: Selector,
     pub traffic: Vec<Traffic>,

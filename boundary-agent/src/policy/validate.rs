@@ -14,6 +14,7 @@ use std::{
 use boundary_common::{Direction, maps::WORKLOAD_NAME_LEN};
 
 use super::{
+    fingerprint,
     model::{Policy, Rule, StaticIdentity, Workload},
     spiffe::{SpiffeError, SpiffeId},
     syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
@@ -233,16 +234,41 @@ fn rules(
         Direction::Ingress => "from",
         Direction::Egress => "to",
     };
-    let mut rules = Vec::with_capacity(raw.len());
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+    // Names taken so far in this list, and how often each unnamed rule's content was seen.
+    let mut names = BTreeSet::new();
+    let mut repeats: BTreeMap<String, usize> = BTreeMap::new();
     for (j, r) in raw.into_iter().map(Into::into).enumerate() {
         if let Selector::Spiffe(p) = &r.peer {
             doc.in_domain(p.trust_domain(), format!("{at}.{dir}[{j}].{key}"))?;
         }
+        let traffic = traffic(r.traffic)
+            .map_err(|message| doc.invalid(format!("{at}.{dir}[{j}]"), message))?;
+        let name = if let Some(name) = r.name {
+            name
+        } else {
+            let base =
+                fingerprint::unnamed_rule_name(workload, direction, &r.peer, &traffic, r.action, 0);
+            let seen = repeats.entry(base).or_default();
+            let name = fingerprint::unnamed_rule_name(
+                workload, direction, &r.peer, &traffic, r.action, *seen,
+            );
+            *seen += 1;
+            name
+        };
+        // A rule's name is what its counters and its `rule` label are kept by across reloads.
+        if !names.insert(name.clone()) {
+            return Err(doc.invalid(
+                format!("{at}.{dir}[{j}].name"),
+                format!(
+                    "{name:?} names two {dir} rules of {workload}: a rule's name is what its counters are kept by, so it must be unique in its list"
+                ),
+            ));
+        }
         rules.push(Rule {
-            name: r.name.unwrap_or_else(|| format!("{workload}/{dir}[{j}]")),
+            name,
             peer: r.peer,
-            traffic: traffic(r.traffic)
-                .map_err(|message| doc.invalid(format!("{at}.{dir}[{j}]"), message))?,
+            traffic,
             action: r.action,
         });
     }
@@ -351,21 +377,41 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_without_a_name_is_named_by_its_place() {
-        let p = Policy::from_str(
-            "p.yaml",
+    fn a_rule_without_a_name_is_named_by_what_it_says_not_its_place() {
+        let names = |text: &str| -> Vec<String> {
+            let p = Policy::from_str("p.yaml", text).expect("valid");
+            p.workloads[0]
+                .ingress
+                .iter()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        let head =
+            "apiVersion: boundary.dev/v1\nworkloads:\n  - name: a\n    addresses: [10.0.0.1]\n";
+        let before = names(&format!(
+            "{head}    ingress: [{{ from: {{ any: true }} }}, {{ name: ssh, from: {{ world: true }}, ports: [22] }}]\n"
+        ));
+        assert!(before[0].starts_with("a/ingress/"), "{before:?}");
+        assert_eq!(before[1], "ssh");
+        // A rule inserted before it, and the same rule again: the first keeps its name, the
+        // repeat is told apart.
+        let after = names(&format!(
+            "{head}    ingress: [{{ from: {{ world: true }}, ports: [80] }}, {{ from: {{ any: true }} }}, {{ from: {{ any: true }} }}]\n"
+        ));
+        assert_eq!(after[1], before[0]);
+        assert_eq!(after[2], format!("{}~1", before[0]));
+    }
+
+    #[test]
+    fn rule_names_are_unique_in_their_list() {
+        let e = refusal(
             "apiVersion: boundary.dev/v1\nworkloads:
   - name: a
     addresses: [10.0.0.1]
-    ingress: [{ from: { any: true } }, { name: ssh, from: { world: true }, ports: [22] }]\n",
-        )
-        .expect("valid");
-        let names: Vec<&str> = p.workloads[0]
-            .ingress
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
-        assert_eq!(names, ["a/ingress[0]", "ssh"]);
+    ingress: [{ name: web, from: { any: true }, ports: [80] }, { name: web, from: { any: true }, ports: [443] }]
+    egress: [{ name: web, to: { any: true } }]\n",
+        );
+        assert!(e.contains("\"web\" names two ingress rules of a"), "{e}");
     }
 
     #[test]

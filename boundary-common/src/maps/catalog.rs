@@ -47,6 +47,10 @@ pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
 
 /// `PerCpuArray<u64>`: packets decided by each rule (by compiled rule id).
 pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
+/// `HashMap<u64, u32>`: rule fingerprint -> rule id, for the rules installed. The agent's
+/// alone (the datapath never reads it): a restarted agent keeps every rule's id, and so its
+/// counts, from it.
+pub const RULE_IDS_MAP: &str = "BND_RULE_IDS";
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";
@@ -72,7 +76,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -92,6 +96,7 @@ pub const ALL_MAPS: [&str; 19] = [
     PROGS_MAP,
     CONNTRACK_ACCEPTED_MAP,
     CT_ACCEPTED_INSERTS_MAP,
+    RULE_IDS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

@@ -14,6 +14,7 @@ mod flows;
 mod keys;
 mod query;
 mod reads;
+mod rule_ids;
 mod shapes;
 mod swap;
 
@@ -104,6 +105,10 @@ pub struct Maps {
     conntrack_accepted: HashMap<MapData, FlowKey, FlowValue>,
     fragments: HashMap<MapData, FragKey, FragValue>,
     rule_hits: PerCpuArray<MapData, u64>,
+    /// Rule fingerprint -> id (see `rule_ids.rs`).
+    rule_ids: HashMap<MapData, u64, u32>,
+    /// What `rule_ids` holds, when this process knows it exactly.
+    rule_ids_known: Option<crate::policy::RuleTable>,
     event_budget: PerCpuArray<MapData, EventBudget>,
     ports: Array<MapData, u64>,
     /// What waits out the packets in flight between a switch and the old generation's delete;
@@ -165,6 +170,10 @@ macro_rules! open_all {
             rule_hits: open(RULE_HITS_MAP)?
                 .try_into()
                 .map_err(map_err(RULE_HITS_MAP))?,
+            rule_ids: open(abi::RULE_IDS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::RULE_IDS_MAP))?,
+            rule_ids_known: None,
             event_budget: open(EVENT_BUDGET_MAP)?
                 .try_into()
                 .map_err(map_err(EVENT_BUDGET_MAP))?,

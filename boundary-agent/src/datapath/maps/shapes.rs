@@ -24,7 +24,7 @@ const fn size(n: usize) -> u32 {
 }
 
 /// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 19] {
+pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 20] {
     [
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
@@ -90,6 +90,7 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 19
             abi::MAX_FLOWS,
         ),
         (abi::CT_ACCEPTED_INSERTS_MAP, 4, 8, 1),
+        (abi::RULE_IDS_MAP, 8, 4, abi::MAX_RULES),
     ]
 }
 

@@ -182,6 +182,7 @@ impl Maps {
             }
         }
 
+        let live_rules = self.record_rule_ids(tables)?;
         let mut keys = GenerationKeys::of(next, tables);
         self.set_other_empty(false);
         let mut written = Written::default();
@@ -197,7 +198,10 @@ impl Maps {
         // A packet that read the config before the switch may still be looking the old
         // generation up: its entries go only once no such packet can be in flight.
         let clean = match self.wait_for_readers() {
-            Ok(()) => self.remove_keys(&old),
+            Ok(()) => {
+                self.retire_rule_ids(&live_rules, tables);
+                self.remove_keys(&old)
+            }
             Err(error) => {
                 warn!(%error, "cannot wait out the packets in flight; the old generation's entries stay until the next swap");
                 false

@@ -10,6 +10,8 @@
 //! 5. `entries`: each range prefix inherits the verdicts of the ranges around it.
 //! 6. `endpoints`: per-address workload entries, with flags for what the datapath may skip.
 //! 7. here: the failsafe entries, as written.
+//! 8. `rules`: rule ids, kept across reloads by fingerprint; the entries and the tables
+//!    written in positions until then are given them here.
 //!
 //! ## Identities
 //! An identity is a class of peers the policy cannot tell apart: the set of rules whose peer
@@ -37,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 pub use self::{
+    rules::RuleTable,
     slots::SlotTable,
     tables::{IdentityInfo, RangeKey, RuleInfo, RuleKey, Tables},
 };
@@ -53,12 +56,24 @@ pub enum CompileError {
 }
 
 /// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
-/// for workloads that are still there.
+/// for workloads that are still there; rule ids follow the file's order.
 pub fn compile(
     policy: &Policy,
     previous: &SlotTable,
     max_workloads: u32,
 ) -> Result<Tables, CompileError> {
+    compile_keeping(policy, previous, &RuleTable::new(), max_workloads)
+}
+
+/// As [`compile`], keeping also the ids `rules` gives rules that are still there (what the
+/// agent does on every reload: a rule's counters stay its own).
+pub fn compile_keeping(
+    policy: &Policy,
+    previous: &SlotTable,
+    rules: &RuleTable,
+    max_workloads: u32,
+) -> Result<Tables, CompileError> {
+    let live_rules = rules;
     let names = slots::assign(policy, previous, max_workloads)?;
     let slot_of: BTreeMap<&str, u16> = names.iter().map(|(s, n)| (n.as_str(), *s)).collect();
     let (placed, rules) = rules::number(policy, &slot_of)?;
@@ -66,7 +81,7 @@ pub fn compile(
     let (entries, mut ranges) = entries::expand(&placed, &peers);
     entries::inherit_covering_ranges(&mut ranges);
     let endpoints = endpoints::build(policy, &slot_of, &ranges);
-    Ok(Tables {
+    let mut t = Tables {
         names,
         endpoints,
         identities: peers.exact,
@@ -74,9 +89,24 @@ pub fn compile(
         policy: entries,
         ranges,
         failsafe: failsafe(policy),
-        rules,
+        rules: BTreeMap::new(),
         identity_info: peers.info,
-    })
+    };
+    let ids = rules::assign_ids(&rules, live_rules);
+    give_ids(&mut t, rules, &ids);
+    Ok(t)
+}
+
+/// Pass 8's rewrite: every rule position in `t` becomes the rule's id (`ids[position]`).
+fn give_ids(t: &mut Tables, rules: Vec<RuleInfo>, ids: &[u32]) {
+    let id = |position: u32| ids.get(position as usize).copied().unwrap_or(u32::MAX);
+    for v in t.policy.values_mut().chain(t.ranges.values_mut()) {
+        v.rule = id(v.rule);
+    }
+    for info in t.identity_info.values_mut() {
+        info.rules = info.rules.iter().map(|&r| id(r)).collect();
+    }
+    t.rules = rules.into_iter().map(|r| (id(r.position), r)).collect();
 }
 
 /// Failsafe entries as (protocol, local port, peer prefix).

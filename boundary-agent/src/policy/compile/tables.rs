@@ -40,6 +40,10 @@ pub struct RangeKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleInfo {
     pub name: String,
+    /// What makes it the same rule across reloads (`policy::rule_fingerprint`).
+    pub fingerprint: u64,
+    /// Its place in the file (workloads in order, each one's ingress rules, then egress).
+    pub position: u32,
     pub workload: String,
     pub direction: Direction,
     pub peer: Selector,
@@ -68,7 +72,7 @@ pub struct IdentityInfo {
     pub spiffe: BTreeSet<String>,
     /// CIDR prefixes of this identity.
     pub cidrs: BTreeSet<IpNet>,
-    /// The rules whose peer selector matches it.
+    /// The ids of the rules whose peer selector matches it.
     pub rules: BTreeSet<u32>,
 }
 
@@ -86,8 +90,9 @@ pub struct Tables {
     pub ranges: BTreeMap<RangeKey, PolicyValue>,
     /// (protocol, local port, peer prefix).
     pub failsafe: BTreeSet<(u8, u16, IpNet)>,
-    /// Rule id -> rule.
-    pub rules: Vec<RuleInfo>,
+    /// Rule id -> rule. Ids are kept across reloads for rules with the same fingerprint
+    /// (see [`super::RuleTable`]); without a previous table they follow the file's order.
+    pub rules: BTreeMap<u32, RuleInfo>,
     pub identity_info: BTreeMap<u32, IdentityInfo>,
 }
 
