@@ -3,6 +3,7 @@
 //! under a flood, and the CLI counters agreeing with the metrics.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
@@ -352,29 +353,31 @@ fn rule_hits(body: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
-#[test]
-fn rule_counters_stay_with_their_rules_across_reloads_and_restarts() {
-    if !require_root("rule_counters_stay_with_their_rules_across_reloads_and_restarts") {
-        return;
-    }
-    // Four rules on four UDP ports; the second unnamed, so it is named by what it says.
-    let rule = |name: &str, port: u16| {
+/// `POLICY` with web's ingress rules replaced by UDP rules `(name, port)` from the client's
+/// subnet; an empty name leaves the rule unnamed.
+fn policy(rules: &[(&str, u16)]) -> String {
+    let mut p = POLICY[..POLICY.find("    ingress:\n").expect("ingress")].to_owned();
+    p.push_str("    ingress:\n");
+    for (name, port) in rules {
         let name = if name.is_empty() {
             String::new()
         } else {
             format!("name: {name}, ")
         };
-        format!("      - {{ {name}from: {{ cidr: 10.203.0.0/24 }}, ports: [\"{port}/udp\"] }}\n")
-    };
-    let policy = |rules: &[(&str, u16)]| {
-        let mut p = POLICY[..POLICY.find("    ingress:\n").expect("ingress")].to_owned();
-        p.push_str("    ingress:\n");
-        for (name, port) in rules {
-            p.push_str(&rule(name, *port));
-        }
-        p.push_str("  - name: spare\n    addresses: [10.203.0.3]\n");
-        p
-    };
+        let _ = writeln!(
+            p,
+            "      - {{ {name}from: {{ cidr: 10.203.0.0/24 }}, ports: [\"{port}/udp\"] }}"
+        );
+    }
+    p.push_str("  - name: spare\n    addresses: [10.203.0.3]\n");
+    p
+}
+
+#[test]
+fn rule_counters_stay_with_their_rules_across_reloads_and_restarts() {
+    if !require_root("rule_counters_stay_with_their_rules_across_reloads_and_restarts") {
+        return;
+    }
     let v1 = policy(&[("a", 7100), ("", 7101), ("c", 7102)]);
     let lab = Lab::new("rids");
     let files = AgentFiles::new("rids", SERVER_IF, &v1, "metricsAddress: \"127.0.0.1:0\"\n");
