@@ -18,7 +18,9 @@ use tracing::{error, info};
 
 use crate::{
     config::{AgentConfig, NonIpAction},
-    datapath::{Datapath, DatapathError, Maps, PinLayout, maps::MapsError, require_ethernet},
+    datapath::{
+        Datapath, DatapathError, Maps, PinLayout, PinLock, maps::MapsError, require_ethernet,
+    },
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Policy, PolicyError},
 };
@@ -58,6 +60,8 @@ const POLL: Duration = Duration::from_secs(2);
 /// A running agent: the datapath attached and enforcing, the HTTP endpoints serving.
 pub struct Agent {
     config: AgentConfig,
+    /// Held for the agent's life (see `datapath/lock.rs`).
+    _lock: PinLock,
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
@@ -75,6 +79,8 @@ impl Agent {
             require_ethernet(iface)?;
         }
         let layout = PinLayout::new(&config.pin_dir);
+        // Before anything under the pins is read or written: one agent per pin directory.
+        let pin_lock = PinLock::acquire(&layout)?;
         let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
         let state = Arc::new(Mutex::new(AgentState::default()));
         apply(&mut datapath, &config, &policy, &state)?;
@@ -118,6 +124,7 @@ impl Agent {
         memory::release_freed_memory();
         Ok(Self {
             config,
+            _lock: pin_lock,
             datapath,
             state,
             workloads,

@@ -59,6 +59,10 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "another boundary-agent is running on {path} (it holds the pin directory's lock): stop it first, or give this one another pinDir"
+    )]
+    Locked { path: String },
     #[error("this datapath was loaded without pins and cannot be attached")]
     Unpinned,
     #[error("pin {path}: {source}")]
