@@ -63,3 +63,74 @@ fn a_second_agent_on_the_same_pins_exits_and_the_first_keeps_enforcing() {
     assert!(!echoed(&lab, 7001), "denied after");
     assert!(files.packets("web", "ingress", "default_deny") > denied_before);
 }
+
+/// Datagrams sent and echoes received by a paced stream.
+#[derive(Default)]
+struct Stream {
+    sent: usize,
+    echoed: usize,
+}
+
+/// Sends one datagram to `port` every few milliseconds until `stop`, waiting `wait` for each
+/// echo.
+fn stream(lab: &Lab, port: u16, wait: Duration, stop: &std::sync::atomic::AtomicBool) -> Stream {
+    let mut s = Stream::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        s.sent += 1;
+        s.echoed += traffic::udp_echo(
+            &lab.client,
+            SocketAddr::new(SERVER.into(), port),
+            1,
+            32,
+            wait,
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s
+}
+
+#[test]
+fn kill_9_under_traffic_then_restart_loses_nothing_and_admits_nothing() {
+    if !require_root("kill_9_under_traffic_then_restart_loses_nothing_and_admits_nothing") {
+        return;
+    }
+    let lab = Lab::new("kill9");
+    let files = AgentFiles::new("kill9", SERVER_IF, POLICY, "");
+    let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
+    let _servers2 = Servers::start(&lab.server, SERVER.into(), 7001, 8081);
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (allowed, denied) = std::thread::scope(|s| {
+        let allowed = s.spawn(|| stream(&lab, 7000, Duration::from_secs(1), &stop));
+        let denied = s.spawn(|| stream(&lab, 7001, Duration::from_millis(20), &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        // No agent at all for a while: the pinned programs enforce alone.
+        std::thread::sleep(Duration::from_millis(1000));
+        let restarted = AgentProcess::start(&lab.server, &files.config());
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = (
+            allowed.join().expect("allowed stream"),
+            denied.join().expect("denied stream"),
+        );
+        drop(restarted);
+        out
+    });
+    assert!(allowed.sent > 100 && denied.sent > 100, "the streams ran");
+    assert_eq!(
+        allowed.echoed, allowed.sent,
+        "every allowed datagram answered, across the kill and the restart"
+    );
+    assert_eq!(denied.echoed, 0, "no denied datagram admitted");
+    // Counters live in the pins: continuous across the kill and the restart, nothing reset.
+    assert_eq!(
+        files.packets("web", "ingress", "policy_allow"),
+        allowed.sent as u64
+    );
+    assert_eq!(
+        files.packets("web", "ingress", "default_deny"),
+        denied.sent as u64
+    );
+}

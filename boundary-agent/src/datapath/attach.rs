@@ -160,7 +160,10 @@ impl Datapath {
                             return Ok(mode);
                         }
                         Err(e) => {
-                            warn!(interface = %iface, error = %e, "could not update pinned xdp link; attaching anew");
+                            // One XDP program per interface: the old link must go before a new
+                            // attach, and the interface is unprotected for that moment.
+                            warn!(interface = %iface, error = %e, "could not update the pinned xdp link; detaching it to attach anew");
+                            remove_if_present(&path)?;
                         }
                     }
                 } else {
@@ -217,7 +220,9 @@ impl Datapath {
                     return Ok(());
                 }
                 Err(e) => {
-                    warn!(interface = %iface, hook = what, error = %e, "could not update pinned tc link; attaching anew");
+                    // tcx takes several programs: the new one is attached beside the old,
+                    // whose pin (and so link) goes only once the new one is pinned.
+                    warn!(interface = %iface, hook = what, error = %e, "could not update the pinned tc link; attaching anew beside it");
                 }
             }
         }
@@ -275,8 +280,8 @@ fn attach_err(
     }
 }
 
-/// Opens a pinned link and takes it off its pin, ready for `attach_to_link`. The link stays
-/// alive through our file descriptor while it is unpinned.
+/// Opens a pinned link, ready for `attach_to_link` (`BPF_LINK_UPDATE`). The pin stays: if
+/// the update fails, the link and its program keep enforcing.
 fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
     path: &std::path::Path,
 ) -> Result<Option<L>, DatapathError> {
@@ -287,15 +292,11 @@ fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
         path: path.display().to_string(),
         source,
     };
-    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
-    let fd_link = pinned.unpin().map_err(|source| DatapathError::Pin {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let fd_link = FdLink::from(PinnedLink::from_pin(path).map_err(link_err)?);
     match L::try_from(fd_link) {
         Ok(l) => Ok(Some(l)),
         Err(e) => {
-            warn!(path = %path.display(), error = %e, "pinned link is not of the expected type; dropped");
+            warn!(path = %path.display(), error = %e, "pinned link is not of the expected type; left in place");
             Ok(None)
         }
     }
