@@ -75,6 +75,10 @@ pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES
 #[map(name = "BND_RULE_IDS")]
 pub static RULE_IDS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, BPF_F_NO_PREALLOC);
 
+/// The pins' ABI version (see `ABI_MAP`); no program reads it.
+#[map(name = "BND_ABI")]
+pub static ABI: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "BND_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 

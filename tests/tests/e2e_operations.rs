@@ -134,3 +134,52 @@ fn kill_9_under_traffic_then_restart_loses_nothing_and_admits_nothing() {
         denied.sent as u64
     );
 }
+
+#[test]
+fn an_upgrade_across_an_abi_change_replaces_the_maps_with_traffic_flowing() {
+    if !require_root("an_upgrade_across_an_abi_change_replaces_the_maps_with_traffic_flowing") {
+        return;
+    }
+    let lab = Lab::new("upgrade");
+    let files = AgentFiles::new("upgrade", SERVER_IF, POLICY, "");
+    let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
+    let _servers2 = Servers::start(&lab.server, SERVER.into(), 7001, 8081);
+    let mut old = AgentProcess::start(&lab.server, &files.config());
+    assert_eq!(old.stop(), Some(0));
+    // The pins now look like an older agent's: another ABI version.
+    let abi_pin = files
+        .pin_dir
+        .join("maps")
+        .join(boundary_common::maps::ABI_MAP);
+    let mut abi: aya::maps::Array<aya::maps::MapData, u32> =
+        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&abi_pin).expect("the ABI pin"))
+            .and_then(TryInto::try_into)
+            .expect("the ABI map");
+    abi.set(0, &1, 0).expect("an older version");
+    drop(abi);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (allowed, denied, log) = std::thread::scope(|s| {
+        let allowed = s.spawn(|| stream(&lab, 7000, Duration::from_secs(1), &stop));
+        let denied = s.spawn(|| stream(&lab, 7001, Duration::from_millis(20), &stop));
+        // The old programs enforce alone, then the new agent replaces every map under them
+        // and updates their links.
+        std::thread::sleep(Duration::from_millis(300));
+        let new = AgentProcess::start(&lab.server, &files.config());
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let log = new.log();
+        (
+            allowed.join().expect("allowed stream"),
+            denied.join().expect("denied stream"),
+            log,
+        )
+    });
+    assert!(
+        log.contains("pins of another agent version"),
+        "the upgrade says what it replaced: {log}"
+    );
+    assert!(allowed.sent > 50 && denied.sent > 50, "the streams ran");
+    assert_eq!(allowed.echoed, allowed.sent, "no allowed datagram lost");
+    assert_eq!(denied.echoed, 0, "no denied datagram admitted");
+}

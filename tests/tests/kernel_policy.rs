@@ -17,8 +17,9 @@ use boundary_agent::{
 use boundary_common::{
     Reason,
     maps::{
-        Action, AddrKey, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP, FAMILY_IPV4, FlowKey, FlowValue,
-        FragKey, FragValue, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
+        ABI_MAP, Action, AddrKey, CONFIG_MAP, COUNTERS_MAP, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP,
+        FAMILY_IPV4, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue, MAX_ENDPOINTS,
+        MAX_FAILSAFE, PolicyKey, PolicyValue,
     },
 };
 use boundary_tests::{
@@ -781,4 +782,72 @@ fn a_remembered_reason_the_datapath_does_not_know_drops_as_internal_error() {
     fragments.insert(&key, &value, 0).expect("write");
     let out = k.xdp(&later);
     assert_eq!((out.action, out.reason), (XDP_DROP, Reason::Internal));
+}
+
+/// The id of the map pinned at `path`.
+fn pinned_map_id(path: &std::path::Path) -> u32 {
+    aya::maps::MapInfo::from_pin(path).expect("pinned map").id()
+}
+
+#[test]
+fn an_upgrade_replaces_the_maps_it_cannot_adopt_and_keeps_the_rest() {
+    if !require_root("an_upgrade_replaces_the_maps_it_cannot_adopt_and_keeps_the_rest") {
+        return;
+    }
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-upgrade")));
+    let layout = PinLayout::new(&pins.0);
+    let first = Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)");
+    let config = pinned_map_id(&layout.map(CONFIG_MAP));
+    let counters = pinned_map_id(&layout.map(COUNTERS_MAP));
+
+    // A pinned map of another layout, as an older agent's fragments map would be: the config
+    // map pinned under the fragments map's name.
+    std::fs::remove_file(layout.map(FRAGMENTS_MAP)).expect("unpin");
+    MapData::from_pin(layout.map(CONFIG_MAP))
+        .expect("config pin")
+        .pin(layout.map(FRAGMENTS_MAP))
+        .expect("pin it under the fragments name");
+    let second = Datapath::load(layout.clone(), 8).expect("an upgrade replaces the odd map");
+    let fragments = aya::maps::MapInfo::from_pin(layout.map(FRAGMENTS_MAP)).expect("fragments");
+    assert_ne!(fragments.id(), config, "a fragments map of its own again");
+    assert_eq!(
+        (fragments.key_size(), fragments.value_size()),
+        (40, 12),
+        "with this agent's layout"
+    );
+    assert_eq!(
+        pinned_map_id(&layout.map(CONFIG_MAP)),
+        config,
+        "the rest adopted"
+    );
+    assert_eq!(
+        pinned_map_id(&layout.map(COUNTERS_MAP)),
+        counters,
+        "counters kept"
+    );
+
+    // Pins of an older ABI: every map replaced.
+    let mut abi: aya::maps::Array<MapData, u32> =
+        aya::maps::Map::from_map_data(MapData::from_pin(layout.map(ABI_MAP)).expect("abi pin"))
+            .and_then(TryInto::try_into)
+            .expect("abi map");
+    abi.set(0, &1, 0).expect("write an older version");
+    let _third = Datapath::load(layout.clone(), 8).expect("an older agent's pins are replaced");
+    assert_ne!(pinned_map_id(&layout.map(CONFIG_MAP)), config);
+    assert_ne!(pinned_map_id(&layout.map(COUNTERS_MAP)), counters);
+
+    // Pins of a newer ABI: refused, with what to do.
+    abi = aya::maps::Map::from_map_data(MapData::from_pin(layout.map(ABI_MAP)).expect("abi pin"))
+        .and_then(TryInto::try_into)
+        .expect("abi map");
+    abi.set(0, &99, 0).expect("write a newer version");
+    let refused = Datapath::load(layout.clone(), 8)
+        .map(drop)
+        .expect_err("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("made by a newer agent") && message.contains("detach"),
+        "{message}"
+    );
+    drop((first, second));
 }

@@ -9,8 +9,8 @@ use aya::{
     programs::{ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
 use boundary_common::maps::{
-    ALL_MAPS, Action, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP,
-    READER_DELAY_GLOBAL,
+    ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
 };
 
 use super::{
@@ -117,7 +117,7 @@ impl Datapath {
         for dir in [layout.maps_dir(), layout.programs_dir(), layout.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(pin_err(&dir))?;
         }
-        maps::check_pinned(layout, max_workloads)?;
+        maps::prepare_pinned(layout, max_workloads)?;
         Ok(())
     }
 
@@ -163,6 +163,9 @@ impl Datapath {
         if layout.is_none() {
             // Nothing attached here, nothing to keep consistent: ready for test runs at once.
             fill_program_array(&mut ebpf)?;
+        }
+        if layout.is_some() {
+            record_abi(&mut ebpf)?;
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self { ebpf, layout, maps })
@@ -283,6 +286,22 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Writes this agent's [`ABI_VERSION`] into the pinned `BND_ABI` map (see
+/// `maps/shapes.rs`).
+fn record_abi(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let map_err = |source| {
+        DatapathError::Maps(MapsError::Map {
+            name: ABI_MAP,
+            source,
+        })
+    };
+    let map = ebpf
+        .map_mut(ABI_MAP)
+        .ok_or(DatapathError::Maps(MapsError::Missing { name: ABI_MAP }))?;
+    let mut abi: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map).map_err(map_err)?;
+    abi.set(0, &ABI_VERSION, 0).map_err(map_err)
 }
 
 /// Puts the TC programs into `BND_PROGS`, which they tail-call after pulling non-linear

@@ -51,6 +51,15 @@ pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
 /// alone (the datapath never reads it): a restarted agent keeps every rule's id, and so its
 /// counts, from it.
 pub const RULE_IDS_MAP: &str = "BND_RULE_IDS";
+/// `Array<u32>` with one entry: the [`ABI_VERSION`] of the agent that made the pins. The
+/// agent's alone, as [`RULE_IDS_MAP`].
+pub const ABI_MAP: &str = "BND_ABI";
+
+/// What the pinned maps mean, beyond their shapes (which are checked one by one): an agent
+/// that finds pins of another version replaces every map (the attached programs keep the
+/// old ones until their links are updated), and refuses pins of a newer one. Pins made
+/// before this existed have no [`ABI_MAP`] and count as version 1.
+pub const ABI_VERSION: u32 = 2;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";
@@ -76,7 +85,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 21] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -97,6 +106,7 @@ pub const ALL_MAPS: [&str; 20] = [
     CONNTRACK_ACCEPTED_MAP,
     CT_ACCEPTED_INSERTS_MAP,
     RULE_IDS_MAP,
+    ABI_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

@@ -23,7 +23,7 @@ use config::ConfigEntry;
 use swap::GenerationKeys;
 
 pub use reads::Occupancy;
-pub use shapes::{check_pinned, expected_shapes};
+pub use shapes::{Shape, expected_shapes, prepare_pinned};
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -51,13 +51,17 @@ pub enum MapsError {
     #[error("map {name} is missing from the object or the pins")]
     Missing { name: &'static str },
     #[error(
-        "pinned map {path} has {found}, this agent needs {wanted}; remove the old state with `boundary-agent detach` (enforcement stops until the agent runs again)"
+        "the pins under {path} were made by a newer agent (ABI {found}; this one speaks {ours}): run that agent, or remove the old state with `boundary-agent detach` (enforcement stops until an agent runs again)"
     )]
-    Incompatible {
+    NewerAbi { path: String, found: u32, ours: u32 },
+    #[error("replacing pinned map {path}: {source}")]
+    Replace {
         path: String,
-        found: String,
-        wanted: String,
+        #[source]
+        source: std::io::Error,
     },
+    #[error("reading the map definitions of the embedded object: {0}")]
+    Object(String),
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
     #[error("the policy does not fit in map {name}: {source}; nothing was changed")]

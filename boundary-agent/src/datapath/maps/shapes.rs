@@ -1,116 +1,145 @@
-//! What every pinned map must look like, checked before aya reuses a pin blindly.
-
-use std::mem::size_of;
+//! What every pinned map must be, checked before aya reuses a pin blindly (it compares
+//! nothing, and a map of another layout would be corrupted), and what an upgrade does with
+//! pins of another agent.
+//!
+//! The shapes are the object's own map definitions (parsed with aya-obj, as aya loads them):
+//! type, key and value sizes, entries and flags, with the names and counters maps sized for
+//! the configured workloads. They cannot drift from what a load creates.
+//!
+//! An upgrade keeps every map whose shape and meaning ([`ABI_VERSION`]) are unchanged, with
+//! its state (counters, flows, rule ids). A map that differs is *replaced*: its pin is
+//! removed and the load creates a new one. The programs attached keep using the old map until
+//! the agent updates their links to the new programs, so enforcement has no gap; the
+//! replaced map's state starts afresh, and the log says which. Pins of a newer ABI are
+//! refused: an older agent cannot know what they mean.
 
 use aya::maps::MapInfo;
-use boundary_common::maps::{
-    self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP,
-    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, EVENTS_MAP, Endpoint, EventBudget,
-    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue,
-    IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP,
-    RULE_HITS_MAP, WorkloadName,
-};
+use boundary_common::maps::{ABI_MAP, ABI_VERSION, ALL_MAPS, COUNTERS_MAP, NAMES_MAP};
+use tracing::warn;
 
-use crate::datapath::pins::PinLayout;
+use crate::datapath::{object::OBJECT, pins::PinLayout};
 
 use super::{MapsError, map_err};
 
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "ABI sizes are small and asserted in boundary-common"
-)]
-const fn size(n: usize) -> u32 {
-    n as u32
+/// A map's shape, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub map_type: u32,
+    pub key: u32,
+    pub value: u32,
+    pub entries: u32,
+    pub flags: u32,
 }
 
-/// What every map must look like: (name, key size, value size, max entries).
-pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 20] {
-    [
-        (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
-        (
-            ENDPOINTS_MAP,
-            size(size_of::<AddrKey>()),
-            size(size_of::<Endpoint>()),
-            abi::MAX_ENDPOINTS,
-        ),
-        (NAMES_MAP, 4, size(size_of::<WorkloadName>()), max_workloads),
-        (
-            COUNTERS_MAP,
-            4,
-            size(size_of::<CounterRow>()),
-            max_workloads * 2,
-        ),
-        (
-            IDENTITIES_MAP,
-            size(size_of::<AddrKey>()),
-            4,
-            abi::MAX_IDENTITIES,
-        ),
-        (CIDRS_MAP, 4 + size(CIDR_KEY_LEN), 4, abi::MAX_CIDRS),
-        (
-            POLICY_MAP,
-            size(size_of::<PolicyKey>()),
-            size(size_of::<PolicyValue>()),
-            abi::MAX_POLICY,
-        ),
-        (
-            RANGES_MAP,
-            4 + size(RANGE_KEY_LEN),
-            size(size_of::<PolicyValue>()),
-            abi::MAX_RANGES,
-        ),
-        (
-            FAILSAFE_MAP,
-            4 + size(FAILSAFE_KEY_LEN),
-            4,
-            abi::MAX_FAILSAFE,
-        ),
-        (
-            CONNTRACK_MAP,
-            size(size_of::<FlowKey>()),
-            size(size_of::<FlowValue>()),
-            abi::MAX_FLOWS,
-        ),
-        (
-            FRAGMENTS_MAP,
-            size(size_of::<FragKey>()),
-            size(size_of::<FragValue>()),
-            abi::MAX_FRAGMENTS,
-        ),
-        (RULE_HITS_MAP, 4, 8, abi::MAX_RULES),
-        (EVENTS_MAP, 0, 0, abi::EVENTS_RING_BYTES),
-        (EVENT_BUDGET_MAP, 4, size(size_of::<EventBudget>()), 1),
-        (abi::PORTS_MAP, 4, 8, abi::PORTS_ENTRIES),
-        (abi::CT_INSERTS_MAP, 4, 8, 1),
-        (abi::PROGS_MAP, 4, 4, abi::PROGS_ENTRIES),
-        (
-            abi::CONNTRACK_ACCEPTED_MAP,
-            size(size_of::<FlowKey>()),
-            size(size_of::<FlowValue>()),
-            abi::MAX_FLOWS,
-        ),
-        (abi::CT_ACCEPTED_INSERTS_MAP, 4, 8, 1),
-        (abi::RULE_IDS_MAP, 8, 4, abi::MAX_RULES),
-    ]
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "type {}, key {}B, value {}B, {} entries, flags {:#x}",
+            self.map_type, self.key, self.value, self.entries, self.flags
+        )
+    }
 }
 
-/// Checks that maps already pinned under `layout` have the shapes this agent needs: aya reuses
-/// a pinned map without comparing its attributes, and a mismatch would corrupt it.
-pub fn check_pinned(layout: &PinLayout, max_workloads: u32) -> Result<(), MapsError> {
-    for (name, key, value, entries) in expected_shapes(max_workloads) {
+impl Shape {
+    fn of(info: &MapInfo) -> Result<Self, aya::maps::MapError> {
+        Ok(Self {
+            map_type: info.map_type()? as u32,
+            key: info.key_size(),
+            value: info.value_size(),
+            entries: info.max_entries(),
+            flags: info.map_flags(),
+        })
+    }
+}
+
+/// Every map of the object, with the shape a load with `max_workloads` slots creates.
+pub fn expected_shapes(max_workloads: u32) -> Result<Vec<(&'static str, Shape)>, MapsError> {
+    let object = aya_obj::Object::parse(OBJECT).map_err(|e| MapsError::Object(e.to_string()))?;
+    ALL_MAPS
+        .iter()
+        .map(|&name| {
+            let m = object.maps.get(name).ok_or(MapsError::Missing { name })?;
+            let entries = match name {
+                NAMES_MAP => max_workloads,
+                COUNTERS_MAP => max_workloads * 2,
+                _ => m.max_entries(),
+            };
+            Ok((
+                name,
+                Shape {
+                    map_type: m.map_type(),
+                    key: m.key_size(),
+                    value: m.value_size(),
+                    entries,
+                    flags: m.map_flags(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The ABI version of the pins under `layout`: `None` when nothing is pinned, 1 for pins
+/// made before the version was kept.
+fn pinned_abi(layout: &PinLayout) -> Result<Option<u32>, MapsError> {
+    let path = layout.map(ABI_MAP);
+    if !path.exists() {
+        let any = ALL_MAPS.iter().any(|name| layout.map(name).exists());
+        return Ok(any.then_some(1));
+    }
+    let data = aya::maps::MapData::from_pin(&path).map_err(map_err(ABI_MAP))?;
+    let array: aya::maps::Array<_, u32> = aya::maps::Map::from_map_data(data)
+        .and_then(TryInto::try_into)
+        .map_err(map_err(ABI_MAP))?;
+    // A map made but never written (an agent that died before it could) reads 0: older.
+    Ok(Some(array.get(&0, 0).map_err(map_err(ABI_MAP))?))
+}
+
+/// Makes the pins under `layout` fit this agent: keeps the maps it can adopt as they are,
+/// removes the pins of those it must replace (see the module doc), refuses pins of a newer
+/// agent. Returns the names of the replaced maps.
+pub fn prepare_pinned(
+    layout: &PinLayout,
+    max_workloads: u32,
+) -> Result<Vec<&'static str>, MapsError> {
+    let abi = pinned_abi(layout)?;
+    if let Some(found) = abi
+        && found > ABI_VERSION
+    {
+        return Err(MapsError::NewerAbi {
+            path: layout.root().display().to_string(),
+            found,
+            ours: ABI_VERSION,
+        });
+    }
+    let same_abi = abi == Some(ABI_VERSION);
+    let mut replaced = Vec::new();
+    for (name, wanted) in expected_shapes(max_workloads)? {
         let path = layout.map(name);
         if !path.exists() {
             continue;
         }
         let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
-        let found = (info.key_size(), info.value_size(), info.max_entries());
-        if found != (key, value, entries) {
-            return Err(MapsError::Incompatible {
-                path: path.display().to_string(),
-                found: format!("key {}B, value {}B, {} entries", found.0, found.1, found.2),
-                wanted: format!("key {key}B, value {value}B, {entries} entries"),
-            });
+        let found = Shape::of(&info).map_err(map_err(name))?;
+        if same_abi && found == wanted {
+            continue;
         }
+        if same_abi {
+            warn!(map = name, %found, %wanted, "a pinned map has another shape: replacing it; its state starts afresh");
+        }
+        std::fs::remove_file(&path).map_err(|source| MapsError::Replace {
+            path: path.display().to_string(),
+            source,
+        })?;
+        replaced.push(name);
     }
-    Ok(())
+    if !same_abi && !replaced.is_empty() {
+        warn!(
+            found = abi.unwrap_or(0),
+            ours = ABI_VERSION,
+            maps = replaced.len(),
+            "pins of another agent version: every map replaced; counters, tracked flows and rule ids start afresh (the programs attached keep enforcing until their links are updated)"
+        );
+    }
+    Ok(replaced)
 }
