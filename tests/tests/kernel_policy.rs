@@ -851,3 +851,40 @@ fn an_upgrade_replaces_the_maps_it_cannot_adopt_and_keeps_the_rest() {
     );
     drop((first, second));
 }
+
+#[test]
+fn a_refused_swap_leaves_the_running_policys_slot_names() {
+    if !require_root("a_refused_swap_leaves_the_running_policys_slot_names") {
+        return;
+    }
+    let gone = "apiVersion: boundary.dev/v1\nfailsafe: []\nworkloads:\n  - name: gone\n    addresses: [10.203.0.1]\n";
+    let newcomer = "apiVersion: boundary.dev/v1\nfailsafe: []\nworkloads:\n  - name: newcomer\n    addresses: [10.203.0.3]\n";
+    let mut k = Kernel::empty();
+    k.install(
+        &Policy::from_str("p.yaml", gone).expect("valid"),
+        Action::Pass,
+    );
+    let names_before = k.dp.maps().names().expect("names");
+    assert_eq!(names_before.get(&1).map(String::as_str), Some("gone"));
+    // With one usable slot, the newcomer must take the one gone leaves.
+    let slots = k.dp.maps().slot_table().expect("slots");
+    let p = Policy::from_str("p.yaml", newcomer).expect("valid");
+    let mut too_big = policy::compile(&p, &slots, 2).expect("compiles");
+    assert_eq!(too_big.names.get(&1).map(String::as_str), Some("newcomer"));
+    let ep = *too_big.endpoints.values().next().expect("an endpoint");
+    for i in 0..MAX_ENDPOINTS {
+        let [_, hi, mid, lo] = i.to_be_bytes();
+        too_big
+            .endpoints
+            .insert(Ipv4Addr::new(10, 100 + hi, mid, lo).into(), ep);
+    }
+    let err =
+        k.dp.apply(&too_big, Action::Pass)
+            .expect_err("does not fit");
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+    assert_eq!(
+        k.dp.maps().names().expect("names"),
+        names_before,
+        "the running policy keeps its slot names"
+    );
+}

@@ -64,9 +64,9 @@ impl Drop for PinDir {
     }
 }
 
-/// Runs one packet through the paused reader while the writer swaps; the reader's verdict
-/// and how long the swap took.
-fn race(grace: bool, sport: u16) -> (u32, Duration) {
+/// Runs one packet through the paused reader while the writer swaps: the reader's verdict, and
+/// whether the swap returned only after the reader did (it waited for a packet in flight).
+fn race(grace: bool, sport: u16) -> (u32, bool) {
     let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-swap")));
     let layout = PinLayout::new(&pins.0);
     let mut writer = Datapath::load(layout.clone(), 8).expect("load with pinned maps (root)");
@@ -92,7 +92,7 @@ fn race(grace: bool, sport: u16) -> (u32, Duration) {
     let verdict = thread::scope(|s| {
         let run = s.spawn(|| {
             started.send(()).expect("main waits");
-            reader
+            let verdict = reader
                 .xdp_program()
                 .test_run(TestRunOptions {
                     data_in: Some(&frame),
@@ -100,14 +100,15 @@ fn race(grace: bool, sport: u16) -> (u32, Duration) {
                     ..Default::default()
                 })
                 .expect("BPF_PROG_TEST_RUN")
-                .return_value
+                .return_value;
+            (verdict, Instant::now())
         });
         running.recv().expect("the reader started");
         thread::sleep(HEAD_START);
-        let t = Instant::now();
         writer.apply(&tables, Action::Pass).expect("swap");
-        let took = t.elapsed();
-        (run.join().expect("the reader thread"), took)
+        let swapped = Instant::now();
+        let (verdict, read) = run.join().expect("the reader thread");
+        (verdict, swapped >= read)
     });
     drop(writer);
     drop(reader);
@@ -135,12 +136,111 @@ fn a_swap_waits_out_the_packets_in_flight() {
         leaked,
         "without the grace period a packet in flight should pass as unprotected: the test cannot see the leak it guards against"
     );
-    for i in 0..3 {
-        let (verdict, took) = race(true, 41_000 + i);
+    // With it, every packet is judged by its workload's policy. An iteration proves something
+    // only when the reader was in flight at the switch: then the swap returned after it (it
+    // waited). At least one must, or the test saw nothing.
+    let mut waited = 0;
+    for i in 0..4 {
+        let (verdict, after_the_reader) = race(true, 41_000 + i);
         assert_eq!(
             verdict, XDP_DROP,
             "a packet in flight during a swap must still be judged by its workload's policy"
         );
-        eprintln!("swap with a reader paused {PAUSE:?} in flight took {took:?}");
+        waited += usize::from(after_the_reader);
     }
+    assert!(
+        waited > 0,
+        "no swap overlapped a paused reader: the test proved nothing"
+    );
+}
+
+const GONE: &str = "\
+apiVersion: boundary.dev/v1
+failsafe: []
+workloads:
+  - name: gone
+    addresses: [10.203.0.1]
+    defaults: { ingress: deny }
+";
+const NEWCOMER: &str = "\
+apiVersion: boundary.dev/v1
+failsafe: []
+workloads:
+  - name: newcomer
+    addresses: [10.203.0.3]
+    defaults: { ingress: deny }
+";
+
+/// Packets counted under `workload`, all reasons and directions.
+fn packets_of(dp: &Datapath, workload: &str) -> u64 {
+    boundary_agent::datapath::counters::read(dp.maps(), Some(workload))
+        .expect("counters")
+        .iter()
+        .map(|c| c.packets)
+        .sum()
+}
+
+#[test]
+fn packets_in_flight_for_a_removed_workload_are_not_counted_for_its_successor() {
+    if !require_root("packets_in_flight_for_a_removed_workload_are_not_counted_for_its_successor") {
+        return;
+    }
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-slot")));
+    let layout = PinLayout::new(&pins.0);
+    let mut writer = Datapath::load(layout.clone(), 8).expect("load (root)");
+    let compile = |writer: &Datapath, text: &str| {
+        let p = Policy::from_str("p.yaml", text).expect("valid");
+        policy::compile(&p, &writer.maps().slot_table().expect("slots"), 8).expect("compiles")
+    };
+    let first = compile(&writer, GONE);
+    writer.apply(&first, Action::Pass).expect("apply");
+    let reader = Datapath::load_with(
+        Some(layout),
+        &LoadOptions {
+            max_workloads: 8,
+            reader_delay_ns: u64::try_from(PAUSE.as_nanos()).expect("fits"),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("paused reader");
+    let second = compile(&writer, NEWCOMER);
+    assert_ne!(
+        second.names.get(&1).map(String::as_str),
+        Some("newcomer"),
+        "the slot gone still counts into is not handed over in the same swap"
+    );
+    let frame = packets::v4(
+        CLIENT,
+        SERVER,
+        L4::Udp {
+            sport: 43_000,
+            dport: 9,
+        },
+        b"x",
+    );
+    let (started, running) = mpsc::channel();
+    let verdict = thread::scope(|s| {
+        let run = s.spawn(|| {
+            started.send(()).expect("main waits");
+            reader
+                .xdp_program()
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    repeat: 1,
+                    ..Default::default()
+                })
+                .expect("BPF_PROG_TEST_RUN")
+                .return_value
+        });
+        running.recv().expect("started");
+        thread::sleep(HEAD_START);
+        writer.apply(&second, Action::Pass).expect("swap");
+        run.join().expect("reader")
+    });
+    assert_eq!(verdict, XDP_DROP, "the packet in flight was gone's (deny)");
+    assert_eq!(
+        packets_of(&writer, "newcomer"),
+        0,
+        "newcomer received nothing; gone's packet in flight is not on its row"
+    );
 }

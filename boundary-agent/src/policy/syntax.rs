@@ -124,14 +124,14 @@ pub(super) struct RawWorkloadDefaults {
 pub(super) struct RawIngressRule {
     name: Option<String>,
     from: Selector,
-    #[serde(default)]
-    ports: Vec<PortSpec>,
-    #[serde(default)]
-    icmp: Vec<IcmpName>,
-    #[serde(default)]
-    icmpv6: Vec<IcmpName>,
-    #[serde(default)]
-    protocols: Vec<ProtocolName>,
+    #[serde(default, deserialize_with = "present")]
+    ports: Option<Vec<PortSpec>>,
+    #[serde(default, deserialize_with = "present")]
+    icmp: Option<Vec<IcmpName>>,
+    #[serde(default, deserialize_with = "present")]
+    icmpv6: Option<Vec<IcmpName>>,
+    #[serde(default, deserialize_with = "present")]
+    protocols: Option<Vec<ProtocolName>>,
     #[serde(default)]
     action: RuleAction,
 }
@@ -141,14 +141,14 @@ pub(super) struct RawIngressRule {
 pub(super) struct RawEgressRule {
     name: Option<String>,
     to: Selector,
-    #[serde(default)]
-    ports: Vec<PortSpec>,
-    #[serde(default)]
-    icmp: Vec<IcmpName>,
-    #[serde(default)]
-    icmpv6: Vec<IcmpName>,
-    #[serde(default)]
-    protocols: Vec<ProtocolName>,
+    #[serde(default, deserialize_with = "present")]
+    ports: Option<Vec<PortSpec>>,
+    #[serde(default, deserialize_with = "present")]
+    icmp: Option<Vec<IcmpName>>,
+    #[serde(default, deserialize_with = "present")]
+    icmpv6: Option<Vec<IcmpName>>,
+    #[serde(default, deserialize_with = "present")]
+    protocols: Option<Vec<ProtocolName>>,
     #[serde(default)]
     action: RuleAction,
 }
@@ -161,12 +161,24 @@ pub(super) struct RawRule {
     pub action: RuleAction,
 }
 
-/// What a rule says about traffic, before expansion.
+/// What a rule says about traffic, before expansion: each list as written, `None` when the
+/// key is absent. A key with no value (`ports:`, as a template renders an empty one) is
+/// refused while reading, and an empty list by validation: neither may widen a rule to all
+/// traffic, which is what a rule with none of the keys covers.
 pub(super) struct RawTraffic {
-    pub ports: Vec<PortSpec>,
-    pub icmp: Vec<IcmpName>,
-    pub icmpv6: Vec<IcmpName>,
-    pub protocols: Vec<ProtocolName>,
+    pub ports: Option<Vec<PortSpec>>,
+    pub icmp: Option<Vec<IcmpName>>,
+    pub icmpv6: Option<Vec<IcmpName>>,
+    pub protocols: Option<Vec<ProtocolName>>,
+}
+
+/// A list that is there: a key with a null value is an error, not an absent key.
+fn present<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<T>::deserialize(d).map(Some)
 }
 
 impl From<RawIngressRule> for RawRule {

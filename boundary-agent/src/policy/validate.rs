@@ -285,19 +285,26 @@ const ALL_TRAFFIC: [u8; 5] = [
 ];
 
 /// A rule's ports, ICMP types and protocols as one sorted, deduplicated list; every kind of
-/// traffic when it names none. A rule that names some, all of which expand to nothing (an
-/// ICMP name with no type in the list's family), is refused: it would otherwise cover
-/// everything.
+/// traffic when it has none of the keys. An empty list, or an ICMP name with no type in its
+/// list's family, is refused: either would otherwise narrow nothing and, alone, widen the
+/// rule to everything.
 fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
-    let named = !(raw.ports.is_empty()
-        && raw.icmp.is_empty()
-        && raw.icmpv6.is_empty()
-        && raw.protocols.is_empty());
+    let lists = [
+        ("ports", raw.ports.as_ref().map(Vec::len)),
+        ("icmp", raw.icmp.as_ref().map(Vec::len)),
+        ("icmpv6", raw.icmpv6.as_ref().map(Vec::len)),
+        ("protocols", raw.protocols.as_ref().map(Vec::len)),
+    ];
+    if let Some((key, _)) = lists.iter().find(|(_, len)| *len == Some(0)) {
+        return Err(format!(
+            "`{key}: []`: an empty list matches nothing; remove the key (a rule without ports, ICMP types or protocols covers all traffic) or list what the rule is about"
+        ));
+    }
     let mut out: BTreeSet<Traffic> = BTreeSet::new();
-    for p in raw.ports {
+    for p in raw.ports.unwrap_or_default() {
         out.extend(p.0);
     }
-    for t in raw.icmp {
+    for t in raw.icmp.unwrap_or_default() {
         if let Some(icmp_type) = t.v4 {
             out.insert(Traffic::Icmp {
                 proto: IPPROTO_ICMP,
@@ -319,24 +326,22 @@ fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
             });
         }
     }
-    for t in raw.icmpv6 {
-        if let Some(icmp_type) = t.v6 {
-            out.insert(Traffic::Icmp {
-                proto: IPPROTO_ICMPV6,
-                icmp_type,
-            });
-        }
+    for t in raw.icmpv6.unwrap_or_default() {
+        let Some(icmp_type) = t.v6 else {
+            return Err(format!(
+                "`icmpv6`: {} has no ICMPv6 type (ICMPv6 redirects are neighbour discovery, which always passes); list it under `icmp:`",
+                t.name.as_deref().unwrap_or("this name")
+            ));
+        };
+        out.insert(Traffic::Icmp {
+            proto: IPPROTO_ICMPV6,
+            icmp_type,
+        });
     }
-    for p in raw.protocols {
+    for p in raw.protocols.unwrap_or_default() {
         out.insert(Traffic::Proto(p.0));
     }
     if out.is_empty() {
-        if named {
-            return Err(
-                "its icmp/icmpv6 names have no type in their list's family (`redirect` is ICMPv4 only, `packet-too-big` ICMPv6 only): the rule would match nothing; remove it or name a type that exists"
-                    .into(),
-            );
-        }
         out.extend(ALL_TRAFFIC.map(Traffic::Proto));
     }
     Ok(out.into_iter().collect())
@@ -424,9 +429,17 @@ mod tests {
       - { from: { any: true }, icmpv6: [redirect], action: deny }\n",
         );
         assert!(
-            e.starts_with("p.yaml: workloads[0].ingress[0]") && e.contains("would match nothing"),
+            e.starts_with("p.yaml: workloads[0].ingress[0]") && e.contains("has no ICMPv6 type"),
             "{e}"
         );
+        let e = refusal(
+            "apiVersion: boundary.dev/v1\nworkloads:
+  - name: a
+    addresses: [10.0.0.1]
+    ingress:
+      - { from: { any: true }, ports: [] }\n",
+        );
+        assert!(e.contains("an empty list matches nothing"), "{e}");
     }
 
     #[test]

@@ -191,7 +191,8 @@ pub enum Traffic {
     Icmp { proto: u8, icmp_type: u8 },
 }
 
-/// `"8443/tcp"`, `"30000-30100/udp"`, `"53"` (tcp and udp), `"5000/sctp"`.
+/// `"8443/tcp"`, `"30000-30100/udp"`, `"53"` (tcp and udp). SCTP is matched as a whole
+/// protocol (`protocols: [sctp]`): the datapath does not read its ports.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "StringOrNumber")]
 pub(super) struct PortSpec(pub(super) Vec<Traffic>);
@@ -227,7 +228,11 @@ impl TryFrom<StringOrNumber> for PortSpec {
             None => (s.as_str(), &[IPPROTO_TCP, IPPROTO_UDP]),
             Some((r, "tcp")) => (r, &[IPPROTO_TCP]),
             Some((r, "udp")) => (r, &[IPPROTO_UDP]),
-            Some((r, "sctp")) => (r, &[IPPROTO_SCTP]),
+            Some((_, "sctp")) => {
+                return Err(format!(
+                    "{s:?}: SCTP ports are not matched (the datapath reads the ports of TCP and UDP only); use `protocols: [sctp]` for all of SCTP"
+                ));
+            }
             Some((_, other)) => {
                 return Err(format!(
                     "{s:?}: protocol {other:?} has no ports; use tcp, udp or sctp (or `protocols:` for others)"
@@ -253,11 +258,13 @@ impl TryFrom<StringOrNumber> for PortSpec {
 }
 
 /// An ICMP type by name (both families) or number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "StringOrNumber")]
 pub(super) struct IcmpName {
     pub(super) v4: Option<u8>,
     pub(super) v6: Option<u8>,
+    /// The name it was written as, if not a number.
+    pub(super) name: Option<String>,
 }
 
 const ICMP_NAMES: &[(&str, Option<u8>, Option<u8>)] = &[
@@ -295,12 +302,17 @@ impl TryFrom<StringOrNumber> for IcmpName {
             return Ok(Self {
                 v4: Some(n),
                 v6: Some(n),
+                name: None,
             });
         }
         ICMP_NAMES
             .iter()
             .find(|(name, ..)| *name == s)
-            .map(|&(_, v4, v6)| Self { v4, v6 })
+            .map(|&(name, v4, v6)| Self {
+                v4,
+                v6,
+                name: Some(name.to_owned()),
+            })
             .ok_or_else(|| {
                 let names: Vec<&str> = ICMP_NAMES.iter().map(|n| n.0).collect();
                 format!(

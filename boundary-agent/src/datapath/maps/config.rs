@@ -5,8 +5,8 @@
 //! (`switch`) or an epoch bump (`bump_epoch`). Only [`super::Maps`] holds a [`ConfigEntry`],
 //! and only through `&mut` (which the [`crate::datapath::Datapath`] owning the maps hands out
 //! to nobody), so in one agent two writers cannot interleave: an epoch bump cannot put back a
-//! generation whose keys a swap just deleted. Across processes the agent's lock is what keeps
-//! a second writer away.
+//! generation whose keys a swap just deleted. Across processes, `run` holds the pin
+//! directory's lock (`datapath/lock.rs`): a second agent cannot start on the same pins.
 
 use aya::maps::{Array, MapData};
 use boundary_common::maps::{self as abi, CONFIG_MAP, DatapathConfig};

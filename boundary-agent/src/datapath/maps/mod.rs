@@ -77,7 +77,7 @@ pub enum MapsError {
         source: batch::Error,
     },
     #[error(
-        "cannot make the map that waits out packets in flight (BPF_MAP_TYPE_ARRAY_OF_MAPS): {0}; nothing was changed"
+        "cannot wait out the packets in flight (an update of a BPF_MAP_TYPE_ARRAY_OF_MAPS entry): {0}; nothing was changed"
     )]
     Grace(#[source] std::io::Error),
     #[error("reading map {name}: {source}")]

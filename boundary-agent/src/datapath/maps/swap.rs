@@ -1,6 +1,8 @@
 //! The generation swap: a compiled policy written beside the live one, switched on with one
 //! config write, the old one deleted.
 
+use std::collections::BTreeMap;
+
 use aya::{
     Pod,
     maps::{IterableMap, MapError, PerCpuValues, lpm_trie::Key},
@@ -14,7 +16,7 @@ use boundary_common::name::encode_name;
 use tracing::warn;
 
 use crate::datapath::{batch, grace::Grace};
-use crate::policy::Tables;
+use crate::policy::{RuleTable, Tables};
 
 use super::{
     Installed, Maps, MapsError,
@@ -166,33 +168,24 @@ impl Maps {
         }
         let live = self.datapath_config()?.generation & 1;
         let next = live ^ 1;
-        self.know_live(live);
+        self.know_live(live)?;
 
         let current = self.names()?;
-        for (&slot, name) in &tables.names {
-            if current.get(&slot) != Some(name) {
-                // A slot changing hands starts from zero, or the new workload inherits counts.
-                self.zero_counters(slot)?;
-                let value = WorkloadName {
-                    name: encode_name(name),
-                };
-                self.names
-                    .set(u32::from(slot), &value, 0)
-                    .map_err(map_err(NAMES_MAP))?;
+        let renamed = match self.name_slots(&current, tables) {
+            Ok(renamed) => renamed,
+            Err((renamed, e)) => {
+                self.restore_names(&renamed);
+                return Err(e);
             }
-        }
-
-        let live_rules = self.record_rule_ids(tables)?;
-        let mut keys = GenerationKeys::of(next, tables);
-        self.set_other_empty(false);
-        let mut written = Written::default();
-        if let Err(e) = self.write_generation(next, tables, &keys, &mut written) {
-            keys.truncate(&written);
-            let clean = self.remove_keys(&keys);
-            self.set_other_empty(clean);
-            return Err(e);
-        }
-        self.config.switch(next, non_ip, config_flags(tables))?;
+        };
+        let (live_rules, keys) = match self.install_generation(next, tables, non_ip) {
+            Ok(installed) => installed,
+            Err(e) => {
+                // Nothing changed: the live policy keeps its slots' names.
+                self.restore_names(&renamed);
+                return Err(e);
+            }
+        };
 
         let old = self.installed.take().map(|i| i.keys).unwrap_or_default();
         // A packet that read the config before the switch may still be looking the old
@@ -218,14 +211,81 @@ impl Maps {
             .iter()
             .filter(|(s, _)| !tables.names.contains_key(s))
         {
-            let empty = WorkloadName {
-                name: [0; abi::WORKLOAD_NAME_LEN],
-            };
-            self.names
-                .set(u32::from(slot), &empty, 0)
-                .map_err(map_err(NAMES_MAP))?;
+            self.set_name(slot, None)?;
         }
         Ok(())
+    }
+
+    /// Names the slots `tables` gives a workload they did not name yet, zeroing their counters
+    /// first (a slot changing hands starts from zero). Returns each renamed slot's previous
+    /// name, to put back if the swap fails; on an error, those renamed so far.
+    #[expect(
+        clippy::type_complexity,
+        reason = "the renamed slots, with or without an error"
+    )]
+    fn name_slots(
+        &mut self,
+        current: &BTreeMap<u16, String>,
+        tables: &Tables,
+    ) -> Result<Vec<(u16, Option<String>)>, (Vec<(u16, Option<String>)>, MapsError)> {
+        let mut renamed = Vec::new();
+        for (&slot, name) in &tables.names {
+            if current.get(&slot) == Some(name) {
+                continue;
+            }
+            if let Err(e) = self.zero_counters(slot) {
+                return Err((renamed, e));
+            }
+            renamed.push((slot, current.get(&slot).cloned()));
+            if let Err(e) = self.set_name(slot, Some(name)) {
+                return Err((renamed, e));
+            }
+        }
+        Ok(renamed)
+    }
+
+    /// Puts back the names [`Maps::name_slots`] replaced (best effort: the swap is failing).
+    fn restore_names(&mut self, renamed: &[(u16, Option<String>)]) {
+        for (slot, old) in renamed {
+            if let Err(error) = self.set_name(*slot, old.as_deref()) {
+                warn!(slot, %error, "could not put a workload name back after a failed swap");
+            }
+        }
+    }
+
+    fn set_name(&mut self, slot: u16, name: Option<&str>) -> Result<(), MapsError> {
+        let value = WorkloadName {
+            name: name.map_or([0; abi::WORKLOAD_NAME_LEN], encode_name),
+        };
+        self.names
+            .set(u32::from(slot), &value, 0)
+            .map_err(map_err(NAMES_MAP))
+    }
+
+    /// Records the rule ids, writes generation `next` beside the live one and switches to it.
+    /// On an error nothing is live that was not before (a failed write takes its entries back).
+    fn install_generation(
+        &mut self,
+        next: u8,
+        tables: &Tables,
+        non_ip: abi::Action,
+    ) -> Result<(RuleTable, GenerationKeys), MapsError> {
+        let live_rules = self.record_rule_ids(tables)?;
+        let mut keys = GenerationKeys::of(next, tables);
+        self.set_other_empty(false);
+        let mut written = Written::default();
+        if let Err(e) = self.write_generation(next, tables, &keys, &mut written) {
+            keys.truncate(&written);
+            let clean = self.remove_keys(&keys);
+            self.set_other_empty(clean);
+            return Err(e);
+        }
+        if let Err(e) = self.config.switch(next, non_ip, config_flags(tables)) {
+            let clean = self.remove_keys(&keys);
+            self.set_other_empty(clean);
+            return Err(e);
+        }
+        Ok((live_rules, keys))
     }
 
     /// Returns once no packet can still be reading a generation that was live before the
@@ -241,14 +301,17 @@ impl Maps {
     /// Without that knowledge (a process that did not write what the maps hold, as after a
     /// restart, or a removal that failed) the maps are scanned: the other generation's entries
     /// (residue of an interrupted swap) are removed, the live one's kept for the swap's end.
-    fn know_live(&mut self, live: u8) {
+    fn know_live(&mut self, live: u8) -> Result<(), MapsError> {
         if self
             .installed
             .as_ref()
             .is_some_and(|i| i.generation == live && i.other_empty)
         {
-            return;
+            return Ok(());
         }
+        // The residue may be a generation that was live a moment ago (a swap whose wait
+        // failed): it goes only once no packet can still be reading it.
+        self.wait_for_readers().map_err(MapsError::Grace)?;
         let mut scanned = self.scan_generations();
         let residue = std::mem::take(&mut scanned[usize::from(live ^ 1)]);
         let other_empty = self.remove_keys(&residue);
@@ -258,6 +321,7 @@ impl Maps {
             keys: if live == 0 { a } else { b },
             other_empty,
         });
+        Ok(())
     }
 
     fn set_other_empty(&mut self, empty: bool) {

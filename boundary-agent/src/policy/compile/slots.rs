@@ -1,7 +1,7 @@
 //! Pass 1: a slot for every workload. Slot 0 counts unprotected traffic, so workloads get
 //! slots 1 to `max_workloads - 1`. A workload keeps the slot it had, so its counters stay on
-//! their row when the file is reordered; new workloads take the lowest free slots, in document
-//! order.
+//! their row when the file is reordered; new workloads take the lowest slots no workload of
+//! the live policy holds, in document order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,12 +43,26 @@ pub(super) fn assign(
         .filter(|w| !taken.contains(w.name.as_str()))
         .map(|w| w.name.clone())
         .collect();
+    // A new workload takes a slot no workload of the live policy holds: the live generation
+    // still counts into its slots until the swap ends, and would count into the newcomer's
+    // row. Only when every slot is needed does it take a slot a removed workload leaves.
+    let live: BTreeSet<u16> = previous.values().copied().collect();
+    let last = u16::try_from(max_workloads.saturating_sub(1)).unwrap_or(u16::MAX);
     let mut next_free = 1u16;
+    let mut fallback = 1u16;
     for name in fresh {
-        while names.contains_key(&next_free) {
+        while next_free <= last && (names.contains_key(&next_free) || live.contains(&next_free)) {
             next_free += 1;
         }
-        names.insert(next_free, name);
+        let slot = if next_free <= last {
+            next_free
+        } else {
+            while names.contains_key(&fallback) {
+                fallback += 1;
+            }
+            fallback
+        };
+        names.insert(slot, name);
     }
     Ok(names)
 }
@@ -80,13 +94,24 @@ mod tests {
     }
 
     #[test]
-    fn workloads_keep_their_slots_and_new_ones_fill_the_gaps() {
+    fn workloads_keep_their_slots_and_new_ones_take_slots_nobody_live_holds() {
         let previous: SlotTable = [("a", 1), ("c", 3), ("gone", 2)]
             .into_iter()
             .map(|(n, s)| (n.to_owned(), s))
             .collect();
         let names = assign(&workloads(&["c", "d", "a", "e"]), &previous, 8).expect("fits");
-        assert_eq!(slots(&names), [(1, "a"), (2, "d"), (3, "c"), (4, "e")]);
+        // Slot 2 is still counting for "gone" until the swap ends: not given to "d".
+        assert_eq!(slots(&names), [(1, "a"), (3, "c"), (4, "d"), (5, "e")]);
+    }
+
+    #[test]
+    fn when_every_slot_is_needed_a_removed_workloads_slot_is_reused() {
+        let previous: SlotTable = [("a", 1), ("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(n, s)| (n.to_owned(), s))
+            .collect();
+        let names = assign(&workloads(&["a", "b", "d"]), &previous, 4).expect("fits");
+        assert_eq!(slots(&names), [(1, "a"), (2, "b"), (3, "d")]);
     }
 
     #[test]
