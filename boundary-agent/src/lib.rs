@@ -12,6 +12,7 @@ pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod report;
 pub mod yaml;
 
 /// Exit code for bad configuration or policy input (`EX_USAGE`, as linkerd and ztunnel do).

@@ -24,12 +24,13 @@ fn addr_bits(family: u8) -> u32 {
 
 /// Whether `port` has a bit in the `kind` bitmap of `generation`: a clear bit means no entry
 /// of that kind can match, and the hash or trie lookup is skipped (an array read is a few ns,
-/// a lookup tens).
+/// a lookup tens). A word that cannot be read (it always can) counts as listed: the lookup
+/// then decides, as if there were no bitmap.
 #[inline(always)]
 pub fn port_listed(generation: u8, kind: u32, port: u16) -> bool {
     PORTS
         .get(port_word_index(generation, kind, port))
-        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+        .is_none_or(|w| w & (1u64 << (port & 63)) != 0)
 }
 
 /// The identity of `addr`. `cfg_flags` says which identity maps hold anything.

@@ -52,16 +52,22 @@ pub struct Decision {
 }
 
 #[inline(always)]
-fn config() -> DatapathConfig {
-    CONFIG
-        .get(0)
-        .copied()
-        .unwrap_or(DatapathConfig::new(Action::Pass, 0, 0))
+fn config() -> Option<DatapathConfig> {
+    CONFIG.get(0).copied()
 }
 
 #[inline(always)]
 pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet) -> Decision {
-    let cfg = config();
+    // The config is one array entry, always there: without it nothing can be judged, and an
+    // unjudged packet does not cross.
+    let Some(cfg) = config() else {
+        return Decision {
+            slot: UNPROTECTED_SLOT,
+            reason: Reason::Internal,
+            rule: NO_RULE,
+            identity: 0,
+        };
+    };
     match parsed {
         Ok(L3::NonIp) => Decision {
             slot: UNPROTECTED_SLOT,

@@ -1006,7 +1006,7 @@ fn datapath_agrees_with_the_reference() {
             let want = reference::decide_frame(&tables, non_ip, &mut state, direction, frame);
             if let Some(mut live_state) = live_state {
                 let live = reference::decide_frame(
-                    kernel.dp.maps(),
+                    &reference::Live::new(kernel.dp.maps()).expect("the live generation"),
                     non_ip,
                     &mut live_state,
                     direction,

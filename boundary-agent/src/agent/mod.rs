@@ -204,7 +204,7 @@ impl Agent {
             }
             Err(e) => {
                 lock(&self.state).reloads_failed += 1;
-                error!(error = %e, "policy reload refused; the running policy stays");
+                error!(error = %crate::report::chain(&e), "policy reload refused; the running policy stays");
             }
         }
     }

@@ -75,19 +75,8 @@ impl CliError {
         CliError::BadInput(e.into())
     }
 
-    /// The error and each cause, joined by ": ". A cause whose text the message before
-    /// already quotes (many errors here print their source) is not repeated.
+    /// The error and each cause, on one line (see [`crate::report::chain`]).
     pub fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            let text = c.to_string();
-            if !out.contains(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            cause = c.source();
-        }
-        out
+        crate::report::chain(self)
     }
 }

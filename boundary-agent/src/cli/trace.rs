@@ -8,6 +8,7 @@ use crate::{
     datapath::{Maps, PinLayout},
     explain,
     policy::{self, Policy, SlotTable, Tables, spiffe::SpiffeId},
+    reference::Live,
 };
 
 /// Explain the verdict for a packet: workload, peer identity, deciding rule and reason.
@@ -135,7 +136,12 @@ impl Trace {
                         names: maps.names().map_err(CliError::failed)?,
                         ..Tables::default()
                     };
-                    explain::explain(&maps, &names, direction, &pkt)
+                    explain::explain(
+                        &Live::new(&maps).map_err(CliError::failed)?,
+                        &names,
+                        direction,
+                        &pkt,
+                    )
                 }
             }
         };

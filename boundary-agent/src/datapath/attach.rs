@@ -312,9 +312,9 @@ where
     };
     let fd_link = FdLink::try_from(link).map_err(link_err)?;
     remove_if_present(path)?;
-    fd_link.pin(path).map_err(|e| DatapathError::Pin {
+    fd_link.pin(path).map_err(|source| DatapathError::PinObject {
         path: path.display().to_string(),
-        source: io::Error::other(e.to_string()),
+        source,
     })?;
     Ok(())
 }

@@ -63,6 +63,12 @@ pub enum DatapathError {
         "another boundary-agent is running on {path} (it holds the pin directory's lock): stop it first, or give this one another pinDir"
     )]
     Locked { path: String },
+    #[error("pinning {path}: {source}")]
+    PinObject {
+        path: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
     #[error("this datapath was loaded without pins and cannot be attached")]
     Unpinned,
     #[error("pin {path}: {source}")]

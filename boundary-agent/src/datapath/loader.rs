@@ -1,7 +1,7 @@
 //! Loading the object, pinning its programs, and the handle on what was loaded. Attaching is
 //! in `attach.rs`.
 
-use std::{io, path::PathBuf};
+use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -279,9 +279,9 @@ impl Datapath {
                 Some(aya::programs::Program::SchedClassifier(p)) => p.pin(&path),
                 _ => return Err(DatapathError::MissingProgram { program: name }),
             };
-            pinned.map_err(|e| DatapathError::Pin {
+            pinned.map_err(|source| DatapathError::PinObject {
                 path: path.display().to_string(),
-                source: io::Error::other(e.to_string()),
+                source,
             })?;
         }
         Ok(())

@@ -83,4 +83,5 @@ pub use decide::{Outcome, State, decide, decide_frame, decide_frame_with, decide
 pub use frame::{
     Echo, Fragment, MAX_EXT_HEADERS, MAX_VLAN_TAGS, Packet, Parsed, Quote, TRANSPORT_WITHIN, parse,
 };
+pub use live::Live;
 pub use view::{Compiled, Lookup, Match, ModelView, PolicyView, Subject, WorkloadInfo};

@@ -241,10 +241,6 @@ impl Maps {
         self.config.read()
     }
 
-    fn generation(&self) -> u8 {
-        self.datapath_config().map_or(0, |c| c.generation)
-    }
-
     /// Read-only handles, for inspection (`status`, tests, the bench): a `&` handle cannot
     /// insert or delete.
     pub fn endpoints_map(&self) -> &HashMap<MapData, AddrKey, Endpoint> {

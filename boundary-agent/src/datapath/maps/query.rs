@@ -1,7 +1,8 @@
-//! Point reads of the live generation: what the datapath would find for an address, a rule
-//! key or a failsafe entry. `trace` on a running host asks them (the reference evaluator's
-//! `Lookup` for the live maps is in `reference/live.rs`). LPM lookups through the syscall are
-//! longest-prefix matches, as in the datapath.
+//! Point reads of one generation: what the datapath would find for an address, a rule key or
+//! a failsafe entry. `trace` on a running host asks them, all under the generation it read
+//! once (the reference evaluator's `Lookup` for the live maps is in `reference/live.rs`), so
+//! one answer never mixes two policies. LPM lookups through the syscall are longest-prefix
+//! matches, as in the datapath.
 
 use std::net::IpAddr;
 
@@ -20,43 +21,39 @@ use super::{
 
 impl Maps {
     /// The workload that owns `addr`.
-    pub fn live_endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.endpoints
-            .get(&addr_key(self.generation(), addr), 0)
-            .ok()
+    pub fn live_endpoint(&self, generation: u8, addr: IpAddr) -> Option<Endpoint> {
+        self.endpoints.get(&addr_key(generation, addr), 0).ok()
     }
 
     /// The identity bound to exactly `addr`.
-    pub fn live_exact_identity(&self, addr: IpAddr) -> Option<u32> {
-        self.identities
-            .get(&addr_key(self.generation(), addr), 0)
-            .ok()
+    pub fn live_exact_identity(&self, generation: u8, addr: IpAddr) -> Option<u32> {
+        self.identities.get(&addr_key(generation, addr), 0).ok()
     }
 
     /// The identity of the longest CIDR holding `addr`.
-    pub fn live_cidr_identity(&self, addr: IpAddr) -> Option<u32> {
+    pub fn live_cidr_identity(&self, generation: u8, addr: IpAddr) -> Option<u32> {
         let (family, a) = family_addr(addr);
         let key = Key::new(
             CIDR_KEY_FIXED_BITS + addr_bits(addr),
-            cidr_key_data(self.generation(), family, a),
+            cidr_key_data(generation, family, a),
         );
         self.cidrs.get(&key, 0).ok()
     }
 
-    pub fn live_policy(&self, key: &RuleKey) -> Option<PolicyValue> {
-        self.policy.get(&policy_key(self.generation(), key), 0).ok()
+    pub fn live_policy(&self, generation: u8, key: &RuleKey) -> Option<PolicyValue> {
+        self.policy.get(&policy_key(generation, key), 0).ok()
     }
 
-    pub fn live_range(&self, key: &RangeKey) -> Option<PolicyValue> {
-        self.ranges.get(&range_key(self.generation(), key), 0).ok()
+    pub fn live_range(&self, generation: u8, key: &RangeKey) -> Option<PolicyValue> {
+        self.ranges.get(&range_key(generation, key), 0).ok()
     }
 
     /// Whether a failsafe entry covers (`proto`, local `port`, `peer`).
-    pub fn live_failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool {
+    pub fn live_failsafe(&self, generation: u8, proto: u8, port: u16, peer: IpAddr) -> bool {
         let (family, a) = family_addr(peer);
         let key = Key::new(
             FAILSAFE_KEY_FIXED_BITS + addr_bits(peer),
-            failsafe_key_data(self.generation(), family, proto, port, a),
+            failsafe_key_data(generation, family, proto, port, a),
         );
         self.failsafe.get(&key, 0).is_ok()
     }
