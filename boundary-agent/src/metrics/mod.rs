@@ -10,7 +10,9 @@ mod http;
 use std::sync::{Arc, Mutex};
 
 pub use collector::DatapathCollector;
-pub use http::{HttpError, serve};
+pub use http::{
+    DEADLINE, HEADER_TIMEOUT, HttpError, MAX_CONNECTIONS, MAX_HEADER_BYTES, SCRAPES, serve,
+};
 use prometheus_client::registry::Registry;
 
 use crate::datapath::Maps;
