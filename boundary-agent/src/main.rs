@@ -18,6 +18,8 @@ fn main() {
     }
     let result = match cli.command {
         Command::Run(c) => c.execute(),
+        Command::Apply(c) => c.execute(),
+        Command::Confirm(c) => c.execute(),
         Command::Check(c) => c.execute(),
         Command::Trace(c) => c.execute(),
         Command::Counters(c) => c.execute(),

@@ -35,8 +35,8 @@ pub struct AgentFiles {
 }
 
 impl AgentFiles {
-    /// Writes a config protecting `interface` with `policy` (YAML text). `extra` is appended to
-    /// the agent config.
+    /// Writes a config protecting `interface` with `policy` (YAML text), its state directory
+    /// beside it. `extra` is appended to the agent config.
     pub fn new(tag: &str, interface: &str, policy: &str, extra: &str) -> Self {
         let name = unique_name(&format!("boundary-{tag}"));
         let dir = std::env::temp_dir().join(&name);
@@ -46,7 +46,7 @@ impl AgentFiles {
         std::fs::write(
             dir.join("agent.yaml"),
             format!(
-                "interfaces: [{interface}]\npinDir: {}\npolicy: policy.yaml\n{extra}",
+                "interfaces: [{interface}]\npinDir: {}\npolicy: policy.yaml\nstateDir: state\n{extra}",
                 pin_dir.display()
             ),
         )

@@ -183,3 +183,157 @@ fn an_upgrade_across_an_abi_change_replaces_the_maps_with_traffic_flowing() {
     assert_eq!(allowed.echoed, allowed.sent, "no allowed datagram lost");
     assert_eq!(denied.echoed, 0, "no denied datagram admitted");
 }
+
+/// `POLICY` turned around: 7001 allowed, 7000 denied.
+fn turned_around() -> String {
+    POLICY.replace("7000/udp", "7001/udp")
+}
+
+/// Waits (up to `within`) until `port` is echoed (`open`) or not; whether it got there.
+fn until_port(lab: &Lab, port: u16, open: bool, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if echoed(lab, port) == open {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn an_unconfirmed_policy_rolls_back_on_time_and_a_confirmed_one_stays() {
+    if !require_root("an_unconfirmed_policy_rolls_back_on_time_and_a_confirmed_one_stays") {
+        return;
+    }
+    let lab = Lab::new("confirm");
+    let files = AgentFiles::new("confirm", SERVER_IF, POLICY, "");
+    let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
+    let _servers2 = Servers::start(&lab.server, SERVER.into(), 7001, 8081);
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    let new = files.dir.join("new.yaml");
+    std::fs::write(&new, turned_around()).expect("write");
+    let config = files.config().display().to_string();
+    let new_path = new.display().to_string();
+    let apply = |window: &str| {
+        let (code, out, err) =
+            files.cli(&["apply", "--config", &config, "--confirm", window, &new_path]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+
+    // Not confirmed: in force for its window, then the policy before is back.
+    apply("4s");
+    assert!(
+        until_port(&lab, 7001, true, Duration::from_secs(5)),
+        "applied"
+    );
+    assert!(!echoed(&lab, 7000));
+    assert!(
+        until_port(&lab, 7000, true, Duration::from_secs(10)),
+        "rolled back after its window"
+    );
+    assert!(!echoed(&lab, 7001));
+    assert!(
+        agent.log().contains("was not confirmed in time"),
+        "{}",
+        agent.log()
+    );
+    // The file still holds the refused policy: the watch does not apply it again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        echoed(&lab, 7000) && !echoed(&lab, 7001),
+        "stays rolled back"
+    );
+    let (code, _, err) = files.cli(&["confirm", "--config", &config]);
+    assert_ne!(code, 0, "nothing to confirm after a rollback");
+    assert!(err.contains("rolled back"), "{err}");
+
+    // Confirmed: it stays past its window.
+    apply("3s");
+    assert!(
+        until_port(&lab, 7001, true, Duration::from_secs(5)),
+        "applied again"
+    );
+    let (code, out, err) = files.cli(&["confirm", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        echoed(&lab, 7001) && !echoed(&lab, 7000),
+        "a confirmed policy stays"
+    );
+}
+
+#[test]
+fn a_pending_policy_rolls_back_even_if_the_agent_was_down_at_its_deadline() {
+    if !require_root("a_pending_policy_rolls_back_even_if_the_agent_was_down_at_its_deadline") {
+        return;
+    }
+    let lab = Lab::new("confirm9");
+    let files = AgentFiles::new("confirm9", SERVER_IF, POLICY, "");
+    let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
+    let _servers2 = Servers::start(&lab.server, SERVER.into(), 7001, 8081);
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    let new = files.dir.join("new.yaml");
+    std::fs::write(&new, turned_around()).expect("write");
+    let config = files.config().display().to_string();
+    let (code, out, err) = files.cli(&[
+        "apply",
+        "--config",
+        &config,
+        "--confirm",
+        "2s",
+        &new.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        until_port(&lab, 7001, true, Duration::from_secs(5)),
+        "applied"
+    );
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    std::thread::sleep(Duration::from_secs(3));
+    let restarted = AgentProcess::start(&lab.server, &files.config());
+    assert!(
+        until_port(&lab, 7000, true, Duration::from_secs(5)),
+        "the restarted agent puts the policy before back"
+    );
+    assert!(!echoed(&lab, 7001));
+    assert!(
+        restarted.log().contains("not confirmed in time"),
+        "{}",
+        restarted.log()
+    );
+}
+
+#[test]
+fn a_deny_all_policy_still_admits_failsafe_ssh() {
+    if !require_root("a_deny_all_policy_still_admits_failsafe_ssh") {
+        return;
+    }
+    // No rule, everything denied both ways; the failsafe is the default (SSH from anywhere).
+    let deny_all = "\
+apiVersion: boundary.dev/v1
+defaults: { ingress: deny, egress: deny }
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+";
+    let lab = Lab::new("lockout");
+    let files = AgentFiles::new("lockout", SERVER_IF, deny_all, "");
+    let _ssh = Servers::start(&lab.server, SERVER.into(), 7000, 22);
+    let _web = Servers::start(&lab.server, SERVER.into(), 7001, 8080);
+    let _agent = AgentProcess::start(&lab.server, &files.config());
+    assert!(
+        traffic::tcp_hello(
+            &lab.client,
+            SocketAddr::new(SERVER.into(), 22),
+            Duration::from_secs(2)
+        ),
+        "SSH gets through a deny-all policy"
+    );
+    assert!(!traffic::tcp_hello(
+        &lab.client,
+        SocketAddr::new(SERVER.into(), 8080),
+        Duration::from_millis(500)
+    ));
+    assert!(!echoed(&lab, 7000));
+}

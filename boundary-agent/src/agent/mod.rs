@@ -4,6 +4,7 @@
 //! `cli/run.rs` only reads its arguments and calls [`Agent::start`] then
 //! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
 
+pub mod confirm;
 mod memory;
 
 use std::{
@@ -14,8 +15,9 @@ use std::{
 
 use boundary_common::maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use self::confirm::{ConfirmState, Plan};
 use crate::{
     config::{AgentConfig, NonIpAction},
     datapath::{
@@ -60,6 +62,11 @@ const POLL: Duration = Duration::from_secs(2);
 /// A running agent: the datapath attached and enforcing, the HTTP endpoints serving.
 pub struct Agent {
     config: AgentConfig,
+    /// The commit-confirm state files (see `confirm.rs`).
+    confirm: ConfirmState,
+    /// The digest of the policy text last tried (applied or refused): the same text is not
+    /// tried again until something changes.
+    tried: Option<String>,
     /// Held for the agent's life (see `datapath/lock.rs`).
     _lock: PinLock,
     datapath: Datapath,
@@ -72,7 +79,9 @@ impl Agent {
     /// policy, attaches to every configured interface, pins the programs and starts the HTTP
     /// endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let policy = memory::off_main_arena(|| Policy::from_file(&config.policy))?;
+        let confirm = ConfirmState::new(&config.state_dir);
+        let (bytes, tried) = first_policy(&confirm, &config);
+        let policy = memory::off_main_arena(|| parse_policy(&config.policy, bytes))?;
         // Every interface checked before anything is loaded or attached: a refusal leaves the
         // host as it was.
         for iface in &config.interfaces {
@@ -124,6 +133,8 @@ impl Agent {
         memory::release_freed_memory();
         Ok(Self {
             config,
+            confirm,
+            tried,
             _lock: pin_lock,
             datapath,
             state,
@@ -157,10 +168,6 @@ impl Agent {
             "boundary agent ready"
         );
         let mut poll = tokio::time::interval(POLL);
-        let mut last = std::fs::read(&self.config.policy)
-            .ok()
-            .as_deref()
-            .map(fingerprint);
         loop {
             let forced = tokio::select! {
                 _ = term.recv() => break,
@@ -168,18 +175,52 @@ impl Agent {
                 _ = hup.recv() => true,
                 _ = poll.tick() => false,
             };
-            let now = std::fs::read(&self.config.policy).ok();
-            let digest = now.as_deref().map(fingerprint);
-            if !forced && digest == last {
-                continue;
-            }
-            last = digest;
-            self.reload(now, if forced { "SIGHUP" } else { "file change" });
+            self.tick(forced);
         }
         info!(
             "stopping; the datapath stays attached and pinned (boundary-agent detach removes it)"
         );
         Ok(())
+    }
+
+    /// Reads the policy file and applies what the commit-confirm state says to (the file, or
+    /// the policy a rollback put back), if it is not what was last tried or `forced`.
+    fn tick(&mut self, forced: bool) {
+        let file = std::fs::read(&self.config.policy).ok();
+        let file_digest = file.as_deref().map(confirm::digest);
+        let plan = file_digest
+            .as_deref()
+            .map_or(Ok(Plan::File), |d| self.confirm.plan(d, confirm::now_ms()));
+        let plan = plan.unwrap_or_else(|e| {
+            warn!(error = %e, state_dir = %self.config.state_dir.display(), "cannot read the commit-confirm state; following the policy file");
+            Plan::File
+        });
+        let (bytes, digest, trigger) = match plan {
+            Plan::File => (
+                file,
+                file_digest,
+                if forced { "SIGHUP" } else { "file change" },
+            ),
+            Plan::Previous {
+                policy,
+                rolled_back_now,
+            } => {
+                if rolled_back_now {
+                    error!(
+                        "the policy applied with --confirm was not confirmed in time: rolling back to the one before (the file is not applied again until it changes)"
+                    );
+                    lock(&self.state).rollbacks += 1;
+                }
+                let digest = confirm::digest(policy.as_bytes());
+                (Some(policy.into_bytes()), Some(digest), "rollback")
+            }
+        };
+        lock(&self.state).pending_confirmation = matches!(self.confirm.pending(), Ok(Some(_)));
+        if !forced && digest == self.tried {
+            return;
+        }
+        self.tried = digest;
+        self.reload(bytes, trigger);
     }
 
     /// Parses and applies the policy file (`bytes`, just read); a refusal keeps the running
@@ -210,13 +251,37 @@ impl Agent {
     }
 }
 
-/// A digest of the policy file, to notice a change without keeping the file's bytes (7 MiB
-/// at 100k rules) between polls.
-fn fingerprint(bytes: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hasher as _};
-    let mut h = DefaultHasher::new();
-    h.write(bytes);
-    h.finish()
+/// The policy text to start with: the policy file, unless the commit-confirm state says a
+/// pending policy ran out of time (rolled back now) or was rolled back; and its digest.
+fn first_policy(confirm: &ConfirmState, config: &AgentConfig) -> (Option<Vec<u8>>, Option<String>) {
+    let Ok(file) = std::fs::read(&config.policy) else {
+        // `parse_policy` reads it again and says why it cannot.
+        return (None, None);
+    };
+    let file_digest = confirm::digest(&file);
+    match confirm.plan(&file_digest, confirm::now_ms()) {
+        Ok(Plan::File) => (Some(file), Some(file_digest)),
+        Ok(Plan::Previous {
+            policy,
+            rolled_back_now,
+        }) => {
+            if rolled_back_now {
+                error!(
+                    "the policy applied with --confirm was not confirmed in time (the agent was down): starting with the one before"
+                );
+            } else {
+                warn!(
+                    "the policy file still holds a policy that was rolled back: starting with the one before it"
+                );
+            }
+            let digest = confirm::digest(policy.as_bytes());
+            (Some(policy.into_bytes()), Some(digest))
+        }
+        Err(e) => {
+            warn!(error = %e, state_dir = %config.state_dir.display(), "cannot read the commit-confirm state; following the policy file");
+            (Some(file), Some(file_digest))
+        }
+    }
 }
 
 /// Parses the policy from the bytes just read; if there were none or they are not UTF-8,

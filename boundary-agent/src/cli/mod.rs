@@ -1,6 +1,8 @@
 //! Subcommands, one per file; their doc comments are the help text.
 
+pub mod apply;
 pub mod check;
+pub mod confirm;
 pub mod counters;
 pub mod detach;
 pub mod monitor;
@@ -33,6 +35,8 @@ pub enum LogFormat {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Run(run::Run),
+    Apply(apply::Apply),
+    Confirm(confirm::Confirm),
     Check(check::Check),
     Trace(trace::Trace),
     Counters(counters::Counters),

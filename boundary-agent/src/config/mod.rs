@@ -200,6 +200,16 @@ struct RawConfig {
     max_workloads: u32,
     #[serde(default = "default_metrics_address")]
     metrics_address: MetricsAddress,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+}
+
+/// Where the agent keeps what must outlive it besides the pins: a policy awaiting
+/// confirmation, one that was rolled back.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/boundary";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 fn default_metrics_address() -> MetricsAddress {
@@ -249,6 +259,9 @@ pub struct AgentConfig {
     pub max_workloads: u32,
     /// Where the HTTP endpoints listen; default 127.0.0.1:9477, `""` for nowhere.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Default `/var/lib/boundary` (relative paths against the config file's directory): a
+    /// policy awaiting confirmation, and one that was rolled back.
+    pub state_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -298,11 +311,15 @@ impl AgentConfig {
                 raw.max_workloads
             )));
         }
-        let policy = if raw.policy.is_absolute() {
-            raw.policy
-        } else {
-            file.parent().unwrap_or(Path::new(".")).join(raw.policy)
+        let beside = |p: PathBuf| {
+            if p.is_absolute() {
+                p
+            } else {
+                file.parent().unwrap_or(Path::new(".")).join(p)
+            }
         };
+        let policy = beside(raw.policy);
+        let state_dir = beside(raw.state_dir);
         let ingress_overrides = raw
             .interfaces
             .iter()
@@ -319,6 +336,7 @@ impl AgentConfig {
             policy,
             max_workloads: raw.max_workloads,
             metrics_address: raw.metrics_address.0,
+            state_dir,
         })
     }
 }

@@ -312,10 +312,12 @@ where
     };
     let fd_link = FdLink::try_from(link).map_err(link_err)?;
     remove_if_present(path)?;
-    fd_link.pin(path).map_err(|source| DatapathError::PinObject {
-        path: path.display().to_string(),
-        source,
-    })?;
+    fd_link
+        .pin(path)
+        .map_err(|source| DatapathError::PinObject {
+            path: path.display().to_string(),
+            source,
+        })?;
     Ok(())
 }
 

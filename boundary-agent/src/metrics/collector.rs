@@ -173,6 +173,21 @@ impl Collector for DatapathCollector {
         ConstCounter::new(state.reloads_failed)
             .encode(family.encode_family(&[("result", "refused")])?)?;
 
+        let c = ConstCounter::new(state.rollbacks);
+        c.encode(encoder.encode_descriptor(
+            "policy_rollbacks",
+            "Policies applied with --confirm and rolled back for want of a confirmation",
+            None,
+            c.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(i64::from(state.pending_confirmation));
+        g.encode(encoder.encode_descriptor(
+            "policy_pending_confirmation",
+            "1 while a policy applied with --confirm awaits its confirmation",
+            None,
+            g.metric_type(),
+        )?)?;
+
         let mut family = encoder.encode_descriptor(
             "xdp_attach_mode",
             "XDP attach mode per protected interface (1 for the mode in force)",

@@ -49,6 +49,10 @@ pub struct AgentState {
     pub last_apply_seconds: f64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Policies applied with `--confirm` and rolled back for want of a confirmation.
+    pub rollbacks: u64,
+    /// A policy applied with `--confirm` awaits its confirmation.
+    pub pending_confirmation: bool,
     pub static_bindings: u64,
     /// Entries one generation of the installed policy holds, per map.
     pub map_entries: Vec<(&'static str, u64)>,

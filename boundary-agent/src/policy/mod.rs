@@ -5,7 +5,7 @@
 //! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod model;
 mod ports;
 pub mod spiffe;
