@@ -61,9 +61,8 @@ impl Apply {
         policy::compile(&p, &SlotTable::new(), config.max_workloads)
             .map_err(CliError::bad_input)?;
         let state = ConfirmState::new(&config.state_dir);
-        let state_err = |e: std::io::Error| {
-            CliError::failed(format!("{}: {e}", config.state_dir.display()))
-        };
+        let state_err =
+            |e: std::io::Error| CliError::failed(format!("{}: {e}", config.state_dir.display()));
         let file = std::fs::read_to_string(&config.policy).map_err(|e| {
             CliError::failed(format!(
                 "reading the policy in force, {}: {e}",
