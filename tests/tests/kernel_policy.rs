@@ -17,8 +17,9 @@ use boundary_agent::{
 use boundary_common::{
     Reason,
     maps::{
-        Action, AddrKey, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP, FAMILY_IPV4, FlowKey, FlowValue,
-        FragKey, FragValue, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
+        Action, ENDPOINTS_MAP, Endpoint, EndpointKey, FAILSAFE_MAP, FAMILY_IPV4, FlowKey,
+        FlowValue, FragKey, FragValue, IFINDEX_ANY, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey,
+        PolicyValue,
     },
 };
 use boundary_tests::{
@@ -419,6 +420,7 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
     let mut k = Kernel {
         dp: Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)"),
         tc_ingress: false,
+        ifindex: 0,
     };
     let first = Policy::from_str("p.yaml", POLICY).expect("valid");
     k.install(&first, Action::Pass);
@@ -436,8 +438,8 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
             .expect("read");
     let mut addr = [0; 16];
     addr[..4].copy_from_slice(&stray.octets());
-    let stale = AddrKey::new(live ^ 1, FAMILY_IPV4, addr);
-    let mut endpoints: HashMap<MapData, AddrKey, Endpoint> =
+    let stale = EndpointKey::new(live ^ 1, FAMILY_IPV4, IFINDEX_ANY, addr);
+    let mut endpoints: HashMap<MapData, EndpointKey, Endpoint> =
         support::writable(k.dp.maps().endpoints_map().map());
     endpoints.insert(&stale, &owner, 0).expect("insert");
     let unprotected = k.xdp(&udp(CLIENT, 5000, stray, 54));

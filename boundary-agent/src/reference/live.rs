@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use boundary_common::maps::{Endpoint, PolicyValue};
+use boundary_common::maps::{Endpoint, IFINDEX_ANY, PolicyValue};
 
 use crate::{
     datapath::Maps,
@@ -14,7 +14,7 @@ use super::Lookup;
 
 impl Lookup for Maps {
     fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.live_endpoint(addr)
+        self.live_endpoint(addr, IFINDEX_ANY)
     }
 
     fn exact_identity(&self, addr: IpAddr) -> Option<u32> {

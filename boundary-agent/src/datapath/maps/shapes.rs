@@ -5,10 +5,10 @@ use std::mem::size_of;
 use aya::maps::MapInfo;
 use boundary_common::maps::{
     self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP,
-    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, EVENTS_MAP, Endpoint, EventBudget,
-    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue,
-    IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP,
-    RULE_HITS_MAP, WorkloadName,
+    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, EVENTS_MAP, Endpoint, EndpointKey,
+    EventBudget, FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey,
+    FragValue, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN,
+    RANGES_MAP, RULE_HITS_MAP, WorkloadName,
 };
 
 use crate::datapath::pins::PinLayout;
@@ -29,7 +29,7 @@ pub fn expected_shapes(max_workloads: u32) -> [(&'static str, u32, u32, u32); 19
         (CONFIG_MAP, 4, size(size_of::<DatapathConfig>()), 1),
         (
             ENDPOINTS_MAP,
-            size(size_of::<AddrKey>()),
+            size(size_of::<EndpointKey>()),
             size(size_of::<Endpoint>()),
             abi::MAX_ENDPOINTS,
         ),

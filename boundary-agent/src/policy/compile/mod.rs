@@ -69,6 +69,7 @@ pub fn compile(
     Ok(Tables {
         names,
         endpoints,
+        interface_endpoints: BTreeMap::new(),
         identities: peers.exact,
         cidrs: peers.cidrs,
         policy: entries,
