@@ -18,9 +18,12 @@ use tracing::{error, info};
 
 use crate::{
     config::{AgentConfig, NonIpAction},
-    datapath::{Datapath, DatapathError, Maps, PinLayout, maps::MapsError, require_ethernet},
+    datapath::{
+        Datapath, DatapathError, Maps, PinLayout, interface_index, maps::MapsError,
+        require_ethernet,
+    },
     metrics::{self, AgentState, HttpError},
-    policy::{self, CompileError, Policy, PolicyError},
+    policy::{self, CompileError, Interfaces, Policy, PolicyError},
 };
 
 /// Why the agent could not start, or stopped.
@@ -58,6 +61,8 @@ const POLL: Duration = Duration::from_secs(2);
 /// A running agent: the datapath attached and enforcing, the HTTP endpoints serving.
 pub struct Agent {
     config: AgentConfig,
+    /// The protected interfaces and their indexes, which policies are read against.
+    interfaces: Interfaces,
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
@@ -68,12 +73,19 @@ impl Agent {
     /// policy, attaches to every configured interface, pins the programs and starts the HTTP
     /// endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let policy = memory::off_main_arena(|| Policy::from_file(&config.policy))?;
+        // The policy first, its interface names checked against the config: a bad file is
+        // refused before anything touches the kernel.
+        let names = Interfaces::named(config.interfaces.iter().map(ToString::to_string));
+        let mut policy = memory::off_main_arena(|| Policy::from_file_on(&config.policy, &names))?;
         // Every interface checked before anything is loaded or attached: a refusal leaves the
-        // host as it was.
+        // host as it was. Their indexes are what a workload's `interfaces:` compile to.
+        let mut indexes = Vec::with_capacity(config.interfaces.len());
         for iface in &config.interfaces {
             require_ethernet(iface)?;
+            indexes.push((iface.to_string(), interface_index(iface)?));
         }
+        let interfaces = Interfaces::protected(indexes);
+        policy.bind_interfaces(&interfaces);
         let layout = PinLayout::new(&config.pin_dir);
         let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
         let state = Arc::new(Mutex::new(AgentState::default()));
@@ -118,6 +130,7 @@ impl Agent {
         memory::release_freed_memory();
         Ok(Self {
             config,
+            interfaces,
             datapath,
             state,
             workloads,
@@ -180,9 +193,11 @@ impl Agent {
     fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) {
         let started = Instant::now();
         let path = self.config.policy.clone();
-        let result = memory::off_main_arena(|| parse_policy(&path, bytes)).and_then(|p| {
-            apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
-        });
+        let interfaces = &self.interfaces;
+        let result =
+            memory::off_main_arena(|| parse_policy(&path, bytes, interfaces)).and_then(|p| {
+                apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
+            });
         memory::release_freed_memory();
         match result {
             Ok(workloads) => {
@@ -214,10 +229,14 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 
 /// Parses the policy from the bytes just read; if there were none or they are not UTF-8,
 /// reads the file again so the error says what is wrong with it.
-fn parse_policy(path: &Path, bytes: Option<Vec<u8>>) -> Result<Policy, AgentError> {
+fn parse_policy(
+    path: &Path,
+    bytes: Option<Vec<u8>>,
+    interfaces: &Interfaces,
+) -> Result<Policy, AgentError> {
     Ok(match bytes.map(String::from_utf8) {
-        Some(Ok(text)) => Policy::from_str(&path.display().to_string(), &text),
-        _ => Policy::from_file(path),
+        Some(Ok(text)) => Policy::from_str_on(&path.display().to_string(), &text, interfaces),
+        _ => Policy::from_file_on(path, interfaces),
     }?)
 }
 

@@ -5,6 +5,7 @@
 //! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
+mod interfaces;
 mod model;
 mod ports;
 pub mod spiffe;
@@ -13,6 +14,7 @@ mod validate;
 mod values;
 
 pub use compile::{CompileError, RuleInfo, SlotTable, Tables, compile};
+pub use interfaces::{Interfaces, STAND_IN_UNLISTED};
 pub use model::{Policy, Rule, StaticIdentity, Workload};
 pub use syntax::{API_VERSION, Defaults};
 pub use validate::PolicyError;
