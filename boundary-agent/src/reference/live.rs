@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use boundary_common::maps::{Endpoint, IFINDEX_ANY, PolicyValue};
+use boundary_common::maps::{Endpoint, PolicyValue};
 
 use crate::{
     datapath::Maps,
@@ -13,8 +13,8 @@ use crate::{
 use super::Lookup;
 
 impl Lookup for Maps {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.live_endpoint(addr, IFINDEX_ANY)
+    fn endpoint(&self, addr: IpAddr, ifindex: u32) -> Option<Endpoint> {
+        self.live_endpoint(addr, ifindex)
     }
 
     fn exact_identity(&self, addr: IpAddr) -> Option<u32> {
