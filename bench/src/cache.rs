@@ -21,26 +21,27 @@ use anyhow::{Context as _, bail, ensure};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use boundary_agent::datapath::batch;
 use boundary_common::maps::{
-    CONFIG_MAP, DatapathConfig, VERDICT_CACHE_MAP, VERDICT_CACHE_SLOTS, VerdictCacheEntry,
+    CONFIG_MAP, DatapathConfig, FLOW_WORDS, VERDICT_CACHE_MAP, VERDICT_CACHE_SLOTS,
+    VerdictCacheEntry,
 };
 
 use super::testrun::Target;
 
 /// One cache entry as raw words (`VerdictCacheEntry` is not `Pod` outside the agent).
-type Entry = [u64; 8];
+type Entry = [u64; size_of::<VerdictCacheEntry>() / 8];
 const _: () = assert!(size_of::<VerdictCacheEntry>() == size_of::<Entry>());
 
 /// (flow words, epoch) of one slot: what a miss rewrites and a hit leaves alone.
-type Identity = [u64; 6];
+type Identity = [u64; FLOW_WORDS + 1];
 
 fn identity(e: &Entry) -> Identity {
     let flow_at = offset_of!(VerdictCacheEntry, flow) / 8;
     let epoch = offset_of!(VerdictCacheEntry, epoch);
     let word = e[epoch / 8];
     let shift = (epoch % 8) * 8;
-    let mut out = [0; 6];
-    out[..5].copy_from_slice(&e[flow_at..flow_at + 5]);
-    out[5] = (word >> shift) & u64::from(u32::MAX);
+    let mut out = [0; FLOW_WORDS + 1];
+    out[..FLOW_WORDS].copy_from_slice(&e[flow_at..flow_at + FLOW_WORDS]);
+    out[FLOW_WORDS] = (word >> shift) & u64::from(u32::MAX);
     out
 }
 
@@ -101,7 +102,7 @@ impl VerdictCache {
         // SAFETY: no arguments; returns the CPU the calling thread runs on.
         let cpu = unsafe { libc::sched_getcpu() };
         let cpu = usize::try_from(cpu).context("sched_getcpu")?;
-        let mut out = vec![[0; 6]; VERDICT_CACHE_SLOTS as usize];
+        let mut out = vec![[0; FLOW_WORDS + 1]; VERDICT_CACHE_SLOTS as usize];
         batch::read_per_cpu(&self.cache, VERDICT_CACHE_SLOTS, |i, per_cpu| {
             if let (Some(slot), Some(e)) = (out.get_mut(i as usize), per_cpu.get(cpu)) {
                 *slot = identity(e);

@@ -21,6 +21,8 @@ use crate::{
 pub struct Answer {
     pub verdict: &'static str,
     pub reason: &'static str,
+    /// The interface it crosses, when one was named.
+    pub interface: Option<String>,
     pub workload: String,
     pub identity: Option<String>,
     pub rule: Option<String>,
@@ -63,11 +65,18 @@ pub fn bound_address(tables: &Tables, id: &SpiffeId, ipv4: bool) -> Option<IpAdd
         .map(|(a, _)| *a)
 }
 
-/// The verdict for `pkt`, a flow's first packet crossing the host in `direction`, with the
-/// names `names` knows for its workload, identity and rule.
-pub fn explain(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Packet) -> Answer {
+/// The verdict for `pkt`, a flow's first packet crossing the host in `direction` on the
+/// interface numbered `ifindex`, with the names `names` knows for its workload, identity and
+/// rule.
+pub fn explain(
+    l: &impl Lookup,
+    names: &Tables,
+    direction: Direction,
+    ifindex: u32,
+    pkt: &Packet,
+) -> Answer {
     let mut state = State::default();
-    let out = reference::decide(l, &mut state, direction, pkt);
+    let out = reference::decide(l, &mut state, direction, ifindex, pkt);
     let workload = names.names.get(&out.slot).cloned().unwrap_or_else(|| {
         if out.slot == 0 {
             UNPROTECTED_NAME.into()
@@ -101,6 +110,7 @@ pub fn explain(l: &impl Lookup, names: &Tables, direction: Direction, pkt: &Pack
             Verdict::Drop => "drop",
         },
         reason: out.reason.label(),
+        interface: None,
         workload,
         identity,
         rule,

@@ -4,8 +4,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use boundary_agent::{
-    policy::{self, Policy, SlotTable, Tables},
-    reference::{self, Echo, Fragment, Packet, Quote, State},
+    policy::{self, Interfaces, Policy, SlotTable, Tables},
+    reference::{self, Echo, Fragment, ModelView, Packet, Quote, State},
 };
 use boundary_common::{Direction, Reason};
 
@@ -13,6 +13,9 @@ fn compile(text: &str) -> Tables {
     let p = Policy::from_str("p.yaml", text).unwrap_or_else(|e| panic!("{e}"));
     policy::compile(&p, &SlotTable::new(), 64).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The interface the packets here cross: most policies here list none, so any would do.
+const IF: u32 = 1;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -34,7 +37,7 @@ fn udp(src: &str, dst: &str, dport: u16) -> Packet {
 
 /// (reason, rule name) of an ingress packet.
 fn ingress(t: &Tables, p: &Packet) -> (Reason, Option<String>) {
-    let out = reference::decide(t, &mut State::default(), Direction::Ingress, p);
+    let out = reference::decide(t, &mut State::default(), Direction::Ingress, IF, p);
     (out.reason, out.rule.map(|r| t.rules[&r].name.clone()))
 }
 
@@ -242,39 +245,39 @@ workloads:
     let mut reply = tcp("10.9.0.1", "10.5.5.5", 40_000);
     reply.sport = 22;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Egress, &reply).reason,
+        reference::decide(&t, &mut state, Direction::Egress, IF, &reply).reason,
         Reason::Failsafe
     );
 
     // The workload connects out; the reply comes back in as established.
     let out = tcp("10.9.0.1", "1.1.1.1", 443);
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Egress, &out).reason,
+        reference::decide(&t, &mut state, Direction::Egress, IF, &out).reason,
         Reason::PolicyAllow
     );
     let mut back = tcp("1.1.1.1", "10.9.0.1", 40_000);
     back.sport = 443;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &back).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &back).reason,
         Reason::Established
     );
     // Same peer, other port: not the reply.
     back.sport = 444;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &back).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &back).reason,
         Reason::DefaultDeny
     );
 
     // Allowed in, reply out though egress is default deny.
     let q = udp("8.8.4.4", "10.9.0.1", 53);
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &q).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &q).reason,
         Reason::PolicyAllow
     );
     let mut a = udp("10.9.0.1", "8.8.4.4", 40_000);
     a.sport = 53;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Egress, &a).reason,
+        reference::decide(&t, &mut state, Direction::Egress, IF, &a).reason,
         Reason::Established
     );
 
@@ -283,19 +286,19 @@ workloads:
     first.fragment = Fragment::First;
     first.frag_id = 7;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &first).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &first).reason,
         Reason::PolicyAllow
     );
     let mut later = Packet::new(ip("8.8.4.4"), ip("10.9.0.1"), 17);
     later.fragment = Fragment::Later;
     later.frag_id = 7;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &later).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &later).reason,
         Reason::PolicyAllow
     );
     later.frag_id = 8;
     assert_eq!(
-        reference::decide(&t, &mut state, Direction::Ingress, &later).reason,
+        reference::decide(&t, &mut state, Direction::Ingress, IF, &later).reason,
         Reason::FragmentUnknown
     );
 
@@ -374,7 +377,7 @@ fn icmp_errors_about_tracked_flows_are_related() {
     };
     // Before the workload sends anything, an error quoting it is just ICMP.
     let decide = |state: &mut State, direction, p: &Packet| {
-        reference::decide(&t, state, direction, p).reason
+        reference::decide(&t, state, direction, IF, p).reason
     };
     assert_eq!(
         decide(&mut state, Direction::Ingress, &error(sent)),
@@ -449,4 +452,63 @@ fn icmp_errors_about_tracked_flows_are_related() {
         decide(&mut state, Direction::Ingress, &error(echo(Echo::Reply))),
         Reason::DefaultDeny
     );
+}
+
+#[test]
+fn a_workload_listed_on_interfaces_is_protected_there_only() {
+    // web owns 10.0.0.1 on eth0 and eth1, edge owns it on eth2; db owns 10.0.0.2 on every
+    // interface. Interface indexes past 65535, as a long-lived container host has them.
+    let text = format!(
+        "{HEAD}defaults: {{ ingress: deny }}
+workloads:
+  - name: web
+    addresses: [10.0.0.1]
+    interfaces: [eth0, eth1]
+    ingress: [{{ from: {{ any: true }}, ports: [\"80/tcp\"] }}]
+  - name: edge
+    addresses: [10.0.0.1]
+    interfaces: [eth2]
+    defaults: {{ ingress: allow }}
+  - name: db
+    addresses: [10.0.0.2]
+"
+    );
+    let (eth0, eth1, eth2, eth3) = (7, 70_000, 70_001, 70_002);
+    let interfaces = Interfaces::protected([
+        ("eth0".to_owned(), eth0),
+        ("eth1".to_owned(), eth1),
+        ("eth2".to_owned(), eth2),
+        ("eth3".to_owned(), eth3),
+    ]);
+    let p = Policy::from_str_on("p.yaml", &text, &interfaces).unwrap_or_else(|e| panic!("{e}"));
+    let t = policy::compile(&p, &SlotTable::new(), 64).unwrap_or_else(|e| panic!("{e}"));
+    let slot = |name: &str| *t.names.iter().find(|(_, n)| *n == name).expect("a slot").0;
+    let model = ModelView::new(&p, &t);
+    let decide = |ifindex: u32, pkt: &Packet| {
+        let compiled =
+            reference::decide(&t, &mut State::default(), Direction::Ingress, ifindex, pkt);
+        let from_model = reference::decide_with(
+            &model,
+            &mut State::default(),
+            Direction::Ingress,
+            ifindex,
+            pkt,
+        );
+        assert_eq!(compiled, from_model, "on interface {ifindex}");
+        (compiled.slot, compiled.reason)
+    };
+    let http = tcp("192.168.1.9", "10.0.0.1", 80);
+    let ssh = tcp("192.168.1.9", "10.0.0.1", 22);
+    for ifindex in [eth0, eth1] {
+        assert_eq!(decide(ifindex, &http), (slot("web"), Reason::PolicyAllow));
+        assert_eq!(decide(ifindex, &ssh), (slot("web"), Reason::DefaultDeny));
+    }
+    // On eth2 the address is edge's; on eth3 nobody's.
+    assert_eq!(decide(eth2, &ssh), (slot("edge"), Reason::DefaultAllow));
+    assert_eq!(decide(eth3, &ssh), (0, Reason::Unprotected));
+    // A workload that lists no interface is on all of them.
+    for ifindex in [eth0, eth2, eth3] {
+        let to_db = tcp("192.168.1.9", "10.0.0.2", 22);
+        assert_eq!(decide(ifindex, &to_db), (slot("db"), Reason::DefaultDeny));
+    }
 }

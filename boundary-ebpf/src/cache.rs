@@ -11,14 +11,14 @@
 
 use aya_ebpf::helpers::bpf_jiffies64;
 use boundary_common::maps::{
-    CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, VERDICT_CACHE_BITS, VerdictCacheEntry,
+    CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, FLOW_WORDS, VERDICT_CACHE_BITS, VerdictCacheEntry,
 };
 
 use crate::{maps::VERDICT_CACHE, packet::Packet};
 
-/// The flow of `pkt` seen in `direction`, as the cache compares it.
+/// The flow of `pkt` seen in `direction` on its interface, as the cache compares it.
 #[inline(always)]
-pub fn flow(pkt: &Packet, direction: u8) -> [u64; 5] {
+pub fn flow(pkt: &Packet, direction: u8) -> [u64; FLOW_WORDS] {
     let head = u64::from(direction)
         | u64::from(pkt.proto) << 8
         | u64::from(pkt.family) << 16
@@ -30,6 +30,7 @@ pub fn flow(pkt: &Packet, direction: u8) -> [u64; 5] {
         word(&pkt.src, 8),
         word(&pkt.dst, 0),
         word(&pkt.dst, 8),
+        u64::from(pkt.ifindex),
     ]
 }
 
@@ -46,7 +47,7 @@ fn word(addr: &[u8; 16], at: usize) -> u64 {
 #[unsafe(no_mangle)]
 static BND_CACHE_KEY: [u64; CACHE_KEY_WORDS] = [0; CACHE_KEY_WORDS];
 
-/// The slot a flow lives in: vector multiply-add-shift over the flow's ten 32-bit halves,
+/// The slot a flow lives in: vector multiply-add-shift over the flow's 32-bit halves,
 /// `((b + sum(a[i] * x[i])) mod 2^64) >> (64 - VERDICT_CACHE_BITS)`, keyed by the per-load
 /// random `a` and `b`. With 64-bit arithmetic for 32-bit inputs this is strongly universal
 /// (Thorup, "High Speed Hashing for Integers and Strings", 2015, 3.3): two given flows share a
@@ -55,13 +56,13 @@ static BND_CACHE_KEY: [u64; CACHE_KEY_WORDS] = [0; CACHE_KEY_WORDS];
 /// multiplied mod 2^64 are not: two odd multipliers make every pair of flows that differs by
 /// 2^63 in two words collide, whatever the key.)
 #[inline(always)]
-fn index(flow: &[u64; 5]) -> u32 {
+fn index(flow: &[u64; FLOW_WORDS]) -> u32 {
     let key = |i: usize| {
         // SAFETY: a read of a global. Volatile, or LLVM folds the zeros it was compiled with;
         // the verifier turns the read of the frozen .rodata map into a constant.
         unsafe { core::ptr::read_volatile(&raw const BND_CACHE_KEY[i]) }
     };
-    let mut mixed = key(10);
+    let mut mixed = key(2 * FLOW_WORDS);
     for (i, w) in flow.iter().enumerate() {
         mixed = mixed
             .wrapping_add(key(2 * i).wrapping_mul(*w & 0xffff_ffff))
@@ -77,7 +78,7 @@ fn index(flow: &[u64; 5]) -> u32 {
 
 /// This CPU's entry for `flow` if it holds `flow` for `epoch`.
 #[inline(always)]
-pub fn get(flow: &[u64; 5], epoch: u32) -> Option<*mut VerdictCacheEntry> {
+pub fn get(flow: &[u64; FLOW_WORDS], epoch: u32) -> Option<*mut VerdictCacheEntry> {
     let entry = VERDICT_CACHE.get_ptr_mut(index(flow))?;
     // SAFETY: this CPU's entry of a per-CPU array; see the module comment.
     let e = unsafe { &*entry };

@@ -86,6 +86,8 @@ mod programs {
             );
             return xdp_action::XDP_DROP;
         };
+        // SAFETY: the program's own context.
+        pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
         let f = Frame {
             data,
             end,
@@ -140,8 +142,10 @@ mod programs {
         };
         pkt.gso_skb = gso;
         // SAFETY: the program's own context.
-        pkt.vlan_offloaded =
-            u8::from(unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).vlan_present } != 0);
+        let skb = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() };
+        pkt.vlan_offloaded = u8::from(skb.vlan_present != 0);
+        // The device the skb is on: where it arrived on ingress, where it leaves on egress.
+        pkt.ifindex = skb.ifindex;
         let (data, end) = (ctx.data(), ctx.data_end());
         let parsed = parse::parse(&Frame { data, end, len }, pkt);
         // Headers are nearly always in the linear part (the stack builds them there, GRO pulls

@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
-    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EventBudget,
-    FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS, MAX_ENDPOINTS,
-    MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES,
-    MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN,
+    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EndpointKey,
+    EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS,
+    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES,
+    MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN,
     VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
 };
 
@@ -20,7 +20,7 @@ pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 // Maps the compiler fills are not preallocated: they are sized for two generations of the
 // largest policy, and most of that room is never used.
 #[map(name = "BND_ENDPOINTS")]
-pub static ENDPOINTS: HashMap<AddrKey, Endpoint> =
+pub static ENDPOINTS: HashMap<EndpointKey, Endpoint> =
     HashMap::with_max_entries(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
 
 /// Read by the agent and the CLI only: it makes the pinned counters self-describing.

@@ -68,6 +68,10 @@ pub struct Packet {
     pub ip_end: u32,
     // --- not reset: valid only while `quoted` -----------------------------------------------
     pub quote: Quote,
+    // --- not reset: written by the entry point before anything reads it ---------------------
+    /// The interface the packet crosses: `ingress_ifindex` at XDP, `skb->ifindex` at TC (the
+    /// output device on egress).
+    pub ifindex: u32,
 }
 
 /// The packet an ICMP error quotes: its addresses and its ports (or its echo identifier in

@@ -8,11 +8,11 @@ use core::ops::ControlFlow;
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
-        Action, AddrKey, CFG_HAS_FAILSAFE, CT_NOT_ASKED, DatapathConfig, EP_PEERS_EGRESS,
-        EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
-        EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FAMILY_IPV4, FAMILY_IPV6, IDENTITY_ANY, Mode,
-        PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry,
-        icmp_port,
+        Action, CFG_HAS_FAILSAFE, CFG_HAS_IFACE_ENDPOINTS, CT_NOT_ASKED, DatapathConfig,
+        EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS,
+        EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, EndpointKey, FAMILY_IPV4,
+        FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, PORT_ANY, RULE_ALLOW,
+        UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
     wire::{
         ICMP_HLEN, ICMP_QUOTE_L4_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -87,7 +87,7 @@ pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet
             slot: if pkt.family == 0 {
                 UNPROTECTED_SLOT
             } else {
-                endpoint(pkt, direction, cfg.generation).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
+                endpoint(pkt, direction, &cfg).map_or(UNPROTECTED_SLOT, |ep| ep.slot)
             },
             reason,
             rule: NO_RULE,
@@ -96,21 +96,30 @@ pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet
     }
 }
 
-/// The workload that owns the local address: the destination on ingress, the source on egress.
+/// The workload that owns the local address (the destination on ingress, the source on
+/// egress) on the packet's interface: a workload listed on that interface, else one on every
+/// interface. The first lookup only when the policy lists interfaces at all.
 #[inline(always)]
-fn endpoint(pkt: &Packet, direction: Direction, generation: u8) -> Option<Endpoint> {
+fn endpoint(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Option<Endpoint> {
     let local = match direction {
         Direction::Ingress => &pkt.dst,
         Direction::Egress => &pkt.src,
     };
-    let key = AddrKey::new(generation, pkt.family, *local);
+    let mut key = EndpointKey::new(cfg.generation, pkt.family, pkt.ifindex, *local);
+    if cfg.flags & CFG_HAS_IFACE_ENDPOINTS != 0 {
+        // SAFETY: as below.
+        if let Some(ep) = unsafe { ENDPOINTS.get(&key) } {
+            return Some(*ep);
+        }
+    }
+    key.ifindex = IFINDEX_ANY;
     // SAFETY: the 8-byte value is copied out at once; the agent never updates it in place
     // (a new generation gets new keys).
     unsafe { ENDPOINTS.get(&key) }.copied()
 }
 
-/// What the policy says of a flow: a pure function of the flow and the live epoch, so it is
-/// what the verdict cache holds.
+/// What the policy says of a flow: a pure function of the flow (its interface included) and
+/// the live epoch, so it is what the verdict cache holds.
 #[derive(Clone, Copy)]
 struct Judged {
     slot: u16,
@@ -131,7 +140,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
     let flow = if cacheable {
         cache::flow(pkt, direction as u8)
     } else {
-        [0; 5]
+        [0; FLOW_WORDS]
     };
     // This flow's cache entry, found or just filled.
     let mut cached = if cacheable {
@@ -187,7 +196,7 @@ fn judge(
 ) -> ControlFlow<Decision, Judged> {
     let generation = cfg.generation;
     delay::pause();
-    let Some(ep) = endpoint(pkt, direction, generation) else {
+    let Some(ep) = endpoint(pkt, direction, cfg) else {
         return ControlFlow::Continue(Judged {
             slot: UNPROTECTED_SLOT,
             reason: Reason::Unprotected,

@@ -34,7 +34,8 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use boundary_agent::{
-    policy::{Policy, Selector, Tables},
+    datapath::netdev,
+    policy::{Interfaces, Policy, Selector, Tables},
     reference::{self, ModelView, State},
 };
 use boundary_common::{
@@ -42,6 +43,7 @@ use boundary_common::{
     maps::{Action, EVENTS_BURST, EVENTS_MAP, EventBudget, IDENTITY_ANY},
 };
 use boundary_tests::{
+    NetNs,
     packets::{self, Ext, MAC_CLIENT, MAC_SERVER},
     require_root,
 };
@@ -85,6 +87,9 @@ const PEER4: [&str; 8] = [
     "8.8.8.8",
     "10.9.0.99",
 ];
+/// The interfaces the test protects: loopback and a veth pair, in a namespace of its own
+/// (`BPF_PROG_TEST_RUN` puts a packet only on a device that exists).
+const INTERFACES: [&str; 3] = ["lo", "d0", "d1"];
 const PEER6: [&str; 4] = ["fd00:1::7", "fd00:2::5", "2001:db8::1", "fd00:9::99"];
 const CIDRS: [&str; 9] = [
     "10.0.0.0/8",
@@ -158,61 +163,96 @@ fn random_policy(r: &mut Rng) -> String {
     }
     y.push_str("workloads:\n");
     let mut locals: Vec<&str> = LOCAL4.iter().chain(LOCAL6.iter()).copied().collect();
+    // Some policies protect workloads on some interfaces only; those may share an address
+    // with workloads on other interfaces.
+    let scoped = r.chance(40);
+    // Address -> the interfaces it is owned on so far (empty: every one).
+    let mut taken: Vec<(&str, Vec<&str>)> = Vec::new();
     for w in 0..=r.below(3) {
         let _ = writeln!(y, "  - name: w{w}");
+        let mut listed: Vec<&str> = Vec::new();
+        if scoped && r.chance(70) {
+            for _ in 0..=r.below(2) {
+                let i = *r.pick(&INTERFACES);
+                if !listed.contains(&i) {
+                    listed.push(i);
+                }
+            }
+        }
         let mut addrs = Vec::new();
+        let shareable: Vec<usize> = (0..taken.len())
+            .filter(|&i| {
+                let on = &taken[i].1;
+                !listed.is_empty() && !on.is_empty() && !on.iter().any(|x| listed.contains(x))
+            })
+            .collect();
+        if !shareable.is_empty() && r.chance(60) {
+            let i = *r.pick(&shareable);
+            addrs.push(format!("\"{}\"", taken[i].0));
+            taken[i].1.extend(&listed);
+        }
         for _ in 0..=r.below(2) {
             if !locals.is_empty() {
                 let i = r.below(locals.len());
-                addrs.push(format!("\"{}\"", locals.swap_remove(i)));
+                let a = locals.swap_remove(i);
+                addrs.push(format!("\"{a}\""));
+                taken.push((a, listed.clone()));
             }
         }
         let _ = writeln!(y, "    addresses: [{}]", addrs.join(", "));
+        if !listed.is_empty() {
+            let _ = writeln!(y, "    interfaces: [{}]", listed.join(", "));
+        }
         if r.chance(20) {
             y.push_str("    mode: audit\n");
         }
         if r.chance(30) {
             let _ = writeln!(y, "    defaults: {{ ingress: {} }}", act(r));
         }
-        for (dir, key) in [("ingress", "from"), ("egress", "to")] {
-            let n = r.below(if dir == "ingress" { 7 } else { 4 });
-            if n == 0 {
-                continue;
+        random_rules(r, &mut y);
+    }
+    y
+}
+
+/// A workload's rules, both ways, appended to `y`.
+fn random_rules(r: &mut Rng, y: &mut String) {
+    for (dir, key) in [("ingress", "from"), ("egress", "to")] {
+        let n = r.below(if dir == "ingress" { 7 } else { 4 });
+        if n == 0 {
+            continue;
+        }
+        let _ = writeln!(y, "    {dir}:");
+        for _ in 0..n {
+            let peer = match r.below(4) {
+                0 => format!("{{ spiffe: \"{}\" }}", r.pick(&SPIFFE)),
+                1 | 2 => format!("{{ cidr: \"{}\" }}", r.pick(&CIDRS)),
+                _ => {
+                    if r.chance(50) {
+                        "{ world: true }".into()
+                    } else {
+                        "{ any: true }".into()
+                    }
+                }
+            };
+            let _ = writeln!(y, "      - {key}: {peer}");
+            match r.below(5) {
+                0 => {
+                    y.push_str("        icmp: [echo-request, 3]\n        icmpv6: [echo-request]\n");
+                }
+                1 => y.push_str("        protocols: [gre, udp]\n"),
+                2 => {}
+                _ => {
+                    let ports: Vec<String> = (0..=r.below(3))
+                        .map(|_| format!("\"{}\"", r.pick(&PORTS)))
+                        .collect();
+                    let _ = writeln!(y, "        ports: [{}]", ports.join(", "));
+                }
             }
-            let _ = writeln!(y, "    {dir}:");
-            for _ in 0..n {
-                let peer = match r.below(4) {
-                    0 => format!("{{ spiffe: \"{}\" }}", r.pick(&SPIFFE)),
-                    1 | 2 => format!("{{ cidr: \"{}\" }}", r.pick(&CIDRS)),
-                    _ => {
-                        if r.chance(50) {
-                            "{ world: true }".into()
-                        } else {
-                            "{ any: true }".into()
-                        }
-                    }
-                };
-                let _ = writeln!(y, "      - {key}: {peer}");
-                match r.below(5) {
-                    0 => y.push_str(
-                        "        icmp: [echo-request, 3]\n        icmpv6: [echo-request]\n",
-                    ),
-                    1 => y.push_str("        protocols: [gre, udp]\n"),
-                    2 => {}
-                    _ => {
-                        let ports: Vec<String> = (0..=r.below(3))
-                            .map(|_| format!("\"{}\"", r.pick(&PORTS)))
-                            .collect();
-                        let _ = writeln!(y, "        ports: [{}]", ports.join(", "));
-                    }
-                }
-                if r.chance(30) {
-                    y.push_str("        action: deny\n");
-                }
+            if r.chance(30) {
+                y.push_str("        action: deny\n");
             }
         }
     }
-    y
 }
 
 fn addr(s: &str) -> IpAddr {
@@ -446,6 +486,8 @@ struct Made {
     /// For a first fragment: where its fragment field is (IPv4: 0; IPv6: the Fragment
     /// header's offset in the frame).
     first_fragment: Option<usize>,
+    /// The interface it crosses (0 until the test picks one); what it is made from keeps it.
+    ifindex: u32,
 }
 
 /// A fresh random frame.
@@ -584,6 +626,7 @@ fn fresh(r: &mut Rng, protected: &[IpAddr]) -> Made {
         frame: f,
         sent: whole.then_some(sent).filter(|_| !broken),
         first_fragment: first_fragment.filter(|_| !broken),
+        ifindex: 0,
     }
 }
 
@@ -648,6 +691,7 @@ fn later_of(r: &mut Rng, first: &Made, field: usize) -> Made {
         frame: f,
         sent: None,
         first_fragment: None,
+        ifindex: first.ifindex,
     }
 }
 
@@ -671,6 +715,7 @@ fn tiny_of(r: &mut Rng, first: &Made, field: usize) -> Made {
         frame,
         sent: None,
         first_fragment: None,
+        ifindex: first.ifindex,
     }
 }
 
@@ -694,6 +739,7 @@ fn next_packet(r: &mut Rng, recent: &[Made], protected: &[IpAddr]) -> (Made, boo
                         frame: f,
                         sent: (!broken).then_some(answer),
                         first_fragment: None,
+                        ifindex: pick.ifindex,
                     },
                     true,
                 );
@@ -710,6 +756,7 @@ fn next_packet(r: &mut Rng, recent: &[Made], protected: &[IpAddr]) -> (Made, boo
                         frame: f,
                         sent: None,
                         first_fragment: None,
+                        ifindex: pick.ifindex,
                     },
                     true,
                 );
@@ -885,14 +932,21 @@ impl Program {
     }
 }
 
-/// Runs `frame` through `program`; returns (its return value, the reason whose counter moved
-/// in `slot`'s row, if exactly one did).
-fn run(kernel: &mut Kernel, program: Program, frame: &[u8], slot: u16) -> (u32, Option<Reason>) {
+/// Runs `frame` through `program` on interface `ifindex`; returns (its return value, the
+/// reason whose counter moved in `slot`'s row, if exactly one did).
+fn run(
+    kernel: &mut Kernel,
+    program: Program,
+    (frame, ifindex): (&[u8], u32),
+    slot: u16,
+) -> (u32, Option<Reason>) {
     let direction = program.direction() as u8;
     let row = |k: &Kernel| k.dp.maps().counter_row(slot, direction).expect("row");
     let before = row(kernel);
+    let ctx = support::run_context(program == Program::Xdp, frame.len(), ifindex);
     let opts = TestRunOptions {
         data_in: Some(frame),
+        ctx_in: Some(&ctx),
         repeat: 1,
         ..Default::default()
     };
@@ -920,14 +974,38 @@ fn run(kernel: &mut Kernel, program: Program, frame: &[u8], slot: u16) -> (u32, 
 }
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one loop, each comparison in the order a mismatch report reads"
-)]
 fn datapath_agrees_with_the_reference() {
     if !require_root("datapath_agrees_with_the_reference") {
         return;
     }
+    // Packets cross three interfaces, which only a namespace of the test's own can hold.
+    let ns = NetNs::new("bnd-diff");
+    ns.ip(&[
+        "link",
+        "add",
+        INTERFACES[1],
+        "type",
+        "veth",
+        "peer",
+        "name",
+        INTERFACES[2],
+    ]);
+    ns.run(agree);
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one loop, each comparison in the order a mismatch report reads"
+)]
+fn agree() {
+    let interfaces = Interfaces::protected(INTERFACES.map(|name| {
+        let index = netdev::index(&name.parse().expect("a name")).expect("the interface exists");
+        (name.to_owned(), index)
+    }));
+    let ifindexes: Vec<u32> = INTERFACES
+        .iter()
+        .map(|name| netdev::index(&name.parse().expect("a name")).expect("exists"))
+        .collect();
     let started = std::time::Instant::now();
     let seed: u64 = std::env::var("BOUNDARY_DIFF_SEED")
         .ok()
@@ -948,9 +1026,12 @@ fn datapath_agrees_with_the_reference() {
     // Later fragments that found their first, and of those, IPv6 ones whose Fragment header
     // is followed by AH or destination options.
     let (mut followed, mut followed_behind_ext) = (0, 0);
+    // Packets to or from an address some workload is protected on some interfaces only: on
+    // such an interface, and on another.
+    let (mut on_listed, mut off_listed) = (0, 0);
     for p in 0..policies {
         let yaml = random_policy(&mut r);
-        let policy = Policy::from_str("random.yaml", &yaml)
+        let policy = Policy::from_str_on("random.yaml", &yaml, &interfaces)
             .unwrap_or_else(|e| panic!("generated policy invalid: {e}\n{yaml}"));
         let non_ip = if r.chance(50) {
             Action::Pass
@@ -960,7 +1041,10 @@ fn datapath_agrees_with_the_reference() {
         let tables = kernel.install(&policy, non_ip);
         check_identities(&policy, &tables, &yaml);
         let model = ModelView::new(&policy, &tables);
-        let protected: Vec<IpAddr> = tables.endpoints.keys().copied().collect();
+        let mut protected: Vec<IpAddr> = tables.endpoints.keys().copied().collect();
+        protected.extend(tables.interface_endpoints.keys().map(|(a, _)| *a));
+        protected.sort();
+        protected.dedup();
         let rule_count = u32::try_from(tables.rules.len()).expect("fits");
         // Flow and fragment state starts afresh with each policy on both sides: the kernel's
         // LRU maps may evict before they are full (per-CPU free lists), which a long run would
@@ -985,7 +1069,11 @@ fn datapath_agrees_with_the_reference() {
             if i % 100 == 0 {
                 refill_event_budget(&mut kernel);
             }
-            let (made, new) = next_packet(&mut r, &recent, &protected);
+            let (mut made, new) = next_packet(&mut r, &recent, &protected);
+            // Now and then a flow moves to another interface: its cached verdict must not.
+            if made.ifindex == 0 || r.chance(20) {
+                made.ifindex = *r.pick(&ifindexes);
+            }
             if new {
                 if recent.len() < 32 {
                     recent.push(made.clone());
@@ -996,20 +1084,22 @@ fn datapath_agrees_with_the_reference() {
             } else {
                 repeats += 1;
             }
-            let (direction, frame) = (made.direction, &made.frame);
+            let (direction, frame, ifindex) = (made.direction, &made.frame, made.ifindex);
             if frame.len() > 1500 + 14 {
                 jumbo += 1;
             }
             // Now and then the same decision from the live maps, as `trace` reads them: what
             // the agent wrote is what the compiler made.
             let live_state = (i % 16 == 0).then(|| state.clone());
-            let want = reference::decide_frame(&tables, non_ip, &mut state, direction, frame);
+            let want =
+                reference::decide_frame(&tables, non_ip, &mut state, direction, ifindex, frame);
             if let Some(mut live_state) = live_state {
                 let live = reference::decide_frame(
                     &reference::Live::new(kernel.dp.maps()).expect("the live generation"),
                     non_ip,
                     &mut live_state,
                     direction,
+                    ifindex,
                     frame,
                 );
                 assert_eq!(
@@ -1019,11 +1109,17 @@ fn datapath_agrees_with_the_reference() {
                     hex(frame)
                 );
             }
-            let from_model =
-                reference::decide_frame_with(&model, non_ip, &mut model_state, direction, frame);
+            let from_model = reference::decide_frame_with(
+                &model,
+                non_ip,
+                &mut model_state,
+                direction,
+                ifindex,
+                frame,
+            );
             let context = || {
                 format!(
-                    "(seed {seed}, policy {p}, packet {i}, {direction:?})\n  reference: {want:?}\n  frame: {}\n  policy:\n{yaml}",
+                    "(seed {seed}, policy {p}, packet {i}, {direction:?} on interface {ifindex})\n  reference: {want:?}\n  frame: {}\n  policy:\n{yaml}",
                     hex(frame)
                 )
             };
@@ -1048,7 +1144,7 @@ fn datapath_agrees_with_the_reference() {
                 Program::Xdp if frame.len() > XDP_LINEAR => multi_buffer += 1,
                 _ => {}
             }
-            let (action, got) = run(&mut kernel, program, frame, want.slot);
+            let (action, got) = run(&mut kernel, program, (frame, ifindex), want.slot);
             let want_action = program.action(want.reason.verdict());
             assert!(
                 got == Some(want.reason) && action == want_action,
@@ -1092,6 +1188,19 @@ fn datapath_agrees_with_the_reference() {
                     context()
                 );
             }
+            if let reference::Parsed::Ip(pkt) = reference::parse(frame) {
+                let local = if direction == Direction::Ingress {
+                    pkt.dst
+                } else {
+                    pkt.src
+                };
+                let listed = |i: u32| tables.interface_endpoints.contains_key(&(local, i));
+                if listed(ifindex) {
+                    on_listed += 1;
+                } else if ifindexes.iter().any(|&i| listed(i)) {
+                    off_listed += 1;
+                }
+            }
             if let reference::Parsed::Ip(pkt) = reference::parse(frame)
                 && pkt.fragment == reference::Fragment::Later
                 && want.reason != Reason::FragmentUnknown
@@ -1106,12 +1215,16 @@ fn datapath_agrees_with_the_reference() {
         }
     }
     eprintln!(
-        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
+        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
         started.elapsed().as_secs_f64()
     );
     // The mix must exercise what it claims to: malformed, fragments, policy both ways, every
     // rescue.
     if total >= 100_000 {
+        assert!(
+            on_listed > 0 && off_listed > 0,
+            "interface-scoped workloads were not exercised on and off their interfaces: {on_listed} on, {off_listed} off"
+        );
         for reason in [
             Reason::PolicyAllow,
             Reason::PolicyDeny,
@@ -1294,7 +1407,7 @@ workloads:
         let mut state = State::default();
         let mut last = None;
         for (direction, f) in &frames {
-            let want = reference::decide_frame(&tables, Action::Pass, &mut state, *direction, f);
+            let want = reference::decide_frame(&tables, Action::Pass, &mut state, *direction, 1, f);
             let (_, got) = kernel.run_in_row(*direction, f, want.slot);
             last = Some((want.reason, got));
         }

@@ -11,18 +11,19 @@ use std::{
 
 use aya::maps::{HashMap, IterableMap as _, MapData};
 use boundary_agent::{
-    datapath::{Datapath, PinLayout, batch, maps::MapsError},
-    policy::{self, Policy, Tables},
+    datapath::{Datapath, PinLayout, batch, maps::MapsError, netdev},
+    policy::{self, Interfaces, Policy, Tables},
 };
 use boundary_common::{
     Reason,
     maps::{
-        ABI_MAP, Action, AddrKey, CONFIG_MAP, COUNTERS_MAP, ENDPOINTS_MAP, Endpoint, FAILSAFE_MAP,
-        FAMILY_IPV4, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue, MAX_ENDPOINTS,
-        MAX_FAILSAFE, PolicyKey, PolicyValue,
+        ABI_MAP, Action, CFG_HAS_IFACE_ENDPOINTS, CONFIG_MAP, COUNTERS_MAP, ENDPOINTS_MAP,
+        Endpoint, EndpointKey, FAILSAFE_MAP, FAMILY_IPV4, FRAGMENTS_MAP, FlowKey, FlowValue,
+        FragKey, FragValue, IFINDEX_ANY, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
     },
 };
 use boundary_tests::{
+    NetNs,
     netns::{
         addr::{CLIENT, SERVER, SERVER_B},
         unique_name,
@@ -420,6 +421,7 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
     let mut k = Kernel {
         dp: Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)"),
         tc_ingress: false,
+        ifindex: 0,
     };
     let first = Policy::from_str("p.yaml", POLICY).expect("valid");
     k.install(&first, Action::Pass);
@@ -437,8 +439,8 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
             .expect("read");
     let mut addr = [0; 16];
     addr[..4].copy_from_slice(&stray.octets());
-    let stale = AddrKey::new(live ^ 1, FAMILY_IPV4, addr);
-    let mut endpoints: HashMap<MapData, AddrKey, Endpoint> =
+    let stale = EndpointKey::new(live ^ 1, FAMILY_IPV4, IFINDEX_ANY, addr);
+    let mut endpoints: HashMap<MapData, EndpointKey, Endpoint> =
         support::writable(k.dp.maps().endpoints_map().map());
     endpoints.insert(&stale, &owner, 0).expect("insert");
     let unprotected = k.xdp(&udp(CLIENT, 5000, stray, 54));
@@ -887,4 +889,109 @@ fn a_refused_swap_leaves_the_running_policys_slot_names() {
         names_before,
         "the running policy keeps its slot names"
     );
+}
+
+/// 10.203.0.1 is web's on d0 (denied both ways) and edge's on d1 (open); admin's 10.203.0.3
+/// is protected on every interface.
+const INTERFACES_POLICY: &str = "\
+apiVersion: boundary.dev/v1
+failsafe: []
+defaults: { ingress: allow, egress: allow }
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    interfaces: [d0]
+    defaults: { ingress: deny, egress: deny }
+  - name: edge
+    addresses: [10.203.0.1]
+    interfaces: [d1]
+  - name: admin
+    addresses: [10.203.0.3]
+    defaults: { ingress: deny }
+";
+
+#[test]
+fn a_workload_listed_on_interfaces_is_enforced_there_only() {
+    if !require_root("a_workload_listed_on_interfaces_is_enforced_there_only") {
+        return;
+    }
+    // BPF_PROG_TEST_RUN puts a packet only on a device of the caller's namespace: d0 and d1
+    // live in one of the test's own, beside its loopback.
+    let ns = NetNs::new("bnd-kt-if");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ns.run(|| {
+        let index = |n: &str| netdev::index(&n.parse().expect("a name")).expect("it exists");
+        let (lo, d0, d1) = (index("lo"), index("d0"), index("d1"));
+        let interfaces = Interfaces::protected([
+            ("lo".to_owned(), lo),
+            ("d0".to_owned(), d0),
+            ("d1".to_owned(), d1),
+        ]);
+        let mut k = Kernel::empty();
+        let policy = Policy::from_str_on("p.yaml", INTERFACES_POLICY, &interfaces).expect("valid");
+        let tables = k.install(&policy, Action::Pass);
+        let slot = |name: &str| {
+            *tables
+                .names
+                .iter()
+                .find(|(_, n)| *n == name)
+                .expect("a slot")
+                .0
+        };
+        let (web, edge, admin) = (slot("web"), slot("edge"), slot("admin"));
+        let flags = |k: &Kernel| k.dp.maps().datapath_config().expect("config").flags;
+        assert_ne!(flags(&k) & CFG_HAS_IFACE_ENDPOINTS, 0);
+
+        let dns = udp(CLIENT, 5000, SERVER, 53);
+        let mut cut = dns.clone();
+        cut.truncate(cut.len() - 1);
+        let to_admin = udp(CLIENT, 5000, SERVER_B, 53);
+        let outcome = |action, slot, reason| Outcome {
+            action,
+            slot,
+            reason,
+        };
+        for tc_ingress in [false, true] {
+            k.tc_ingress = tc_ingress;
+            // One flow, interface after interface, twice: each verdict is its interface's,
+            // never the one the verdict cache holds from the last.
+            for _ in 0..2 {
+                k.ifindex = d0;
+                assert_eq!(k.xdp(&dns), outcome(XDP_DROP, web, Reason::DefaultDeny));
+                k.ifindex = d1;
+                assert_eq!(k.xdp(&dns), outcome(XDP_PASS, edge, Reason::DefaultAllow));
+                k.ifindex = lo;
+                assert_eq!(k.xdp(&dns), outcome(XDP_PASS, 0, Reason::Unprotected));
+            }
+            // A malformed frame counts under the workload of its interface.
+            k.ifindex = d1;
+            assert_eq!(
+                k.xdp(&cut),
+                outcome(XDP_DROP, edge, Reason::Ipv4BadTotalLength)
+            );
+            // A workload that lists no interface is on every one.
+            for ifindex in [lo, d0, d1] {
+                k.ifindex = ifindex;
+                assert_eq!(
+                    k.xdp(&to_admin),
+                    outcome(XDP_DROP, admin, Reason::DefaultDeny)
+                );
+            }
+        }
+        // Egress: the interface is the one the packet leaves by.
+        let answer = udp(SERVER, 53, CLIENT, 5000);
+        k.ifindex = d0;
+        assert_eq!(k.tc(&answer).reason, Reason::DefaultDeny);
+        k.ifindex = d1;
+        assert_eq!(k.tc(&answer).reason, Reason::DefaultAllow);
+        k.ifindex = d0;
+        assert_eq!(k.tc(&answer).slot, web);
+
+        // A policy that lists no interfaces costs the datapath no second lookup.
+        k.install(
+            &Policy::from_str("p.yaml", POLICY).expect("valid"),
+            Action::Pass,
+        );
+        assert_eq!(flags(&k) & CFG_HAS_IFACE_ENDPOINTS, 0);
+    });
 }

@@ -21,10 +21,11 @@ use self::confirm::{ConfirmState, Plan};
 use crate::{
     config::{AgentConfig, NonIpAction},
     datapath::{
-        Datapath, DatapathError, Maps, PinLayout, PinLock, maps::MapsError, require_ethernet,
+        Datapath, DatapathError, Maps, PinLayout, PinLock, interface_index, maps::MapsError,
+        require_ethernet,
     },
     metrics::{self, AgentState, HttpError},
-    policy::{self, CompileError, Policy, PolicyError},
+    policy::{self, CompileError, Interfaces, Policy, PolicyError},
 };
 
 /// Why the agent could not start, or stopped.
@@ -69,6 +70,8 @@ pub struct Agent {
     tried: Option<String>,
     /// Held for the agent's life (see `datapath/lock.rs`).
     _lock: PinLock,
+    /// The protected interfaces and their indexes, which policies are read against.
+    interfaces: Interfaces,
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
@@ -79,14 +82,22 @@ impl Agent {
     /// policy, attaches to every configured interface, pins the programs and starts the HTTP
     /// endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        // The policy first (the file, or what the commit-confirm state says instead), its
+        // interface names checked against the config: a bad file is refused before anything
+        // touches the kernel.
         let confirm = ConfirmState::new(&config.state_dir);
         let (bytes, tried) = first_policy(&confirm, &config);
-        let policy = memory::off_main_arena(|| parse_policy(&config.policy, bytes))?;
+        let names = Interfaces::named(config.interfaces.iter().map(ToString::to_string));
+        let mut policy = memory::off_main_arena(|| parse_policy(&config.policy, bytes, &names))?;
         // Every interface checked before anything is loaded or attached: a refusal leaves the
-        // host as it was.
+        // host as it was. Their indexes are what a workload's `interfaces:` compile to.
+        let mut indexes = Vec::with_capacity(config.interfaces.len());
         for iface in &config.interfaces {
             require_ethernet(iface)?;
+            indexes.push((iface.to_string(), interface_index(iface)?));
         }
+        let interfaces = Interfaces::protected(indexes);
+        policy.bind_interfaces(&interfaces);
         let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
         let pin_lock = PinLock::acquire(&layout)?;
@@ -136,6 +147,7 @@ impl Agent {
             confirm,
             tried,
             _lock: pin_lock,
+            interfaces,
             datapath,
             state,
             workloads,
@@ -228,9 +240,11 @@ impl Agent {
     fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) {
         let started = Instant::now();
         let path = self.config.policy.clone();
-        let result = memory::off_main_arena(|| parse_policy(&path, bytes)).and_then(|p| {
-            apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
-        });
+        let interfaces = &self.interfaces;
+        let result =
+            memory::off_main_arena(|| parse_policy(&path, bytes, interfaces)).and_then(|p| {
+                apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
+            });
         memory::release_freed_memory();
         match result {
             Ok(workloads) => {
@@ -286,10 +300,14 @@ fn first_policy(confirm: &ConfirmState, config: &AgentConfig) -> (Option<Vec<u8>
 
 /// Parses the policy from the bytes just read; if there were none or they are not UTF-8,
 /// reads the file again so the error says what is wrong with it.
-fn parse_policy(path: &Path, bytes: Option<Vec<u8>>) -> Result<Policy, AgentError> {
+fn parse_policy(
+    path: &Path,
+    bytes: Option<Vec<u8>>,
+    interfaces: &Interfaces,
+) -> Result<Policy, AgentError> {
     Ok(match bytes.map(String::from_utf8) {
-        Some(Ok(text)) => Policy::from_str(&path.display().to_string(), &text),
-        _ => Policy::from_file(path),
+        Some(Ok(text)) => Policy::from_str_on(&path.display().to_string(), &text, interfaces),
+        _ => Policy::from_file_on(path, interfaces),
     }?)
 }
 

@@ -3,30 +3,63 @@ use std::{fmt::Write as _, path::PathBuf};
 use boundary_common::{Direction, maps::MAX_WORKLOADS};
 
 use super::CliError;
-use crate::policy::{self, DefaultAction, Policy, SlotTable};
+use crate::{
+    config::AgentConfig,
+    policy::{self, DefaultAction, Interfaces, Policy, SlotTable},
+};
 
 /// Validate a policy file and show what it compiles to. Needs no root and touches nothing.
 ///
 /// Prints the number of entries per map (for one generation) and the rules per workload.
 /// Exits 0 when the file is valid, 64 with the error's file, line and column when not.
 ///
-/// Example: boundary-agent check /etc/boundary/policy.yaml
+/// A workload's `interfaces:` may name only interfaces the agent protects: with `--config`,
+/// names are checked against that agent config's `interfaces` (the interfaces themselves need
+/// not exist here); without, any name Linux accepts passes and the ones not checked are
+/// listed.
+///
+/// Example: boundary-agent check /etc/boundary/policy.yaml --config /etc/boundary/agent.yaml
 #[derive(Debug, clap::Args)]
 pub struct Check {
     /// The policy file.
     pub file: PathBuf,
-    /// Workload slots of the datapath it would be loaded into (the agent's maxWorkloads).
-    #[arg(long, default_value_t = MAX_WORKLOADS)]
-    pub max_workloads: u32,
+    /// Workload slots of the datapath it would be loaded into (the agent's maxWorkloads;
+    /// default: the config's with `--config`, else 256).
+    #[arg(long)]
+    pub max_workloads: Option<u32>,
+    /// The agent config the policy is meant for: interface names are checked against it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 impl Check {
     pub fn execute(self) -> Result<(), CliError> {
-        let policy = Policy::from_file(&self.file).map_err(CliError::bad_input)?;
-        let t = policy::compile(&policy, &SlotTable::new(), self.max_workloads)
+        let config = self
+            .config
+            .as_deref()
+            .map(AgentConfig::from_file)
+            .transpose()
+            .map_err(CliError::bad_input)?;
+        let interfaces = config.as_ref().map_or_else(Interfaces::unchecked, |c| {
+            Interfaces::named(c.interfaces.iter().map(ToString::to_string))
+        });
+        let max_workloads = self
+            .max_workloads
+            .or(config.as_ref().map(|c| c.max_workloads))
+            .unwrap_or(MAX_WORKLOADS);
+        let policy = Policy::from_file_on(&self.file, &interfaces).map_err(CliError::bad_input)?;
+        let t = policy::compile(&policy, &SlotTable::new(), max_workloads)
             .map_err(CliError::bad_input)?;
         let mut out = String::new();
         let _ = writeln!(out, "{}: valid", self.file.display());
+        if !policy.interfaces.is_empty() && !policy.interfaces_checked {
+            let names: Vec<&str> = policy.interfaces.keys().map(String::as_str).collect();
+            let _ = writeln!(
+                out,
+                "interfaces not checked (give --config AGENT.yaml to check them against what the agent protects): {}",
+                names.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
             "{} workloads, {} rules, {} identities, {} failsafe entries",
@@ -37,7 +70,7 @@ impl Check {
         );
         let _ = writeln!(out, "map entries (one generation):");
         for (name, n) in [
-            ("endpoints", t.endpoints.len()),
+            ("endpoints", t.endpoints.len() + t.interface_endpoints.len()),
             ("identities", t.identities.len()),
             ("cidrs", t.cidrs.len()),
             ("policy", t.policy.len()),
@@ -52,9 +85,14 @@ impl Check {
             DefaultAction::Deny => "deny",
         };
         for w in &policy.workloads {
+            let on = if w.interfaces.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", w.interfaces.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "  {} ({}, {} addresses): ingress default {}, {} rules; egress default {}, {} rules",
+                "  {} ({}, {} addresses{on}): ingress default {}, {} rules; egress default {}, {} rules",
                 w.name,
                 w.mode,
                 w.addresses.len(),

@@ -1,10 +1,16 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use boundary_common::maps::IFINDEX_ANY;
 use serde::Serialize;
 
 use super::{CliError, PinDirArg};
-use crate::datapath::{Maps, PinLayout, pins::LinkPin};
+use crate::datapath::{Maps, PinLayout, netdev, pins::LinkPin};
 
 /// Show what is enforcing on this host: interfaces and XDP modes, programs, policy
-/// generation, bindings and map occupancy. Reads the pins; works with or without the agent.
+/// generation, workloads protected on some interfaces only, bindings and map occupancy.
+/// Reads the pins; works with or without the agent. Interface indexes are named as this
+/// network namespace names them (where no protected interface has that index, the index is
+/// shown): run it where the agent runs.
 ///
 /// Example: boundary-agent status --json
 #[derive(Debug, clap::Args)]
@@ -23,6 +29,8 @@ struct Report {
     programs: Vec<Program>,
     policy_generation: u8,
     workloads: usize,
+    /// Workloads protected on some interfaces only (the others are on every one).
+    interface_scoped: Vec<Scoped>,
     identity_bindings: usize,
     maps: Vec<Occupancy>,
     drop_events_sent: u64,
@@ -33,6 +41,12 @@ struct Report {
 struct Attachment {
     interface: String,
     hook: String,
+}
+
+#[derive(Serialize)]
+struct Scoped {
+    workload: String,
+    interfaces: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +65,77 @@ struct Occupancy {
     capacity: u32,
 }
 
+/// What the link pins say is attached where.
+fn attachments(layout: &PinLayout) -> Result<Vec<Attachment>, CliError> {
+    Ok(layout
+        .links()
+        .map_err(CliError::failed)?
+        .into_iter()
+        .map(|(pin, _)| match pin {
+            LinkPin::Xdp { mode, interface } => Attachment {
+                interface,
+                hook: format!("xdp ingress ({mode})"),
+            },
+            LinkPin::TcIngress { interface } => Attachment {
+                interface,
+                hook: "tcx ingress".into(),
+            },
+            LinkPin::TcEgress { interface } => Attachment {
+                interface,
+                hook: "tcx egress".into(),
+            },
+        })
+        .collect())
+}
+
+/// The pinned programs, as the kernel describes them.
+fn programs(layout: &PinLayout) -> Vec<Program> {
+    let mut programs = Vec::new();
+    for kind in ["xdp", "tc-ingress", "tc"] {
+        if let Ok(info) = aya::programs::ProgramInfo::from_pin(layout.program(kind)) {
+            programs.push(Program {
+                name: info.name_as_str().unwrap_or(kind).to_owned(),
+                id: info.id(),
+                tag: format!("{:016x}", info.tag()),
+                verified_insns: info.verified_instruction_count(),
+                jited_bytes: info.size_jitted(),
+            });
+        }
+    }
+    programs
+}
+
+/// The workloads with endpoints on particular interfaces, and those interfaces, named as this
+/// namespace names them when the name is one the agent attached to (else by index).
+fn scoped(
+    maps: &Maps,
+    generation: u8,
+    names: &BTreeMap<u16, String>,
+    attached: &[Attachment],
+) -> Vec<Scoped> {
+    let mut by_slot: BTreeMap<u16, BTreeSet<u32>> = BTreeMap::new();
+    for (_, ifindex, e) in maps.live_endpoints(generation) {
+        if ifindex != IFINDEX_ANY {
+            by_slot.entry(e.slot).or_default().insert(ifindex);
+        }
+    }
+    let name = |i: u32| {
+        netdev::name_of(i)
+            .filter(|n| attached.iter().any(|a| a.interface == *n))
+            .unwrap_or_else(|| format!("ifindex {i}"))
+    };
+    by_slot
+        .into_iter()
+        .map(|(slot, ifindexes)| Scoped {
+            workload: names
+                .get(&slot)
+                .cloned()
+                .unwrap_or_else(|| format!("slot {slot}")),
+            interfaces: ifindexes.into_iter().map(name).collect(),
+        })
+        .collect()
+}
+
 impl Status {
     pub fn execute(self) -> Result<(), CliError> {
         let layout = PinLayout::new(&self.pins.pin_dir);
@@ -62,37 +147,8 @@ impl Status {
         }
         let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
         let generation = maps.datapath_config().map_err(CliError::failed)?.generation;
-        let interfaces = layout
-            .links()
-            .map_err(CliError::failed)?
-            .into_iter()
-            .map(|(pin, _)| match pin {
-                LinkPin::Xdp { mode, interface } => Attachment {
-                    interface,
-                    hook: format!("xdp ingress ({mode})"),
-                },
-                LinkPin::TcIngress { interface } => Attachment {
-                    interface,
-                    hook: "tcx ingress".into(),
-                },
-                LinkPin::TcEgress { interface } => Attachment {
-                    interface,
-                    hook: "tcx egress".into(),
-                },
-            })
-            .collect();
-        let mut programs = Vec::new();
-        for kind in ["xdp", "tc-ingress", "tc"] {
-            if let Ok(info) = aya::programs::ProgramInfo::from_pin(layout.program(kind)) {
-                programs.push(Program {
-                    name: info.name_as_str().unwrap_or(kind).to_owned(),
-                    id: info.id(),
-                    tag: format!("{:016x}", info.tag()),
-                    verified_insns: info.verified_instruction_count(),
-                    jited_bytes: info.size_jitted(),
-                });
-            }
-        }
+        let interfaces = attachments(&layout)?;
+        let programs = programs(&layout);
         let occupancy: Vec<Occupancy> = maps
             .occupancy(generation)
             .into_iter()
@@ -103,13 +159,16 @@ impl Status {
             })
             .collect();
         let bindings = occupancy[1].entries;
+        let names = maps.names().map_err(CliError::failed)?;
+        let interface_scoped = scoped(&maps, generation, &names, &interfaces);
         let (sent, lost) = maps.event_totals().map_err(CliError::failed)?;
         let report = Report {
             pin_dir: layout.root().display().to_string(),
             interfaces,
             programs,
             policy_generation: generation,
-            workloads: maps.names().map_err(CliError::failed)?.len(),
+            workloads: names.len(),
+            interface_scoped,
             identity_bindings: bindings,
             maps: occupancy,
             drop_events_sent: sent,
@@ -138,9 +197,19 @@ impl Status {
             );
         }
         println!(
-            "policy      generation {}, {} workloads, {} identity bindings",
-            report.policy_generation, report.workloads, report.identity_bindings
+            "policy      generation {}, {} workloads ({} on some interfaces only), {} identity bindings",
+            report.policy_generation,
+            report.workloads,
+            report.interface_scoped.len(),
+            report.identity_bindings
         );
+        for s in &report.interface_scoped {
+            println!(
+                "workload    {:<16} on {} only",
+                s.workload,
+                s.interfaces.join(", ")
+            );
+        }
         for m in &report.maps {
             println!(
                 "map         {:<16} {:>8} / {}",

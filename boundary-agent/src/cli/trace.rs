@@ -1,14 +1,14 @@
 use std::{net::IpAddr, path::PathBuf};
 
-use boundary_common::{Direction, wire};
+use boundary_common::{Direction, maps::IFINDEX_ANY, wire};
 
 use super::{CliError, PinDirArg};
 use crate::{
-    config::MAX_CONFIGURABLE_WORKLOADS,
-    datapath::{Maps, PinLayout},
-    explain,
-    policy::{self, Policy, SlotTable, Tables, spiffe::SpiffeId},
-    reference::Live,
+    config::{InterfaceName, MAX_CONFIGURABLE_WORKLOADS},
+    datapath::{Maps, PinLayout, netdev},
+    explain::{self, Answer},
+    policy::{self, Policy, STAND_IN_UNLISTED, SlotTable, Tables, spiffe::SpiffeId},
+    reference::{Live, Packet},
 };
 
 /// Explain the verdict for a packet: workload, peer identity, deciding rule and reason.
@@ -17,6 +17,9 @@ use crate::{
 /// with `--policy`, from that file (no root needed); without, from the live pinned maps of a
 /// running host. Connection tracking and fragment state are not consulted: the answer is for a
 /// first packet.
+///
+/// Where a workload is protected on some interfaces only, the answer depends on the one the
+/// packet crosses: name it with `--iface` (trace refuses to guess when it matters).
 ///
 /// Example: `boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml`
 #[derive(Debug, clap::Args)]
@@ -42,6 +45,11 @@ pub struct Trace {
     /// Which way the packet crosses the host: ingress (to a local workload) or egress.
     #[arg(long, value_enum, default_value_t = TraceDirection::Ingress)]
     pub direction: TraceDirection,
+    /// The interface the packet crosses (arrives on, or leaves by). With `--policy`, as the
+    /// policy's `interfaces:` name it (another name is an interface no workload lists);
+    /// without, an interface of this network namespace: run trace where the agent runs.
+    #[arg(long)]
+    pub iface: Option<InterfaceName>,
     /// Compile this policy file instead of reading the live maps.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -56,6 +64,19 @@ pub struct Trace {
 pub enum TraceDirection {
     Ingress,
     Egress,
+}
+
+/// The interface to answer for when none was named: one no workload lists, unless `local`
+/// belongs to workloads on the interfaces `scoped` only, where the answer would be a guess.
+fn needs_iface(local: IpAddr, scoped: &[String]) -> Result<u32, CliError> {
+    if scoped.is_empty() {
+        Ok(STAND_IN_UNLISTED)
+    } else {
+        Err(CliError::bad_input(format!(
+            "{local} is protected on some interfaces only ({}): say which the packet crosses with --iface NAME",
+            scoped.join(", ")
+        )))
+    }
 }
 
 fn proto_number(s: &str) -> Result<u8, CliError> {
@@ -77,12 +98,11 @@ impl Trace {
         let tables = match &self.policy {
             Some(path) => {
                 let p = Policy::from_file(path).map_err(CliError::bad_input)?;
-                Some(
-                    // As many slots as any agent config allows: a policy the agent accepts is
-                    // one trace can answer for (slot numbers do not change the answer).
-                    policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
-                        .map_err(CliError::bad_input)?,
-                )
+                // As many slots as any agent config allows: a policy the agent accepts is one
+                // trace can answer for (slot numbers do not change the answer).
+                let t = policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
+                    .map_err(CliError::bad_input)?;
+                Some((p, t))
             }
             None => None,
         };
@@ -90,7 +110,7 @@ impl Trace {
             a
         } else {
             let id: SpiffeId = self.src.parse().map_err(CliError::bad_input)?;
-            let Some(t) = &tables else {
+            let Some((_, t)) = &tables else {
                 return Err(CliError::bad_input(
                     "a SPIFFE ID source needs --policy, to find the address bound to it",
                 ));
@@ -118,51 +138,108 @@ impl Trace {
             TraceDirection::Ingress => Direction::Ingress,
             TraceDirection::Egress => Direction::Egress,
         };
-        let answer = if let Some(t) = &tables {
-            explain::explain(t, t, direction, &pkt)
-        } else {
-            {
-                let layout = PinLayout::new(&self.pins.pin_dir);
-                if !layout.exists() {
-                    return Err(CliError::failed(format!(
-                        "nothing is pinned at {}: give --policy FILE, or run the agent",
-                        layout.root().display()
-                    )));
-                }
-                let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
-                {
-                    // Live maps name their workloads; rules and identities are ids only.
-                    let names = Tables {
-                        names: maps.names().map_err(CliError::failed)?,
-                        ..Tables::default()
-                    };
-                    explain::explain(
-                        &Live::new(&maps).map_err(CliError::failed)?,
-                        &names,
-                        direction,
-                        &pkt,
-                    )
-                }
-            }
+        let local = match direction {
+            Direction::Ingress => self.dst,
+            Direction::Egress => src,
         };
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).map_err(CliError::failed)?
-            );
-        } else {
-            println!("verdict   {}", answer.verdict);
-            println!("reason    {}", answer.reason);
-            println!("workload  {}", answer.workload);
-            println!("identity  {}", answer.identity.as_deref().unwrap_or("-"));
-            println!(
-                "rule      {}",
-                answer
-                    .rule
-                    .as_deref()
-                    .unwrap_or("- (no rule: default, failsafe or parse)")
-            );
-        }
-        Ok(())
+        let mut answer = match &tables {
+            Some((p, t)) => self.answer_from_policy(p, t, direction, local, &pkt)?,
+            None => self.answer_from_pins(direction, local, &pkt)?,
+        };
+        answer.interface = self.iface.as_ref().map(ToString::to_string);
+        print(&answer, self.json)
     }
+
+    /// The answer from a policy file's compiled tables; `--iface` names an interface as the
+    /// policy does.
+    fn answer_from_policy(
+        &self,
+        p: &Policy,
+        t: &Tables,
+        direction: Direction,
+        local: IpAddr,
+        pkt: &Packet,
+    ) -> Result<Answer, CliError> {
+        let ifindex = if let Some(name) = &self.iface {
+            p.interfaces
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(STAND_IN_UNLISTED)
+        } else {
+            let scoped: Vec<String> = p
+                .interfaces
+                .iter()
+                .filter(|(_, i)| t.interface_endpoints.contains_key(&(local, **i)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            needs_iface(local, &scoped)?
+        };
+        Ok(explain::explain(t, t, direction, ifindex, pkt))
+    }
+
+    /// The answer from the live pinned maps; `--iface` names an interface of this network
+    /// namespace.
+    fn answer_from_pins(
+        &self,
+        direction: Direction,
+        local: IpAddr,
+        pkt: &Packet,
+    ) -> Result<Answer, CliError> {
+        let layout = PinLayout::new(&self.pins.pin_dir);
+        if !layout.exists() {
+            return Err(CliError::failed(format!(
+                "nothing is pinned at {}: give --policy FILE, or run the agent",
+                layout.root().display()
+            )));
+        }
+        let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
+        // One generation for the whole answer, even if a swap happens meanwhile.
+        let live = Live::new(&maps).map_err(CliError::failed)?;
+        let ifindex = if let Some(name) = &self.iface {
+            netdev::index(name).map_err(|e| {
+                CliError::bad_input(format!(
+                    "--iface {name}: {e} (interfaces are looked up in this network namespace: run trace in the agent's)"
+                ))
+            })?
+        } else {
+            let scoped: Vec<String> = maps
+                .live_endpoints(live.generation())
+                .into_iter()
+                .filter(|&(a, i, _)| a == local && i != IFINDEX_ANY)
+                .map(|(_, i, _)| netdev::name_of(i).unwrap_or_else(|| format!("interface #{i}")))
+                .collect();
+            needs_iface(local, &scoped)?
+        };
+        // Live maps name their workloads; rules and identities are ids only.
+        let names = Tables {
+            names: maps.names().map_err(CliError::failed)?,
+            ..Tables::default()
+        };
+        Ok(explain::explain(&live, &names, direction, ifindex, pkt))
+    }
+}
+
+fn print(answer: &Answer, json: bool) -> Result<(), CliError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).map_err(CliError::failed)?
+        );
+    } else {
+        println!("verdict   {}", answer.verdict);
+        println!("reason    {}", answer.reason);
+        if let Some(i) = &answer.interface {
+            println!("interface {i}");
+        }
+        println!("workload  {}", answer.workload);
+        println!("identity  {}", answer.identity.as_deref().unwrap_or("-"));
+        println!(
+            "rule      {}",
+            answer
+                .rule
+                .as_deref()
+                .unwrap_or("- (no rule: default, failsafe or parse)")
+        );
+    }
+    Ok(())
 }

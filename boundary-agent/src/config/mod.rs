@@ -354,8 +354,13 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let c = AgentConfig::from_file(&dir.join("agent.yaml")).expect("examples/agent.yaml");
         assert_eq!(c.interfaces[0].as_str(), "eth0");
-        let p = crate::policy::Policy::from_file(&c.policy).expect("examples/policy.yaml");
+        // Its interface names are the example config's.
+        let interfaces =
+            crate::policy::Interfaces::named(c.interfaces.iter().map(ToString::to_string));
+        let p = crate::policy::Policy::from_file_on(&c.policy, &interfaces)
+            .expect("examples/policy.yaml");
         assert_eq!(p.workloads.len(), 2);
+        assert!(p.interfaces_checked && p.interfaces.contains_key("eth0"));
     }
 
     #[test]

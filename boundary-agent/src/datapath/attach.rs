@@ -66,6 +66,15 @@ pub fn require_ethernet(iface: &InterfaceName) -> Result<(), DatapathError> {
     }
 }
 
+/// The interface index of `iface` (in the agent's network namespace): what the datapath sees
+/// of a packet's interface, and what a workload's `interfaces:` are compiled to.
+pub fn interface_index(iface: &InterfaceName) -> Result<u32, DatapathError> {
+    netdev::index(iface).map_err(|source| DatapathError::IfIndex {
+        interface: iface.to_string(),
+        source,
+    })
+}
+
 /// The hook `auto` stands for on `iface`: TC on veths (see [`IngressHook::Auto`]), XDP on
 /// everything else, including interfaces whose driver cannot be asked.
 pub fn resolve_ingress(iface: &InterfaceName, hook: IngressHook) -> IngressHook {

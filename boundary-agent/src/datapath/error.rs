@@ -69,6 +69,12 @@ pub enum DatapathError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("{interface}: cannot read its interface index: {source}")]
+    IfIndex {
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("this datapath was loaded without pins and cannot be attached")]
     Unpinned,
     #[error("pin {path}: {source}")]

@@ -15,7 +15,7 @@ pub mod netdev;
 pub mod object;
 pub mod pins;
 
-pub use attach::{IngressAttach, require_ethernet, resolve_ingress};
+pub use attach::{IngressAttach, interface_index, require_ethernet, resolve_ingress};
 pub use error::DatapathError;
 pub use loader::{Datapath, LoadOptions, ProgramStats};
 pub use lock::PinLock;

@@ -1,4 +1,5 @@
-//! What kind of network device an interface is, to choose its ingress hook.
+//! What kind of network device an interface is, to choose its ingress hook, and the index
+//! the kernel numbers it by (what the datapath sees of a packet's interface).
 
 use std::io;
 
@@ -122,6 +123,32 @@ pub fn link_type(iface: &InterfaceName) -> io::Result<u16> {
     Ok(req.family)
 }
 
+/// The interface index of `iface` in this process's network namespace.
+#[expect(unsafe_code, reason = "if_nametoindex(3) has no safe wrapper")]
+pub fn index(iface: &InterfaceName) -> io::Result<u32> {
+    let name = if_name(iface);
+    // SAFETY: a NUL-terminated name (validated to at most 15 bytes) that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr().cast()) };
+    if index == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(index)
+    }
+}
+
+/// The name of the interface numbered `index` in this process's network namespace.
+#[expect(unsafe_code, reason = "if_indextoname(3) has no safe wrapper")]
+pub fn name_of(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IFNAMSIZ];
+    // SAFETY: `buf` has the IFNAMSIZ bytes the call may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +165,9 @@ mod tests {
         assert!(link_type(&missing).is_err());
         // Loopback's link type is ARPHRD_LOOPBACK (772), not Ethernet.
         assert_eq!(link_type(&lo).expect("lo exists"), 772);
+        // Loopback is the first device of every network namespace.
+        assert_eq!(index(&lo).expect("lo exists"), 1);
+        assert_eq!(name_of(1).as_deref(), Some("lo"));
+        assert!(index(&missing).is_err());
     }
 }

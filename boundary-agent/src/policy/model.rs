@@ -2,7 +2,7 @@
 //! one (`Policy::from_file`, `Policy::from_str`), so every name, address and selector in it has
 //! been checked.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
     spiffe::SpiffeId,
@@ -32,6 +32,9 @@ pub struct StaticIdentity {
 pub struct Workload {
     pub name: String,
     pub addresses: Vec<IpAddr>,
+    /// The interfaces it is protected on, each listed once; empty: every interface the agent
+    /// protects. Elsewhere its addresses are judged as any other address.
+    pub interfaces: Vec<String>,
     pub mode: WorkloadMode,
     pub ingress_default: DefaultAction,
     pub egress_default: DefaultAction,
@@ -39,10 +42,17 @@ pub struct Workload {
     pub egress: Vec<Rule>,
 }
 
-/// A validated policy: names unique, addresses owned once, selectors well-formed.
+/// A validated policy: names unique, addresses owned once on each interface, selectors
+/// well-formed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub trust_domain: Option<String>,
+    /// Every interface a workload lists -> the index it stands for in the endpoint keys: its
+    /// interface index when the policy was read against the agent's interfaces, else a
+    /// stand-in (see `super::Interfaces`).
+    pub interfaces: BTreeMap<String, u32>,
+    /// Whether those names were checked against the interfaces an agent protects.
+    pub interfaces_checked: bool,
     pub failsafe: Vec<Failsafe>,
     pub identities: Vec<StaticIdentity>,
     pub workloads: Vec<Workload>,

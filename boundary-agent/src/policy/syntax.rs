@@ -13,6 +13,7 @@
 //! workloads:
 //!   - name: payments-api
 //!     addresses: [10.1.2.3, "fd00:1::3"]
+//!     interfaces: [eth0]                # optional: only there (default: every interface)
 //!     ingress:
 //!       - from: { spiffe: "spiffe://example.org/ns/orders/*" }
 //!         ports: ["8443/tcp"]
@@ -34,7 +35,7 @@ use serde::Deserialize;
 
 use super::values::{
     DefaultAction, Failsafe, HostAddr, IcmpName, PortSpec, ProtocolName, RuleAction, Selector,
-    WorkloadMode,
+    WorkloadInterface, WorkloadMode,
 };
 
 pub const API_VERSION: &str = "boundary.dev/v1";
@@ -99,6 +100,8 @@ pub(super) struct RawIdentity {
 pub(super) struct RawWorkload {
     pub name: String,
     pub addresses: Vec<HostAddr>,
+    /// The interfaces the workload is protected on; absent: every protected interface.
+    pub interfaces: Option<Vec<WorkloadInterface>>,
     pub mode: Option<WorkloadMode>,
     /// Overrides of the policy-wide defaults for this workload.
     #[serde(default)]

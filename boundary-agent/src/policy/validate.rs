@@ -1,6 +1,8 @@
-//! Syntax -> model. Each value was checked as it was read ([`super::values`]); what is left are
+//! Syntax -> model. Each value was checked as it was read ([`super::values`]; interface names
+//! against the agent's interfaces when they are known, see [`Interfaces`]); what is left are
 //! the checks about the document as a whole: the API version, the trust domain every SPIFFE ID
-//! must belong to, unique workload names, an address bound or owned once. Then defaults are
+//! must belong to, unique workload names, an address bound once and owned once on each
+//! interface, interfaces listed once. Then defaults are
 //! filled in, unnamed rules named and each rule's traffic expanded. Errors name the file and
 //! the place in the document (`workloads[2].addresses[0]`); the first one found is reported,
 //! in document order.
@@ -15,12 +17,13 @@ use boundary_common::{Direction, maps::WORKLOAD_NAME_LEN};
 
 use super::{
     fingerprint,
+    interfaces::{self, Interfaces, Owners},
     model::{Policy, Rule, StaticIdentity, Workload},
     spiffe::{SpiffeError, SpiffeId},
     syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
     values::{
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Selector, Traffic,
-        default_failsafe,
+        checking_interfaces, default_failsafe,
     },
 };
 use crate::yaml::{self, YamlError};
@@ -39,14 +42,31 @@ pub enum PolicyError {
 }
 
 impl Policy {
+    /// Reads a policy whose interface names are not checked (see [`Interfaces::unchecked`]).
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = yaml::from_file(path)?;
-        validate(raw, &path.display().to_string())
+        Self::from_file_on(path, &Interfaces::unchecked())
     }
 
+    /// Reads a policy whose interface names are not checked (see [`Interfaces::unchecked`]).
     pub fn from_str(file: &str, text: &str) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = yaml::from_str(file, text)?;
-        validate(raw, file)
+        Self::from_str_on(file, text, &Interfaces::unchecked())
+    }
+
+    /// Reads a policy for a host protecting `interfaces`.
+    pub fn from_file_on(path: &Path, interfaces: &Interfaces) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = checking_interfaces(interfaces.names(), || yaml::from_file(path))?;
+        validate(raw, &path.display().to_string(), interfaces)
+    }
+
+    /// Reads a policy (`text`, from `file`) for a host protecting `interfaces`.
+    pub fn from_str_on(
+        file: &str,
+        text: &str,
+        interfaces: &Interfaces,
+    ) -> Result<Self, PolicyError> {
+        let raw: RawPolicy =
+            checking_interfaces(interfaces.names(), || yaml::from_str(file, text))?;
+        validate(raw, file, interfaces)
     }
 }
 
@@ -77,7 +97,7 @@ impl Document<'_> {
     }
 }
 
-fn validate(raw: RawPolicy, file: &str) -> Result<Policy, PolicyError> {
+fn validate(raw: RawPolicy, file: &str, interfaces: &Interfaces) -> Result<Policy, PolicyError> {
     let top = Document {
         file,
         trust_domain: None,
@@ -94,8 +114,15 @@ fn validate(raw: RawPolicy, file: &str) -> Result<Policy, PolicyError> {
     };
     let identities = identities(raw.identities, &doc)?;
     let workloads = workloads(raw.workloads, raw.defaults, &doc)?;
+    let mut table = BTreeMap::new();
+    for name in workloads.iter().flat_map(|w| &w.interfaces) {
+        let index = interfaces.index(name, &table);
+        table.insert(name.clone(), index);
+    }
     Ok(Policy {
         trust_domain,
+        interfaces: table,
+        interfaces_checked: interfaces.checked(),
         failsafe: raw.failsafe.unwrap_or_else(default_failsafe),
         identities,
         workloads,
@@ -155,15 +182,15 @@ fn identities(raw: Vec<RawIdentity>, doc: &Document) -> Result<Vec<StaticIdentit
     Ok(identities)
 }
 
-/// Workloads: names unique, each address owned by one workload, the policy's defaults filled
-/// in where the workload does not override them.
+/// Workloads: names unique, each address owned by one workload on each interface, the
+/// policy's defaults filled in where the workload does not override them.
 fn workloads(
     raw: Vec<RawWorkload>,
     defaults: Defaults,
     doc: &Document,
 ) -> Result<Vec<Workload>, PolicyError> {
     let mut names = BTreeSet::new();
-    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut owners = Owners::default();
     let mut workloads = Vec::with_capacity(raw.len());
     for (i, w) in raw.into_iter().enumerate() {
         let at = format!("workloads[{i}]");
@@ -180,19 +207,24 @@ fn workloads(
                 "list at least one address".into(),
             ));
         }
+        let interfaces = interfaces::listed(w.interfaces).map_err(|(k, m)| {
+            let at = match k {
+                Some(k) => format!("{at}.interfaces[{k}]"),
+                None => format!("{at}.interfaces"),
+            };
+            doc.invalid(at, m)
+        })?;
         for (j, a) in w.addresses.iter().enumerate() {
-            if let Some(other) = owners.insert(a.0, w.name.clone()) {
-                return Err(doc.invalid(
-                    format!("{at}.addresses[{j}]"),
-                    format!("{} already belongs to workload {other:?}", a.0),
-                ));
-            }
+            owners
+                .claim(a.0, &w.name, &interfaces)
+                .map_err(|m| doc.invalid(format!("{at}.addresses[{j}]"), m))?;
         }
         let ingress = rules(&w.name, &at, Direction::Ingress, w.ingress, doc)?;
         let egress = rules(&w.name, &at, Direction::Egress, w.egress, doc)?;
         workloads.push(Workload {
             name: w.name,
             addresses: w.addresses.into_iter().map(|a| a.0).collect(),
+            interfaces,
             mode: w.mode.unwrap_or(defaults.mode),
             ingress_default: w.defaults.ingress.unwrap_or(defaults.ingress),
             egress_default: w.defaults.egress.unwrap_or(defaults.egress),

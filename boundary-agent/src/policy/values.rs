@@ -3,12 +3,13 @@
 //! error carries the line and column it was written at. The wire shapes only one value reads
 //! through (`RawSelector`, `StringOrNumber`) stay private beside it.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{cell::RefCell, fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::spiffe::SpiffePattern;
+use crate::config::InterfaceName;
 
 use boundary_common::wire::{
     ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_REDIRECT,
@@ -82,6 +83,69 @@ impl TryFrom<String> for HostAddr {
         }
         Ok(Self(addr))
     }
+}
+
+/// An interface a workload is protected on (`interfaces: [eth0]`): a name Linux accepts and,
+/// while a policy is read against an agent's interfaces ([`checking_interfaces`]), one of
+/// those. Checked as serde reads it, so a refusal names the line and column of the name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct WorkloadInterface(pub(super) InterfaceName);
+
+impl<'de> Deserialize<'de> for WorkloadInterface {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WorkloadInterface;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an interface name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WorkloadInterface, E> {
+                WorkloadInterface::try_from(v.to_owned()).map_err(E::custom)
+            }
+        }
+        // Checked in the visitor, while the reader is at the name: its error then carries the
+        // name's own line, column and index (`try_from` would report the list's).
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl TryFrom<String> for WorkloadInterface {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let name = InterfaceName::try_from(s)?;
+        PROTECTED.with_borrow(|protected| match protected {
+            Some(list) if !list.iter().any(|n| n == name.as_str()) => Err(format!(
+                "{:?} is not an interface the agent protects (its config lists {})",
+                name.as_str(),
+                list.join(", ")
+            )),
+            _ => Ok(Self(name)),
+        })
+    }
+}
+
+thread_local! {
+    /// The interfaces the agent protects, while a policy is read against them. serde gives a
+    /// value nothing but its text; this is how the check reaches the value, so that its error
+    /// carries the value's place.
+    static PROTECTED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `read` (a policy's deserialization, on this thread) with `interfaces:` entries checked
+/// against `protected`; `None` checks names only for what Linux accepts.
+pub(super) fn checking_interfaces<T>(
+    protected: Option<Vec<String>>,
+    read: impl FnOnce() -> T,
+) -> T {
+    /// Puts the previous list back, also when `read` panics.
+    struct Restore(Option<Vec<String>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PROTECTED.set(self.0.take());
+        }
+    }
+    let _restore = Restore(PROTECTED.replace(protected));
+    read()
 }
 
 /// A CIDR prefix with no host bits set.

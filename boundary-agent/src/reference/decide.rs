@@ -135,23 +135,27 @@ fn flow(direction: Direction, pkt: &Packet, opening: bool) -> Option<Flow> {
     })
 }
 
-/// Decides a raw frame from compiled entries (tables or live maps).
+/// Decides a raw frame crossing interface `ifindex` in `direction`, from compiled entries
+/// (tables or live maps).
 pub fn decide_frame(
     l: &impl Lookup,
     non_ip: Action,
     state: &mut State,
     direction: Direction,
+    ifindex: u32,
     frame: &[u8],
 ) -> Outcome {
-    decide_frame_with(&Compiled(l), non_ip, state, direction, frame)
+    decide_frame_with(&Compiled(l), non_ip, state, direction, ifindex, frame)
 }
 
-/// Decides a raw frame from any view of the policy.
+/// Decides a raw frame crossing interface `ifindex` in `direction`, from any view of the
+/// policy.
 pub fn decide_frame_with(
     view: &impl PolicyView,
     non_ip: Action,
     state: &mut State,
     direction: Direction,
+    ifindex: u32,
     frame: &[u8],
 ) -> Outcome {
     match parse(frame) {
@@ -166,29 +170,39 @@ pub fn decide_frame_with(
         // about it. It is counted under the workload whose address it carries, if readable.
         Parsed::Malformed { reason, addrs } => {
             let slot = addrs
-                .and_then(|(src, dst)| view.workload(sides(direction, src, dst).0))
+                .and_then(|(src, dst)| view.workload(sides(direction, src, dst).0, ifindex))
                 .map_or(UNPROTECTED_SLOT, |w| w.slot);
             Outcome::plain(slot, reason)
         }
-        Parsed::Ip(pkt) => decide_with(view, state, direction, &pkt),
+        Parsed::Ip(pkt) => decide_with(view, state, direction, ifindex, &pkt),
     }
 }
 
-/// Decides a decoded packet from compiled entries.
-pub fn decide(l: &impl Lookup, state: &mut State, direction: Direction, pkt: &Packet) -> Outcome {
-    decide_with(&Compiled(l), state, direction, pkt)
+/// Decides a decoded packet crossing interface `ifindex` in `direction`, from compiled
+/// entries.
+pub fn decide(
+    l: &impl Lookup,
+    state: &mut State,
+    direction: Direction,
+    ifindex: u32,
+    pkt: &Packet,
+) -> Outcome {
+    decide_with(&Compiled(l), state, direction, ifindex, pkt)
 }
 
-/// Decides a decoded packet from any view of the policy.
+/// Decides a decoded packet crossing interface `ifindex` in `direction`, from any view of the
+/// policy.
 pub fn decide_with(
     view: &impl PolicyView,
     state: &mut State,
     direction: Direction,
+    ifindex: u32,
     pkt: &Packet,
 ) -> Outcome {
     let (local, peer) = sides(direction, pkt.src, pkt.dst);
-    // 1. Only a protected workload's traffic is judged.
-    let Some(w) = view.workload(local) else {
+    // 1. Only a protected workload's traffic is judged: the workload that owns the local
+    //    address on this interface.
+    let Some(w) = view.workload(local, ifindex) else {
         return Outcome::plain(UNPROTECTED_SLOT, Reason::Unprotected);
     };
     let datagram = Datagram {

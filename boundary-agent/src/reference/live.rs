@@ -27,11 +27,16 @@ impl<'a> Live<'a> {
             generation: maps.datapath_config()?.generation,
         })
     }
+
+    /// The generation every answer is about.
+    pub fn generation(&self) -> u8 {
+        self.generation
+    }
 }
 
 impl Lookup for Live<'_> {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.maps.live_endpoint(self.generation, addr)
+    fn endpoint(&self, addr: IpAddr, ifindex: u32) -> Option<Endpoint> {
+        self.maps.live_endpoint(self.generation, addr, ifindex)
     }
 
     fn exact_identity(&self, addr: IpAddr) -> Option<u32> {

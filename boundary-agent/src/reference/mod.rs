@@ -49,13 +49,20 @@
 //! `datapath_follows_the_written_rules_at_the_edges` (tests/tests/differential.rs).
 //!
 //! # The decision for a well-formed IP packet
-//! 1. The workload that owns the local address (destination on ingress, source on egress);
-//!    none: `unprotected`.
+//! A packet crosses the host in a direction on an interface (its interface index: where it
+//! arrived on ingress, where it leaves on egress).
+//! 1. The workload that owns the local address (destination on ingress, source on egress)
+//!    on that interface: one with the address among its addresses and the interface among
+//!    its `interfaces:` (a workload that lists none is on every interface). On any other
+//!    interface its addresses are judged as any other address: another workload's there, or
+//!    none. None: `unprotected`. (A policy gives an address at most one owner per interface.)
+//!    Malformed frames whose addresses could be read are counted under the same workload.
 //! 2. A later fragment takes its first fragment's reason and rule (key: direction, addresses,
 //!    identification, and the protocol: IPv4's, or the Fragment header's Next Header, the
-//!    same in every fragment, RFC 8200 4.5); none seen, or seen under a policy (or flow
-//!    state) no longer in force: `fragment_unknown` (audited in audit mode). A remembered
-//!    reason the datapath does not know: `internal_error`.
+//!    same in every fragment, RFC 8200 4.5; not the interface: the host reassembles
+//!    fragments whichever interface they came in on); none seen, or seen under a policy (or
+//!    flow state) no longer in force: `fragment_unknown` (audited in audit mode). A
+//!    remembered reason the datapath does not know: `internal_error`.
 //! 3. ICMPv6 neighbour discovery (types 133-137), unfragmented: `neighbor_discovery`. A
 //!    fragmented one is judged as any ICMPv6 (RFC 6980: hosts ignore fragmented ND).
 //! 4. The policy: the peer's identity (exact binding, else the longest CIDR identity, else
@@ -70,7 +77,8 @@
 //!    host the error goes back to, of a tracked flow in either direction: conntrack expects
 //!    the quote's answer, or the quote itself as an answer), `audit` (audit mode). The rule matched stays reported.
 //! 6. A packet passed as `policy_allow`, `default_allow` or `failsafe` opens its flow: its
-//!    answer will be `established`. Every allowed flow is tracked, both ways; the datapath
+//!    answer will be `established`, on whichever interface it comes (flows, like the host's
+//!    own connection tracking, are not bound to an interface). Every allowed flow is tracked, both ways; the datapath
 //!    tracks only where a drop could happen, which cannot be told apart.
 //! 7. A first fragment's reason and rule are kept for its datagram.
 

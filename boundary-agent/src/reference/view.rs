@@ -7,20 +7,22 @@ use std::{collections::BTreeMap, net::IpAddr};
 use boundary_common::{
     Direction,
     maps::{
-        Action, Endpoint, IDENTITY_ANY, IDENTITY_WORLD, Mode, PORT_ANY, PolicyValue, RULE_DENY,
-        icmp_port,
+        Action, Endpoint, IDENTITY_ANY, IDENTITY_WORLD, IFINDEX_ANY, Mode, PORT_ANY, PolicyValue,
+        RULE_DENY, icmp_port,
     },
 };
 
 use crate::policy::{
-    DefaultAction, Policy, RuleAction, Selector, Traffic, WorkloadMode,
+    DefaultAction, Policy, RuleAction, Selector, Traffic, Workload, WorkloadMode,
     compile::{RangeKey, RuleKey, Tables},
     spiffe::SpiffeId,
 };
 
 /// Read access to a policy's compiled entries: the compiler's tables, or the live maps.
 pub trait Lookup {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint>;
+    /// The endpoint entry of `addr` on interface `ifindex`: one of a workload that lists that
+    /// interface, or with `IFINDEX_ANY`, one of a workload on every interface.
+    fn endpoint(&self, addr: IpAddr, ifindex: u32) -> Option<Endpoint>;
     fn exact_identity(&self, addr: IpAddr) -> Option<u32>;
     /// Longest-prefix match.
     fn cidr_identity(&self, addr: IpAddr) -> Option<u32>;
@@ -32,8 +34,12 @@ pub trait Lookup {
 }
 
 impl Lookup for Tables {
-    fn endpoint(&self, addr: IpAddr) -> Option<Endpoint> {
-        self.endpoints.get(&addr).copied()
+    fn endpoint(&self, addr: IpAddr, ifindex: u32) -> Option<Endpoint> {
+        if ifindex == IFINDEX_ANY {
+            self.endpoints.get(&addr).copied()
+        } else {
+            self.interface_endpoints.get(&(addr, ifindex)).copied()
+        }
     }
 
     fn exact_identity(&self, addr: IpAddr) -> Option<u32> {
@@ -113,8 +119,8 @@ pub struct Match {
 
 /// What the decision asks of a policy.
 pub trait PolicyView {
-    /// The workload that owns `local`.
-    fn workload(&self, local: IpAddr) -> Option<WorkloadInfo>;
+    /// The workload that owns `local` on the interface numbered `ifindex`.
+    fn workload(&self, local: IpAddr, ifindex: u32) -> Option<WorkloadInfo>;
     /// The peer's identity id: its exact binding, else the longest CIDR identity holding it,
     /// else `world`.
     fn identity(&self, peer: IpAddr) -> u32;
@@ -164,8 +170,16 @@ const PLACES: [(Whom, Ports); 6] = [
 ];
 
 impl<L: Lookup + ?Sized> PolicyView for Compiled<'_, L> {
-    fn workload(&self, local: IpAddr) -> Option<WorkloadInfo> {
-        self.0.endpoint(local).map(|e| WorkloadInfo {
+    /// The compiler gives a workload that lists interfaces an entry on each, and one that
+    /// lists none an entry for every interface; an address has entries of one kind or of
+    /// workloads on different interfaces (validation refuses the rest), so at most one
+    /// applies.
+    fn workload(&self, local: IpAddr, ifindex: u32) -> Option<WorkloadInfo> {
+        let entry = self
+            .0
+            .endpoint(local, ifindex)
+            .or_else(|| self.0.endpoint(local, IFINDEX_ANY));
+        entry.map(|e| WorkloadInfo {
             slot: e.slot,
             audit: e.mode == Mode::Audit as u8,
             ingress_deny: e.ingress_default == Action::Drop as u8,
@@ -306,11 +320,19 @@ fn covers(traffic: Traffic, proto: u8, subject: Subject) -> Option<u8> {
 }
 
 impl PolicyView for ModelView<'_> {
-    fn workload(&self, local: IpAddr) -> Option<WorkloadInfo> {
-        let (&slot, &(i, ..)) = self
-            .workloads
-            .iter()
-            .find(|(_, (i, ..))| self.policy.workloads[*i].addresses.contains(&local))?;
+    /// The workload with `local` among its addresses and the interface among its interfaces
+    /// (all of them when it lists none).
+    fn workload(&self, local: IpAddr, ifindex: u32) -> Option<WorkloadInfo> {
+        let on_interface = |w: &Workload| {
+            w.interfaces.is_empty()
+                || w.interfaces
+                    .iter()
+                    .any(|name| self.policy.interfaces.get(name) == Some(&ifindex))
+        };
+        let (&slot, &(i, ..)) = self.workloads.iter().find(|(_, (i, ..))| {
+            let w = &self.policy.workloads[*i];
+            w.addresses.contains(&local) && on_interface(w)
+        })?;
         let w = &self.policy.workloads[i];
         Some(WorkloadInfo {
             slot,

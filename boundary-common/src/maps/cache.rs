@@ -11,10 +11,12 @@ pub const VERDICT_CACHE_SLOTS: u32 = 2_048;
 /// `log2(VERDICT_CACHE_SLOTS)`.
 pub const VERDICT_CACHE_BITS: u32 = 11;
 /// The global (`[u64; CACHE_KEY_WORDS]`, in the object's .rodata) holding the verdict cache's
-/// per-load hash key: a random multiplier per 32-bit half of a flow's five words, then a
-/// random addend. The loader sets it.
+/// per-load hash key: a random multiplier per 32-bit half of a flow's [`FLOW_WORDS`] words,
+/// then a random addend. The loader sets it.
 pub const CACHE_KEY_GLOBAL: &str = "BND_CACHE_KEY";
-pub const CACHE_KEY_WORDS: usize = 11;
+pub const CACHE_KEY_WORDS: usize = 2 * FLOW_WORDS + 1;
+/// Words of [`VerdictCacheEntry::flow`].
+pub const FLOW_WORDS: usize = 6;
 
 /// The global (`u64`, in the object's .rodata) holding a pause, in nanoseconds, between a
 /// packet's read of the config and its first lookup under it. Zero (no pause, and no code:
@@ -24,18 +26,22 @@ pub const READER_DELAY_GLOBAL: &str = "BND_READER_DELAY_NS";
 /// One entry of [`VERDICT_CACHE_MAP`]: the policy's verdict for one TCP/UDP flow in one
 /// direction, valid while [`DatapathConfig::epoch`] is `epoch`.
 ///
-/// It holds what is a pure function of the flow and the live policy (workload, identity,
-/// rule, the policy reason after failsafe). What can change under it is not cached but
-/// checked cheaply: a cached allow refreshes its conntrack entry every
-/// [`CT_REFRESH_JIFFIES`]; a cached drop asks conntrack whether the packet is an established
-/// reply unless no flow has been recorded since it last said no (see [`CT_INSERTS_MAP`]), or
-/// it said yes less than [`CT_REFRESH_JIFFIES`] ago (see [`VC_REPLY`]).
+/// It holds what is a pure function of the flow, the interface it crosses and the live policy
+/// (workload, identity, rule, the policy reason after failsafe). The interface is part of the
+/// flow: with per-workload `interfaces:` one flow may belong to a workload on one interface
+/// and to none (or another) on the next, and a verdict cached on one must not answer the
+/// other. What can change under it is not cached but checked cheaply: a cached allow
+/// refreshes its conntrack entry every [`CT_REFRESH_JIFFIES`]; a cached drop asks conntrack
+/// whether the packet is an established reply unless no flow has been recorded since it last
+/// said no (see [`CT_INSERTS_MAP`]), or it said yes less than [`CT_REFRESH_JIFFIES`] ago (see
+/// [`VC_REPLY`]).
 /// Fragments, ICMP and other protocols never use the cache.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictCacheEntry {
-    /// The flow as 5 words: (direction, proto, family, 0, sport, dport), source, destination.
-    pub flow: [u64; 5],
+    /// The flow as [`FLOW_WORDS`] words: (direction, proto, family, 0, sport, dport), source,
+    /// destination (two words each), the interface index.
+    pub flow: [u64; FLOW_WORDS],
     pub epoch: u32,
     pub slot: u16,
     /// `Reason` code decided by the policy (or failsafe, or "unprotected").
@@ -68,6 +74,6 @@ pub const VC_REPLY: u8 = 4;
 pub const CT_REFRESH_JIFFIES: u64 = 64;
 
 const _: () = {
-    assert!(size_of::<VerdictCacheEntry>() == 64);
+    assert!(size_of::<VerdictCacheEntry>() == 72);
     assert!(VERDICT_CACHE_SLOTS == 1 << VERDICT_CACHE_BITS);
 };

@@ -13,7 +13,8 @@ use super::{DropEvent, EVENTS_PER_SEC, VerdictCacheEntry, counter_index, port_wo
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
 pub const CONFIG_MAP: &str = "BND_CONFIG";
-/// `HashMap<AddrKey, Endpoint>`: local address -> the workload that owns it.
+/// `HashMap<EndpointKey, Endpoint>`: (local address, interface or any) -> the workload that
+/// owns it there.
 pub const ENDPOINTS_MAP: &str = "BND_ENDPOINTS";
 /// `Array<WorkloadName>`: slot -> name, so pinned counters explain themselves with no agent.
 pub const NAMES_MAP: &str = "BND_NAMES";

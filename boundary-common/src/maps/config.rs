@@ -46,6 +46,10 @@ pub const CFG_HAS_BINDINGS: u8 = 1;
 pub const CFG_HAS_CIDRS: u8 = 2;
 /// ... failsafe entries.
 pub const CFG_HAS_FAILSAFE: u8 = 4;
+/// ... endpoints of workloads that list `interfaces:` (keys with an interface index): the
+/// datapath looks (address, packet's interface) up before (address, any interface). Without
+/// it, one lookup, as if the interface did not exist.
+pub const CFG_HAS_IFACE_ENDPOINTS: u8 = 8;
 
 impl DatapathConfig {
     pub const fn new(non_ip: Action, generation: u8, flags: u8) -> Self {

@@ -6,7 +6,8 @@ use core::mem::size_of;
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{
-    Action, COUNTERS_MAP, ENDPOINTS_MAP, IDENTITIES_MAP, MAX_WORKLOADS, Mode, NAMES_MAP, RANGES_MAP,
+    Action, CFG_HAS_IFACE_ENDPOINTS, COUNTERS_MAP, ENDPOINTS_MAP, IDENTITIES_MAP, MAX_WORKLOADS,
+    Mode, NAMES_MAP, RANGES_MAP,
 };
 
 /// Slot 0 counts traffic for addresses no workload claims (and malformed packets whose
@@ -19,8 +20,8 @@ pub const UNPROTECTED_NAME: &str = "(unprotected)";
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
 
-/// Key of [`ENDPOINTS_MAP`] and [`IDENTITIES_MAP`]: an address (IPv4 in the first four bytes,
-/// zeros after) in a generation.
+/// Key of [`IDENTITIES_MAP`]: an address (IPv4 in the first four bytes, zeros after) in a
+/// generation.
 // Aligned so that the datapath copies an address into a key as words, not byte by byte
 // (alignment changes no offset and no size: the ABI is the same).
 #[repr(C, align(4))]
@@ -38,6 +39,40 @@ impl AddrKey {
             family,
             generation,
             pad: [0; 2],
+            addr,
+        }
+    }
+}
+
+/// [`EndpointKey::ifindex`] of an address a workload owns on every protected interface.
+pub const IFINDEX_ANY: u32 = 0;
+
+/// Key of [`ENDPOINTS_MAP`]: a local address (as in [`AddrKey`]) in a generation, on one
+/// interface (`ifindex`, as the kernel numbers it in the agent's network namespace) or on
+/// every protected interface ([`IFINDEX_ANY`]).
+///
+/// The interface is a whole `u32` rather than squeezed into `AddrKey`'s two pad bytes: a
+/// long-running host that creates and deletes veths (containers) numbers its interfaces past
+/// 65535. Only a policy with per-workload `interfaces:` has keys other than [`IFINDEX_ANY`]
+/// ([`CFG_HAS_IFACE_ENDPOINTS`] says so), and only then does the datapath look a packet's
+/// interface up first.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    pub family: u8,
+    pub generation: u8,
+    pub pad: [u8; 2],
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+}
+
+impl EndpointKey {
+    pub const fn new(generation: u8, family: u8, ifindex: u32, addr: [u8; 16]) -> Self {
+        Self {
+            family,
+            generation,
+            pad: [0; 2],
+            ifindex,
             addr,
         }
     }
@@ -89,6 +124,7 @@ pub struct WorkloadName {
 
 const _: () = {
     assert!(size_of::<AddrKey>() == 20);
+    assert!(size_of::<EndpointKey>() == 24);
     assert!(size_of::<Endpoint>() == 8);
     assert!(size_of::<WorkloadName>() == WORKLOAD_NAME_LEN);
 };

@@ -5,13 +5,14 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint, EventBudget, FlowKey,
-    FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, WorkloadName,
+    AddrKey, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint, EndpointKey, EventBudget,
+    FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
 unsafe impl aya::Pod for AddrKey {}
 unsafe impl aya::Pod for Endpoint {}
+unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for FlowKey {}

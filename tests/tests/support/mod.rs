@@ -44,6 +44,30 @@ pub struct Kernel {
     /// Ingress runs through the TC ingress program instead of XDP (`XDP_PASS`/`XDP_DROP` are
     /// then reported as the TC program's pass/drop, so tests read the same either way).
     pub tc_ingress: bool,
+    /// The interface packets cross (see [`run_context`]); 0: none given, so the kernel runs
+    /// them on loopback (index 1).
+    pub ifindex: u32,
+}
+
+/// The `BPF_PROG_TEST_RUN` context that puts a frame of `len` bytes on the interface numbered
+/// `ifindex`: an `xdp_md` whose `ingress_ifindex` it is for XDP, an `__sk_buff` whose
+/// `ifindex` it is for TC (`skb->dev`: the kernel runs an skb on loopback unless told
+/// otherwise). The interface must exist in the calling thread's network namespace.
+pub fn run_context(xdp: bool, len: usize, ifindex: u32) -> Vec<u8> {
+    let mut ctx;
+    if xdp {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. The kernel wants data_end to be the frame's length.
+        ctx = vec![0u8; 24];
+        ctx[4..8].copy_from_slice(&u32::try_from(len).expect("frame length").to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    } else {
+        // struct __sk_buff (192 bytes): ifindex at 40, every field the kernel does not
+        // accept from the caller zero.
+        ctx = vec![0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    }
+    ctx
 }
 
 /// What one packet did: the program's return value and the single counter it moved.
@@ -86,6 +110,7 @@ impl Kernel {
         Self {
             dp,
             tc_ingress: false,
+            ifindex: 0,
         }
     }
 
@@ -151,8 +176,11 @@ impl Kernel {
         direction: Direction,
         frame: &[u8],
     ) -> Result<u32, aya::programs::ProgramError> {
+        let xdp = direction == Direction::Ingress && !self.tc_ingress;
+        let ctx = run_context(xdp, frame.len(), self.ifindex);
         let opts = TestRunOptions {
             data_in: Some(frame),
+            ctx_in: (self.ifindex != 0).then_some(ctx.as_slice()),
             repeat: 1,
             ..Default::default()
         };
@@ -166,8 +194,11 @@ impl Kernel {
 
     /// One `BPF_PROG_TEST_RUN` of the program for `direction`; its return value.
     pub fn test_run(&mut self, direction: Direction, frame: &[u8]) -> u32 {
+        let xdp = direction == Direction::Ingress && !self.tc_ingress;
+        let ctx = run_context(xdp, frame.len(), self.ifindex);
         let opts = TestRunOptions {
             data_in: Some(frame),
+            ctx_in: (self.ifindex != 0).then_some(ctx.as_slice()),
             repeat: 1,
             ..Default::default()
         };
@@ -208,6 +239,7 @@ impl Kernel {
         Self {
             dp: Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)"),
             tc_ingress: false,
+            ifindex: 0,
         }
     }
 

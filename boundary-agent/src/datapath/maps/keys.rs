@@ -4,13 +4,16 @@ use std::net::IpAddr;
 
 use aya::maps::lpm_trie::Key;
 use boundary_common::maps::{
-    self as abi, AddrKey, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, FAILSAFE_KEY_FIXED_BITS,
+    self as abi, AddrKey, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, EndpointKey, FAILSAFE_KEY_FIXED_BITS,
     FAILSAFE_KEY_LEN, FAMILY_IPV4, FAMILY_IPV6, PolicyKey, RANGE_KEY_FIXED_BITS, RANGE_KEY_LEN,
     cidr_key_data, failsafe_key_data, range_key_data,
 };
 use ipnet::IpNet;
 
-use crate::policy::compile::{RangeKey, RuleKey};
+use crate::policy::{
+    Tables,
+    compile::{RangeKey, RuleKey},
+};
 
 pub(super) fn family_addr(addr: IpAddr) -> (u8, [u8; 16]) {
     match addr {
@@ -23,6 +26,15 @@ pub(super) fn family_addr(addr: IpAddr) -> (u8, [u8; 16]) {
     }
 }
 
+/// The address a key's family and 16 bytes stand for (`None` for an unknown family).
+pub(super) fn addr_of(family: u8, a: [u8; 16]) -> Option<IpAddr> {
+    match family {
+        FAMILY_IPV4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+        FAMILY_IPV6 => Some(IpAddr::from(a)),
+        _ => None,
+    }
+}
+
 pub(super) fn addr_bits(addr: IpAddr) -> u32 {
     if addr.is_ipv4() { 32 } else { 128 }
 }
@@ -30,6 +42,26 @@ pub(super) fn addr_bits(addr: IpAddr) -> u32 {
 pub(super) fn addr_key(generation: u8, addr: IpAddr) -> AddrKey {
     let (family, a) = family_addr(addr);
     AddrKey::new(generation, family, a)
+}
+
+/// The endpoint key of `addr` on interface `ifindex` (`IFINDEX_ANY`: every interface).
+pub(super) fn endpoint_key(generation: u8, addr: IpAddr, ifindex: u32) -> EndpointKey {
+    let (family, a) = family_addr(addr);
+    EndpointKey::new(generation, family, ifindex, a)
+}
+
+/// The endpoint keys of `t` in generation `g`: those on every interface, then those on one, in
+/// the order of their values in `Tables`.
+pub(super) fn endpoint_keys(g: u8, t: &Tables) -> Vec<EndpointKey> {
+    t.endpoints
+        .keys()
+        .map(|a| endpoint_key(g, *a, abi::IFINDEX_ANY))
+        .chain(
+            t.interface_endpoints
+                .keys()
+                .map(|&(a, ifindex)| endpoint_key(g, a, ifindex)),
+        )
+        .collect()
 }
 
 pub(super) fn cidr_key(generation: u8, net: IpNet) -> Key<[u8; CIDR_KEY_LEN]> {

@@ -30,10 +30,10 @@ use std::{collections::BTreeMap, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::LpmTrie};
 use boundary_common::maps::{
     self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP,
-    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, Endpoint, EventBudget,
-    FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue,
-    IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP,
-    RULE_HITS_MAP, WorkloadName,
+    CounterRow, DatapathConfig, ENDPOINTS_MAP, EVENT_BUDGET_MAP, Endpoint, EndpointKey,
+    EventBudget, FAILSAFE_KEY_LEN, FAILSAFE_MAP, FRAGMENTS_MAP, FlowKey, FlowValue, FragKey,
+    FragValue, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey, PolicyValue, RANGE_KEY_LEN,
+    RANGES_MAP, RULE_HITS_MAP, WorkloadName,
 };
 use boundary_common::name::decode_name;
 
@@ -95,7 +95,7 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
 /// The datapath's maps.
 pub struct Maps {
     config: ConfigEntry,
-    endpoints: HashMap<MapData, AddrKey, Endpoint>,
+    endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     names: Array<MapData, WorkloadName>,
     counters: PerCpuArray<MapData, CounterRow>,
     identities: HashMap<MapData, AddrKey, u32>,
@@ -243,7 +243,7 @@ impl Maps {
 
     /// Read-only handles, for inspection (`status`, tests, the bench): a `&` handle cannot
     /// insert or delete.
-    pub fn endpoints_map(&self) -> &HashMap<MapData, AddrKey, Endpoint> {
+    pub fn endpoints_map(&self) -> &HashMap<MapData, EndpointKey, Endpoint> {
         &self.endpoints
     }
 

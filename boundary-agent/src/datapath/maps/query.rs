@@ -16,13 +16,27 @@ use crate::policy::compile::{RangeKey, RuleKey};
 
 use super::{
     Maps,
-    keys::{addr_bits, addr_key, family_addr, policy_key, range_key},
+    keys::{addr_bits, addr_key, addr_of, endpoint_key, family_addr, policy_key, range_key},
 };
 
 impl Maps {
-    /// The workload that owns `addr`.
-    pub fn live_endpoint(&self, generation: u8, addr: IpAddr) -> Option<Endpoint> {
-        self.endpoints.get(&addr_key(generation, addr), 0).ok()
+    /// The endpoint entry of `addr` on interface `ifindex` (`IFINDEX_ANY`: the entry for every
+    /// interface), as one lookup finds it.
+    pub fn live_endpoint(&self, generation: u8, addr: IpAddr, ifindex: u32) -> Option<Endpoint> {
+        self.endpoints
+            .get(&endpoint_key(generation, addr, ifindex), 0)
+            .ok()
+    }
+
+    /// Every endpoint entry of `generation`: (address, interface index or
+    /// `IFINDEX_ANY`, endpoint). One read per entry: for `status` and `trace`, not for a loop.
+    pub fn live_endpoints(&self, generation: u8) -> Vec<(IpAddr, u32, Endpoint)> {
+        self.endpoints
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.generation == generation)
+            .filter_map(|(k, e)| Some((addr_of(k.family, k.addr)?, k.ifindex, e)))
+            .collect()
     }
 
     /// The identity bound to exactly `addr`.

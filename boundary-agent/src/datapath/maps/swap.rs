@@ -9,8 +9,8 @@ use aya::{
 };
 use boundary_common::maps::{
     self as abi, AddrKey, CIDR_KEY_LEN, CIDRS_MAP, COUNTERS_MAP, CounterRow, ENDPOINTS_MAP,
-    Endpoint, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP, PolicyKey,
-    PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
+    Endpoint, EndpointKey, FAILSAFE_KEY_LEN, FAILSAFE_MAP, IDENTITIES_MAP, NAMES_MAP, POLICY_MAP,
+    PolicyKey, PolicyValue, RANGE_KEY_LEN, RANGES_MAP, WorkloadName,
 };
 use boundary_common::name::encode_name;
 use tracing::warn;
@@ -20,7 +20,7 @@ use crate::policy::{RuleTable, Tables};
 
 use super::{
     Installed, Maps, MapsError,
-    keys::{addr_key, cidr_key, failsafe_key, policy_key, port_bitmap, range_key},
+    keys::{addr_key, cidr_key, endpoint_keys, failsafe_key, policy_key, port_bitmap, range_key},
     map_err,
 };
 
@@ -36,6 +36,9 @@ fn config_flags(t: &Tables) -> u8 {
     if !t.failsafe.is_empty() {
         f |= abi::CFG_HAS_FAILSAFE;
     }
+    if !t.interface_endpoints.is_empty() {
+        f |= abi::CFG_HAS_IFACE_ENDPOINTS;
+    }
     f
 }
 
@@ -44,7 +47,7 @@ fn config_flags(t: &Tables) -> u8 {
 /// compiled tables they come from take several times that.
 #[derive(Default)]
 pub(super) struct GenerationKeys {
-    endpoints: Vec<AddrKey>,
+    endpoints: Vec<EndpointKey>,
     identities: Vec<AddrKey>,
     cidrs: Vec<Key<[u8; CIDR_KEY_LEN]>>,
     policy: Vec<PolicyKey>,
@@ -56,7 +59,7 @@ impl GenerationKeys {
     /// The keys `t` has in generation `g`, in the tables' order.
     fn of(g: u8, t: &Tables) -> Self {
         Self {
-            endpoints: t.endpoints.keys().map(|a| addr_key(g, *a)).collect(),
+            endpoints: endpoint_keys(g, t),
             identities: t.identities.keys().map(|a| addr_key(g, *a)).collect(),
             cidrs: t.cidrs.keys().map(|n| cidr_key(g, *n)).collect(),
             policy: t.policy.keys().map(|k| policy_key(g, k)).collect(),
@@ -340,7 +343,12 @@ impl Maps {
         keys: &GenerationKeys,
         w: &mut Written,
     ) -> Result<(), MapsError> {
-        let values: Vec<Endpoint> = t.endpoints.values().copied().collect();
+        let values: Vec<Endpoint> = t
+            .endpoints
+            .values()
+            .chain(t.interface_endpoints.values())
+            .copied()
+            .collect();
         write_map(
             &mut self.endpoints,
             ENDPOINTS_MAP,
@@ -444,7 +452,7 @@ impl Maps {
 
     /// The keys of both generations, read from the keyed maps entry by entry.
     fn scan_generations(&self) -> [GenerationKeys; 2] {
-        let [e0, e1] = by_generation(self.endpoints.keys(), |k: &AddrKey| k.generation);
+        let [e0, e1] = by_generation(self.endpoints.keys(), |k: &EndpointKey| k.generation);
         let [i0, i1] = by_generation(self.identities.keys(), |k: &AddrKey| k.generation);
         let [c0, c1] = by_generation(self.cidrs.keys(), |k: &Key<_>| k.data()[0]);
         let [p0, p1] = by_generation(self.policy.keys(), |k: &PolicyKey| k.generation);

@@ -1,6 +1,8 @@
 //! Pass 6: endpoints. Each protected address gets its workload's slot, mode and defaults, and
 //! flags that let the datapath skip what cannot apply: lookups in directions with no rules, or
-//! no rules about peers, or no ranges, and conntrack where nothing could be dropped.
+//! no rules about peers, or no ranges, and conntrack where nothing could be dropped. A workload
+//! that lists interfaces gets an entry per (address, interface) instead of one per address,
+//! keyed by the index the policy gives each interface name.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -19,13 +21,21 @@ use crate::policy::{
     values::{DefaultAction, RuleAction, Selector, WorkloadMode},
 };
 
-/// Protected address -> endpoint, for every workload. `ranges` are the range-trie entries.
+/// Endpoints on every interface, and on one.
+pub(super) type Built = (
+    BTreeMap<IpAddr, Endpoint>,
+    BTreeMap<(IpAddr, u32), Endpoint>,
+);
+
+/// Protected address -> endpoint, for every workload: on every interface for those that list
+/// none, else (address, interface index) -> endpoint. `ranges` are the range-trie entries.
 pub(super) fn build(
     policy: &Policy,
     slot_of: &BTreeMap<&str, u16>,
     ranges: &BTreeMap<RangeKey, PolicyValue>,
-) -> BTreeMap<IpAddr, Endpoint> {
+) -> Built {
     let mut endpoints = BTreeMap::new();
+    let mut on_interfaces = BTreeMap::new();
     for w in &policy.workloads {
         let slot = slot_of[w.name.as_str()];
         let value = Endpoint {
@@ -40,10 +50,15 @@ pub(super) fn build(
             pad: [0; 2],
         };
         for a in &w.addresses {
-            endpoints.insert(*a, value);
+            if w.interfaces.is_empty() {
+                endpoints.insert(*a, value);
+            }
+            for name in &w.interfaces {
+                on_interfaces.insert((*a, policy.interfaces[name]), value);
+            }
         }
     }
-    endpoints
+    (endpoints, on_interfaces)
 }
 
 /// The `EP_*` bits of workload `w`, in `slot`.
@@ -162,7 +177,8 @@ workloads:
   - { name: w, addresses: [10.0.0.1, \"fd00::1\"], mode: audit, defaults: { egress: deny } }
 ",
         );
-        let endpoints = build(&p, &BTreeMap::from([("w", 3)]), &BTreeMap::new());
+        let (endpoints, on_interfaces) = build(&p, &BTreeMap::from([("w", 3)]), &BTreeMap::new());
+        assert!(on_interfaces.is_empty());
         let want = Endpoint {
             slot: 3,
             mode: Mode::Audit as u8,
@@ -173,5 +189,40 @@ workloads:
         };
         assert_eq!(endpoints.len(), 2);
         assert!(endpoints.values().all(|e| *e == want), "{endpoints:?}");
+    }
+
+    #[test]
+    fn a_workload_on_some_interfaces_gets_an_entry_on_each_and_none_for_every_interface() {
+        let p = parse(
+            "apiVersion: boundary.dev/v1
+workloads:
+  - { name: w, addresses: [10.0.0.1, \"fd00::1\"], interfaces: [eth1, eth0] }
+  - { name: v, addresses: [10.0.0.1], interfaces: [eth2] }
+  - { name: u, addresses: [10.0.0.2] }
+",
+        );
+        let (index, addr) = (
+            |n: &str| p.interfaces[n],
+            |s: &str| s.parse::<IpAddr>().expect("address"),
+        );
+        let slots = BTreeMap::from([("w", 1), ("v", 2), ("u", 3)]);
+        let (everywhere, on_interfaces) = build(&p, &slots, &BTreeMap::new());
+        assert_eq!(
+            everywhere.keys().copied().collect::<Vec<_>>(),
+            [addr("10.0.0.2")]
+        );
+        let placed: Vec<(IpAddr, u32, u16)> = on_interfaces
+            .iter()
+            .map(|(&(a, i), e)| (a, i, e.slot))
+            .collect();
+        let mut want = vec![
+            (addr("10.0.0.1"), index("eth1"), 1),
+            (addr("10.0.0.1"), index("eth0"), 1),
+            (addr("fd00::1"), index("eth1"), 1),
+            (addr("fd00::1"), index("eth0"), 1),
+            (addr("10.0.0.1"), index("eth2"), 2),
+        ];
+        want.sort_unstable();
+        assert_eq!(placed, want);
     }
 }

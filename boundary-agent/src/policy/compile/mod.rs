@@ -8,7 +8,8 @@
 //! 3. `identities`: peers classed by the rules that select them.
 //! 4. `entries`: each identity's rules as policy-map and range-trie entries.
 //! 5. `entries`: each range prefix inherits the verdicts of the ranges around it.
-//! 6. `endpoints`: per-address workload entries, with flags for what the datapath may skip.
+//! 6. `endpoints`: per-address workload entries (per address and interface for workloads
+//!    that list interfaces), with flags for what the datapath may skip.
 //! 7. here: the failsafe entries, as written.
 //! 8. `rules`: rule ids, kept across reloads by fingerprint; the entries and the tables
 //!    written in positions until then are given them here.
@@ -80,10 +81,11 @@ pub fn compile_keeping(
     let peers = identities::classify(policy, &placed);
     let (entries, mut ranges) = entries::expand(&placed, &peers);
     entries::inherit_covering_ranges(&mut ranges);
-    let endpoints = endpoints::build(policy, &slot_of, &ranges);
+    let (endpoints, interface_endpoints) = endpoints::build(policy, &slot_of, &ranges);
     let mut t = Tables {
         names,
         endpoints,
+        interface_endpoints,
         identities: peers.exact,
         cidrs: peers.cidrs,
         policy: entries,

@@ -81,7 +81,11 @@ pub struct IdentityInfo {
 pub struct Tables {
     /// Slot -> workload name, for every slot in use (never slot 0).
     pub names: BTreeMap<u16, String>,
+    /// Local address -> its workload, on every protected interface.
     pub endpoints: BTreeMap<IpAddr, Endpoint>,
+    /// (local address, interface index) -> its workload on that interface only: workloads
+    /// that list `interfaces:`.
+    pub interface_endpoints: BTreeMap<(IpAddr, u32), Endpoint>,
     /// Exact peer address -> identity.
     pub identities: BTreeMap<IpAddr, u32>,
     /// Peer prefix -> identity.
@@ -101,7 +105,10 @@ impl Tables {
     pub fn entry_counts(&self) -> Vec<(&'static str, u64)> {
         use boundary_common::maps as abi;
         vec![
-            (abi::ENDPOINTS_MAP, self.endpoints.len() as u64),
+            (
+                abi::ENDPOINTS_MAP,
+                (self.endpoints.len() + self.interface_endpoints.len()) as u64,
+            ),
             (abi::IDENTITIES_MAP, self.identities.len() as u64),
             (abi::CIDRS_MAP, self.cidrs.len() as u64),
             (abi::POLICY_MAP, self.policy.len() as u64),
