@@ -5,6 +5,7 @@
 //! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
 
 mod memory;
+mod notify;
 
 use std::{
     path::Path,
@@ -150,6 +151,8 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
         lock(&self.state).ready = true;
+        let notify = notify::Notifier::from_env();
+        notify.ready(&self.status());
         info!(
             interfaces = self.config.interfaces.len(),
             workloads = self.workloads,
@@ -174,17 +177,34 @@ impl Agent {
                 continue;
             }
             last = digest;
-            self.reload(now, if forced { "SIGHUP" } else { "file change" });
+            notify.reloading();
+            let applied = self.reload(now, if forced { "SIGHUP" } else { "file change" });
+            let refused = if applied {
+                ""
+            } else {
+                "; the last reload was refused"
+            };
+            notify.ready(&format!("{}{refused}", self.status()));
         }
+        notify.stopping();
         info!(
             "stopping; the datapath stays attached and pinned (boundary-agent detach removes it)"
         );
         Ok(())
     }
 
+    /// One line for the service manager (`systemctl status`).
+    fn status(&self) -> String {
+        format!(
+            "enforcing {} workloads on {} interfaces",
+            self.workloads,
+            self.config.interfaces.len()
+        )
+    }
+
     /// Parses and applies the policy file (`bytes`, just read); a refusal keeps the running
-    /// policy and is counted.
-    fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) {
+    /// policy, is counted and returns false.
+    fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) -> bool {
         let started = Instant::now();
         let path = self.config.policy.clone();
         let result = memory::off_main_arena(|| parse_policy(&path, bytes)).and_then(|p| {
@@ -201,10 +221,12 @@ impl Agent {
                     trigger,
                     "policy reloaded"
                 );
+                true
             }
             Err(e) => {
                 lock(&self.state).reloads_failed += 1;
                 error!(error = %e, "policy reload refused; the running policy stays");
+                false
             }
         }
     }
