@@ -314,3 +314,5 @@ fn read_dir(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod under_systemd;

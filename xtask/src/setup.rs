@@ -51,9 +51,9 @@ const APT: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("ethtool", "ethtool"),
-    // The systemd unit's tests (xtask/src/install/tests.rs): `systemd-analyze verify` and
-    // `security`, `systemctl --root enable`. Debian's systemd package; it does not make
-    // systemd the init of a machine that runs another.
+    // The systemd unit's tests (xtask/src/install/): `systemd-analyze verify` and `security`,
+    // `systemctl --root enable`, and systemd itself, booted in a namespace to run the unit.
+    // Debian's systemd package; installing it does not make systemd the machine's init.
     ("systemd-analyze", "systemd"),
 ];
 

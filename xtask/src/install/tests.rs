@@ -10,7 +10,7 @@ use super::*;
 
 /// Whether `tool` is installed. Missing: skipped with a reason, but a failure under `CI=true`
 /// (`cargo xtask setup` installs it with the `systemd` package).
-fn require_tool(test: &str, tool: &str) -> bool {
+pub(super) fn require_tool(test: &str, tool: &str) -> bool {
     if setup::find_command(tool).is_some() {
         return true;
     }
@@ -24,10 +24,10 @@ fn require_tool(test: &str, tool: &str) -> bool {
 }
 
 /// A directory under the system's temp dir, removed on drop.
-struct TempRoot(PathBuf);
+pub(super) struct TempRoot(pub(super) PathBuf);
 
 impl TempRoot {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(unique_name(&format!("boundary-install-{tag}")));
         fs::create_dir_all(&dir).expect("create temp root");
         Self(dir)
@@ -77,7 +77,7 @@ fn unit_setting(key: &str) -> &'static str {
         .unwrap_or_else(|| panic!("the unit sets {key}="))
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
+pub(super) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
