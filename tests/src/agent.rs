@@ -1,6 +1,7 @@
 //! The agent as a real process inside a namespace, stopped by PID on drop.
 
 use std::{
+    ffi::OsStr,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -136,6 +137,17 @@ impl AgentProcess {
         config: &Path,
         args: &[&str],
     ) -> Result<Self, (Option<i32>, String)> {
+        Self::try_start_with_env(netns, config, args, &[])
+    }
+
+    /// [`AgentProcess::try_start`] with extra environment variables for the agent (such as
+    /// `NOTIFY_SOCKET`).
+    pub fn try_start_with_env(
+        netns: &NetNs,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Result<Self, (Option<i32>, String)> {
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", netns.path().display()))
             .arg("--")
@@ -145,6 +157,7 @@ impl AgentProcess {
             .arg(config)
             .args(args)
             .env("BOUNDARY_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod install;
 mod setup;
 mod test;
 
@@ -31,6 +32,17 @@ enum Task {
     ///
     /// Needs root. About 10 minutes on 2 vCPUs once built (--quick: about 5).
     Bench(bench::Args),
+    /// Install the agent as a systemd service: the release binary in /usr/local/bin, the unit
+    /// in /etc/systemd/system, the example agent.yaml and policy.yaml in /etc/boundary (an
+    /// existing one is never overwritten), then `systemctl daemon-reload` if systemd runs.
+    ///
+    /// Example: sudo cargo xtask install && sudo systemctl enable --now boundary-agent
+    Install(install::InstallArgs),
+    /// Remove what `install` put, but configuration changed since (kept, and said so). Refuses
+    /// while the pinned datapath is there: `boundary-agent detach` first.
+    ///
+    /// Example: sudo systemctl stop boundary-agent && sudo boundary-agent detach && sudo cargo xtask uninstall
+    Uninstall(install::UninstallArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Install(args) => install::install(&args),
+        Task::Uninstall(args) => install::uninstall(&args),
     }
 }
 

@@ -51,19 +51,29 @@ const APT: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("ethtool", "ethtool"),
+    // The systemd unit's tests (xtask/src/install/): `systemd-analyze verify` and `security`,
+    // `systemctl --root enable`, and systemd itself, booted in a namespace to run the unit.
+    // Debian's systemd package; installing it does not make systemd the machine's init.
+    ("systemd-analyze", "systemd"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
     let start = Instant::now();
     step("apt packages", apt)?;
-    step("rust toolchains", toolchains)?;
-    step("bpf-linker", bpf_linker)?;
+    build_tools()?;
     step("bpffs", bpffs)?;
     eprintln!(
         "xtask: setup complete in {:.2} s",
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// What building the agent needs beyond the stable toolchain: the pinned nightly with
+/// `rust-src` and bpf-linker (`cargo xtask install` builds with nothing else).
+pub fn build_tools() -> anyhow::Result<()> {
+    step("rust toolchains", toolchains)?;
+    step("bpf-linker", bpf_linker)
 }
 
 fn step(name: &str, f: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 
 pub mod confirm;
 mod memory;
+mod notify;
 
 use std::{
     path::Path,
@@ -173,6 +174,8 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
         lock(&self.state).ready = true;
+        let notify = notify::Notifier::from_env();
+        notify.ready(&self.status());
         info!(
             interfaces = self.config.interfaces.len(),
             workloads = self.workloads,
@@ -187,8 +190,9 @@ impl Agent {
                 _ = hup.recv() => true,
                 _ = poll.tick() => false,
             };
-            self.tick(forced);
+            self.tick(forced, &notify);
         }
+        notify.stopping();
         info!(
             "stopping; the datapath stays attached and pinned (boundary-agent detach removes it)"
         );
@@ -197,7 +201,7 @@ impl Agent {
 
     /// Reads the policy file and applies what the commit-confirm state says to (the file, or
     /// the policy a rollback put back), if it is not what was last tried or `forced`.
-    fn tick(&mut self, forced: bool) {
+    fn tick(&mut self, forced: bool, notify: &notify::Notifier) {
         let file = std::fs::read(&self.config.policy).ok();
         let file_digest = file.as_deref().map(confirm::digest);
         let plan = file_digest
@@ -232,12 +236,28 @@ impl Agent {
             return;
         }
         self.tried = digest;
-        self.reload(bytes, trigger);
+        notify.reloading();
+        let applied = self.reload(bytes, trigger);
+        let refused = if applied {
+            ""
+        } else {
+            "; the last reload was refused"
+        };
+        notify.ready(&format!("{}{refused}", self.status()));
+    }
+
+    /// One line for the service manager (`systemctl status`).
+    fn status(&self) -> String {
+        format!(
+            "enforcing {} workloads on {} interfaces",
+            self.workloads,
+            self.config.interfaces.len()
+        )
     }
 
     /// Parses and applies the policy file (`bytes`, just read); a refusal keeps the running
-    /// policy and is counted.
-    fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) {
+    /// policy, is counted and returns false.
+    fn reload(&mut self, bytes: Option<Vec<u8>>, trigger: &'static str) -> bool {
         let started = Instant::now();
         let path = self.config.policy.clone();
         let interfaces = &self.interfaces;
@@ -256,10 +276,12 @@ impl Agent {
                     trigger,
                     "policy reloaded"
                 );
+                true
             }
             Err(e) => {
                 lock(&self.state).reloads_failed += 1;
                 error!(error = %crate::report::chain(&e), "policy reload refused; the running policy stays");
+                false
             }
         }
     }
