@@ -24,7 +24,7 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions};
 use boundary_agent::{
     datapath::{Datapath, LoadOptions, PinLayout},
-    policy::{self, Policy},
+    policy::{self, Policy, Tables},
 };
 use boundary_common::maps::Action;
 use boundary_tests::{
@@ -64,55 +64,83 @@ impl Drop for PinDir {
     }
 }
 
-/// Runs one packet through the paused reader while the writer swaps: the reader's verdict, and
-/// whether the swap returned only after the reader did (it waited for a packet in flight).
-fn race(grace: bool, sport: u16) -> (u32, bool) {
-    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-swap")));
-    let layout = PinLayout::new(&pins.0);
-    let mut writer = Datapath::load(layout.clone(), 8).expect("load with pinned maps (root)");
-    if !grace {
-        writer.skip_grace_period_for_tests();
-    }
-    let policy = Policy::from_str("p.yaml", POLICY).expect("valid");
-    let tables =
-        policy::compile(&policy, &writer.maps().slot_table().expect("slots"), 8).expect("compiles");
-    writer.apply(&tables, Action::Pass).expect("apply");
-    let reader = Datapath::load_with(
-        Some(layout),
-        &LoadOptions {
-            max_workloads: 8,
-            reader_delay_ns: u64::try_from(PAUSE.as_nanos()).expect("fits"),
-            ..LoadOptions::default()
-        },
-    )
-    .expect("load the paused reader on the same pins");
+/// A writer datapath on fresh pins, and a reader on the same pins that pauses `PAUSE` between
+/// its config read and its endpoint lookup.
+struct Race {
+    writer: Datapath,
+    reader: Datapath,
+    _pins: PinDir,
+}
 
-    let frame = packets::v4(CLIENT, SERVER, L4::Udp { sport, dport: 9 }, b"x");
-    let (started, running) = mpsc::channel();
-    let verdict = thread::scope(|s| {
-        let run = s.spawn(|| {
-            started.send(()).expect("main waits");
-            let verdict = reader
-                .xdp_program()
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    repeat: 1,
-                    ..Default::default()
-                })
-                .expect("BPF_PROG_TEST_RUN")
-                .return_value;
-            (verdict, Instant::now())
-        });
-        running.recv().expect("the reader started");
-        thread::sleep(HEAD_START);
-        writer.apply(&tables, Action::Pass).expect("swap");
-        let swapped = Instant::now();
-        let (verdict, read) = run.join().expect("the reader thread");
-        (verdict, swapped >= read)
-    });
-    drop(writer);
-    drop(reader);
-    verdict
+impl Race {
+    /// With `first` installed; `grace` false skips the swap's wait (the control arm).
+    fn new(tag: &str, grace: bool, first: &str) -> Self {
+        let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name(tag)));
+        let layout = PinLayout::new(&pins.0);
+        let mut writer = Datapath::load(layout.clone(), 8).expect("load with pinned maps (root)");
+        if !grace {
+            writer.skip_grace_period_for_tests();
+        }
+        let reader = Datapath::load_with(
+            Some(layout),
+            &LoadOptions {
+                max_workloads: 8,
+                reader_delay_ns: u64::try_from(PAUSE.as_nanos()).expect("fits"),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load the paused reader on the same pins");
+        let mut race = Self {
+            writer,
+            reader,
+            _pins: pins,
+        };
+        let tables = race.compile(first);
+        race.writer.apply(&tables, Action::Pass).expect("apply");
+        race
+    }
+
+    fn compile(&self, text: &str) -> Tables {
+        let p = Policy::from_str("p.yaml", text).expect("valid");
+        policy::compile(&p, &self.writer.maps().slot_table().expect("slots"), 8).expect("compiles")
+    }
+
+    /// Runs one packet from `CLIENT`:`sport` to `SERVER`:9 through the paused reader while
+    /// the writer installs `next`: the reader's verdict, and whether the swap returned only
+    /// after the reader did (it waited for a packet in flight).
+    fn swap_under(&mut self, next: &Tables, sport: u16) -> (u32, bool) {
+        let frame = packets::v4(CLIENT, SERVER, L4::Udp { sport, dport: 9 }, b"x");
+        let (started, running) = mpsc::channel();
+        let (writer, reader) = (&mut self.writer, &self.reader);
+        thread::scope(|s| {
+            let run = s.spawn(|| {
+                started.send(()).expect("main waits");
+                let verdict = reader
+                    .xdp_program()
+                    .test_run(TestRunOptions {
+                        data_in: Some(&frame),
+                        repeat: 1,
+                        ..Default::default()
+                    })
+                    .expect("BPF_PROG_TEST_RUN")
+                    .return_value;
+                (verdict, Instant::now())
+            });
+            running.recv().expect("the reader started");
+            thread::sleep(HEAD_START);
+            writer.apply(next, Action::Pass).expect("swap");
+            let swapped = Instant::now();
+            let (verdict, read) = run.join().expect("the reader thread");
+            (verdict, swapped >= read)
+        })
+    }
+}
+
+/// One packet through the paused reader while the writer swaps to the same policy again.
+fn race(grace: bool, sport: u16) -> (u32, bool) {
+    let mut race = Race::new("bnd-kt-swap", grace, POLICY);
+    let tables = race.compile(POLICY);
+    race.swap_under(&tables, sport)
 }
 
 #[test]
@@ -185,61 +213,17 @@ fn packets_in_flight_for_a_removed_workload_are_not_counted_for_its_successor() 
     if !require_root("packets_in_flight_for_a_removed_workload_are_not_counted_for_its_successor") {
         return;
     }
-    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique_name("bnd-kt-slot")));
-    let layout = PinLayout::new(&pins.0);
-    let mut writer = Datapath::load(layout.clone(), 8).expect("load (root)");
-    let compile = |writer: &Datapath, text: &str| {
-        let p = Policy::from_str("p.yaml", text).expect("valid");
-        policy::compile(&p, &writer.maps().slot_table().expect("slots"), 8).expect("compiles")
-    };
-    let first = compile(&writer, GONE);
-    writer.apply(&first, Action::Pass).expect("apply");
-    let reader = Datapath::load_with(
-        Some(layout),
-        &LoadOptions {
-            max_workloads: 8,
-            reader_delay_ns: u64::try_from(PAUSE.as_nanos()).expect("fits"),
-            ..LoadOptions::default()
-        },
-    )
-    .expect("paused reader");
-    let second = compile(&writer, NEWCOMER);
+    let mut race = Race::new("bnd-kt-slot", true, GONE);
+    let second = race.compile(NEWCOMER);
     assert_ne!(
         second.names.get(&1).map(String::as_str),
         Some("newcomer"),
         "the slot gone still counts into is not handed over in the same swap"
     );
-    let frame = packets::v4(
-        CLIENT,
-        SERVER,
-        L4::Udp {
-            sport: 43_000,
-            dport: 9,
-        },
-        b"x",
-    );
-    let (started, running) = mpsc::channel();
-    let verdict = thread::scope(|s| {
-        let run = s.spawn(|| {
-            started.send(()).expect("main waits");
-            reader
-                .xdp_program()
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    repeat: 1,
-                    ..Default::default()
-                })
-                .expect("BPF_PROG_TEST_RUN")
-                .return_value
-        });
-        running.recv().expect("started");
-        thread::sleep(HEAD_START);
-        writer.apply(&second, Action::Pass).expect("swap");
-        run.join().expect("reader")
-    });
+    let (verdict, _) = race.swap_under(&second, 43_000);
     assert_eq!(verdict, XDP_DROP, "the packet in flight was gone's (deny)");
     assert_eq!(
-        packets_of(&writer, "newcomer"),
+        packets_of(&race.writer, "newcomer"),
         0,
         "newcomer received nothing; gone's packet in flight is not on its row"
     );

@@ -123,28 +123,9 @@ struct ElemAttr {
     flags: u64,
 }
 
+/// bpf(2) for a command whose return value says nothing but success.
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
-    #[expect(
-        unsafe_code,
-        reason = "bpf(2) has no safe wrapper in std or aya for this command"
-    )]
-    // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr` for `cmd` and its size is
-    // passed along, so the kernel reads and writes only inside it. The pointers inside it point
-    // at slices the caller keeps alive for the call, sized for `count` entries of the map's key
-    // and value sizes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr).cast::<libc::c_void>(),
-            size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    super::syscall::bpf(cmd, attr).map(drop)
 }
 
 fn map_fd<K: Pod, V, M: IterableMap<K, V>>(map: &M) -> u32 {

@@ -16,7 +16,6 @@
 
 use std::{
     io,
-    mem::size_of,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
@@ -90,7 +89,7 @@ impl Grace {
             value: std::ptr::from_ref(&value) as u64,
             flags: 0,
         };
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+        super::syscall::bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
     }
 }
 
@@ -100,7 +99,7 @@ fn fd_u32(fd: &OwnedFd) -> u32 {
 
 /// `BPF_MAP_CREATE`: the new map's descriptor.
 fn create(attr: &mut CreateAttr) -> io::Result<OwnedFd> {
-    let ret = sys_bpf(BPF_MAP_CREATE, attr)?;
+    let ret = super::syscall::bpf(BPF_MAP_CREATE, attr)?;
     let fd = i32::try_from(ret).map_err(|_| io::Error::other("bpf(2) returned no descriptor"))?;
     #[expect(
         unsafe_code,
@@ -108,27 +107,4 @@ fn create(attr: &mut CreateAttr) -> io::Result<OwnedFd> {
     )]
     // SAFETY: BPF_MAP_CREATE returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    #[expect(
-        unsafe_code,
-        reason = "bpf(2) has no safe wrapper in std or aya for these commands"
-    )]
-    // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr` for `cmd` and its size is
-    // passed along, so the kernel reads only inside it. The pointers inside an update point at
-    // locals that outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr).cast::<libc::c_void>(),
-            size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }

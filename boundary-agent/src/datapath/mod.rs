@@ -14,6 +14,7 @@ pub mod maps;
 pub mod netdev;
 pub mod object;
 pub mod pins;
+mod syscall;
 
 pub use attach::{IngressAttach, interface_index, require_ethernet, resolve_ingress};
 pub use error::DatapathError;
