@@ -17,7 +17,8 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_type == BPF_FS_MAGIC)
+    // `f_type` is signed in glibc and unsigned in musl: compare them where both fit.
+    Ok(i128::from(st.f_type) == i128::from(BPF_FS_MAGIC))
 }
 
 fn unsafe_zeroed_statfs() -> libc::statfs {

@@ -5,8 +5,9 @@ use std::io;
 
 use crate::config::InterfaceName;
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+// `libc::Ioctl`: the request's type differs between glibc (unsigned long) and musl (int).
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
+const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 /// `ARPHRD_ETHER` (`linux/if_arp.h`): a device whose frames start with an Ethernet header.
 pub const ARPHRD_ETHER: u16 = 1;
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
@@ -52,7 +53,7 @@ fn if_name(iface: &InterfaceName) -> [u8; libc::IFNAMSIZ] {
 /// `req` must point at an `ifreq` of the shape `request` reads and writes, and whatever it
 /// points to must be live.
 #[expect(unsafe_code, reason = "interface ioctls have no safe wrapper")]
-unsafe fn interface_ioctl(request: libc::c_ulong, req: *mut libc::c_void) -> io::Result<()> {
+unsafe fn interface_ioctl(request: libc::Ioctl, req: *mut libc::c_void) -> io::Result<()> {
     // SAFETY: a plain datagram socket, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
