@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod image;
 mod install;
 mod setup;
 mod test;
@@ -43,6 +44,13 @@ enum Task {
     ///
     /// Example: sudo systemctl stop boundary-agent && sudo boundary-agent detach && sudo cargo xtask uninstall
     Uninstall(install::UninstallArgs),
+    /// The agent as an OCI image: a static (musl) binary alone on an empty base, entrypoint
+    /// `/boundary-agent`, labelled with its version. Writes an OCI image layout and its tar
+    /// archive under target/image/ (no container engine needed).
+    ///
+    /// Example: cargo xtask image (then `skopeo copy oci:target/image/boundary-agent-0.1.0:0.1.0
+    /// docker://REGISTRY/boundary-agent:0.1.0`)
+    Image(image::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Install(args) => install::install(&args),
         Task::Uninstall(args) => install::uninstall(&args),
+        Task::Image(args) => image::run(&args),
     }
 }
 

@@ -62,6 +62,7 @@ pub fn run() -> anyhow::Result<()> {
     step("apt packages", apt)?;
     build_tools()?;
     step("bpffs", bpffs)?;
+    step("musl target", musl_target)?;
     eprintln!(
         "xtask: setup complete in {:.2} s",
         start.elapsed().as_secs_f64()
@@ -253,4 +254,20 @@ fn bpffs() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(root)?;
     run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
+
+/// The target `cargo xtask image` builds the static agent for, added to the pinned stable.
+fn musl_target() -> anyhow::Result<()> {
+    let target = crate::image::MUSL_TARGET;
+    let installed = output(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        *STABLE,
+    ]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    run_cmd(Command::new("rustup").args(["target", "add", target, "--toolchain", *STABLE]))
 }
