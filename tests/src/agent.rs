@@ -148,8 +148,8 @@ impl AgentProcess {
         args: &[&str],
         env: &[(&str, &OsStr)],
     ) -> Result<Self, (Option<i32>, String)> {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.path().display()))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.path().display()))
             .arg("--")
             .arg(agent_bin())
             .arg("run")
@@ -157,12 +157,20 @@ impl AgentProcess {
             .arg(config)
             .args(args)
             .env("BOUNDARY_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd`, which must exec the agent's `run` as the child itself (so that the
+    /// child's PID is the agent's), and waits until it logs that it is ready; `Err((exit
+    /// code, log))` if it exits first.
+    pub fn spawn(mut cmd: Command) -> Result<Self, (Option<i32>, String)> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn nsenter (util-linux)");
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();

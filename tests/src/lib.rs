@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod apps;
+pub mod kubelet;
 pub mod netns;
+pub mod oci;
 pub mod packets;
 pub mod privilege;
 pub mod routed;

@@ -55,7 +55,14 @@ const APT: &[(&str, &str)] = &[
     // `systemctl --root enable`, and systemd itself, booted in a namespace to run the unit.
     // Debian's systemd package; installing it does not make systemd the machine's init.
     ("systemd-analyze", "systemd"),
+    // The OCI image test unpacks `cargo xtask image`'s layout with a tool that shares no
+    // code with the writer (tests/tests/oci_image.rs).
+    ("umoci", "umoci"),
 ];
+
+/// The Kubernetes schema validator the manifest test runs (`tests/tests/e2e_kubernetes.rs`):
+/// the API's JSON schemas ship inside the package, so it works without a cluster or a network.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 pub fn run() -> anyhow::Result<()> {
     let start = Instant::now();
@@ -63,6 +70,7 @@ pub fn run() -> anyhow::Result<()> {
     build_tools()?;
     step("bpffs", bpffs)?;
     step("musl target", musl_target)?;
+    step("kubernetes-validate", kubernetes_validate)?;
     eprintln!(
         "xtask: setup complete in {:.2} s",
         start.elapsed().as_secs_f64()
@@ -105,6 +113,11 @@ pub fn apt_install(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
         .filter(|(cmd, _)| find_command(cmd).is_none())
         .map(|(_, pkg)| *pkg)
         .collect();
+    apt_get_install(&missing)
+}
+
+/// `apt-get install` of `missing` (nothing if it is empty), as root.
+fn apt_get_install(missing: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -119,7 +132,7 @@ pub fn apt_install(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
@@ -270,4 +283,46 @@ fn musl_target() -> anyhow::Result<()> {
         return Ok(());
     }
     run_cmd(Command::new("rustup").args(["target", "add", target, "--toolchain", *STABLE]))
+}
+
+/// Where the validator's virtualenv lives: under the target directory, so a clean removes it.
+pub fn kubernetes_validate_bin() -> PathBuf {
+    crate::image::target_dir().join("tools/kubernetes-validate/bin/kubernetes-validate")
+}
+
+/// kubernetes-validate at the pinned version, in a virtualenv of its own (pip, from `PyPI`).
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let bin = kubernetes_validate_bin();
+    if let Ok(v) = output(Command::new(&bin).arg("--version"))
+        && v.trim() == KUBERNETES_VALIDATE_VERSION
+    {
+        return Ok(());
+    }
+    let venv = bin
+        .parent()
+        .and_then(Path::parent)
+        .context("the validator's path has a virtualenv")?;
+    let python = find_command("python3").context("python3 is needed (apt: python3)")?;
+    let make_venv = || {
+        Command::new(&python)
+            .args(["-m", "venv", "--clear"])
+            .arg(venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // Debian's python3 leaves venv (ensurepip) to a package of its own.
+    if !make_venv() {
+        apt_get_install(&["python3-venv"])?;
+        if !make_venv() {
+            bail!("python3 -m venv {} failed", venv.display());
+        }
+    }
+    eprintln!("xtask: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} with pip");
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: formatting, lints, and the three test tiers.
 
-use crate::{build_agent, cargo, setup};
+use crate::{build_agent, cargo, image, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +28,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     let agent = build_agent()?;
     let agent = agent.display().to_string();
+    // The OCI image, from a dev build (quicker; the image test checks the assembly, which
+    // the profile does not change). tests/tests/oci_image.rs and e2e_kubernetes.rs use it.
+    let image = image::build(&image::Args {
+        debug: true,
+        output: Some(image::target_dir().join("image/debug")),
+    })?;
+    let image = image.layout.display().to_string();
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.cargo_test_args.iter().map(String::as_str));
     let packets = if args.soak { "10000000" } else { "100000" };
@@ -35,6 +42,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &test_args,
         &[
             ("BOUNDARY_AGENT_BIN", &agent),
+            ("BOUNDARY_IMAGE", &image),
             ("BOUNDARY_DIFF_PACKETS", packets),
         ],
     )
