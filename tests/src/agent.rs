@@ -28,6 +28,21 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// The lab's usual policy: the workload `web` on the server (10.203.0.1), ingress denied but
+/// for UDP 7000 (the echo server) from the lab's subnet, egress allowed, no failsafe.
+pub const ECHO_POLICY: &str = "\
+apiVersion: boundary.dev/v1
+defaults: { ingress: deny, egress: allow }
+failsafe: []
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    ingress:
+      - name: echo
+        from: { cidr: 10.203.0.0/24 }
+        ports: [\"7000/udp\"]
+";
+
 /// Files an agent run needs: a temp directory with agent.yaml and policy.yaml, and a unique
 /// pin directory. Both removed on drop (pins through `boundary-agent detach`).
 pub struct AgentFiles {

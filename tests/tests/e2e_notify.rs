@@ -25,18 +25,7 @@ use boundary_tests::{
 };
 use nix::sys::signal::Signal;
 
-const POLICY: &str = "\
-apiVersion: boundary.dev/v1
-defaults: { ingress: deny, egress: allow }
-failsafe: []
-workloads:
-  - name: web
-    addresses: [10.203.0.1]
-    ingress:
-      - name: echo
-        from: { cidr: 10.203.0.0/24 }
-        ports: [\"7000/udp\"]
-";
+const POLICY: &str = boundary_tests::agent::ECHO_POLICY;
 
 /// [`POLICY`] with port 7001 opened too.
 const POLICY_7001: &str = "\

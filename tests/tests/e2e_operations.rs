@@ -11,18 +11,7 @@ use boundary_tests::{
     traffic::{self, Servers},
 };
 
-const POLICY: &str = "\
-apiVersion: boundary.dev/v1
-defaults: { ingress: deny, egress: allow }
-failsafe: []
-workloads:
-  - name: web
-    addresses: [10.203.0.1]
-    ingress:
-      - name: echo
-        from: { cidr: 10.203.0.0/24 }
-        ports: [\"7000/udp\"]
-";
+const POLICY: &str = boundary_tests::agent::ECHO_POLICY;
 
 /// A lab whose server echoes UDP on 7000 (which `POLICY` allows) and 7001 (which it denies),
 /// and the agent's files for `POLICY`.

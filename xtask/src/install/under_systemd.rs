@@ -33,18 +33,7 @@ use super::{
 
 const SYSTEMD: &str = "/lib/systemd/systemd";
 
-const POLICY: &str = "\
-apiVersion: boundary.dev/v1
-defaults: { ingress: deny, egress: allow }
-failsafe: []
-workloads:
-  - name: web
-    addresses: [10.203.0.1]
-    ingress:
-      - name: echo
-        from: { cidr: 10.203.0.0/24 }
-        ports: [\"7000/udp\"]
-";
+const POLICY: &str = boundary_tests::agent::ECHO_POLICY;
 
 /// `CAP_NET_ADMIN` (12), `CAP_PERFMON` (38), `CAP_BPF` (39): what the unit grants.
 const UNIT_CAPABILITIES: u64 = (1 << 12) | (1 << 38) | (1 << 39);
