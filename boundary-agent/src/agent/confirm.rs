@@ -148,6 +148,8 @@ fn remove(path: &Path) -> io::Result<bool> {
 pub enum Plan {
     /// Apply the file as it is.
     File,
+    /// Apply the file, which a `--confirm` window is open for.
+    Pending,
     /// Apply this text instead: the policy put back by a rollback (the file still holds the
     /// refused one), or being put back now (`rolled_back_now`: a pending policy's time ran
     /// out).
@@ -173,7 +175,7 @@ impl ConfirmState {
                     rolled_back_now: true,
                 });
             } else {
-                return Ok(Plan::File);
+                return Ok(Plan::Pending);
             }
         }
         match self.rolled_back()? {
@@ -207,7 +209,7 @@ mod tests {
         s.set_pending(new.clone(), "old".into(), Duration::from_secs(60))
             .expect("write");
         let now = now_ms();
-        assert_eq!(s.plan(&new, now).expect("plan"), Plan::File, "in time");
+        assert_eq!(s.plan(&new, now).expect("plan"), Plan::Pending, "in time");
         let late = now + 61_000;
         assert_eq!(
             s.plan(&new, late).expect("plan"),

@@ -211,8 +211,9 @@ impl Agent {
             warn!(error = %e, state_dir = %self.config.state_dir.display(), "cannot read the commit-confirm state; following the policy file");
             Plan::File
         });
+        lock(&self.state).pending_confirmation = plan == Plan::Pending;
         let (bytes, digest, trigger) = match plan {
-            Plan::File => (
+            Plan::File | Plan::Pending => (
                 file,
                 file_digest,
                 if forced { "SIGHUP" } else { "file change" },
@@ -231,7 +232,6 @@ impl Agent {
                 (Some(policy.into_bytes()), Some(digest), "rollback")
             }
         };
-        lock(&self.state).pending_confirmation = matches!(self.confirm.pending(), Ok(Some(_)));
         if !forced && digest == self.tried {
             return;
         }
@@ -296,7 +296,7 @@ fn first_policy(confirm: &ConfirmState, config: &AgentConfig) -> (Option<Vec<u8>
     };
     let file_digest = confirm::digest(&file);
     match confirm.plan(&file_digest, confirm::now_ms()) {
-        Ok(Plan::File) => (Some(file), Some(file_digest)),
+        Ok(Plan::File | Plan::Pending) => (Some(file), Some(file_digest)),
         Ok(Plan::Previous {
             policy,
             rolled_back_now,
