@@ -9,6 +9,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod bucket;
 pub mod maps;
 pub mod name;
 pub mod reason;
