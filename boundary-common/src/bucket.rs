@@ -55,20 +55,24 @@ pub const fn ticks(ns: u64) -> u64 {
 /// to nearest). `rate` must be in [`RATE_MIN`]..=[`RATE_MAX`].
 pub const fn interval(rate: u64) -> u64 {
     let unit = (NS_PER_SEC as u128) << (TICK_SHIFT + INTERVAL_SHIFT);
-    ((unit + rate as u128 / 2) / rate as u128) as u64
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "at most 2^24 * 10^9 (rate 1), below 2^54"
+    )]
+    let interval = ((unit + rate as u128 / 2) / rate as u128) as u64;
+    interval
 }
 
 /// The most units whose cost [`cost`] computes exactly at `interval`.
 pub const fn max_units(interval: u64) -> u64 {
-    if interval == 0 {
-        u64::MAX
-    } else {
-        u64::MAX / interval
+    match u64::MAX.checked_div(interval) {
+        Some(n) => n,
+        None => u64::MAX,
     }
 }
 
 /// Ticks that `units` cost at `interval` ([`COST_MAX`] past `max_units`).
-#[inline(always)]
+#[inline]
 pub const fn cost(units: u64, interval: u64, max_units: u64) -> u64 {
     if units > max_units {
         COST_MAX
@@ -82,11 +86,11 @@ pub const fn cost(units: u64, interval: u64, max_units: u64) -> u64 {
 /// whenever the bucket is full (so one packet larger than the whole burst, as a GSO
 /// super-packet can be, is let through into debt rather than never; the debt is paid before
 /// anything else passes).
-#[inline(always)]
+#[inline]
 pub const fn take(tat: u64, now: u64, amount: u64, depth: u64) -> Option<u64> {
     let ahead = tat.wrapping_sub(now);
     // `tat` in the past: the bucket is full, and the time it spent full is not saved up.
-    let ahead = if (ahead as i64) > 0 { ahead } else { 0 };
+    let ahead = if ahead.cast_signed() > 0 { ahead } else { 0 };
     if ahead == 0 || (ahead <= depth && amount <= depth - ahead) {
         Some(now.wrapping_add(ahead).wrapping_add(amount))
     } else {
@@ -98,12 +102,10 @@ pub const fn take(tat: u64, now: u64, amount: u64, depth: u64) -> Option<u64> {
 /// shows as the fill).
 pub const fn available(tat: u64, now: u64, depth: u64) -> u64 {
     let ahead = tat.wrapping_sub(now);
-    if (ahead as i64) <= 0 {
+    if ahead.cast_signed() <= 0 {
         depth
-    } else if ahead >= depth {
-        0
     } else {
-        depth - ahead
+        depth.saturating_sub(ahead)
     }
 }
 
@@ -113,6 +115,15 @@ pub trait SharedWord {
     fn load(&self) -> u64;
     /// Stores `new` if the word is `old`; returns whether it did.
     fn compare_exchange(&self, old: u64, new: u64) -> bool;
+}
+
+impl<T: SharedWord> SharedWord for &T {
+    fn load(&self) -> u64 {
+        (**self).load()
+    }
+    fn compare_exchange(&self, old: u64, new: u64) -> bool {
+        (**self).compare_exchange(old, new)
+    }
 }
 
 /// How many times a CPU retries a compare-and-swap that another CPU won before it counts the
@@ -158,7 +169,7 @@ impl Dimension {
     }
 
     /// Ticks that `units` cost here.
-    #[inline(always)]
+    #[inline]
     pub const fn cost(&self, units: u64) -> u64 {
         if self.interval == 0 {
             0
@@ -170,7 +181,7 @@ impl Dimension {
     /// Makes the credit cover `cost` ticks, taking from the shared `tat` (of a bucket `depth`
     /// ticks deep) at `now`: a batch more when the bucket has it, else exactly what is missing.
     /// Returns false, taking nothing, when the bucket cannot cover it.
-    #[inline(always)]
+    #[inline]
     pub fn cover<W: SharedWord>(&mut self, cost: u64, tat: &W, depth: u64, now: u64) -> bool {
         if self.credit >= cost {
             return true;
@@ -204,8 +215,8 @@ pub struct Credit {
 
 /// A bucket as every CPU shares it: each dimension's `tat` and depth (ticks; a depth of 0 with
 /// an interval of 0 for a dimension not limited).
-pub struct Shared<'a, W> {
-    pub tat: [&'a W; 2],
+pub struct Shared<W> {
+    pub tat: [W; 2],
     pub depth: [u64; 2],
 }
 
@@ -213,12 +224,12 @@ impl Credit {
     /// Whether a packet of `packets` segments and `bytes` bytes is within the limit, paying for
     /// it if so. `now` is read only when the credit runs short (it costs a third of the
     /// budget), hence a closure; `shared` likewise.
-    #[inline(always)]
-    pub fn admit<'a, W: SharedWord + 'a>(
+    #[inline]
+    pub fn admit<W: SharedWord>(
         &mut self,
         packets: u64,
         bytes: u64,
-        shared: impl FnOnce() -> Option<Shared<'a, W>>,
+        shared: impl FnOnce() -> Option<Shared<W>>,
         now: impl FnOnce() -> u64,
     ) -> bool {
         let (cp, cb) = (self.packets.cost(packets), self.bytes.cost(bytes));
@@ -229,8 +240,8 @@ impl Credit {
             let now = now();
             // Each dimension keeps what it took even when the other cannot pay: that credit
             // pays for the next packet, so nothing is taken twice or lost.
-            let p = self.packets.cover(cp, s.tat[0], s.depth[0], now);
-            let b = self.bytes.cover(cb, s.tat[1], s.depth[1], now);
+            let p = self.packets.cover(cp, &s.tat[0], s.depth[0], now);
+            let b = self.bytes.cover(cb, &s.tat[1], s.depth[1], now);
             if !(p && b) {
                 return false;
             }
@@ -242,6 +253,11 @@ impl Credit {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "test arithmetic on counts far below 2^52"
+)]
 mod tests {
     extern crate std;
     use core::sync::atomic::{AtomicU64, Ordering};

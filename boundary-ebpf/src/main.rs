@@ -28,6 +28,8 @@ mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
 #[cfg(target_arch = "bpf")]
+mod ratelimit;
+#[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod verdict;
@@ -52,7 +54,7 @@ mod programs {
         packet::{self, Packet},
         parse::{self, Frame},
         stats,
-        verdict::{self, Decision},
+        verdict::{self, Decision, Wire},
     };
 
     /// Counts the decision (`packets` on the wire, `bytes` with their headers), and sends a
@@ -61,7 +63,7 @@ mod programs {
     fn account(pkt: &Packet, d: &Decision, direction: Direction, packets: u64, bytes: u64) {
         stats::count(d.slot, direction, d.reason, packets, bytes);
         if d.rule != verdict::NO_RULE {
-            stats::count_rule(d.rule, packets);
+            stats::count_rule(d.rule, packets, d.limited);
         }
         if d.reason.verdict() == Verdict::Drop || d.reason == Reason::Audit {
             #[expect(clippy::cast_possible_truncation, reason = "an skb is below 4 GiB")]
@@ -100,8 +102,12 @@ mod programs {
             len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
         }
         let parsed = parse::settle(parse::check_length(parsed, pkt, len), pkt);
-        let d = verdict::decide(parsed, Direction::Ingress, pkt);
-        account(pkt, &d, Direction::Ingress, 1, len as u64);
+        let wire = Wire {
+            packets: 1,
+            bytes: len as u64,
+        };
+        let d = verdict::decide(parsed, Direction::Ingress, pkt, wire);
+        account(pkt, &d, Direction::Ingress, wire.packets, wire.bytes);
         match d.reason.verdict() {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
@@ -177,9 +183,12 @@ mod programs {
         let (segs, hbh) = (skb_segs(ctx), u64::from(pkt.jumbo_hbh));
         let headers = u64::from(pkt.headers_len).saturating_sub(hbh);
         let parsed = parse::settle(parse::check_length(parsed, pkt, len), pkt);
-        let d = verdict::decide(parsed, direction, pkt);
-        let bytes = (len as u64).saturating_sub(hbh) + (segs - 1) * headers;
-        account(pkt, &d, direction, segs, bytes);
+        let wire = Wire {
+            packets: segs,
+            bytes: (len as u64).saturating_sub(hbh) + (segs - 1) * headers,
+        };
+        let d = verdict::decide(parsed, direction, pkt, wire);
+        account(pkt, &d, direction, wire.packets, wire.bytes);
         match d.reason.verdict() {
             // TCX_NEXT: let any program after ours have its say; the default is to pass.
             Verdict::Pass => TC_ACT_UNSPEC,

@@ -7,11 +7,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
-    AddrKey, CIDR_KEY_LEN, CounterRow, DatapathConfig, EVENTS_RING_BYTES, Endpoint, EndpointKey,
-    EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, MAX_CIDRS,
-    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES,
-    MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN,
-    VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
+    AddrKey, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
+    EVENTS_RING_BYTES, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue,
+    FragKey, FragValue, MAX_BUCKETS, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
+    MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES,
+    PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry,
+    WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -74,6 +75,23 @@ pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES
 /// The agent's record of which rule holds which id (see `RULE_IDS_MAP`); no program reads it.
 #[map(name = "BND_RULE_IDS")]
 pub static RULE_IDS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_BUCKETS")]
+pub static BUCKETS: Array<BucketState> = Array::with_max_entries(MAX_BUCKETS, 0);
+
+#[map(name = "BND_CREDITS")]
+pub static CREDITS: PerCpuArray<BucketCredit> = PerCpuArray::with_max_entries(MAX_BUCKETS, 0);
+
+#[map(name = "BND_RULE_BUCKET")]
+pub static RULE_BUCKETS: Array<u32> = Array::with_max_entries(2 * MAX_RULES, 0);
+
+#[map(name = "BND_RULE_LIMIT")]
+pub static RULE_LIMITED: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// The agent's record of which bucket is which (see `BUCKET_IDS_MAP`); no program reads it.
+#[map(name = "BND_BUCKET_IDS")]
+pub static BUCKET_IDS: HashMap<u64, u32> =
+    HashMap::with_max_entries(MAX_BUCKETS, BPF_F_NO_PREALLOC);
 
 /// The pins' ABI version (see `ABI_MAP`); no program reads it.
 #[map(name = "BND_ABI")]

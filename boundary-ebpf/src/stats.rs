@@ -5,7 +5,7 @@ use boundary_common::{
     maps::{REASON_SLOTS_MASK, counter_index},
 };
 
-use crate::maps::{COUNTERS, RULE_HITS};
+use crate::maps::{COUNTERS, RULE_HITS, RULE_LIMITED};
 
 #[inline(always)]
 pub fn count(slot: u16, direction: Direction, reason: Reason, packets: u64, bytes: u64) {
@@ -32,11 +32,16 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, packets: u64, byte
     }
 }
 
-/// `packets` more decided by `rule`. Ids past the map's end are not counted.
+/// `packets` more decided by `rule`, and refused by its rate limit if `limited`. Ids past the
+/// maps' end are not counted.
 #[inline(always)]
-pub fn count_rule(rule: u32, packets: u64) {
+pub fn count_rule(rule: u32, packets: u64, limited: bool) {
     if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
         // SAFETY: this CPU's slot of a per-CPU array, as in `count`.
         unsafe { *hits += packets };
+    }
+    if limited && let Some(n) = RULE_LIMITED.get_ptr_mut(rule) {
+        // SAFETY: as above.
+        unsafe { *n += packets };
     }
 }

@@ -11,8 +11,8 @@ use boundary_common::{
         Action, CFG_HAS_FAILSAFE, CFG_HAS_IFACE_ENDPOINTS, CT_NOT_ASKED, DatapathConfig,
         EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS,
         EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, EndpointKey, FAMILY_IPV4,
-        FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, PORT_ANY, RULE_ALLOW,
-        UNPROTECTED_SLOT, VC_AUDIT, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
+        FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, NO_BUCKET, PORT_ANY, RULE_ALLOW,
+        UNPROTECTED_SLOT, VC_AUDIT, VC_LIMITED, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
     wire::{
         ICMP_HLEN, ICMP_QUOTE_L4_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -25,7 +25,7 @@ use crate::{
     maps::{CONFIG, ENDPOINTS},
     packet::{Fragment, Packet},
     parse::{self, L3},
-    policy,
+    policy, ratelimit,
 };
 
 /// How much of an skb the TC programs pull into its linear part when the headers are not all
@@ -49,6 +49,17 @@ pub struct Decision {
     pub rule: u32,
     /// The peer's identity, 0 when the policy was not consulted.
     pub identity: u32,
+    /// The rule's rate limit refused the packet (dropped as `rate_limited`, or passed as
+    /// `audit`).
+    pub limited: bool,
+}
+
+/// What a packet weighs on the wire: its segments and their bytes (a GSO super-packet counts
+/// as the segments it stands for). Rate limits are paid in these.
+#[derive(Clone, Copy)]
+pub struct Wire {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[inline(always)]
@@ -57,7 +68,12 @@ fn config() -> Option<DatapathConfig> {
 }
 
 #[inline(always)]
-pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet) -> Decision {
+pub fn decide(
+    parsed: Result<L3, Reason>,
+    direction: Direction,
+    pkt: &mut Packet,
+    wire: Wire,
+) -> Decision {
     // The config is one array entry, always there: without it nothing can be judged, and an
     // unjudged packet does not cross.
     let Some(cfg) = config() else {
@@ -66,6 +82,7 @@ pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet
             reason: Reason::Internal,
             rule: NO_RULE,
             identity: 0,
+            limited: false,
         };
     };
     match parsed {
@@ -78,8 +95,9 @@ pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet
             },
             rule: NO_RULE,
             identity: 0,
+            limited: false,
         },
-        Ok(L3::Ip) => ip(pkt, direction, &cfg),
+        Ok(L3::Ip) => ip(pkt, direction, &cfg, wire),
         // Malformed packets are dropped whatever the workload's mode: audit is about policy,
         // and a packet the parser refuses is not one a policy can be about. They are counted
         // under the workload when its address was readable.
@@ -92,6 +110,7 @@ pub fn decide(parsed: Result<L3, Reason>, direction: Direction, pkt: &mut Packet
             reason,
             rule: NO_RULE,
             identity: 0,
+            limited: false,
         },
     }
 }
@@ -128,10 +147,12 @@ struct Judged {
     identity: u32,
     /// `VC_*` bits.
     flags: u8,
+    /// The bucket the rule pays into, or `NO_BUCKET`.
+    bucket: u32,
 }
 
 #[inline(always)]
-fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
+fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> Decision {
     let cacheable = cfg.epoch != 0
         && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
         && pkt.fragment == Fragment::None;
@@ -157,6 +178,13 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
             rule: e.rule,
             identity: e.identity,
             flags: e.flags,
+            // The rule's bucket in this generation: the entry's epoch is the live one, so the
+            // generation is the one it was judged in.
+            bucket: if e.flags & VC_LIMITED != 0 {
+                ratelimit::bucket_of(cfg.generation, e.rule)
+            } else {
+                NO_BUCKET
+            },
         }
     } else {
         let j = match judge(pkt, direction, cfg) {
@@ -183,7 +211,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> Decision {
         }
         j
     };
-    finish(pkt, direction, &j, cached, cfg.epoch)
+    finish(pkt, direction, &j, cached, cfg, wire)
 }
 
 /// The policy's verdict, before conntrack and audit, or (`Break`) the decision for a packet
@@ -203,6 +231,7 @@ fn judge(
             rule: NO_RULE,
             identity: 0,
             flags: 0,
+            bucket: NO_BUCKET,
         });
     };
     if pkt.fragment == Fragment::Later {
@@ -218,6 +247,7 @@ fn judge(
             reason,
             rule,
             identity: 0,
+            limited: false,
         });
     }
     // Not in a fragment: hosts ignore fragmented ND (RFC 6980), so no pass is owed to it.
@@ -230,6 +260,7 @@ fn judge(
             reason: Reason::NeighborDiscovery,
             rule: NO_RULE,
             identity: 0,
+            limited: false,
         });
     }
 
@@ -291,6 +322,14 @@ fn judge(
         reason = Reason::Failsafe;
     }
     let mut flags = 0;
+    let bucket = if reason == Reason::PolicyAllow {
+        ratelimit::bucket_of(generation, rule)
+    } else {
+        NO_BUCKET
+    };
+    if bucket != NO_BUCKET {
+        flags |= VC_LIMITED;
+    }
     if ep.flags & track != 0 {
         flags |= VC_TRACK;
     }
@@ -303,28 +342,35 @@ fn judge(
         rule,
         identity,
         flags,
+        bucket,
     })
 }
 
 /// What changes under a cached verdict: a drop may be the reply of an established flow, an
 /// ICMP error about a tracked flow (never cached: ICMP is not), or audited; an allow records (or, from the cache, now and then refreshes) its flow for the
-/// replies; a first fragment is remembered for the later ones. `cached` is the flow's cache
-/// entry (found, or filled for this packet).
+/// replies; a rate-limited rule's bucket pays for every packet it admits (a packet over the
+/// limit is dropped as `rate_limited`, unless a failsafe entry covers it or the workload is in
+/// audit mode); a first fragment is remembered for the later ones. `cached` is the flow's
+/// cache entry (found, or filled for this packet).
 #[inline(always)]
 fn finish(
     pkt: &Packet,
     direction: Direction,
     j: &Judged,
     cached: Option<*mut VerdictCacheEntry>,
-    epoch: u32,
+    cfg: &DatapathConfig,
+    wire: Wire,
 ) -> Decision {
+    let epoch = cfg.epoch;
     let mut reason = j.reason;
+    let mut limited = false;
     if reason == Reason::Unprotected {
         return Decision {
             slot: UNPROTECTED_SLOT,
             reason,
             rule: NO_RULE,
             identity: 0,
+            limited: false,
         };
     }
     if reason.verdict() == Verdict::Drop {
@@ -335,7 +381,21 @@ fn finish(
         } else if j.flags & VC_AUDIT != 0 {
             reason = Reason::Audit;
         }
-    } else if j.flags & VC_TRACK != 0 && cached.is_none_or(cache::conntrack_due) {
+    } else if j.bucket != NO_BUCKET && !ratelimit::admit(j.bucket, wire.packets, wire.bytes) {
+        limited = true;
+        reason = if failsafe(pkt, direction, cfg) {
+            Reason::Failsafe
+        } else if j.flags & VC_AUDIT != 0 {
+            Reason::Audit
+        } else {
+            Reason::RateLimited
+        };
+    }
+    if reason.verdict() == Verdict::Pass
+        && !limited
+        && j.flags & VC_TRACK != 0
+        && cached.is_none_or(cache::conntrack_due)
+    {
         conntrack::record(pkt, direction);
     }
     if pkt.fragment == Fragment::First {
@@ -346,7 +406,20 @@ fn finish(
         reason,
         rule: j.rule,
         identity: j.identity,
+        limited,
     }
+}
+
+/// Whether a failsafe entry covers the packet (TCP and UDP only, as in `judge`).
+#[inline(always)]
+fn failsafe(pkt: &Packet, direction: Direction, cfg: &DatapathConfig) -> bool {
+    let (local_port, remote) = match direction {
+        Direction::Ingress => (pkt.dport, &pkt.src),
+        Direction::Egress => (pkt.sport, &pkt.dst),
+    };
+    (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
+        && cfg.flags & CFG_HAS_FAILSAFE != 0
+        && policy::failsafe(cfg.generation, pkt.family, pkt.proto, local_port, remote)
 }
 
 /// Whether a packet the policy drops is the reply of a recorded flow. The cache entry keeps

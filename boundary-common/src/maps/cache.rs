@@ -68,6 +68,9 @@ pub const VC_AUDIT: u8 = 2;
 /// [`CT_REFRESH_JIFFIES`] (so a flow that expires or is evicted meanwhile has its replies
 /// admitted that much longer, 64-640 ms against timeouts of a minute and more).
 pub const VC_REPLY: u8 = 4;
+/// [`VerdictCacheEntry::flags`]: the rule pays into a rate-limit bucket (which one depends on
+/// the generation, see `RULE_BUCKETS_MAP`), on every packet, cached or not.
+pub const VC_LIMITED: u8 = 8;
 /// A cached allow rewrites its conntrack entry at most this often (64 ms at HZ=1000, 640 ms at
 /// HZ=100: well inside every conntrack timeout, and the entry is re-created this quickly if
 /// the LRU evicted it).

@@ -9,7 +9,10 @@
 
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
-use super::{DropEvent, EVENTS_PER_SEC, VerdictCacheEntry, counter_index, port_word_index};
+use super::{
+    BucketState, DropEvent, EVENTS_PER_SEC, NO_BUCKET, VerdictCacheEntry, counter_index,
+    port_word_index, rule_bucket_index,
+};
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
 pub const CONFIG_MAP: &str = "BND_CONFIG";
@@ -52,6 +55,19 @@ pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
 /// alone (the datapath never reads it): a restarted agent keeps every rule's id, and so its
 /// counts, from it.
 pub const RULE_IDS_MAP: &str = "BND_RULE_IDS";
+/// `Array<BucketState>`: rate-limit buckets as every CPU shares them (see `crate::bucket`).
+pub const BUCKETS_MAP: &str = "BND_BUCKETS";
+/// `PerCpuArray<BucketCredit>`: each CPU's credit in each bucket, and the rate's terms.
+pub const CREDITS_MAP: &str = "BND_CREDITS";
+/// `Array<u32>`: (generation, rule id) -> the bucket the rule's packets pay into, or
+/// [`NO_BUCKET`]; see [`rule_bucket_index`].
+pub const RULE_BUCKETS_MAP: &str = "BND_RULE_BUCKET";
+/// `PerCpuArray<u64>`: packets each rule matched and its limit refused (by rule id). Rule hits
+/// count them too: admitted = hits - limited.
+pub const RULE_LIMITED_MAP: &str = "BND_RULE_LIMIT";
+/// `HashMap<u64, u32>`: bucket fingerprint (rule fingerprint and limit) -> bucket. The agent's
+/// alone, as [`RULE_IDS_MAP`]: a restarted agent keeps every bucket, its fill included.
+pub const BUCKET_IDS_MAP: &str = "BND_BUCKET_IDS";
 /// `Array<u32>` with one entry: the [`ABI_VERSION`] of the agent that made the pins. The
 /// agent's alone, as [`RULE_IDS_MAP`].
 pub const ABI_MAP: &str = "BND_ABI";
@@ -86,7 +102,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 26] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -108,6 +124,11 @@ pub const ALL_MAPS: [&str; 21] = [
     CT_ACCEPTED_INSERTS_MAP,
     RULE_IDS_MAP,
     ABI_MAP,
+    BUCKETS_MAP,
+    CREDITS_MAP,
+    RULE_BUCKETS_MAP,
+    RULE_LIMITED_MAP,
+    BUCKET_IDS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

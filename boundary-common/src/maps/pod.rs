@@ -5,8 +5,9 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint, EndpointKey, EventBudget,
-    FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, WorkloadName,
+    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint,
+    EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue,
+    WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
@@ -19,6 +20,8 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowValue {}
 unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragValue {}
+unsafe impl aya::Pod for BucketState {}
+unsafe impl aya::Pod for BucketCredit {}
 unsafe impl aya::Pod for WorkloadName {}
 unsafe impl aya::Pod for EventBudget {}
 unsafe impl aya::Pod for DropEvent {}
