@@ -63,6 +63,19 @@ pub const fn interval(rate: u64) -> u64 {
     interval
 }
 
+/// The depth, in ticks, of a bucket of `burst` units at `rate` a second (`rate` as for
+/// [`interval`]; at most [`COST_MAX`]).
+pub const fn depth(rate: u64, burst: u64) -> u64 {
+    let ticks = (burst as u128 * interval(rate) as u128) >> INTERVAL_SHIFT;
+    if ticks > COST_MAX as u128 {
+        COST_MAX
+    } else {
+        #[expect(clippy::cast_possible_truncation, reason = "at most COST_MAX")]
+        let ticks = ticks as u64;
+        ticks
+    }
+}
+
 /// The most units whose cost [`cost`] computes exactly at `interval`.
 pub const fn max_units(interval: u64) -> u64 {
     match u64::MAX.checked_div(interval) {
@@ -278,7 +291,7 @@ mod tests {
 
     /// A bucket limited in packets: `rate`/s, `burst` deep.
     fn packets(rate: u64, burst: u64) -> (Credit, u64) {
-        let depth = burst * (interval(rate) >> INTERVAL_SHIFT);
+        let depth = depth(rate, burst);
         let credit = Credit {
             packets: Dimension::new(rate, depth),
             bytes: Dimension::default(),
@@ -405,7 +418,7 @@ mod tests {
     #[test]
     fn bytes_are_counted_and_a_gso_packet_pays_for_its_bytes() {
         let rate = 1_000_000; // bytes/s
-        let depth = 100_000 * (interval(rate) >> INTERVAL_SHIFT);
+        let depth = depth(rate, 100_000);
         let mut c = Credit {
             packets: Dimension::default(),
             bytes: Dimension::new(rate, depth),
@@ -424,7 +437,7 @@ mod tests {
     #[test]
     fn a_packet_larger_than_the_burst_passes_a_full_bucket_into_debt() {
         let rate = 10_000; // bytes/s
-        let depth = 1_500 * (interval(rate) >> INTERVAL_SHIFT);
+        let depth = depth(rate, 1_500);
         let mut c = Credit {
             packets: Dimension::default(),
             bytes: Dimension::new(rate, depth),
@@ -450,8 +463,8 @@ mod tests {
     #[test]
     fn both_limits_must_allow_and_neither_loses_what_it_took() {
         let (pr, br) = (100, 100_000);
-        let pdepth = 10 * (interval(pr) >> INTERVAL_SHIFT);
-        let bdepth = 10_000 * (interval(br) >> INTERVAL_SHIFT);
+        let pdepth = depth(pr, 10);
+        let bdepth = depth(br, 10_000);
         let mut c = Credit {
             packets: Dimension::new(pr, pdepth),
             bytes: Dimension::new(br, bdepth),

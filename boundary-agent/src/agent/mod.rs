@@ -349,8 +349,9 @@ fn apply(
     let started = Instant::now();
     let slots = datapath.maps().slot_table()?;
     let rule_ids = datapath.maps().rule_table()?;
+    let buckets = datapath.maps().bucket_table()?;
     let compiled = memory::off_main_arena(|| {
-        policy::compile_keeping(policy, &slots, &rule_ids, config.max_workloads)
+        policy::compile_keeping(policy, &slots, &rule_ids, &buckets, config.max_workloads)
     })?;
     let non_ip = match config.non_ip {
         NonIpAction::Pass => Action::Pass,

@@ -53,9 +53,16 @@ impl Monitor {
             Some(p) => {
                 let p = Policy::from_file(p).map_err(CliError::bad_input)?;
                 let ids = maps.rule_table().map_err(CliError::failed)?;
-                policy::compile_keeping(&p, &SlotTable::new(), &ids, MAX_CONFIGURABLE_WORKLOADS)
-                    .map_err(CliError::bad_input)?
-                    .rules
+                let buckets = maps.bucket_table().map_err(CliError::failed)?;
+                policy::compile_keeping(
+                    &p,
+                    &SlotTable::new(),
+                    &ids,
+                    &buckets,
+                    MAX_CONFIGURABLE_WORKLOADS,
+                )
+                .map_err(CliError::bad_input)?
+                .rules
             }
             None => BTreeMap::new(),
         };

@@ -9,12 +9,16 @@ pub(crate) mod fingerprint;
 mod interfaces;
 mod model;
 mod ports;
+pub mod ratelimit;
 pub mod spiffe;
 mod syntax;
 mod validate;
 mod values;
 
-pub use compile::{CompileError, RuleInfo, RuleTable, SlotTable, Tables, compile, compile_keeping};
+pub use compile::{
+    Bucket, BucketTable, CompileError, RuleInfo, RuleTable, SlotTable, Tables, compile,
+    compile_keeping,
+};
 pub use fingerprint::rule_fingerprint;
 pub use interfaces::{Interfaces, STAND_IN_UNLISTED};
 pub use model::{Policy, Rule, StaticIdentity, Workload};

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
+    ratelimit::RateLimit,
     spiffe::SpiffeId,
     values::{DefaultAction, Failsafe, RuleAction, Selector, Traffic, WorkloadMode},
 };
@@ -18,6 +19,8 @@ pub struct Rule {
     pub peer: Selector,
     pub traffic: Vec<Traffic>,
     pub action: RuleAction,
+    /// What the rule admits may pass at this rate (allow rules only).
+    pub limit: Option<RateLimit>,
 }
 
 /// A statically bound identity.

@@ -17,6 +17,7 @@
 //!     ingress:
 //!       - from: { spiffe: "spiffe://example.org/ns/orders/*" }
 //!         ports: ["8443/tcp"]
+//!         rateLimit: { packetsPerSecond: 5000, burst: 500 }   # see `ratelimit.rs`
 //!       - from: { cidr: 192.168.0.0/16 }
 //!         ports: ["9090/tcp", "30000-30100/udp"]
 //!       - from: { any: true }
@@ -33,6 +34,7 @@
 
 use serde::Deserialize;
 
+use super::ratelimit::RateLimit;
 use super::values::{
     DefaultAction, Failsafe, HostAddr, IcmpName, PortSpec, ProtocolName, RuleAction, Selector,
     WorkloadInterface, WorkloadMode,
@@ -137,6 +139,7 @@ pub(super) struct RawIngressRule {
     protocols: Option<Vec<ProtocolName>>,
     #[serde(default)]
     action: RuleAction,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +157,7 @@ pub(super) struct RawEgressRule {
     protocols: Option<Vec<ProtocolName>>,
     #[serde(default)]
     action: RuleAction,
+    rate_limit: Option<RateLimit>,
 }
 
 /// A rule of either direction, its peer taken from `from` or `to`.
@@ -162,6 +166,7 @@ pub(super) struct RawRule {
     pub peer: Selector,
     pub traffic: RawTraffic,
     pub action: RuleAction,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// What a rule says about traffic, before expansion: each list as written, `None` when the
@@ -196,6 +201,7 @@ impl From<RawIngressRule> for RawRule {
                 protocols: r.protocols,
             },
             action: r.action,
+            rate_limit: r.rate_limit,
         }
     }
 }
@@ -212,6 +218,7 @@ impl From<RawEgressRule> for RawRule {
                 protocols: r.protocols,
             },
             action: r.action,
+            rate_limit: r.rate_limit,
         }
     }
 }

@@ -19,11 +19,12 @@ use super::{
     fingerprint,
     interfaces::{self, Interfaces, Owners},
     model::{Policy, Rule, StaticIdentity, Workload},
+    ratelimit::{Per, RateLimit},
     spiffe::{SpiffeError, SpiffeId},
     syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
     values::{
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Selector, Traffic,
-        checking_interfaces, default_failsafe,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, RuleAction, Selector,
+        Traffic, checking_interfaces, default_failsafe,
     },
 };
 use crate::yaml::{self, YamlError};
@@ -297,14 +298,40 @@ fn rules(
                 ),
             ));
         }
+        if let Some(limit) = &r.rate_limit {
+            rate_limit(limit, direction, r.action)
+                .map_err(|m| doc.invalid(format!("{at}.{dir}[{j}].rateLimit"), m))?;
+        }
         rules.push(Rule {
             name,
             peer: r.peer,
             traffic,
             action: r.action,
+            limit: r.rate_limit,
         });
     }
     Ok(rules)
+}
+
+/// What a rate limit may say depends on its rule: only what an allow rule admits is limited,
+/// and the peer a bucket is kept per is the source on ingress, the destination on egress.
+fn rate_limit(limit: &RateLimit, direction: Direction, action: RuleAction) -> Result<(), String> {
+    if action == RuleAction::Deny {
+        return Err("a deny rule admits nothing to limit: rateLimit goes on allow rules".into());
+    }
+    match (limit.per, direction) {
+        (Per::Source, Direction::Egress) => Err(
+            "`per: source` on an egress rule: the peer of an egress packet is its destination (`per: destination`)".into(),
+        ),
+        (Per::Destination, Direction::Ingress) => Err(
+            "`per: destination` on an ingress rule: the peer of an ingress packet is its source (`per: source`)".into(),
+        ),
+        (Per::Source | Per::Destination, _) => Err(format!(
+            "`per: {}` (a bucket per peer address) is not supported by this agent yet: use `per: rule`",
+            limit.per.as_str()
+        )),
+        (Per::Rule, _) => Ok(()),
+    }
 }
 
 /// Everything a rule without ports, ICMP types or protocols covers.

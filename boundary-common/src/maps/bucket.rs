@@ -15,9 +15,9 @@ pub const NO_BUCKET: u32 = 0;
 
 /// Value of [`BUCKETS_MAP`]: one bucket as every CPU shares it. `tat` is updated by
 /// compare-and-swap; the rest is written by the agent before any generation names the bucket,
-/// and never while one does. One cache line each, so that two buckets' updates do not fight
-/// over a line.
-#[repr(C, align(64))]
+/// and never while one does. 64 bytes, a cache line: two buckets' updates do not fight over
+/// one.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BucketState {
     /// Theoretical arrival time, in ticks, of packets (0) and bytes (1).

@@ -9,6 +9,7 @@
 //! installs a compiled policy), `flows` (forgetting tracked flows), `reads` (counters and rule
 //! hits summed over CPUs), `query` (point reads of the live generation, for `trace`).
 
+mod buckets;
 mod config;
 mod flows;
 mod keys;
@@ -113,6 +114,16 @@ pub struct Maps {
     rule_ids: HashMap<MapData, u64, u32>,
     /// What `rule_ids` holds, when this process knows it exactly.
     rule_ids_known: Option<crate::policy::RuleTable>,
+    /// Packets each rule's limit refused.
+    rule_limited: PerCpuArray<MapData, u64>,
+    /// Rate-limit buckets, each CPU's credit in them, and which rule pays into which (see
+    /// `buckets.rs`).
+    buckets: Array<MapData, abi::BucketState>,
+    credits: PerCpuArray<MapData, abi::BucketCredit>,
+    rule_buckets: Array<MapData, u32>,
+    bucket_ids: HashMap<MapData, u64, u32>,
+    /// The rules of each generation with a bucket, when this process knows them.
+    rule_buckets_known: [Option<std::collections::BTreeSet<u32>>; 2],
     event_budget: PerCpuArray<MapData, EventBudget>,
     ports: Array<MapData, u64>,
     /// What waits out the packets in flight between a switch and the old generation's delete;
@@ -178,6 +189,22 @@ macro_rules! open_all {
                 .try_into()
                 .map_err(map_err(abi::RULE_IDS_MAP))?,
             rule_ids_known: None,
+            rule_limited: open(abi::RULE_LIMITED_MAP)?
+                .try_into()
+                .map_err(map_err(abi::RULE_LIMITED_MAP))?,
+            buckets: open(abi::BUCKETS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::BUCKETS_MAP))?,
+            credits: open(abi::CREDITS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::CREDITS_MAP))?,
+            rule_buckets: open(abi::RULE_BUCKETS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::RULE_BUCKETS_MAP))?,
+            bucket_ids: open(abi::BUCKET_IDS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::BUCKET_IDS_MAP))?,
+            rule_buckets_known: [None, None],
             event_budget: open(EVENT_BUDGET_MAP)?
                 .try_into()
                 .map_err(map_err(EVENT_BUDGET_MAP))?,

@@ -4,7 +4,7 @@
 //! (zeroing the hits of any id that changes hands) and forgets the removed rules' after it.
 
 use aya::maps::PerCpuValues;
-use boundary_common::maps::{RULE_HITS_MAP, RULE_IDS_MAP};
+use boundary_common::maps::{RULE_HITS_MAP, RULE_IDS_MAP, RULE_LIMITED_MAP};
 
 use crate::{datapath::batch, policy::RuleTable, policy::Tables};
 
@@ -48,11 +48,17 @@ impl Maps {
             aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
         for &(_, id) in &changed {
             if hits.get(id as usize).is_some_and(|&h| h != 0) {
-                let zero = PerCpuValues::try_from(vec![0u64; cpus.get() as usize])
-                    .map_err(|e| MapsError::Cpus(e.to_string()))?;
+                let zero = || {
+                    PerCpuValues::try_from(vec![0u64; cpus.get() as usize])
+                        .map_err(|e| MapsError::Cpus(e.to_string()))
+                };
                 self.rule_hits
-                    .set(id, zero, 0)
+                    .set(id, zero()?, 0)
                     .map_err(map_err(RULE_HITS_MAP))?;
+                // What the limit refused is a part of the hits: zero with them.
+                self.rule_limited
+                    .set(id, zero()?, 0)
+                    .map_err(map_err(RULE_LIMITED_MAP))?;
             }
         }
         // The map may hold more than one policy's ids until the swap ends: what is not known

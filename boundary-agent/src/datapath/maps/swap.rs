@@ -16,7 +16,7 @@ use boundary_common::name::encode_name;
 use tracing::warn;
 
 use crate::datapath::{batch, grace::Grace};
-use crate::policy::{RuleTable, Tables};
+use crate::policy::{BucketTable, RuleTable, Tables};
 
 use super::{
     Installed, Maps, MapsError,
@@ -181,7 +181,7 @@ impl Maps {
                 return Err(e);
             }
         };
-        let (live_rules, keys) = match self.install_generation(next, tables, non_ip) {
+        let (live_rules, live_buckets, keys) = match self.install_generation(next, tables, non_ip) {
             Ok(installed) => installed,
             Err(e) => {
                 // Nothing changed: the live policy keeps its slots' names.
@@ -196,6 +196,7 @@ impl Maps {
         let clean = match self.wait_for_readers() {
             Ok(()) => {
                 self.retire_rule_ids(&live_rules, tables);
+                self.retire_buckets(&live_buckets, tables);
                 self.remove_keys(&old)
             }
             Err(error) => {
@@ -272,8 +273,9 @@ impl Maps {
         next: u8,
         tables: &Tables,
         non_ip: abi::Action,
-    ) -> Result<(RuleTable, GenerationKeys), MapsError> {
+    ) -> Result<(RuleTable, BucketTable, GenerationKeys), MapsError> {
         let live_rules = self.record_rule_ids(tables)?;
+        let live_buckets = self.install_buckets(next, tables)?;
         let mut keys = GenerationKeys::of(next, tables);
         self.set_other_empty(false);
         let mut written = Written::default();
@@ -288,7 +290,7 @@ impl Maps {
             self.set_other_empty(clean);
             return Err(e);
         }
-        Ok((live_rules, keys))
+        Ok((live_rules, live_buckets, keys))
     }
 
     /// Returns once no packet can still be reading a generation that was live before the

@@ -13,6 +13,8 @@
 //! 7. here: the failsafe entries, as written.
 //! 8. `rules`: rule ids, kept across reloads by fingerprint; the entries and the tables
 //!    written in positions until then are given them here.
+//! 9. `limits`: a rate-limit bucket for every rule with a limit, kept across reloads while
+//!    the rule and its limit stay the same.
 //!
 //! ## Identities
 //! An identity is a class of peers the policy cannot tell apart: the set of rules whose peer
@@ -31,6 +33,7 @@
 mod endpoints;
 mod entries;
 mod identities;
+mod limits;
 mod rules;
 mod slots;
 mod tables;
@@ -40,6 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 pub use self::{
+    limits::{Bucket, BucketTable},
     rules::RuleTable,
     slots::SlotTable,
     tables::{IdentityInfo, RangeKey, RuleInfo, RuleKey, Tables},
@@ -54,6 +58,10 @@ pub enum CompileError {
     TooManyWorkloads { count: usize, slots: u32 },
     #[error("{count} rules exceed the datapath's {max}")]
     TooManyRules { count: usize, max: u32 },
+    #[error(
+        "{count} rate limits do not fit beside the {live} of the live policy in the datapath's {max} buckets"
+    )]
+    TooManyBuckets { count: usize, live: usize, max: u32 },
 }
 
 /// Compiles `policy` for a datapath with `max_workloads` slots, keeping the slots of `previous`
@@ -63,15 +71,23 @@ pub fn compile(
     previous: &SlotTable,
     max_workloads: u32,
 ) -> Result<Tables, CompileError> {
-    compile_keeping(policy, previous, &RuleTable::new(), max_workloads)
+    compile_keeping(
+        policy,
+        previous,
+        &RuleTable::new(),
+        &BucketTable::new(),
+        max_workloads,
+    )
 }
 
-/// As [`compile`], keeping also the ids `rules` gives rules that are still there (what the
-/// agent does on every reload: a rule's counters stay its own).
+/// As [`compile`], keeping also the ids `rules` gives rules that are still there and the
+/// buckets of limits that are unchanged (what the agent does on every reload: a rule's
+/// counters and its bucket's fill stay its own).
 pub fn compile_keeping(
     policy: &Policy,
     previous: &SlotTable,
     rules: &RuleTable,
+    buckets: &BucketTable,
     max_workloads: u32,
 ) -> Result<Tables, CompileError> {
     let live_rules = rules;
@@ -93,9 +109,11 @@ pub fn compile_keeping(
         failsafe: failsafe(policy),
         rules: BTreeMap::new(),
         identity_info: peers.info,
+        buckets: BTreeMap::new(),
     };
     let ids = rules::assign_ids(&rules, live_rules);
     give_ids(&mut t, rules, &ids);
+    t.buckets = limits::assign(&t.rules, buckets)?;
     Ok(t)
 }
 

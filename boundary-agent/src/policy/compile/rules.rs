@@ -55,6 +55,7 @@ pub(super) fn number<'a>(
                     direction,
                     peer: rule.peer.clone(),
                     action: rule.action,
+                    limit: rule.limit,
                 });
             }
         }
@@ -154,6 +155,7 @@ workloads:
                 direction: Direction::Ingress,
                 peer: crate::policy::Selector::Any,
                 action: crate::policy::RuleAction::Allow,
+                limit: None,
             })
             .collect()
     }

@@ -13,7 +13,11 @@ use boundary_common::{
 };
 use ipnet::IpNet;
 
-use crate::policy::values::{RuleAction, Selector};
+use super::Bucket;
+use crate::policy::{
+    ratelimit::RateLimit,
+    values::{RuleAction, Selector},
+};
 
 /// A policy-map key without its generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,6 +52,7 @@ pub struct RuleInfo {
     pub direction: Direction,
     pub peer: Selector,
     pub action: RuleAction,
+    pub limit: Option<RateLimit>,
 }
 
 impl fmt::Display for RuleInfo {
@@ -98,6 +103,8 @@ pub struct Tables {
     /// (see [`super::RuleTable`]); without a previous table they follow the file's order.
     pub rules: BTreeMap<u32, RuleInfo>,
     pub identity_info: BTreeMap<u32, IdentityInfo>,
+    /// Rule id -> the bucket its rate limit pays into (rules with a limit only).
+    pub buckets: BTreeMap<u32, Bucket>,
 }
 
 impl Tables {

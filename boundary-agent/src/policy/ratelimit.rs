@@ -1,0 +1,373 @@
+//! `rateLimit:` on a rule: as written, checked as it is read (so errors carry the file, line
+//! and column), and as the compiler reads it.
+//!
+//! ```yaml
+//! rateLimit: { packetsPerSecond: 5000, burst: 500 }                 # one bucket for the rule
+//! rateLimit: { bytesPerSecond: 10000000, burstBytes: 2000000 }
+//! rateLimit: { packetsPerSecond: 200, per: source, maxSources: 65536,
+//!              ceiling: { packetsPerSecond: 5000, burst: 500 } }    # one bucket per source
+//! ```
+//! A burst defaults to one second's worth of its rate.
+
+use std::fmt;
+
+use boundary_common::bucket::RATE_MAX;
+use serde::Deserialize;
+
+/// The fastest packet rate a limit may set (a billion packets a second is beyond any link).
+pub const PACKET_RATE_MAX: u64 = 1_000_000_000;
+/// The slowest byte rate: one MTU a second. Below it a limit is a typing error.
+pub const BYTE_RATE_MIN: u64 = 1_500;
+/// The fastest byte rate: 800 Gbit/s (what the bucket arithmetic keeps exact, see
+/// `boundary_common::bucket`).
+pub const BYTE_RATE_MAX: u64 = RATE_MAX;
+/// The smallest byte burst: one MTU (a larger packet still passes a full bucket).
+pub const BYTE_BURST_MIN: u64 = 1_500;
+/// A burst worth more than this many seconds of its rate is refused: a bucket that deep is
+/// not a limit.
+pub const BURST_SECONDS_MAX: u64 = 3_600;
+/// Default and largest `maxSources`.
+pub const MAX_SOURCES_DEFAULT: u32 = 65_536;
+pub const MAX_SOURCES_MAX: u32 = 1_048_576;
+
+/// A rate and the bucket depth that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rate {
+    pub per_second: u64,
+    pub burst: u64,
+}
+
+/// Who shares a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Everything the rule admits.
+    Rule,
+    /// Each source address (ingress rules).
+    Source,
+    /// Each destination address (egress rules).
+    Destination,
+}
+
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Rule => "rule",
+            Per::Source => "source",
+            Per::Destination => "destination",
+        }
+    }
+}
+
+/// A rule's rate limit, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "RawRateLimit")]
+pub struct RateLimit {
+    pub packets: Option<Rate>,
+    pub bytes: Option<Rate>,
+    pub per: Per,
+    /// Buckets kept per rule when `per` is a peer (least recently used evicted beyond).
+    pub max_sources: u32,
+    /// A rule-wide bucket every peer's packets also pay into (`per` a peer only).
+    pub ceiling: Option<Rate>,
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(p) = self.packets {
+            parts.push(format!("{} pkt/s burst {}", p.per_second, p.burst));
+        }
+        if let Some(b) = self.bytes {
+            parts.push(format!("{} B/s burst {} B", b.per_second, b.burst));
+        }
+        write!(f, "{} per {}", parts.join(", "), self.per.as_str())?;
+        if self.per != Per::Rule {
+            write!(f, " (up to {})", self.max_sources)?;
+        }
+        if let Some(c) = self.ceiling {
+            write!(f, ", ceiling {} pkt/s burst {}", c.per_second, c.burst)?;
+        }
+        Ok(())
+    }
+}
+
+impl RateLimit {
+    /// Canonical text of what the limit says, for its bucket's fingerprint: a bucket is kept
+    /// across reloads while its rule and this text stay the same.
+    pub fn canonical(&self) -> String {
+        let rate =
+            |r: Option<Rate>| r.map_or("-".to_owned(), |r| format!("{}/{}", r.per_second, r.burst));
+        format!(
+            "p{}|b{}|{}|{}|c{}",
+            rate(self.packets),
+            rate(self.bytes),
+            self.per.as_str(),
+            self.max_sources,
+            rate(self.ceiling)
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRateLimit {
+    packets_per_second: Option<u64>,
+    bytes_per_second: Option<u64>,
+    burst: Option<u64>,
+    burst_bytes: Option<u64>,
+    per: Option<Per>,
+    max_sources: Option<u32>,
+    ceiling: Option<RawCeiling>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCeiling {
+    packets_per_second: u64,
+    burst: Option<u64>,
+}
+
+impl TryFrom<RawRateLimit> for RateLimit {
+    type Error = String;
+    fn try_from(r: RawRateLimit) -> Result<Self, String> {
+        if r.packets_per_second.is_none() && r.bytes_per_second.is_none() {
+            return Err("a rate limit sets packetsPerSecond, bytesPerSecond or both".into());
+        }
+        let packets = r
+            .packets_per_second
+            .map(|rate| packet_rate("packetsPerSecond", "burst", rate, r.burst))
+            .transpose()?;
+        if packets.is_none() && r.burst.is_some() {
+            return Err("burst sizes the packetsPerSecond limit, which this one does not set (burstBytes sizes bytesPerSecond)".into());
+        }
+        let bytes = r
+            .bytes_per_second
+            .map(|rate| byte_rate(rate, r.burst_bytes))
+            .transpose()?;
+        if bytes.is_none() && r.burst_bytes.is_some() {
+            return Err(
+                "burstBytes sizes the bytesPerSecond limit, which this one does not set".into(),
+            );
+        }
+        let per = r.per.unwrap_or(Per::Rule);
+        if per == Per::Rule {
+            if r.max_sources.is_some() {
+                return Err("maxSources applies to `per: source` and `per: destination`: with `per: rule` there is one bucket".into());
+            }
+            if r.ceiling.is_some() {
+                return Err("ceiling applies to `per: source` and `per: destination`: with `per: rule` the limit is rule-wide already".into());
+            }
+        }
+        let max_sources = r.max_sources.unwrap_or(MAX_SOURCES_DEFAULT);
+        if !(1..=MAX_SOURCES_MAX).contains(&max_sources) {
+            return Err(format!(
+                "maxSources must be 1 to {MAX_SOURCES_MAX}, not {max_sources}"
+            ));
+        }
+        let ceiling = r
+            .ceiling
+            .map(|c| {
+                packet_rate(
+                    "ceiling.packetsPerSecond",
+                    "ceiling.burst",
+                    c.packets_per_second,
+                    c.burst,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            packets,
+            bytes,
+            per,
+            max_sources,
+            ceiling,
+        })
+    }
+}
+
+fn packet_rate(key: &str, burst_key: &str, rate: u64, burst: Option<u64>) -> Result<Rate, String> {
+    if !(1..=PACKET_RATE_MAX).contains(&rate) {
+        return Err(format!("{key} must be 1 to {PACKET_RATE_MAX}, not {rate}"));
+    }
+    let burst = burst.unwrap_or(rate);
+    if burst == 0 {
+        return Err(format!("{burst_key} must be at least 1 packet"));
+    }
+    within_an_hour(burst_key, burst, rate, "packets")?;
+    Ok(Rate {
+        per_second: rate,
+        burst,
+    })
+}
+
+fn byte_rate(rate: u64, burst: Option<u64>) -> Result<Rate, String> {
+    if !(BYTE_RATE_MIN..=BYTE_RATE_MAX).contains(&rate) {
+        return Err(format!(
+            "bytesPerSecond must be {BYTE_RATE_MIN} (one MTU a second) to {BYTE_RATE_MAX} (800 Gbit/s), not {rate}"
+        ));
+    }
+    let burst = burst.unwrap_or(rate);
+    if burst < BYTE_BURST_MIN {
+        return Err(format!(
+            "burstBytes must be at least {BYTE_BURST_MIN} (one MTU), not {burst}"
+        ));
+    }
+    within_an_hour("burstBytes", burst, rate, "bytes")?;
+    Ok(Rate {
+        per_second: rate,
+        burst,
+    })
+}
+
+fn within_an_hour(key: &str, burst: u64, rate: u64, unit: &str) -> Result<(), String> {
+    if burst / rate >= BURST_SECONDS_MAX {
+        return Err(format!(
+            "{key} of {burst} {unit} is more than an hour at {rate}/s: a bucket that deep limits nothing"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<RateLimit, String> {
+        serde_yaml_ng::from_str::<RateLimit>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bursts_default_to_one_second_of_the_rate() {
+        let l = read("{ packetsPerSecond: 5000, bytesPerSecond: 1000000 }").expect("valid");
+        assert_eq!(
+            l.packets,
+            Some(Rate {
+                per_second: 5000,
+                burst: 5000
+            })
+        );
+        assert_eq!(l.bytes.map(|b| b.burst), Some(1_000_000));
+        assert_eq!(l.per, Per::Rule);
+        assert_eq!(l.ceiling, None);
+    }
+
+    #[test]
+    fn a_per_source_limit_takes_max_sources_and_a_ceiling() {
+        let l = read(
+            "{ packetsPerSecond: 10, burst: 5, per: source, maxSources: 1000, ceiling: { packetsPerSecond: 500 } }",
+        )
+        .expect("valid");
+        assert_eq!(l.per, Per::Source);
+        assert_eq!(l.max_sources, 1000);
+        assert_eq!(
+            l.ceiling,
+            Some(Rate {
+                per_second: 500,
+                burst: 500
+            })
+        );
+        assert_eq!(
+            l.to_string(),
+            "10 pkt/s burst 5 per source (up to 1000), ceiling 500 pkt/s burst 500"
+        );
+    }
+
+    #[test]
+    fn absurd_limits_are_refused_with_what_is_wrong() {
+        for (text, wanted) in [
+            (
+                "{ burst: 5 }",
+                "sets packetsPerSecond, bytesPerSecond or both",
+            ),
+            ("{ packetsPerSecond: 0 }", "packetsPerSecond must be 1 to"),
+            (
+                "{ packetsPerSecond: 2000000000 }",
+                "packetsPerSecond must be 1 to",
+            ),
+            (
+                "{ packetsPerSecond: 10, burst: 0 }",
+                "burst must be at least 1 packet",
+            ),
+            ("{ packetsPerSecond: 1, burst: 3600 }", "more than an hour"),
+            ("{ bytesPerSecond: 100 }", "bytesPerSecond must be 1500"),
+            (
+                "{ bytesPerSecond: 10000, burstBytes: 1000 }",
+                "at least 1500 (one MTU)",
+            ),
+            (
+                "{ bytesPerSecond: 10000, burst: 10 }",
+                "burst sizes the packetsPerSecond limit",
+            ),
+            (
+                "{ packetsPerSecond: 10, burstBytes: 10000 }",
+                "burstBytes sizes the bytesPerSecond",
+            ),
+            (
+                "{ packetsPerSecond: 10, maxSources: 10 }",
+                "maxSources applies to",
+            ),
+            (
+                "{ packetsPerSecond: 10, ceiling: { packetsPerSecond: 5 } }",
+                "ceiling applies to",
+            ),
+            (
+                "{ packetsPerSecond: 10, per: source, maxSources: 0 }",
+                "maxSources must be 1 to",
+            ),
+            ("{ packetsPerSecond: 10, per: everyone }", "unknown variant"),
+            ("{ packetsPerSecond: 10, rate: 5 }", "unknown field"),
+            ("{ packetsPerSecond: -1 }", "invalid type"),
+        ] {
+            let e = read(text).expect_err(text);
+            assert!(e.contains(wanted), "{text}: {e}");
+        }
+    }
+
+    fn policy_error(rule: &str) -> String {
+        let text = format!(
+            "apiVersion: boundary.dev/v1\nworkloads:\n  - name: w\n    addresses: [10.0.0.1]\n{rule}"
+        );
+        crate::policy::Policy::from_str("p.yaml", &text)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_limit_must_suit_its_rule() {
+        let e = policy_error(
+            "    ingress: [{ from: { any: true }, action: deny, rateLimit: { packetsPerSecond: 5 } }]\n",
+        );
+        assert!(
+            e.contains("workloads[0].ingress[0].rateLimit: a deny rule"),
+            "{e}"
+        );
+        let e = policy_error(
+            "    egress: [{ to: { any: true }, rateLimit: { packetsPerSecond: 5, per: source } }]\n",
+        );
+        assert!(
+            e.contains("egress[0].rateLimit: `per: source` on an egress rule"),
+            "{e}"
+        );
+        let e = policy_error(
+            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5, per: destination } }]\n",
+        );
+        assert!(e.contains("`per: destination` on an ingress rule"), "{e}");
+        // Errors in the block itself say where in the file.
+        let e = policy_error(
+            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 0 } }]\n",
+        );
+        assert!(e.starts_with("p.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn the_canonical_text_changes_with_every_term() {
+        let a = read("{ packetsPerSecond: 10 }").expect("valid");
+        let b = read("{ packetsPerSecond: 10, burst: 11 }").expect("valid");
+        let c = read("{ packetsPerSecond: 10, bytesPerSecond: 10000 }").expect("valid");
+        let d = read("{ packetsPerSecond: 10, per: source }").expect("valid");
+        let texts: std::collections::BTreeSet<String> =
+            [a, b, c, d].iter().map(RateLimit::canonical).collect();
+        assert_eq!(texts.len(), 4);
+    }
+}
