@@ -251,6 +251,18 @@ impl Kernel {
         tables
     }
 
+    /// As the agent reloads: slots, rule ids and rate-limit buckets kept for what is unchanged.
+    pub fn reload(&mut self, policy: &Policy) -> Tables {
+        let maps = self.dp.maps();
+        let slots = maps.slot_table().expect("slots");
+        let rules = maps.rule_table().expect("rule ids");
+        let buckets = maps.bucket_table().expect("buckets");
+        let tables =
+            policy::compile_keeping(policy, &slots, &rules, &buckets, SLOTS).expect("compiles");
+        self.dp.apply(&tables, Action::Pass).expect("apply");
+        tables
+    }
+
     /// Runs `frame` and returns (program return value, the reason whose counter moved in
     /// `slot`'s row, if exactly one did). Cheaper than `run`: two row reads, not all rows.
     pub fn run_in_row(

@@ -60,6 +60,22 @@ impl Maps {
         Ok(hits)
     }
 
+    /// Packets rules `0..rules` matched and their rate limits refused, summed over CPUs: one
+    /// batch read.
+    pub fn rule_limited_totals(&self, rules: u32) -> Result<Vec<u64>, MapsError> {
+        let mut limited = vec![0; rules as usize];
+        batch::read_per_cpu(&self.rule_limited, rules, |i, per_cpu| {
+            if let Some(n) = limited.get_mut(i as usize) {
+                *n = per_cpu.iter().sum();
+            }
+        })
+        .map_err(|source| MapsError::Read {
+            name: abi::RULE_LIMITED_MAP,
+            source,
+        })?;
+        Ok(limited)
+    }
+
     /// The counter row of (slot, direction), summed over CPUs.
     pub fn counter_row(&self, slot: u16, direction: u8) -> Result<CounterRow, MapsError> {
         let per_cpu = self
@@ -75,6 +91,15 @@ impl Maps {
             .rule_hits
             .get(&rule, 0)
             .map_err(map_err(RULE_HITS_MAP))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Packets `rule` matched and its rate limit refused, summed over CPUs.
+    pub fn rule_limited(&self, rule: u32) -> Result<u64, MapsError> {
+        let per_cpu = self
+            .rule_limited
+            .get(&rule, 0)
+            .map_err(map_err(abi::RULE_LIMITED_MAP))?;
         Ok(per_cpu.iter().sum())
     }
 
