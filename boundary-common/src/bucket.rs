@@ -218,6 +218,22 @@ impl Dimension {
     }
 }
 
+/// Pays `cost` ticks from the shared `tat` of a bucket `depth` ticks deep at `now`, exactly (no
+/// credit: a bucket kept per peer is paid straight into). Returns whether it could.
+#[inline]
+pub fn pay<W: SharedWord>(tat: &W, cost: u64, depth: u64, now: u64) -> bool {
+    for _ in 0..CAS_TRIES {
+        let old = tat.load();
+        let Some(new) = take(old, now, cost, depth) else {
+            return false;
+        };
+        if tat.compare_exchange(old, new) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A bucket's two dimensions, what one CPU keeps of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
+    btf_maps::{ArrayOfMaps, LruHashMap as BtfLruHashMap},
+    macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
@@ -11,8 +12,8 @@ use boundary_common::maps::{
     EVENTS_RING_BYTES, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue,
     FragKey, FragValue, MAX_BUCKETS, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
     MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES,
-    PROGS_ENTRIES, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry,
-    WorkloadName,
+    PROGS_ENTRIES, PeerBucket, PeerKey, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS,
+    VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -87,6 +88,17 @@ pub static RULE_BUCKETS: Array<u32> = Array::with_max_entries(2 * MAX_RULES, 0);
 
 #[map(name = "BND_RULE_LIMIT")]
 pub static RULE_LIMITED: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// One LRU map of peers' buckets per bucket kept per peer; the agent makes each (sized by its
+/// rule's `maxSources`) and puts it here. The one entry in the template is not what they hold.
+#[btf_map(name = "BND_PEER_BUCKETS")]
+pub static PEER_BUCKETS: ArrayOfMaps<
+    BtfLruHashMap<PeerKey, PeerBucket, 1>,
+    { MAX_BUCKETS as usize },
+> = ArrayOfMaps::new();
+
+#[map(name = "BND_PEER_INSERTS")]
+pub static PEER_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_BUCKETS, 0);
 
 /// The agent's record of which bucket is which (see `BUCKET_IDS_MAP`); no program reads it.
 #[map(name = "BND_BUCKET_IDS")]

@@ -381,7 +381,7 @@ fn finish(
         } else if j.flags & VC_AUDIT != 0 {
             reason = Reason::Audit;
         }
-    } else if j.bucket != NO_BUCKET && !ratelimit::admit(j.bucket, wire.packets, wire.bytes) {
+    } else if j.bucket != NO_BUCKET && !ratelimit::admit(j.bucket, pkt, direction, wire) {
         limited = true;
         reason = if failsafe(pkt, direction, cfg) {
             Reason::Failsafe

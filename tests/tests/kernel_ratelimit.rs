@@ -372,3 +372,129 @@ fn two_cpus_skewed_90_10_share_one_rate() {
         "admitted {all}, expected {expected}"
     );
 }
+
+fn per_source_policy(limit: &str) -> Policy {
+    Policy::from_str(
+        "p.yaml",
+        &format!(
+            "apiVersion: boundary.dev/v1
+failsafe: []
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    ingress:
+      - name: dns
+        from: {{ any: true }}
+        ports: [\"53/udp\"]
+        rateLimit: {limit}
+"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn source(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 9, 0, i)
+}
+
+#[test]
+fn per_source_buckets_are_apart_a_new_source_starts_full_and_a_ceiling_caps_them_all() {
+    if !require_root(
+        "per_source_buckets_are_apart_a_new_source_starts_full_and_a_ceiling_caps_them_all",
+    ) {
+        return;
+    }
+    let mut k = Kernel::empty();
+    k.reload(&per_source_policy(
+        "{ packetsPerSecond: 1, burst: 3, per: source, maxSources: 100, ceiling: { packetsPerSecond: 1, burst: 10 } }",
+    ));
+    let started = Instant::now();
+    // Each source its own burst of 3, whatever the others did.
+    for i in 1..=3 {
+        let r = send(
+            &mut k,
+            Direction::Ingress,
+            &udp(source(i), 5000, SERVER, 53, 10),
+            5,
+            1,
+        );
+        assert_burst(&r, Reason::PolicyAllow, 3, started);
+    }
+    // The ceiling (10) has 1 left after 9: a fourth source gets 1, not 3.
+    let r = send(
+        &mut k,
+        Direction::Ingress,
+        &udp(source(4), 5000, SERVER, 53, 10),
+        3,
+        1,
+    );
+    assert_burst(&r, Reason::PolicyAllow, 1, started);
+    // A fifth source has its own burst, but the ceiling is spent: only what the ceiling
+    // refilled since (one a second) passes.
+    let r = send(
+        &mut k,
+        Direction::Ingress,
+        &udp(source(5), 5000, SERVER, 53, 10),
+        3,
+        1,
+    );
+    let refilled = usize::try_from(started.elapsed().as_secs()).unwrap_or(usize::MAX);
+    assert!(count(&r, Reason::PolicyAllow) <= refilled, "{r:?}");
+}
+
+#[test]
+fn a_flood_of_sources_washes_only_its_rules_table_and_evictions_are_counted() {
+    if !require_root("a_flood_of_sources_washes_only_its_rules_table_and_evictions_are_counted") {
+        return;
+    }
+    let mut k = Kernel::empty();
+    let limit = "{ packetsPerSecond: 1, burst: 2, per: source, maxSources: 8 }";
+    let p = Policy::from_str(
+        "p.yaml",
+        &format!(
+            "apiVersion: boundary.dev/v1
+failsafe: []
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    ingress:
+      - {{ name: dns, from: {{ any: true }}, ports: [\"53/udp\"], rateLimit: {limit} }}
+      - {{ name: ntp, from: {{ any: true }}, ports: [\"123/udp\"], rateLimit: {{ packetsPerSecond: 1, burst: 50, per: source, maxSources: 8 }} }}
+"
+        ),
+    )
+    .expect("valid");
+    let tables = k.reload(&p);
+    let index = |name: &str| {
+        tables
+            .buckets
+            .iter()
+            .find(|(id, _)| tables.rules[id].name == name)
+            .expect("a bucket")
+            .1
+            .index
+    };
+    // A source spends its burst at ntp.
+    let ntp = udp(source(250), 5000, SERVER, 123, 10);
+    let spent = Instant::now();
+    let r = send(&mut k, Direction::Ingress, &ntp, 51, 1);
+    assert_burst(&r, Reason::PolicyAllow, 50, spent);
+    // 200 sources at dns.
+    for i in 1..=200u8 {
+        k.test_run(Direction::Ingress, &udp(source(i), 5000, SERVER, 53, 10));
+    }
+    let (inserts, live) = k.dp.maps().peer_counts(index("dns")).expect("counts");
+    assert_eq!(inserts, 200);
+    assert!(live <= 8, "{live} buckets kept in a table of 8");
+    println!(
+        "200 sources into a table of 8: {live} kept, {} evicted",
+        inserts - live
+    );
+    // ntp's table was not washed: the source is still remembered, still over its limit.
+    assert_eq!(
+        k.dp.maps().peer_counts(index("ntp")).expect("counts"),
+        (1, 1)
+    );
+    let r = send(&mut k, Direction::Ingress, &ntp, 2, 1);
+    assert_eq!(r, [Reason::RateLimited; 2], "{r:?}");
+}

@@ -31,3 +31,27 @@ pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long
         Ok(ret)
     }
 }
+
+/// The prefix of `union bpf_attr` that `BPF_MAP_DELETE_ELEM` reads.
+#[repr(C)]
+struct DeleteAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+}
+
+/// Deletes `key` from the map `fd` (which aya 0.16 cannot do for an array of maps). A key
+/// that is not there is not an error.
+pub(super) fn delete_elem<K>(fd: std::os::fd::BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    let mut attr = DeleteAttr {
+        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+    };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other.map(drop),
+    }
+}

@@ -326,11 +326,7 @@ fn rate_limit(limit: &RateLimit, direction: Direction, action: RuleAction) -> Re
         (Per::Destination, Direction::Ingress) => Err(
             "`per: destination` on an ingress rule: the peer of an ingress packet is its source (`per: source`)".into(),
         ),
-        (Per::Source | Per::Destination, _) => Err(format!(
-            "`per: {}` (a bucket per peer address) is not supported by this agent yet: use `per: rule`",
-            limit.per.as_str()
-        )),
-        (Per::Rule, _) => Ok(()),
+        _ => Ok(()),
     }
 }
 

@@ -65,6 +65,13 @@ pub const RULE_BUCKETS_MAP: &str = "BND_RULE_BUCKET";
 /// `PerCpuArray<u64>`: packets each rule matched and its limit refused (by rule id). Rule hits
 /// count them too: admitted = hits - limited.
 pub const RULE_LIMITED_MAP: &str = "BND_RULE_LIMIT";
+/// `ArrayOfMaps<LruHashMap<PeerKey, PeerBucket>>`: per-peer buckets, one LRU map per bucket
+/// kept per peer (sized by its `maxSources`, so a flood of sources at one rule washes only that
+/// rule's buckets). Indexed as [`BUCKETS_MAP`].
+pub const PEER_BUCKETS_MAP: &str = "BND_PEER_BUCKETS";
+/// `PerCpuArray<u64>`: peers' buckets each per-peer bucket's map took in (inserts): minus the
+/// entries it holds, the peers it evicted.
+pub const PEER_INSERTS_MAP: &str = "BND_PEER_INSERTS";
 /// `HashMap<u64, u32>`: bucket fingerprint (rule fingerprint and limit) -> bucket. The agent's
 /// alone, as [`RULE_IDS_MAP`]: a restarted agent keeps every bucket, its fill included.
 pub const BUCKET_IDS_MAP: &str = "BND_BUCKET_IDS";
@@ -102,7 +109,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 26] = [
+pub const ALL_MAPS: [&str; 28] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -129,6 +136,8 @@ pub const ALL_MAPS: [&str; 26] = [
     RULE_BUCKETS_MAP,
     RULE_LIMITED_MAP,
     BUCKET_IDS_MAP,
+    PEER_BUCKETS_MAP,
+    PEER_INSERTS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

@@ -6,8 +6,8 @@
 
 use super::{
     AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint,
-    EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue,
-    WorkloadName,
+    EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue, PeerBucket, PeerKey,
+    PolicyKey, PolicyValue, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
@@ -22,6 +22,8 @@ unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragValue {}
 unsafe impl aya::Pod for BucketState {}
 unsafe impl aya::Pod for BucketCredit {}
+unsafe impl aya::Pod for PeerKey {}
+unsafe impl aya::Pod for PeerBucket {}
 unsafe impl aya::Pod for WorkloadName {}
 unsafe impl aya::Pod for EventBudget {}
 unsafe impl aya::Pod for DropEvent {}

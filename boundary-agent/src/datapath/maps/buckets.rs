@@ -3,25 +3,33 @@
 //! full before any generation names them, and each generation's rule -> bucket half of
 //! `BND_RULE_BUCKET`, written before the switch to it like every other table.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, os::fd::AsFd as _};
 
-use aya::maps::PerCpuValues;
+use aya::maps::{MapData, PerCpuValues};
 use boundary_common::{
     bucket::{Credit, Dimension, depth, ticks},
     maps::{
-        BUCKET_IDS_MAP, BUCKETS_MAP, BucketState, CREDITS_MAP, MAX_RULES, NO_BUCKET,
-        RULE_BUCKETS_MAP, rule_bucket_index,
+        BUCKET_IDS_MAP, BUCKET_PER_PEER, BUCKETS_MAP, BucketState, CREDITS_MAP, MAX_RULES,
+        NO_BUCKET, PEER_BUCKETS_MAP, PEER_INSERTS_MAP, PeerBucket, PeerKey, RULE_BUCKETS_MAP,
+        rule_bucket_index,
     },
 };
 use nix::time::{ClockId, clock_gettime};
 
 use super::{Maps, MapsError, batch, map_err};
-use crate::policy::{BucketTable, Tables, ratelimit::RateLimit};
+use crate::{
+    datapath::syscall,
+    policy::{
+        Bucket, BucketTable, Tables,
+        ratelimit::{MAX_SOURCES_DEFAULT, Per, Rate, RateLimit},
+    },
+};
 
 /// A bucket's shared state and each CPU's share, full at `now` (ticks).
 pub fn fresh_bucket(limit: &RateLimit, now: u64) -> (BucketState, Credit) {
     let mut state = BucketState {
         tat: [now, now],
+        max_peers: limit.max_sources,
         ..BucketState::default()
     };
     let mut credit = Credit::default();
@@ -34,9 +42,31 @@ pub fn fresh_bucket(limit: &RateLimit, now: u64) -> (BucketState, Credit) {
             state.rate[i] = r.per_second;
             state.burst[i] = r.burst;
             *dim = Dimension::new(r.per_second, state.depth[i]);
+            state.interval[i] = dim.interval;
+            state.max_units[i] = dim.max_units;
         }
     }
     (state, credit)
+}
+
+/// The limit of a ceiling: packets only, rule-wide.
+fn ceiling_limit(rate: Rate) -> RateLimit {
+    RateLimit {
+        packets: Some(rate),
+        bytes: None,
+        per: Per::Rule,
+        max_sources: MAX_SOURCES_DEFAULT,
+        ceiling: None,
+    }
+}
+
+/// What a generation's entry in `BND_RULE_BUCKET` says of `b`.
+fn rule_bucket_value(b: &Bucket) -> u32 {
+    if b.limit.per == Per::Rule {
+        b.index
+    } else {
+        b.index | BUCKET_PER_PEER
+    }
 }
 
 /// Now on the datapath's clock (`bpf_ktime_get_ns` is `CLOCK_MONOTONIC`), in ticks.
@@ -67,28 +97,51 @@ impl Maps {
         tables: &Tables,
     ) -> Result<BucketTable, MapsError> {
         let live = self.bucket_table()?;
-        let fresh: Vec<_> = tables
-            .buckets
-            .values()
-            .filter(|b| live.get(&b.fingerprint) != Some(&b.index))
-            .collect();
+        let is_new = |f: u64, i: u32| live.get(&f) != Some(&i);
+        // Ceilings first: a bucket kept per peer names its ceiling.
+        let mut fresh: Vec<(u64, u32, RateLimit, u32)> = Vec::new();
+        for b in tables.buckets.values() {
+            if let (Some((index, f)), Some(rate)) = (b.ceiling, b.limit.ceiling)
+                && is_new(f, index)
+            {
+                fresh.push((f, index, ceiling_limit(rate), NO_BUCKET));
+            }
+        }
+        for b in tables.buckets.values() {
+            if is_new(b.fingerprint, b.index) {
+                let ceiling = b.ceiling.map_or(NO_BUCKET, |(index, _)| index);
+                fresh.push((b.fingerprint, b.index, b.limit, ceiling));
+            }
+        }
         if !fresh.is_empty() {
             let now = now_ticks()?;
             let cpus = aya::util::nr_cpus()
                 .map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
-            for b in &fresh {
-                let (state, credit) = fresh_bucket(&b.limit, now);
-                let credits = PerCpuValues::try_from(vec![credit; cpus.get() as usize])
-                    .map_err(|e| MapsError::Cpus(e.to_string()))?;
-                self.credits
-                    .set(b.index, credits, 0)
-                    .map_err(map_err(CREDITS_MAP))?;
+            let per_cpu = |credit: Credit| {
+                PerCpuValues::try_from(vec![credit; cpus.get() as usize])
+                    .map_err(|e| MapsError::Cpus(e.to_string()))
+            };
+            for &(_, index, limit, ceiling) in &fresh {
+                let (mut state, credit) = fresh_bucket(&limit, now);
+                if limit.per == Per::Rule {
+                    self.credits
+                        .set(index, per_cpu(credit)?, 0)
+                        .map_err(map_err(CREDITS_MAP))?;
+                } else {
+                    state.ceiling = ceiling;
+                    self.make_peer_map(index, limit.max_sources)?;
+                    let zero = PerCpuValues::try_from(vec![0u64; cpus.get() as usize])
+                        .map_err(|e| MapsError::Cpus(e.to_string()))?;
+                    self.peer_inserts
+                        .set(index, zero, 0)
+                        .map_err(map_err(PEER_INSERTS_MAP))?;
+                }
                 self.buckets
-                    .set(b.index, &state, 0)
+                    .set(index, &state, 0)
                     .map_err(map_err(BUCKETS_MAP))?;
             }
             let (keys, values): (Vec<u64>, Vec<u32>) =
-                fresh.iter().map(|b| (b.fingerprint, b.index)).unzip();
+                fresh.iter().map(|&(f, i, _, _)| (f, i)).unzip();
             batch::update(&mut self.bucket_ids, &keys, &values).map_err(|source| {
                 MapsError::Write {
                     name: BUCKET_IDS_MAP,
@@ -100,7 +153,7 @@ impl Maps {
         let mut set_now = BTreeSet::new();
         for (&rule, b) in &tables.buckets {
             self.rule_buckets
-                .set(rule_bucket_index(next, rule), &b.index, 0)
+                .set(rule_bucket_index(next, rule), &rule_bucket_value(b), 0)
                 .map_err(map_err(RULE_BUCKETS_MAP))?;
             set_now.insert(rule);
         }
@@ -132,14 +185,74 @@ impl Maps {
         Ok(set)
     }
 
+    /// A new LRU map of `max_peers` peers' buckets for per-peer bucket `index`, in place of
+    /// whatever map a bucket of that index had before.
+    fn make_peer_map(&mut self, index: u32, max_peers: u32) -> Result<(), MapsError> {
+        const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+        #[expect(clippy::cast_possible_truncation, reason = "24 and 16 bytes")]
+        let obj = aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<PeerKey>() as u32,
+            size_of::<PeerBucket>() as u32,
+            max_peers,
+            0,
+        );
+        let inner = MapData::create(obj, "BND_PEERS", None).map_err(map_err(PEER_BUCKETS_MAP))?;
+        self.peer_buckets
+            .set(index, &inner, 0)
+            .map_err(map_err(PEER_BUCKETS_MAP))
+    }
+
     /// After a switch (and its grace period): forgets the buckets of `live` that `tables` does
-    /// not hold, whose indexes are free again (a bucket is made anew when next given out).
+    /// not hold, whose indexes are free again (a bucket is made anew when next given out), and
+    /// lets go of their peers' maps.
     pub(super) fn retire_buckets(&mut self, live: &BucketTable, tables: &Tables) {
-        let kept: BTreeSet<u64> = tables.buckets.values().map(|b| b.fingerprint).collect();
-        let gone: Vec<u64> = live.keys().filter(|f| !kept.contains(f)).copied().collect();
-        if let Err(error) = batch::delete(&mut self.bucket_ids, &gone) {
+        let kept: BTreeSet<u64> = tables
+            .buckets
+            .values()
+            .flat_map(|b| b.held().map(|h| h.0))
+            .collect();
+        let gone: Vec<(u64, u32)> = live
+            .iter()
+            .filter(|(f, _)| !kept.contains(f))
+            .map(|(&f, &i)| (f, i))
+            .collect();
+        for &(_, index) in &gone {
+            let fd = self.peer_buckets_fd();
+            if let Err(error) = syscall::delete_elem(fd, &index) {
+                tracing::warn!(map = PEER_BUCKETS_MAP, index, %error, "a removed limit's peer map stays until its index is given out again");
+            }
+        }
+        let keys: Vec<u64> = gone.iter().map(|g| g.0).collect();
+        if let Err(error) = batch::delete(&mut self.bucket_ids, &keys) {
             tracing::warn!(map = BUCKET_IDS_MAP, %error, "removed limits' buckets left recorded; their indexes stay taken until the next swap");
         }
+    }
+
+    fn peer_buckets_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.peer_buckets_fd.as_fd()
+    }
+
+    /// Peers' buckets per-peer bucket `index` took in, and holds now: their difference is the
+    /// peers it evicted (the kernel's LRU evicts in batches and counts nothing).
+    pub fn peer_counts(&self, index: u32) -> Result<(u64, u64), MapsError> {
+        let inserts: u64 = self
+            .peer_inserts
+            .get(&index, 0)
+            .map_err(map_err(PEER_INSERTS_MAP))?
+            .iter()
+            .sum();
+        let data = self
+            .peer_buckets
+            .get(&index, 0)
+            .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let peers: aya::maps::HashMap<MapData, PeerKey, PeerBucket> =
+            aya::maps::Map::from_map_data(data)
+                .map_err(map_err(PEER_BUCKETS_MAP))?
+                .try_into()
+                .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let live = peers.keys().count() as u64;
+        Ok((inserts, live))
     }
 
     /// A bucket as every CPU shares it, and the credit each CPU holds in it (for `trace` and

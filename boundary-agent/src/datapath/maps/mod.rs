@@ -122,6 +122,11 @@ pub struct Maps {
     credits: PerCpuArray<MapData, abi::BucketCredit>,
     rule_buckets: Array<MapData, u32>,
     bucket_ids: HashMap<MapData, u64, u32>,
+    /// Each per-peer bucket's LRU map of peers, and how many peers each took in.
+    peer_buckets: aya::maps::ArrayOfMaps<MapData, MapData>,
+    /// The same map, for the deletes `ArrayOfMaps` does not offer.
+    peer_buckets_fd: std::os::fd::OwnedFd,
+    peer_inserts: PerCpuArray<MapData, u64>,
     /// The rules of each generation with a bucket, when this process knows them.
     rule_buckets_known: [Option<std::collections::BTreeSet<u32>>; 2],
     event_budget: PerCpuArray<MapData, EventBudget>,
@@ -148,6 +153,29 @@ struct Installed {
     other_empty: bool,
 }
 
+/// An array of maps, and a descriptor of it of its own.
+fn of_maps(
+    map: Map,
+) -> Result<
+    (
+        aya::maps::ArrayOfMaps<MapData, MapData>,
+        std::os::fd::OwnedFd,
+    ),
+    MapsError,
+> {
+    use std::os::fd::AsFd as _;
+    let name = abi::PEER_BUCKETS_MAP;
+    let Map::ArrayOfMaps(data) = &map else {
+        return Err(MapsError::Missing { name });
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| MapsError::Cpus(format!("duplicating {name}: {e}")))?;
+    Ok((map.try_into().map_err(map_err(name))?, fd))
+}
+
 macro_rules! open_all {
     ($open:expr) => {{
         #[allow(
@@ -155,6 +183,7 @@ macro_rules! open_all {
             reason = "one caller's closure needs mut, the other's does not"
         )]
         let mut open = $open;
+        let (peer_buckets, peer_buckets_fd) = of_maps(open(abi::PEER_BUCKETS_MAP)?)?;
         Ok(Self {
             config: ConfigEntry::new(open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?),
             endpoints: open(ENDPOINTS_MAP)?
@@ -205,6 +234,11 @@ macro_rules! open_all {
                 .try_into()
                 .map_err(map_err(abi::BUCKET_IDS_MAP))?,
             rule_buckets_known: [None, None],
+            peer_buckets_fd,
+            peer_buckets,
+            peer_inserts: open(abi::PEER_INSERTS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::PEER_INSERTS_MAP))?,
             event_budget: open(EVENT_BUDGET_MAP)?
                 .try_into()
                 .map_err(map_err(EVENT_BUDGET_MAP))?,

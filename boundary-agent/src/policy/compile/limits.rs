@@ -25,6 +25,19 @@ pub struct Bucket {
     /// What keeps it across reloads (see the module's doc).
     pub fingerprint: u64,
     pub limit: RateLimit,
+    /// A limit kept per peer with a rule-wide ceiling: the ceiling's own bucket (index,
+    /// fingerprint), which every peer's packets also pay into.
+    pub ceiling: Option<(u32, u64)>,
+}
+
+impl Bucket {
+    /// Every (fingerprint, index) this bucket holds.
+    pub fn held(&self) -> impl Iterator<Item = (u64, u32)> {
+        std::iter::once((self.fingerprint, self.index)).chain(
+            self.ceiling
+                .map(|(index, fingerprint)| (fingerprint, index)),
+        )
+    }
 }
 
 /// The fingerprint of `limit`'s bucket on the rule of fingerprint `rule`.
@@ -32,8 +45,13 @@ pub fn bucket_fingerprint(rule: u64, limit: &RateLimit) -> u64 {
     fnv1a(format!("{rule:016x}|{}", limit.canonical()).as_bytes())
 }
 
-/// Each limited rule's bucket (rule id -> bucket): the one `live` has for its fingerprint, else
-/// the lowest index neither `live` nor another rule holds.
+/// The fingerprint of the ceiling bucket of the bucket of fingerprint `bucket`.
+fn ceiling_fingerprint(bucket: u64) -> u64 {
+    fnv1a(format!("{bucket:016x}|ceiling").as_bytes())
+}
+
+/// Each limited rule's bucket (rule id -> bucket), and its ceiling's: the one `live` has for
+/// its fingerprint, else the lowest index neither `live` nor another rule holds.
 pub(super) fn assign(
     rules: &BTreeMap<u32, RuleInfo>,
     live: &BucketTable,
@@ -46,28 +64,44 @@ pub(super) fn assign(
         })
         .collect();
     let held: BTreeSet<u32> = live.values().copied().collect();
+    let wanted = |f: &u64| live.get(f).copied();
     let mut taken: BTreeSet<u32> = limited
         .iter()
-        .filter_map(|(_, f, _)| live.get(f).copied())
+        .flat_map(|(_, f, _)| [wanted(f), wanted(&ceiling_fingerprint(*f))])
+        .flatten()
         .collect();
     let mut next = NO_BUCKET + 1;
+    let needed = limited.len()
+        + limited
+            .iter()
+            .filter(|(_, _, l)| l.ceiling.is_some())
+            .count();
+    let mut give = |fingerprint: u64| -> Result<u32, CompileError> {
+        if let Some(kept) = wanted(&fingerprint) {
+            return Ok(kept);
+        }
+        while next < MAX_BUCKETS && (held.contains(&next) || taken.contains(&next)) {
+            next += 1;
+        }
+        if next >= MAX_BUCKETS {
+            return Err(CompileError::TooManyBuckets {
+                count: needed,
+                live: held.len(),
+                max: MAX_BUCKETS - 1,
+            });
+        }
+        taken.insert(next);
+        Ok(next)
+    };
     let mut buckets = BTreeMap::new();
     for (id, fingerprint, limit) in limited.iter().copied() {
-        let index = if let Some(&kept) = live.get(&fingerprint) {
-            kept
-        } else {
-            while next < MAX_BUCKETS && (held.contains(&next) || taken.contains(&next)) {
-                next += 1;
+        let index = give(fingerprint)?;
+        let ceiling = match limit.ceiling {
+            Some(_) => {
+                let f = ceiling_fingerprint(fingerprint);
+                Some((give(f)?, f))
             }
-            if next >= MAX_BUCKETS {
-                return Err(CompileError::TooManyBuckets {
-                    count: limited.len(),
-                    live: held.len(),
-                    max: MAX_BUCKETS - 1,
-                });
-            }
-            taken.insert(next);
-            next
+            None => None,
         };
         buckets.insert(
             id,
@@ -75,6 +109,7 @@ pub(super) fn assign(
                 index,
                 fingerprint,
                 limit,
+                ceiling,
             },
         );
     }
@@ -120,7 +155,7 @@ workloads:
     }
 
     fn table(b: &BTreeMap<String, Bucket>) -> BucketTable {
-        b.values().map(|b| (b.fingerprint, b.index)).collect()
+        b.values().flat_map(Bucket::held).collect()
     }
 
     #[test]
@@ -148,6 +183,19 @@ workloads:
         let changed = buckets(&policy("{ packetsPerSecond: 100, burst: 5 }", false), &live);
         assert_ne!(changed["web"].index, first["web"].index);
         assert_ne!(changed["web"].fingerprint, first["web"].fingerprint);
+    }
+
+    #[test]
+    fn a_ceiling_is_a_bucket_of_its_own_kept_with_its_limit() {
+        let limit = "{ packetsPerSecond: 10, per: source, ceiling: { packetsPerSecond: 100 } }";
+        let first = buckets(&policy(limit, false), &BucketTable::new());
+        let (ceiling, _) = first["web"].ceiling.expect("a ceiling bucket");
+        assert_ne!(ceiling, first["web"].index);
+        let again = buckets(&policy(limit, true), &table(&first));
+        assert_eq!(again["web"].ceiling, first["web"].ceiling);
+        assert_eq!(again["web"].index, first["web"].index);
+        let held: BTreeSet<u32> = again.values().flat_map(|b| b.held().map(|h| h.1)).collect();
+        assert_eq!(held.len(), 3, "first, web and web's ceiling");
     }
 
     #[test]
