@@ -51,6 +51,9 @@ const APT: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("ethtool", "ethtool"),
+    // The rate-limit end-to-end tests (tests/tests/e2e_ratelimit.rs) flood with iperf3 and
+    // read what the receiver counted; the bench measures throughput with it.
+    ("iperf3", "iperf3"),
     // The systemd unit's tests (xtask/src/install/): `systemd-analyze verify` and `security`,
     // `systemctl --root enable`, and systemd itself, booted in a namespace to run the unit.
     // Debian's systemd package; installing it does not make systemd the machine's init.
