@@ -58,6 +58,28 @@ pub(super) fn build(
             }
         }
     }
+    // Flows are not bound to an interface (nor is the host's own connection tracking): the
+    // answer of a flow one workload opens on one interface may come back on another, where
+    // another workload owns the same address and could drop it. So an address is tracked on
+    // every interface as soon as one of its owners could drop anything.
+    let track = EP_TRACK_EGRESS | EP_TRACK_INGRESS;
+    let tracked: std::collections::BTreeSet<IpAddr> = endpoints
+        .iter()
+        .map(|(a, e)| (*a, e.flags))
+        .chain(on_interfaces.iter().map(|((a, _), e)| (*a, e.flags)))
+        .filter(|(_, f)| f & track != 0)
+        .map(|(a, _)| a)
+        .collect();
+    for (a, e) in &mut endpoints {
+        if tracked.contains(a) {
+            e.flags |= track;
+        }
+    }
+    for ((a, _), e) in &mut on_interfaces {
+        if tracked.contains(a) {
+            e.flags |= track;
+        }
+    }
     (endpoints, on_interfaces)
 }
 
@@ -167,6 +189,27 @@ workloads:
                 | EP_TRACK_EGRESS
                 | EP_TRACK_INGRESS
         );
+    }
+
+    #[test]
+    fn an_address_shared_on_other_interfaces_is_tracked_wherever_one_owner_can_drop() {
+        let mut p = parse(
+            "apiVersion: boundary.dev/v1
+defaults: { ingress: allow, egress: allow }
+workloads:
+  - { name: open, addresses: [10.0.0.1], interfaces: [lo] }
+  - { name: guarded, addresses: [10.0.0.1], interfaces: [eth0], defaults: { ingress: deny } }
+  - { name: other, addresses: [10.0.0.2], interfaces: [lo] }
+",
+        );
+        p.interfaces = BTreeMap::from([("lo".into(), 1), ("eth0".into(), 2)]);
+        let slot_of = BTreeMap::from([("open", 1), ("guarded", 2), ("other", 3)]);
+        let (_, on) = build(&p, &slot_of, &BTreeMap::new());
+        let ip = |s: &str| -> IpAddr { s.parse().expect("address") };
+        let track = EP_TRACK_EGRESS | EP_TRACK_INGRESS;
+        // `open` cannot drop, but a flow it opens on lo may be answered on eth0.
+        assert_eq!(on[&(ip("10.0.0.1"), 1)].flags & track, track);
+        assert_eq!(on[&(ip("10.0.0.2"), 1)].flags & track, 0);
     }
 
     #[test]
