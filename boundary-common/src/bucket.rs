@@ -128,6 +128,8 @@ pub trait SharedWord {
     fn load(&self) -> u64;
     /// Stores `new` if the word is `old`; returns whether it did.
     fn compare_exchange(&self, old: u64, new: u64) -> bool;
+    /// Takes `amount` off the word atomically (gives back a payment).
+    fn give_back(&self, amount: u64);
 }
 
 impl<T: SharedWord> SharedWord for &T {
@@ -136,6 +138,9 @@ impl<T: SharedWord> SharedWord for &T {
     }
     fn compare_exchange(&self, old: u64, new: u64) -> bool {
         (**self).compare_exchange(old, new)
+    }
+    fn give_back(&self, amount: u64) {
+        (**self).give_back(amount);
     }
 }
 
@@ -202,8 +207,13 @@ impl Dimension {
         let need = cost - self.credit;
         for _ in 0..CAS_TRIES {
             let old = tat.load();
-            let (new, got) = if let Some(new) = take(old, now, need + self.batch, depth) {
-                (new, need + self.batch)
+            // A batch only when it fits: a full bucket lets one packet larger than it through
+            // (`take`), and that packet alone must be what goes into debt.
+            let batched = need + self.batch;
+            let (new, got) = if batched <= depth
+                && let Some(new) = take(old, now, batched, depth)
+            {
+                (new, batched)
             } else if let Some(new) = take(old, now, need, depth) {
                 (new, need)
             } else {
@@ -230,6 +240,27 @@ pub fn pay<W: SharedWord>(tat: &W, cost: u64, depth: u64, now: u64) -> bool {
         if tat.compare_exchange(old, new) {
             return true;
         }
+    }
+    false
+}
+
+/// Pays `costs` into both dimensions of a bucket kept per peer (`tat`, `depth`), exactly: both
+/// or neither (a dimension that paid is given back when the other cannot).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "the BPF target passes at most five arguments in registers: not inlined, this one needs the stack, which the verifier refuses"
+)]
+pub fn pay_both<W: SharedWord>(tat: [&W; 2], costs: [u64; 2], depth: [u64; 2], now: u64) -> bool {
+    let packets = depth[0] == 0 || pay(tat[0], costs[0], depth[0], now);
+    if !packets {
+        return false;
+    }
+    if depth[1] == 0 || pay(tat[1], costs[1], depth[1], now) {
+        return true;
+    }
+    if depth[0] != 0 {
+        tat[0].give_back(costs[0]);
     }
     false
 }
@@ -267,11 +298,11 @@ impl Credit {
                 return false;
             };
             let now = now();
-            // Each dimension keeps what it took even when the other cannot pay: that credit
-            // pays for the next packet, so nothing is taken twice or lost.
-            let p = self.packets.cover(cp, &s.tat[0], s.depth[0], now);
-            let b = self.bytes.cover(cb, &s.tat[1], s.depth[1], now);
-            if !(p && b) {
+            // Packets first, then bytes. What packets took stays in the credit when bytes
+            // cannot pay: it pays for the next packet, so nothing is taken twice or lost.
+            if !self.packets.cover(cp, &s.tat[0], s.depth[0], now)
+                || !self.bytes.cover(cb, &s.tat[1], s.depth[1], now)
+            {
                 return false;
             }
         }
@@ -301,6 +332,29 @@ mod tests {
         fn compare_exchange(&self, old: u64, new: u64) -> bool {
             AtomicU64::compare_exchange(self, old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
         }
+        fn give_back(&self, amount: u64) {
+            self.fetch_sub(amount, Ordering::AcqRel);
+        }
+    }
+
+    #[test]
+    fn a_bucket_kept_per_peer_pays_both_dimensions_or_neither() {
+        let (pr, br) = (10, 100_000);
+        let d = [depth(pr, 5), depth(br, 3_000)];
+        let (ip, ib) = (interval(pr), interval(br));
+        let costs = |bytes| [cost(1, ip, max_units(ip)), cost(bytes, ib, max_units(ib))];
+        let t = tats(SEC);
+        let tat = [&t[0], &t[1]];
+        assert!(pay_both(tat, costs(2_000), d, ticks(SEC)));
+        // Bytes cannot pay 2000 more: packets are given back.
+        let before = t[0].load(Ordering::Acquire);
+        assert!(!pay_both(tat, costs(2_000), d, ticks(SEC)));
+        assert_eq!(t[0].load(Ordering::Acquire), before);
+        // Four more small packets fit the packet burst of 5, the fifth does not.
+        let n = (0..5)
+            .filter(|_| pay_both(tat, costs(100), d, ticks(SEC)))
+            .count();
+        assert_eq!(n, 4);
     }
 
     const SEC: u64 = NS_PER_SEC;
@@ -463,6 +517,21 @@ mod tests {
         // 6.5 s of debt at 10,000 B/s.
         assert!(!admit(&mut c, &tat, [0, depth], SEC + 6 * SEC, 1, 100));
         assert!(admit(&mut c, &tat, [0, depth], SEC + 7 * SEC, 1, 100));
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_burst_takes_no_batch_into_debt_with_it() {
+        let rate = 1_000_000; // bytes/s: a batch of 1 ms is 1000 bytes
+        let depth = depth(rate, 10_000);
+        let mut c = Credit {
+            packets: Dimension::default(),
+            bytes: Dimension::new(rate, depth),
+        };
+        assert!(c.bytes.batch > 0);
+        let tat = tats(SEC);
+        assert!(admit(&mut c, &tat, [0, depth], SEC, 45, 65_536));
+        assert_eq!(c.bytes.credit, 0, "no credit beyond the packet");
+        assert!(!admit(&mut c, &tat, [0, depth], SEC, 1, 100));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use boundary_common::{
     Direction,
-    bucket::{Shared, SharedWord, cost, pay, ticks},
+    bucket::{Shared, SharedWord, cost, pay_both, ticks},
     maps::{BUCKET_INDEX_MASK, BUCKET_PER_PEER, NO_BUCKET, PeerBucket, PeerKey, rule_bucket_index},
 };
 
@@ -18,6 +18,25 @@ use crate::{
     packet::Packet,
     verdict::Wire,
 };
+
+/// A clock that stands still, in ns, for the tests that compare the datapath with the
+/// reference evaluator packet by packet (`boundary_common::maps::FROZEN_CLOCK_GLOBAL`). A
+/// `.rodata` global the agent's loader leaves at zero: the verifier reads it as a constant and
+/// removes the branch, so a production load always reads `bpf_ktime_get_ns`.
+#[unsafe(no_mangle)]
+static BND_FROZEN_CLOCK_NS: u64 = 0;
+
+/// Now, in ticks.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a read of a global, volatile so LLVM does not fold the zero it was compiled with.
+    let frozen = unsafe { core::ptr::read_volatile(&raw const BND_FROZEN_CLOCK_NS) };
+    if frozen != 0 {
+        return ticks(frozen);
+    }
+    // SAFETY: a helper with no arguments.
+    ticks(unsafe { bpf_ktime_get_ns() })
+}
 
 /// The bucket `rule` pays into in `generation` (its index, with `BUCKET_PER_PEER` when it is
 /// kept per peer), or [`NO_BUCKET`].
@@ -54,8 +73,7 @@ pub fn admit(bucket: u32, pkt: &Packet, direction: Direction, wire: Wire) -> boo
 fn per_peer(index: u32, peer: &[u8; 16], family: u8, wire: Wire) -> Option<u32> {
     let s = BUCKETS.get(index)?;
     let peers = PEER_BUCKETS.get(index)?;
-    // SAFETY: a helper with no arguments.
-    let now = ticks(unsafe { bpf_ktime_get_ns() });
+    let now = now();
     let key = PeerKey {
         addr: *peer,
         family,
@@ -76,18 +94,20 @@ fn per_peer(index: u32, peer: &[u8; 16], family: u8, wire: Wire) -> Option<u32> 
             peers.get_ptr_mut(&key)?
         }
     };
-    let units = [wire.packets, wire.bytes];
-    for d in 0..2 {
-        if s.depth[d] == 0 {
-            continue;
-        }
-        let c = cost(units[d], s.interval[d], s.max_units[d]);
-        // SAFETY: an aligned u64 in an LRU map value, valid for the program's run (an evicted
-        // entry's memory is not reused before the RCU grace period ends).
-        let tat = Word(unsafe { &raw mut (*entry).tat[d] });
-        if !pay(&tat, c, s.depth[d], now) {
-            return None;
-        }
+    let costs = [
+        cost(wire.packets, s.interval[0], s.max_units[0]),
+        cost(wire.bytes, s.interval[1], s.max_units[1]),
+    ];
+    // SAFETY: aligned u64s in an LRU map value, valid for the program's run (an evicted
+    // entry's memory is not reused before the RCU grace period ends).
+    let tat = unsafe {
+        [
+            Word(&raw mut (*entry).tat[0]),
+            Word(&raw mut (*entry).tat[1]),
+        ]
+    };
+    if !pay_both([&tat[0], &tat[1]], costs, s.depth, now) {
+        return None;
     }
     Some(s.ceiling)
 }
@@ -115,8 +135,7 @@ fn shared(index: u32, packets: u64, bytes: u64) -> bool {
                 })
             }
         },
-        // SAFETY: a helper with no arguments.
-        || ticks(unsafe { bpf_ktime_get_ns() }),
+        now,
     )
 }
 
@@ -145,5 +164,19 @@ impl SharedWord for Word {
             );
         }
         r0 == old
+    }
+
+    #[inline(always)]
+    fn give_back(&self, amount: u64) {
+        // SAFETY: as above; an atomic add whose result is unused (the one the generic BPF CPU
+        // has, see `conntrack::record`), of the amount's two's complement.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {v}",
+                p = in(reg) self.0,
+                v = in(reg) amount.wrapping_neg(),
+                options(nostack, preserves_flags),
+            );
+        }
     }
 }

@@ -391,7 +391,9 @@ fn finish(
             Reason::RateLimited
         };
     }
-    if reason.verdict() == Verdict::Pass
+    // Only what the policy itself passed, within its limit, opens a flow: not a drop rescued
+    // (established, related, audit) nor a packet over its limit.
+    if j.reason.verdict() == Verdict::Pass
         && !limited
         && j.flags & VC_TRACK != 0
         && cached.is_none_or(cache::conntrack_due)

@@ -22,6 +22,10 @@ pub const FLOW_WORDS: usize = 6;
 /// packet's read of the config and its first lookup under it. Zero (no pause, and no code:
 /// the verifier removes the branch) except in the test of the generation swap's grace period.
 pub const READER_DELAY_GLOBAL: &str = "BND_READER_DELAY_NS";
+/// The `.rodata` global that stands the rate-limit clock still at its value in ns (0, the
+/// default, reads the real clock): for the tests that compare the datapath with the reference
+/// evaluator packet by packet.
+pub const FROZEN_CLOCK_GLOBAL: &str = "BND_FROZEN_CLOCK_NS";
 
 /// One entry of [`VERDICT_CACHE_MAP`]: the policy's verdict for one TCP/UDP flow in one
 /// direction, valid while [`DatapathConfig::epoch`] is `epoch`.
