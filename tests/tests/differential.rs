@@ -36,7 +36,7 @@ use aya::{
 use boundary_agent::{
     datapath::netdev,
     policy::{Interfaces, Policy, Selector, Tables},
-    reference::{self, ModelView, State},
+    reference::{self, Limits, ModelView, State},
 };
 use boundary_common::{
     Direction, Reason, Verdict,
@@ -250,9 +250,47 @@ fn random_rules(r: &mut Rng, y: &mut String) {
             }
             if r.chance(30) {
                 y.push_str("        action: deny\n");
+            } else if r.chance(25) {
+                let _ = writeln!(y, "        rateLimit: {}", random_limit(r, dir));
             }
         }
     }
+}
+
+/// A rate limit for an allow rule of direction `dir`. The datapath runs on a clock that stands
+/// still in this test, so a limit is its burst: small ones, so buckets run dry.
+fn random_limit(r: &mut Rng, dir: &str) -> String {
+    let mut terms = Vec::new();
+    let which = r.below(3);
+    if which != 1 {
+        let rate = r.pick(&[1, 10, 1000, 1_000_000]);
+        terms.push(format!(
+            "packetsPerSecond: {rate}, burst: {}",
+            1 + r.below(8)
+        ));
+    }
+    if which != 0 {
+        let rate = r.pick(&[1500, 100_000, 1_000_000_000]);
+        let burst = r.pick(&[1500, 3000, 20_000]);
+        terms.push(format!("bytesPerSecond: {rate}, burstBytes: {burst}"));
+    }
+    if r.chance(35) {
+        terms.push(format!(
+            "per: {}",
+            if dir == "ingress" {
+                "source"
+            } else {
+                "destination"
+            }
+        ));
+        if r.chance(50) {
+            terms.push(format!(
+                "ceiling: {{ packetsPerSecond: 1, burst: {} }}",
+                1 + r.below(12)
+            ));
+        }
+    }
+    format!("{{ {} }}", terms.join(", "))
 }
 
 fn addr(s: &str) -> IpAddr {
@@ -1018,7 +1056,17 @@ fn agree() {
     let per_policy = 1000.min(total);
     let policies = total.div_ceil(per_policy).max(100.min(total));
     let mut r = Rng(seed);
-    let mut kernel = Kernel::empty();
+    // Rate limits on a clock that stands still, the same on both sides: a day from now, so
+    // every bucket the agent makes full now is full then.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    let clock_ns = u64::try_from(now.tv_sec()).expect("positive") * 1_000_000_000
+        + u64::try_from(now.tv_nsec()).expect("positive")
+        + 86_400 * 1_000_000_000;
+    let mut kernel = Kernel::frozen(clock_ns);
+    // The buckets a reload keeps carry over from one policy to the next, as in the datapath.
+    let (mut limits, mut model_limits) = (Limits::default(), Limits::default());
+    limits.clock_ns = clock_ns;
+    model_limits.clock_ns = clock_ns;
     let mut ring = event_ring(&mut kernel);
     let mut counts = BTreeMap::<&'static str, usize>::new();
     let (mut sent, mut repeats, mut events, mut jumbo) = (0, 0, 0, 0);
@@ -1053,6 +1101,10 @@ fn agree() {
         drain(&mut ring);
         let mut state = State::default();
         let mut model_state = State::default();
+        limits.keep_only(&tables);
+        model_limits.keep_only(&tables);
+        state.limits = std::mem::take(&mut limits);
+        model_state.limits = std::mem::take(&mut model_limits);
         let mut hits = kernel
             .dp
             .maps()
@@ -1213,6 +1265,8 @@ fn agree() {
             }
             *counts.entry(want.reason.label()).or_default() += 1;
         }
+        limits = std::mem::take(&mut state.limits);
+        model_limits = std::mem::take(&mut model_state.limits);
     }
     eprintln!(
         "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
@@ -1237,6 +1291,7 @@ fn agree() {
             Reason::Audit,
             Reason::NeighborDiscovery,
             Reason::Related,
+            Reason::RateLimited,
         ] {
             assert!(
                 counts.get(reason.label()).is_some_and(|n| *n > 0),

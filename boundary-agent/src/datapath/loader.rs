@@ -9,8 +9,8 @@ use aya::{
     programs::{ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
 use boundary_common::maps::{
-    ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, NAMES_MAP, PROG_TC_EGRESS,
-    PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
+    ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, FROZEN_CLOCK_GLOBAL, NAMES_MAP,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
 };
 
 use super::{
@@ -61,6 +61,9 @@ pub struct LoadOptions<'a> {
     /// A pause between a packet's read of the config and its first lookup under it
     /// (boundary-ebpf's `delay.rs`): only for the test of the generation swap's grace period.
     pub reader_delay_ns: u64,
+    /// A rate-limit clock that stands still at this many ns (boundary-ebpf's `ratelimit.rs`):
+    /// only for the tests that compare the datapath with the reference evaluator.
+    pub frozen_clock_ns: u64,
 }
 
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
@@ -144,6 +147,9 @@ impl Datapath {
         set_cache_key(&mut loader, &key);
         if options.reader_delay_ns != 0 {
             loader.override_global(READER_DELAY_GLOBAL, &options.reader_delay_ns, true);
+        }
+        if options.frozen_clock_ns != 0 {
+            loader.override_global(FROZEN_CLOCK_GLOBAL, &options.frozen_clock_ns, true);
         }
         let mut ebpf = loader
             .load(OBJECT)

@@ -10,6 +10,7 @@ use etherparse::{IpNumber, icmpv6};
 
 use super::{
     frame::{Echo, Fragment, Packet, Parsed, Quote, echo_types, is_error, parse},
+    limits::Limits,
     view::{Compiled, Lookup, PolicyView, Subject, WorkloadInfo},
 };
 
@@ -79,6 +80,8 @@ pub struct State {
     expected: HashSet<Flow>,
     /// First fragments' (reason, rule).
     firsts: HashMap<Datagram, (Reason, Option<u32>)>,
+    /// Rate-limit buckets, and the clock they are paid on.
+    pub limits: Limits,
 }
 
 fn other(direction: Direction) -> Direction {
@@ -174,7 +177,10 @@ pub fn decide_frame_with(
                 .map_or(UNPROTECTED_SLOT, |w| w.slot);
             Outcome::plain(slot, reason)
         }
-        Parsed::Ip(pkt) => decide_with(view, state, direction, ifindex, &pkt),
+        Parsed::Ip(mut pkt) => {
+            pkt.wire_len = frame.len() as u64;
+            decide_with(view, state, direction, ifindex, &pkt)
+        }
     }
 }
 
@@ -273,16 +279,39 @@ fn judge(
         None => Reason::DefaultAllow,
     };
     // 5. A drop is rescued by the first of: failsafe, established, related, audit.
-    let reason = if policy.verdict() == Verdict::Drop {
+    let mut reason = if policy.verdict() == Verdict::Drop {
         rescue(view, state, direction, pkt, w, peer).unwrap_or(policy)
     } else {
         policy
     };
+    // 5b. What a rule with a rate limit allows pays into its bucket (see `limits.rs`); over
+    //     the limit: failsafe, else audit, else `rate_limited`, and no flow is opened.
+    let mut limited = false;
+    if reason == Reason::PolicyAllow
+        && let Some(bucket) = matched.and_then(|m| view.bucket(m.rule))
+        && !state.limits.admit(&bucket, peer, 1, pkt.wire_len)
+    {
+        limited = true;
+        let local_port = match direction {
+            Direction::Ingress => pkt.dport,
+            Direction::Egress => pkt.sport,
+        };
+        let tcp_or_udp = pkt.proto == IpNumber::TCP.0 || pkt.proto == IpNumber::UDP.0;
+        reason = if tcp_or_udp && view.failsafe(pkt.proto, local_port, peer) {
+            Reason::Failsafe
+        } else if w.audit {
+            Reason::Audit
+        } else {
+            Reason::RateLimited
+        };
+    }
     // 6. An allowed packet opens (or keeps open) its flow: its answer will be `established`.
-    if matches!(
-        reason,
-        Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
-    ) && let Some(f) = flow(direction, pkt, true)
+    if !limited
+        && matches!(
+            reason,
+            Reason::PolicyAllow | Reason::DefaultAllow | Reason::Failsafe
+        )
+        && let Some(f) = flow(direction, pkt, true)
     {
         state.expected.insert(f.answer());
     }

@@ -8,7 +8,10 @@ use boundary_common::maps::{Endpoint, PolicyValue};
 
 use crate::{
     datapath::{Maps, maps::MapsError},
-    policy::compile::{RangeKey, RuleKey},
+    policy::{
+        Bucket,
+        compile::{RangeKey, RuleKey},
+    },
 };
 
 use super::Lookup;
@@ -57,5 +60,9 @@ impl Lookup for Live<'_> {
 
     fn failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool {
         self.maps.live_failsafe(self.generation, proto, port, peer)
+    }
+
+    fn bucket(&self, rule: u32) -> Option<Bucket> {
+        self.maps.live_bucket(self.generation, rule)
     }
 }

@@ -76,6 +76,10 @@
 //!    unfragmented ICMP error whose quote is a packet the workload sent, or received from the
 //!    host the error goes back to, of a tracked flow in either direction: conntrack expects
 //!    the quote's answer, or the quote itself as an answer), `audit` (audit mode). The rule matched stays reported.
+//!    5b. A packet the policy allows by a rule with a rate limit pays into the rule's bucket
+//!    (per peer: the peer's own, then the rule's ceiling; see `limits.rs`); over the limit:
+//!    `failsafe` if an entry covers it, else `audit` in audit mode, else `rate_limited`, and
+//!    it opens no flow.
 //! 6. A packet passed as `policy_allow`, `default_allow` or `failsafe` opens its flow: its
 //!    answer will be `established`, on whichever interface it comes (flows, like the host's
 //!    own connection tracking, are not bound to an interface). Every allowed flow is tracked, both ways; the datapath
@@ -84,6 +88,7 @@
 
 mod decide;
 mod frame;
+mod limits;
 mod live;
 mod view;
 
@@ -91,5 +96,6 @@ pub use decide::{Outcome, State, decide, decide_frame, decide_frame_with, decide
 pub use frame::{
     Echo, Fragment, MAX_EXT_HEADERS, MAX_VLAN_TAGS, Packet, Parsed, Quote, TRANSPORT_WITHIN, parse,
 };
+pub use limits::Limits;
 pub use live::Live;
 pub use view::{Compiled, Lookup, Match, ModelView, PolicyView, Subject, WorkloadInfo};

@@ -13,7 +13,7 @@ use boundary_common::{
 };
 
 use crate::policy::{
-    DefaultAction, Policy, RuleAction, Selector, Traffic, Workload, WorkloadMode,
+    Bucket, DefaultAction, Policy, RuleAction, Selector, Traffic, Workload, WorkloadMode,
     compile::{RangeKey, RuleKey, Tables},
     spiffe::SpiffeId,
 };
@@ -31,6 +31,8 @@ pub trait Lookup {
     fn range(&self, key: &RangeKey) -> Option<PolicyValue>;
     /// Whether (protocol, local port, peer) is a failsafe entry.
     fn failsafe(&self, proto: u8, port: u16, peer: IpAddr) -> bool;
+    /// The rate-limit bucket rule `rule` pays into, if it has a limit.
+    fn bucket(&self, rule: u32) -> Option<Bucket>;
 }
 
 impl Lookup for Tables {
@@ -79,6 +81,10 @@ impl Lookup for Tables {
         self.failsafe
             .iter()
             .any(|(p, lp, net)| *p == proto && *lp == port && net.contains(&peer))
+    }
+
+    fn bucket(&self, rule: u32) -> Option<Bucket> {
+        self.buckets.get(&rule).copied()
     }
 }
 
@@ -137,6 +143,8 @@ pub trait PolicyView {
     ) -> Option<Match>;
     /// Whether a failsafe entry covers (protocol, local port, peer).
     fn failsafe(&self, proto: u8, local_port: u16, peer: IpAddr) -> bool;
+    /// The rate-limit bucket the rule of id `rule` pays into, if it has a limit.
+    fn bucket(&self, rule: u32) -> Option<Bucket>;
 }
 
 /// Compiled entries, read through [`Lookup`].
@@ -244,6 +252,10 @@ impl<L: Lookup + ?Sized> PolicyView for Compiled<'_, L> {
 
     fn failsafe(&self, proto: u8, local_port: u16, peer: IpAddr) -> bool {
         self.0.failsafe(proto, local_port, peer)
+    }
+
+    fn bucket(&self, rule: u32) -> Option<Bucket> {
+        self.0.bucket(rule)
     }
 }
 
@@ -387,5 +399,24 @@ impl PolicyView for ModelView<'_> {
             .failsafe
             .iter()
             .any(|f| f.proto == proto && f.port == local_port && f.net.contains(&peer))
+    }
+
+    /// The limit the model's rule says; the bucket's number (a label) from the tables.
+    fn bucket(&self, rule: u32) -> Option<Bucket> {
+        let limit = self.workloads.values().find_map(|&(i, ingress, egress)| {
+            let w = &self.policy.workloads[i];
+            let at = |first: u32, list: &[crate::policy::Rule]| {
+                rule.checked_sub(first)
+                    .and_then(|j| list.get(j as usize))
+                    .map(|r| r.limit)
+            };
+            if rule < egress {
+                at(ingress, &w.ingress)
+            } else {
+                at(egress, &w.egress)
+            }
+        })??;
+        let bucket = self.tables.buckets.get(&rule)?;
+        Some(Bucket { limit, ..*bucket })
     }
 }

@@ -233,6 +233,22 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Loads the programs with no policy yet and a rate-limit clock that stands still at
+    /// `clock_ns` (see `LoadOptions::frozen_clock_ns`).
+    pub fn frozen(clock_ns: u64) -> Self {
+        stay_on_this_cpu();
+        let options = boundary_agent::datapath::LoadOptions {
+            max_workloads: SLOTS,
+            frozen_clock_ns: clock_ns,
+            ..Default::default()
+        };
+        Self {
+            dp: Datapath::load_with(None, &options).expect("load the eBPF object (root needed)"),
+            tc_ingress: false,
+            ifindex: 0,
+        }
+    }
+
     /// Loads the programs with no policy yet.
     pub fn empty() -> Self {
         stay_on_this_cpu();

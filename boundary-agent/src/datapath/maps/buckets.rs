@@ -9,9 +9,9 @@ use aya::maps::{MapData, PerCpuValues};
 use boundary_common::{
     bucket::{Credit, Dimension, depth, ticks},
     maps::{
-        BUCKET_IDS_MAP, BUCKET_PER_PEER, BUCKETS_MAP, BucketState, CREDITS_MAP, MAX_RULES,
-        NO_BUCKET, PEER_BUCKETS_MAP, PEER_INSERTS_MAP, PeerBucket, PeerKey, RULE_BUCKETS_MAP,
-        rule_bucket_index,
+        BUCKET_IDS_MAP, BUCKET_INDEX_MASK, BUCKET_PER_PEER, BUCKETS_MAP, BucketState, CREDITS_MAP,
+        MAX_RULES, NO_BUCKET, PEER_BUCKETS_MAP, PEER_INSERTS_MAP, PeerBucket, PeerKey,
+        RULE_BUCKETS_MAP, rule_bucket_index,
     },
 };
 use nix::time::{ClockId, clock_gettime};
@@ -217,7 +217,13 @@ impl Maps {
             .filter(|(f, _)| !kept.contains(f))
             .map(|(&f, &i)| (f, i))
             .collect();
-        for &(_, index) in &gone {
+        // An index given to another bucket of `tables` keeps the map that bucket made.
+        let held: BTreeSet<u32> = tables
+            .buckets
+            .values()
+            .flat_map(|b| b.held().map(|h| h.1))
+            .collect();
+        for &(_, index) in gone.iter().filter(|g| !held.contains(&g.1)) {
             let fd = self.peer_buckets_fd();
             if let Err(error) = syscall::delete_elem(fd, &index) {
                 tracing::warn!(map = PEER_BUCKETS_MAP, index, %error, "a removed limit's peer map stays until its index is given out again");
@@ -253,6 +259,59 @@ impl Maps {
                 .map_err(map_err(PEER_BUCKETS_MAP))?;
         let live = peers.keys().count() as u64;
         Ok((inserts, live))
+    }
+
+    /// The bucket `rule` pays into under `generation`, as the maps hold it: its number, its
+    /// fingerprint (from `BND_BUCKET_IDS`), and the limit its state says. A bucket kept per
+    /// peer reads as `per: source` (the maps do not say which direction's peer).
+    pub fn live_bucket(&self, generation: u8, rule: u32) -> Option<Bucket> {
+        let value = self
+            .rule_buckets
+            .get(&rule_bucket_index(generation, rule), 0)
+            .ok()?;
+        let index = value & BUCKET_INDEX_MASK;
+        if index == NO_BUCKET {
+            return None;
+        }
+        let table = self.bucket_table().ok()?;
+        let fingerprint_of = |i: u32| table.iter().find(|e| *e.1 == i).map(|e| *e.0);
+        let state = self.buckets.get(&index, 0).ok()?;
+        let rate = |d: usize| {
+            (state.rate[d] != 0).then_some(Rate {
+                per_second: state.rate[d],
+                burst: state.burst[d],
+            })
+        };
+        let per_peer = value & BUCKET_PER_PEER != 0;
+        let ceiling = if per_peer && state.ceiling != NO_BUCKET {
+            let c = self.buckets.get(&state.ceiling, 0).ok()?;
+            Some((
+                state.ceiling,
+                fingerprint_of(state.ceiling)?,
+                Rate {
+                    per_second: c.rate[0],
+                    burst: c.burst[0],
+                },
+            ))
+        } else {
+            None
+        };
+        Some(Bucket {
+            index,
+            fingerprint: fingerprint_of(index)?,
+            limit: RateLimit {
+                packets: rate(0),
+                bytes: rate(1),
+                per: if per_peer { Per::Source } else { Per::Rule },
+                max_sources: if per_peer {
+                    state.max_peers
+                } else {
+                    MAX_SOURCES_DEFAULT
+                },
+                ceiling: ceiling.map(|c| c.2),
+            },
+            ceiling: ceiling.map(|c| (c.0, c.1)),
+        })
     }
 
     /// A bucket as every CPU shares it, and the credit each CPU holds in it (for `trace` and

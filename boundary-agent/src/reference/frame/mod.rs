@@ -76,6 +76,8 @@ pub struct Packet {
     pub frag_proto: u8,
     /// For an ICMP error, the packet it quotes, when the quote reads as one.
     pub quote: Option<Quote>,
+    /// The frame's length, what a limit in bytes counts (set by `decide_frame`; 0 unknown).
+    pub wire_len: u64,
 }
 
 impl Packet {
@@ -93,6 +95,7 @@ impl Packet {
             frag_id: 0,
             frag_proto: proto,
             quote: None,
+            wire_len: 0,
         }
     }
 }
