@@ -41,7 +41,7 @@ impl Check {
             .transpose()
             .map_err(CliError::bad_input)?;
         let interfaces = config.as_ref().map_or_else(Interfaces::unchecked, |c| {
-            Interfaces::named(c.interfaces.iter().map(ToString::to_string))
+            Interfaces::named(c.interfaces.iter().cloned())
         });
         let max_workloads = self
             .max_workloads
