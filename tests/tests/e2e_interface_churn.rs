@@ -50,7 +50,16 @@ workloads:
 /// `client`'s `c1` to `server`'s `iface`, down and unaddressed (as a CNI creates one).
 fn veth(client: &NetNs, server: &NetNs, iface: &str) {
     client.ip(&[
-        "link", "add", "c1", "type", "veth", "peer", "name", iface, "netns", server.name(),
+        "link",
+        "add",
+        "c1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        iface,
+        "netns",
+        server.name(),
     ]);
 }
 
@@ -119,6 +128,35 @@ fn assert_enforced(files: &AgentFiles, client: &NetNs, when: &str) {
     );
 }
 
+/// A matching interface without an Ethernet header: up, unprotected, and said so.
+fn a_tun_matching_the_pattern_is_exported_as_unprotected(
+    server: &NetNs,
+    files: &AgentFiles,
+    agent: &AgentProcess,
+) {
+    server.ip(&["tuntap", "add", "dev", "bnd1xt", "mode", "tun"]);
+    server.ip(&["link", "set", "bnd1xt", "up"]);
+    within(WAIT, || {
+        sample(&scrape(server), "boundary_interfaces_unprotected_up") == Some(1.0)
+    })
+    .unwrap_or_else(|| panic!("the tun is not counted as unprotected:\n{}", scrape(server)));
+    let m = scrape(server);
+    assert_eq!(
+        sample(&m, "boundary_interface_protected{interface=\"bnd1xt\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(pins(&files.pin_dir, "bnd1xt"), Vec::<String>::new());
+    let log = agent.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("bnd1xt")
+            && l.contains("NOT protected")
+            && l.contains("no Ethernet header")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     if !require_root("a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated") {
@@ -131,12 +169,21 @@ fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     // Nothing matches yet: the agent starts and waits for it.
     let mut agent = AgentProcess::start(&server, &files.config());
     let m = scrape(&server);
-    assert_eq!(sample(&m, "boundary_interfaces_unprotected_up"), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, "boundary_interfaces_unprotected_up"),
+        Some(0.0),
+        "{m}"
+    );
 
     // It appears: attached within milliseconds (the netlink event, not the poll).
     veth(&client, &server, iface);
-    let latency = within(ATTACH_BOUND, || pins(&files.pin_dir, iface).len() == 2)
-        .unwrap_or_else(|| panic!("{iface} not attached within {ATTACH_BOUND:?}:\n{}", agent.log()));
+    let latency =
+        within(ATTACH_BOUND, || pins(&files.pin_dir, iface).len() == 2).unwrap_or_else(|| {
+            panic!(
+                "{iface} not attached within {ATTACH_BOUND:?}:\n{}",
+                agent.log()
+            )
+        });
     eprintln!("attach latency after the link appeared: {latency:?}");
     assert_eq!(
         pins(&files.pin_dir, iface),
@@ -147,7 +194,10 @@ fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     assert_enforced(&files, &client, "after the interface appeared");
     let m = scrape(&server);
     assert_eq!(
-        sample(&m, &format!("boundary_interface_protected{{interface=\"{iface}\"}}")),
+        sample(
+            &m,
+            &format!("boundary_interface_protected{{interface=\"{iface}\"}}")
+        ),
         Some(1.0),
         "{m}"
     );
@@ -169,7 +219,9 @@ fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     wire(&client, &server, iface);
     assert_enforced(&files, &client, "after re-creation");
     assert!(
-        agent.log().contains("interfaces the policy names changed index"),
+        agent
+            .log()
+            .contains("interfaces the policy names changed index"),
         "{}",
         agent.log()
     );
@@ -180,7 +232,11 @@ fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     client.ip(&["link", "del", "c1"]);
     veth(&client, &server, iface);
     wire(&client, &server, iface);
-    assert_eq!(pins(&files.pin_dir, iface).len(), 2, "pins outlive the agent");
+    assert_eq!(
+        pins(&files.pin_dir, iface).len(),
+        2,
+        "pins outlive the agent"
+    );
     assert!(
         traffic::tcp_hello(&client, SocketAddr::new(SERVER.into(), 8080), WAIT),
         "with its links defunct the new interface is open (the failure this guards against)"
@@ -193,28 +249,7 @@ fn a_pattern_follows_interfaces_as_they_appear_vanish_and_are_recreated() {
     );
     assert_enforced(&files, &client, "after a re-creation while no agent ran");
 
-    // A matching interface without an Ethernet header: up, unprotected, and said so.
-    server.ip(&["tuntap", "add", "dev", "bnd1xt", "mode", "tun"]);
-    server.ip(&["link", "set", "bnd1xt", "up"]);
-    within(WAIT, || {
-        sample(&scrape(&server), "boundary_interfaces_unprotected_up") == Some(1.0)
-    })
-    .unwrap_or_else(|| panic!("the tun is not counted as unprotected:\n{}", scrape(&server)));
-    let m = scrape(&server);
-    assert_eq!(
-        sample(&m, "boundary_interface_protected{interface=\"bnd1xt\"}"),
-        Some(0.0),
-        "{m}"
-    );
-    assert!(pins(&files.pin_dir, "bnd1xt").is_empty());
-    let log = agent.log();
-    assert!(
-        log.lines().any(|l| l.contains("WARN")
-            && l.contains("bnd1xt")
-            && l.contains("NOT protected")
-            && l.contains("no Ethernet header")),
-        "{log}"
-    );
+    a_tun_matching_the_pattern_is_exported_as_unprotected(&server, &files, &agent);
 
     // Nothing left behind: detach removes the pins; the namespaces take the links with them.
     drop(agent);
@@ -243,7 +278,10 @@ fn an_absent_exact_interface_is_attached_when_it_appears() {
     );
     let m = scrape(&server);
     assert_eq!(
-        sample(&m, &format!("boundary_interface_protected{{interface=\"{iface}\"}}")),
+        sample(
+            &m,
+            &format!("boundary_interface_protected{{interface=\"{iface}\"}}")
+        ),
         Some(0.0),
         "{m}"
     );

@@ -283,7 +283,7 @@ pub fn check_exact(config: &AgentConfig, links: &[Link]) -> Result<(), DatapathE
             }
             Some(_) => {}
             None => {
-                warn!(interface = %name, "configured interface is absent: it is attached when it appears")
+                warn!(interface = %name, "configured interface is absent: it is attached when it appears");
             }
         }
     }
