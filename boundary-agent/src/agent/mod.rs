@@ -5,10 +5,13 @@
 //! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
 
 pub mod confirm;
+pub mod interfaces;
+mod link_events;
 mod memory;
 mod notify;
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -18,12 +21,17 @@ use boundary_common::maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use self::confirm::{ConfirmState, Plan};
+use self::{
+    confirm::{ConfirmState, Plan},
+    interfaces::Reconciler,
+    link_events::LinkEvents,
+};
 use crate::{
     config::{AgentConfig, NonIpAction},
     datapath::{
-        Datapath, DatapathError, Maps, PinLayout, PinLock, interface_index, maps::MapsError,
-        require_ethernet,
+        Datapath, DatapathError, Maps, PinLayout, PinLock,
+        maps::MapsError,
+        rtnetlink::{self, LinkSubscription},
     },
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Interfaces, Policy, PolicyError},
@@ -71,8 +79,15 @@ pub struct Agent {
     tried: Option<String>,
     /// Held for the agent's life (see `datapath/lock.rs`).
     _lock: PinLock,
-    /// The protected interfaces and their indexes, which policies are read against.
+    /// The configured interfaces present and their indexes, which policies are read against.
     interfaces: Interfaces,
+    /// The text of the live policy, read again against new interface indexes when an
+    /// interface it names appears or is re-created; and the indexes it was read with.
+    live: Option<Vec<u8>>,
+    listed: BTreeMap<String, Option<u32>>,
+    reconciler: Reconciler,
+    /// Opened at start, before the first link dump; read from the run loop.
+    subscription: Option<LinkSubscription>,
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
@@ -80,45 +95,41 @@ pub struct Agent {
 
 impl Agent {
     /// Parses the policy, loads the datapath (adopting a previous agent's pins), applies the
-    /// policy, attaches to every configured interface, pins the programs and starts the HTTP
-    /// endpoints. Returns once the host is enforcing.
+    /// policy, attaches to every configured interface present, pins the programs and starts
+    /// the HTTP endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let io = |what| move |source| AgentError::Io { what, source };
         // The policy first (the file, or what the commit-confirm state says instead), its
         // interface names checked against the config: a bad file is refused before anything
         // touches the kernel.
         let confirm = ConfirmState::new(&config.state_dir);
         let (bytes, tried) = first_policy(&confirm, &config);
-        let names = Interfaces::named(config.interfaces.iter().map(ToString::to_string));
+        let names = Interfaces::named(config.interfaces.iter().cloned());
+        let live = bytes.clone();
         let mut policy = memory::off_main_arena(|| parse_policy(&config.policy, bytes, &names))?;
-        // Every interface checked before anything is loaded or attached: a refusal leaves the
-        // host as it was. Their indexes are what a workload's `interfaces:` compile to.
-        let mut indexes = Vec::with_capacity(config.interfaces.len());
-        for iface in &config.interfaces {
-            require_ethernet(iface)?;
-            indexes.push((iface.to_string(), interface_index(iface)?));
-        }
-        let interfaces = Interfaces::protected(indexes);
+        // Subscribed before the first dump: a link that appears in between is not missed.
+        let subscription = LinkSubscription::new().map_err(io("subscribing to link changes"))?;
+        let links = rtnetlink::links().map_err(io("listing the interfaces"))?;
+        // Checked before anything is loaded or attached: a refusal leaves the host as it was.
+        // The indexes are what a workload's `interfaces:` compile to.
+        interfaces::check_exact(&config, &links)?;
+        let interfaces = Interfaces::host(
+            config.interfaces.iter().cloned(),
+            interfaces::indexes(&config.interfaces, &links),
+        );
         policy.bind_interfaces(&interfaces);
+        let listed = listed(&policy, &interfaces);
         let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
         let pin_lock = PinLock::acquire(&layout)?;
         let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
         let state = Arc::new(Mutex::new(AgentState::default()));
         apply(&mut datapath, &config, &policy, &state)?;
-        for iface in &config.interfaces {
-            let ingress = datapath.attach(
-                iface,
-                config.ingress_for(iface),
-                config.xdp_mode,
-                config.allow_generic_fallback,
-            )?;
-            info!(interface = %iface, ingress = %ingress, "enforcing");
-            lock(&state)
-                .attach_modes
-                .push((iface.to_string(), ingress.hook(), ingress.mode()));
-        }
+        let mut reconciler = Reconciler::default();
+        reconciler.run(&mut datapath, &config, &links, true, true)?;
+        lock(&state).interfaces = reconciler.status(&config.interfaces, &links);
         datapath.enable_tail_calls()?;
-        datapath.detach_others(&config.interfaces)?;
+        datapath.detach_others(|name| interfaces::selected(&config.interfaces, name))?;
         datapath.pin_programs()?;
         for p in datapath.program_stats() {
             info!(
@@ -149,6 +160,10 @@ impl Agent {
             tried,
             _lock: pin_lock,
             interfaces,
+            live,
+            listed,
+            reconciler,
+            subscription: Some(subscription),
             datapath,
             state,
             workloads,
@@ -182,15 +197,28 @@ impl Agent {
             pin_dir = %self.config.pin_dir.display(),
             "boundary agent ready"
         );
+        let mut events = self.subscription.take().map(LinkEvents::new).transpose().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot watch link changes; interfaces are reconciled on the {}s poll only", POLL.as_secs());
+            None
+        });
         let mut poll = tokio::time::interval(POLL);
         loop {
-            let forced = tokio::select! {
+            tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => true,
-                _ = poll.tick() => false,
-            };
-            self.tick(forced, &notify);
+                _ = hup.recv() => self.tick(true, &notify),
+                _ = poll.tick() => {
+                    self.tick(false, &notify);
+                    self.reconcile("poll", true);
+                }
+                changes = next_change(events.as_mut()) => match changes {
+                    Ok(c) => self.reconcile(if c.overflowed { "link events lost (ENOBUFS)" } else { "link event" }, false),
+                    Err(e) => {
+                        warn!(error = %e, "reading link changes failed; interfaces are reconciled on the poll only");
+                        events = None;
+                    }
+                },
+            }
         }
         notify.stopping();
         info!(
@@ -248,11 +276,67 @@ impl Agent {
 
     /// One line for the service manager (`systemctl status`).
     fn status(&self) -> String {
+        let state = lock(&self.state);
+        let protected = state
+            .interfaces
+            .iter()
+            .filter(|i| i.ingress.is_some())
+            .count();
+        let unprotected_up = state
+            .interfaces
+            .iter()
+            .filter(|i| i.up && i.ingress.is_none())
+            .count();
+        let warning = if unprotected_up > 0 {
+            format!("; {unprotected_up} configured interfaces up but NOT protected")
+        } else {
+            String::new()
+        };
         format!(
-            "enforcing {} workloads on {} interfaces",
-            self.workloads,
-            self.config.interfaces.len()
+            "enforcing {} workloads on {protected} interfaces{warning}",
+            self.workloads
         )
+    }
+
+    /// Brings the attachments in line with the interfaces present (see `interfaces.rs`). When
+    /// an interface the live policy names appeared, vanished or was re-created, the policy is
+    /// first read again against the new indexes and swapped in (as a reload is), so that the
+    /// interface is enforced with its workloads from its first packet.
+    fn reconcile(&mut self, trigger: &'static str, retry_failed: bool) {
+        let links = match rtnetlink::links() {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, trigger, "cannot list the interfaces; reconciling later");
+                return;
+            }
+        };
+        let interfaces = Interfaces::host(
+            self.config.interfaces.iter().cloned(),
+            interfaces::indexes(&self.config.interfaces, &links),
+        );
+        let moved: Vec<&str> = self
+            .listed
+            .iter()
+            .filter(|(n, i)| interfaces.host_index(n) != **i)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        self.interfaces = interfaces;
+        if !moved.is_empty() {
+            info!(interfaces = %moved.join(", "), trigger, "interfaces the policy names changed index: applying it again");
+            let bytes = self.live.clone();
+            self.reload(bytes, "interface index change");
+        }
+        if let Err(e) = self.reconciler.run(
+            &mut self.datapath,
+            &self.config,
+            &links,
+            false,
+            retry_failed,
+        ) {
+            error!(error = %crate::report::chain(&e), trigger, "reconciling the interfaces failed; retrying on the next change or poll");
+        }
+        let status = self.reconciler.status(&self.config.interfaces, &links);
+        lock(&self.state).interfaces = status;
     }
 
     /// Parses and applies the policy file (`bytes`, just read); a refusal keeps the running
@@ -261,14 +345,18 @@ impl Agent {
         let started = Instant::now();
         let path = self.config.policy.clone();
         let interfaces = &self.interfaces;
+        let text = bytes.clone();
         let result =
             memory::off_main_arena(|| parse_policy(&path, bytes, interfaces)).and_then(|p| {
-                apply(&mut self.datapath, &self.config, &p, &self.state).map(|()| p.workloads.len())
+                apply(&mut self.datapath, &self.config, &p, &self.state)
+                    .map(|()| (p.workloads.len(), listed(&p, interfaces)))
             });
         memory::release_freed_memory();
         match result {
-            Ok(workloads) => {
+            Ok((workloads, listed)) => {
                 self.workloads = workloads;
+                self.live = text;
+                self.listed = listed;
                 lock(&self.state).reloads_ok += 1;
                 info!(
                     workloads,
@@ -331,6 +419,23 @@ fn parse_policy(
         Some(Ok(text)) => Policy::from_str_on(&path.display().to_string(), &text, interfaces),
         _ => Policy::from_file_on(path, interfaces),
     }?)
+}
+
+/// Each interface `policy` names, with its index on the host when it is present.
+fn listed(policy: &Policy, interfaces: &Interfaces) -> BTreeMap<String, Option<u32>> {
+    policy
+        .interfaces
+        .keys()
+        .map(|n| (n.clone(), interfaces.host_index(n)))
+        .collect()
+}
+
+/// The next batch of link changes, or never when they are not watched.
+async fn next_change(events: Option<&mut LinkEvents>) -> std::io::Result<rtnetlink::Changes> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn lock(state: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {

@@ -4,7 +4,8 @@ use boundary_common::{Direction, maps::MAX_WORKLOADS};
 
 use super::CliError;
 use crate::{
-    config::AgentConfig,
+    config::{AgentConfig, InterfacePattern},
+    datapath::rtnetlink,
     policy::{self, DefaultAction, Interfaces, Policy, SlotTable},
 };
 
@@ -14,9 +15,10 @@ use crate::{
 /// Exits 0 when the file is valid, 64 with the error's file, line and column when not.
 ///
 /// A workload's `interfaces:` may name only interfaces the agent protects: with `--config`,
-/// names are checked against that agent config's `interfaces` (the interfaces themselves need
-/// not exist here); without, any name Linux accepts passes and the ones not checked are
-/// listed.
+/// names are checked against that agent config's `interfaces` (names and patterns such as
+/// `veth*`; the interfaces themselves need not exist here), and what each entry matches in
+/// this network namespace now is shown; without, any name Linux accepts passes and the ones
+/// not checked are listed.
 ///
 /// Example: boundary-agent check /etc/boundary/policy.yaml --config /etc/boundary/agent.yaml
 #[derive(Debug, clap::Args)]
@@ -41,7 +43,7 @@ impl Check {
             .transpose()
             .map_err(CliError::bad_input)?;
         let interfaces = config.as_ref().map_or_else(Interfaces::unchecked, |c| {
-            Interfaces::named(c.interfaces.iter().map(ToString::to_string))
+            Interfaces::named(c.interfaces.iter().cloned())
         });
         let max_workloads = self
             .max_workloads
@@ -59,6 +61,19 @@ impl Check {
                 "interfaces not checked (give --config AGENT.yaml to check them against what the agent protects): {}",
                 names.join(", ")
             );
+        }
+        if let Some(c) = &config {
+            let _ = writeln!(out, "agent interfaces (here, now):");
+            match rtnetlink::links() {
+                Ok(links) => {
+                    for entry in &c.interfaces {
+                        let _ = writeln!(out, "  {}", matches_now(entry, &links));
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  cannot list this host's interfaces: {e}");
+                }
+            }
         }
         let _ = writeln!(
             out,
@@ -112,5 +127,20 @@ impl Check {
         }
         print!("{out}");
         Ok(())
+    }
+}
+
+/// One line on what a config entry selects among `links`.
+fn matches_now(entry: &InterfacePattern, links: &[rtnetlink::Link]) -> String {
+    let names: Vec<&str> = links
+        .iter()
+        .filter(|l| entry.matches(&l.name))
+        .map(|l| l.name.as_str())
+        .collect();
+    match (entry.exact(), names.is_empty()) {
+        (Some(_), false) => format!("{:<16} present", entry.as_str()),
+        (Some(_), true) => format!("{:<16} absent (attached when it appears)", entry.as_str()),
+        (None, true) => format!("{:<16} matches nothing yet", entry.as_str()),
+        (None, false) => format!("{:<16} matches {}", entry.as_str(), names.join(", ")),
     }
 }

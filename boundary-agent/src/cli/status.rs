@@ -4,11 +4,12 @@ use boundary_common::maps::IFINDEX_ANY;
 use serde::Serialize;
 
 use super::{CliError, PinDirArg};
-use crate::datapath::{Maps, PinLayout, netdev, pins::LinkPin};
+use crate::datapath::{Maps, PinLayout, linkinfo, netdev, pins::LinkPin};
 
 /// Show what is enforcing on this host: interfaces and XDP modes, programs, policy
 /// generation, workloads protected on some interfaces only, bindings and map occupancy.
-/// Reads the pins; works with or without the agent. Interface indexes are named as this
+/// Reads the pins; works with or without the agent. A link whose interface is gone or was
+/// re-created since is marked defunct (a running agent replaces it). Interface indexes are named as this
 /// network namespace names them (where no protected interface has that index, the index is
 /// shown): run it where the agent runs.
 ///
@@ -41,6 +42,9 @@ struct Report {
 struct Attachment {
     interface: String,
     hook: String,
+    /// The link no longer holds the program on an interface of that name: its device is gone
+    /// or was re-created (a running agent replaces or removes it).
+    defunct: bool,
 }
 
 #[derive(Serialize)]
@@ -71,19 +75,19 @@ fn attachments(layout: &PinLayout) -> Result<Vec<Attachment>, CliError> {
         .links()
         .map_err(CliError::failed)?
         .into_iter()
-        .map(|(pin, _)| match pin {
-            LinkPin::Xdp { mode, interface } => Attachment {
+        .map(|(pin, path)| {
+            let defunct = linkinfo::pinned_link_ifindex(&path)
+                .is_ok_and(|i| i == 0 || netdev::name_of(i).as_deref() != Some(pin.interface()));
+            let (interface, hook) = match pin {
+                LinkPin::Xdp { mode, interface } => (interface, format!("xdp ingress ({mode})")),
+                LinkPin::TcIngress { interface } => (interface, "tcx ingress".into()),
+                LinkPin::TcEgress { interface } => (interface, "tcx egress".into()),
+            };
+            Attachment {
                 interface,
-                hook: format!("xdp ingress ({mode})"),
-            },
-            LinkPin::TcIngress { interface } => Attachment {
-                interface,
-                hook: "tcx ingress".into(),
-            },
-            LinkPin::TcEgress { interface } => Attachment {
-                interface,
-                hook: "tcx egress".into(),
-            },
+                hook,
+                defunct,
+            }
         })
         .collect())
 }
@@ -183,7 +187,12 @@ impl Status {
         }
         println!("pinned at   {}", report.pin_dir);
         for a in &report.interfaces {
-            println!("interface   {:<16} {}", a.interface, a.hook);
+            let defunct = if a.defunct {
+                "  DEFUNCT: the interface is gone or was re-created"
+            } else {
+                ""
+            };
+            println!("interface   {:<16} {}{defunct}", a.interface, a.hook);
         }
         for p in &report.programs {
             println!(

@@ -11,7 +11,10 @@ use std::{
 
 use serde::Deserialize;
 
+pub use self::pattern::InterfacePattern;
 use crate::yaml::{self, YamlError};
+
+mod pattern;
 
 /// Where pins live unless the config says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/boundary";
@@ -135,17 +138,18 @@ impl TryFrom<String> for MetricsAddress {
 /// The default metrics address: loopback only.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
 
-/// An entry of `interfaces:`: a name, or `{ name, ingress }`.
+/// An entry of `interfaces:`: a name or pattern, or `{ name, ingress }`.
 #[derive(Debug)]
 struct RawInterface {
-    name: InterfaceName,
+    name: InterfacePattern,
     ingress: Option<IngressHook>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DetailedInterface {
-    name: InterfaceName,
+    #[serde(deserialize_with = "pattern_from_str")]
+    name: InterfacePattern,
     #[serde(default)]
     ingress: Option<IngressHook>,
 }
@@ -156,11 +160,13 @@ impl<'de> Deserialize<'de> for RawInterface {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = RawInterface;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an interface name, or { name: NAME, ingress: auto | xdp | tc }")
+                f.write_str(
+                    "an interface name or pattern, or { name: NAME, ingress: auto | xdp | tc }",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInterface, E> {
                 Ok(RawInterface {
-                    name: InterfaceName::try_from(v.to_owned()).map_err(E::custom)?,
+                    name: InterfacePattern::try_from(v.to_owned()).map_err(E::custom)?,
                     ingress: None,
                 })
             }
@@ -179,6 +185,11 @@ impl<'de> Deserialize<'de> for RawInterface {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+fn pattern_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InterfacePattern, D::Error> {
+    let s = String::deserialize(d)?;
+    InterfacePattern::try_from(s).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,12 +250,13 @@ fn default_max_workloads() -> u32 {
 /// A validated agent configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Interfaces to protect: XDP or TC (tcx) on ingress and TC on egress on each.
-    pub interfaces: Vec<InterfaceName>,
+    /// Interfaces to protect, by name or pattern: XDP or TC (tcx) on ingress and TC on egress
+    /// on each that exists, attached as they appear.
+    pub interfaces: Vec<InterfacePattern>,
     /// Where ingress is enforced, for interfaces that do not say. Default `auto`.
     pub ingress: IngressHook,
-    /// Interfaces that say where their ingress is enforced.
-    pub ingress_overrides: Vec<(InterfaceName, IngressHook)>,
+    /// Entries that say where their interfaces' ingress is enforced.
+    pub ingress_overrides: Vec<(InterfacePattern, IngressHook)>,
     /// Default `native`; never silently downgraded.
     pub xdp_mode: XdpMode,
     /// When native attach fails: try generic instead of exiting. Default false.
@@ -265,11 +277,24 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Where `iface`'s ingress is enforced, as configured (`auto` is resolved at attach).
-    pub fn ingress_for(&self, iface: &InterfaceName) -> IngressHook {
+    /// The entry that governs the interface `name`: an exact entry for it, else the first
+    /// pattern (in the file's order) that matches it; `None`: not configured.
+    pub fn entry_for(&self, name: &str) -> Option<&InterfacePattern> {
+        self.interfaces
+            .iter()
+            .find(|e| e.exact().is_some_and(|n| n.as_str() == name))
+            .or_else(|| self.interfaces.iter().find(|e| e.matches(name)))
+    }
+
+    /// Where the interface `name`'s ingress is enforced, as its entry says (`auto` is
+    /// resolved at attach).
+    pub fn ingress_for(&self, name: &str) -> IngressHook {
+        let Some(entry) = self.entry_for(name) else {
+            return self.ingress;
+        };
         self.ingress_overrides
             .iter()
-            .find(|(i, _)| i == iface)
+            .find(|(i, _)| i == entry)
             .map_or(self.ingress, |(_, h)| *h)
     }
 
@@ -355,8 +380,7 @@ mod tests {
         let c = AgentConfig::from_file(&dir.join("agent.yaml")).expect("examples/agent.yaml");
         assert_eq!(c.interfaces[0].as_str(), "eth0");
         // Its interface names are the example config's.
-        let interfaces =
-            crate::policy::Interfaces::named(c.interfaces.iter().map(ToString::to_string));
+        let interfaces = crate::policy::Interfaces::named(c.interfaces.iter().cloned());
         let p = crate::policy::Policy::from_file_on(&c.policy, &interfaces)
             .expect("examples/policy.yaml");
         assert_eq!(p.workloads.len(), 2);
@@ -376,13 +400,33 @@ mod tests {
     #[test]
     fn ingress_hooks_default_and_override() {
         let c = parse("interfaces: [eth0]\npolicy: p\n").unwrap();
-        assert_eq!(c.ingress_for(&"eth0".parse().unwrap()), IngressHook::Auto);
+        assert_eq!(c.ingress_for("eth0"), IngressHook::Auto);
         let c =
             parse("interfaces: [eth0, { name: veth1, ingress: xdp }]\ningress: tc\npolicy: p\n")
                 .unwrap();
         assert_eq!(c.interfaces.len(), 2);
-        assert_eq!(c.ingress_for(&"eth0".parse().unwrap()), IngressHook::Tc);
-        assert_eq!(c.ingress_for(&"veth1".parse().unwrap()), IngressHook::Xdp);
+        assert_eq!(c.ingress_for("eth0"), IngressHook::Tc);
+        assert_eq!(c.ingress_for("veth1"), IngressHook::Xdp);
+        // Patterns: an exact entry wins over a pattern, the first pattern over later ones.
+        let c = parse(
+            "interfaces: [{ name: \"veth*\", ingress: xdp }, { name: \"ve*\", ingress: tc }, veth7]\npolicy: p\n",
+        )
+        .unwrap();
+        assert_eq!(c.ingress_for("veth1"), IngressHook::Xdp);
+        assert_eq!(c.ingress_for("vex"), IngressHook::Tc);
+        assert_eq!(c.ingress_for("veth7"), IngressHook::Auto);
+        assert_eq!(
+            c.entry_for("veth7").map(ToString::to_string).as_deref(),
+            Some("veth7")
+        );
+        assert_eq!(c.entry_for("eth0"), None);
+        let e = parse("interfaces: [\"eth[01]\"]\npolicy: p\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":1:14:") && e.to_string().contains("character classes"),
+            "{e}"
+        );
+        let e = parse("interfaces: [{ name: \"*\" }]\npolicy: p\n").unwrap_err();
+        assert!(e.to_string().contains("matches every interface"), "{e}");
         let e = parse("interfaces: [{ name: eth0, ingres: tc }]\npolicy: p\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `ingres`"), "{e}");
         let e = parse("interfaces: [{ name: eth0, ingress: bpf }]\npolicy: p\n").unwrap_err();

@@ -11,7 +11,7 @@ use aya::programs::{
 use tracing::{info, warn};
 
 use super::{
-    Datapath, DatapathError, netdev,
+    Datapath, DatapathError, linkinfo, netdev,
     object::{TC_INGRESS_PROGRAM, TC_PROGRAM},
     pins::LinkPin,
 };
@@ -64,15 +64,6 @@ pub fn require_ethernet(iface: &InterfaceName) -> Result<(), DatapathError> {
             source,
         }),
     }
-}
-
-/// The interface index of `iface` (in the agent's network namespace): what the datapath sees
-/// of a packet's interface, and what a workload's `interfaces:` are compiled to.
-pub fn interface_index(iface: &InterfaceName) -> Result<u32, DatapathError> {
-    netdev::index(iface).map_err(|source| DatapathError::IfIndex {
-        interface: iface.to_string(),
-        source,
-    })
 }
 
 /// The hook `auto` stands for on `iface`: TC on veths (see [`IngressHook::Auto`]), XDP on
@@ -246,15 +237,11 @@ impl Datapath {
         Ok(())
     }
 
-    /// Unpins (and so detaches) links for interfaces not in `keep`.
-    pub fn detach_others(&self, keep: &[InterfaceName]) -> Result<(), DatapathError> {
-        let layout = self.layout()?;
-        let links = layout.links().map_err(|source| DatapathError::Pin {
-            path: layout.links_dir().display().to_string(),
-            source,
-        })?;
-        for (pin, path) in links {
-            if !keep.iter().any(|k| k.as_str() == pin.interface()) {
+    /// Unpins (and so detaches) links of interfaces `keep` does not select (no config entry
+    /// names or matches them).
+    pub fn detach_others(&self, keep: impl Fn(&str) -> bool) -> Result<(), DatapathError> {
+        for (pin, path) in self.link_pins()? {
+            if !keep(pin.interface()) {
                 info!(
                     interface = pin.interface(),
                     "no longer configured: detaching"
@@ -263,6 +250,63 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// The interface names that have link pins.
+    pub fn pinned_interfaces(&self) -> Result<Vec<String>, DatapathError> {
+        let mut names: Vec<String> = self
+            .link_pins()?
+            .into_iter()
+            .map(|(p, _)| p.interface().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Unpins every link of `iface` (a vanished interface: its links are defunct, or hold a
+    /// renamed device the config no longer selects). Returns how many pins went.
+    pub fn forget(&self, iface: &str) -> Result<usize, DatapathError> {
+        let mut removed = 0;
+        for (pin, path) in self.link_pins()? {
+            if pin.interface() == iface {
+                remove_if_present(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Unpins `iface`'s links that are not on the device numbered `index` (the interface was
+    /// re-created: the old device's links were detached with it and cannot be updated in
+    /// place). Returns how many pins went.
+    pub fn drop_defunct(&self, iface: &str, index: u32) -> Result<usize, DatapathError> {
+        let mut removed = 0;
+        for (pin, path) in self.link_pins()? {
+            if pin.interface() != iface {
+                continue;
+            }
+            match linkinfo::pinned_link_ifindex(&path) {
+                Ok(i) if i == index => {}
+                Ok(i) => {
+                    info!(interface = iface, pin = %path.display(), was = i, now = index, "the interface was re-created: its old link is defunct, unpinning it");
+                    remove_if_present(&path)?;
+                    removed += 1;
+                }
+                Err(e) => {
+                    warn!(pin = %path.display(), error = %e, "cannot read the pinned link's interface; left in place");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn link_pins(&self) -> Result<Vec<(LinkPin, std::path::PathBuf)>, DatapathError> {
+        let layout = self.layout()?;
+        layout.links().map_err(|source| DatapathError::Pin {
+            path: layout.links_dir().display().to_string(),
+            source,
+        })
     }
 }
 

@@ -8,15 +8,17 @@ pub mod counters;
 mod error;
 pub mod events;
 pub mod grace;
+pub mod linkinfo;
 mod loader;
 mod lock;
 pub mod maps;
 pub mod netdev;
 pub mod object;
 pub mod pins;
+pub mod rtnetlink;
 mod syscall;
 
-pub use attach::{IngressAttach, interface_index, require_ethernet, resolve_ingress};
+pub use attach::{IngressAttach, require_ethernet, resolve_ingress};
 pub use error::DatapathError;
 pub use loader::{Datapath, LoadOptions, ProgramStats};
 pub use lock::PinLock;

@@ -188,15 +188,21 @@ impl Collector for DatapathCollector {
             g.metric_type(),
         )?)?;
 
+        let attached = || {
+            state
+                .interfaces
+                .iter()
+                .filter_map(|i| i.ingress.map(|(hook, mode)| (i.name.as_str(), hook, mode)))
+        };
         let mut family = encoder.encode_descriptor(
             "xdp_attach_mode",
             "XDP attach mode per protected interface (1 for the mode in force)",
             None,
             MetricType::Gauge,
         )?;
-        for (iface, _, mode) in state.attach_modes.iter().filter(|a| a.1 == "xdp") {
+        for (iface, _, mode) in attached().filter(|a| a.1 == "xdp") {
             ConstGauge::new(1i64)
-                .encode(family.encode_family(&[("interface", iface.as_str()), ("mode", *mode)])?)?;
+                .encode(family.encode_family(&[("interface", iface), ("mode", mode)])?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -205,10 +211,33 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (iface, hook, _) in &state.attach_modes {
+        for (iface, hook, _) in attached() {
             ConstGauge::new(1i64)
-                .encode(family.encode_family(&[("interface", iface.as_str()), ("hook", *hook)])?)?;
+                .encode(family.encode_family(&[("interface", iface), ("hook", hook)])?)?;
         }
+
+        let mut family = encoder.encode_descriptor(
+            "interface_protected",
+            "1 for each interface the agent config selects that the datapath is attached to, 0 for one it is not (absent, no Ethernet header, attach refused)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for i in &state.interfaces {
+            ConstGauge::new(i64::from(i.ingress.is_some()))
+                .encode(family.encode_family(&[("interface", i.name.as_str())])?)?;
+        }
+        let unprotected_up = state
+            .interfaces
+            .iter()
+            .filter(|i| i.up && i.ingress.is_none())
+            .count();
+        let g = ConstGauge::new(i64::try_from(unprotected_up).unwrap_or(i64::MAX));
+        g.encode(encoder.encode_descriptor(
+            "interfaces_unprotected_up",
+            "Interfaces the agent config selects that are up but not protected (alert when above 0)",
+            None,
+            g.metric_type(),
+        )?)?;
 
         let mut family = encoder.encode_descriptor(
             "map_entries",

@@ -30,6 +30,8 @@ pub const FAMILIES: &[&str] = &[
     "boundary_policy_reloads_total",
     "boundary_xdp_attach_mode",
     "boundary_ingress_hook",
+    "boundary_interface_protected",
+    "boundary_interfaces_unprotected_up",
     "boundary_map_entries",
     "boundary_map_capacity",
     "boundary_build_info",
@@ -40,8 +42,8 @@ pub const FAMILIES: &[&str] = &[
 pub struct AgentState {
     /// Programs attached and a policy generation live.
     pub ready: bool,
-    /// (interface, ingress hook `xdp`/`tc`, mode `native`/`generic`/`tcx`) as attached.
-    pub attach_modes: Vec<(String, &'static str, &'static str)>,
+    /// Every interface the config selects (present, or named exactly and absent).
+    pub interfaces: Vec<InterfaceStatus>,
     /// Rule id -> (workload, direction, rule name), from the installed policy.
     /// (rule id, workload, direction, rule name) of every installed rule.
     pub rules: Vec<(u32, String, &'static str, String)>,
@@ -56,6 +58,20 @@ pub struct AgentState {
     pub static_bindings: u64,
     /// Entries one generation of the installed policy holds, per map.
     pub map_entries: Vec<(&'static str, u64)>,
+}
+
+/// An interface the agent config selects, as last reconciled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// The interface exists (an exact name may be absent).
+    pub present: bool,
+    /// Administratively up.
+    pub up: bool,
+    /// (ingress hook `xdp`/`tc`, mode `native`/`generic`/`tcx`) when protected.
+    pub ingress: Option<(&'static str, &'static str)>,
+    /// Why it is not protected.
+    pub problem: Option<String>,
 }
 
 /// Builds the registry: every metric under the `boundary_` prefix, added once.

@@ -11,58 +11,105 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{Policy, values::WorkloadInterface};
+use crate::config::InterfacePattern;
 
 /// What a policy's interface names are checked against and stand for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interfaces {
-    /// Name -> index, in the agent config's order; `None`: any valid name, stand-in indexes.
-    known: Option<Vec<(String, u32)>>,
+    /// The agent config's entries (names and patterns) a workload may name interfaces by;
+    /// `None`: any valid name.
+    allowed: Option<Vec<InterfacePattern>>,
+    /// Name -> index: the host's, for the interfaces present, or stand-ins.
+    indexes: Vec<(String, u32)>,
 }
 
+/// The first of the stand-in indexes given to an interface the config allows but the host
+/// does not have (yet): above every `int` ifindex, so never a device's, and distinct per name
+/// (two workloads may own one address on two such interfaces).
+pub const STAND_IN_ABSENT: u32 = 0x8000_0000;
+
 impl Interfaces {
-    /// The interfaces the agent protects, with their interface indexes: a workload may list
-    /// only these, and its endpoint keys carry the real indexes.
-    pub fn protected(interfaces: impl IntoIterator<Item = (String, u32)>) -> Self {
+    /// The interfaces named by `indexes`, exactly, with their interface indexes (tests).
+    pub fn protected(indexes: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let indexes: Vec<(String, u32)> = indexes.into_iter().collect();
+        let allowed = indexes
+            .iter()
+            .filter_map(|(n, _)| InterfacePattern::try_from(n.clone()).ok())
+            .collect();
         Self {
-            known: Some(interfaces.into_iter().collect()),
+            allowed: Some(allowed),
+            indexes,
+        }
+    }
+
+    /// What the agent protects: a workload may list any name the config's `entries` name or
+    /// match; those present have their interface indexes (`indexes`), the others stand-ins
+    /// until they appear (the agent then reads its policy again).
+    pub fn host(
+        entries: impl IntoIterator<Item = InterfacePattern>,
+        indexes: impl IntoIterator<Item = (String, u32)>,
+    ) -> Self {
+        Self {
+            allowed: Some(entries.into_iter().collect()),
+            indexes: indexes.into_iter().collect(),
         }
     }
 
     /// The interfaces an agent config names, on a host that need not have them: names are
-    /// checked, indexes are stand-ins (1, 2, ... in the config's order).
-    pub fn named(names: impl IntoIterator<Item = String>) -> Self {
-        Self::protected(names.into_iter().zip(1..))
+    /// checked, indexes are stand-ins (1, 2, ... for exact names in the config's order).
+    pub fn named(entries: impl IntoIterator<Item = InterfacePattern>) -> Self {
+        let allowed: Vec<InterfacePattern> = entries.into_iter().collect();
+        let indexes = allowed
+            .iter()
+            .filter_map(InterfacePattern::exact)
+            .map(ToString::to_string)
+            .zip(1..)
+            .collect();
+        Self {
+            allowed: Some(allowed),
+            indexes,
+        }
     }
 
     /// Names not checked: any name Linux accepts, each given a stand-in index (1, 2, ... in
     /// the order the policy first lists them).
     pub fn unchecked() -> Self {
-        Self { known: None }
+        Self::default()
     }
 
-    /// The names a workload may list, if they are known.
-    pub(super) fn names(&self) -> Option<Vec<String>> {
-        self.known
-            .as_ref()
-            .map(|k| k.iter().map(|(n, _)| n.clone()).collect())
+    /// The entries a workload's names are checked against, if they are known.
+    pub(super) fn names(&self) -> Option<Vec<InterfacePattern>> {
+        self.allowed.clone()
     }
 
     /// Whether names are checked against an agent's interfaces.
     pub fn checked(&self) -> bool {
-        self.known.is_some()
+        self.allowed.is_some()
+    }
+
+    /// The index `name` has here, if it is one of the interfaces present (or named).
+    pub fn host_index(&self, name: &str) -> Option<u32> {
+        self.indexes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| *i)
     }
 
     /// The index `name` stands for, given the indexes handed out so far in `table` (where a
-    /// stand-in for an unchecked name goes). `name` was checked as it was read.
+    /// stand-in goes). `name` was checked as it was read.
     pub(super) fn index(&self, name: &str, table: &BTreeMap<String, u32>) -> u32 {
         if let Some(&i) = table.get(name) {
             return i;
         }
-        match &self.known {
-            Some(known) => known
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(STAND_IN_UNLISTED, |(_, i)| *i),
+        if let Some(i) = self.host_index(name) {
+            return i;
+        }
+        match &self.allowed {
+            Some(_) => table
+                .values()
+                .filter(|&&i| i >= STAND_IN_ABSENT && i != STAND_IN_UNLISTED)
+                .max()
+                .map_or(STAND_IN_ABSENT, |m| m + 1),
             None => table.values().max().map_or(1, |m| m + 1),
         }
     }
@@ -154,6 +201,10 @@ impl Owners {
 mod tests {
     use super::*;
 
+    fn pattern(s: &str) -> InterfacePattern {
+        InterfacePattern::try_from(s.to_owned()).expect("valid entry")
+    }
+
     fn read(text: &str, interfaces: &Interfaces) -> Result<Policy, String> {
         Policy::from_str_on("p.yaml", text, interfaces).map_err(|e| e.to_string())
     }
@@ -172,7 +223,7 @@ workloads:
 
     #[test]
     fn a_name_the_agent_does_not_protect_is_refused_where_it_is_written() {
-        let agent = Interfaces::named(["eth0".into(), "eth1".into()]);
+        let agent = Interfaces::named(["eth0", "eth1"].map(pattern));
         let e = read(TWO_WEBS, &agent).expect_err("eth2 is not protected");
         assert_eq!(
             e,
@@ -217,7 +268,7 @@ workloads:
         // Read against the names, then bound to the host: the host's indexes.
         let mut p = read(
             TWO_WEBS,
-            &Interfaces::named(["eth0".into(), "eth1".into(), "eth2".into()]),
+            &Interfaces::named(["eth0", "eth1", "eth2"].map(pattern)),
         )
         .expect("valid");
         assert_eq!(p.interfaces["eth2"], 3);
@@ -225,7 +276,7 @@ workloads:
         assert_eq!(p.interfaces["eth2"], 90_000);
         assert_eq!(p.interfaces["eth0"], 3);
         // Reading does not leave the check behind for the next policy on this thread.
-        let _ = read(TWO_WEBS, &Interfaces::named(["eth0".into()]));
+        let _ = read(TWO_WEBS, &Interfaces::named(["eth0"].map(pattern)));
         assert!(read(TWO_WEBS, &Interfaces::unchecked()).is_ok());
     }
 
@@ -257,12 +308,36 @@ workloads:
     }
 
     #[test]
+    fn patterns_admit_names_and_absent_names_get_distinct_stand_ins() {
+        let text = TWO_WEBS.replace("eth1", "veth7").replace("eth2", "veth9");
+        // Checked against the config's entries: `veth*` admits veth7 and veth9.
+        let e = read(&text, &Interfaces::named(["eth0"].map(pattern))).expect_err("veth7");
+        assert!(e.contains("its config lists eth0"), "{e}");
+        let entries = ["eth0", "veth*"].map(pattern);
+        // On the host: eth0 and veth9 present, veth7 not (yet).
+        let host = Interfaces::host(entries.clone(), [("eth0".into(), 2), ("veth9".into(), 40)]);
+        let p = read(&text, &host).expect("valid");
+        assert_eq!(p.interfaces["eth0"], 2);
+        assert_eq!(p.interfaces["veth9"], 40);
+        assert_eq!(p.interfaces["veth7"], STAND_IN_ABSENT);
+        assert_eq!(host.host_index("veth7"), None);
+        // Two absent names: two stand-ins, neither a device's index.
+        let p = read(&text, &Interfaces::host(entries, [])).expect("valid");
+        let mut absent: Vec<u32> = p.interfaces.values().copied().collect();
+        absent.sort_unstable();
+        assert_eq!(
+            absent,
+            [STAND_IN_ABSENT, STAND_IN_ABSENT + 1, STAND_IN_ABSENT + 2]
+        );
+    }
+
+    #[test]
     fn indexes_are_the_hosts_or_stand_ins() {
         let table = BTreeMap::new();
         let host = Interfaces::protected([("eth0".into(), 7), ("eth1".into(), 70_000)]);
         assert_eq!(host.index("eth1", &table), 70_000);
         assert!(host.checked());
-        let named = Interfaces::named(["eth0".into(), "eth1".into()]);
+        let named = Interfaces::named(["eth0", "eth1"].map(pattern));
         assert_eq!(named.index("eth1", &table), 2);
         let free = Interfaces::unchecked();
         assert!(!free.checked());

@@ -20,7 +20,7 @@ pub use compile::{
     compile_keeping,
 };
 pub use fingerprint::rule_fingerprint;
-pub use interfaces::{Interfaces, STAND_IN_UNLISTED};
+pub use interfaces::{Interfaces, STAND_IN_ABSENT, STAND_IN_UNLISTED};
 pub use model::{Policy, Rule, StaticIdentity, Workload};
 pub use syntax::{API_VERSION, Defaults};
 pub use validate::PolicyError;

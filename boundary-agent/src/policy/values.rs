@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::spiffe::SpiffePattern;
-use crate::config::InterfaceName;
+use crate::config::{InterfaceName, InterfacePattern};
 
 use boundary_common::wire::{
     ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_REDIRECT,
@@ -114,10 +114,13 @@ impl TryFrom<String> for WorkloadInterface {
     fn try_from(s: String) -> Result<Self, String> {
         let name = InterfaceName::try_from(s)?;
         PROTECTED.with_borrow(|protected| match protected {
-            Some(list) if !list.iter().any(|n| n == name.as_str()) => Err(format!(
+            Some(list) if !list.iter().any(|n| n.matches(name.as_str())) => Err(format!(
                 "{:?} is not an interface the agent protects (its config lists {})",
                 name.as_str(),
-                list.join(", ")
+                list.iter()
+                    .map(InterfacePattern::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             _ => Ok(Self(name)),
         })
@@ -128,17 +131,17 @@ thread_local! {
     /// The interfaces the agent protects, while a policy is read against them. serde gives a
     /// value nothing but its text; this is how the check reaches the value, so that its error
     /// carries the value's place.
-    static PROTECTED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    static PROTECTED: RefCell<Option<Vec<InterfacePattern>>> = const { RefCell::new(None) };
 }
 
 /// Runs `read` (a policy's deserialization, on this thread) with `interfaces:` entries checked
 /// against `protected`; `None` checks names only for what Linux accepts.
 pub(super) fn checking_interfaces<T>(
-    protected: Option<Vec<String>>,
+    protected: Option<Vec<InterfacePattern>>,
     read: impl FnOnce() -> T,
 ) -> T {
     /// Puts the previous list back, also when `read` panics.
-    struct Restore(Option<Vec<String>>);
+    struct Restore(Option<Vec<InterfacePattern>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             PROTECTED.set(self.0.take());
