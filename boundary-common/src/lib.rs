@@ -9,6 +9,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod diag;
 pub mod maps;
 pub mod name;
 pub mod reason;
