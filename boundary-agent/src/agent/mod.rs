@@ -5,6 +5,7 @@
 //! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
 
 pub mod confirm;
+mod kernel_log;
 mod memory;
 mod notify;
 
@@ -22,8 +23,8 @@ use self::confirm::{ConfirmState, Plan};
 use crate::{
     config::{AgentConfig, NonIpAction},
     datapath::{
-        Datapath, DatapathError, Maps, PinLayout, PinLock, interface_index, maps::MapsError,
-        require_ethernet,
+        Datapath, DatapathError, LoadOptions, Maps, PinLayout, PinLock, interface_index,
+        maps::MapsError, require_ethernet,
     },
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Interfaces, Policy, PolicyError},
@@ -76,6 +77,8 @@ pub struct Agent {
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
+    /// The digest of the agent config file last read for `kernelLog` (see `kernel_log.rs`).
+    config_digest: Option<String>,
 }
 
 impl Agent {
@@ -102,7 +105,14 @@ impl Agent {
         let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
         let pin_lock = PinLock::acquire(&layout)?;
-        let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
+        let mut datapath = Datapath::load_with(
+            Some(layout.clone()),
+            &LoadOptions {
+                max_workloads: config.max_workloads,
+                kernel_log: config.kernel_log,
+                ..LoadOptions::default()
+            },
+        )?;
         let state = Arc::new(Mutex::new(AgentState::default()));
         apply(&mut datapath, &config, &policy, &state)?;
         for iface in &config.interfaces {
@@ -125,6 +135,7 @@ impl Agent {
                 program = p.name,
                 id = p.id,
                 verified_insns = p.verified_insns,
+                xlated_bytes = p.xlated_bytes,
                 jited_bytes = p.jited_bytes,
                 "program loaded"
             );
@@ -152,6 +163,7 @@ impl Agent {
             datapath,
             state,
             workloads,
+            config_digest: None,
         })
     }
 
@@ -173,12 +185,14 @@ impl Agent {
         let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+        self.spawn_kernel_log();
         lock(&self.state).ready = true;
         let notify = notify::Notifier::from_env();
         notify.ready(&self.status());
         info!(
             interfaces = self.config.interfaces.len(),
             workloads = self.workloads,
+            kernel_log = %self.config.kernel_log,
             pin_dir = %self.config.pin_dir.display(),
             "boundary agent ready"
         );
@@ -190,6 +204,7 @@ impl Agent {
                 _ = hup.recv() => true,
                 _ = poll.tick() => false,
             };
+            self.follow_kernel_log(forced);
             self.tick(forced, &notify);
         }
         notify.stopping();

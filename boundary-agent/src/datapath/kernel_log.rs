@@ -16,7 +16,7 @@ use aya::programs::{tc::SchedClassifierLink, xdp::XdpLink};
 use aya_log::EbpfLogger;
 use boundary_common::diag::LOG_MAP;
 use tokio::io::{Interest, unix::AsyncFd};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
     Datapath, DatapathError, LoadOptions,
@@ -180,10 +180,7 @@ impl Datapath {
         drop(old);
         match failed.into_iter().next() {
             Some(e) => Err(e),
-            None => {
-                info!(links = updated, level = %options.kernel_log, "programs replaced in their pinned links");
-                Ok(updated)
-            }
+            None => Ok(updated),
         }
     }
 
