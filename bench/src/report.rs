@@ -488,6 +488,20 @@ fn targets_section(o: &mut String, r: &Report) {
     }
 }
 
+fn kernel_log_json(r: &Report) -> Json {
+    json!({
+        "paths": r.kernel_log.paths.iter().map(|p| json!({
+            "path": p.path, "off_ns": p.off_ns, "debug_ns": p.on_ns,
+            "spread_ns": p.spread_ns, "debug_over_off": p.ratio(),
+        })).collect::<Vec<_>>(),
+        "programs": r.kernel_log.programs.iter().map(|(off, on)| json!({
+            "program": off.name,
+            "verified_insns_off": off.verified_insns, "verified_insns_debug": on.verified_insns,
+            "xlated_bytes_off": off.xlated_bytes, "xlated_bytes_debug": on.xlated_bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn value_json(v: &Value) -> Json {
     match v {
         Value::Ns {
@@ -618,17 +632,7 @@ pub fn json(r: &Report) -> Json {
             })),
             "note": r.observability.note,
         },
-        "kernel_log": {
-            "paths": r.kernel_log.paths.iter().map(|p| json!({
-                "path": p.path, "off_ns": p.off_ns, "debug_ns": p.on_ns,
-                "spread_ns": p.spread_ns, "debug_over_off": p.ratio(),
-            })).collect::<Vec<_>>(),
-            "programs": r.kernel_log.programs.iter().map(|(off, on)| json!({
-                "program": off.name,
-                "verified_insns_off": off.verified_insns, "verified_insns_debug": on.verified_insns,
-                "xlated_bytes_off": off.xlated_bytes, "xlated_bytes_debug": on.xlated_bytes,
-            })).collect::<Vec<_>>(),
-        },
+        "kernel_log": kernel_log_json(r),
         "programs": r.programs.iter().map(|p| json!({
             "program": p.program, "verified_insns": p.verified_insns, "jited_bytes": p.jited_bytes,
         })).collect::<Vec<_>>(),

@@ -186,14 +186,13 @@ pub fn record(pkt: &Packet, direction: Direction, slot: u16) {
         return;
     }
     // A full LRU evicts its oldest flow; failure here only costs a later reply its shortcut.
-    if let Err(err) = map.insert(&key, &FlowValue { last_seen_ns: now }, 0) {
-        let name = if key.direction == Direction::Ingress as u8 {
-            CONNTRACK_MAP
-        } else {
-            CONNTRACK_ACCEPTED_MAP
-        };
-        diag::map_update_failed(name, err.into(), slot, direction as u8);
-    }
+    let result = map.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    let name = if key.direction == Direction::Ingress as u8 {
+        CONNTRACK_MAP
+    } else {
+        CONNTRACK_ACCEPTED_MAP
+    };
+    diag::map_update(name, result.map_err(i64::from), slot, direction as u8);
     if age.is_none_or(|age| age >= timeout(pkt.proto)) {
         // A reply that was not one may be one now: cached "not a reply" answers are stale.
         // Counted after the insert, and read before the lookup in `verdict::reply`, so a

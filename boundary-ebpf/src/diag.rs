@@ -27,11 +27,16 @@ fn enabled(level: Level) -> bool {
     level as u8 <= unsafe { core::ptr::read_volatile(&raw const BND_LOG_LEVEL) }
 }
 
-/// A map update in the datapath failed (`err` is the helper's negative errno). What it costs
-/// is the caller's to say: a conntrack insert lost means a reply loses its shortcut.
+/// Logs a map update in the datapath that failed (`result` is the helper's, a negative errno
+/// on failure). What a failure costs is the caller's to say: a conntrack insert lost means a
+/// reply loses its shortcut. The level is tested before the result, so that with logging off
+/// the verifier prunes the site before it would follow the result's two branches.
 #[inline(always)]
-pub fn map_update_failed(map: &'static str, err: i64, slot: u16, direction: u8) {
-    if enabled(Level::Warn) {
+pub fn map_update(map: &'static str, result: Result<(), i64>, slot: u16, direction: u8) {
+    if !enabled(Level::Warn) {
+        return;
+    }
+    if let Err(err) = result {
         // aya-log records carry no context: the macro's first argument is unused.
         warn!(
             &(),

@@ -41,9 +41,13 @@ pub fn remember(
         epoch,
     };
     // A full LRU evicts; a failure costs the later fragments their verdict (fragment_unknown).
-    if let Err(err) = FRAGMENTS.insert(&key(pkt, direction), &value, 0) {
-        diag::map_update_failed(FRAGMENTS_MAP, err.into(), slot, direction as u8);
-    }
+    let result = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
+    diag::map_update(
+        FRAGMENTS_MAP,
+        result.map_err(i64::from),
+        slot,
+        direction as u8,
+    );
 }
 
 /// The first fragment's (slot, reason code, rule), if it was seen under the live `epoch`.

@@ -84,12 +84,15 @@ fn stream(lab: &Lab, port: u16, wait: Duration, stop: &AtomicBool) -> (usize, us
 
 fn set_kernel_log(files: &AgentFiles, level: &str) {
     let config = std::fs::read_to_string(files.config()).expect("agent config");
-    let kept: String = config
+    let mut text: String = config
         .lines()
         .filter(|l| !l.starts_with("kernelLog:"))
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect();
-    std::fs::write(files.config(), format!("{kept}kernelLog: {level}\n")).expect("write config");
+    text.push_str("kernelLog: ");
+    text.push_str(level);
+    text.push('\n');
+    std::fs::write(files.config(), text).expect("write config");
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn kernel(level: KernelLog) -> Kernel {
     Kernel::loaded_with(
         STANDARD_POLICY,
         Action::Pass,
-        LoadOptions {
+        &LoadOptions {
             kernel_log: level,
             ..LoadOptions::default()
         },

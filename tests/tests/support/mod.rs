@@ -102,15 +102,15 @@ fn stay_on_this_cpu() {
 
 impl Kernel {
     pub fn new(policy_yaml: &str, non_ip: Action) -> Self {
-        Self::loaded_with(policy_yaml, non_ip, LoadOptions::default())
+        Self::loaded_with(policy_yaml, non_ip, &LoadOptions::default())
     }
 
     /// As [`Kernel::new`], the object loaded as `options` say (its workload slots are ours).
-    pub fn loaded_with(policy_yaml: &str, non_ip: Action, options: LoadOptions<'_>) -> Self {
+    pub fn loaded_with(policy_yaml: &str, non_ip: Action, options: &LoadOptions<'_>) -> Self {
         stay_on_this_cpu();
         let options = LoadOptions {
             max_workloads: SLOTS,
-            ..options
+            ..options.clone()
         };
         let mut dp =
             Datapath::load_with(None, &options).expect("load the eBPF object (root needed)");
