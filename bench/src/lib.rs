@@ -9,7 +9,7 @@
 //! - `throughput` (step 4): TCP through the protected veth with iperf3, Boundary against no
 //!   filter and nftables;
 //! - `control_plane` (step 5), `observability` (step 6: `/metrics` and the agent's CPU under a
-//!   flood) and `verifier` (step 7);
+//!   flood), `verifier` (step 7) and `kernel_log` (step 8: diagnostics off against on);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 //!
@@ -23,6 +23,7 @@ pub mod control_plane;
 pub mod env;
 pub mod flood;
 pub mod kernel;
+pub mod kernel_log;
 pub mod observability;
 pub mod paths;
 pub mod per_packet;
@@ -63,7 +64,7 @@ pub struct Plan {
     /// How long the agent's CPU is measured under the flood.
     pub obs_window: Duration,
     /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
-    /// `observability`, `verifier`); all when empty.
+    /// `observability`, `verifier`, `kernel-log`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -159,6 +160,10 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
         let _cpu = env::CpuPin::last_allowed()?;
         if plan.wants("per-packet") {
             report.per_packet = per_packet::run(plan, &floors)?;
+        }
+        if plan.wants("kernel-log") {
+            report.kernel_log =
+                optional(&mut report, "kernel log", || kernel_log::run(plan, &floors));
         }
         if plan.wants("xdp-filter") {
             let peer = optional(&mut report, "xdp-filter", || {

@@ -77,6 +77,7 @@ pub fn table(r: &Report) -> String {
     control_section(&mut o, r);
     observability_section(&mut o, r);
     verifier_section(&mut o, r);
+    kernel_log_section(&mut o, r);
     targets_section(&mut o, r);
     for w in &r.warnings {
         let _ = writeln!(o, "warning: {w}");
@@ -436,6 +437,45 @@ fn verifier_section(o: &mut String, r: &Report) {
     }
 }
 
+fn kernel_log_section(o: &mut String, r: &Report) {
+    let k = &r.kernel_log;
+    let _ = writeln!(
+        o,
+        "\n8. Kernel log (kernelLog): off against debug, one policy, XDP hot, net ns, interleaved"
+    );
+    let _ = writeln!(
+        o,
+        "   {:<46}{:>10}{:>10}{:>8}{:>14}",
+        "path", "off", "debug", "±", "debug / off"
+    );
+    for p in &k.paths {
+        let _ = writeln!(
+            o,
+            "   {:<46}{:>10.1}{:>10.1}{:>8.1}{:>14.2}",
+            p.path,
+            p.off_ns,
+            p.on_ns,
+            p.spread_ns,
+            p.ratio()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "   {:<34}{:>26}{:>26}",
+        "program", "insns processed off / debug", "xlated bytes off / debug"
+    );
+    let opt = |v: Option<u32>| v.map_or_else(|| "?".into(), |n| n.to_string());
+    for (off, on) in &k.programs {
+        let _ = writeln!(
+            o,
+            "   {:<34}{:>26}{:>26}",
+            off.name,
+            format!("{} / {}", opt(off.verified_insns), opt(on.verified_insns)),
+            format!("{} / {}", opt(off.xlated_bytes), opt(on.xlated_bytes)),
+        );
+    }
+}
+
 fn targets_section(o: &mut String, r: &Report) {
     let _ = writeln!(o, "\nTargets (issues #4, #5 and #9)");
     for t in &r.targets {
@@ -446,6 +486,20 @@ fn targets_section(o: &mut String, r: &Report) {
         };
         let _ = writeln!(o, "   [{mark:^7}] {}: {}", t.name, t.detail);
     }
+}
+
+fn kernel_log_json(r: &Report) -> Json {
+    json!({
+        "paths": r.kernel_log.paths.iter().map(|p| json!({
+            "path": p.path, "off_ns": p.off_ns, "debug_ns": p.on_ns,
+            "spread_ns": p.spread_ns, "debug_over_off": p.ratio(),
+        })).collect::<Vec<_>>(),
+        "programs": r.kernel_log.programs.iter().map(|(off, on)| json!({
+            "program": off.name,
+            "verified_insns_off": off.verified_insns, "verified_insns_debug": on.verified_insns,
+            "xlated_bytes_off": off.xlated_bytes, "xlated_bytes_debug": on.xlated_bytes,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn value_json(v: &Value) -> Json {
@@ -578,6 +632,7 @@ pub fn json(r: &Report) -> Json {
             })),
             "note": r.observability.note,
         },
+        "kernel_log": kernel_log_json(r),
         "programs": r.programs.iter().map(|p| json!({
             "program": p.program, "verified_insns": p.verified_insns, "jited_bytes": p.jited_bytes,
         })).collect::<Vec<_>>(),

@@ -211,6 +211,34 @@ pub struct Observability {
     pub note: String,
 }
 
+/// One path of the kernel-log step: net ns with logging off and at debug.
+#[derive(Clone, Debug)]
+pub struct KernelLogPath {
+    pub path: &'static str,
+    pub off_ns: f64,
+    pub on_ns: f64,
+    /// The larger of the two loads' half ranges.
+    pub spread_ns: f64,
+}
+
+impl KernelLogPath {
+    /// debug / off, of the net costs.
+    pub fn ratio(&self) -> f64 {
+        self.on_ns / self.off_ns
+    }
+}
+
+/// Kernel-side diagnostics off against debug (issue #12).
+#[derive(Clone, Debug, Default)]
+pub struct KernelLogReport {
+    pub paths: Vec<KernelLogPath>,
+    /// Each program as loaded (off, debug).
+    pub programs: Vec<(
+        boundary_agent::datapath::ProgramStats,
+        boundary_agent::datapath::ProgramStats,
+    )>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ProgramRow {
     pub program: String,
@@ -237,6 +265,7 @@ pub struct Report {
     pub throughput: Throughput,
     pub control: ControlPlane,
     pub observability: Observability,
+    pub kernel_log: KernelLogReport,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<Target>,
     pub elapsed: Duration,

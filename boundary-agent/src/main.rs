@@ -7,7 +7,8 @@ use clap::Parser as _;
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("BOUNDARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Kernel log records pass at every level: `kernelLog` in the agent config chooses them.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,boundary::kernel=trace"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

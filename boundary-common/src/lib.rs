@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod bucket;
+pub mod diag;
 pub mod maps;
 pub mod name;
 pub mod reason;

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use boundary_common::{
     Direction,
     maps::{
-        CT_REFRESH_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, FlowKey,
-        FlowValue,
+        CONNTRACK_ACCEPTED_MAP, CONNTRACK_MAP, CT_REFRESH_NS, CT_TIMEOUT_OTHER_NS,
+        CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, FlowKey, FlowValue,
     },
     wire::{
         ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, IPPROTO_ICMP,
@@ -19,6 +19,7 @@ use boundary_common::{
 };
 
 use crate::{
+    diag,
     maps::{CONNTRACK, CONNTRACK_ACCEPTED, CT_ACCEPTED_INSERTS, CT_INSERTS},
     packet::{Packet, QUOTE_ECHO_REPLY, QUOTE_ECHO_REQUEST},
 };
@@ -155,9 +156,10 @@ pub fn related(pkt: &Packet, direction: Direction) -> bool {
         })
 }
 
-/// Records that `pkt`, passed in `direction`, expects a reply in the other direction.
+/// Records that `pkt`, passed in `direction` for workload `slot`, expects a reply in the other
+/// direction.
 #[inline(always)]
-pub fn record(pkt: &Packet, direction: Direction) {
+pub fn record(pkt: &Packet, direction: Direction, slot: u16) {
     let Some((sport, dport)) = flow_ports(pkt, true) else {
         return;
     };
@@ -184,7 +186,13 @@ pub fn record(pkt: &Packet, direction: Direction) {
         return;
     }
     // A full LRU evicts its oldest flow; failure here only costs a later reply its shortcut.
-    let _ = map.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    let result = map.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    let name = if key.direction == Direction::Ingress as u8 {
+        CONNTRACK_MAP
+    } else {
+        CONNTRACK_ACCEPTED_MAP
+    };
+    diag::map_update(name, result.map_err(i64::from), slot, direction as u8);
     if age.is_none_or(|age| age >= timeout(pkt.proto)) {
         // A reply that was not one may be one now: cached "not a reply" answers are stale.
         // Counted after the insert, and read before the lookup in `verdict::reply`, so a

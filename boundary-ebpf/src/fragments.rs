@@ -7,10 +7,10 @@
 
 use boundary_common::{
     Direction, Reason,
-    maps::{FragKey, FragValue},
+    maps::{FRAGMENTS_MAP, FragKey, FragValue},
 };
 
-use crate::{maps::FRAGMENTS, packet::Packet};
+use crate::{diag, maps::FRAGMENTS, packet::Packet};
 
 #[inline(always)]
 fn key(pkt: &Packet, direction: Direction) -> FragKey {
@@ -40,7 +40,14 @@ pub fn remember(
         rule,
         epoch,
     };
-    let _ = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
+    // A full LRU evicts; a failure costs the later fragments their verdict (fragment_unknown).
+    let result = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
+    diag::map_update(
+        FRAGMENTS_MAP,
+        result.map_err(i64::from),
+        slot,
+        direction as u8,
+    );
 }
 
 /// The first fragment's (slot, reason code, rule), if it was seen under the live `epoch`.

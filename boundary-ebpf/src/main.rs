@@ -16,6 +16,8 @@ mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod delay;
 #[cfg(target_arch = "bpf")]
+mod diag;
+#[cfg(target_arch = "bpf")]
 mod events;
 #[cfg(target_arch = "bpf")]
 mod fragments;
@@ -49,7 +51,7 @@ mod programs {
     };
 
     use crate::{
-        events,
+        diag, events,
         maps::PROGS,
         packet::{self, Packet},
         parse::{self, Frame},
@@ -68,6 +70,7 @@ mod programs {
         if d.reason.verdict() == Verdict::Drop || d.reason == Reason::Audit {
             #[expect(clippy::cast_possible_truncation, reason = "an skb is below 4 GiB")]
             events::emit(pkt, d, direction, bytes as u32);
+            diag::parse_limit(d.reason, d.slot, direction as u8, pkt.ifindex);
         }
     }
 
@@ -79,6 +82,7 @@ mod programs {
         let (data, end) = (ctx.data(), ctx.data_end());
         let Some(pkt) = packet::scratch() else {
             // No packet memory: nothing can be judged, and an unjudged packet is not let in.
+            diag::impossible("no packet scratch entry", Direction::Ingress as u8);
             stats::count(
                 UNPROTECTED_SLOT,
                 Direction::Ingress,
@@ -137,6 +141,7 @@ mod programs {
         let (len, gso) = skb_len(ctx);
         let Some(pkt) = packet::scratch() else {
             // No packet memory: nothing can be judged, and an unjudged packet does not cross.
+            diag::impossible("no packet scratch entry", direction as u8);
             stats::count(
                 UNPROTECTED_SLOT,
                 direction,

@@ -21,7 +21,7 @@ use boundary_common::{
 };
 
 use crate::{
-    cache, conntrack, delay, fragments,
+    cache, conntrack, delay, diag, fragments,
     maps::{CONFIG, ENDPOINTS},
     packet::{Fragment, Packet},
     parse::{self, L3},
@@ -77,6 +77,7 @@ pub fn decide(
     // The config is one array entry, always there: without it nothing can be judged, and an
     // unjudged packet does not cross.
     let Some(cfg) = config() else {
+        diag::impossible("no datapath config entry", direction as u8);
         return Decision {
             slot: UNPROTECTED_SLOT,
             reason: Reason::Internal,
@@ -174,7 +175,8 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
         let e = unsafe { &*entry };
         Judged {
             slot: e.slot,
-            reason: Reason::from_code(e.reason).unwrap_or(Reason::Internal),
+            reason: Reason::from_code(e.reason)
+                .unwrap_or_else(|| diag::unknown_reason("verdict cache", e.reason, e.slot)),
             rule: e.rule,
             identity: e.identity,
             flags: e.flags,
@@ -237,7 +239,9 @@ fn judge(
     if pkt.fragment == Fragment::Later {
         let (reason, rule) = match fragments::follow(pkt, direction, cfg.epoch) {
             Some(first) => (
-                Reason::from_code(first.reason).unwrap_or(Reason::Internal),
+                Reason::from_code(first.reason).unwrap_or_else(|| {
+                    diag::unknown_reason("fragment table", first.reason, first.slot)
+                }),
                 first.rule,
             ),
             None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
@@ -398,7 +402,7 @@ fn finish(
         && j.flags & VC_TRACK != 0
         && cached.is_none_or(cache::conntrack_due)
     {
-        conntrack::record(pkt, direction);
+        conntrack::record(pkt, direction, j.slot);
     }
     if pkt.fragment == Fragment::First {
         fragments::remember(pkt, direction, (j.slot, reason, j.rule), epoch);

@@ -6,6 +6,7 @@
 
 pub mod confirm;
 pub mod interfaces;
+mod kernel_log;
 mod link_events;
 mod memory;
 mod notify;
@@ -29,7 +30,7 @@ use self::{
 use crate::{
     config::{AgentConfig, NonIpAction},
     datapath::{
-        Datapath, DatapathError, Maps, PinLayout, PinLock,
+        Datapath, DatapathError, LoadOptions, Maps, PinLayout, PinLock,
         maps::MapsError,
         rtnetlink::{self, LinkSubscription},
     },
@@ -91,6 +92,8 @@ pub struct Agent {
     datapath: Datapath,
     state: Arc<Mutex<AgentState>>,
     workloads: usize,
+    /// The digest of the agent config file last read for `kernelLog` (see `kernel_log.rs`).
+    config_digest: Option<String>,
 }
 
 impl Agent {
@@ -122,7 +125,14 @@ impl Agent {
         let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
         let pin_lock = PinLock::acquire(&layout)?;
-        let mut datapath = Datapath::load(layout.clone(), config.max_workloads)?;
+        let mut datapath = Datapath::load_with(
+            Some(layout.clone()),
+            &LoadOptions {
+                max_workloads: config.max_workloads,
+                kernel_log: config.kernel_log,
+                ..LoadOptions::default()
+            },
+        )?;
         let state = Arc::new(Mutex::new(AgentState::default()));
         apply(&mut datapath, &config, &policy, &state)?;
         let mut reconciler = Reconciler::default();
@@ -136,6 +146,7 @@ impl Agent {
                 program = p.name,
                 id = p.id,
                 verified_insns = p.verified_insns,
+                xlated_bytes = p.xlated_bytes,
                 jited_bytes = p.jited_bytes,
                 "program loaded"
             );
@@ -167,6 +178,7 @@ impl Agent {
             datapath,
             state,
             workloads,
+            config_digest: None,
         })
     }
 
@@ -188,12 +200,14 @@ impl Agent {
         let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+        self.spawn_kernel_log();
         lock(&self.state).ready = true;
         let notify = notify::Notifier::from_env();
         notify.ready(&self.status());
         info!(
             interfaces = self.config.interfaces.len(),
             workloads = self.workloads,
+            kernel_log = %self.config.kernel_log,
             pin_dir = %self.config.pin_dir.display(),
             "boundary agent ready"
         );
@@ -206,8 +220,12 @@ impl Agent {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => self.tick(true, &notify),
+                _ = hup.recv() => {
+                    self.follow_kernel_log(true);
+                    self.tick(true, &notify);
+                }
                 _ = poll.tick() => {
+                    self.follow_kernel_log(false);
                     self.tick(false, &notify);
                     self.reconcile("poll", true);
                 }

@@ -12,7 +12,9 @@ use crate::{
 /// veths, XDP elsewhere) and tcx takes egress. Maps, programs and links are pinned under the
 /// pin directory, so enforcement continues after the agent exits (SIGTERM/SIGINT);
 /// `boundary-agent detach` removes it. SIGHUP reloads the policy file; a bad file is reported
-/// and the running policy stays. The policy file is also re-read every two seconds and
+/// and the running policy stays. SIGHUP (or an edit of the config file) also applies a new
+/// `kernelLog` level, by replacing the programs in their pinned links; other config fields
+/// apply at the next start. The policy file is also re-read every two seconds and
 /// reloaded when it changed. A previous agent's pins are adopted: maps keep their contents and
 /// counters, links are switched to the new programs in place.
 ///

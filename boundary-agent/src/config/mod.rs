@@ -71,6 +71,39 @@ impl fmt::Display for IngressHook {
     }
 }
 
+/// The most verbose kernel-side diagnostics the datapath logs (`kernelLog`): its rare events
+/// (a map update that failed, an impossible state, a parse limit hit), drained into the
+/// agent's log under the target `boundary::kernel`. Sites above the level are removed by the
+/// verifier at load, so `off` costs nothing. Changes without a restart (SIGHUP, or an edit of
+/// the config file): the programs are loaded again and replaced in their pinned links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KernelLog {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// Impossible states (the packet was judged `internal_error`).
+    Error,
+    /// And map updates that failed in the datapath.
+    Warn,
+    /// The same as `warn` today (no site logs at info).
+    Info,
+    /// And every parse limit hit (attacker-chosen packets: one record each).
+    Debug,
+}
+
+impl fmt::Display for KernelLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KernelLog::Off => "off",
+            KernelLog::Error => "error",
+            KernelLog::Warn => "warn",
+            KernelLog::Info => "info",
+            KernelLog::Debug => "debug",
+        })
+    }
+}
+
 /// What happens to frames that are neither IPv4 nor IPv6 (ARP, LLDP, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +246,8 @@ struct RawConfig {
     metrics_address: MetricsAddress,
     #[serde(default = "default_state_dir")]
     state_dir: PathBuf,
+    #[serde(default)]
+    kernel_log: KernelLog,
 }
 
 /// Where the agent keeps what must outlive it besides the pins: a policy awaiting
@@ -274,6 +309,10 @@ pub struct AgentConfig {
     /// Default `/var/lib/boundary` (relative paths against the config file's directory): a
     /// policy awaiting confirmation, and one that was rolled back.
     pub state_dir: PathBuf,
+    /// Kernel-side diagnostics; default `off`. The one field applied without a restart.
+    pub kernel_log: KernelLog,
+    /// The file this was read from: re-read for `kernelLog` on SIGHUP and when it changes.
+    pub file: PathBuf,
 }
 
 impl AgentConfig {
@@ -362,6 +401,8 @@ impl AgentConfig {
             max_workloads: raw.max_workloads,
             metrics_address: raw.metrics_address.0,
             state_dir,
+            kernel_log: raw.kernel_log,
+            file: file.to_path_buf(),
         })
     }
 }
@@ -395,6 +436,31 @@ mod tests {
         assert_eq!(c.pin_dir, Path::new(DEFAULT_PIN_DIR));
         assert_eq!(c.non_ip, NonIpAction::Pass);
         assert_eq!(c.policy, Path::new("/etc/boundary/policy.yaml"));
+        assert_eq!(c.kernel_log, KernelLog::Off);
+    }
+
+    #[test]
+    fn kernel_log_levels() {
+        for (text, level) in [
+            ("off", KernelLog::Off),
+            ("error", KernelLog::Error),
+            ("warn", KernelLog::Warn),
+            ("info", KernelLog::Info),
+            ("debug", KernelLog::Debug),
+        ] {
+            let c = parse(&format!(
+                "interfaces: [eth0]\npolicy: p\nkernelLog: {text}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.kernel_log, level);
+            assert_eq!(c.kernel_log.to_string(), text);
+        }
+        let e = parse("interfaces: [eth0]\npolicy: p\nkernelLog: trace\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":3:12: kernelLog: unknown variant `trace`"),
+            "{e}"
+        );
     }
 
     #[test]

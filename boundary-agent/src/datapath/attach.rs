@@ -335,7 +335,7 @@ fn attach_err(
 
 /// Opens a pinned link, ready for `attach_to_link` (`BPF_LINK_UPDATE`). The pin stays: if
 /// the update fails, the link and its program keep enforcing.
-fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
+pub(super) fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
     path: &std::path::Path,
 ) -> Result<Option<L>, DatapathError> {
     if !path.exists() {
@@ -355,7 +355,7 @@ fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
     }
 }
 
-fn pin_link<L>(link: L, path: &std::path::Path) -> Result<(), DatapathError>
+pub(super) fn pin_link<L>(link: L, path: &std::path::Path) -> Result<(), DatapathError>
 where
     FdLink: TryFrom<L, Error = LinkError>,
 {

@@ -75,6 +75,12 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error("kernel log ring {map}: {source}")]
+    KernelLog {
+        map: &'static str,
+        #[source]
+        source: aya_log::Error,
+    },
     #[error("this datapath was loaded without pins and cannot be attached")]
     Unpinned,
     #[error("pin {path}: {source}")]

@@ -8,20 +8,23 @@ use aya::{
     maps::ProgramArray,
     programs::{ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
-use boundary_common::maps::{
-    ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, FROZEN_CLOCK_GLOBAL, NAMES_MAP,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
+use boundary_common::{
+    diag::{LOG_LEVEL_GLOBAL, LOG_MAP},
+    maps::{
+        ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, FROZEN_CLOCK_GLOBAL, NAMES_MAP,
+        PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
+    },
 };
 
 use super::{
     DatapathError,
     attach::remove_if_present,
-    bpffs,
+    bpffs, kernel_log,
     maps::{self, Maps, MapsError},
     object::{OBJECT, TC_INGRESS_PROGRAM, TC_PROGRAM, XDP_PROGRAM, cache_key, set_cache_key},
     pins::PinLayout,
 };
-use crate::policy::Tables;
+use crate::{config::KernelLog, policy::Tables};
 
 /// Every program in the object, with the name of its pin under `programs/`.
 pub(super) const PROGRAMS: [(&str, &str); 3] = [
@@ -36,6 +39,8 @@ pub struct ProgramStats {
     pub name: &'static str,
     pub id: u32,
     pub verified_insns: Option<u32>,
+    /// The program as the verifier left it (dead code removed), before the JIT.
+    pub xlated_bytes: Option<u32>,
     pub jited_bytes: u32,
 }
 
@@ -45,6 +50,7 @@ impl ProgramStats {
             name,
             id: info.id(),
             verified_insns: info.verified_instruction_count(),
+            xlated_bytes: info.size_translated(),
             jited_bytes: info.size_jitted(),
         }
     }
@@ -64,11 +70,13 @@ pub struct LoadOptions<'a> {
     /// A rate-limit clock that stands still at this many ns (boundary-ebpf's `ratelimit.rs`):
     /// only for the tests that compare the datapath with the reference evaluator.
     pub frozen_clock_ns: u64,
+    /// Kernel-side diagnostics compiled in at load (`datapath/kernel_log.rs`); default off.
+    pub kernel_log: KernelLog,
 }
 
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
 pub struct Datapath {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     /// None for a datapath loaded only to be run with `BPF_PROG_TEST_RUN` (tests, bench).
     layout: Option<PinLayout>,
     /// The maps' one writer: every write goes through the methods below.
@@ -121,6 +129,7 @@ impl Datapath {
             std::fs::create_dir_all(&dir).map_err(pin_err(&dir))?;
         }
         maps::prepare_pinned(layout, max_workloads)?;
+        kernel_log::prepare_pinned(layout)?;
         Ok(())
     }
 
@@ -128,11 +137,34 @@ impl Datapath {
         layout: Option<PinLayout>,
         options: &LoadOptions<'_>,
     ) -> Result<Self, DatapathError> {
+        let mut ebpf = Self::load_programs(layout.as_ref(), options)?;
+        if layout.is_none() {
+            // Nothing attached here, nothing to keep consistent: ready for test runs at once.
+            fill_program_array(&mut ebpf)?;
+        }
+        if layout.is_some() {
+            record_abi(&mut ebpf)?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self { ebpf, layout, maps })
+    }
+
+    /// Loads the object's programs into the kernel, with the maps pinned under `layout`
+    /// (created or adopted) or fresh and unpinned.
+    pub(super) fn load_programs(
+        layout: Option<&PinLayout>,
+        options: &LoadOptions<'_>,
+    ) -> Result<Ebpf, DatapathError> {
         let max_workloads = options.max_workloads;
         let mut loader = EbpfLoader::new();
         let map_paths: Vec<(&str, PathBuf)> = layout
             .iter()
-            .flat_map(|l| ALL_MAPS.iter().map(move |&n| (n, l.map(n))))
+            .flat_map(|l| {
+                ALL_MAPS
+                    .iter()
+                    .chain([&LOG_MAP])
+                    .map(move |&n| (n, l.map(n)))
+            })
             .collect();
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
@@ -151,6 +183,8 @@ impl Datapath {
         if options.frozen_clock_ns != 0 {
             loader.override_global(FROZEN_CLOCK_GLOBAL, &options.frozen_clock_ns, true);
         }
+        let log_level = kernel_log::global_value(options.kernel_log);
+        loader.override_global(LOG_LEVEL_GLOBAL, &log_level, true);
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
@@ -166,15 +200,7 @@ impl Datapath {
                 _ => return Err(DatapathError::MissingProgram { program }),
             }
         }
-        if layout.is_none() {
-            // Nothing attached here, nothing to keep consistent: ready for test runs at once.
-            fill_program_array(&mut ebpf)?;
-        }
-        if layout.is_some() {
-            record_abi(&mut ebpf)?;
-        }
-        let maps = Maps::take(&mut ebpf)?;
-        Ok(Self { ebpf, layout, maps })
+        Ok(ebpf)
     }
 
     /// The maps, to read.
@@ -313,7 +339,7 @@ fn record_abi(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
 /// Puts the TC programs into `BND_PROGS`, which they tail-call after pulling non-linear
 /// headers in (see boundary-ebpf's `main.rs`). An adopted, pinned array is overwritten: its
 /// entries pointed at the previous agent's programs.
-fn fill_program_array(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+pub(super) fn fill_program_array(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     let fd = |ebpf: &Ebpf, program: &'static str| -> Result<ProgramFd, DatapathError> {
         let p: &SchedClassifier = ebpf
             .program(program)

@@ -8,6 +8,7 @@ pub mod counters;
 mod error;
 pub mod events;
 pub mod grace;
+pub mod kernel_log;
 pub mod linkinfo;
 mod loader;
 mod lock;

@@ -4,7 +4,7 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use boundary_agent::{
-    datapath::Datapath,
+    datapath::{Datapath, LoadOptions},
     policy::{self, Policy, SlotTable, Tables},
 };
 use boundary_common::{Direction, Reason, maps::Action};
@@ -102,8 +102,18 @@ fn stay_on_this_cpu() {
 
 impl Kernel {
     pub fn new(policy_yaml: &str, non_ip: Action) -> Self {
+        Self::loaded_with(policy_yaml, non_ip, &LoadOptions::default())
+    }
+
+    /// As [`Kernel::new`], the object loaded as `options` say (its workload slots are ours).
+    pub fn loaded_with(policy_yaml: &str, non_ip: Action, options: &LoadOptions<'_>) -> Self {
         stay_on_this_cpu();
-        let mut dp = Datapath::load_unpinned(SLOTS).expect("load the eBPF object (root needed)");
+        let options = LoadOptions {
+            max_workloads: SLOTS,
+            ..options.clone()
+        };
+        let mut dp =
+            Datapath::load_with(None, &options).expect("load the eBPF object (root needed)");
         let policy = Policy::from_str("test-policy.yaml", policy_yaml).expect("valid policy");
         let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS).expect("compiles");
         dp.apply(&compiled, non_ip).expect("apply");
@@ -237,7 +247,7 @@ impl Kernel {
     /// `clock_ns` (see `LoadOptions::frozen_clock_ns`).
     pub fn frozen(clock_ns: u64) -> Self {
         stay_on_this_cpu();
-        let options = boundary_agent::datapath::LoadOptions {
+        let options = LoadOptions {
             max_workloads: SLOTS,
             frozen_clock_ns: clock_ns,
             ..Default::default()
