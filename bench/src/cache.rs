@@ -45,8 +45,8 @@ fn identity(e: &Entry) -> Identity {
     out
 }
 
-/// Finds the maps called `names` among those the program `prog_map_ids` lists.
-fn maps_by_name(map_ids: &[u32], name: &str) -> anyhow::Result<MapData> {
+/// Finds the map called `name` among those a program's `map_ids` list.
+pub fn maps_by_name(map_ids: &[u32], name: &str) -> anyhow::Result<MapData> {
     for &id in map_ids {
         let data = MapData::from_id(id)?;
         if data.info()?.name_as_str() == Some(name) {

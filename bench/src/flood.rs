@@ -78,15 +78,16 @@ pub fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-struct Lab {
-    gen_ns: NetNs,
-    rx_ns: NetNs,
-    fg0: u32,
-    fr0: u32,
+/// The generator's namespace and veth end (`fg0`), and the receiver's (`fr0`).
+pub struct Lab {
+    pub gen_ns: NetNs,
+    pub rx_ns: NetNs,
+    pub fg0: u32,
+    pub fr0: u32,
 }
 
 impl Lab {
-    fn new() -> anyhow::Result<Self> {
+    pub fn new() -> anyhow::Result<Self> {
         let gen_ns = NetNs::new("bnd-bench-fg");
         let rx_ns = NetNs::new("bnd-bench-fr");
         veth(
@@ -156,7 +157,7 @@ fn generate(lab: &Lab, prog: &RawProgram, frame: &[u8], frames: u32) -> anyhow::
 }
 
 /// Runs the generator `plan.runs` times; `dropped` reads the receiver's drop count.
-fn measure(
+pub fn measure(
     lab: &Lab,
     prog: &RawProgram,
     frame: &[u8],

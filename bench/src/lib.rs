@@ -11,6 +11,9 @@
 //! - `control_plane` (step 5), `observability` (step 6: `/metrics` and the agent's CPU under a
 //!   flood), `verifier` (step 7) and `kernel_log` (step 8: diagnostics off against on);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
+//! - `ratelimit` (step 9, issue #13): a rule's bucket on the allow path with both CPUs on it,
+//!   the CAS bucket, the drop path, accuracy under a 90/10 skew, a spoofed flood at a
+//!   `per: source` rule;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 //!
 //! `benches/datapath.rs` is the entry point: it parses the arguments and writes the report.
@@ -28,6 +31,7 @@ pub mod observability;
 pub mod paths;
 pub mod per_packet;
 pub mod progress;
+pub mod ratelimit;
 pub mod report;
 pub mod results;
 pub mod sys;
@@ -64,7 +68,7 @@ pub struct Plan {
     /// How long the agent's CPU is measured under the flood.
     pub obs_window: Duration,
     /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
-    /// `observability`, `verifier`, `kernel-log`); all when empty.
+    /// `observability`, `verifier`, `kernel-log`, `rate-limit`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -193,6 +197,9 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
         let mut programs = optional(&mut report, "verifier budget", verifier::run);
         programs.append(&mut report.programs);
         report.programs = programs;
+    }
+    if plan.wants("rate-limit") {
+        report.rate_limits = optional(&mut report, "rate limits", || ratelimit::run(plan, &floors));
     }
     report.targets = targets::evaluate(&report);
     report.elapsed = start.elapsed();

@@ -480,15 +480,6 @@ fn egress(
     }
 }
 
-fn not_yet(name: &'static str, family: Family) -> PathDef {
-    PathDef {
-        name,
-        family,
-        direction: Direction::Ingress,
-        kind: Kind::NotImplemented,
-    }
-}
-
 pub const EXACT_ALLOW: &str = "allow: exact identity (SPIFFE binding, port rule)";
 pub const CIDR_ALLOW: &str = "allow: CIDR identity (LPM, port rule)";
 pub const DENY: &str = "deny: explicit deny rule (CIDR identity)";
@@ -531,8 +522,6 @@ pub fn all() -> Vec<PathDef> {
         }),
         row(ESTABLISHED, V4, Flows, pass(R::Established), reply4),
         row(ESTABLISHED, V6, Flows, pass(R::Established), reply6),
-        not_yet("rate-limited", V4),
-        not_yet("rate-limited", V6),
         row(
             "unprotected (no workload owns dst)",
             V4,

@@ -105,6 +105,112 @@ pub struct Flood {
     pub note: String,
 }
 
+/// One rule of the rate-limit step, timed with both CPUs running it at once.
+#[derive(Clone, Debug)]
+pub struct LimitRow {
+    /// What the rule is ("no limit", "bucket", "CAS bucket", "over the limit").
+    pub config: &'static str,
+    /// Expected verdict and reason, checked before timing.
+    pub verdict: String,
+    /// Net of the empty program run on both CPUs the same way (`Value::Ns`; no cache probes).
+    pub hot: Value,
+    pub first: Value,
+}
+
+/// One rule's cost minus another's, per run (paired: both measured in the same round).
+#[derive(Clone, Debug)]
+pub struct LimitDelta {
+    pub what: &'static str,
+    /// (median of the per-run differences, half their range), ns per packet.
+    pub hot: (f64, f64),
+    pub first: (f64, f64),
+}
+
+/// Two CPUs offering one limited rule 90/10 at five times its rate (`ratelimit::skew`).
+#[derive(Clone, Debug, Default)]
+pub struct Skew {
+    pub rate: u64,
+    pub burst: u64,
+    /// Packets each CPU offered.
+    pub offered: [u64; 2],
+    /// Packets admitted in each 1-second window (by the time they were sent).
+    pub windows: Vec<u64>,
+}
+
+impl Skew {
+    /// admitted / configured of window `i`: the rate, plus the burst in the first window.
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn window_ratio(&self, i: usize) -> f64 {
+        let configured = self.rate + if i == 0 { self.burst } else { 0 };
+        self.windows[i] as f64 / configured as f64
+    }
+
+    /// The window (after the first) furthest from its configured count: (index, ratio).
+    pub fn worst(&self) -> Option<(usize, f64)> {
+        (1..self.windows.len())
+            .map(|i| (i, self.window_ratio(i)))
+            .max_by(|a, b| (a.1 - 1.0).abs().total_cmp(&(b.1 - 1.0).abs()))
+    }
+
+    /// admitted / (burst + rate x seconds) over the whole run.
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn whole(&self) -> f64 {
+        let admitted: u64 = self.windows.iter().sum();
+        let secs = self.windows.len() as u64;
+        admitted as f64 / (self.burst + self.rate * secs) as f64
+    }
+}
+
+/// A spoofed-source flood at a `per: source` rule (`ratelimit::flood`).
+#[derive(Clone, Debug, Default)]
+pub struct SourceFlood {
+    /// The limit, as the policy says it.
+    pub limit: String,
+    /// Generator alone, the same rule denying, the rule limiting per source.
+    pub rows: Vec<FloodRow>,
+    /// Per-source buckets the limited rule's map took in, and held at the end.
+    pub inserts: u64,
+    pub live: u64,
+    /// Frames the ceiling let through (`policy_allow`).
+    pub passed: u64,
+    /// Seconds of flood, at the limited row's end-to-end time per frame.
+    pub secs: f64,
+}
+
+impl SourceFlood {
+    pub fn evictions(&self) -> u64 {
+        self.inserts.saturating_sub(self.live)
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn evictions_per_sec(&self) -> Option<f64> {
+        (self.secs > 0.0).then(|| self.evictions() as f64 / self.secs)
+    }
+
+    /// The limited row's drops per second, end to end (generator included) on one core.
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn drops_per_sec(&self) -> Option<f64> {
+        let row = self.rows.last()?;
+        let dropped = row.dropped? as f64;
+        (self.secs > 0.0).then(|| dropped / self.secs)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RateLimits {
+    pub rows: Vec<LimitRow>,
+    pub deltas: Vec<LimitDelta>,
+    /// The empty XDP program on both CPUs: hot, and per single-run call.
+    pub floor_hot: f64,
+    pub floor_call: f64,
+    pub repeat: u32,
+    pub calls: usize,
+    pub skew: Option<Skew>,
+    pub flood: SourceFlood,
+    /// Checks made on the way (buckets never ran dry, the CAS bucket's batch stayed 0).
+    pub notes: Vec<String>,
+}
+
 /// One configuration's runs of one throughput row.
 #[derive(Clone, Debug)]
 pub struct TputCell {
@@ -266,6 +372,7 @@ pub struct Report {
     pub control: ControlPlane,
     pub observability: Observability,
     pub kernel_log: KernelLogReport,
+    pub rate_limits: RateLimits,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<Target>,
     pub elapsed: Duration,

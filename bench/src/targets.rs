@@ -1,5 +1,5 @@
-//! The targets of issues #4 (datapath, control plane), #5 (observability) and #9 (throughput,
-//! first packets, spoofed floods, targets as users feel them), judged on this run's figures
+//! The targets of issues #4 (datapath, control plane), #5 (observability), #9 (throughput,
+//! first packets, spoofed floods, targets as users feel them) and #13 (rate limits), judged on this run's figures
 //! and reported as met / not met / cannot be judged. Never asserted: a missed target is a
 //! finding, not a failed run.
 
@@ -80,6 +80,7 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         agent_memory(report),
         scrape_time(report),
         agent_cpu(report),
+        bucket_cost(report),
     ]);
     out
 }
@@ -401,6 +402,38 @@ fn agent_cpu(report: &Report) -> Target {
                     f.scrapes.len()
                 )
             },
+        ),
+    }
+}
+
+/// Issue #13: a bucket's added cost on the allow path, both CPUs on it, hot and first packet.
+fn bucket_cost(report: &Report) -> Target {
+    let rl = &report.rate_limits;
+    let added = rl.deltas.first();
+    let name = "rate limit: a bucket adds <= 25 ns per packet on the allow path, both CPUs on one bucket (hot and first packet)";
+    let Some(d) = added else {
+        return Target {
+            name: name.into(),
+            met: None,
+            detail: "not measured".into(),
+        };
+    };
+    let others: Vec<String> = rl
+        .deltas
+        .iter()
+        .skip(1)
+        .map(|o| format!("{} {:.1} hot / {:.1} first", o.what, o.hot.0, o.first.0))
+        .collect();
+    Target {
+        name: name.into(),
+        met: Some(d.hot.0 <= 25.0 && d.first.0 <= 25.0),
+        detail: format!(
+            "hot {:.1} ±{:.1} ns, first packet {:.1} ±{:.1} ns over the same rule without a limit (same run); for comparison: {}",
+            d.hot.0,
+            d.hot.1,
+            d.first.0,
+            d.first.1,
+            others.join("; ")
         ),
     }
 }

@@ -1,0 +1,144 @@
+//! A spoofed-source flood at a `per: source` rule, on the flood step's veth and generator
+//! (`crate::flood`): live frames from an `XDP_TX` program that writes a new random source in
+//! 10.0.0.0/8 into every frame, one pinned core, Boundary's XDP program attached natively to
+//! the receiving end.
+//!
+//! The rule ([`LIMIT`]) keeps a bucket per source in an LRU map of 65,536 and a rule-wide
+//! ceiling. Every frame is a source the map has not seen (or has forgotten): it is inserted
+//! with a full bucket (evicting the least recently used once the map is full), passes its own
+//! bucket, and is then refused by the ceiling, which a flood has long spent: the frames/s the
+//! datapath drops there are the figure, with the evictions per second that come with them
+//! (`Maps::peer_counts`: inserts - entries held). Beside it, the same rule denying instead
+//! (`action: deny`) and the generator alone.
+
+use anyhow::Context as _;
+use aya::programs::xdp::XdpMode;
+use boundary_agent::{
+    datapath::Datapath,
+    policy::{self, Policy, SlotTable, Tables},
+};
+use boundary_common::{Reason, maps::Action};
+use boundary_tests::packets::{self, L4};
+
+use super::bucket_index;
+use crate::{
+    Plan,
+    env::InNetNs,
+    flood::{self, DENIED, Lab},
+    paths::CLIENT4,
+    progress,
+    results::{FloodRow, SourceFlood},
+    sys::{RawProgram, XDP_DROP, XDP_TX},
+};
+
+pub const LIMIT: &str = "{ packetsPerSecond: 10, burst: 10, per: source, maxSources: 65536, ceiling: { packetsPerSecond: 1000, burst: 1000 } }";
+
+fn policy(action: &str) -> String {
+    format!(
+        "apiVersion: boundary.dev/v1
+workloads:
+  - name: closed
+    addresses: [{DENIED}]
+    ingress:
+      - name: dns
+        from: {{ cidr: 10.0.0.0/8 }}
+        ports: [\"53/udp\"]
+        {action}
+"
+    )
+}
+
+/// Boundary's XDP program under `yaml`, attached to `fr0` for `f` (detached when it returns).
+fn attached<T>(
+    lab: &Lab,
+    yaml: &str,
+    f: impl FnOnce(&Datapath, &Tables, u16) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut dp = Datapath::load_unpinned(8)?;
+    let policy = Policy::from_str("source-flood.yaml", yaml)?;
+    let tables = policy::compile(&policy, &SlotTable::new(), 8)?;
+    let slot = *tables.names.keys().next().context("one workload")?;
+    dp.apply(&tables, Action::Pass)?;
+    {
+        let _in = InNetNs::enter(&lab.rx_ns)?;
+        dp.xdp()
+            .attach(c"fr0", XdpMode::Driver)
+            .context("attach Boundary's XDP program to fr0 (native)")?;
+    }
+    f(&dp, &tables, slot)
+}
+
+fn counted(dp: &Datapath, slot: u16, reason: Reason) -> anyhow::Result<u64> {
+    let row = dp.maps().counter_row(slot, 0)?;
+    Ok(row.counters[usize::from(reason.code())].packets)
+}
+
+pub fn run(plan: &Plan) -> anyhow::Result<SourceFlood> {
+    let lab = Lab::new()?;
+    let frame = packets::v4(
+        CLIENT4,
+        DENIED,
+        L4::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+        &[0; 22],
+    );
+    let kind = "spoofed sources";
+    progress::tick("rate limits: spoofed flood, generator alone");
+    let gen_drop = RawProgram::xdp_spoofing(XDP_DROP, "bnd_bench_gdrop")?;
+    let alone = flood::measure(
+        &lab,
+        &gen_drop,
+        &frame,
+        plan,
+        &format!("generator alone, {kind}"),
+        None,
+        &mut || Ok(None),
+    )?;
+    let tx = RawProgram::xdp_spoofing(XDP_TX, "bnd_bench_gen")?;
+    let gen_ns = Some(alone.ns_per_frame);
+    progress::tick("rate limits: spoofed flood, the rule denying");
+    let deny = attached(&lab, &policy("action: deny"), |dp, _, slot| {
+        flood::measure(
+            &lab,
+            &tx,
+            &frame,
+            plan,
+            &format!("Boundary XDP, the rule denying, {kind}"),
+            gen_ns,
+            &mut || counted(dp, slot, Reason::PolicyDeny).map(Some),
+        )
+    })?;
+    progress::tick("rate limits: spoofed flood, the rule limiting per source");
+    let (limited, inserts, live, passed) = attached(
+        &lab,
+        &policy(&format!("rateLimit: {LIMIT}")),
+        |dp, tables, slot| {
+            let index = bucket_index(tables, "dns")?;
+            let allowed_before = counted(dp, slot, Reason::PolicyAllow)?;
+            let row: FloodRow = flood::measure(
+                &lab,
+                &tx,
+                &frame,
+                plan,
+                &format!("Boundary XDP, the rule limiting per source, {kind}"),
+                gen_ns,
+                &mut || counted(dp, slot, Reason::RateLimited).map(Some),
+            )?;
+            let (inserts, live) = dp.maps().peer_counts(index)?;
+            let passed = counted(dp, slot, Reason::PolicyAllow)? - allowed_before;
+            Ok((row, inserts, live, passed))
+        },
+    )?;
+    #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
+    let secs = limited.frames as f64 * limited.ns_per_frame / 1e9;
+    Ok(SourceFlood {
+        limit: LIMIT.into(),
+        rows: vec![alone, deny, limited],
+        inserts,
+        live,
+        passed,
+        secs,
+    })
+}
