@@ -36,10 +36,10 @@ pub const TICK_SHIFT: u32 = 8;
 /// Fraction bits of an interval (ticks per unit).
 pub const INTERVAL_SHIFT: u32 = 16;
 pub const NS_PER_SEC: u64 = 1_000_000_000;
-/// What a cost too large to compute costs: more than any bucket holds, far less than the
-/// 2^63 ticks within which wrapping comparisons are right. Reached only by absurd packets
-/// (megabytes at a rate of bytes per second), which then wait out their debt.
-pub const COST_MAX: u64 = 1 << 60;
+/// What a cost too large to compute costs, and the deepest bucket: 2^56 ticks (3.3 days),
+/// far less than the 2^63 within which wrapping comparisons are right. Reached only by absurd
+/// packets (megabytes at a rate of bytes per second), which then wait out their debt.
+pub const COST_MAX: u64 = 1 << 56;
 /// Rates a bucket accepts, per second (packets or bytes).
 pub const RATE_MIN: u64 = 1;
 pub const RATE_MAX: u64 = 100_000_000_000;
@@ -101,9 +101,7 @@ pub const fn cost(units: u64, interval: u64, max_units: u64) -> u64 {
 /// anything else passes).
 #[inline]
 pub const fn take(tat: u64, now: u64, amount: u64, depth: u64) -> Option<u64> {
-    let ahead = tat.wrapping_sub(now);
-    // `tat` in the past: the bucket is full, and the time it spent full is not saved up.
-    let ahead = if ahead.cast_signed() > 0 { ahead } else { 0 };
+    let ahead = ahead(tat, now, depth);
     if ahead == 0 || (ahead <= depth && amount <= depth - ahead) {
         Some(now.wrapping_add(ahead).wrapping_add(amount))
     } else {
@@ -114,11 +112,22 @@ pub const fn take(tat: u64, now: u64, amount: u64, depth: u64) -> Option<u64> {
 /// What a full bucket of `depth` ticks holds at `now` given its `tat`, in ticks (what `trace`
 /// shows as the fill).
 pub const fn available(tat: u64, now: u64, depth: u64) -> u64 {
+    depth.saturating_sub(ahead(tat, now, depth))
+}
+
+/// How far `tat` is ahead of `now`: 0 when it is in the past (the bucket is full, and the
+/// time it spent full is not saved up), and 0 too when it is further ahead than any bucket of
+/// `depth` can be (its depth and one packet's debt): that is a bucket left untouched so long
+/// (2^55 ns, 417 days) that the wrapping difference reads its past as future. A bucket idle
+/// within 2^57 ticks (6.5 days) of a multiple of 2^64 ticks (2.3 years) still reads as in
+/// debt, for at most those 6.5 days.
+#[inline]
+pub const fn ahead(tat: u64, now: u64, depth: u64) -> u64 {
     let ahead = tat.wrapping_sub(now);
-    if ahead.cast_signed() <= 0 {
-        depth
+    if ahead.cast_signed() > 0 && ahead <= depth.saturating_add(COST_MAX) {
+        ahead
     } else {
-        depth.saturating_sub(ahead)
+        0
     }
 }
 
@@ -144,10 +153,11 @@ impl<T: SharedWord> SharedWord for &T {
     }
 }
 
-/// How many times a CPU retries a compare-and-swap that another CPU won before it counts the
-/// packet as over the limit. Two CPUs rarely need a second try; the bound is for the
-/// verifier, and the packet it would drop is one of a burst of contention.
-pub const CAS_TRIES: usize = 4;
+/// How many times a CPU retries a compare-and-swap that another CPU won. Losing every try
+/// means other CPUs kept paying into a bucket that had room (an empty one is refused without
+/// a write), so the packet is let through rather than dropped within its limit; the bound is
+/// for the verifier.
+pub const CAS_TRIES: usize = 8;
 
 /// One dimension (packets or bytes) of a CPU's share of a bucket: the rate's terms, which the
 /// agent writes, and the credit, which the CPU keeps.
@@ -224,7 +234,9 @@ impl Dimension {
                 return true;
             }
         }
-        false
+        // Lost every race to CPUs that found room (see `CAS_TRIES`): paid on credit.
+        self.credit += need;
+        true
     }
 }
 
@@ -241,7 +253,8 @@ pub fn pay<W: SharedWord>(tat: &W, cost: u64, depth: u64, now: u64) -> bool {
             return true;
         }
     }
-    false
+    // Lost every race to CPUs that found room (see `CAS_TRIES`).
+    true
 }
 
 /// Pays `costs` into both dimensions of a bucket kept per peer (`tat`, `depth`), exactly: both
@@ -281,6 +294,14 @@ pub struct Shared<W> {
 }
 
 impl Credit {
+    /// Gives back what a packet of `packets` segments and `bytes` bytes paid (a packet that a
+    /// second bucket then refused).
+    #[inline]
+    pub fn refund(&mut self, packets: u64, bytes: u64) {
+        self.packets.credit += self.packets.cost(packets);
+        self.bytes.credit += self.bytes.cost(bytes);
+    }
+
     /// Whether a packet of `packets` segments and `bytes` bytes is within the limit, paying for
     /// it if so. `now` is read only when the credit runs short (it costs a third of the
     /// budget), hence a closure; `shared` likewise.

@@ -10,7 +10,10 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use boundary_common::{
     Direction,
     bucket::{Shared, SharedWord, cost, pay_both, ticks},
-    maps::{BUCKET_INDEX_MASK, BUCKET_PER_PEER, NO_BUCKET, PeerBucket, PeerKey, rule_bucket_index},
+    maps::{
+        BUCKET_INDEX_MASK, BUCKET_PER_PEER, BucketState, FAMILY_IPV6, NO_BUCKET, PeerBucket,
+        PeerKey, rule_bucket_index,
+    },
 };
 
 use crate::{
@@ -57,28 +60,49 @@ pub fn admit(bucket: u32, pkt: &Packet, direction: Direction, wire: Wire) -> boo
     if bucket & BUCKET_PER_PEER == 0 {
         return shared(index, wire.packets, wire.bytes);
     }
+    let Some(s) = BUCKETS.get(index) else {
+        return false;
+    };
+    // The ceiling first: when it is spent (a spoofed-source flood), the packet is refused
+    // before a new source's bucket is made, so the flood neither washes the table nor costs
+    // an insert a frame. What the ceiling took is given back when the source cannot pay.
+    let ceiling = s.ceiling;
+    if ceiling != NO_BUCKET && !shared(ceiling, wire.packets, 0) {
+        return false;
+    }
     let peer = match direction {
         Direction::Ingress => &pkt.src,
         Direction::Egress => &pkt.dst,
     };
-    let Some(ceiling) = per_peer(index, peer, pkt.family, wire) else {
-        return false;
-    };
-    ceiling == NO_BUCKET || shared(ceiling, wire.packets, 0)
+    if per_peer(index, s, peer, pkt.family, wire) {
+        return true;
+    }
+    if ceiling != NO_BUCKET
+        && let Some(credit) = CREDITS.get_ptr_mut(ceiling)
+    {
+        // SAFETY: this CPU's entry of a per-CPU array (see `shared`).
+        unsafe { (*credit).refund(wire.packets, 0) };
+    }
+    false
 }
 
-/// Pays into the peer's own bucket of per-peer bucket `index`; returns the ceiling to pay into
-/// next (or [`NO_BUCKET`]), or `None` when the peer is over its limit.
+/// Pays into the peer's own bucket of per-peer bucket `index` (terms `s`), both dimensions or
+/// neither. An IPv6 peer is its /64: a host holds a whole /64, and a bucket per address would
+/// let one host through with a fresh burst from every address it takes.
 #[inline(always)]
-fn per_peer(index: u32, peer: &[u8; 16], family: u8, wire: Wire) -> Option<u32> {
-    let s = BUCKETS.get(index)?;
-    let peers = PEER_BUCKETS.get(index)?;
+fn per_peer(index: u32, s: &BucketState, peer: &[u8; 16], family: u8, wire: Wire) -> bool {
+    let Some(peers) = PEER_BUCKETS.get(index) else {
+        return false;
+    };
     let now = now();
-    let key = PeerKey {
+    let mut key = PeerKey {
         addr: *peer,
         family,
         pad: [0; 7],
     };
+    if family == FAMILY_IPV6 {
+        key.addr[8..].fill(0);
+    }
     let entry = match peers.get_ptr_mut(&key) {
         Some(entry) => entry,
         None => {
@@ -91,7 +115,10 @@ fn per_peer(index: u32, peer: &[u8; 16], family: u8, wire: Wire) -> Option<u32> 
                 // SAFETY: this CPU's slot of a per-CPU array (see `stats::count`).
                 unsafe { *n += 1 };
             }
-            peers.get_ptr_mut(&key)?
+            let Some(entry) = peers.get_ptr_mut(&key) else {
+                return false;
+            };
+            entry
         }
     };
     let costs = [
@@ -106,10 +133,7 @@ fn per_peer(index: u32, peer: &[u8; 16], family: u8, wire: Wire) -> Option<u32> 
             Word(&raw mut (*entry).tat[1]),
         ]
     };
-    if !pay_both([&tat[0], &tat[1]], costs, s.depth, now) {
-        return None;
-    }
-    Some(s.ceiling)
+    pay_both([&tat[0], &tat[1]], costs, s.depth, now)
 }
 
 /// Pays into shared bucket `index` from this CPU's credit (see `boundary_common::bucket`).

@@ -189,7 +189,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
             },
         }
     } else {
-        let j = match judge(pkt, direction, cfg) {
+        let j = match judge(pkt, direction, cfg, wire) {
             ControlFlow::Continue(j) => j,
             ControlFlow::Break(d) => return d,
         };
@@ -223,6 +223,7 @@ fn judge(
     pkt: &Packet,
     direction: Direction,
     cfg: &DatapathConfig,
+    wire: Wire,
 ) -> ControlFlow<Decision, Judged> {
     let generation = cfg.generation;
     delay::pause();
@@ -246,12 +247,23 @@ fn judge(
             ),
             None => (audited(&ep, Reason::FragmentUnknown), NO_RULE),
         };
+        // Every fragment pays its rule's limit, not the first alone: else a datagram cut in
+        // 45 fragments would pay for one packet and 1/45 of its bytes.
+        let mut reason = reason;
+        let mut limited = false;
+        if reason == Reason::PolicyAllow {
+            let bucket = ratelimit::bucket_of(cfg.generation, rule);
+            if bucket != NO_BUCKET && !ratelimit::admit(bucket, pkt, direction, wire) {
+                limited = true;
+                reason = audited(&ep, Reason::RateLimited);
+            }
+        }
         return ControlFlow::Break(Decision {
             slot: ep.slot,
             reason,
             rule,
             identity: 0,
-            limited: false,
+            limited,
         });
     }
     // Not in a fragment: hosts ignore fragmented ND (RFC 6980), so no pass is owed to it.

@@ -978,8 +978,15 @@ fn a_workload_listed_on_interfaces_is_enforced_there_only() {
                 );
             }
         }
-        // Egress: the interface is the one the packet leaves by.
-        let answer = udp(SERVER, 53, CLIENT, 5000);
+        // Egress: the interface is the one the packet leaves by. (To a port no flow above
+        // used: the flow edge accepted on d1 is the host's, so its answers are `established`
+        // on d0 too.)
+        let answer = udp(SERVER, 53, CLIENT, 5999);
+        k.ifindex = d0;
+        assert_eq!(
+            k.tc(&udp(SERVER, 53, CLIENT, 5000)).reason,
+            Reason::Established
+        );
         k.ifindex = d0;
         assert_eq!(k.tc(&answer).reason, Reason::DefaultDeny);
         k.ifindex = d1;

@@ -29,6 +29,11 @@ pub const BURST_SECONDS_MAX: u64 = 3_600;
 /// Default and largest `maxSources`.
 pub const MAX_SOURCES_DEFAULT: u32 = 65_536;
 pub const MAX_SOURCES_MAX: u32 = 1_048_576;
+/// Sources all per-source tables of a policy keep together: the kernel preallocates every
+/// table whole, [`PEER_ENTRY_BYTES`] an entry (bpftool's `memlock` of a 65,536-entry table),
+/// so this is about 208 MiB.
+pub const PEER_ENTRIES_MAX: u64 = 2_097_152;
+pub const PEER_ENTRY_BYTES: u64 = 104;
 
 /// A rate and the bucket depth that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -358,6 +363,23 @@ mod tests {
             "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 0 } }]\n",
         );
         assert!(e.starts_with("p.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn per_source_tables_together_are_capped() {
+        let rule = |port: u32| {
+            format!(
+                "      - {{ from: {{ any: true }}, ports: [\"{port}/udp\"], rateLimit: {{ packetsPerSecond: 5, per: source, maxSources: 1048576 }} }}\n"
+            )
+        };
+        let two = format!("    ingress:\n{}{}", rule(1), rule(2));
+        let text = format!(
+            "apiVersion: boundary.dev/v1\nworkloads:\n  - name: w\n    addresses: [10.0.0.1]\n{two}"
+        );
+        assert!(crate::policy::Policy::from_str("p.yaml", &text).is_ok());
+        let e = policy_error(&format!("{two}{}", rule(3)));
+        assert!(e.contains("keep 3145728 sources in all"), "{e}");
+        assert!(e.contains("about 312 MiB"), "{e}");
     }
 
     #[test]

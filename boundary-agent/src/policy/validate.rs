@@ -19,7 +19,7 @@ use super::{
     fingerprint,
     interfaces::{self, Interfaces, Owners},
     model::{Policy, Rule, StaticIdentity, Workload},
-    ratelimit::{Per, RateLimit},
+    ratelimit::{MAX_SOURCES_DEFAULT, PEER_ENTRIES_MAX, PEER_ENTRY_BYTES, Per, RateLimit},
     spiffe::{SpiffeError, SpiffeId},
     syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
     values::{
@@ -115,6 +115,7 @@ fn validate(raw: RawPolicy, file: &str, interfaces: &Interfaces) -> Result<Polic
     };
     let identities = identities(raw.identities, &doc)?;
     let workloads = workloads(raw.workloads, raw.defaults, &doc)?;
+    peer_tables(&workloads).map_err(|m| top.invalid("workloads".into(), m))?;
     let mut table = BTreeMap::new();
     for name in workloads.iter().flat_map(|w| &w.interfaces) {
         let index = interfaces.index(name, &table);
@@ -311,6 +312,25 @@ fn rules(
         });
     }
     Ok(rules)
+}
+
+/// The kernel preallocates every per-source table whole (LRU maps cannot be otherwise):
+/// their entries together are capped, so a policy cannot take the host's memory.
+fn peer_tables(workloads: &[Workload]) -> Result<(), String> {
+    let total: u64 = workloads
+        .iter()
+        .flat_map(|w| w.ingress.iter().chain(&w.egress))
+        .filter_map(|r| r.limit)
+        .filter(|l| l.per != Per::Rule)
+        .map(|l| u64::from(l.max_sources))
+        .sum();
+    if total > PEER_ENTRIES_MAX {
+        return Err(format!(
+            "the per-source rate limits keep {total} sources in all (maxSources, default {MAX_SOURCES_DEFAULT} each), more than {PEER_ENTRIES_MAX}: the kernel preallocates each table, about {} MiB for these; lower maxSources",
+            total * PEER_ENTRY_BYTES >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// What a rate limit may say depends on its rule: only what an allow rule admits is limited,

@@ -220,13 +220,24 @@ pub fn decide_with(
     };
     // 2. A later fragment has no transport header: it shares its first fragment's fate.
     if pkt.fragment == Fragment::Later {
-        return match state.firsts.get(&datagram) {
-            Some(&(reason, rule)) => Outcome {
-                slot: w.slot,
-                reason,
-                rule,
-                identity: None,
-            },
+        return match state.firsts.get(&datagram).copied() {
+            Some((reason, rule)) => {
+                // Every fragment pays its rule's limit (step 5b), not the first alone.
+                let over = reason == Reason::PolicyAllow
+                    && rule
+                        .and_then(|r| view.bucket(r))
+                        .is_some_and(|b| !state.limits.admit(&b, peer, 1, pkt.wire_len));
+                Outcome {
+                    slot: w.slot,
+                    reason: if over {
+                        audited(w, Reason::RateLimited)
+                    } else {
+                        reason
+                    },
+                    rule,
+                    identity: None,
+                }
+            }
             None => Outcome::plain(w.slot, audited(w, Reason::FragmentUnknown)),
         };
     }

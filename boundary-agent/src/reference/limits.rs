@@ -20,6 +20,18 @@ use crate::policy::{
     ratelimit::{Per, Rate},
 };
 
+/// A peer as its bucket is kept: its address, or for IPv6 its /64 (a host holds a whole
+/// /64; a bucket per address would give it a fresh burst from every address it takes).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 /// A bucket as the datapath knows it: (fingerprint, index), the peer's address per peer.
 type Key = (u64, u32, Option<IpAddr>);
 
@@ -37,23 +49,33 @@ impl Limits {
     pub fn admit(&mut self, bucket: &Bucket, peer: IpAddr, packets: u64, bytes: u64) -> bool {
         let now = ticks(self.clock_ns);
         let l = bucket.limit;
-        let key = (
-            bucket.fingerprint,
-            bucket.index,
-            (l.per != Per::Rule).then_some(peer),
-        );
-        if !self.pay(key, [l.packets, l.bytes], [packets, bytes], now) {
-            return false;
+        if l.per == Per::Rule {
+            let key = (bucket.fingerprint, bucket.index, None);
+            return self.pay(key, [l.packets, l.bytes], [packets, bytes], now);
         }
-        match (bucket.ceiling, l.ceiling) {
-            (Some((index, fingerprint)), Some(rate)) => self.pay(
-                (fingerprint, index, None),
-                [Some(rate), None],
-                [packets, 0],
-                now,
-            ),
-            _ => true,
+        // The ceiling first, given back when the peer's own bucket cannot pay.
+        let ceiling = match (bucket.ceiling, l.ceiling) {
+            (Some((index, fingerprint)), Some(rate)) => {
+                let key = (fingerprint, index, None);
+                let before = self.tats.get(&key).copied();
+                if !self.pay(key, [Some(rate), None], [packets, 0], now) {
+                    return false;
+                }
+                Some((key, before))
+            }
+            _ => None,
+        };
+        let key = (bucket.fingerprint, bucket.index, Some(peer_key(peer)));
+        if self.pay(key, [l.packets, l.bytes], [packets, bytes], now) {
+            return true;
         }
+        if let Some((key, before)) = ceiling {
+            match before {
+                Some(tats) => self.tats.insert(key, tats),
+                None => self.tats.remove(&key),
+            };
+        }
+        false
     }
 
     /// After a reload to `tables`: forgets the buckets it does not keep (the datapath makes

@@ -172,16 +172,16 @@ impl Maps {
         if let Some(known) = &self.rule_buckets_known[usize::from(g & 1)] {
             return Ok(known.clone());
         }
-        let mut set = BTreeSet::new();
-        for rule in 0..MAX_RULES {
-            let bucket = self
-                .rule_buckets
-                .get(&rule_bucket_index(g, rule), 0)
-                .map_err(map_err(RULE_BUCKETS_MAP))?;
-            if bucket != NO_BUCKET {
-                set.insert(rule);
-            }
-        }
+        let half = batch::read_u32_array(&self.rule_buckets, rule_bucket_index(g, 0), MAX_RULES)
+            .map_err(|source| MapsError::Read {
+                name: RULE_BUCKETS_MAP,
+                source,
+            })?;
+        let set: BTreeSet<u32> = (0..MAX_RULES)
+            .zip(half)
+            .filter(|&(_, bucket)| bucket != NO_BUCKET)
+            .map(|(rule, _)| rule)
+            .collect();
         Ok(set)
     }
 
