@@ -327,7 +327,7 @@ fn peer_tables(workloads: &[Workload]) -> Result<(), String> {
     if total > PEER_ENTRIES_MAX {
         return Err(format!(
             "the per-source rate limits keep {total} sources in all (maxSources, default {MAX_SOURCES_DEFAULT} each), more than {PEER_ENTRIES_MAX}: the kernel preallocates each table, about {} MiB for these; lower maxSources",
-            total * PEER_ENTRY_BYTES >> 20
+            (total * PEER_ENTRY_BYTES) >> 20
         ));
     }
     Ok(())
