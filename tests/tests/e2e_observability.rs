@@ -139,6 +139,21 @@ fn assert_families(body: &str) {
     assert!(body.contains(&hook), "a veth takes ingress at tcx: {body}");
 }
 
+/// A scrape once the agent has done its first reload (a debug build's first reload takes
+/// some 400 ms), or after 10 s.
+fn scrape_after_reload(ns: &NetNs, metrics: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = traffic::http_get(ns, metrics, "/metrics").expect("scrape");
+        if body.contains("boundary_policy_reloads_total{result=\"ok\"} 1\n")
+            || Instant::now() > deadline
+        {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     if !require_root("prometheus_scrapes_exact_counts_that_match_the_cli") {
@@ -238,17 +253,7 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     )
     .expect("write");
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    // Once the reload is done (a debug build's first reload takes some 400 ms).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (_, body) = traffic::http_get(&lab.server, metrics, "/metrics").expect("scrape");
-        if body.contains("boundary_policy_reloads_total{result=\"ok\"} 1\n")
-            || Instant::now() > deadline
-        {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = scrape_after_reload(&lab.server, metrics);
     assert!(!body.contains("workload=\"web\""), "{body}");
 }
 

@@ -98,64 +98,10 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
     );
     let agent = AgentProcess::start(&lab.server, &files.config());
     let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
-    let metrics = agent.metrics_address();
-    let policy_path = files.policy().display().to_string();
-    let pin = files.pin_dir.display().to_string();
 
-    // `check` lists the limit with its rule.
-    let (code, out, err) = files.cli(&["check", &policy_path]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains(&format!(
-            "flood (allow from cidr 10.203.0.0/24); limit {RATE} pkt/s burst {BURST} per rule"
-        )),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.contains("echo (allow") && !l.contains("limit")),
-        "{out}"
-    );
-
-    // Before any traffic, trace finds the limit on the rule and its bucket full.
-    let before = trace(&files, 7002);
-    assert_eq!(before["reason"], "policy_allow", "{before}");
-    assert_eq!(
-        before["limit"]["configured"],
-        format!("{RATE} pkt/s burst {BURST} per rule"),
-        "{before}"
-    );
-    let bucket = &before["limit"]["bucket"];
-    assert_eq!(bucket["packets"]["available"], BURST, "{before}");
-    assert_eq!(bucket["packets"]["burst"], BURST, "{before}");
-    assert_eq!(bucket["next"], "pass", "{before}");
-    assert!(bucket["bytes"].is_null(), "no byte limit: {before}");
-    assert!(
-        trace(&files, 7000)["limit"].is_null(),
-        "the echo rule has no limit"
-    );
-
-    // `monitor` streams the sampled drops; it names the rule from the policy file.
-    let mut monitor = Process(
-        Command::new(agent_bin())
-            .args([
-                "monitor",
-                "--pin-dir",
-                &pin,
-                "--json",
-                "--count",
-                "1",
-                "--reason",
-                "rate_limited",
-                "--duration",
-                "20",
-                "--policy",
-                &policy_path,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("monitor"),
-    );
+    check_lists_the_limit(&files);
+    trace_finds_the_bucket_full(&files);
+    let mut monitor = start_monitor(&files);
     std::thread::sleep(Duration::from_millis(500));
 
     // The flood: each frame its own datagram, at whatever pace the raw socket goes.
@@ -178,19 +124,7 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
     let flooding = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
 
-    let stdout = monitor.0.stdout.take().expect("stdout");
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .expect("a rate_limited event")
-        .expect("read");
-    let e: serde_json::Value = serde_json::from_str(&line).expect("json event");
-    assert_eq!(e["reason"], "rate_limited", "{line}");
-    assert_eq!(e["verdict"], "drop", "{line}");
-    assert_eq!(e["workload"], "web", "{line}");
-    assert_eq!(e["dport"], 7002, "{line}");
-    assert_eq!(e["rule_name"], "#1 flood", "{line}");
-
+    monitor_shows_a_rate_limited_drop(&mut monitor);
     // The unlimited rule beside it is untouched.
     assert_eq!(
         traffic::udp_echo(
@@ -203,26 +137,111 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
         5,
         "the echo rule's traffic passes"
     );
-
-    let (code, body) = traffic::http_get(&lab.server, metrics, "/metrics").expect("scrape");
+    let (code, body) =
+        traffic::http_get(&lab.server, agent.metrics_address(), "/metrics").expect("scrape");
     assert_eq!(code, 200);
-    let since = started.elapsed().as_secs_f64();
+    let (hits, limited) = metrics_show_the_limit(&body, offered, started.elapsed().as_secs_f64());
+    eprintln!(
+        "offered {offered} in {flooding:.3} s: the rule matched {hits}, admitted {}, refused {limited}",
+        hits - limited
+    );
+    promtool_accepts(&body);
+    trace_finds_the_bucket_drained(&files, started);
+}
+
+/// `check` lists the limit with its rule, and none with the other.
+fn check_lists_the_limit(files: &AgentFiles) {
+    let (code, out, err) = files.cli(&["check", &files.policy().display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "flood (allow from cidr 10.203.0.0/24); limit {RATE} pkt/s burst {BURST} per rule"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("echo (allow") && !l.contains("limit")),
+        "{out}"
+    );
+}
+
+/// Before any traffic, trace finds the limit on the rule and its bucket full.
+fn trace_finds_the_bucket_full(files: &AgentFiles) {
+    let before = trace(files, 7002);
+    assert_eq!(before["reason"], "policy_allow", "{before}");
+    assert_eq!(
+        before["limit"]["configured"],
+        format!("{RATE} pkt/s burst {BURST} per rule"),
+        "{before}"
+    );
+    let bucket = &before["limit"]["bucket"];
+    assert_eq!(bucket["packets"]["available"], BURST, "{before}");
+    assert_eq!(bucket["packets"]["burst"], BURST, "{before}");
+    assert_eq!(bucket["next"], "pass", "{before}");
+    assert!(bucket["bytes"].is_null(), "no byte limit: {before}");
+    assert!(
+        trace(files, 7000)["limit"].is_null(),
+        "the echo rule has no limit"
+    );
+}
+
+/// `monitor` for one `rate_limited` event, naming rules from the policy file.
+fn start_monitor(files: &AgentFiles) -> Process {
+    Process(
+        Command::new(agent_bin())
+            .args([
+                "monitor",
+                "--pin-dir",
+                &files.pin_dir.display().to_string(),
+                "--json",
+                "--count",
+                "1",
+                "--reason",
+                "rate_limited",
+                "--duration",
+                "20",
+                "--policy",
+                &files.policy().display().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("monitor"),
+    )
+}
+
+fn monitor_shows_a_rate_limited_drop(monitor: &mut Process) {
+    let stdout = monitor.0.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a rate_limited event")
+        .expect("read");
+    let e: serde_json::Value = serde_json::from_str(&line).expect("json event");
+    assert_eq!(e["reason"], "rate_limited", "{line}");
+    assert_eq!(e["verdict"], "drop", "{line}");
+    assert_eq!(e["workload"], "web", "{line}");
+    assert_eq!(e["dport"], 7002, "{line}");
+    assert_eq!(e["rule_name"], "#1 flood", "{line}");
+}
+
+/// The scrape after `offered` packets at the limited rule, `since` seconds after the flood
+/// began: what the rule refused, under the workload's counters too, and the configured
+/// limit. Returns (hits, limited).
+fn metrics_show_the_limit(body: &str, offered: u64, since: f64) -> (u64, u64) {
     let rule = "{workload=\"web\",direction=\"ingress\",rule=\"flood\"}";
-    let hits = sample(&body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
+    let hits = sample(body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
     let limited = sample(
-        &body,
+        body,
         &format!("boundary_rule_rate_limited_packets_total{rule}"),
     )
     .unwrap_or_else(|| panic!("no limited count for the rule:\n{body}"));
     let by_reason = sample(
-        &body,
+        body,
         "boundary_packets_total{workload=\"web\",direction=\"ingress\",verdict=\"drop\",reason=\"rate_limited\"}",
     )
     .unwrap_or_else(|| panic!("no rate_limited packets for web:\n{body}"));
     let admitted = hits - limited;
-    eprintln!(
-        "offered {offered} in {flooding:.3} s: the rule matched {hits}, admitted {admitted}, refused {limited}"
-    );
     assert!(
         hits <= offered && hits >= offered / 2,
         "{hits} of {offered} arrived"
@@ -252,7 +271,7 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
         let series = format!(
             "{family}{{workload=\"web\",direction=\"ingress\",rule=\"flood\",per=\"rule\"}}"
         );
-        assert_eq!(sample(&body, &series), Some(value), "{series} in:\n{body}");
+        assert_eq!(sample(body, &series), Some(value), "{series} in:\n{body}");
     }
     assert!(
         !body.contains("boundary_rule_rate_limit_bytes_per_second{"),
@@ -264,6 +283,10 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
             .any(|l| l.starts_with("boundary_rule_rate_limit") && l.contains("rule=\"echo\"")),
         "the unlimited rule has no limit series:\n{body}"
     );
+    (hits, limited)
+}
+
+fn promtool_accepts(body: &str) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -280,18 +303,18 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    // After the flood, trace sees the bucket drained: refilled at the rate since the flood
-    // began at most (it spent the burst at once), and the text form says so.
-    let after = trace(&files, 7002);
+/// After the flood, trace sees the bucket drained: refilled at the rate since the flood
+/// began at most (it spent the burst at once), and the text form says so.
+fn trace_finds_the_bucket_drained(files: &AgentFiles, started: Instant) {
+    let after = trace(files, 7002);
     let since = started.elapsed().as_secs_f64();
     let available = after["limit"]["bucket"]["packets"]["available"]
         .as_u64()
         .expect("available");
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let refilled = (RATE as f64 * since).ceil() + 1.0;
-    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let available_f = available as f64;
+    let (refilled, available_f) = ((RATE as f64 * since).ceil() + 1.0, available as f64);
     assert!(
         available_f <= refilled,
         "{available} packets in the bucket {since:.1} s after the flood began: {after}"
@@ -307,7 +330,7 @@ fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
         "--dport",
         "7002",
         "--pin-dir",
-        &pin,
+        &files.pin_dir.display().to_string(),
     ]);
     assert_eq!(code, 0, "{err}");
     eprintln!("{out}");
