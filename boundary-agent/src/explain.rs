@@ -1,6 +1,9 @@
 //! Explaining a verdict (`boundary-agent trace`): a flow's first packet, run through the
 //! reference evaluator against compiled tables or the live maps, with names for what decided.
-//! Conntrack and fragment state are not consulted.
+//! Conntrack and fragment state are not consulted. A rate limit on the deciding rule is
+//! described in `limit.rs`.
+
+pub mod limit;
 
 use std::net::IpAddr;
 
@@ -26,6 +29,10 @@ pub struct Answer {
     pub workload: String,
     pub identity: Option<String>,
     pub rule: Option<String>,
+    /// The deciding rule's id.
+    pub rule_id: Option<u32>,
+    /// The deciding rule's rate limit, if it has one (with its bucket now, from the live maps).
+    pub limit: Option<limit::Limit>,
 }
 
 /// A flow's first packet: unfragmented, with ports for TCP and UDP, a type for ICMP.
@@ -100,6 +107,14 @@ pub fn explain(
             format!("{id} ({what})")
         }
     });
+    let limit = out.rule.and_then(|r| {
+        names
+            .rules
+            .get(&r)?
+            .limit
+            .as_ref()
+            .map(limit::Limit::configured)
+    });
     let rule = out.rule.map(|r| match names.rules.get(&r) {
         Some(info) => format!("#{r} {info}"),
         None => format!("#{r}"),
@@ -114,5 +129,7 @@ pub fn explain(
         workload,
         identity,
         rule,
+        rule_id: out.rule,
+        limit,
     }
 }

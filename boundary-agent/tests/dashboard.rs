@@ -44,6 +44,10 @@ fn dashboard_queries_only_exported_metrics() {
         "boundary_packets_total",
         "boundary_identity_bindings",
         "boundary_policy_generation",
+        // The rate-limit panel: admitted (hits less limited), limited, and the limit's line.
+        "boundary_rule_hits_total",
+        "boundary_rule_rate_limited_packets_total",
+        "boundary_rule_rate_limit_packets_per_second",
     ] {
         assert!(used.contains(needed), "dashboard lacks {needed}");
     }

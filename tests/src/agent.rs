@@ -239,6 +239,20 @@ impl AgentProcess {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// The address the agent's HTTP endpoints bound, from its log (the config may ask for
+    /// port 0).
+    pub fn metrics_address(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("metrics and health endpoints listening"))
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        let addr = line.rsplit("address=").next().expect("address field");
+        addr.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
     /// Sends `signal` to the agent.
     pub fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid() {

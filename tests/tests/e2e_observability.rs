@@ -30,6 +30,14 @@ workloads:
       - name: echo
         from: { cidr: 10.203.0.0/24 }
         ports: [\"7000/udp\"]
+      - name: limited
+        from: { cidr: 10.203.0.0/24 }
+        ports: [\"7003/udp\"]
+        rateLimit: { packetsPerSecond: 1000, bytesPerSecond: 1000000 }
+      - name: per-source
+        from: { cidr: 10.203.0.0/24 }
+        ports: [\"7004/udp\"]
+        rateLimit: { packetsPerSecond: 10, per: source, maxSources: 1024 }
   - name: spare
     addresses: [10.203.0.3]
 ";
@@ -120,7 +128,8 @@ fn query(ns: &NetNs, prom: SocketAddr, promql: &str, want: &str) -> String {
 }
 
 /// Every family the Grafana dashboard relies on is exported (`xdp_attach_mode` has no
-/// sample here: the lab's veth takes ingress at tcx), and the ingress hook says so.
+/// sample here: the lab's veth takes ingress at tcx; the rate-limit families come from the
+/// `limited` and `per-source` rules), and the ingress hook says so.
 fn assert_families(body: &str) {
     for family in boundary_agent::metrics::FAMILIES {
         let type_line = format!("\n# TYPE {family} ");
@@ -132,6 +141,21 @@ fn assert_families(body: &str) {
     }
     let hook = format!("\nboundary_ingress_hook{{interface=\"{SERVER_IF}\",hook=\"tc\"}} 1\n");
     assert!(body.contains(&hook), "a veth takes ingress at tcx: {body}");
+}
+
+/// A scrape once the agent has done its first reload (a debug build's first reload takes
+/// some 400 ms), or after 10 s.
+fn scrape_after_reload(ns: &NetNs, metrics: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = traffic::http_get(ns, metrics, "/metrics").expect("scrape");
+        if body.contains("boundary_policy_reloads_total{result=\"ok\"} 1\n")
+            || Instant::now() > deadline
+        {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -233,8 +257,7 @@ fn prometheus_scrapes_exact_counts_that_match_the_cli() {
     )
     .expect("write");
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, body) = traffic::http_get(&lab.server, metrics, "/metrics").expect("scrape");
+    let body = scrape_after_reload(&lab.server, metrics);
     assert!(!body.contains("workload=\"web\""), "{body}");
 }
 

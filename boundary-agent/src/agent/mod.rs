@@ -485,12 +485,18 @@ fn apply(
         .iter()
         .map(|(&id, r)| (id, r.workload.clone(), r.direction.as_str(), r.name.clone()))
         .collect();
+    let limits = compiled
+        .rules
+        .iter()
+        .filter_map(|(&id, r)| Some((id, r.limit?)))
+        .collect();
     let entries = compiled.entry_counts();
     let bindings = compiled.identities.len() as u64;
     datapath.apply(&compiled, non_ip)?;
     let generation = datapath.maps().datapath_config()?.generation;
     let mut s = lock(state);
     s.rules = rules;
+    s.limits = limits;
     s.map_entries = entries;
     s.static_bindings = bindings;
     s.policy_generation = generation;

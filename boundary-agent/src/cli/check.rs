@@ -6,12 +6,13 @@ use super::CliError;
 use crate::{
     config::{AgentConfig, InterfacePattern},
     datapath::rtnetlink,
-    policy::{self, DefaultAction, Interfaces, Policy, SlotTable},
+    policy::{self, DefaultAction, Interfaces, Policy, RuleInfo, SlotTable},
 };
 
 /// Validate a policy file and show what it compiles to. Needs no root and touches nothing.
 ///
-/// Prints the number of entries per map (for one generation) and the rules per workload.
+/// Prints the number of entries per map (for one generation) and the rules per workload,
+/// each with its rate limit if it has one.
 /// Exits 0 when the file is valid, 64 with the error's file, line and column when not.
 ///
 /// A workload's `interfaces:` may name only interfaces the agent protects: with `--config`,
@@ -91,6 +92,7 @@ impl Check {
             ("policy", t.policy.len()),
             ("ranges", t.ranges.len()),
             ("failsafe", t.failsafe.len()),
+            ("buckets", t.buckets.len()),
         ] {
             let _ = writeln!(out, "  {name:<11}{n:>8}");
         }
@@ -117,12 +119,7 @@ impl Check {
                 w.egress.len()
             );
             for (id, r) in t.rules.iter().filter(|(_, r)| r.workload == w.name) {
-                let dir = if r.direction == Direction::Ingress {
-                    "in "
-                } else {
-                    "out"
-                };
-                let _ = writeln!(out, "    #{id:<4} {dir} {r}");
+                let _ = writeln!(out, "    {}", rule_line(*id, r));
             }
         }
         print!("{out}");
@@ -142,5 +139,53 @@ fn matches_now(entry: &InterfacePattern, links: &[rtnetlink::Link]) -> String {
         (Some(_), true) => format!("{:<16} absent (attached when it appears)", entry.as_str()),
         (None, true) => format!("{:<16} matches nothing yet", entry.as_str()),
         (None, false) => format!("{:<16} matches {}", entry.as_str(), names.join(", ")),
+    }
+}
+
+/// A rule as `check` lists it: its id, direction, name, action and peer, and its limit.
+fn rule_line(id: u32, r: &RuleInfo) -> String {
+    let dir = if r.direction == Direction::Ingress {
+        "in "
+    } else {
+        "out"
+    };
+    match &r.limit {
+        Some(limit) => format!("#{id:<4} {dir} {r}; limit {limit}"),
+        None => format!("#{id:<4} {dir} {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(policy: &str) -> Vec<String> {
+        let p = Policy::from_str("p.yaml", policy).expect("valid");
+        let t = policy::compile(&p, &SlotTable::new(), 16).expect("compiles");
+        t.rules.iter().map(|(id, r)| rule_line(*id, r)).collect()
+    }
+
+    #[test]
+    fn each_rule_shows_its_limit() {
+        let l = lines(
+            "apiVersion: boundary.dev/v1
+workloads:
+  - name: web
+    addresses: [10.0.0.1]
+    ingress:
+      - { name: dns, from: { cidr: 10.0.0.0/8 }, ports: [\"53/udp\"], rateLimit: { packetsPerSecond: 200, burst: 50 } }
+      - { name: ssh, from: { cidr: 10.0.0.0/8 }, ports: [\"22/tcp\"] }
+    egress:
+      - { name: backup, to: { any: true }, rateLimit: { bytesPerSecond: 10000000 } }
+",
+        );
+        assert_eq!(
+            l,
+            [
+                "#0    in  dns (allow from cidr 10.0.0.0/8); limit 200 pkt/s burst 50 per rule",
+                "#1    in  ssh (allow from cidr 10.0.0.0/8)",
+                "#2    out backup (allow to any); limit 10000000 B/s burst 10000000 B per rule",
+            ]
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::{CliError, PinDirArg};
 use crate::{
     config::{InterfaceName, MAX_CONFIGURABLE_WORKLOADS},
     datapath::{Maps, PinLayout, netdev},
-    explain::{self, Answer},
+    explain::{self, Answer, limit},
     policy::{self, Policy, STAND_IN_UNLISTED, SlotTable, Tables, spiffe::SpiffeId},
     reference::{Live, Packet},
 };
@@ -20,6 +20,9 @@ use crate::{
 ///
 /// Where a workload is protected on some interfaces only, the answer depends on the one the
 /// packet crosses: name it with `--iface` (trace refuses to guess when it matters).
+///
+/// When the deciding rule has a rate limit, trace shows it; from the live maps, also what its
+/// bucket holds now (and the credit CPUs hold) and whether the flow's next packet would pass.
 ///
 /// Example: `boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml`
 #[derive(Debug, clap::Args)]
@@ -215,7 +218,11 @@ impl Trace {
             names: maps.names().map_err(CliError::failed)?,
             ..Tables::default()
         };
-        Ok(explain::explain(&live, &names, direction, ifindex, pkt))
+        let mut answer = explain::explain(&live, &names, direction, ifindex, pkt);
+        if let Some(rule) = answer.rule_id {
+            answer.limit = limit::live(&maps, live.generation(), rule).map_err(CliError::failed)?;
+        }
+        Ok(answer)
     }
 }
 
@@ -240,6 +247,12 @@ fn print(answer: &Answer, json: bool) -> Result<(), CliError> {
                 .as_deref()
                 .unwrap_or("- (no rule: default, failsafe or parse)")
         );
+        if let Some(l) = &answer.limit {
+            println!("limit     {}", l.configured);
+            if let Some(b) = &l.bucket {
+                println!("bucket    {b}");
+            }
+        }
     }
     Ok(())
 }

@@ -16,7 +16,8 @@ use prometheus_client::{
 use super::AgentState;
 use crate::datapath::Maps;
 
-/// Reads counters, rule hits and event totals from the maps on each scrape.
+/// Reads counters, rule hits, rate-limit refusals and event totals from the maps on each
+/// scrape.
 #[derive(Debug)]
 pub struct DatapathCollector {
     maps: Mutex<Maps>,
@@ -113,6 +114,12 @@ impl Collector for DatapathCollector {
         )?;
         // Ids are kept across reloads, so they need not be dense: read up to the highest.
         let rows = state.rules.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        // Refused before hits: the datapath counts a hit before its refusal, so every refusal
+        // read has its hit in the later read, and hits - refused is never negative.
+        let limit_rows = state.limits.keys().map(|id| id + 1).max().unwrap_or(0);
+        let all_limited = maps
+            .rule_limited_totals(limit_rows)
+            .map_err(|_| std::fmt::Error)?;
         let all_hits = maps.rule_hit_totals(rows).map_err(|_| std::fmt::Error)?;
         for (id, workload, direction, rule) in &state.rules {
             let hits = all_hits.get(*id as usize).copied().unwrap_or(0);
@@ -123,6 +130,24 @@ impl Collector for DatapathCollector {
             ];
             ConstCounter::new(hits).encode(family.encode_family(&labels)?)?;
         }
+        super::limits::encode(&mut encoder, &state, &all_limited)?;
+        // Per-source tables: how many sources each keeps, and how many it evicted (inserts -
+        // kept: the kernel's LRU evicts in batches and counts nothing).
+        let generation = maps
+            .datapath_config()
+            .map_err(|_| std::fmt::Error)?
+            .generation;
+        let tables: Vec<(u32, u64, u64)> = state
+            .limits
+            .iter()
+            .filter(|(_, l)| l.per != crate::policy::ratelimit::Per::Rule)
+            .filter_map(|(&id, _)| {
+                let b = maps.live_bucket(generation, id)?;
+                let (inserts, kept) = maps.peer_counts(b.index).ok()?;
+                Some((id, kept, inserts.saturating_sub(kept)))
+            })
+            .collect();
+        super::limits::encode_sources(&mut encoder, &state, &tables)?;
 
         let (sent, lost) = maps.event_totals().map_err(|_| std::fmt::Error)?;
         let c = ConstCounter::new(sent);

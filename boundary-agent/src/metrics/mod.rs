@@ -6,8 +6,12 @@
 
 mod collector;
 mod http;
+mod limits;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 pub use collector::DatapathCollector;
 pub use http::{
@@ -15,13 +19,20 @@ pub use http::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::datapath::Maps;
+use crate::{datapath::Maps, policy::ratelimit::RateLimit};
 
 /// Every metric family the agent exports, as scraped (the Grafana dashboard may use only these).
 pub const FAMILIES: &[&str] = &[
     "boundary_packets_total",
     "boundary_packet_bytes_total",
     "boundary_rule_hits_total",
+    "boundary_rule_rate_limited_packets_total",
+    "boundary_rule_rate_limit_packets_per_second",
+    "boundary_rule_rate_limit_burst_packets",
+    "boundary_rule_rate_limit_bytes_per_second",
+    "boundary_rule_rate_limit_burst_bytes",
+    "boundary_rule_rate_limit_sources",
+    "boundary_rule_rate_limit_evictions_total",
     "boundary_drop_events_sent_total",
     "boundary_drop_events_lost_total",
     "boundary_identity_bindings",
@@ -47,6 +58,8 @@ pub struct AgentState {
     /// Rule id -> (workload, direction, rule name), from the installed policy.
     /// (rule id, workload, direction, rule name) of every installed rule.
     pub rules: Vec<(u32, String, &'static str, String)>,
+    /// Rule id -> its rate limit, for the installed rules that have one.
+    pub limits: BTreeMap<u32, RateLimit>,
     pub policy_generation: u8,
     pub last_apply_seconds: f64,
     pub reloads_ok: u64,

@@ -23,6 +23,7 @@ use config::ConfigEntry;
 
 use swap::GenerationKeys;
 
+pub use buckets::now_ticks;
 pub use reads::Occupancy;
 pub use shapes::{Shape, expected_shapes, prepare_pinned};
 

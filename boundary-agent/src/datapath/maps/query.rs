@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use aya::maps::lpm_trie::Key;
 use boundary_common::maps::{
-    CIDR_KEY_FIXED_BITS, Endpoint, FAILSAFE_KEY_FIXED_BITS, PolicyValue, cidr_key_data,
-    failsafe_key_data,
+    CIDR_KEY_FIXED_BITS, Endpoint, FAILSAFE_KEY_FIXED_BITS, NO_BUCKET, PolicyValue, cidr_key_data,
+    failsafe_key_data, rule_bucket_index,
 };
 
 use crate::policy::compile::{RangeKey, RuleKey};
@@ -70,5 +70,13 @@ impl Maps {
             failsafe_key_data(generation, family, proto, port, a),
         );
         self.failsafe.get(&key, 0).is_ok()
+    }
+
+    /// The bucket `rule` pays into in `generation` (see `buckets.rs`), if it has a limit.
+    pub fn live_rule_bucket(&self, generation: u8, rule: u32) -> Option<u32> {
+        self.rule_buckets
+            .get(&rule_bucket_index(generation, rule), 0)
+            .ok()
+            .filter(|&b| b != NO_BUCKET)
     }
 }

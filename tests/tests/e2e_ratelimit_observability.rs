@@ -1,0 +1,345 @@
+//! Tier 3, rate limits as an operator sees them: a UDP flood from the client namespace at a
+//! limited rule, with the agent as a process. `/metrics` (checked by `promtool`) shows the
+//! refused packets under the right workload and rule, in the per-workload counters as
+//! `rate_limited` and beside the configured limit; `check` and `trace` show the limit, trace
+//! the bucket's fill from the live maps; `monitor` streams the sampled `rate_limited` drops.
+//! (That the limit is exact, on every hook and under CPU skew, is `kernel_ratelimit.rs`.)
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use boundary_tests::{
+    AgentProcess, Lab,
+    agent::{AgentFiles, agent_bin},
+    netns::addr::{CLIENT, SERVER, SERVER_IF},
+    packets::{self, L4},
+    require_root,
+    traffic::{self, Servers},
+};
+
+/// A slow rate and a deep burst: the flood spends the burst at once, and the bucket refills
+/// slowly enough that its fill after the flood is far from full whatever the machine's pace.
+const RATE: u64 = 2;
+const BURST: u64 = 50;
+
+fn policy() -> String {
+    format!(
+        "\
+apiVersion: boundary.dev/v1
+defaults: {{ ingress: deny, egress: allow }}
+failsafe: []
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    ingress:
+      - name: echo
+        from: {{ cidr: 10.203.0.0/24 }}
+        ports: [\"7000/udp\"]
+      - name: flood
+        from: {{ cidr: 10.203.0.0/24 }}
+        ports: [\"7002/udp\"]
+        rateLimit: {{ packetsPerSecond: {RATE}, burst: {BURST} }}
+"
+    )
+}
+
+/// A process the test started, killed by PID on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the sample `series` (name and labels, exactly as exported) in a scrape.
+fn sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `trace` of a datagram from the client to `port` on the live maps, as JSON.
+fn trace(files: &AgentFiles, port: u16) -> serde_json::Value {
+    let pin = files.pin_dir.display().to_string();
+    let (code, out, err) = files.cli(&[
+        "trace",
+        "--src",
+        &CLIENT.to_string(),
+        "--dst",
+        &SERVER.to_string(),
+        "--proto",
+        "udp",
+        "--dport",
+        &port.to_string(),
+        "--pin-dir",
+        &pin,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor() {
+    if !require_root("a_flood_at_a_limited_rule_shows_in_metrics_trace_check_and_monitor") {
+        return;
+    }
+    let lab = Lab::new("rlobs");
+    let files = AgentFiles::new(
+        "rlobs",
+        SERVER_IF,
+        &policy(),
+        "metricsAddress: \"127.0.0.1:0\"\n",
+    );
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    let _servers = Servers::start(&lab.server, SERVER.into(), 7000, 8080);
+
+    check_lists_the_limit(&files);
+    trace_finds_the_bucket_full(&files);
+    let mut monitor = start_monitor(&files);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The flood: each frame its own datagram, at whatever pace the raw socket goes.
+    let offered = 3_000u64;
+    let frame = packets::v4(
+        CLIENT,
+        SERVER,
+        L4::Udp {
+            sport: 5555,
+            dport: 7002,
+        },
+        b"flood",
+    );
+    let started = Instant::now();
+    traffic::inject(
+        &lab.client,
+        "c0",
+        &vec![frame; usize::try_from(offered).expect("small")],
+    );
+    let flooding = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+
+    monitor_shows_a_rate_limited_drop(&mut monitor);
+    // The unlimited rule beside it is untouched.
+    assert_eq!(
+        traffic::udp_echo(
+            &lab.client,
+            SocketAddr::new(SERVER.into(), 7000),
+            5,
+            32,
+            Duration::from_secs(2)
+        ),
+        5,
+        "the echo rule's traffic passes"
+    );
+    let (code, body) =
+        traffic::http_get(&lab.server, agent.metrics_address(), "/metrics").expect("scrape");
+    assert_eq!(code, 200);
+    let (hits, limited) = metrics_show_the_limit(&body, offered, started.elapsed().as_secs_f64());
+    eprintln!(
+        "offered {offered} in {flooding:.3} s: the rule matched {hits}, admitted {}, refused {limited}",
+        hits - limited
+    );
+    promtool_accepts(&body);
+    trace_finds_the_bucket_drained(&files, started);
+}
+
+/// `check` lists the limit with its rule, and none with the other.
+fn check_lists_the_limit(files: &AgentFiles) {
+    let (code, out, err) = files.cli(&["check", &files.policy().display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "flood (allow from cidr 10.203.0.0/24); limit {RATE} pkt/s burst {BURST} per rule"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("echo (allow") && !l.contains("limit")),
+        "{out}"
+    );
+}
+
+/// Before any traffic, trace finds the limit on the rule and its bucket full.
+fn trace_finds_the_bucket_full(files: &AgentFiles) {
+    let before = trace(files, 7002);
+    assert_eq!(before["reason"], "policy_allow", "{before}");
+    assert_eq!(
+        before["limit"]["configured"],
+        format!("{RATE} pkt/s burst {BURST} per rule"),
+        "{before}"
+    );
+    let bucket = &before["limit"]["bucket"];
+    assert_eq!(bucket["packets"]["available"], BURST, "{before}");
+    assert_eq!(bucket["packets"]["burst"], BURST, "{before}");
+    assert_eq!(bucket["next"], "pass", "{before}");
+    assert!(bucket["bytes"].is_null(), "no byte limit: {before}");
+    assert!(
+        trace(files, 7000)["limit"].is_null(),
+        "the echo rule has no limit"
+    );
+}
+
+/// `monitor` for one `rate_limited` event, naming rules from the policy file.
+fn start_monitor(files: &AgentFiles) -> Process {
+    Process(
+        Command::new(agent_bin())
+            .args([
+                "monitor",
+                "--pin-dir",
+                &files.pin_dir.display().to_string(),
+                "--json",
+                "--count",
+                "1",
+                "--reason",
+                "rate_limited",
+                "--duration",
+                "20",
+                "--policy",
+                &files.policy().display().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("monitor"),
+    )
+}
+
+fn monitor_shows_a_rate_limited_drop(monitor: &mut Process) {
+    let stdout = monitor.0.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a rate_limited event")
+        .expect("read");
+    let e: serde_json::Value = serde_json::from_str(&line).expect("json event");
+    assert_eq!(e["reason"], "rate_limited", "{line}");
+    assert_eq!(e["verdict"], "drop", "{line}");
+    assert_eq!(e["workload"], "web", "{line}");
+    assert_eq!(e["dport"], 7002, "{line}");
+    assert_eq!(e["rule_name"], "#1 flood", "{line}");
+}
+
+/// The scrape after `offered` packets at the limited rule, `since` seconds after the flood
+/// began: what the rule refused, under the workload's counters too, and the configured
+/// limit. Returns (hits, limited).
+fn metrics_show_the_limit(body: &str, offered: u64, since: f64) -> (u64, u64) {
+    let rule = "{workload=\"web\",direction=\"ingress\",rule=\"flood\"}";
+    let hits = sample(body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
+    let limited = sample(
+        body,
+        &format!("boundary_rule_rate_limited_packets_total{rule}"),
+    )
+    .unwrap_or_else(|| panic!("no limited count for the rule:\n{body}"));
+    let by_reason = sample(
+        body,
+        "boundary_packets_total{workload=\"web\",direction=\"ingress\",verdict=\"drop\",reason=\"rate_limited\"}",
+    )
+    .unwrap_or_else(|| panic!("no rate_limited packets for web:\n{body}"));
+    let admitted = hits - limited;
+    assert!(
+        hits <= offered && hits >= offered / 2,
+        "{hits} of {offered} arrived"
+    );
+    assert!(limited > 0, "a flood at {RATE}/s must be limited");
+    assert_eq!(
+        by_reason, limited,
+        "the workload's rate_limited counter and the rule's agree (one limited rule)"
+    );
+    // Burst + rate x time: the burst at once, then the rate for however long the flood lasted
+    // (bounded generously by everything since it started).
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "seconds of a test run and counts far below 2^52"
+    )]
+    let most = BURST + (RATE as f64 * (since + 1.0)).ceil() as u64;
+    assert!(
+        (BURST..=most).contains(&admitted),
+        "admitted {admitted}: between the burst ({BURST}) and burst + rate x {since:.1} s ({most})"
+    );
+    for (family, value) in [
+        ("boundary_rule_rate_limit_packets_per_second", RATE),
+        ("boundary_rule_rate_limit_burst_packets", BURST),
+    ] {
+        let series = format!(
+            "{family}{{workload=\"web\",direction=\"ingress\",rule=\"flood\",per=\"rule\"}}"
+        );
+        assert_eq!(sample(body, &series), Some(value), "{series} in:\n{body}");
+    }
+    assert!(
+        !body.contains("boundary_rule_rate_limit_bytes_per_second{"),
+        "no byte limit, no byte series"
+    );
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("boundary_rule_rate_limit") && l.contains("rule=\"echo\"")),
+        "the unlimited rule has no limit series:\n{body}"
+    );
+    (hits, limited)
+}
+
+fn promtool_accepts(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), body.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// After the flood, trace sees the bucket drained: refilled at the rate since the flood
+/// began at most (it spent the burst at once), and the text form says so.
+fn trace_finds_the_bucket_drained(files: &AgentFiles, started: Instant) {
+    let after = trace(files, 7002);
+    let since = started.elapsed().as_secs_f64();
+    let available = after["limit"]["bucket"]["packets"]["available"]
+        .as_u64()
+        .expect("available");
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let (refilled, available_f) = ((RATE as f64 * since).ceil() + 1.0, available as f64);
+    assert!(
+        available_f <= refilled,
+        "{available} packets in the bucket {since:.1} s after the flood began: {after}"
+    );
+    let (code, out, err) = files.cli(&[
+        "trace",
+        "--src",
+        &CLIENT.to_string(),
+        "--dst",
+        &SERVER.to_string(),
+        "--proto",
+        "udp",
+        "--dport",
+        "7002",
+        "--pin-dir",
+        &files.pin_dir.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{out}");
+    assert!(
+        out.contains(&format!("limit     {RATE} pkt/s burst {BURST} per rule\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("bucket    holds ") && out.contains(&format!(" of {BURST} packets now")),
+        "{out}"
+    );
+}
