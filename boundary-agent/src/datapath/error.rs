@@ -69,12 +69,6 @@ pub enum DatapathError {
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("{interface}: cannot read its interface index: {source}")]
-    IfIndex {
-        interface: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("kernel log ring {map}: {source}")]
     KernelLog {
         map: &'static str,
