@@ -139,6 +139,8 @@ pub trait SharedWord {
     fn compare_exchange(&self, old: u64, new: u64) -> bool;
     /// Takes `amount` off the word atomically (gives back a payment).
     fn give_back(&self, amount: u64);
+    /// Adds `amount` to the word atomically; returns what it held before.
+    fn fetch_add(&self, amount: u64) -> u64;
 }
 
 impl<T: SharedWord> SharedWord for &T {
@@ -151,13 +153,37 @@ impl<T: SharedWord> SharedWord for &T {
     fn give_back(&self, amount: u64) {
         (**self).give_back(amount);
     }
+    fn fetch_add(&self, amount: u64) -> u64 {
+        (**self).fetch_add(amount)
+    }
 }
 
 /// How many times a CPU retries a compare-and-swap that another CPU won. Losing every try
 /// means other CPUs kept paying into a bucket that had room (an empty one is refused without
-/// a write), so the packet is let through rather than dropped within its limit; the bound is
-/// for the verifier.
+/// a write); the payment is then [`reserve`]d with an atomic add, which cannot lose. The
+/// bound is for the verifier.
 pub const CAS_TRIES: usize = 8;
+
+/// Pays `amount` ticks into `tat` (a bucket `depth` ticks deep) at `now` with one atomic add,
+/// after losing every compare-and-swap: kept when the word it added to had room for it,
+/// given back (and refused) when not, so it neither admits a token twice nor refuses one the
+/// bucket had. An add cannot do `take`'s `max(tat, now)`: when the word it added to was in
+/// the past (the bucket full), one more compare-and-swap moves it to `now + amount`; if that
+/// one loses too, a CPU that read the word after the add has set it from its own `now`, and
+/// this payment is lost (one packet's worth, never a refill).
+#[inline]
+pub fn reserve<W: SharedWord>(tat: &W, amount: u64, depth: u64, now: u64) -> bool {
+    let old = tat.fetch_add(amount);
+    if ahead(old, now, depth) == 0 {
+        tat.compare_exchange(old.wrapping_add(amount), now.wrapping_add(amount));
+        true
+    } else if take(old, now, amount, depth).is_some() {
+        true
+    } else {
+        tat.give_back(amount);
+        false
+    }
+}
 
 /// One dimension (packets or bytes) of a CPU's share of a bucket: the rate's terms, which the
 /// agent writes, and the credit, which the CPU keeps.
@@ -234,9 +260,13 @@ impl Dimension {
                 return true;
             }
         }
-        // Lost every race to CPUs that found room (see `CAS_TRIES`): paid on credit.
-        self.credit += need;
-        true
+        // Lost every race to CPUs that found room (see `CAS_TRIES`).
+        if reserve(tat, need, depth, now) {
+            self.credit += need;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -254,7 +284,7 @@ pub fn pay<W: SharedWord>(tat: &W, cost: u64, depth: u64, now: u64) -> bool {
         }
     }
     // Lost every race to CPUs that found room (see `CAS_TRIES`).
-    true
+    reserve(tat, cost, depth, now)
 }
 
 /// Pays `costs` into both dimensions of a bucket kept per peer (`tat`, `depth`), exactly: both
@@ -355,6 +385,9 @@ mod tests {
         }
         fn give_back(&self, amount: u64) {
             self.fetch_sub(amount, Ordering::AcqRel);
+        }
+        fn fetch_add(&self, amount: u64) -> u64 {
+            AtomicU64::fetch_add(self, amount, Ordering::AcqRel)
         }
     }
 
@@ -618,6 +651,82 @@ mod tests {
             ((all as f64 - expected) / expected).abs() < 0.01,
             "{all} of {expected}"
         );
+    }
+
+    /// A word on which every compare-and-swap loses (as if other CPUs always won the race)
+    /// except the first after an add (the one [`reserve`] makes when it finds the bucket full).
+    struct Contended(AtomicU64, core::sync::atomic::AtomicBool);
+
+    impl SharedWord for Contended {
+        fn load(&self) -> u64 {
+            self.0.load(Ordering::Acquire)
+        }
+        fn compare_exchange(&self, old: u64, new: u64) -> bool {
+            self.1.swap(false, Ordering::AcqRel)
+                && self
+                    .0
+                    .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+        }
+        fn give_back(&self, amount: u64) {
+            self.0.fetch_sub(amount, Ordering::AcqRel);
+        }
+        fn fetch_add(&self, amount: u64) -> u64 {
+            self.1.store(true, Ordering::Release);
+            self.0.fetch_add(amount, Ordering::AcqRel)
+        }
+    }
+
+    /// Losing every race neither admits beyond the burst (it once did: the packet was let
+    /// through unpaid) nor refuses within it, per CPU credit and per peer alike.
+    #[test]
+    fn losing_every_race_still_pays_exactly() {
+        let (rate, burst) = (1_000u64, 50u64);
+        let (credit, depth) = packets(rate, burst);
+        let tat = Contended(AtomicU64::new(ticks(SEC)), false.into());
+        let mut c = credit;
+        let admitted = (0..10 * burst)
+            .filter(|_| {
+                c.admit(
+                    1,
+                    0,
+                    || {
+                        Some(Shared {
+                            tat: [&tat, &tat],
+                            depth: [depth, 0],
+                        })
+                    },
+                    || ticks(SEC),
+                )
+            })
+            .count() as u64;
+        assert_eq!(admitted, burst);
+        // A second later the rate has refilled exactly `rate` more.
+        let later = (0..10 * rate)
+            .filter(|_| {
+                c.admit(
+                    1,
+                    0,
+                    || {
+                        Some(Shared {
+                            tat: [&tat, &tat],
+                            depth: [depth, 0],
+                        })
+                    },
+                    || ticks(2 * SEC),
+                )
+            })
+            .count() as u64;
+        assert_eq!(later, burst.min(rate));
+
+        let peer = Contended(AtomicU64::new(ticks(SEC)), false.into());
+        let one = Dimension::new(rate, depth).cost(1);
+        let paid = (0..10 * burst)
+            .filter(|_| pay(&peer, one, depth, ticks(SEC)))
+            .count() as u64;
+        assert_eq!(paid, burst);
+        // What was refused was given back: the word holds exactly the burst's payments.
+        assert_eq!(peer.0.load(Ordering::Acquire), ticks(SEC) + burst * one);
     }
 
     /// Real threads racing on one bucket with a clock that stands still: no token is taken

@@ -203,4 +203,20 @@ impl SharedWord for Word {
             );
         }
     }
+
+    #[inline(always)]
+    fn fetch_add(&self, amount: u64) -> u64 {
+        let mut v = amount;
+        // SAFETY: as above; `atomic_fetch_add` adds the register to the word and leaves the
+        // value it found in the register.
+        unsafe {
+            core::arch::asm!(
+                "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+                p = in(reg) self.0,
+                v = inout(reg) v,
+                options(nostack, preserves_flags),
+            );
+        }
+        v
+    }
 }

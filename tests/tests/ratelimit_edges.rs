@@ -194,10 +194,13 @@ impl SharedWord for Word {
     fn give_back(&self, amount: u64) {
         self.0.fetch_sub(amount, Ordering::AcqRel);
     }
+    fn fetch_add(&self, amount: u64) -> u64 {
+        self.0.fetch_add(amount, Ordering::AcqRel)
+    }
 }
 
 /// Red-team finding 3, fixed; what it was: A bucket kept per peer is paid with a compare-and-swap per packet, at most
-/// `CAS_TRIES` (4) times; when other CPUs win all four, `pay` answers "over the limit" and the
+/// `CAS_TRIES` (then 4) times; when other CPUs won all four, `pay` answers "over the limit" and the
 /// datapath drops the packet as `rate_limited` though the bucket is far from empty. Two
 /// threads on the two CPUs here, paying into a bucket an hour deep at a clock that stands
 /// still (so it can never run out): every refusal is a packet a user would see dropped within
