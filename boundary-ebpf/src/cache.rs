@@ -4,17 +4,18 @@
 //! every CIDR identity).
 //!
 //! An entry is valid while its epoch is the config's: the agent bumps the epoch with every new
-//! generation and every other write that could change a verdict. A hash collision only costs
+//! generation and every other write that could change a verdict, except earned bindings,
+//! which move the bind sequence of their peer's slot only (and expire by their deadline). A hash collision only costs
 //! a miss: the whole flow is compared. Entries are per CPU and a CPU runs one program at a
 //! time (XDP in softirq, TC egress with bottom halves off), so an entry is never seen half
 //! written.
 
 use aya_ebpf::helpers::bpf_jiffies64;
 use boundary_common::maps::{
-    CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, FLOW_WORDS, VERDICT_CACHE_BITS, VerdictCacheEntry,
+    CACHE_KEY_WORDS, CT_REFRESH_JIFFIES, FLOW_WORDS, NEVER, VERDICT_CACHE_BITS, VerdictCacheEntry,
 };
 
-use crate::{maps::VERDICT_CACHE, packet::Packet};
+use crate::{maps::VERDICT_CACHE, packet::Packet, policy};
 
 /// The flow of `pkt` seen in `direction` on its interface, as the cache compares it.
 #[inline(always)]
@@ -76,13 +77,19 @@ fn index(flow: &[u64; FLOW_WORDS]) -> u32 {
     idx
 }
 
-/// This CPU's entry for `flow` if it holds `flow` for `epoch`.
+/// This CPU's entry for `flow` if it holds `flow` for `epoch` and the peer's `bind_seq` (0
+/// unless bindings are earned), and the earned binding it was judged with, if any, has not
+/// expired.
 #[inline(always)]
-pub fn get(flow: &[u64; FLOW_WORDS], epoch: u32) -> Option<*mut VerdictCacheEntry> {
+pub fn get(flow: &[u64; FLOW_WORDS], epoch: u32, bind_seq: u32) -> Option<*mut VerdictCacheEntry> {
     let entry = VERDICT_CACHE.get_ptr_mut(index(flow))?;
     // SAFETY: this CPU's entry of a per-CPU array; see the module comment.
     let e = unsafe { &*entry };
-    (e.epoch == epoch && e.flow == *flow).then_some(entry)
+    (e.epoch == epoch
+        && e.bind_seq == bind_seq
+        && e.flow == *flow
+        && (e.expires == NEVER || policy::coarse_now() < e.expires))
+        .then_some(entry)
 }
 
 /// Stores `entry` in its flow's slot, replacing whatever shared it; returns the slot.

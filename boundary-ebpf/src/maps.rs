@@ -8,10 +8,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
-    AddrKey, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
+    AddrKey, BIND_SEQ_SLOTS, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
     EVENTS_RING_BYTES, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue,
-    FragKey, FragValue, MAX_BUCKETS, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
-    MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES,
+    FragKey, FragValue, IdentityValue, EarnedRecord, MAX_BUCKETS, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
+    MAX_EARNED, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES,
     PROGS_ENTRIES, PeerBucket, PeerKey, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS,
     VerdictCacheEntry, WorkloadName,
 };
@@ -33,8 +33,16 @@ pub static NAMES: Array<WorkloadName> = Array::with_max_entries(MAX_WORKLOADS, 0
 pub static COUNTERS: PerCpuArray<CounterRow> = PerCpuArray::with_max_entries(MAX_WORKLOADS * 2, 0);
 
 #[map(name = "BND_IDENTITIES")]
-pub static IDENTITIES: HashMap<AddrKey, u32> =
+pub static IDENTITIES: HashMap<AddrKey, IdentityValue> =
     HashMap::with_max_entries(MAX_IDENTITIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_BIND_SEQ")]
+pub static BIND_SEQ: Array<u32> = Array::with_max_entries(BIND_SEQ_SLOTS, 0);
+
+/// The agent's record of earned bindings; no program reads it (see `EARNED_MAP`).
+#[map(name = "BND_EARNED")]
+pub static EARNED: HashMap<AddrKey, EarnedRecord> =
+    HashMap::with_max_entries(MAX_EARNED, BPF_F_NO_PREALLOC);
 
 #[map(name = "BND_CIDRS")]
 pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);

@@ -7,15 +7,15 @@
 //! (deny beats allow at equal specificity), so the cost is at most six lookups whatever the
 //! number of rules, and usually one.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY, PolicyKey,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY, PolicyKey,
     PolicyValue, RANGE_KEY_FIXED_BITS, cidr_key_data, failsafe_key_data, port_word_index,
-    range_key_data,
+    bind_seq_slot, range_key_data,
 };
 
-use crate::maps::{CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, RANGES};
+use crate::maps::{BIND_SEQ, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, RANGES};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
@@ -33,24 +33,44 @@ pub fn port_listed(generation: u8, kind: u32, port: u16) -> bool {
         .is_none_or(|w| w & (1u64 << (port & 63)) != 0)
 }
 
-/// The identity of `addr`. `cfg_flags` says which identity maps hold anything.
+/// The identity of `addr`, and the deadline of the earned binding it came from (`NEVER` for
+/// any other). `cfg_flags` says which identity maps hold anything. A binding past its
+/// deadline is no binding: the peer is whatever the prefixes make it.
 #[inline(always)]
-pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> u32 {
+pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> (u32, u64) {
     if cfg_flags & CFG_HAS_BINDINGS != 0 {
         let key = AddrKey::new(generation, family, *addr);
-        // SAFETY: a u32 copied out at once.
-        if let Some(id) = unsafe { IDENTITIES.get(&key) } {
-            return *id;
+        // SAFETY: copied out at once. An earned binding's value is rewritten in place on a
+        // renewal; a torn read of its deadline is the old or the new one, both live then.
+        if let Some(v) = unsafe { IDENTITIES.get(&key) }.copied()
+            && (v.expires == NEVER || v.live_at(coarse_now()))
+        {
+            return (v.id, v.expires);
         }
     }
     if cfg_flags & CFG_HAS_CIDRS == 0 {
-        return IDENTITY_WORLD;
+        return (IDENTITY_WORLD, NEVER);
     }
     let key = Key::new(
         CIDR_KEY_FIXED_BITS + addr_bits(family),
         cidr_key_data(generation, family, *addr),
     );
-    CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD)
+    (CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD), NEVER)
+}
+
+/// The clock of binding deadlines: `CLOCK_MONOTONIC`, coarse (a tick's resolution, half the
+/// cost of the precise one), read only for earned bindings.
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The bind sequence of `addr`'s slot (see `BIND_SEQ_MAP`); 0 if it cannot be read (it
+/// always can).
+#[inline(always)]
+pub fn bind_seq(addr: &[u8; 16]) -> u32 {
+    BIND_SEQ.get(bind_seq_slot(addr)).copied().unwrap_or(0)
 }
 
 /// The most specific policy entry for the packet, if any.

@@ -8,10 +8,10 @@ use core::ops::ControlFlow;
 use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
-        Action, CFG_HAS_FAILSAFE, CFG_HAS_IFACE_ENDPOINTS, CT_NOT_ASKED, DatapathConfig,
+        Action, CFG_EARNED, CFG_HAS_FAILSAFE, CFG_HAS_IFACE_ENDPOINTS, CT_NOT_ASKED, DatapathConfig,
         EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_RULES_EGRESS,
         EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, EndpointKey, FAMILY_IPV4,
-        FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, NO_BUCKET, PORT_ANY, RULE_ALLOW,
+        FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, NEVER, NO_BUCKET, PORT_ANY, RULE_ALLOW,
         UNPROTECTED_SLOT, VC_AUDIT, VC_LIMITED, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
     wire::{
@@ -146,6 +146,8 @@ struct Judged {
     reason: Reason,
     rule: u32,
     identity: u32,
+    /// The deadline of the earned binding `identity` came from, or `NEVER`.
+    expires: u64,
     /// `VC_*` bits.
     flags: u8,
     /// The bucket the rule pays into, or `NO_BUCKET`.
@@ -164,9 +166,19 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
     } else {
         [0; FLOW_WORDS]
     };
+    // The peer's bind sequence, read before its identity is (see `BIND_SEQ_MAP`): a binding
+    // written after this read moves it, so the verdict cached below is a miss next time.
+    let bind_seq = if cacheable && cfg.flags & CFG_EARNED != 0 {
+        policy::bind_seq(match direction {
+            Direction::Ingress => &pkt.src,
+            Direction::Egress => &pkt.dst,
+        })
+    } else {
+        0
+    };
     // This flow's cache entry, found or just filled.
     let mut cached = if cacheable {
-        cache::get(&flow, cfg.epoch)
+        cache::get(&flow, cfg.epoch, bind_seq)
     } else {
         None
     };
@@ -179,6 +191,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
                 .unwrap_or_else(|| diag::unknown_reason("verdict cache", e.reason, e.slot)),
             rule: e.rule,
             identity: e.identity,
+            expires: e.expires,
             flags: e.flags,
             // The rule's bucket in this generation: the entry's epoch is the live one, so the
             // generation is the one it was judged in.
@@ -202,6 +215,9 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
                 flags: j.flags,
                 rule: j.rule,
                 identity: j.identity,
+                bind_seq,
+                pad: 0,
+                expires: j.expires,
                 // An allow's conntrack refresh is due at once (`finish` records the flow now);
                 // a drop has not asked conntrack yet.
                 ct: if j.reason.verdict() == Verdict::Pass {
@@ -233,6 +249,7 @@ fn judge(
             reason: Reason::Unprotected,
             rule: NO_RULE,
             identity: 0,
+            expires: NEVER,
             flags: 0,
             bucket: NO_BUCKET,
         });
@@ -307,10 +324,10 @@ fn judge(
         ),
     };
     // Lookups the compiled policy says cannot match are skipped: no rules, no identity.
-    let identity = if ep.flags & peers != 0 {
+    let (identity, expires) = if ep.flags & peers != 0 {
         policy::identity(generation, cfg.flags, pkt.family, remote)
     } else {
-        IDENTITY_ANY
+        (IDENTITY_ANY, NEVER)
     };
     let hit = if ep.flags & rules != 0 {
         policy::lookup(
@@ -357,6 +374,7 @@ fn judge(
         reason,
         rule,
         identity,
+        expires,
         flags,
         bucket,
     })

@@ -54,6 +54,13 @@ pub struct VerdictCacheEntry {
     pub flags: u8,
     pub rule: u32,
     pub identity: u32,
+    /// With `CFG_EARNED`: the peer's bind sequence when the verdict was made (see
+    /// `BIND_SEQ_MAP`); the entry is a miss once it moved.
+    pub bind_seq: u32,
+    pub pad: u32,
+    /// The deadline of the earned binding the peer's identity came from (`IdentityValue::expires`),
+    /// or `NEVER`: the entry is a miss from then on, agent or not.
+    pub expires: u64,
     /// For an allow: the `bpf_jiffies64` after which it refreshes its conntrack entry. For a
     /// drop: with [`VC_REPLY`], the `bpf_jiffies64` until which conntrack's last "a reply"
     /// stands; without, the [`CT_INSERTS_MAP`] count when conntrack last said "not a reply"
@@ -81,6 +88,6 @@ pub const VC_LIMITED: u8 = 8;
 pub const CT_REFRESH_JIFFIES: u64 = 64;
 
 const _: () = {
-    assert!(size_of::<VerdictCacheEntry>() == 72);
+    assert!(size_of::<VerdictCacheEntry>() == 88);
     assert!(VERDICT_CACHE_SLOTS == 1 << VERDICT_CACHE_BITS);
 };

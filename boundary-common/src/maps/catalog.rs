@@ -10,7 +10,8 @@
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{
-    BucketState, DropEvent, EVENTS_PER_SEC, NO_BUCKET, VerdictCacheEntry, counter_index,
+    AddrKey, BIND_SEQ_SLOTS, BucketState, CFG_EARNED, DropEvent, EVENTS_PER_SEC, EarnedRecord,
+    NO_BUCKET, VerdictCacheEntry, bind_seq_slot, counter_index,
     port_word_index, rule_bucket_index,
 };
 
@@ -23,8 +24,21 @@ pub const ENDPOINTS_MAP: &str = "BND_ENDPOINTS";
 pub const NAMES_MAP: &str = "BND_NAMES";
 /// `PerCpuArray<CounterRow>`: one row per (workload slot, direction), see [`counter_index`].
 pub const COUNTERS_MAP: &str = "BND_COUNTERS";
-/// `HashMap<AddrKey, u32>`: exact peer address -> identity (static and attested bindings).
+/// `HashMap<AddrKey, IdentityValue>`: exact peer address -> identity (static and earned
+/// bindings, the earned ones with their deadline).
 pub const IDENTITIES_MAP: &str = "BND_IDENTITIES";
+/// `Array<u32>` of [`BIND_SEQ_SLOTS`]: a sequence per slot of addresses ([`bind_seq_slot`]),
+/// bumped by the agent after every earned binding that appears, changes identity or goes
+/// (not after a renewal). A cached verdict keeps the sequence of its peer's slot
+/// ([`VerdictCacheEntry::bind_seq`]) and is a miss once it moved: a binding invalidates the
+/// verdicts of the peers in its slot alone, not every CPU's whole cache (at a thousand
+/// handshakes a second a global bump would leave the cache nothing to hit). Read only when
+/// [`CFG_EARNED`] is set.
+pub const BIND_SEQ_MAP: &str = "BND_BIND_SEQ";
+/// `HashMap<AddrKey, EarnedRecord>` (keys of generation 0): every earned binding, as the agent
+/// keeps it across restarts. The agent's alone, as `RULE_IDS_MAP`: a restarted agent compiles
+/// its policy with these, so a binding outlives the process that made it.
+pub const EARNED_MAP: &str = "BND_EARNED";
 /// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses.
 pub const CIDRS_MAP: &str = "BND_CIDRS";
 /// `HashMap<PolicyKey, PolicyValue>`: rules for exact ports and for any port.
@@ -109,12 +123,14 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 28] = [
+pub const ALL_MAPS: [&str; 30] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
     COUNTERS_MAP,
     IDENTITIES_MAP,
+    EARNED_MAP,
+    BIND_SEQ_MAP,
     CIDRS_MAP,
     POLICY_MAP,
     RANGES_MAP,
@@ -146,6 +162,8 @@ pub const MAX_WORKLOADS: u32 = 256;
 /// twice what one policy may use.
 pub const MAX_ENDPOINTS: u32 = 2 * 32_768;
 pub const MAX_IDENTITIES: u32 = 2 * 262_144;
+/// Earned bindings at most (addresses, each with one identity).
+pub const MAX_EARNED: u32 = 65_536;
 pub const MAX_CIDRS: u32 = 2 * 1_048_576;
 pub const MAX_POLICY: u32 = 2 * 1_048_576;
 pub const MAX_RANGES: u32 = 2 * 262_144;

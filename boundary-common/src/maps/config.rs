@@ -35,7 +35,7 @@ pub struct DatapathConfig {
     pub flags: u8,
     pub pad: u8,
     /// Bumped by every write that changes what a flow's verdict could be (a new generation,
-    /// conntrack flushed, later: a binding attested). Verdict cache entries of another epoch
+    /// conntrack flushed). Verdict cache entries of another epoch
     /// are misses; 0 means "no policy yet" and disables the cache.
     pub epoch: u32,
 }
@@ -50,6 +50,10 @@ pub const CFG_HAS_FAILSAFE: u8 = 4;
 /// datapath looks (address, packet's interface) up before (address, any interface). Without
 /// it, one lookup, as if the interface did not exist.
 pub const CFG_HAS_IFACE_ENDPOINTS: u8 = 8;
+/// ... earned (mTLS) bindings can appear and go without a new generation: a cached verdict
+/// holds only while its peer's bind sequence stands (see `BIND_SEQ_MAP`) and, for a peer bound
+/// so, until its binding's deadline.
+pub const CFG_EARNED: u8 = 16;
 
 impl DatapathConfig {
     pub const fn new(non_ip: Action, generation: u8, flags: u8) -> Self {

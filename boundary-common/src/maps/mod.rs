@@ -10,6 +10,7 @@
 //! deletes the old generation's entries. Maps therefore hold two generations at once during a
 //! swap and are sized for it.
 
+mod binding;
 mod bucket;
 mod cache;
 mod catalog;
@@ -25,6 +26,6 @@ mod policy;
 
 // The files are how the source is read, not how the ABI is named: one flat namespace.
 pub use self::{
-    bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*, events::*,
+    binding::*, bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*, events::*,
     fragments::*, policy::*,
 };

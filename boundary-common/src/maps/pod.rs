@@ -5,13 +5,15 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent, Endpoint,
+    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent, EarnedRecord, Endpoint, IdentityValue,
     EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue, PeerBucket, PeerKey,
     PolicyKey, PolicyValue, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
 unsafe impl aya::Pod for AddrKey {}
+unsafe impl aya::Pod for IdentityValue {}
+unsafe impl aya::Pod for EarnedRecord {}
 unsafe impl aya::Pod for Endpoint {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for PolicyKey {}

@@ -18,7 +18,7 @@ use boundary_common::{
 use super::RangeKey;
 use crate::policy::{
     model::{Policy, Rule, Workload},
-    values::{DefaultAction, RuleAction, Selector, WorkloadMode},
+    values::{DefaultAction, RuleAction, Selector, Traffic, WorkloadMode},
 };
 
 /// Endpoints on every interface, and on one.
@@ -85,10 +85,25 @@ pub(super) fn build(
 
 /// The `EP_*` bits of workload `w`, in `slot`.
 fn flags(w: &Workload, slot: u16, ranges: &BTreeMap<RangeKey, PolicyValue>) -> u8 {
+    // A SPIFFE rule with a port range has range entries only under the identities of peers
+    // bound to a matching ID, which an earned binding can add to the live generation: the
+    // flag cannot wait for them.
+    let spiffe_range = |list: &[Rule]| {
+        list.iter().any(|r| {
+            matches!(r.peer, Selector::Spiffe(_))
+                && r.traffic
+                    .iter()
+                    .any(|t| matches!(t, Traffic::Ports { lo, hi, .. } if lo != hi))
+        })
+    };
     let has_ranges = |d: Direction| {
         ranges
             .keys()
             .any(|k| k.slot == slot && k.direction == d as u8)
+            || spiffe_range(match d {
+                Direction::Ingress => &w.ingress,
+                Direction::Egress => &w.egress,
+            })
     };
     let has_deny = |list: &[Rule]| list.iter().any(|r| r.action == RuleAction::Deny);
     let mut flags = 0;

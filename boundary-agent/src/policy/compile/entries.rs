@@ -23,15 +23,26 @@ pub(super) fn expand(
     BTreeMap<RuleKey, PolicyValue>,
     BTreeMap<RangeKey, PolicyValue>,
 ) {
-    let mut policy = BTreeMap::new();
-    let mut ranges = BTreeMap::new();
     let mut entries: Vec<(u32, u32)> = Vec::new();
     for (set, id) in &identities.ids {
         entries.extend(set.iter().map(|r| (*id, *r)));
     }
     entries.extend(identities.any_rules.iter().map(|r| (IDENTITY_ANY, *r)));
-    for (identity, rule_id) in entries {
-        let r = &rules[rule_id as usize];
+    expand_pairs(entries, |position| rules[position as usize])
+}
+
+/// The entries of each (identity, rule position) pair; `rule` finds a rule by position.
+pub(super) fn expand_pairs<'a>(
+    pairs: impl IntoIterator<Item = (u32, u32)>,
+    rule: impl Fn(u32) -> Placed<'a>,
+) -> (
+    BTreeMap<RuleKey, PolicyValue>,
+    BTreeMap<RangeKey, PolicyValue>,
+) {
+    let mut policy = BTreeMap::new();
+    let mut ranges = BTreeMap::new();
+    for (identity, rule_id) in pairs {
+        let r = &rule(rule_id);
         for traffic in &r.rule.traffic {
             let key = |proto, port| RuleKey {
                 slot: r.slot,
@@ -193,7 +204,7 @@ workloads:
 ",
         );
         let (placed, _) = rules::number(&p, &BTreeMap::from([("w", 7)])).expect("fits");
-        let (policy, ranges) = expand(&placed, &identities::classify(&p, &placed));
+        let (policy, ranges) = expand(&placed, &identities::classify(&p, &placed, &BTreeMap::new()));
         let key = |identity, proto, port| RuleKey {
             slot: 7,
             direction: Direction::Ingress as u8,

@@ -32,7 +32,13 @@ pub(super) struct Identities {
     pub info: BTreeMap<u32, IdentityInfo>,
 }
 
-pub(super) fn classify(policy: &Policy, rules: &[Placed]) -> Identities {
+/// As the [overview](super) says, for `policy`'s static bindings and the `earned` ones (of
+/// addresses no static binding names: a static binding wins).
+pub(super) fn classify(
+    policy: &Policy,
+    rules: &[Placed],
+    earned: &BTreeMap<IpAddr, SpiffeId>,
+) -> Identities {
     let selected = Selected::index(rules);
     let mut ids = Interner::new(selected.world.clone());
     let mut exact = BTreeMap::new();
@@ -59,6 +65,8 @@ pub(super) fn classify(policy: &Policy, rules: &[Placed]) -> Identities {
         .iter()
         .flat_map(|i| i.addresses.iter().map(move |a| (*a, &i.id)))
         .collect();
+    let statics: BTreeSet<IpAddr> = bindings.iter().map(|(a, _)| *a).collect();
+    bindings.extend(earned.iter().filter(|(a, _)| !statics.contains(a)).map(|(a, id)| (*a, id)));
     bindings.sort();
     for (addr, spiffe) in bindings {
         let mut set = selected.cidr_rules_containing(IpNet::from(addr));
@@ -174,7 +182,7 @@ workloads:
 "
         ));
         let (placed, _) = rules::number(&p, &BTreeMap::from([("w", 1)])).expect("fits");
-        classify(&p, &placed)
+        classify(&p, &placed, &BTreeMap::new())
     }
 
     fn set(rules: &[u32]) -> BTreeSet<u32> {

@@ -30,6 +30,7 @@
 //! peer, and an exact port beats a range, which beats any port. Where several rules meet at one
 //! entry, deny beats allow, and among equals the rule written first wins.
 
+mod binder;
 mod endpoints;
 mod entries;
 mod identities;
@@ -38,17 +39,31 @@ mod rules;
 mod slots;
 mod tables;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use ipnet::IpNet;
 
 pub use self::{
+    binder::{Binder, Binding},
     limits::{Bucket, BucketTable},
     rules::RuleTable,
     slots::SlotTable,
     tables::{IdentityInfo, RangeKey, RuleInfo, RuleKey, Tables},
 };
-use super::model::Policy;
+use super::{model::Policy, spiffe::SpiffeId};
+
+/// Bindings peers earned over mTLS, which a compile includes beside the static ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Earned {
+    /// Whether bindings can be earned at all (the identity endpoint is on): the datapath then
+    /// checks bind sequences and deadlines (`CFG_EARNED`).
+    pub enabled: bool,
+    /// Address -> the ID it proved and the binding's deadline (`IdentityValue::expires`).
+    pub bindings: BTreeMap<IpAddr, (SpiffeId, u64)>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -80,9 +95,7 @@ pub fn compile(
     )
 }
 
-/// As [`compile`], keeping also the ids `rules` gives rules that are still there and the
-/// buckets of limits that are unchanged (what the agent does on every reload: a rule's
-/// counters and its bucket's fill stay its own).
+/// As [`compile_keeping`], with no earned bindings.
 pub fn compile_keeping(
     policy: &Policy,
     previous: &SlotTable,
@@ -90,11 +103,43 @@ pub fn compile_keeping(
     buckets: &BucketTable,
     max_workloads: u32,
 ) -> Result<Tables, CompileError> {
+    compile_with(
+        policy,
+        previous,
+        rules,
+        buckets,
+        max_workloads,
+        &Earned::default(),
+    )
+}
+
+/// As [`compile`], keeping also the ids `rules` gives rules that are still there and the
+/// buckets of limits that are unchanged (what the agent does on every reload: a rule's
+/// counters and its bucket's fill stay its own), with the `earned` bindings.
+pub fn compile_with(
+    policy: &Policy,
+    previous: &SlotTable,
+    rules: &RuleTable,
+    buckets: &BucketTable,
+    max_workloads: u32,
+    earned: &Earned,
+) -> Result<Tables, CompileError> {
     let live_rules = rules;
     let names = slots::assign(policy, previous, max_workloads)?;
     let slot_of: BTreeMap<&str, u16> = names.iter().map(|(s, n)| (n.as_str(), *s)).collect();
     let (placed, rules) = rules::number(policy, &slot_of)?;
-    let peers = identities::classify(policy, &placed);
+    let statics: BTreeSet<IpAddr> = policy
+        .identities
+        .iter()
+        .flat_map(|i| i.addresses.iter().copied())
+        .collect();
+    let earned_ids: BTreeMap<IpAddr, SpiffeId> = earned
+        .bindings
+        .iter()
+        .filter(|(a, _)| !statics.contains(a))
+        .map(|(a, (id, _))| (*a, id.clone()))
+        .collect();
+    let peers = identities::classify(policy, &placed, &earned_ids);
     let (entries, mut ranges) = entries::expand(&placed, &peers);
     entries::inherit_covering_ranges(&mut ranges);
     let (endpoints, interface_endpoints) = endpoints::build(policy, &slot_of, &ranges);
@@ -110,6 +155,13 @@ pub fn compile_keeping(
         rules: BTreeMap::new(),
         identity_info: peers.info,
         buckets: BTreeMap::new(),
+        earned: earned
+            .bindings
+            .iter()
+            .filter(|(a, _)| !statics.contains(a))
+            .map(|(a, (_, expires))| (*a, *expires))
+            .collect(),
+        attestable: earned.enabled,
     };
     let ids = rules::assign_ids(&rules, live_rules);
     give_ids(&mut t, rules, &ids);

@@ -22,6 +22,7 @@ use crate::policy::{
 pub type RuleTable = BTreeMap<u64, u32>;
 
 /// A rule with where it applies. Its position is its index in the list [`number`] returns.
+#[derive(Clone, Copy)]
 pub(super) struct Placed<'a> {
     pub slot: u16,
     pub direction: Direction,

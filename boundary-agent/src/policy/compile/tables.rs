@@ -105,6 +105,10 @@ pub struct Tables {
     pub identity_info: BTreeMap<u32, IdentityInfo>,
     /// Rule id -> the bucket its rate limit pays into (rules with a limit only).
     pub buckets: BTreeMap<u32, Bucket>,
+    /// Addresses of `identities` bound by mTLS (not statically) -> their deadline.
+    pub earned: BTreeMap<IpAddr, u64>,
+    /// Bindings can be earned while this is live (see [`super::Earned::enabled`]).
+    pub attestable: bool,
 }
 
 impl Tables {

@@ -1,0 +1,116 @@
+//! Identity bindings: what an exact-address entry of the identity map holds (static from the
+//! policy, or earned over mTLS with a deadline), the bind sequences cached verdicts are checked
+//! against, and the agent's record of each earned binding.
+
+use core::mem::size_of;
+
+// What the docs below link to, in other files of this module.
+#[cfg(doc)]
+use super::{BIND_SEQ_MAP, EARNED_MAP, IDENTITIES_MAP};
+
+/// Value of [`IDENTITIES_MAP`]: the identity an address has in a generation and until when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    pub id: u32,
+    /// [`BINDING_STATIC`] or [`BINDING_MTLS`].
+    pub source: u8,
+    pub pad: [u8; 3],
+    /// `CLOCK_MONOTONIC` ns (as `bpf_ktime_get_coarse_ns` reads it) from which the binding
+    /// counts as absent, or [`NEVER`]. The datapath checks it itself, so an expired binding
+    /// stops admitting its peer while no agent runs.
+    pub expires: u64,
+}
+
+/// [`IdentityValue::source`]: a binding from the policy's `identities:`.
+pub const BINDING_STATIC: u8 = 0;
+/// ... a binding a peer earned by presenting its X.509-SVID over mTLS.
+pub const BINDING_MTLS: u8 = 1;
+/// [`IdentityValue::expires`] of a binding that does not expire.
+pub const NEVER: u64 = 0;
+
+impl IdentityValue {
+    pub const fn new(id: u32, source: u8, expires: u64) -> Self {
+        Self {
+            id,
+            source,
+            pad: [0; 3],
+            expires,
+        }
+    }
+
+    /// Whether the binding counts at `now` (monotonic ns).
+    #[inline(always)]
+    #[must_use]
+    pub const fn live_at(&self, now: u64) -> bool {
+        self.expires == NEVER || now < self.expires
+    }
+}
+
+/// Slots of [`BIND_SEQ_MAP`]: addresses share a bind sequence by [`bind_seq_slot`].
+pub const BIND_SEQ_SLOTS: u32 = 4_096;
+/// `log2(BIND_SEQ_SLOTS)`.
+pub const BIND_SEQ_BITS: u32 = 12;
+
+/// The [`BIND_SEQ_MAP`] slot of an address (family and the 16 bytes of an [`AddrKey`]):
+/// a multiplicative hash of its words. Not keyed: choosing addresses that share a slot gains
+/// nothing but misses for one's own flows while bindings change.
+#[inline(always)]
+#[must_use]
+pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
+    let mut h: u64 = 0;
+    let mut i = 0;
+    while i < 16 {
+        let w = u64::from(u32::from_ne_bytes([
+            addr[i],
+            addr[i + 1],
+            addr[i + 2],
+            addr[i + 3],
+        ]));
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        i += 4;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "BIND_SEQ_BITS bits are kept")]
+    let slot = (h >> (64 - BIND_SEQ_BITS)) as u32;
+    slot
+}
+
+/// The longest SPIFFE ID (the SPIFFE specification's limit).
+pub const SPIFFE_ID_MAX: usize = 2_048;
+/// The longest certificate serial number (RFC 5280, 4.1.2.2), plus room for a DER sign byte.
+pub const SERIAL_MAX: usize = 24;
+
+/// Value of [`EARNED_MAP`]: one earned binding, what `identity list` shows of it and what a
+/// revocation matches it by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EarnedRecord {
+    /// As [`IdentityValue::expires`].
+    pub expires: u64,
+    /// The certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// When the binding was made or last renewed, Unix seconds.
+    pub renewed: i64,
+    /// FNV-1a of the DER of the certificate's issuer name ([`issuer_hash`]).
+    pub issuer: u64,
+    pub id_len: u16,
+    pub serial_len: u8,
+    pub pad: [u8; 5],
+    pub serial: [u8; SERIAL_MAX],
+    pub id: [u8; SPIFFE_ID_MAX],
+}
+
+/// FNV-1a (64 bits) of `der`, the issuer name a revocation is matched by beside the serial.
+#[must_use]
+pub fn issuer_hash(der: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in der {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const _: () = {
+    assert!(size_of::<IdentityValue>() == 16);
+    assert!(size_of::<EarnedRecord>() == 40 + SERIAL_MAX + SPIFFE_ID_MAX);
+};
