@@ -9,11 +9,11 @@ use aya_ebpf::{
 };
 use boundary_common::maps::{
     AddrKey, BIND_SEQ_SLOTS, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
-    EVENTS_RING_BYTES, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey, FlowValue,
-    FragKey, FragValue, IdentityValue, EarnedRecord, MAX_BUCKETS, MAX_CIDRS, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS,
-    MAX_EARNED, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES,
-    PROGS_ENTRIES, PeerBucket, PeerKey, PolicyKey, PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS,
-    VerdictCacheEntry, WorkloadName,
+    EVENTS_RING_BYTES, EarnedRecord, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey,
+    FlowValue, FragKey, FragValue, IdentityValue, MAX_BUCKETS, MAX_CIDRS, MAX_EARNED,
+    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES,
+    MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PeerBucket, PeerKey, PolicyKey,
+    PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]

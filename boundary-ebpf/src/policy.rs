@@ -10,9 +10,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY, PolicyKey,
-    PolicyValue, RANGE_KEY_FIXED_BITS, cidr_key_data, failsafe_key_data, port_word_index,
-    bind_seq_slot, range_key_data,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY,
+    PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data,
+    port_word_index, range_key_data,
 };
 
 use crate::maps::{BIND_SEQ, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, RANGES};

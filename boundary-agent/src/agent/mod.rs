@@ -4,6 +4,7 @@
 //! `cli/run.rs` only reads its arguments and calls [`Agent::start`] then
 //! [`Agent::run_until_signal`] (as ztunnel's `main` hands over to `app.rs`).
 
+mod bindings;
 pub mod confirm;
 pub mod interfaces;
 mod kernel_log;
@@ -23,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use self::{
+    bindings::Bindings,
     confirm::{ConfirmState, Plan},
     interfaces::Reconciler,
     link_events::LinkEvents,
@@ -94,6 +96,8 @@ pub struct Agent {
     workloads: usize,
     /// The digest of the agent config file last read for `kernelLog` (see `kernel_log.rs`).
     config_digest: Option<String>,
+    /// Earned bindings, when the identity endpoint is on (see `bindings.rs`).
+    bindings: Option<Bindings>,
 }
 
 impl Agent {
@@ -134,7 +138,8 @@ impl Agent {
             },
         )?;
         let state = Arc::new(Mutex::new(AgentState::default()));
-        apply(&mut datapath, &config, &policy, &state)?;
+        let mut bindings: Option<Bindings> = None;
+        apply(&mut datapath, &config, &policy, &state, bindings.as_mut())?;
         let mut reconciler = Reconciler::default();
         reconciler.run(&mut datapath, &config, &links, true, true)?;
         lock(&state).interfaces = reconciler.status(&config.interfaces, &links);
@@ -179,6 +184,7 @@ impl Agent {
             state,
             workloads,
             config_digest: None,
+            bindings,
         })
     }
 
@@ -366,8 +372,14 @@ impl Agent {
         let text = bytes.clone();
         let result =
             memory::off_main_arena(|| parse_policy(&path, bytes, interfaces)).and_then(|p| {
-                apply(&mut self.datapath, &self.config, &p, &self.state)
-                    .map(|()| (p.workloads.len(), listed(&p, interfaces)))
+                apply(
+                    &mut self.datapath,
+                    &self.config,
+                    &p,
+                    &self.state,
+                    self.bindings.as_mut(),
+                )
+                .map(|()| (p.workloads.len(), listed(&p, interfaces)))
             });
         memory::release_freed_memory();
         match result {
@@ -468,13 +480,25 @@ fn apply(
     config: &AgentConfig,
     policy: &Policy,
     state: &Mutex<AgentState>,
+    bindings: Option<&mut Bindings>,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
     let slots = datapath.maps().slot_table()?;
     let rule_ids = datapath.maps().rule_table()?;
     let buckets = datapath.maps().bucket_table()?;
+    let earned = bindings
+        .as_deref()
+        .map(Bindings::for_compile)
+        .unwrap_or_default();
     let compiled = memory::off_main_arena(|| {
-        policy::compile_keeping(policy, &slots, &rule_ids, &buckets, config.max_workloads)
+        policy::compile_with(
+            policy,
+            &slots,
+            &rule_ids,
+            &buckets,
+            config.max_workloads,
+            &earned,
+        )
     })?;
     let non_ip = match config.non_ip {
         NonIpAction::Pass => Action::Pass,
@@ -491,14 +515,17 @@ fn apply(
         .filter_map(|(&id, r)| Some((id, r.limit?)))
         .collect();
     let entries = compiled.entry_counts();
-    let bindings = compiled.identities.len() as u64;
+    let statics = (compiled.identities.len() - compiled.earned.len()) as u64;
     datapath.apply(&compiled, non_ip)?;
+    if let Some(b) = bindings {
+        b.rebuild(datapath, policy, &compiled);
+    }
     let generation = datapath.maps().datapath_config()?.generation;
     let mut s = lock(state);
     s.rules = rules;
     s.limits = limits;
     s.map_entries = entries;
-    s.static_bindings = bindings;
+    s.static_bindings = statics;
     s.policy_generation = generation;
     s.last_apply_seconds = started.elapsed().as_secs_f64();
     Ok(())

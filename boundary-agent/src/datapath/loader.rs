@@ -214,6 +214,21 @@ impl Datapath {
         self.maps.apply(tables, non_ip)
     }
 
+    /// Records an earned binding and binds (or renews) its address in the live generation
+    /// (see `maps/bindings.rs`).
+    pub fn bind(
+        &mut self,
+        earned: &maps::EarnedBinding,
+        binding: &crate::policy::Binding,
+    ) -> Result<(), MapsError> {
+        self.maps.bind_live(earned, binding)
+    }
+
+    /// Takes an address's earned binding out of the live generation and the record.
+    pub fn unbind(&mut self, addr: std::net::IpAddr) -> Result<(), MapsError> {
+        self.maps.unbind_live(addr)
+    }
+
     /// Makes every cached flow verdict stale.
     pub fn invalidate_verdicts(&mut self) -> Result<(), MapsError> {
         self.maps.invalidate_verdicts()

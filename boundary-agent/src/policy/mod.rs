@@ -16,8 +16,8 @@ mod validate;
 mod values;
 
 pub use compile::{
-    Bucket, BucketTable, CompileError, RuleInfo, RuleTable, SlotTable, Tables, compile,
-    compile_keeping,
+    Binder, Binding, Bucket, BucketTable, CompileError, Earned, RuleInfo, RuleTable, SlotTable,
+    Tables, compile, compile_keeping, compile_with,
 };
 pub use fingerprint::rule_fingerprint;
 pub use interfaces::{Interfaces, STAND_IN_ABSENT, STAND_IN_UNLISTED};

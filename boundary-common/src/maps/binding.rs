@@ -70,7 +70,10 @@ pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         i += 4;
     }
-    #[expect(clippy::cast_possible_truncation, reason = "BIND_SEQ_BITS bits are kept")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "BIND_SEQ_BITS bits are kept"
+    )]
     let slot = (h >> (64 - BIND_SEQ_BITS)) as u32;
     slot
 }

@@ -11,8 +11,7 @@
 #[cfg(doc)]
 use super::{
     AddrKey, BIND_SEQ_SLOTS, BucketState, CFG_EARNED, DropEvent, EVENTS_PER_SEC, EarnedRecord,
-    NO_BUCKET, VerdictCacheEntry, bind_seq_slot, counter_index,
-    port_word_index, rule_bucket_index,
+    NO_BUCKET, VerdictCacheEntry, bind_seq_slot, counter_index, port_word_index, rule_bucket_index,
 };
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.

@@ -26,6 +26,6 @@ mod policy;
 
 // The files are how the source is read, not how the ABI is named: one flat namespace.
 pub use self::{
-    binding::*, bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*, events::*,
-    fragments::*, policy::*,
+    binding::*, bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*,
+    events::*, fragments::*, policy::*,
 };

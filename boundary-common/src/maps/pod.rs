@@ -5,9 +5,9 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent, EarnedRecord, Endpoint, IdentityValue,
-    EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue, PeerBucket, PeerKey,
-    PolicyKey, PolicyValue, WorkloadName,
+    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent,
+    EarnedRecord, Endpoint, EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue,
+    IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}

@@ -37,7 +37,7 @@ pub const LOCKED: u16 = 2;
 pub const AUDITED: u16 = 3;
 pub const UNPROTECTED: u16 = 0;
 
-const SLOTS: u32 = 8;
+pub const SLOTS: u32 = 8;
 
 pub struct Kernel {
     pub dp: Datapath,

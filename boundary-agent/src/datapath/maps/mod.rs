@@ -9,6 +9,7 @@
 //! installs a compiled policy), `flows` (forgetting tracked flows), `reads` (counters and rule
 //! hits summed over CPUs), `query` (point reads of the live generation, for `trace`).
 
+mod bindings;
 mod buckets;
 mod config;
 mod flows;
@@ -23,6 +24,7 @@ use config::ConfigEntry;
 
 use swap::GenerationKeys;
 
+pub use bindings::{EarnedBinding, monotonic_ns};
 pub use buckets::now_ticks;
 pub use reads::Occupancy;
 pub use shapes::{Shape, expected_shapes, prepare_pinned};
@@ -100,7 +102,11 @@ pub struct Maps {
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     names: Array<MapData, WorkloadName>,
     counters: PerCpuArray<MapData, CounterRow>,
-    identities: HashMap<MapData, AddrKey, u32>,
+    identities: HashMap<MapData, AddrKey, abi::IdentityValue>,
+    /// Earned bindings: the agent's record, and the sequences cached verdicts check (see
+    /// `bindings.rs`).
+    earned: HashMap<MapData, AddrKey, abi::EarnedRecord>,
+    bind_seq: Array<MapData, u32>,
     cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
@@ -197,6 +203,12 @@ macro_rules! open_all {
             identities: open(IDENTITIES_MAP)?
                 .try_into()
                 .map_err(map_err(IDENTITIES_MAP))?,
+            earned: open(abi::EARNED_MAP)?
+                .try_into()
+                .map_err(map_err(abi::EARNED_MAP))?,
+            bind_seq: open(abi::BIND_SEQ_MAP)?
+                .try_into()
+                .map_err(map_err(abi::BIND_SEQ_MAP))?,
             cidrs: open(CIDRS_MAP)?.try_into().map_err(map_err(CIDRS_MAP))?,
             policy: open(POLICY_MAP)?.try_into().map_err(map_err(POLICY_MAP))?,
             ranges: open(RANGES_MAP)?.try_into().map_err(map_err(RANGES_MAP))?,

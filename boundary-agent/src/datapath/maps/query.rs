@@ -39,9 +39,10 @@ impl Maps {
             .collect()
     }
 
-    /// The identity bound to exactly `addr`.
+    /// The identity bound to exactly `addr`, unless the binding has expired.
     pub fn live_exact_identity(&self, generation: u8, addr: IpAddr) -> Option<u32> {
-        self.identities.get(&addr_key(generation, addr), 0).ok()
+        let v = self.identities.get(&addr_key(generation, addr), 0).ok()?;
+        v.live_at(super::monotonic_ns()).then_some(v.id)
     }
 
     /// The identity of the longest CIDR holding `addr`.

@@ -27,8 +27,11 @@ use super::{
 /// The `CFG_*` bits of a generation: which maps the datapath may skip.
 fn config_flags(t: &Tables) -> u8 {
     let mut f = 0;
-    if !t.identities.is_empty() {
+    if !t.identities.is_empty() || t.attestable {
         f |= abi::CFG_HAS_BINDINGS;
+    }
+    if t.attestable {
+        f |= abi::CFG_EARNED;
     }
     if !t.cidrs.is_empty() {
         f |= abi::CFG_HAS_CIDRS;
@@ -358,7 +361,14 @@ impl Maps {
             &values,
             &mut w.endpoints,
         )?;
-        let values: Vec<u32> = t.identities.values().copied().collect();
+        let values: Vec<abi::IdentityValue> = t
+            .identities
+            .iter()
+            .map(|(a, id)| match t.earned.get(a) {
+                Some(&expires) => abi::IdentityValue::new(*id, abi::BINDING_MTLS, expires),
+                None => abi::IdentityValue::new(*id, abi::BINDING_STATIC, abi::NEVER),
+            })
+            .collect();
         write_map(
             &mut self.identities,
             IDENTITIES_MAP,
@@ -437,6 +447,50 @@ impl Maps {
             &mut written,
         )?;
         self.port_words[usize::from(g)] = Some(bitmaps);
+        Ok(())
+    }
+
+    /// Counts keys an earned binding wrote into live generation `g` among its keys, so the
+    /// swap that replaces it deletes them too.
+    pub(super) fn record_live_keys(
+        &mut self,
+        g: u8,
+        policy: Vec<PolicyKey>,
+        ranges: Vec<Key<[u8; RANGE_KEY_LEN]>>,
+        identity: AddrKey,
+    ) {
+        if let Some(i) = self.installed.as_mut().filter(|i| i.generation == g) {
+            i.keys.policy.extend(policy);
+            i.keys.ranges.extend(ranges);
+            if !i.keys.identities.contains(&identity) {
+                i.keys.identities.push(identity);
+            }
+        }
+        // Without `installed` the next swap scans the maps, which finds them.
+    }
+
+    /// Sets the bits of `ports` in generation `g`'s policy port bitmap: an earned binding's
+    /// new identity may have exact-port entries on ports no other entry has. Bits are only
+    /// ever added to a live bitmap (a set bit with no entry costs a lookup, nothing more).
+    pub(super) fn add_port_bits(
+        &mut self,
+        g: u8,
+        ports: impl Iterator<Item = u16>,
+    ) -> Result<(), MapsError> {
+        for port in ports.filter(|p| *p != abi::PORT_ANY) {
+            let index = abi::port_word_index(g, abi::PORTS_POLICY, port);
+            let word = self.ports.get(&index, 0).map_err(map_err(abi::PORTS_MAP))?;
+            let bit = 1u64 << (port & 63);
+            if word & bit != 0 {
+                continue;
+            }
+            self.ports
+                .set(index, &(word | bit), 0)
+                .map_err(map_err(abi::PORTS_MAP))?;
+            if let Some(known) = &mut self.port_words[usize::from(g)] {
+                known[abi::PORTS_POLICY as usize][usize::from(port >> 6)] |= bit;
+            }
+        }
         Ok(())
     }
 

@@ -62,11 +62,8 @@ pub struct Binding {
 impl Binder {
     /// The binder of `tables`, compiled from `policy` (the same one).
     pub fn new(policy: &Policy, tables: &Tables) -> Self {
-        let slot_of: BTreeMap<&str, u16> = tables
-            .names
-            .iter()
-            .map(|(s, n)| (n.as_str(), *s))
-            .collect();
+        let slot_of: BTreeMap<&str, u16> =
+            tables.names.iter().map(|(s, n)| (n.as_str(), *s)).collect();
         let mut ids = vec![u32::MAX; tables.rules.len()];
         for (id, info) in &tables.rules {
             if let Some(slot) = ids.get_mut(info.position as usize) {
@@ -157,17 +154,15 @@ impl Binder {
         let identity = self.next;
         self.next += 1;
         let rules = &self.rules;
-        let (mut policy, mut ranges) = entries::expand_pairs(
-            set.iter().map(|r| (identity, *r)),
-            |position| {
+        let (mut policy, mut ranges) =
+            entries::expand_pairs(set.iter().map(|r| (identity, *r)), |position| {
                 let r = &rules[&position];
                 Placed {
                     slot: r.slot,
                     direction: r.direction,
                     rule: &r.rule,
                 }
-            },
-        );
+            });
         entries::inherit_covering_ranges(&mut ranges);
         for v in policy.values_mut().chain(ranges.values_mut()) {
             v.rule = self.ids.get(v.rule as usize).copied().unwrap_or(u32::MAX);
@@ -264,10 +259,12 @@ workloads:
         for (addr, _) in bindings {
             let src: Ipv4Addr = addr.parse().expect("address");
             for port in [80, 81, 82, 83, 84, 999, 1000, 1499, 1550, 1700, 2000, 2001] {
-                let mut pkt = Packet::new(src.into(), Ipv4Addr::new(10, 9, 9, 9).into(), IPPROTO_TCP);
+                let mut pkt =
+                    Packet::new(src.into(), Ipv4Addr::new(10, 9, 9, 9).into(), IPPROTO_TCP);
                 (pkt.sport, pkt.dport) = (40000, port);
                 let judge = |t: &Tables| {
-                    let o = reference::decide(t, &mut State::default(), Direction::Ingress, 0, &pkt);
+                    let o =
+                        reference::decide(t, &mut State::default(), Direction::Ingress, 0, &pkt);
                     (o.slot, o.reason, o.rule)
                 };
                 assert_eq!(judge(&live), judge(&full), "{addr} -> port {port}");
@@ -291,10 +288,15 @@ workloads:
         assert_eq!(verdict(82), Reason::PolicyAllow);
         assert_eq!(verdict(84), Reason::DefaultDeny);
         // The peers of one class share an identity: no new entries the second time.
-        assert!(binder
-            .bind("10.2.0.9".parse().expect("address"), &id("spiffe://example.org/a/c"))
-            .policy
-            .is_empty());
+        assert!(
+            binder
+                .bind(
+                    "10.2.0.9".parse().expect("address"),
+                    &id("spiffe://example.org/a/c")
+                )
+                .policy
+                .is_empty()
+        );
     }
 
     #[test]

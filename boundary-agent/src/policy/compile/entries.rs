@@ -204,7 +204,10 @@ workloads:
 ",
         );
         let (placed, _) = rules::number(&p, &BTreeMap::from([("w", 7)])).expect("fits");
-        let (policy, ranges) = expand(&placed, &identities::classify(&p, &placed, &BTreeMap::new()));
+        let (policy, ranges) = expand(
+            &placed,
+            &identities::classify(&p, &placed, &BTreeMap::new()),
+        );
         let key = |identity, proto, port| RuleKey {
             slot: 7,
             direction: Direction::Ingress as u8,

@@ -66,7 +66,12 @@ pub(super) fn classify(
         .flat_map(|i| i.addresses.iter().map(move |a| (*a, &i.id)))
         .collect();
     let statics: BTreeSet<IpAddr> = bindings.iter().map(|(a, _)| *a).collect();
-    bindings.extend(earned.iter().filter(|(a, _)| !statics.contains(a)).map(|(a, id)| (*a, id)));
+    bindings.extend(
+        earned
+            .iter()
+            .filter(|(a, _)| !statics.contains(a))
+            .map(|(a, id)| (*a, id)),
+    );
     bindings.sort();
     for (addr, spiffe) in bindings {
         let mut set = selected.cidr_rules_containing(IpNet::from(addr));
