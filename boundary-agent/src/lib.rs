@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reference;
 pub mod report;
+pub mod timefmt;
 pub mod yaml;
 
 /// Exit code for bad configuration or policy input (`EX_USAGE`, as linkerd and ztunnel do).

@@ -6,6 +6,8 @@
 
 mod bindings;
 pub mod confirm;
+pub mod control;
+mod identity;
 pub mod interfaces;
 mod kernel_log;
 mod link_events;
@@ -14,6 +16,7 @@ mod notify;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -98,6 +101,8 @@ pub struct Agent {
     config_digest: Option<String>,
     /// Earned bindings, when the identity endpoint is on (see `bindings.rs`).
     bindings: Option<Bindings>,
+    /// The live policy's static bindings: address -> SPIFFE ID.
+    statics: BTreeMap<IpAddr, String>,
 }
 
 impl Agent {
@@ -166,6 +171,7 @@ impl Agent {
             )?;
         }
         let workloads = policy.workloads.len();
+        let statics = statics_of(&policy);
         // The parsed policy is as large as the compiled one (17 MiB at 100k rules): nothing
         // needs it once applied, and a reload parses the file afresh.
         drop(policy);
@@ -185,6 +191,7 @@ impl Agent {
             workloads,
             config_digest: None,
             bindings,
+            statics,
         })
     }
 
@@ -222,9 +229,17 @@ impl Agent {
             None
         });
         let mut poll = tokio::time::interval(POLL);
+        let (control_tx, mut control) = tokio::sync::mpsc::channel(16);
+        if let Err(e) = control::serve(&self.config.state_dir, control_tx) {
+            warn!(error = %e, state_dir = %self.config.state_dir.display(), "cannot open the control socket; `identity revoke` and `identity list` cannot reach this agent");
+        }
+        // Expired bindings are swept each second (the datapath ignores them at once).
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
+                Some(request) = control.recv() => self.on_control(request),
+                _ = sweep.tick() => self.sweep_bindings(),
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     self.follow_kernel_log(true);
@@ -379,12 +394,13 @@ impl Agent {
                     &self.state,
                     self.bindings.as_mut(),
                 )
-                .map(|()| (p.workloads.len(), listed(&p, interfaces)))
+                .map(|()| (p.workloads.len(), listed(&p, interfaces), statics_of(&p)))
             });
         memory::release_freed_memory();
         match result {
-            Ok((workloads, listed)) => {
+            Ok((workloads, listed, statics)) => {
                 self.workloads = workloads;
+                self.statics = statics;
                 self.live = text;
                 self.listed = listed;
                 lock(&self.state).reloads_ok += 1;
@@ -449,6 +465,15 @@ fn parse_policy(
         Some(Ok(text)) => Policy::from_str_on(&path.display().to_string(), &text, interfaces),
         _ => Policy::from_file_on(path, interfaces),
     }?)
+}
+
+/// The static bindings of `policy`: address -> SPIFFE ID.
+fn statics_of(policy: &Policy) -> BTreeMap<IpAddr, String> {
+    policy
+        .identities
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| (*a, i.id.to_string())))
+        .collect()
 }
 
 /// Each interface `policy` names, with its index on the host when it is present.

@@ -173,6 +173,8 @@ impl Collector for DatapathCollector {
         )?;
         let g = ConstGauge::new(i64::try_from(state.static_bindings).unwrap_or(i64::MAX));
         g.encode(family.encode_family(&[("source", "static")])?)?;
+        let g = ConstGauge::new(i64::try_from(state.earned_bindings).unwrap_or(i64::MAX));
+        g.encode(family.encode_family(&[("source", "mtls")])?)?;
 
         let g = ConstGauge::new(i64::from(state.policy_generation));
         g.encode(encoder.encode_descriptor(

@@ -69,6 +69,8 @@ pub struct AgentState {
     /// A policy applied with `--confirm` awaits its confirmation.
     pub pending_confirmation: bool,
     pub static_bindings: u64,
+    /// Bindings earned over mTLS and live.
+    pub earned_bindings: u64,
     /// Entries one generation of the installed policy holds, per map.
     pub map_entries: Vec<(&'static str, u64)>,
 }

@@ -1,0 +1,134 @@
+//! The agent's loop, for identities: requests from the control socket (list, revoke) and,
+//! with the identity endpoint on, verified peers to bind, revoked certificates to unbind, and
+//! the sweep of expired bindings.
+
+use std::net::IpAddr;
+
+use tracing::{info, warn};
+
+use super::{
+    Agent,
+    bindings::{Outcome, Peer, Target},
+    control::{BindingView, Request},
+    lock,
+};
+use crate::{datapath::maps::EarnedBinding, timefmt};
+
+fn view(b: &EarnedBinding) -> BindingView {
+    BindingView {
+        address: b.addr.to_string(),
+        spiffe_id: b.id.clone(),
+        source: "mtls".to_owned(),
+        expires: Some(timefmt::rfc3339(b.expires_at())),
+        serial: Some(b.serial.iter().map(|x| format!("{x:02x}")).collect()),
+    }
+}
+
+impl Agent {
+    pub(super) fn on_control(&mut self, request: Request) {
+        match request {
+            Request::List(reply) => {
+                let mut list: Vec<BindingView> = self
+                    .statics
+                    .iter()
+                    .map(|(a, id)| BindingView {
+                        address: a.to_string(),
+                        spiffe_id: id.clone(),
+                        source: "static".to_owned(),
+                        expires: None,
+                        serial: None,
+                    })
+                    .collect();
+                if let Some(b) = &self.bindings {
+                    list.extend(b.list().map(view));
+                }
+                let _ = reply.send(list);
+            }
+            Request::Revoke(target, reply) => {
+                let _ = reply.send(self.revoke(&target));
+            }
+        }
+    }
+
+    fn revoke(&mut self, target: &str) -> Result<Vec<BindingView>, String> {
+        let target = if let Ok(a) = target.parse::<IpAddr>() {
+            if let Some(id) = self.statics.get(&a) {
+                return Err(format!(
+                    "{a} is bound to {id} by the policy: change the policy to unbind it"
+                ));
+            }
+            Target::Address(a)
+        } else if target.starts_with("spiffe://") {
+            Target::Id(target.to_owned())
+        } else {
+            return Err(format!("{target:?} is neither an address nor a SPIFFE ID"));
+        };
+        let Some(bindings) = self.bindings.as_mut() else {
+            return Err("the identity endpoint is off: no binding is earned".to_owned());
+        };
+        let gone = bindings.revoke(&mut self.datapath, &target);
+        for b in &gone {
+            info!(addr = %b.addr, id = %b.id, "earned binding revoked (identity revoke)");
+        }
+        self.count_bindings();
+        Ok(gone.iter().map(view).collect())
+    }
+
+    /// Binds a verified peer (see `bindings.rs`); logs what it got.
+    pub(super) fn on_verified(&mut self, peer: &Peer<'_>) -> Outcome {
+        let Some(bindings) = self.bindings.as_mut() else {
+            return Outcome::Unavailable("the identity endpoint is off".to_owned());
+        };
+        let outcome = bindings.bind(&mut self.datapath, peer);
+        match &outcome {
+            Outcome::Bound { renewed, .. } => {
+                info!(addr = %peer.addr, id = %peer.id, renewed, "peer bound to its SPIFFE ID");
+            }
+            Outcome::Conflict { holder } => {
+                warn!(addr = %peer.addr, id = %peer.id, holder, "refused: the address is bound to another ID (address_conflict)");
+            }
+            Outcome::StaticElsewhere { holder } => {
+                warn!(addr = %peer.addr, id = %peer.id, holder, "refused: the policy binds the address to another ID");
+            }
+            Outcome::Unavailable(why) => {
+                warn!(addr = %peer.addr, id = %peer.id, why, "not bound");
+            }
+        }
+        if bindings.stale() {
+            let live = self.live.clone();
+            self.reload(live, "a binding's write failed");
+        }
+        self.count_bindings();
+        outcome
+    }
+
+    /// Takes out what a CRL newly lists, as (issuer DER, serial).
+    pub(super) fn on_revoked(&mut self, revoked: &[(Vec<u8>, Vec<u8>)]) {
+        let Some(bindings) = self.bindings.as_mut() else {
+            return;
+        };
+        for b in bindings.revoke_certificates(&mut self.datapath, revoked) {
+            info!(addr = %b.addr, id = %b.id, "earned binding revoked (the CRL lists its certificate)");
+        }
+        self.count_bindings();
+    }
+
+    /// Takes out expired bindings (the datapath already ignores them).
+    pub(super) fn sweep_bindings(&mut self) {
+        let Some(bindings) = self.bindings.as_mut() else {
+            return;
+        };
+        let gone = bindings.expire(&mut self.datapath);
+        for b in &gone {
+            info!(addr = %b.addr, id = %b.id, "earned binding expired");
+        }
+        if !gone.is_empty() {
+            self.count_bindings();
+        }
+    }
+
+    fn count_bindings(&self) {
+        let earned = self.bindings.as_ref().map_or(0, |b| b.len() as u64);
+        lock(&self.state).earned_bindings = earned;
+    }
+}
