@@ -1,6 +1,7 @@
 //! Subcommands, one per file; their doc comments are the help text.
 
 pub mod apply;
+pub mod bindings;
 pub mod check;
 pub mod confirm;
 pub mod counters;

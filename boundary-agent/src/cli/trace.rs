@@ -5,9 +5,16 @@ use boundary_common::{Direction, maps::IFINDEX_ANY, wire};
 use super::{CliError, PinDirArg};
 use crate::{
     config::{InterfaceName, MAX_CONFIGURABLE_WORKLOADS},
-    datapath::{Maps, PinLayout, netdev},
+    datapath::{
+        Maps, PinLayout,
+        maps::{EarnedBinding, monotonic_ns},
+        netdev,
+    },
     explain::{self, Answer, limit},
-    policy::{self, Policy, STAND_IN_UNLISTED, SlotTable, Tables, spiffe::SpiffeId},
+    policy::{
+        self, BucketTable, Earned, Policy, RuleTable, STAND_IN_UNLISTED, SlotTable, Tables,
+        spiffe::SpiffeId,
+    },
     reference::{Live, Packet},
 };
 
@@ -98,13 +105,29 @@ fn proto_number(s: &str) -> Result<u8, CliError> {
 
 impl Trace {
     pub fn execute(self) -> Result<(), CliError> {
+        // Bindings peers earned over mTLS, from the pins when there are any: a SPIFFE ID
+        // source finds its address among them too.
+        let earned = self.pinned_earned();
         let tables = match &self.policy {
             Some(path) => {
                 let p = Policy::from_file(path).map_err(CliError::bad_input)?;
                 // As many slots as any agent config allows: a policy the agent accepts is one
                 // trace can answer for (slot numbers do not change the answer).
-                let t = policy::compile(&p, &SlotTable::new(), MAX_CONFIGURABLE_WORKLOADS)
-                    .map_err(CliError::bad_input)?;
+                let t = policy::compile_with(
+                    &p,
+                    &SlotTable::new(),
+                    &RuleTable::new(),
+                    &BucketTable::new(),
+                    MAX_CONFIGURABLE_WORKLOADS,
+                    &Earned {
+                        enabled: !earned.is_empty(),
+                        bindings: earned
+                            .iter()
+                            .filter_map(|b| Some((b.addr, (b.id.parse().ok()?, b.expires))))
+                            .collect(),
+                    },
+                )
+                .map_err(CliError::bad_input)?;
                 Some((p, t))
             }
             None => None,
@@ -113,14 +136,20 @@ impl Trace {
             a
         } else {
             let id: SpiffeId = self.src.parse().map_err(CliError::bad_input)?;
-            let Some((_, t)) = &tables else {
-                return Err(CliError::bad_input(
-                    "a SPIFFE ID source needs --policy, to find the address bound to it",
-                ));
+            let wanted = id.to_string();
+            let from_earned = || {
+                earned
+                    .iter()
+                    .find(|b| b.id == wanted && b.addr.is_ipv4() == self.dst.is_ipv4())
+                    .map(|b| b.addr)
             };
-            explain::bound_address(t, &id, self.dst.is_ipv4()).ok_or_else(|| {
+            match &tables {
+                Some((_, t)) => explain::bound_address(t, &id, self.dst.is_ipv4()),
+                None => from_earned(),
+            }
+            .ok_or_else(|| {
                 CliError::bad_input(format!(
-                    "no address of this family is bound to {id} in the policy"
+                    "no address of this family is bound to {id}, by the policy (--policy) or by mTLS (the pins)"
                 ))
             })?
         };
@@ -151,6 +180,18 @@ impl Trace {
         };
         answer.interface = self.iface.as_ref().map(ToString::to_string);
         print(&answer, self.json)
+    }
+
+    /// The live earned bindings in the pins, if there are pins.
+    fn pinned_earned(&self) -> Vec<EarnedBinding> {
+        let layout = PinLayout::new(&self.pins.pin_dir);
+        if !layout.exists() {
+            return Vec::new();
+        }
+        let now = monotonic_ns();
+        Maps::from_pins(&layout)
+            .map(|m| m.earned().into_iter().filter(|b| b.expires > now).collect())
+            .unwrap_or_default()
     }
 
     /// The answer from a policy file's compiled tables; `--iface` names an interface as the

@@ -149,7 +149,7 @@ impl Maps {
 
     /// Takes `addr`'s earned binding out of the live generation and the record. A static
     /// binding of the address (the policy's) is left alone.
-    pub(in crate::datapath) fn unbind_live(&mut self, addr: IpAddr) -> Result<(), MapsError> {
+    pub(crate) fn unbind_live(&mut self, addr: IpAddr) -> Result<(), MapsError> {
         let g = self.datapath_config()?.generation;
         let key = addr_key(g, addr);
         if self
