@@ -57,6 +57,8 @@ pub enum Target {
 
 pub struct Bindings {
     lease: Duration,
+    /// The identity endpoint's port (a failsafe entry of every compile).
+    port: u16,
     /// For the live generation; `None` before a policy is applied, or after a write failed
     /// (the agent then applies the policy again, which rebuilds it).
     binder: Option<Binder>,
@@ -72,7 +74,7 @@ fn unix(t: SystemTime) -> i64 {
 
 impl Bindings {
     /// The bindings recorded in the pins (a previous agent's), the expired ones left out.
-    pub fn restore(datapath: &Datapath, lease: Duration) -> Self {
+    pub fn restore(datapath: &Datapath, lease: Duration, port: u16) -> Self {
         let now = monotonic_ns();
         let earned: BTreeMap<IpAddr, EarnedBinding> = datapath
             .maps()
@@ -89,6 +91,7 @@ impl Bindings {
         }
         Self {
             lease,
+            port,
             binder: None,
             earned,
         }
@@ -105,6 +108,7 @@ impl Bindings {
                 .filter(|b| b.expires > now)
                 .filter_map(|b| Some((b.addr, (b.id.parse().ok()?, b.expires))))
                 .collect(),
+            endpoint_port: Some(self.port),
         }
     }
 

@@ -53,7 +53,7 @@ pub use self::{
     slots::SlotTable,
     tables::{IdentityInfo, RangeKey, RuleInfo, RuleKey, Tables},
 };
-use super::{model::Policy, spiffe::SpiffeId};
+use super::{model::Policy, spiffe::SpiffeId, values::IPPROTO_TCP};
 
 /// Bindings peers earned over mTLS, which a compile includes beside the static ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct Earned {
     pub enabled: bool,
     /// Address -> the ID it proved and the binding's deadline (`IdentityValue::expires`).
     pub bindings: BTreeMap<IpAddr, (SpiffeId, u64)>,
+    /// The identity endpoint's TCP port: reachable from anywhere whatever the policy says (a
+    /// failsafe entry), or a peer could never prove who it is.
+    pub endpoint_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -151,7 +154,7 @@ pub fn compile_with(
         cidrs: peers.cidrs,
         policy: entries,
         ranges,
-        failsafe: failsafe(policy),
+        failsafe: failsafe(policy, earned.endpoint_port),
         rules: BTreeMap::new(),
         identity_info: peers.info,
         buckets: BTreeMap::new(),
@@ -181,12 +184,19 @@ fn give_ids(t: &mut Tables, rules: Vec<RuleInfo>, ids: &[u32]) {
     t.rules = rules.into_iter().map(|r| (id(r.position), r)).collect();
 }
 
-/// Failsafe entries as (protocol, local port, peer prefix).
-fn failsafe(policy: &Policy) -> BTreeSet<(u8, u16, IpNet)> {
+/// Failsafe entries as (protocol, local port, peer prefix): the policy's, and the identity
+/// endpoint's port from anywhere.
+fn failsafe(policy: &Policy, endpoint_port: Option<u16>) -> BTreeSet<(u8, u16, IpNet)> {
+    let anywhere = ["0.0.0.0/0", "::/0"].map(|n| n.parse::<IpNet>().expect("prefix"));
     policy
         .failsafe
         .iter()
         .map(|f| (f.proto, f.port, f.net))
+        .chain(
+            endpoint_port
+                .into_iter()
+                .flat_map(|port| anywhere.map(|net| (IPPROTO_TCP, port, net))),
+        )
         .collect()
 }
 
@@ -206,12 +216,12 @@ mod tests {
             "apiVersion: boundary.dev/v1\nfailsafe: [\"udp:10.0.0.0/8:53\", \"tcp:::/0:22\"]\n",
         );
         assert_eq!(
-            failsafe(&written),
+            failsafe(&written, None),
             BTreeSet::from([(6, 22, net("::/0")), (17, 53, net("10.0.0.0/8"))])
         );
         let default = parse("apiVersion: boundary.dev/v1\n");
         assert_eq!(
-            failsafe(&default),
+            failsafe(&default, None),
             BTreeSet::from([(6, 22, net("0.0.0.0/0")), (6, 22, net("::/0"))])
         );
     }
