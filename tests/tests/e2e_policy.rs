@@ -318,7 +318,14 @@ fn reload_under_traffic_loses_nothing_allowed_and_admits_nothing_denied() {
             );
             std::fs::write(s.files.policy(), policy).expect("write policy");
             s.agent.signal(nix::sys::signal::Signal::SIGHUP);
-            std::thread::sleep(Duration::from_millis(100));
+            // One swap at a time: signals sent while a reload runs are merged into one.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while s.agent.log().matches("policy reloaded").count() < i + 1
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         stop.store(true, Ordering::Relaxed);
     });
