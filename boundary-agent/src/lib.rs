@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod explain;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod reference;

@@ -27,6 +27,7 @@ fn main() {
         Command::Monitor(c) => c.execute(),
         Command::Status(c) => c.execute(),
         Command::Detach(c) => c.execute(),
+        Command::Identity(c) => c.execute(),
     };
     if let Err(e) = result {
         eprintln!("boundary-agent: {}", e.report());

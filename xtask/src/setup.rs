@@ -51,6 +51,9 @@ const APT: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("ethtool", "ethtool"),
+    // The identity endpoint's test registers with clients outside the project's code:
+    // `openssl s_client` and `curl --cert` (boundary-agent/tests/identity_endpoint.rs).
+    ("openssl", "openssl"),
     // The rate-limit end-to-end tests (tests/tests/e2e_ratelimit.rs) flood with iperf3 and
     // read what the receiver counted; the bench measures throughput with it.
     ("iperf3", "iperf3"),

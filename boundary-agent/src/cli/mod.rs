@@ -6,6 +6,7 @@ pub mod check;
 pub mod confirm;
 pub mod counters;
 pub mod detach;
+pub mod identity;
 pub mod monitor;
 pub mod run;
 pub mod status;
@@ -44,6 +45,8 @@ pub enum Command {
     Monitor(monitor::Monitor),
     Status(status::Status),
     Detach(detach::Detach),
+    #[command(subcommand_required = true)]
+    Identity(identity::Identity),
 }
 
 /// The pin directory option shared by the commands that read pinned state.
