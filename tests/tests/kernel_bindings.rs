@@ -56,12 +56,13 @@ fn attestable() -> (Kernel, Binder, Policy) {
     let t = policy::compile_with(
         &p,
         &slots,
-        &Default::default(),
-        &Default::default(),
+        &std::collections::BTreeMap::new(),
+        &std::collections::BTreeMap::new(),
         support::SLOTS,
         &Earned {
             enabled: true,
-            bindings: Default::default(),
+            bindings: std::collections::BTreeMap::new(),
+            endpoint_port: None,
         },
     )
     .expect("compiles");
@@ -196,7 +197,7 @@ fn unbinding_ends_a_cached_allow_at_once_and_the_record_goes_too() {
     }
     k.dp.unbind(e.addr).expect("unbind");
     assert_eq!(k.xdp(&tcp(PEER, 40_000, 8443)).action, XDP_DROP);
-    assert!(k.dp.maps().earned().is_empty());
+    assert_eq!(k.dp.maps().earned(), Vec::new());
 }
 
 #[test]
@@ -217,7 +218,10 @@ fn a_binding_leaves_the_cached_verdicts_of_other_slots_alone() {
         .find(|a| slot(*a) != slot(lan))
         .expect("another slot");
     let same = (0..=u16::MAX)
-        .map(|i| Ipv4Addr::new(10, 205, (i >> 8) as u8, i as u8))
+        .map(|i: u16| {
+            let [hi, lo] = i.to_be_bytes();
+            Ipv4Addr::new(10, 205, hi, lo)
+        })
         .find(|a| slot(*a) == slot(lan))
         .expect("an address in the same slot");
     let flow = tcp(lan, 40_000, 22);

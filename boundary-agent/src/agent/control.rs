@@ -27,6 +27,8 @@ use tokio::{
 };
 use tracing::{debug, info};
 
+use crate::{datapath::maps::EarnedBinding, timefmt};
+
 /// The socket's name in the state directory.
 pub const SOCKET: &str = "control.sock";
 
@@ -47,6 +49,23 @@ pub struct BindingView {
     pub expires: Option<String>,
     /// Hex, earned bindings only.
     pub serial: Option<String>,
+}
+
+impl BindingView {
+    /// An earned binding as listed.
+    pub fn earned(b: &EarnedBinding) -> Self {
+        use std::fmt::Write as _;
+        Self {
+            address: b.addr.to_string(),
+            spiffe_id: b.id.clone(),
+            source: "mtls".to_owned(),
+            expires: Some(timefmt::rfc3339(b.expires_at())),
+            serial: Some(b.serial.iter().fold(String::new(), |mut s, x| {
+                let _ = write!(s, "{x:02x}");
+                s
+            })),
+        }
+    }
 }
 
 /// What the agent's loop is asked.

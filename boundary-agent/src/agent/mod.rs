@@ -7,7 +7,7 @@
 mod bindings;
 pub mod confirm;
 pub mod control;
-mod identity;
+mod identity_loop;
 pub mod interfaces;
 mod kernel_log;
 mod link_events;
@@ -23,7 +23,10 @@ use std::{
 };
 
 use boundary_common::maps::Action;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc::Receiver,
+};
 use tracing::{error, info, warn};
 
 use self::{
@@ -39,6 +42,7 @@ use crate::{
         maps::MapsError,
         rtnetlink::{self, LinkSubscription},
     },
+    identity::{self, BindRequest, Revoked, Stats, TrustStore},
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Interfaces, Policy, PolicyError},
 };
@@ -56,6 +60,10 @@ pub enum AgentError {
     Maps(#[from] MapsError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error("identity: {0}")]
+    Trust(#[from] identity::TrustError),
+    #[error(transparent)]
+    Endpoint(#[from] identity::ServeError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -67,7 +75,10 @@ pub enum AgentError {
 impl AgentError {
     /// Whether the operator's input (a policy file) is at fault rather than the host.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, AgentError::Policy(_) | AgentError::Compile(_))
+        matches!(
+            self,
+            AgentError::Policy(_) | AgentError::Compile(_) | AgentError::Trust(_)
+        )
     }
 }
 
@@ -103,6 +114,9 @@ pub struct Agent {
     bindings: Option<Bindings>,
     /// The live policy's static bindings: address -> SPIFFE ID.
     statics: BTreeMap<IpAddr, String>,
+    /// Verified peers to bind, and certificates a reloaded CRL lists, from the identity
+    /// endpoint (taken by the loop).
+    endpoint: Option<(Receiver<BindRequest>, Receiver<Revoked>)>,
 }
 
 impl Agent {
@@ -131,6 +145,12 @@ impl Agent {
         );
         policy.bind_interfaces(&interfaces);
         let listed = listed(&policy, &interfaces);
+        // The identity endpoint's trust too: bad files refuse the start as a bad policy does.
+        let trust = config
+            .identity
+            .as_ref()
+            .map(|i| TrustStore::load(i.trust_paths()).map(Arc::new))
+            .transpose()?;
         let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
         let pin_lock = PinLock::acquire(&layout)?;
@@ -143,7 +163,10 @@ impl Agent {
             },
         )?;
         let state = Arc::new(Mutex::new(AgentState::default()));
-        let mut bindings: Option<Bindings> = None;
+        let mut bindings = config
+            .identity
+            .as_ref()
+            .and_then(|i| Some(Bindings::restore(&datapath, i.lease, i.listen?.port())));
         apply(&mut datapath, &config, &policy, &state, bindings.as_mut())?;
         let mut reconciler = Reconciler::default();
         reconciler.run(&mut datapath, &config, &links, true, true)?;
@@ -161,15 +184,32 @@ impl Agent {
                 "program loaded"
             );
         }
+        let handshakes = Arc::new(Stats::default());
         if let Some(addr) = config.metrics_address {
             // The collector reads the maps through handles of its own, from the pins.
             let maps = Maps::from_pins(&layout)?;
-            metrics::serve(
-                addr,
-                metrics::registry(maps, Arc::clone(&state)),
-                Arc::clone(&state),
-            )?;
+            let mut registry = metrics::registry(maps, Arc::clone(&state));
+            if let Some(trust) = &trust {
+                metrics::identity::register(
+                    &mut registry,
+                    Arc::clone(&handshakes),
+                    Arc::clone(trust),
+                );
+            }
+            metrics::serve(addr, registry, Arc::clone(&state))?;
         }
+        // The identity endpoint last: a peer it verifies is bound against the live policy.
+        let endpoint = match (&trust, config.identity.as_ref().and_then(|i| i.listen)) {
+            (Some(trust), Some(address)) => {
+                let (binds, bind_rx) = tokio::sync::mpsc::channel(1024);
+                let (revoked, revoked_rx) = tokio::sync::mpsc::channel(16);
+                let bound =
+                    identity::serve(address, Arc::clone(trust), binds, revoked, handshakes)?;
+                info!(address = %bound, trust_domain = %trust.trust_domain(), "identity endpoint listening");
+                Some((bind_rx, revoked_rx))
+            }
+            _ => None,
+        };
         let workloads = policy.workloads.len();
         let statics = statics_of(&policy);
         // The parsed policy is as large as the compiled one (17 MiB at 100k rules): nothing
@@ -192,6 +232,7 @@ impl Agent {
             config_digest: None,
             bindings,
             statics,
+            endpoint,
         })
     }
 
@@ -235,9 +276,18 @@ impl Agent {
         }
         // Expired bindings are swept each second (the datapath ignores them at once).
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let (mut binds, mut revoked) = self
+            .endpoint
+            .take()
+            .map_or((None, None), |(b, r)| (Some(b), Some(r)));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
+                Some(request) = next(binds.as_mut()) => {
+                    let outcome = self.on_attested(&request.attested);
+                    let _ = request.reply.send(outcome);
+                }
+                Some(list) = next(revoked.as_mut()) => self.on_revoked(&list.0),
                 Some(request) = control.recv() => self.on_control(request),
                 _ = sweep.tick() => self.sweep_bindings(),
                 _ = int.recv() => break,
@@ -483,6 +533,14 @@ fn listed(policy: &Policy, interfaces: &Interfaces) -> BTreeMap<String, Option<u
         .keys()
         .map(|n| (n.clone(), interfaces.host_index(n)))
         .collect()
+}
+
+/// The next message on `rx`, or never when there is no channel.
+async fn next<T>(rx: Option<&mut Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next batch of link changes, or never when they are not watched.

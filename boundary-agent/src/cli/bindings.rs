@@ -9,7 +9,6 @@ use crate::{
     agent::control::{self, BindingView},
     config::AgentConfig,
     datapath::{Maps, PinLayout, PinLock, maps::EarnedBinding},
-    timefmt,
 };
 
 /// List the peers bound to an identity: static (the policy's) and earned over mTLS.
@@ -27,7 +26,7 @@ pub struct List {
 
 /// Take out the earned bindings of a SPIFFE ID or of an address, at once.
 ///
-/// Example: boundary-agent identity revoke --config /etc/boundary/agent.yaml spiffe://example.org/ns/a/sa/b
+/// Example: `boundary-agent identity revoke --config /etc/boundary/agent.yaml spiffe://example.org/ns/a/sa/b`
 #[derive(Debug, clap::Args)]
 pub struct Revoke {
     /// The agent configuration file (YAML).
@@ -43,16 +42,6 @@ fn no_agent(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
     )
-}
-
-fn view(b: &EarnedBinding) -> BindingView {
-    BindingView {
-        address: b.addr.to_string(),
-        spiffe_id: b.id.clone(),
-        source: "mtls".to_owned(),
-        expires: Some(timefmt::rfc3339(b.expires_at())),
-        serial: Some(b.serial.iter().map(|x| format!("{x:02x}")).collect()),
-    }
 }
 
 fn answer(status: u16, body: &str) -> Result<Vec<BindingView>, CliError> {
@@ -120,7 +109,7 @@ impl List {
                 maps.earned()
                     .iter()
                     .filter(|b| b.expires > now)
-                    .map(view)
+                    .map(BindingView::earned)
                     .collect()
             }
             Err(e) => return Err(CliError::failed(format!("{}: {e}", socket.display()))),
@@ -167,7 +156,7 @@ impl Revoke {
                 for b in &which {
                     maps.unbind_live(b.addr).map_err(CliError::failed)?;
                 }
-                which.iter().map(view).collect()
+                which.iter().map(BindingView::earned).collect()
             }
             Err(e) => return Err(CliError::failed(format!("{}: {e}", socket.display()))),
         };

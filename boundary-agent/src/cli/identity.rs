@@ -2,13 +2,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::CliError;
+use super::{CliError, bindings};
 use crate::identity::{
     duration::parse_duration,
     register::{RegisterOptions, register},
 };
 
-/// Identity over mTLS: register a workload's SPIFFE ID with an agent.
+/// Identity over mTLS: register a workload's SPIFFE ID with an agent; list and revoke bindings.
 ///
 /// Example: boundary-agent identity register --cert svid.pem --key svid.key --ca bundle.pem --agent 10.0.0.1:8444
 #[derive(Debug, clap::Args)]
@@ -20,12 +20,16 @@ pub struct Identity {
 #[derive(Debug, clap::Subcommand)]
 pub enum IdentityCommand {
     Register(Register),
+    List(bindings::List),
+    Revoke(bindings::Revoke),
 }
 
 impl Identity {
     pub fn execute(self) -> Result<(), CliError> {
         match self.command {
             IdentityCommand::Register(c) => c.execute(),
+            IdentityCommand::List(c) => c.execute(),
+            IdentityCommand::Revoke(c) => c.execute(),
         }
     }
 }

@@ -12,7 +12,11 @@ use std::{
 use serde::Deserialize;
 
 pub use self::pattern::InterfacePattern;
-use crate::yaml::{self, YamlError};
+use crate::{
+    identity::IdentityConfig,
+    policy::spiffe::SpiffeId,
+    yaml::{self, YamlError},
+};
 
 mod pattern;
 
@@ -248,6 +252,8 @@ struct RawConfig {
     state_dir: PathBuf,
     #[serde(default)]
     kernel_log: KernelLog,
+    #[serde(default)]
+    identity: Option<IdentityConfig>,
 }
 
 /// Where the agent keeps what must outlive it besides the pins: a policy awaiting
@@ -313,6 +319,9 @@ pub struct AgentConfig {
     pub kernel_log: KernelLog,
     /// The file this was read from: re-read for `kernelLog` on SIGHUP and when it changes.
     pub file: PathBuf,
+    /// The mTLS identity endpoint and its trust, when `identity.listen` is set (paths resolved
+    /// against the config file's directory).
+    pub identity: Option<IdentityConfig>,
 }
 
 impl AgentConfig {
@@ -384,6 +393,31 @@ impl AgentConfig {
         };
         let policy = beside(raw.policy);
         let state_dir = beside(raw.state_dir);
+        let identity = match raw.identity {
+            Some(i) if i.listen.is_some() => {
+                for admin in &i.admins {
+                    admin
+                        .parse::<SpiffeId>()
+                        .map_err(|e| invalid(format!("identity.admins: {e}")))?;
+                }
+                if let Some(td) = &i.trust_domain {
+                    format!("spiffe://{td}")
+                        .parse::<SpiffeId>()
+                        .map_err(|e| invalid(format!("identity.trustDomain: {e}")))?;
+                }
+                if i.lease.is_zero() {
+                    return Err(invalid("identity.lease: must be longer than 0s".into()));
+                }
+                Some(IdentityConfig {
+                    trust_bundle: beside(i.trust_bundle),
+                    crl: i.crl.map(beside),
+                    certificate: beside(i.certificate),
+                    key: beside(i.key),
+                    ..i
+                })
+            }
+            _ => None,
+        };
         let ingress_overrides = raw
             .interfaces
             .iter()
@@ -403,6 +437,7 @@ impl AgentConfig {
             state_dir,
             kernel_log: raw.kernel_log,
             file: file.to_path_buf(),
+            identity,
         })
     }
 }

@@ -6,6 +6,7 @@
 
 mod collector;
 mod http;
+pub mod identity;
 mod limits;
 
 use std::{

@@ -40,7 +40,7 @@ impl IdentityValue {
     }
 
     /// Whether the binding counts at `now` (monotonic ns).
-    #[inline(always)]
+    #[inline]
     #[must_use]
     pub const fn live_at(&self, now: u64) -> bool {
         self.expires == NEVER || now < self.expires
@@ -52,10 +52,10 @@ pub const BIND_SEQ_SLOTS: u32 = 4_096;
 /// `log2(BIND_SEQ_SLOTS)`.
 pub const BIND_SEQ_BITS: u32 = 12;
 
-/// The [`BIND_SEQ_MAP`] slot of an address (family and the 16 bytes of an [`AddrKey`]):
+/// The [`BIND_SEQ_MAP`] slot of an address (the 16 bytes of an `AddrKey`):
 /// a multiplicative hash of its words. Not keyed: choosing addresses that share a slot gains
 /// nothing but misses for one's own flows while bindings change.
-#[inline(always)]
+#[inline]
 #[must_use]
 pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
     let mut h: u64 = 0;
@@ -70,12 +70,8 @@ pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         i += 4;
     }
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "BIND_SEQ_BITS bits are kept"
-    )]
-    let slot = (h >> (64 - BIND_SEQ_BITS)) as u32;
-    slot
+    // The top BIND_SEQ_BITS bits: they fit.
+    (h >> (64 - BIND_SEQ_BITS)) as u32
 }
 
 /// The longest SPIFFE ID (the SPIFFE specification's limit).

@@ -193,6 +193,8 @@ impl Binder {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use boundary_common::Reason;
+
     use super::*;
     use crate::{
         policy::{
@@ -238,6 +240,7 @@ workloads:
         let mut earned = Earned {
             enabled: true,
             bindings: BTreeMap::new(),
+            endpoint_port: None,
         };
         for (addr, spiffe) in bindings {
             let addr: IpAddr = addr.parse().expect("address");
@@ -250,8 +253,8 @@ workloads:
         let full = compile_with(
             &p,
             &SlotTable::new(),
-            &Default::default(),
-            &Default::default(),
+            &BTreeMap::default(),
+            &BTreeMap::default(),
             4,
             &earned,
         )
@@ -281,7 +284,6 @@ workloads:
             (pkt.sport, pkt.dport) = (40000, port);
             reference::decide(&live, &mut State::default(), Direction::Ingress, 0, &pkt).reason
         };
-        use boundary_common::Reason;
         assert_eq!(verdict(80), Reason::PolicyAllow);
         assert_eq!(verdict(1234), Reason::PolicyAllow);
         assert_eq!(verdict(81), Reason::PolicyDeny);

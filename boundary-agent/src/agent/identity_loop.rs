@@ -12,17 +12,7 @@ use super::{
     control::{BindingView, Request},
     lock,
 };
-use crate::{datapath::maps::EarnedBinding, timefmt};
-
-fn view(b: &EarnedBinding) -> BindingView {
-    BindingView {
-        address: b.addr.to_string(),
-        spiffe_id: b.id.clone(),
-        source: "mtls".to_owned(),
-        expires: Some(timefmt::rfc3339(b.expires_at())),
-        serial: Some(b.serial.iter().map(|x| format!("{x:02x}")).collect()),
-    }
-}
+use crate::identity::{Attested, BindOutcome};
 
 impl Agent {
     pub(super) fn on_control(&mut self, request: Request) {
@@ -40,7 +30,7 @@ impl Agent {
                     })
                     .collect();
                 if let Some(b) = &self.bindings {
-                    list.extend(b.list().map(view));
+                    list.extend(b.list().map(BindingView::earned));
                 }
                 let _ = reply.send(list);
             }
@@ -71,11 +61,31 @@ impl Agent {
             info!(addr = %b.addr, id = %b.id, "earned binding revoked (identity revoke)");
         }
         self.count_bindings();
-        Ok(gone.iter().map(view).collect())
+        Ok(gone.iter().map(BindingView::earned).collect())
+    }
+
+    /// Binds a peer the identity endpoint verified; the endpoint answers it with this.
+    pub(super) fn on_attested(&mut self, a: &Attested) -> BindOutcome {
+        let peer = Peer {
+            addr: a.peer,
+            id: &a.id,
+            serial: &a.serial,
+            issuer: &a.issuer,
+            not_after: a.not_after,
+        };
+        match self.on_verified(&peer) {
+            Outcome::Bound { expires, .. } => BindOutcome::Bound { expires },
+            Outcome::Conflict { holder } => match holder.parse() {
+                Ok(holder) => BindOutcome::Conflict { holder },
+                Err(_) => BindOutcome::Unavailable(format!("bound to {holder}")),
+            },
+            Outcome::StaticElsewhere { .. } => BindOutcome::StaticElsewhere,
+            Outcome::Unavailable(why) => BindOutcome::Unavailable(why),
+        }
     }
 
     /// Binds a verified peer (see `bindings.rs`); logs what it got.
-    pub(super) fn on_verified(&mut self, peer: &Peer<'_>) -> Outcome {
+    fn on_verified(&mut self, peer: &Peer<'_>) -> Outcome {
         let Some(bindings) = self.bindings.as_mut() else {
             return Outcome::Unavailable("the identity endpoint is off".to_owned());
         };
