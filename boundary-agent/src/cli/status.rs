@@ -33,6 +33,10 @@ struct Report {
     /// Workloads protected on some interfaces only (the others are on every one).
     interface_scoped: Vec<Scoped>,
     identity_bindings: usize,
+    /// Bindings can be earned over mTLS (the agent runs its identity endpoint).
+    identity_endpoint: bool,
+    /// Of `identity_bindings`, those earned over mTLS and not expired.
+    earned_bindings: usize,
     maps: Vec<Occupancy>,
     drop_events_sent: u64,
     drop_events_lost: u64,
@@ -150,7 +154,10 @@ impl Status {
             )));
         }
         let maps = Maps::from_pins(&layout).map_err(CliError::failed)?;
-        let generation = maps.datapath_config().map_err(CliError::failed)?.generation;
+        let config = maps.datapath_config().map_err(CliError::failed)?;
+        let generation = config.generation;
+        let now = crate::datapath::maps::monotonic_ns();
+        let earned = maps.earned().iter().filter(|b| b.expires > now).count();
         let interfaces = attachments(&layout)?;
         let programs = programs(&layout);
         let occupancy: Vec<Occupancy> = maps
@@ -174,6 +181,8 @@ impl Status {
             workloads: names.len(),
             interface_scoped,
             identity_bindings: bindings,
+            identity_endpoint: config.flags & boundary_common::maps::CFG_EARNED != 0,
+            earned_bindings: earned,
             maps: occupancy,
             drop_events_sent: sent,
             drop_events_lost: lost,
@@ -212,6 +221,12 @@ impl Status {
             report.interface_scoped.len(),
             report.identity_bindings
         );
+        if report.identity_endpoint {
+            println!(
+                "identity    endpoint on, {} bindings earned over mTLS (boundary-agent identity list)",
+                report.earned_bindings
+            );
+        }
         for s in &report.interface_scoped {
             println!(
                 "workload    {:<16} on {} only",
