@@ -156,7 +156,7 @@ fn a_swap_waits_out_the_packets_in_flight() {
     // Control: without the wait, the packet that read the old config misses its endpoint
     // and passes. Tried a few times: a reader descheduled before its config read for longer
     // than the head start would read the new generation and not show the leak.
-    let leaked = (0..3).any(|i| {
+    let leaked = (0..8).any(|i| {
         let (verdict, _) = race(false, 40_000 + i);
         verdict == XDP_PASS
     });
