@@ -411,6 +411,8 @@ fn curl_registers_and_reads_the_json_answer() {
 #[test]
 fn refused_clients_are_counted_by_reason_and_never_bound() {
     let ep = Endpoint::start("identity-refused");
+    // A client that connects and never starts the handshake is closed after 5 s.
+    let mut silent = std::net::TcpStream::connect(ep.addr).expect("connects");
     let now = SystemTime::now();
     let stranger = Ca::root("stranger", Some(TD));
     let cases: Vec<(&str, Leaf, &str, &str)> = vec![
@@ -469,6 +471,18 @@ fn refused_clients_are_counted_by_reason_and_never_bound() {
         Vec::<String>::new(),
         "nothing refused was bound"
     );
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let closed = std::io::Read::read(&mut silent, &mut [0u8; 1]);
+    assert!(
+        matches!(closed, Ok(0))
+            || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closes a silent connection"
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+    ep.await_count("tls_error", "handshake_timeout", 1);
 }
 
 #[test]

@@ -225,7 +225,16 @@ fn build_static_agent(debug: bool) -> anyhow::Result<PathBuf> {
         "CARGO_TARGET_{}_RUSTFLAGS",
         MUSL_TARGET.to_uppercase().replace('-', "_")
     );
-    cargo(&build, &[(&rustflags_var, "-C strip=debuginfo")])?;
+    // ring (rustls' crypto) compiles C and assembly: with musl's gcc wrapper for this target
+    // (musl-tools), which cc-rs does not find by itself (it looks for x86_64-linux-musl-gcc).
+    let cc_var = format!("CC_{}", MUSL_TARGET.replace('-', "_"));
+    cargo(
+        &build,
+        &[
+            (&rustflags_var, "-C strip=debuginfo"),
+            (&cc_var, "musl-gcc"),
+        ],
+    )?;
     let binary = target_dir()
         .join(MUSL_TARGET)
         .join(if debug { "debug" } else { "release" })

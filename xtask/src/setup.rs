@@ -54,6 +54,9 @@ const APT: &[(&str, &str)] = &[
     // The identity endpoint's test registers with clients outside the project's code:
     // `openssl s_client` and `curl --cert` (boundary-agent/tests/identity_endpoint.rs).
     ("openssl", "openssl"),
+    // The static (musl) agent of `cargo xtask image`: ring, the identity endpoint's TLS
+    // crypto, compiles C and assembly, with musl's headers and `musl-gcc` for that target.
+    ("musl-gcc", "musl-tools"),
     // The rate-limit end-to-end tests (tests/tests/e2e_ratelimit.rs) flood with iperf3 and
     // read what the receiver counted; the bench measures throughput with it.
     ("iperf3", "iperf3"),

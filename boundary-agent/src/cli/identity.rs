@@ -34,8 +34,10 @@ impl Identity {
     }
 }
 
-/// Present this workload's X.509-SVID to an agent's identity endpoint, which then admits this
-/// host's address under the SVID's SPIFFE ID until the certificate or the agent's lease ends.
+/// Present this workload's X.509-SVID to an agent, which admits this host under its SPIFFE ID.
+///
+/// The agent binds this host's address to the SVID's SPIFFE ID until the certificate or the
+/// agent's lease ends.
 ///
 /// Exits 0 when bound, 1 when refused (the reason is printed), 64 for bad input. With
 /// `--every`, registers again at that interval forever (a sidecar, or use a systemd timer

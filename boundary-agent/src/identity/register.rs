@@ -163,6 +163,9 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, RegisterError> {
             agent: opts.agent.clone(),
         })?;
     let tcp = TcpStream::connect_timeout(&addr, opts.timeout).map_err(connect)?;
+    // The handshake's last flight and the request are small writes in a row: without this,
+    // Nagle holds the second until the first is acknowledged (40 ms of delayed ACK).
+    tcp.set_nodelay(true).map_err(connect)?;
     tcp.set_read_timeout(Some(opts.timeout)).map_err(connect)?;
     tcp.set_write_timeout(Some(opts.timeout)).map_err(connect)?;
     let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| RegisterError::Tls {

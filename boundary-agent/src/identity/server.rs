@@ -154,6 +154,9 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Small writes in a row (the handshake's flights, the answer, close_notify): not held
+        // back for an acknowledgement.
+        let _ = stream.set_nodelay(true);
         let (slot, evicted) = slots.admit();
         if evicted {
             debug!(

@@ -394,3 +394,44 @@ fn a_reload_reports_newly_revoked_and_a_bad_file_keeps_the_previous_config() {
     dir.write("crl.pem", "");
     assert_eq!(store.poll().unwrap().unwrap().newly_revoked.0, vec![]);
 }
+
+#[test]
+fn the_identity_config_section_reads_as_documented() {
+    let c: super::IdentityConfig = serde_yaml_ng::from_str(
+        "listen: \"0.0.0.0:8444\"\ntrustBundle: /etc/boundary/bundle.pem\ncrl: /etc/boundary/crl.pem\n\
+         certificate: /etc/boundary/agent.crt\nkey: /etc/boundary/agent.key\nlease: 30m\n\
+         admins: [\"spiffe://example.org/admin\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.listen, Some("0.0.0.0:8444".parse().unwrap()));
+    assert_eq!(c.lease, Duration::from_mins(30));
+    assert_eq!(
+        c.trust_paths().crl,
+        Some(PathBuf::from("/etc/boundary/crl.pem"))
+    );
+    assert_eq!(c.trust_domain, None);
+    let minimal: super::IdentityConfig = serde_yaml_ng::from_str(
+        "listen: \"\"\ntrustBundle: b.pem\ncertificate: a.pem\nkey: a.key\n",
+    )
+    .unwrap();
+    assert_eq!(minimal.listen, None, "\"\" is off");
+    assert_eq!(minimal.lease, Duration::from_hours(1), "the default lease");
+    for (bad, why) in [
+        (
+            "trustBundle: b\ncertificate: a\nkey: k\nlistne: \"\"\n",
+            "unknown field",
+        ),
+        ("trustBundle: b\ncertificate: a\nkey: k\nlease: 0s\n", "0"),
+        (
+            "trustBundle: b\ncertificate: a\nkey: k\nlease: 1w\n",
+            "unit",
+        ),
+        (
+            "trustBundle: b\ncertificate: a\nkey: k\nlisten: localhost\n",
+            "IP address and port",
+        ),
+    ] {
+        let e = serde_yaml_ng::from_str::<super::IdentityConfig>(bad).unwrap_err();
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+}
