@@ -63,6 +63,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn setup(tag: &str, statics: &str) -> Setup {
+    setup_with(tag, statics, "")
+}
+
+/// [`setup`] with more lines in the agent config's `identity:` section.
+fn setup_with(tag: &str, statics: &str, identity: &str) -> Setup {
     let lab = Lab::new(tag);
     let ca = Ca::root("test root", Some("example.org"));
     let files = AgentFiles::new(
@@ -70,7 +75,7 @@ fn setup(tag: &str, statics: &str) -> Setup {
         SERVER_IF,
         &policy(statics),
         &format!(
-            "metricsAddress: \"127.0.0.1:0\"\nidentity:\n  listen: \"{ENDPOINT}\"\n  trustBundle: bundle.pem\n  crl: crl.pem\n  certificate: agent.pem\n  key: agent.key\n  lease: 1h\n"
+            "metricsAddress: \"127.0.0.1:0\"\nidentity:\n  listen: \"{ENDPOINT}\"\n  trustBundle: bundle.pem\n  crl: crl.pem\n  certificate: agent.pem\n  key: agent.key\n  lease: 1h\n{identity}"
         ),
     );
     // The agent's SVID names its endpoint's address too (an SVID may carry SANs of other
@@ -188,6 +193,34 @@ impl Setup {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
+    }
+
+    /// `curl --cert` with `name`'s certificate: METHOD PATH on the endpoint, (status, body).
+    fn curl(&self, name: &str, method: &str, path: &str) -> (String, String) {
+        let d = &self.files.dir;
+        let out = ns_output(
+            &self.lab.client,
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "--cert",
+                d.join(format!("{name}.pem")).to_str().expect("path"),
+                "--key",
+                d.join(format!("{name}.key")).to_str().expect("path"),
+                "--cacert",
+                d.join("bundle.pem").to_str().expect("path"),
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+                &format!("https://{ENDPOINT}{path}"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (status.to_owned(), body.to_owned())
     }
 
     /// `curl --cert` posts to the endpoint's register route with `name`'s certificate, from
@@ -419,4 +452,48 @@ fn a_static_binding_wins_and_bindings_outlive_a_kill_9() {
     let (status, err) = s.curl_register("other", "10.203.0.9");
     assert_eq!(status, "403", "{err}");
     assert!(s.handshakes("address_conflict") >= 1, "{}", s.metrics());
+}
+
+#[test]
+fn the_control_api_over_mtls_is_for_admins_only() {
+    if !require_root("the_control_api_over_mtls_is_for_admins_only") {
+        return;
+    }
+    let s = setup_with(
+        "mtlsadm",
+        "",
+        "  admins: [\"spiffe://example.org/ops/admin\"]\n",
+    );
+    let admin = s.ca.svid("spiffe://example.org/ops/admin", |_| {});
+    write(&s.files.dir, "admin.pem", &admin.pem);
+    write(&s.files.dir, "admin.key", &admin.key_pem);
+    let api = s.ca.svid("spiffe://example.org/orders/api", |_| {});
+    write(&s.files.dir, "api.pem", &api.pem);
+    write(&s.files.dir, "api.key", &api.key_pem);
+
+    // A workload is refused the control routes (and is bound, as any verified peer).
+    let (status, body) = s.curl("api", "GET", "/v1/identities");
+    assert_eq!(status, "403", "{body}");
+    assert!(s.reaches());
+    // The admin lists and revokes; its own handshake binds nothing.
+    let (status, body) = s.curl("admin", "GET", "/v1/identities");
+    assert_eq!(status, "200", "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["spiffeId"], "spiffe://example.org/orders/api");
+    let (status, body) = s.curl(
+        "admin",
+        "POST",
+        "/v1/identities/revoke?target=spiffe%3A%2F%2Fexample.org%2Forders%2Fapi",
+    );
+    assert_eq!(status, "200", "{body}");
+    assert!(!s.reaches(), "revoked over the control API, still reaching");
+    // A reload through the API: applied, and a bad policy refused with the old one kept.
+    let (status, body) = s.curl("admin", "POST", "/v1/reload");
+    assert_eq!(status, "200", "{body}");
+    std::fs::write(s.files.policy(), "apiVersion: boundary.dev/v1\nbogus: 1\n").expect("write");
+    let (status, body) = s.curl("admin", "POST", "/v1/reload");
+    assert_eq!(status, "422", "{body}");
+    let (_, out) = s.register("api", &api);
+    assert!(s.reaches(), "the running policy stayed: {out}");
 }

@@ -4,9 +4,11 @@
 //! (static bindings' IDs). The requests reach the agent's loop as [`Request`]s and are
 //! answered from there, between reloads.
 //!
-//! Routes (JSON answers):
+//! Routes (JSON answers), here and on the identity endpoint for the SPIFFE IDs in
+//! `identity.admins` (the control API over mTLS):
 //! - `GET /v1/identities`: every binding, static and earned.
 //! - `POST /v1/identities/revoke?target=ID|ADDRESS`: takes earned bindings out.
+//! - `POST /v1/reload`: reads the policy file again and applies it (as SIGHUP does).
 
 use std::{
     convert::Infallible,
@@ -73,6 +75,18 @@ pub enum Request {
     List(oneshot::Sender<Vec<BindingView>>),
     /// An ID (`spiffe://...`) or an address; answered with what was taken out.
     Revoke(String, oneshot::Sender<Result<Vec<BindingView>, String>>),
+    /// The policy file read and applied again; answered with whether it was.
+    Reload(oneshot::Sender<Result<(), String>>),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::List(_) => f.write_str("List"),
+            Request::Revoke(t, _) => write!(f, "Revoke({t})"),
+            Request::Reload(_) => f.write_str("Reload"),
+        }
+    }
 }
 
 /// Listens on `<state_dir>/control.sock` (replacing a stale socket file) and serves on the
@@ -144,7 +158,7 @@ fn error(status: StatusCode, message: &str) -> Answer {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-async fn respond(
+pub(crate) async fn respond(
     req: hyper::Request<hyper::body::Incoming>,
     tx: mpsc::Sender<Request>,
 ) -> Result<Answer, Infallible> {
@@ -181,6 +195,18 @@ async fn respond(
             match answer.await {
                 Ok(Ok(list)) => json(StatusCode::OK, &list),
                 Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
+                Err(_) => gone(),
+            }
+        }
+        (&Method::POST, "/v1/reload") => {
+            let _ = Limited::new(req.into_body(), 4096).collect().await;
+            let (reply, answer) = oneshot::channel();
+            if tx.send(Request::Reload(reply)).await.is_err() {
+                return Ok(gone());
+            }
+            match answer.await {
+                Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
                 Err(_) => gone(),
             }
         }

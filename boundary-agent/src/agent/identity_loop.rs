@@ -2,17 +2,60 @@
 //! with the identity endpoint on, verified peers to bind, revoked certificates to unbind, and
 //! the sweep of expired bindings.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
+
+use tokio::sync::mpsc;
 
 use tracing::{info, warn};
 
 use super::{
-    Agent,
+    Agent, AgentError,
     bindings::{Outcome, Peer, Target},
     control::{BindingView, Request},
     lock,
 };
-use crate::identity::{Attested, BindOutcome};
+use crate::{
+    config::AgentConfig,
+    identity::{
+        Attested, BindOutcome, BindRequest, Revoked, Stats, TrustStore,
+        server::{Control, serve_with_control},
+    },
+};
+
+/// What the identity endpoint sends the agent's loop: verified peers to bind, and the
+/// certificates a reloaded CRL lists.
+pub(super) type Endpoint = (mpsc::Receiver<BindRequest>, mpsc::Receiver<Revoked>);
+
+/// Starts the identity endpoint `config` asks for (on a thread of its own): the receivers of
+/// the peers it verifies and of the certificates a reloaded CRL lists. The admins' control
+/// API goes to `control`.
+pub(super) fn start_endpoint(
+    config: &AgentConfig,
+    trust: &Arc<TrustStore>,
+    control: &mpsc::Sender<Request>,
+    handshakes: Arc<Stats>,
+) -> Result<Option<Endpoint>, AgentError> {
+    let Some((identity, address)) = config.identity.as_ref().and_then(|i| Some((i, i.listen?)))
+    else {
+        return Ok(None);
+    };
+    let (binds, bind_rx) = mpsc::channel(1024);
+    let (revoked, revoked_rx) = mpsc::channel(16);
+    let admin = (!identity.admins.is_empty()).then(|| Control {
+        admins: identity.admins.clone(),
+        tx: control.clone(),
+    });
+    let bound = serve_with_control(
+        address,
+        Arc::clone(trust),
+        binds,
+        revoked,
+        handshakes,
+        admin,
+    )?;
+    info!(address = %bound, trust_domain = %trust.trust_domain(), "identity endpoint listening");
+    Ok(Some((bind_rx, revoked_rx)))
+}
 
 impl Agent {
     pub(super) fn on_control(&mut self, request: Request) {
@@ -36,6 +79,10 @@ impl Agent {
             }
             Request::Revoke(target, reply) => {
                 let _ = reply.send(self.revoke(&target));
+            }
+            // Answered by the loop itself, which holds the service manager's notifier.
+            Request::Reload(reply) => {
+                let _ = reply.send(Err("reload is answered by the agent's loop".to_owned()));
             }
         }
     }

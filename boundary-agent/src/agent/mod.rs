@@ -42,7 +42,7 @@ use crate::{
         maps::MapsError,
         rtnetlink::{self, LinkSubscription},
     },
-    identity::{self, BindRequest, Revoked, Stats, TrustStore},
+    identity::{self, Stats, TrustStore},
     metrics::{self, AgentState, HttpError},
     policy::{self, CompileError, Interfaces, Policy, PolicyError},
 };
@@ -116,7 +116,12 @@ pub struct Agent {
     statics: BTreeMap<IpAddr, String>,
     /// Verified peers to bind, and certificates a reloaded CRL lists, from the identity
     /// endpoint (taken by the loop).
-    endpoint: Option<(Receiver<BindRequest>, Receiver<Revoked>)>,
+    endpoint: Option<identity_loop::Endpoint>,
+    /// The control channel (local socket, control API), taken by the loop.
+    control: Option<(
+        tokio::sync::mpsc::Sender<control::Request>,
+        Receiver<control::Request>,
+    )>,
 }
 
 impl Agent {
@@ -198,17 +203,12 @@ impl Agent {
             }
             metrics::serve(addr, registry, Arc::clone(&state))?;
         }
+        // Requests from the local control socket and the control API over mTLS.
+        let control = tokio::sync::mpsc::channel(16);
         // The identity endpoint last: a peer it verifies is bound against the live policy.
-        let endpoint = match (&trust, config.identity.as_ref().and_then(|i| i.listen)) {
-            (Some(trust), Some(address)) => {
-                let (binds, bind_rx) = tokio::sync::mpsc::channel(1024);
-                let (revoked, revoked_rx) = tokio::sync::mpsc::channel(16);
-                let bound =
-                    identity::serve(address, Arc::clone(trust), binds, revoked, handshakes)?;
-                info!(address = %bound, trust_domain = %trust.trust_domain(), "identity endpoint listening");
-                Some((bind_rx, revoked_rx))
-            }
-            _ => None,
+        let endpoint = match &trust {
+            Some(trust) => identity_loop::start_endpoint(&config, trust, &control.0, handshakes)?,
+            None => None,
         };
         let workloads = policy.workloads.len();
         let statics = statics_of(&policy);
@@ -233,6 +233,7 @@ impl Agent {
             bindings,
             statics,
             endpoint,
+            control: Some(control),
         })
     }
 
@@ -270,7 +271,10 @@ impl Agent {
             None
         });
         let mut poll = tokio::time::interval(POLL);
-        let (control_tx, mut control) = tokio::sync::mpsc::channel(16);
+        let (control_tx, mut control) = self
+            .control
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::channel(16));
         if let Err(e) = control::serve(&self.config.state_dir, control_tx) {
             warn!(error = %e, state_dir = %self.config.state_dir.display(), "cannot open the control socket; `identity revoke` and `identity list` cannot reach this agent");
         }
@@ -288,7 +292,18 @@ impl Agent {
                     let _ = request.reply.send(outcome);
                 }
                 Some(list) = next(revoked.as_mut()) => self.on_revoked(&list.0),
-                Some(request) = control.recv() => self.on_control(request),
+                Some(request) = control.recv() => match request {
+                    control::Request::Reload(reply) => {
+                        let refused = lock(&self.state).reloads_failed;
+                        self.tick(true, &notify);
+                        let _ = reply.send(if lock(&self.state).reloads_failed == refused {
+                            Ok(())
+                        } else {
+                            Err("the policy was refused; the running policy stays (the agent's log says why)".to_owned())
+                        });
+                    }
+                    other => self.on_control(other),
+                },
                 _ = sweep.tick() => self.sweep_bindings(),
                 _ = int.recv() => break,
                 _ = hup.recv() => {

@@ -84,9 +84,19 @@ pub enum ServeError {
     },
 }
 
+/// The control API over mTLS: the SPIFFE IDs allowed to use it, and the agent's control
+/// channel (the one its local socket feeds). An admin's handshake binds nothing: it is an
+/// operator's identity, not a workload's.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub admins: Vec<String>,
+    pub tx: mpsc::Sender<crate::agent::control::Request>,
+}
+
 /// What every connection's task shares.
 #[derive(Debug)]
 struct Shared {
+    control: Option<Control>,
     trust: Arc<TrustStore>,
     binds: mpsc::Sender<BindRequest>,
     stats: Arc<Stats>,
@@ -106,6 +116,18 @@ pub fn serve(
     revoked: mpsc::Sender<Revoked>,
     stats: Arc<Stats>,
 ) -> Result<SocketAddr, ServeError> {
+    serve_with_control(addr, trust, binds, revoked, stats, None)
+}
+
+/// As [`serve`], with the control API for `control`'s admins.
+pub fn serve_with_control(
+    addr: SocketAddr,
+    trust: Arc<TrustStore>,
+    binds: mpsc::Sender<BindRequest>,
+    revoked: mpsc::Sender<Revoked>,
+    stats: Arc<Stats>,
+    control: Option<Control>,
+) -> Result<SocketAddr, ServeError> {
     let bind = |source| ServeError::Bind { addr, source };
     let start = |source| ServeError::Start { source };
     let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
@@ -123,6 +145,7 @@ pub fn serve(
         TcpListener::from_std(listener).map_err(bind)?
     };
     let shared = Arc::new(Shared {
+        control,
         trust,
         binds,
         stats,
@@ -272,6 +295,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mu
         }
     };
     let id = attested.id.to_string();
+    if let Some(control) = shared.control.as_ref().filter(|c| c.admins.contains(&id)) {
+        shared.stats.count("ok", "admin");
+        info!(peer = %peer, spiffe_id = %id, "identity: control API connection");
+        let tx = control.tx.clone();
+        tokio::select! {
+            () = slot.evicted() => debug!("identity connection closed to make room"),
+            served = tokio::time::timeout(DEADLINE, answer_control(tls, tx)) => if let Ok(Err(e)) = served {
+                debug!(error = %e, "identity control connection");
+            },
+        }
+        return;
+    }
     let outcome = bind(&shared.binds, attested).await;
     let (result, reason) = outcome_labels(&outcome);
     shared.stats.count(result, reason);
@@ -338,7 +373,28 @@ async fn answer_http(tls: TlsStream<TcpStream>, answer: Arc<Answer>) -> Result<(
     http.serve_connection(TokioIo::new(tls), service).await
 }
 
+/// An admin's connection: the control API's routes (`agent/control.rs`), as on the local
+/// socket.
+async fn answer_control(
+    tls: TlsStream<TcpStream>,
+    tx: mpsc::Sender<crate::agent::control::Request>,
+) -> Result<(), hyper::Error> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(false);
+    let service = service_fn(move |req| crate::agent::control::respond(req, tx.clone()));
+    http.serve_connection(TokioIo::new(tls), service).await
+}
+
 fn respond<B>(req: &Request<B>, answer: &Answer) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/v1/identities") || req.uri().path() == "/v1/reload" {
+        return json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "not_an_admin", "detail": "the control API takes the SPIFFE IDs in identity.admins"}),
+        );
+    }
     if req.uri().path() != "/v1/register" {
         return json(
             StatusCode::NOT_FOUND,
