@@ -25,13 +25,13 @@ fn key(pkt: &Packet, direction: Direction) -> FragKey {
     }
 }
 
-/// Remembers the first fragment's decision, made under `epoch`.
+/// Remembers the first fragment's decision, made under `epoch` and the peer's `bind_seq`.
 #[inline(always)]
 pub fn remember(
     pkt: &Packet,
     direction: Direction,
     (slot, reason, rule): (u16, Reason, u32),
-    epoch: u32,
+    (epoch, bind_seq): (u32, u32),
 ) {
     let value = FragValue {
         reason: reason as u8,
@@ -39,6 +39,7 @@ pub fn remember(
         slot,
         rule,
         epoch,
+        bind_seq,
     };
     // A full LRU evicts; a failure costs the later fragments their verdict (fragment_unknown).
     let result = FRAGMENTS.insert(&key(pkt, direction), &value, 0);
@@ -50,11 +51,12 @@ pub fn remember(
     );
 }
 
-/// The first fragment's (slot, reason code, rule), if it was seen under the live `epoch`.
+/// The first fragment's (slot, reason code, rule), if it was seen under the live `epoch` and
+/// the peer's current `bind_seq`.
 #[inline(always)]
-pub fn follow(pkt: &Packet, direction: Direction, epoch: u32) -> Option<FragValue> {
-    // SAFETY: a 12-byte value copied out at once.
+pub fn follow(pkt: &Packet, direction: Direction, epoch: u32, bind_seq: u32) -> Option<FragValue> {
+    // SAFETY: a 16-byte value copied out at once.
     unsafe { FRAGMENTS.get(&key(pkt, direction)) }
         .copied()
-        .filter(|v| v.epoch == epoch)
+        .filter(|v| v.epoch == epoch && v.bind_seq == bind_seq)
 }

@@ -169,7 +169,8 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
     };
     // The peer's bind sequence, read before its identity is (see `BIND_SEQ_MAP`): a binding
     // written after this read moves it, so the verdict cached below is a miss next time.
-    let bind_seq = if cacheable && cfg.flags & CFG_EARNED != 0 {
+    let bind_seq = if cfg.flags & CFG_EARNED != 0 && (cacheable || pkt.fragment != Fragment::None)
+    {
         policy::bind_seq(match direction {
             Direction::Ingress => &pkt.src,
             Direction::Egress => &pkt.dst,
@@ -203,7 +204,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
             },
         }
     } else {
-        let j = match judge(pkt, direction, cfg, wire) {
+        let j = match judge(pkt, direction, cfg, wire, bind_seq) {
             ControlFlow::Continue(j) => j,
             ControlFlow::Break(d) => return d,
         };
@@ -230,7 +231,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
         }
         j
     };
-    finish(pkt, direction, &j, cached, cfg, wire)
+    finish(pkt, direction, &j, cached, cfg, (wire, bind_seq))
 }
 
 /// The policy's verdict, before conntrack and audit, or (`Break`) the decision for a packet
@@ -241,6 +242,7 @@ fn judge(
     direction: Direction,
     cfg: &DatapathConfig,
     wire: Wire,
+    bind_seq: u32,
 ) -> ControlFlow<Decision, Judged> {
     let generation = cfg.generation;
     delay::pause();
@@ -256,7 +258,7 @@ fn judge(
         });
     };
     if pkt.fragment == Fragment::Later {
-        let (reason, rule) = match fragments::follow(pkt, direction, cfg.epoch) {
+        let (reason, rule) = match fragments::follow(pkt, direction, cfg.epoch, bind_seq) {
             Some(first) => (
                 Reason::from_code(first.reason).unwrap_or_else(|| {
                     diag::unknown_reason("fragment table", first.reason, first.slot)
@@ -394,7 +396,7 @@ fn finish(
     j: &Judged,
     cached: Option<*mut VerdictCacheEntry>,
     cfg: &DatapathConfig,
-    wire: Wire,
+    (wire, bind_seq): (Wire, u32),
 ) -> Decision {
     let epoch = cfg.epoch;
     let mut reason = j.reason;
@@ -436,7 +438,7 @@ fn finish(
         conntrack::record(pkt, direction, j.slot);
     }
     if pkt.fragment == Fragment::First {
-        fragments::remember(pkt, direction, (j.slot, reason, j.rule), epoch);
+        fragments::remember(pkt, direction, (j.slot, reason, j.rule), (epoch, bind_seq));
     }
     Decision {
         slot: j.slot,

@@ -8,12 +8,12 @@
 //! static binding of the policy is never replaced.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use boundary_common::maps::{MAX_EARNED, issuer_hash};
+use boundary_common::maps::{CHAIN_MAX, MAX_EARNED, issuer_hash};
 use tracing::{info, warn};
 
 use crate::{
@@ -21,6 +21,7 @@ use crate::{
         Datapath,
         maps::{EarnedBinding, monotonic_ns},
     },
+    identity::Revoked,
     policy::{Binder, Earned, Policy, Tables, spiffe::SpiffeId},
 };
 
@@ -45,7 +46,12 @@ pub struct Peer<'a> {
     pub serial: &'a [u8],
     /// DER of the certificate's issuer name.
     pub issuer: &'a [u8],
+    /// The earliest notAfter of the chain presented.
     pub not_after: SystemTime,
+    /// `(issuer DER, serial)` of every certificate presented, leaf first.
+    pub chain: &'a [(Vec<u8>, Vec<u8>)],
+    /// The issuer DER of the last certificate presented.
+    pub anchor: &'a [u8],
 }
 
 /// Which bindings `identity revoke` takes out.
@@ -73,15 +79,20 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl Bindings {
-    /// The bindings recorded in the pins (a previous agent's), the expired ones left out.
+    /// The bindings recorded in the pins (a previous agent's), the expired ones left out and
+    /// none lasting longer than `lease` from now (a shorter lease applies at once).
     pub fn restore(datapath: &Datapath, lease: Duration, port: u16) -> Self {
         let now = monotonic_ns();
+        let longest = now.saturating_add(u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX));
         let earned: BTreeMap<IpAddr, EarnedBinding> = datapath
             .maps()
             .earned()
             .into_iter()
             .filter(|b| b.expires > now)
-            .map(|b| (b.addr, b))
+            .map(|mut b| {
+                b.expires = b.expires.min(longest);
+                (b.addr, b)
+            })
             .collect();
         if !earned.is_empty() {
             info!(
@@ -179,6 +190,13 @@ impl Bindings {
         if left.is_zero() {
             return Outcome::Unavailable("the certificate has expired".to_owned());
         }
+        let intermediates = peer.chain.get(1..).unwrap_or_default();
+        if intermediates.len() > CHAIN_MAX {
+            return Outcome::Unavailable(format!(
+                "a chain of {} intermediates (at most {CHAIN_MAX} are kept for revocation)",
+                intermediates.len()
+            ));
+        }
         let earned = EarnedBinding {
             addr: peer.addr,
             id,
@@ -187,6 +205,11 @@ impl Bindings {
             renewed: unix(wall),
             issuer: issuer_hash(peer.issuer),
             serial: peer.serial.to_vec(),
+            chain: intermediates
+                .iter()
+                .map(|(issuer, serial)| (issuer_hash(issuer), serial.clone()))
+                .collect(),
+            anchor: issuer_hash(peer.anchor),
         };
         let binding = binder.bind(peer.addr, peer.id);
         match datapath.bind(&earned, &binding) {
@@ -215,20 +238,25 @@ impl Bindings {
         self.take_out(datapath, |b| b.expires <= now)
     }
 
-    /// Takes out the bindings made with a certificate `revoked` lists, as (issuer DER, serial).
-    pub fn revoke_certificates(
-        &mut self,
-        datapath: &mut Datapath,
-        revoked: &[(Vec<u8>, Vec<u8>)],
-    ) -> Vec<EarnedBinding> {
-        let revoked: Vec<(u64, &[u8])> = revoked
+    /// Takes out the bindings the trust material no longer vouches for: made with a
+    /// certificate (leaf or intermediate) the CRLs list, or through a CA the bundle no longer
+    /// holds.
+    pub fn check_trust(&mut self, datapath: &mut Datapath, trust: &Revoked) -> Vec<EarnedBinding> {
+        let revoked: Vec<(u64, &[u8])> = trust
+            .revoked
             .iter()
             .map(|(issuer, serial)| (issuer_hash(issuer), serial.as_slice()))
             .collect();
-        self.take_out(datapath, |b| {
+        let anchors: BTreeSet<u64> = trust.anchors.iter().map(|a| issuer_hash(a)).collect();
+        let listed = |issuer: u64, serial: &[u8]| {
             revoked
                 .iter()
-                .any(|(i, s)| *i == b.issuer && same_serial(s, &b.serial))
+                .any(|(i, s)| *i == issuer && same_serial(s, serial))
+        };
+        self.take_out(datapath, |b| {
+            listed(b.issuer, &b.serial)
+                || b.chain.iter().any(|(i, s)| listed(*i, s))
+                || !anchors.contains(&b.anchor)
         })
     }
 
@@ -262,6 +290,23 @@ impl Bindings {
         }
         out
     }
+}
+
+/// Removes every earned binding recorded (the agent runs without the identity endpoint).
+pub fn forget_all(datapath: &mut Datapath) {
+    let recorded = datapath.maps().earned();
+    if recorded.is_empty() {
+        return;
+    }
+    for b in &recorded {
+        if let Err(e) = datapath.unbind(b.addr) {
+            warn!(addr = %b.addr, error = %e, "cannot remove an earned binding's record");
+        }
+    }
+    info!(
+        bindings = recorded.len(),
+        "earned bindings removed: the identity endpoint is off"
+    );
 }
 
 /// Serials compared as integers: DER may carry a leading zero byte that a CRL parser drops.

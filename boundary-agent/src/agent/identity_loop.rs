@@ -119,6 +119,8 @@ impl Agent {
             serial: &a.serial,
             issuer: &a.issuer,
             not_after: a.not_after,
+            chain: &a.chain,
+            anchor: &a.anchor,
         };
         match self.on_verified(&peer) {
             Outcome::Bound { expires, .. } => BindOutcome::Bound { expires },
@@ -159,13 +161,14 @@ impl Agent {
         outcome
     }
 
-    /// Takes out what a CRL newly lists, as (issuer DER, serial).
-    pub(super) fn on_revoked(&mut self, revoked: &[(Vec<u8>, Vec<u8>)]) {
+    /// Takes out what the trust material (reloaded, or as loaded at start) no longer vouches
+    /// for: a certificate the CRLs list, a CA the bundle dropped.
+    pub(super) fn on_trust(&mut self, trust: &Revoked) {
         let Some(bindings) = self.bindings.as_mut() else {
             return;
         };
-        for b in bindings.revoke_certificates(&mut self.datapath, revoked) {
-            info!(addr = %b.addr, id = %b.id, "earned binding revoked (the CRL lists its certificate)");
+        for b in bindings.check_trust(&mut self.datapath, trust) {
+            info!(addr = %b.addr, id = %b.id, "earned binding revoked (a CRL lists its chain, or the bundle no longer holds its CA)");
         }
         self.count_bindings();
     }

@@ -173,6 +173,19 @@ impl Agent {
             .as_ref()
             .and_then(|i| Some(Bindings::restore(&datapath, i.lease, i.listen?.port())));
         apply(&mut datapath, &config, &policy, &state, bindings.as_mut())?;
+        match (bindings.as_mut(), &trust) {
+            // What the pins kept is checked against the trust material as it is now: a CRL or
+            // a bundle changed while no agent ran.
+            (Some(b), Some(t)) => {
+                let gone = b.check_trust(&mut datapath, &t.current().state());
+                if !gone.is_empty() {
+                    warn!(bindings = gone.len(), "earned bindings the CRLs or the bundle no longer vouch for were removed");
+                }
+            }
+            // The endpoint is off: earned bindings were left out of the policy just applied,
+            // and their records go too (they must not come back when it is on again).
+            _ => bindings::forget_all(&mut datapath),
+        }
         let mut reconciler = Reconciler::default();
         reconciler.run(&mut datapath, &config, &links, true, true)?;
         lock(&state).interfaces = reconciler.status(&config.interfaces, &links);
@@ -291,7 +304,7 @@ impl Agent {
                     let outcome = self.on_attested(&request.attested);
                     let _ = request.reply.send(outcome);
                 }
-                Some(list) = next(revoked.as_mut()) => self.on_revoked(&list.0),
+                Some(trust) = next(revoked.as_mut()) => self.on_trust(&trust),
                 Some(request) = control.recv() => match request {
                     control::Request::Reload(reply) => {
                         let refused = lock(&self.state).reloads_failed;

@@ -50,7 +50,15 @@ pub struct Attested {
     pub serial: Vec<u8>,
     /// The DER of the leaf's issuer Name: with `serial`, what a CRL revokes.
     pub issuer: Vec<u8>,
+    /// The earliest notAfter of the chain the peer presented (the leaf's or an
+    /// intermediate's): a binding cannot outlive any certificate it was verified through.
     pub not_after: SystemTime,
+    /// `(issuer Name DER, serial)` of every certificate the peer presented, leaf first: a CRL
+    /// that lists any of them ends the binding.
+    pub chain: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The issuer Name DER of the last certificate presented: the bundle CA the chain ends at.
+    /// A bundle reload without that CA ends the binding.
+    pub anchor: Vec<u8>,
 }
 
 /// What the binding side answered a [`BindRequest`].
@@ -73,10 +81,16 @@ pub struct BindRequest {
     pub reply: tokio::sync::oneshot::Sender<BindOutcome>,
 }
 
-/// Certificates a reloaded CRL newly lists, as `(issuer Name DER, serial)`: the bindings made
-/// with them are to be removed.
+/// The trust material after a reload, as the binding side needs it: what the CRLs list and
+/// which CAs the bundle holds. Bindings made with a listed certificate, or through a CA no
+/// longer in the bundle, are to be removed. Sent after every reload (and once at start).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Revoked(pub Vec<(Vec<u8>, Vec<u8>)>);
+pub struct Revoked {
+    /// `(issuer Name DER, serial)` of every certificate the CRLs list.
+    pub revoked: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The subject Name DER of every certificate of the bundle.
+    pub anchors: Vec<Vec<u8>>,
+}
 
 /// The agent config's `identity:` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

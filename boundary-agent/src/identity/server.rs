@@ -215,13 +215,14 @@ async fn poll(shared: Arc<Shared>, revoked: mpsc::Sender<Revoked>) {
         match polled {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(reload))) => {
-                let n = reload.newly_revoked.0.len();
+                let n = reload.newly_revoked;
                 info!(
                     newly_revoked = n,
                     trust_domain = %shared.trust.trust_domain(),
                     "identity: trust bundle, CRL or agent certificate reloaded"
                 );
-                if n > 0 && revoked.send(reload.newly_revoked).await.is_err() {
+                // Every reload: a CA taken out of the bundle ends its bindings too.
+                if revoked.send(reload.state).await.is_err() {
                     warn!("identity: nothing receives revocations any more");
                 }
             }
@@ -269,6 +270,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mu
             .ok_or(Rejection::NoClientCert)?;
         // Verified already; parsed again for the values the binding needs.
         let svid = svid::check_leaf(leaf, &shared.trust.trust_domain())?;
+        let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        let chain = svid::chain_of(presented)?;
         Ok((
             tls,
             Attested {
@@ -276,7 +279,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mu
                 id: svid.id,
                 serial: svid.serial,
                 issuer: svid.issuer,
-                not_after: svid.not_after,
+                not_after: chain.not_after.min(svid.not_after),
+                chain: chain.links,
+                anchor: chain.anchor,
             },
         ))
     });

@@ -43,6 +43,38 @@ pub struct Svid {
     pub not_after: SystemTime,
 }
 
+/// What a verified chain (as the peer presented it, leaf first) says beyond its leaf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// `(issuer Name DER, serial)` of every certificate.
+    pub links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The issuer Name DER of the last one: the bundle CA the chain ends at.
+    pub anchor: Vec<u8>,
+    /// The earliest notAfter.
+    pub not_after: SystemTime,
+}
+
+/// Reads a verified chain (DER, leaf first).
+pub fn chain_of(certs: &[impl AsRef<[u8]>]) -> Result<Chain, Rejection> {
+    let mut links = Vec::with_capacity(certs.len());
+    let mut anchor = Vec::new();
+    let mut not_after: Option<SystemTime> = None;
+    for der in certs {
+        let (_, cert) =
+            X509Certificate::from_der(der.as_ref()).map_err(|_| Rejection::MalformedCertificate)?;
+        let issuer = cert.issuer().as_raw().to_vec();
+        let t = system_time(cert.validity().not_after);
+        not_after = Some(not_after.map_or(t, |n| n.min(t)));
+        links.push((issuer.clone(), cert.raw_serial().to_vec()));
+        anchor = issuer;
+    }
+    Ok(Chain {
+        links,
+        anchor,
+        not_after: not_after.ok_or(Rejection::NoClientCert)?,
+    })
+}
+
 /// Checks the SVID rules on a leaf certificate (DER) whose chain is already verified.
 pub fn check_leaf(der: &[u8], trust_domain: &str) -> Result<Svid, Rejection> {
     let (rest, cert) =

@@ -74,7 +74,19 @@ pub struct Loaded {
     pub agent_not_after: SystemTime,
     /// `(issuer Name DER, serial)` of every certificate the loaded CRLs list.
     pub revoked: BTreeSet<(Vec<u8>, Vec<u8>)>,
+    /// The subject Name DER of every certificate of the bundle.
+    pub anchors: BTreeSet<Vec<u8>>,
     stamps: Vec<Option<Stamp>>,
+}
+
+impl Loaded {
+    /// What the binding side checks its bindings against.
+    pub fn state(&self) -> Revoked {
+        Revoked {
+            revoked: self.revoked.iter().cloned().collect(),
+            anchors: self.anchors.iter().cloned().collect(),
+        }
+    }
 }
 
 /// What tells a file changed: size, mtime and inode (a replacement by rename changes it).
@@ -89,8 +101,10 @@ struct Stamp {
 /// What a reload changed that the agent must act on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reload {
-    /// Certificates listed by the new CRLs and not by the previous ones.
-    pub newly_revoked: Revoked,
+    /// How many certificates the new CRLs list that the previous ones did not.
+    pub newly_revoked: usize,
+    /// The whole new state, for the binding side.
+    pub state: Revoked,
 }
 
 /// The current trust material, reloaded from disk on change.
@@ -153,14 +167,12 @@ impl TrustStore {
         };
         *failed = None;
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let newly_revoked = loaded
-            .revoked
-            .difference(&current.revoked)
-            .cloned()
-            .collect();
+        let newly_revoked = loaded.revoked.difference(&current.revoked).count();
+        let state = loaded.state();
         *current = Arc::new(loaded);
         Ok(Some(Reload {
-            newly_revoked: Revoked(newly_revoked),
+            newly_revoked,
+            state,
         }))
     }
 }
@@ -196,7 +208,8 @@ fn read(file: &Path) -> Result<Vec<u8>, TrustError> {
 fn load(paths: &TrustPaths) -> Result<Loaded, TrustError> {
     // Stamps first: a file that changes while it is read is read again at the next poll.
     let stamps = stamps(paths);
-    let (roots, trust_domain) = load_bundle(&paths.bundle, paths.trust_domain.as_deref())?;
+    let (roots, trust_domain, anchors) =
+        load_bundle(&paths.bundle, paths.trust_domain.as_deref())?;
     let (crls, revoked) = match &paths.crl {
         Some(file) => load_crls(file)?,
         None => (Vec::new(), BTreeSet::new()),
@@ -228,12 +241,14 @@ fn load(paths: &TrustPaths) -> Result<Loaded, TrustError> {
     // rotated-out certificate cannot ride on an old session.
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No ALPN: a client that offers only h2 (a gRPC stack) is still verified and bound (the
+    // handshake is what binds); with no protocol agreed it speaks HTTP/1.1 or nothing.
     Ok(Loaded {
         config: Arc::new(config),
         trust_domain,
         agent_not_after,
         revoked,
+        anchors,
         stamps,
     })
 }
@@ -242,7 +257,7 @@ fn load(paths: &TrustPaths) -> Result<Loaded, TrustError> {
 fn load_bundle(
     file: &Path,
     configured: Option<&str>,
-) -> Result<(RootCertStore, String), TrustError> {
+) -> Result<(RootCertStore, String, BTreeSet<Vec<u8>>), TrustError> {
     let certs = CertificateDer::pem_slice_iter(&read(file)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(file, format!("not a PEM certificate bundle: {e}")))?;
@@ -251,9 +266,13 @@ fn load_bundle(
     }
     let mut roots = RootCertStore::empty();
     let mut domains = BTreeSet::new();
+    let mut anchors = BTreeSet::new();
     let mut unnamed = 0;
     for (i, cert) in certs.into_iter().enumerate() {
         let n = i + 1;
+        let (_, parsed) = X509Certificate::from_der(&cert)
+            .map_err(|_| invalid(file, format!("certificate {n} cannot be parsed")))?;
+        anchors.insert(parsed.subject().as_raw().to_vec());
         let named: Vec<String> = svid::uri_sans(&cert)
             .map_err(|_| invalid(file, format!("certificate {n} cannot be parsed")))?
             .iter()
@@ -304,7 +323,7 @@ fn load_bundle(
             }
         },
     };
-    Ok((roots, trust_domain))
+    Ok((roots, trust_domain, anchors))
 }
 
 type RevokedSet = BTreeSet<(Vec<u8>, Vec<u8>)>;

@@ -92,11 +92,31 @@ pub struct EarnedRecord {
     pub renewed: i64,
     /// FNV-1a of the DER of the certificate's issuer name ([`issuer_hash`]).
     pub issuer: u64,
+    /// [`issuer_hash`] of the issuer of the last certificate the peer presented: the bundle
+    /// CA its chain ends at (a bundle without it ends the binding).
+    pub anchor: u64,
     pub id_len: u16,
     pub serial_len: u8,
-    pub pad: [u8; 5],
+    /// Links of `chain` in use.
+    pub chain_len: u8,
+    pub pad: [u8; 4],
     pub serial: [u8; SERIAL_MAX],
+    /// The certificates presented above the leaf (intermediates), as a CRL lists them.
+    pub chain: [ChainLink; CHAIN_MAX],
     pub id: [u8; SPIFFE_ID_MAX],
+}
+
+/// Intermediates kept per earned binding (a longer chain is refused a binding).
+pub const CHAIN_MAX: usize = 4;
+
+/// A certificate of a chain as a CRL names it: its issuer's [`issuer_hash`] and its serial.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainLink {
+    pub issuer: u64,
+    pub serial_len: u8,
+    pub pad: [u8; 7],
+    pub serial: [u8; SERIAL_MAX],
 }
 
 /// FNV-1a (64 bits) of `der`, the issuer name a revocation is matched by beside the serial.
@@ -111,5 +131,9 @@ pub fn issuer_hash(der: &[u8]) -> u64 {
 
 const _: () = {
     assert!(size_of::<IdentityValue>() == 16);
-    assert!(size_of::<EarnedRecord>() == 40 + SERIAL_MAX + SPIFFE_ID_MAX);
+    assert!(size_of::<ChainLink>() == 16 + SERIAL_MAX);
+    assert!(
+        size_of::<EarnedRecord>()
+            == 48 + SERIAL_MAX + CHAIN_MAX * size_of::<ChainLink>() + SPIFFE_ID_MAX
+    );
 };

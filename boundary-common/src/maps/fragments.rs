@@ -37,9 +37,12 @@ pub struct FragValue {
     /// while that epoch is live, so it does not outlive the policy (or flow state) that made
     /// it, as cached verdicts do not.
     pub epoch: u32,
+    /// With `CFG_EARNED`: the peer's bind sequence then (see `BIND_SEQ_MAP`): a binding that
+    /// appears or goes ends the verdict, as it does a cached one.
+    pub bind_seq: u32,
 }
 
 const _: () = {
     assert!(size_of::<FragKey>() == 40);
-    assert!(size_of::<FragValue>() == 12);
+    assert!(size_of::<FragValue>() == 16);
 };

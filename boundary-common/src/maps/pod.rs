@@ -5,7 +5,7 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, BucketCredit, BucketState, Counter, CounterRow, DatapathConfig, DropEvent,
+    AddrKey, BucketCredit, ChainLink, BucketState, Counter, CounterRow, DatapathConfig, DropEvent,
     EarnedRecord, Endpoint, EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue,
     IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, WorkloadName,
 };
@@ -14,6 +14,7 @@ unsafe impl aya::Pod for DatapathConfig {}
 unsafe impl aya::Pod for AddrKey {}
 unsafe impl aya::Pod for IdentityValue {}
 unsafe impl aya::Pod for EarnedRecord {}
+unsafe impl aya::Pod for ChainLink {}
 unsafe impl aya::Pod for Endpoint {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for PolicyKey {}

@@ -12,7 +12,7 @@
 use std::{net::IpAddr, time::SystemTime};
 
 use boundary_common::maps::{
-    self as abi, BINDING_MTLS, EARNED_MAP, EarnedRecord, IDENTITIES_MAP, IdentityValue, SERIAL_MAX,
+    self as abi, BINDING_MTLS, CHAIN_MAX, ChainLink, EARNED_MAP, EarnedRecord, IDENTITIES_MAP, IdentityValue, SERIAL_MAX,
     SPIFFE_ID_MAX, bind_seq_slot,
 };
 
@@ -45,6 +45,11 @@ pub struct EarnedBinding {
     /// [`abi::issuer_hash`] of the certificate's issuer, and its serial.
     pub issuer: u64,
     pub serial: Vec<u8>,
+    /// The intermediates presented above the leaf: (issuer hash, serial), at most
+    /// [`abi::CHAIN_MAX`].
+    pub chain: Vec<(u64, Vec<u8>)>,
+    /// [`abi::issuer_hash`] of the bundle CA the chain ends at.
+    pub anchor: u64,
 }
 
 impl EarnedBinding {
@@ -65,12 +70,22 @@ impl EarnedBinding {
             not_after: self.not_after,
             renewed: self.renewed,
             issuer: self.issuer,
+            anchor: self.anchor,
             id_len: 0,
             serial_len: 0,
-            pad: [0; 5],
+            chain_len: 0,
+            pad: [0; 4],
             serial: [0; SERIAL_MAX],
+            chain: [ChainLink::default(); CHAIN_MAX],
             id: [0; SPIFFE_ID_MAX],
         };
+        for (link, (issuer, serial)) in r.chain.iter_mut().zip(&self.chain) {
+            let serial = &serial[..serial.len().min(SERIAL_MAX)];
+            link.issuer = *issuer;
+            link.serial[..serial.len()].copy_from_slice(serial);
+            link.serial_len = u8::try_from(serial.len()).unwrap_or(0);
+        }
+        r.chain_len = u8::try_from(self.chain.len().min(CHAIN_MAX)).unwrap_or(0);
         let id = &self.id.as_bytes()[..self.id.len().min(SPIFFE_ID_MAX)];
         r.id[..id.len()].copy_from_slice(id);
         r.id_len = u16::try_from(id.len()).unwrap_or(0);
@@ -90,6 +105,13 @@ impl EarnedBinding {
             renewed: r.renewed,
             issuer: r.issuer,
             serial: r.serial.get(..usize::from(r.serial_len))?.to_vec(),
+            chain: r
+                .chain
+                .get(..usize::from(r.chain_len))?
+                .iter()
+                .map(|l| Some((l.issuer, l.serial.get(..usize::from(l.serial_len))?.to_vec())))
+                .collect::<Option<_>>()?,
+            anchor: r.anchor,
         })
     }
 }
@@ -196,6 +218,8 @@ mod tests {
             renewed: 1_800_000_000,
             issuer: abi::issuer_hash(b"issuer"),
             serial: vec![0x01, 0xff, 0x00, 0x7f],
+            chain: vec![(abi::issuer_hash(b"root"), vec![0x42, 0x01])],
+            anchor: abi::issuer_hash(b"root"),
         };
         assert_eq!(EarnedBinding::from_record(b.addr, &b.record()), Some(b));
     }
