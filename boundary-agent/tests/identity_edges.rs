@@ -163,7 +163,7 @@ fn verdicts(t: &Tables, peer: IpAddr) -> Vec<String> {
                     (pkt.sport, pkt.dport) = (40001, *port);
                     let o = reference::decide(t, &mut State::default(), direction, 0, &pkt);
                     out.push(format!(
-                        "{direction:?} {proto}/{port} w={w}: slot {} {:?} rule {}",
+                        "{direction:?} {proto}/{port} w={w}: slot {} {:?} rule {:?}",
                         o.slot, o.reason, o.rule
                     ));
                 }
@@ -185,7 +185,8 @@ fn the_binder_judges_every_bound_peer_as_a_full_compile() {
     let mut rng = Rng(seed);
     for round in 0..300 {
         let text = random_policy(&mut rng);
-        let policy = Policy::from_str("random.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let policy =
+            Policy::from_str("random.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mut bindings: BTreeMap<IpAddr, SpiffeId> = BTreeMap::new();
         for _ in 0..rng.below(3) {
             let addr: IpAddr = rng.pick(PEERS).parse().expect("address");
@@ -223,4 +224,59 @@ fn the_binder_judges_every_bound_peer_as_a_full_compile() {
             "seed {seed:#x} round {round}:\n{text}\n{log}"
         );
     }
+}
+
+#[path = "support/pki.rs"]
+#[allow(dead_code, reason = "the other tests use the rest of the test PKI")]
+mod pki;
+
+/// Finding 6. A CRL of one CA breaks every chain of another CA with the same subject name.
+/// webpki picks the first loaded CRL whose issuer *name* is the chain's issuer and verifies
+/// its signature with that issuer's key; a CRL of a namesake CA does not verify, and the whole
+/// chain is refused (`bad_crl`), although this CA has no CRL at all ("unknown revocation
+/// status", which the agent means to allow). CAs sharing a name is the norm, not a corner:
+/// SPIRE signs every rotated CA with the same subject (`C=US, O=SPIFFE` by default), and a
+/// re-keyed CA keeps its name. So deploying the CRL of the CA being retired locks out every
+/// workload of its successor. `SvidVerifier::new` hands webpki every CRL of the file as is
+/// (`verifier.rs`); each CRL should be kept for the CA whose key signed it (checked at load,
+/// where a CRL no bundle CA signed is refused), and a chain checked only against those.
+#[test]
+#[ignore = "red-team finding 6: a CRL of one CA refuses every chain of a namesake CA (same subject, other key)"]
+fn a_namesake_cas_crl_does_not_refuse_this_cas_chains() {
+    use boundary_agent::identity::verifier::SvidVerifier;
+    use rustls::{
+        RootCertStore,
+        pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime, pem::PemObject},
+        server::danger::ClientCertVerifier,
+    };
+    // Two generations of one CA: the same name, different keys (a rotation).
+    let old = pki::Ca::root("SPIFFE", Some("example.org"));
+    let new = pki::Ca::root("SPIFFE", Some("example.org"));
+    let mut roots = RootCertStore::empty();
+    for ca in [&old, &new] {
+        roots
+            .add(CertificateDer::from(ca.der.clone()))
+            .expect("a CA");
+    }
+    let workload = new.svid("spiffe://example.org/orders/api", |_| {});
+    let verify = |crls: Vec<CertificateRevocationListDer<'static>>| {
+        SvidVerifier::new(roots.clone(), crls, "example.org".to_owned())
+            .expect("verifier")
+            .verify_client_cert(
+                &CertificateDer::from(workload.der.clone()),
+                &[],
+                UnixTime::now(),
+            )
+            .map(|_| ())
+    };
+    assert!(verify(Vec::new()).is_ok(), "valid without CRLs");
+    // The retiring CA's CRL, listing one of its own certificates (nothing of `new`'s).
+    let retired = old.svid("spiffe://example.org/old/thing", |_| {});
+    let crl = CertificateRevocationListDer::from_pem_slice(old.crl(&[&retired.serial]).as_bytes())
+        .expect("CRL PEM");
+    let got = verify(vec![crl]);
+    assert!(
+        got.is_ok(),
+        "the old CA's CRL refuses a certificate of the new CA, which no CRL lists: {got:?}"
+    );
 }

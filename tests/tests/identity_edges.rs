@@ -8,6 +8,8 @@
 //! PKI is made here with rcgen (an intermediate whose validity the test chooses, several
 //! roots of one trust domain), not with the shared `pki.rs`, whose CAs cannot do either.
 
+mod support;
+
 #[path = "../../boundary-agent/tests/support/pki.rs"]
 #[allow(
     dead_code,
@@ -22,11 +24,17 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use boundary_agent::{
+    datapath::maps::{EarnedBinding, monotonic_ns},
+    policy::{self, Binder, Earned, Policy},
+};
+use boundary_common::{Reason, maps::Action};
 use boundary_tests::{
     Lab,
     agent::{AgentFiles, AgentProcess, agent_bin},
     apps::{BulkServer, ns_output},
-    netns::addr::{CLIENT, SERVER, SERVER_IF},
+    netns::addr::{SERVER, SERVER_IF},
+    packets::{self, L4},
     require_root,
 };
 use rcgen::{
@@ -87,7 +95,9 @@ fn ca_params(cn: &str, uri: Option<&str>, not_after: Option<SystemTime>) -> Cert
     }
     let now = SystemTime::now();
     p.not_before = (now - Duration::from_secs(120)).into();
-    p.not_after = not_after.unwrap_or(now + Duration::from_secs(86_400)).into();
+    p.not_after = not_after
+        .unwrap_or(now + Duration::from_secs(86_400))
+        .into();
     p.serial_number = Some(SerialNumber::from_slice(&next_serial()));
     p
 }
@@ -118,7 +128,9 @@ impl Ca {
     fn intermediate(&self, cn: &str, not_after: Option<SystemTime>) -> Self {
         let params = ca_params(cn, None, not_after);
         let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer()).expect("intermediate");
+        let cert = params
+            .signed_by(&key, &self.issuer())
+            .expect("intermediate");
         Self {
             pem: cert.pem(),
             serial: params
@@ -277,7 +289,10 @@ impl Setup {
 
     /// Registers `leaf` and checks that the client then reaches the orders port.
     fn bind(&self, name: &str, leaf: &Leaf) {
-        assert!(!self.reaches(), "the orders port is open before the handshake");
+        assert!(
+            !self.reaches(),
+            "the orders port is open before the handshake"
+        );
         let (ok, out) = self.register(name, leaf);
         assert!(ok, "register: {out}\n{}", self.agent.log());
         assert!(self.reaches(), "bound, the client reaches the orders port");
@@ -382,7 +397,10 @@ fn a_binding_ends_when_the_intermediate_it_came_through_expires() {
         ends.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(200),
     );
     let (ok, out) = s.register("api2", &api);
-    assert!(!ok, "a chain through an expired intermediate verified: {out}");
+    assert!(
+        !ok,
+        "a chain through an expired intermediate verified: {out}"
+    );
     assert!(
         within(Duration::from_millis(1_500), || !s.reaches()),
         "the intermediate expired (the same chain is refused now) and its peer still reaches the port; identity list: {}",
@@ -414,5 +432,105 @@ fn removing_a_ca_from_the_bundle_ends_the_bindings_it_certified() {
         !s.reaches(),
         "the bundle no longer trusts the CA (its certificates are refused now), and the peer it certified still reaches the port; identity list: {}",
         s.list()
+    );
+}
+
+/// Finding 5. The fragment table outlives a binding: a first fragment admitted under an earned
+/// binding is remembered with the epoch only (`fragments::follow`), and unbinding moves the
+/// peer's bind sequence, not the epoch. So after `identity revoke` (or a CRL, or the
+/// deadline) the later fragments of a datagram begun while bound still pass as
+/// `policy_allow`, with no time limit but the LRU's: the issue's "no cached verdict may
+/// outlive it". A policy change (which moves the epoch) does cut them.
+#[test]
+#[ignore = "red-team finding 5: later fragments follow a first fragment's verdict after its binding is revoked"]
+fn later_fragments_stop_following_once_the_binding_is_revoked() {
+    if !require_root("later_fragments_stop_following_once_the_binding_is_revoked") {
+        return;
+    }
+    const WEB: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 0, 1);
+    const PEER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 1, 7);
+    let mut k = support::Kernel::empty();
+    let p = Policy::from_str(
+        "p.yaml",
+        "apiVersion: boundary.dev/v1
+failsafe: []
+workloads:
+  - name: api
+    addresses: [10.204.0.1]
+    ingress:
+      - { name: orders, from: { spiffe: \"spiffe://example.org/orders/*\" }, ports: [\"8443/udp\"] }
+",
+    )
+    .expect("valid");
+    let slots = k.dp.maps().slot_table().expect("slots");
+    let t = policy::compile_with(
+        &p,
+        &slots,
+        &std::collections::BTreeMap::new(),
+        &std::collections::BTreeMap::new(),
+        support::SLOTS,
+        &Earned {
+            enabled: true,
+            bindings: std::collections::BTreeMap::new(),
+            endpoint_port: None,
+        },
+    )
+    .expect("compiles");
+    k.dp.apply(&t, Action::Pass).expect("apply");
+    let mut binder = Binder::new(&p, &t);
+    let e = EarnedBinding {
+        addr: IpAddr::V4(PEER),
+        id: ORDERS.to_owned(),
+        expires: monotonic_ns() + 60_000_000_000,
+        not_after: 2_000_000_000,
+        renewed: 1_800_000_000,
+        issuer: 1,
+        serial: vec![1, 2, 3],
+    };
+    let binding = binder.bind(e.addr, &ORDERS.parse().expect("ID"));
+    k.dp.bind(&e, &binding).expect("bind");
+
+    let datagram = packets::v4(
+        PEER,
+        WEB,
+        L4::Udp {
+            sport: 40_000,
+            dport: 8443,
+        },
+        &[7; 64],
+    );
+    let mut first = datagram.clone();
+    packets::set_ipv4_fragment(&mut first, 0, true);
+    let mut later = datagram;
+    packets::set_ipv4_fragment(&mut later, 2, true);
+    let o = k.xdp(&first);
+    assert_eq!(
+        (o.action, o.reason),
+        (support::XDP_PASS, Reason::PolicyAllow),
+        "bound: the first fragment passes"
+    );
+    assert_eq!(k.xdp(&later).action, support::XDP_PASS, "and its followers");
+
+    k.dp.unbind(e.addr).expect("unbind");
+    let fresh = packets::v4(
+        PEER,
+        WEB,
+        L4::Udp {
+            sport: 40_001,
+            dport: 8443,
+        },
+        b"",
+    );
+    assert_eq!(
+        k.xdp(&fresh).action,
+        support::XDP_DROP,
+        "unbound: a new datagram is dropped"
+    );
+    let o = k.xdp(&later);
+    assert_eq!(
+        o.action,
+        support::XDP_DROP,
+        "unbound, a later fragment of the datagram begun while bound still passes ({:?})",
+        o.reason
     );
 }
