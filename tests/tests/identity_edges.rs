@@ -45,6 +45,9 @@ use rcgen::{
 const PORT: u16 = 8080;
 const ENDPOINT: &str = "10.203.0.1:8444";
 const ORDERS: &str = "spiffe://example.org/orders/api";
+/// The kernel-level reproducer's workload and peer.
+const WEB: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 0, 1);
+const PEER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 1, 7);
 
 fn policy() -> String {
     format!(
@@ -95,9 +98,7 @@ fn ca_params(cn: &str, uri: Option<&str>, not_after: Option<SystemTime>) -> Cert
     }
     let now = SystemTime::now();
     p.not_before = (now - Duration::from_secs(120)).into();
-    p.not_after = not_after
-        .unwrap_or(now + Duration::from_secs(86_400))
-        .into();
+    p.not_after = not_after.unwrap_or(now + Duration::from_hours(24)).into();
     p.serial_number = Some(SerialNumber::from_slice(&next_serial()));
     p
 }
@@ -450,9 +451,7 @@ fn later_fragments_stop_following_once_the_binding_is_revoked() {
     if !require_root("later_fragments_stop_following_once_the_binding_is_revoked") {
         return;
     }
-    const WEB: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 0, 1);
-    const PEER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 204, 1, 7);
-    let mut k = support::Kernel::empty();
+    let mut kernel = support::Kernel::empty();
     let p = Policy::from_str(
         "p.yaml",
         "apiVersion: boundary.dev/v1
@@ -465,8 +464,8 @@ workloads:
 ",
     )
     .expect("valid");
-    let slots = k.dp.maps().slot_table().expect("slots");
-    let t = policy::compile_with(
+    let slots = kernel.dp.maps().slot_table().expect("slots");
+    let tables = policy::compile_with(
         &p,
         &slots,
         &std::collections::BTreeMap::new(),
@@ -479,8 +478,8 @@ workloads:
         },
     )
     .expect("compiles");
-    k.dp.apply(&t, Action::Pass).expect("apply");
-    let mut binder = Binder::new(&p, &t);
+    kernel.dp.apply(&tables, Action::Pass).expect("apply");
+    let mut binder = Binder::new(&p, &tables);
     let e = EarnedBinding {
         addr: IpAddr::V4(PEER),
         id: ORDERS.to_owned(),
@@ -491,7 +490,7 @@ workloads:
         serial: vec![1, 2, 3],
     };
     let binding = binder.bind(e.addr, &ORDERS.parse().expect("ID"));
-    k.dp.bind(&e, &binding).expect("bind");
+    kernel.dp.bind(&e, &binding).expect("bind");
 
     let datagram = packets::v4(
         PEER,
@@ -506,15 +505,19 @@ workloads:
     packets::set_ipv4_fragment(&mut first, 0, true);
     let mut later = datagram;
     packets::set_ipv4_fragment(&mut later, 2, true);
-    let o = k.xdp(&first);
+    let outcome = kernel.xdp(&first);
     assert_eq!(
-        (o.action, o.reason),
+        (outcome.action, outcome.reason),
         (support::XDP_PASS, Reason::PolicyAllow),
         "bound: the first fragment passes"
     );
-    assert_eq!(k.xdp(&later).action, support::XDP_PASS, "and its followers");
+    assert_eq!(
+        kernel.xdp(&later).action,
+        support::XDP_PASS,
+        "and its followers"
+    );
 
-    k.dp.unbind(e.addr).expect("unbind");
+    kernel.dp.unbind(e.addr).expect("unbind");
     let fresh = packets::v4(
         PEER,
         WEB,
@@ -525,15 +528,15 @@ workloads:
         b"",
     );
     assert_eq!(
-        k.xdp(&fresh).action,
+        kernel.xdp(&fresh).action,
         support::XDP_DROP,
         "unbound: a new datagram is dropped"
     );
-    let o = k.xdp(&later);
+    let outcome = kernel.xdp(&later);
     assert_eq!(
-        o.action,
+        outcome.action,
         support::XDP_DROP,
         "unbound, a later fragment of the datagram begun while bound still passes ({:?})",
-        o.reason
+        outcome.reason
     );
 }
