@@ -33,7 +33,7 @@ use boundary_tests::{
     Lab,
     agent::{AgentFiles, AgentProcess, agent_bin},
     apps::{BulkServer, ns_output},
-    netns::addr::{SERVER, SERVER_IF},
+    netns::addr::{SERVER, SERVER_B, SERVER_IF},
     packets::{self, L4},
     require_root,
 };
@@ -208,16 +208,20 @@ struct Setup {
     _server: BulkServer,
 }
 
+/// The agent config with the identity endpoint listening on `listen` ("" = off).
+fn agent_config(listen: &str) -> String {
+    format!(
+        "metricsAddress: \"127.0.0.1:0\"\nidentity:\n  listen: \"{listen}\"\n  trustBundle: bundle.pem\n  crl: crl.pem\n  certificate: agent.pem\n  key: agent.key\n  lease: 1h\n"
+    )
+}
+
 fn setup(tag: &str, bundle: &str, agent_ca: &Ca) -> Setup {
+    setup_with(tag, &policy(), bundle, agent_ca)
+}
+
+fn setup_with(tag: &str, policy: &str, bundle: &str, agent_ca: &Ca) -> Setup {
     let lab = Lab::new(tag);
-    let files = AgentFiles::new(
-        tag,
-        SERVER_IF,
-        &policy(),
-        &format!(
-            "metricsAddress: \"127.0.0.1:0\"\nidentity:\n  listen: \"{ENDPOINT}\"\n  trustBundle: bundle.pem\n  crl: crl.pem\n  certificate: agent.pem\n  key: agent.key\n  lease: 1h\n"
-        ),
-    );
+    let files = AgentFiles::new(tag, SERVER_IF, policy, &agent_config(ENDPOINT));
     let agent = agent_ca.svid("spiffe://example.org/boundary/agent", true);
     write(&files.dir, "bundle.pem", bundle);
     write(&files.dir, "crl.pem", "");
@@ -538,5 +542,86 @@ workloads:
         support::XDP_DROP,
         "unbound, a later fragment of the datagram begun while bound still passes ({:?})",
         outcome.reason
+    );
+}
+
+/// Finding 7. The identity endpoint's port is opened on **every** protected address, not on
+/// the endpoint's: `compile::failsafe` adds `(tcp, port, 0.0.0.0/0)` and `(tcp, port, ::/0)`,
+/// and failsafe entries have no local address, so any workload of the host that listens on
+/// that port (8444 here) is reachable from anywhere whatever its policy says, although the
+/// endpoint listens on one address (`identity.listen: 10.203.0.1:8444`). A workload whose
+/// policy denies all ingress is open on 8444 as soon as the identity endpoint is turned on.
+#[test]
+#[ignore = "red-team finding 7: the endpoint's failsafe port is open on every workload address, not the endpoint's"]
+fn the_endpoints_port_is_open_on_its_address_only() {
+    if !require_root("the_endpoints_port_is_open_on_its_address_only") {
+        return;
+    }
+    let root = Ca::root("edges root");
+    let locked = format!(
+        "{}  - name: locked\n    addresses: [{SERVER_B}]\n    defaults: {{ ingress: deny }}\n",
+        policy()
+    );
+    let s = setup_with("idefs", &locked, &root.pem, &root);
+    // The lab gives the server SERVER_B too.
+    let port = ENDPOINT
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port");
+    let _app = BulkServer::start(&s.lab.server, SocketAddr::new(IpAddr::V4(SERVER_B), port));
+    let to = |addr| {
+        let to = SocketAddr::new(IpAddr::V4(addr), port);
+        s.lab
+            .client
+            .run(|| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(700)))
+            .is_ok()
+    };
+    assert!(to(SERVER), "the identity endpoint is reachable");
+    assert!(
+        !to(SERVER_B),
+        "a workload whose policy denies all ingress is reachable on the identity endpoint's port ({port}) at its own address"
+    );
+}
+
+/// Finding 8. Bindings come back after the identity endpoint was turned off. Restarted with
+/// `identity.listen: ""`, the agent compiles no earned binding (the peer is cut off), but it
+/// leaves their records in the pinned `EARNED_MAP`, and refuses `identity revoke` ("the
+/// identity endpoint is off"); restarted with the endpoint on again, `Bindings::restore`
+/// reads them back and the peers are admitted without a handshake, until their old lease
+/// ends. Turning the endpoint off is what an operator does to cut every earned access.
+#[test]
+#[ignore = "red-team finding 8: bindings dropped while the endpoint was off come back when it is on again"]
+fn bindings_dropped_while_the_endpoint_was_off_stay_gone() {
+    if !require_root("bindings_dropped_while_the_endpoint_was_off_stay_gone") {
+        return;
+    }
+    let root = Ca::root("edges root");
+    let mut s = setup("ideoff", &root.pem, &root);
+    let api = root.svid(ORDERS, true);
+    s.bind("api", &api);
+
+    let restart = |s: &mut Setup, listen: &str| {
+        assert!(s.agent.stop().is_some(), "the agent stops on SIGTERM");
+        let config = s.files.config();
+        let text = std::fs::read_to_string(&config).expect("agent config");
+        let start = text.find("identity:").expect("identity section");
+        let mut text = text[..start].to_owned();
+        text.push_str(
+            &agent_config(listen)[agent_config(listen).find("identity:").expect("section")..],
+        );
+        std::fs::write(&config, text).expect("agent config");
+        s.agent = AgentProcess::start(&s.lab.server, &config);
+    };
+    restart(&mut s, "");
+    assert!(
+        within(Duration::from_secs(2), || !s.reaches()),
+        "the endpoint is off: no earned binding admits"
+    );
+    restart(&mut s, ENDPOINT);
+    assert!(
+        !s.reaches(),
+        "a binding dropped while the endpoint was off came back without a handshake; identity list: {}",
+        s.list()
     );
 }
