@@ -169,8 +169,7 @@ fn ip(pkt: &Packet, direction: Direction, cfg: &DatapathConfig, wire: Wire) -> D
     };
     // The peer's bind sequence, read before its identity is (see `BIND_SEQ_MAP`): a binding
     // written after this read moves it, so the verdict cached below is a miss next time.
-    let bind_seq = if cfg.flags & CFG_EARNED != 0 && (cacheable || pkt.fragment != Fragment::None)
-    {
+    let bind_seq = if cfg.flags & CFG_EARNED != 0 && (cacheable || pkt.fragment != Fragment::None) {
         policy::bind_seq(match direction {
             Direction::Ingress => &pkt.src,
             Direction::Egress => &pkt.dst,

@@ -1,7 +1,8 @@
 //! Red-team reproducers for issue 14 (identity over mTLS), with the agent as a process: each
-//! test is a defect found by attacking the feature, written as the behaviour a user expects,
-//! so it fails today and passes once fixed. They are `#[ignore]`d with the finding's number
-//! until the fix lands: `cargo test -p boundary-tests --test identity_edges -- --ignored`.
+//! test is a defect found by attacking the feature, written as the behaviour a user expects;
+//! they failed before the fixes and pass now. The one still `#[ignore]`d is a known
+//! limitation, documented in the README: `cargo test -p boundary-tests --test identity_edges
+//! -- --ignored` shows it.
 //!
 //! The lab is `e2e_identity.rs`'s: `web` (10.203.0.1) admits TCP 8080 from
 //! `spiffe://example.org/orders/*` only; the client (10.203.0.2) earns that ID over mTLS. The
@@ -339,7 +340,6 @@ fn within(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// revoked peer keeps its access until the lease ends (an hour by default), and a restart
 /// is exactly when an operator deploys a new CRL.
 #[test]
-#[ignore = "red-team finding 1: a CRL present at start-up does not end bindings restored from the pins"]
 fn a_crl_deployed_while_the_agent_is_down_ends_the_binding_when_it_starts() {
     if !require_root("a_crl_deployed_while_the_agent_is_down_ends_the_binding_when_it_starts") {
         return;
@@ -372,7 +372,6 @@ fn a_crl_deployed_while_the_agent_is_down_ends_the_binding_when_it_starts() {
 /// chain), yet every workload it issued for keeps its access until its lease ends: a
 /// compromised intermediate cannot be cut off.
 #[test]
-#[ignore = "red-team finding 2: a CRL revoking an intermediate CA leaves the bindings made through it"]
 fn revoking_an_intermediate_ends_the_bindings_made_through_it() {
     if !require_root("revoking_an_intermediate_ends_the_bindings_made_through_it") {
         return;
@@ -402,7 +401,6 @@ fn revoking_an_intermediate_ends_the_bindings_made_through_it() {
 /// peer for up to the lease. The deadline should be the earliest notAfter of the verified
 /// chain.
 #[test]
-#[ignore = "red-team finding 3: a binding outlives the intermediate CA it was verified through"]
 fn a_binding_ends_when_the_intermediate_it_came_through_expires() {
     if !require_root("a_binding_ends_when_the_intermediate_it_came_through_expires") {
         return;
@@ -437,7 +435,6 @@ fn a_binding_ends_when_the_intermediate_it_came_through_expires() {
 /// only of newly revoked serials. The peers that CA certified keep their access until their
 /// leases end.
 #[test]
-#[ignore = "red-team finding 4: removing a CA from the trust bundle leaves the bindings it certified"]
 fn removing_a_ca_from_the_bundle_ends_the_bindings_it_certified() {
     if !require_root("removing_a_ca_from_the_bundle_ends_the_bindings_it_certified") {
         return;
@@ -466,7 +463,6 @@ fn removing_a_ca_from_the_bundle_ends_the_bindings_it_certified() {
 /// `policy_allow`, with no time limit but the LRU's: the issue's "no cached verdict may
 /// outlive it". A policy change (which moves the epoch) does cut them.
 #[test]
-#[ignore = "red-team finding 5: later fragments follow a first fragment's verdict after its binding is revoked"]
 fn later_fragments_stop_following_once_the_binding_is_revoked() {
     if !require_root("later_fragments_stop_following_once_the_binding_is_revoked") {
         return;
@@ -494,7 +490,7 @@ workloads:
         &Earned {
             enabled: true,
             bindings: std::collections::BTreeMap::new(),
-            endpoint_port: None,
+            endpoint: None,
         },
     )
     .expect("compiles");
@@ -508,6 +504,8 @@ workloads:
         renewed: 1_800_000_000,
         issuer: 1,
         serial: vec![1, 2, 3],
+        chain: Vec::new(),
+        anchor: 1,
     };
     let binding = binder.bind(e.addr, &ORDERS.parse().expect("ID"));
     kernel.dp.bind(&e, &binding).expect("bind");
@@ -568,7 +566,7 @@ workloads:
 /// endpoint listens on one address (`identity.listen: 10.203.0.1:8444`). A workload whose
 /// policy denies all ingress is open on 8444 as soon as the identity endpoint is turned on.
 #[test]
-#[ignore = "red-team finding 7: the endpoint's failsafe port is open on every workload address, not the endpoint's"]
+#[ignore = "known limitation (red-team finding 7): failsafe entries have no local address, so an endpoint on a workload address opens its port on every workload address (README, Identity over mTLS)"]
 fn the_endpoints_port_is_open_on_its_address_only() {
     if !require_root("the_endpoints_port_is_open_on_its_address_only") {
         return;
@@ -607,7 +605,6 @@ fn the_endpoints_port_is_open_on_its_address_only() {
 /// reads them back and the peers are admitted without a handshake, until their old lease
 /// ends. Turning the endpoint off is what an operator does to cut every earned access.
 #[test]
-#[ignore = "red-team finding 8: bindings dropped while the endpoint was off come back when it is on again"]
 fn bindings_dropped_while_the_endpoint_was_off_stay_gone() {
     if !require_root("bindings_dropped_while_the_endpoint_was_off_stay_gone") {
         return;
@@ -636,7 +633,6 @@ fn bindings_dropped_while_the_endpoint_was_off_stay_gone() {
 /// only what has expired), so a peer keeps its access for up to the old lease, while a new
 /// handshake would get the new one. Restored deadlines should be clamped to `renewed + lease`.
 #[test]
-#[ignore = "red-team finding 10: bindings restored at start keep the deadline of the old, longer lease"]
 fn a_shorter_lease_applies_to_restored_bindings() {
     if !require_root("a_shorter_lease_applies_to_restored_bindings") {
         return;

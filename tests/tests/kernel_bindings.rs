@@ -62,7 +62,7 @@ fn attestable() -> (Kernel, Binder, Policy) {
         &Earned {
             enabled: true,
             bindings: std::collections::BTreeMap::new(),
-            endpoint_port: None,
+            endpoint: None,
         },
     )
     .expect("compiles");
@@ -80,6 +80,8 @@ fn earned(addr: Ipv4Addr, spiffe: &str, lasts: Duration) -> EarnedBinding {
         renewed: 1_800_000_000,
         issuer: 1,
         serial: vec![1, 2, 3],
+        chain: Vec::new(),
+        anchor: 1,
     }
 }
 

@@ -63,8 +63,9 @@ pub enum Target {
 
 pub struct Bindings {
     lease: Duration,
-    /// The identity endpoint's port (a failsafe entry of every compile).
-    port: u16,
+    /// The identity endpoint's address (a failsafe entry of every compile, see
+    /// [`Earned::endpoint`]).
+    endpoint: std::net::SocketAddr,
     /// For the live generation; `None` before a policy is applied, or after a write failed
     /// (the agent then applies the policy again, which rebuilds it).
     binder: Option<Binder>,
@@ -79,20 +80,26 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl Bindings {
-    /// The bindings recorded in the pins (a previous agent's), the expired ones left out and
-    /// none lasting longer than `lease` from now (a shorter lease applies at once).
-    pub fn restore(datapath: &Datapath, lease: Duration, port: u16) -> Self {
+    /// The bindings recorded in the pins (a previous agent's), none lasting longer than
+    /// `lease` from when it was made or renewed (a shorter lease applies at once), the
+    /// expired ones left out.
+    pub fn restore(datapath: &Datapath, lease: Duration, endpoint: std::net::SocketAddr) -> Self {
         let now = monotonic_ns();
-        let longest = now.saturating_add(u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX));
+        let wall = unix(SystemTime::now());
+        let lease_ns = i128::try_from(lease.as_nanos()).unwrap_or(i128::MAX / 4);
         let earned: BTreeMap<IpAddr, EarnedBinding> = datapath
             .maps()
             .earned()
             .into_iter()
-            .filter(|b| b.expires > now)
             .map(|mut b| {
-                b.expires = b.expires.min(longest);
+                // Made `age` ago by the wall clock: its lease ends `lease - age` from now.
+                let age_ns = i128::from(wall.saturating_sub(b.renewed)) * 1_000_000_000;
+                let longest = i128::from(now) + lease_ns - age_ns;
+                b.expires =
+                    u64::try_from(longest.clamp(0, i128::from(b.expires))).unwrap_or(b.expires);
                 (b.addr, b)
             })
+            .filter(|(_, b)| b.expires > now)
             .collect();
         if !earned.is_empty() {
             info!(
@@ -102,7 +109,7 @@ impl Bindings {
         }
         Self {
             lease,
-            port,
+            endpoint,
             binder: None,
             earned,
         }
@@ -119,7 +126,7 @@ impl Bindings {
                 .filter(|b| b.expires > now)
                 .filter_map(|b| Some((b.addr, (b.id.parse().ok()?, b.expires))))
                 .collect(),
-            endpoint_port: Some(self.port),
+            endpoint: Some(self.endpoint),
         }
     }
 
@@ -292,8 +299,31 @@ impl Bindings {
     }
 }
 
+/// At start, once the policy is applied: what the pins kept is checked against the trust
+/// material as it is now (a CRL or a bundle changed while no agent ran); with the endpoint
+/// off, the records go (earned bindings were left out of the policy just applied, and must
+/// not come back when it is on again).
+pub fn check_at_start(
+    datapath: &mut Datapath,
+    bindings: Option<&mut Bindings>,
+    trust: Option<&crate::identity::TrustStore>,
+) {
+    match (bindings, trust) {
+        (Some(b), Some(t)) => {
+            let gone = b.check_trust(datapath, &t.current().state());
+            if !gone.is_empty() {
+                warn!(
+                    bindings = gone.len(),
+                    "earned bindings the CRLs or the bundle no longer vouch for were removed"
+                );
+            }
+        }
+        _ => forget_all(datapath),
+    }
+}
+
 /// Removes every earned binding recorded (the agent runs without the identity endpoint).
-pub fn forget_all(datapath: &mut Datapath) {
+fn forget_all(datapath: &mut Datapath) {
     let recorded = datapath.maps().earned();
     if recorded.is_empty() {
         return;

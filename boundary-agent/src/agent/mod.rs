@@ -171,21 +171,9 @@ impl Agent {
         let mut bindings = config
             .identity
             .as_ref()
-            .and_then(|i| Some(Bindings::restore(&datapath, i.lease, i.listen?.port())));
+            .and_then(|i| Some(Bindings::restore(&datapath, i.lease, i.listen?)));
         apply(&mut datapath, &config, &policy, &state, bindings.as_mut())?;
-        match (bindings.as_mut(), &trust) {
-            // What the pins kept is checked against the trust material as it is now: a CRL or
-            // a bundle changed while no agent ran.
-            (Some(b), Some(t)) => {
-                let gone = b.check_trust(&mut datapath, &t.current().state());
-                if !gone.is_empty() {
-                    warn!(bindings = gone.len(), "earned bindings the CRLs or the bundle no longer vouch for were removed");
-                }
-            }
-            // The endpoint is off: earned bindings were left out of the policy just applied,
-            // and their records go too (they must not come back when it is on again).
-            _ => bindings::forget_all(&mut datapath),
-        }
+        bindings::check_at_start(&mut datapath, bindings.as_mut(), trust.as_deref());
         let mut reconciler = Reconciler::default();
         reconciler.run(&mut datapath, &config, &links, true, true)?;
         lock(&state).interfaces = reconciler.status(&config.interfaces, &links);

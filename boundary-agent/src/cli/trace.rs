@@ -125,7 +125,7 @@ impl Trace {
                             .iter()
                             .filter_map(|b| Some((b.addr, (b.id.parse().ok()?, b.expires))))
                             .collect(),
-                        endpoint_port: None,
+                        endpoint: None,
                     },
                 )
                 .map_err(CliError::bad_input)?;

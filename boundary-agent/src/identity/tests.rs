@@ -374,7 +374,9 @@ fn a_reload_reports_newly_revoked_and_a_bad_file_keeps_the_previous_config() {
     dir.write("crl.pem", &root.crl(&[&a.serial, &b.serial]));
     let reload = store.poll().unwrap().expect("the CRL changed");
     let issuer = svid::check_leaf(&b.der, TD).unwrap().issuer;
-    assert_eq!(reload.newly_revoked.0, vec![(issuer, b.serial.clone())]);
+    assert_eq!(reload.newly_revoked, 1);
+    assert!(reload.state.revoked.contains(&(issuer, b.serial.clone())));
+    assert_eq!(reload.state.revoked.len(), 2, "both listed");
     assert!(!std::sync::Arc::ptr_eq(&before, &store.server_config()));
 
     let good = store.server_config();
@@ -392,7 +394,9 @@ fn a_reload_reports_newly_revoked_and_a_bad_file_keeps_the_previous_config() {
 
     // An emptied CRL file: nothing revoked any more, nothing newly revoked.
     dir.write("crl.pem", "");
-    assert_eq!(store.poll().unwrap().unwrap().newly_revoked.0, vec![]);
+    let emptied = store.poll().unwrap().unwrap();
+    assert_eq!(emptied.newly_revoked, 0);
+    assert_eq!(emptied.state.revoked, vec![]);
 }
 
 #[test]

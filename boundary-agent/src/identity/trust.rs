@@ -208,8 +208,7 @@ fn read(file: &Path) -> Result<Vec<u8>, TrustError> {
 fn load(paths: &TrustPaths) -> Result<Loaded, TrustError> {
     // Stamps first: a file that changes while it is read is read again at the next poll.
     let stamps = stamps(paths);
-    let (roots, trust_domain, anchors) =
-        load_bundle(&paths.bundle, paths.trust_domain.as_deref())?;
+    let (roots, trust_domain, anchors) = load_bundle(&paths.bundle, paths.trust_domain.as_deref())?;
     let (crls, revoked) = match &paths.crl {
         Some(file) => load_crls(file)?,
         None => (Vec::new(), BTreeSet::new()),

@@ -5,7 +5,7 @@
 #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use super::{
-    AddrKey, BucketCredit, ChainLink, BucketState, Counter, CounterRow, DatapathConfig, DropEvent,
+    AddrKey, BucketCredit, BucketState, ChainLink, Counter, CounterRow, DatapathConfig, DropEvent,
     EarnedRecord, Endpoint, EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue,
     IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, WorkloadName,
 };

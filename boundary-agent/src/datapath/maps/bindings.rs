@@ -12,8 +12,8 @@
 use std::{net::IpAddr, time::SystemTime};
 
 use boundary_common::maps::{
-    self as abi, BINDING_MTLS, CHAIN_MAX, ChainLink, EARNED_MAP, EarnedRecord, IDENTITIES_MAP, IdentityValue, SERIAL_MAX,
-    SPIFFE_ID_MAX, bind_seq_slot,
+    self as abi, BINDING_MTLS, CHAIN_MAX, ChainLink, EARNED_MAP, EarnedRecord, IDENTITIES_MAP,
+    IdentityValue, SERIAL_MAX, SPIFFE_ID_MAX, bind_seq_slot,
 };
 
 use super::{
@@ -109,7 +109,12 @@ impl EarnedBinding {
                 .chain
                 .get(..usize::from(r.chain_len))?
                 .iter()
-                .map(|l| Some((l.issuer, l.serial.get(..usize::from(l.serial_len))?.to_vec())))
+                .map(|l| {
+                    Some((
+                        l.issuer,
+                        l.serial.get(..usize::from(l.serial_len))?.to_vec(),
+                    ))
+                })
                 .collect::<Option<_>>()?,
             anchor: r.anchor,
         })

@@ -240,7 +240,7 @@ workloads:
         let mut earned = Earned {
             enabled: true,
             bindings: BTreeMap::new(),
-            endpoint_port: None,
+            endpoint: None,
         };
         for (addr, spiffe) in bindings {
             let addr: IpAddr = addr.parse().expect("address");

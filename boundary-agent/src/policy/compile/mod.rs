@@ -63,9 +63,13 @@ pub struct Earned {
     pub enabled: bool,
     /// Address -> the ID it proved and the binding's deadline (`IdentityValue::expires`).
     pub bindings: BTreeMap<IpAddr, (SpiffeId, u64)>,
-    /// The identity endpoint's TCP port: reachable from anywhere whatever the policy says (a
-    /// failsafe entry), or a peer could never prove who it is.
-    pub endpoint_port: Option<u16>,
+    /// The identity endpoint's address: reachable from anywhere whatever the policy says (a
+    /// failsafe entry for its TCP port), or a peer could never prove who it is. Failsafe
+    /// entries have no local address: when the endpoint listens on a workload's address (or
+    /// on every address), its port is open on every workload address; when it listens on an
+    /// address no workload has, no entry is needed (the datapath judges workloads' traffic
+    /// only).
+    pub endpoint: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,7 +158,7 @@ pub fn compile_with(
         cidrs: peers.cidrs,
         policy: entries,
         ranges,
-        failsafe: failsafe(policy, earned.endpoint_port),
+        failsafe: failsafe(policy, endpoint_port(policy, earned.endpoint)),
         rules: BTreeMap::new(),
         identity_info: peers.info,
         buckets: BTreeMap::new(),
@@ -182,6 +186,17 @@ fn give_ids(t: &mut Tables, rules: Vec<RuleInfo>, ids: &[u32]) {
         info.rules = info.rules.iter().map(|&r| id(r)).collect();
     }
     t.rules = rules.into_iter().map(|r| (id(r.position), r)).collect();
+}
+
+/// The identity endpoint's port, when a workload address can receive its connections.
+fn endpoint_port(policy: &Policy, endpoint: Option<std::net::SocketAddr>) -> Option<u16> {
+    let e = endpoint?;
+    (e.ip().is_unspecified()
+        || policy
+            .workloads
+            .iter()
+            .any(|w| w.addresses.contains(&e.ip().to_canonical())))
+    .then_some(e.port())
 }
 
 /// Failsafe entries as (protocol, local port, peer prefix): the policy's, and the identity
