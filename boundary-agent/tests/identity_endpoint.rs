@@ -554,7 +554,7 @@ fn handshake_rate() {
     let secs = start.elapsed().as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "a rate to print")]
     let rate = done as f64 / secs;
-    let cpu = endpoint_cpu() - cpu_before;
+    let cpu = endpoint_cpu().saturating_sub(cpu_before);
     #[expect(clippy::cast_precision_loss, reason = "a cost to print")]
     let per = cpu.as_secs_f64() * 1e6 / done as f64;
     println!(
