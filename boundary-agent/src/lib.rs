@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reference;
 pub mod report;
+pub mod slots;
 pub mod timefmt;
 pub mod yaml;
 

@@ -1,10 +1,7 @@
 //! Durations as the config and the CLI write them (`90s`, `10m`, `1h`, `1d`), times as the
 //! endpoint answers them (RFC 3339), and the identity section's other small serde helpers.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
@@ -62,46 +59,11 @@ pub fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAdd
 }
 
 /// A time as RFC 3339 in UTC, to the second (`2026-11-30T17:20:26Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
+pub use crate::timefmt::rfc3339;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_format_as_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(951_827_696); // 2000-02-29T12:34:56Z
-        assert_eq!(rfc3339(t), "2000-02-29T12:34:56Z");
-        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
-        assert_eq!(rfc3339(t), "2099-12-31T23:59:59Z");
-    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -14,7 +14,6 @@ pub mod duration;
 pub mod register;
 pub mod rejection;
 pub mod server;
-mod slots;
 pub mod stats;
 pub mod svid;
 #[cfg(test)]

@@ -42,14 +42,11 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::{debug, info, warn};
 
+use crate::slots::{Slot, Slots};
+
 use super::{
-    Attested, BindOutcome, BindRequest, Rejection, Revoked, Stats,
-    duration::rfc3339,
-    slots::{Slot, Slots},
-    stats::outcome_labels,
-    svid,
-    throttle::LogThrottle,
-    trust::TrustStore,
+    Attested, BindOutcome, BindRequest, Rejection, Revoked, Stats, duration::rfc3339,
+    stats::outcome_labels, svid, throttle::LogThrottle, trust::TrustStore,
 };
 
 /// How long a client has to complete the TLS handshake, from its connection's acceptance.

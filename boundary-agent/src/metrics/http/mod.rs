@@ -15,7 +15,7 @@
 //! - **One request per connection, all of it within [`DEADLINE`]**: reading it, waiting for a
 //!   scrape, and writing the answer to a client that may not read it.
 //! - **At most [`MAX_CONNECTIONS`] connections, and a new one is always admitted**: when every
-//!   slot is taken, the oldest connection is closed to make room (`slots.rs`). A probe sends
+//!   slot is taken, the oldest connection is closed to make room (`crate::slots`). A probe sends
 //!   its request on connecting and is answered at once, so it is the newest connection, not
 //!   the oldest; it could only be closed if that many connections arrived while it was being
 //!   answered. Refusing it instead would let whoever holds the slots turn the kubelet away.
@@ -27,7 +27,6 @@
 //!   blocking the thread.
 
 mod routes;
-mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -43,11 +42,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use self::{
-    routes::{ScrapeHold, Shared},
-    slots::Slots,
-};
+use self::routes::{ScrapeHold, Shared};
 use super::AgentState;
+use crate::slots::Slots;
 
 /// The largest request head read: request line and headers. Prometheus and the kubelet send
 /// well under 1 KiB; 8 KiB is nginx's limit for a header line too.

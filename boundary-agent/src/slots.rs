@@ -1,10 +1,12 @@
-//! Connection slots: at most a fixed number of connections are served at once, and a new one
-//! is always admitted, the oldest being closed to make room for it.
+//! Connection slots, of the HTTP endpoints (`metrics/http`) and the identity endpoint
+//! (`identity/server.rs`): at most a fixed number of connections are served at once, and a new
+//! one is always admitted, the oldest being closed to make room for it.
 //!
-//! Why the oldest: a probe or a scrape sends its whole request on connecting and is answered
-//! in milliseconds, so when all slots are taken the oldest connections are the ones trickling
-//! a request in or not reading their answer. Refusing the newcomer instead would let whoever
-//! holds the slots turn the kubelet away; queueing it would hold its probe past its timeout.
+//! Why the oldest: a probe, a scrape or a workload registering sends its whole request on
+//! connecting (or handshakes at once) and is answered in milliseconds, so when all slots are
+//! taken the oldest connections are the ones trickling a request or a handshake in, or not
+//! reading their answer. Refusing the newcomer instead would let whoever holds the slots turn
+//! the kubelet (or every workload) away; queueing it would hold its probe past its timeout.
 
 use std::{
     collections::BTreeMap,
@@ -63,7 +65,7 @@ impl Slots {
 
     /// Connections admitted and neither finished nor closed to make room.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn open(&self) -> usize {
         lock(&self.live).conns.len()
     }
 }
@@ -100,12 +102,12 @@ mod tests {
         assert!(!evicted);
         let (_b, evicted) = slots.admit();
         assert!(!evicted);
-        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.open(), 2);
         drop(a);
-        assert_eq!(slots.len(), 1);
+        assert_eq!(slots.open(), 1);
         let (_c, evicted) = slots.admit();
         assert!(!evicted, "a slot was free");
-        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.open(), 2);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -115,7 +117,7 @@ mod tests {
         let (mut middle, _) = slots.admit();
         let (mut newest, evicted) = slots.admit();
         assert!(evicted);
-        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.open(), 2);
         tokio::time::timeout(Duration::from_secs(1), oldest.evicted())
             .await
             .expect("the oldest is told to close");
@@ -127,7 +129,7 @@ mod tests {
         assert!(tokio::time::timeout(short, newest.evicted()).await.is_err());
         // The closed one ending later does not free a slot it no longer holds.
         drop(oldest);
-        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.open(), 2);
         let (_next, evicted) = slots.admit();
         assert!(evicted, "still full");
         tokio::time::timeout(Duration::from_secs(1), middle.evicted())
