@@ -221,6 +221,9 @@ pub struct IdentityReport {
     /// Bench side: end of the client's TLS handshake (nothing sent after it) to the binding
     /// seen in the pinned maps (identity entry present and the slot's bind sequence moved).
     pub to_map: Vec<Duration>,
+    /// The same handshakes from the start of the TLS handshake (ClientHello) to the binding
+    /// in the maps: an upper bound (both sides' whole handshake included).
+    pub hello_to_map: Vec<Duration>,
     /// Handshakes that did not bind in the latency passes (they must all bind).
     pub latency_failures: Vec<String>,
     pub rate: Option<HandshakeRate>,
@@ -262,6 +265,9 @@ pub struct HandshakeRate {
     /// The agent's and the bench process's utime + stime over the window.
     pub agent_cpu: Duration,
     pub client_cpu: Duration,
+    /// The whole machine's busy share over the window (/proc/stat: all but idle and iowait),
+    /// percent of all CPUs: what the network stack's softirqs cost shows here only.
+    pub machine_busy: Option<f64>,
     /// Client-side medians: TCP connect, TLS handshake, handshake end to answer.
     pub connect_median: Duration,
     pub handshake_median: Duration,

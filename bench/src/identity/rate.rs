@@ -68,7 +68,7 @@ pub fn run(lab: &IdentityLab, plan: &Plan) -> anyhow::Result<HandshakeRate> {
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let sources = Arc::new(sources);
-    let (agent_cpu, client_cpu) = lab.lab.client.run(|| -> anyhow::Result<_> {
+    let (agent_cpu, client_cpu, machine_busy) = lab.lab.client.run(|| -> anyhow::Result<_> {
         // Built on this thread, inside the client's namespace: the workers it starts are too.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(CLIENT_WORKERS)
@@ -91,11 +91,17 @@ pub fn run(lab: &IdentityLab, plan: &Plan) -> anyhow::Result<HandshakeRate> {
             tokio::time::sleep_until(start.into()).await;
             let a0 = cpu_time(agent_pid)?;
             let c0 = cpu_time(std::process::id())?;
+            let m0 = machine_ticks();
             tokio::time::sleep_until(end.into()).await;
             let a1 = cpu_time(agent_pid)?;
             let c1 = cpu_time(std::process::id())?;
+            let m1 = machine_ticks();
             while tasks.join_next().await.is_some() {}
-            anyhow::Ok((a1.saturating_sub(a0), c1.saturating_sub(c0)))
+            #[expect(clippy::cast_precision_loss, reason = "tick counts far below 2^52")]
+            let busy = m0.zip(m1).and_then(|((b0, t0), (b1, t1))| {
+                (t1 > t0).then(|| (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64)
+            });
+            anyhow::Ok((a1.saturating_sub(a0), c1.saturating_sub(c0), busy))
         })
     })?;
     let ok_after = lab.agent_ok().ok();
@@ -110,6 +116,7 @@ pub fn run(lab: &IdentityLab, plan: &Plan) -> anyhow::Result<HandshakeRate> {
         failed: t.failed.into_iter().collect(),
         agent_cpu,
         client_cpu,
+        machine_busy,
         connect_median: median(t.connect),
         handshake_median: median(t.handshake),
         answer_median: median(t.answer),
@@ -156,6 +163,22 @@ async fn client_task(
             _ => {}
         }
     }
+}
+
+/// (busy, total) ticks of all CPUs from /proc/stat's first line.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().sum();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = f.get(3)? + f.get(4)?;
+    Some((total - idle, total))
 }
 
 fn first_line(e: &anyhow::Error) -> String {
