@@ -221,7 +221,7 @@ pub struct IdentityReport {
     /// Bench side: end of the client's TLS handshake (nothing sent after it) to the binding
     /// seen in the pinned maps (identity entry present and the slot's bind sequence moved).
     pub to_map: Vec<Duration>,
-    /// The same handshakes from the start of the TLS handshake (ClientHello) to the binding
+    /// The same handshakes from the start of the TLS handshake (`ClientHello`) to the binding
     /// in the maps: an upper bound (both sides' whole handshake included).
     pub hello_to_map: Vec<Duration>,
     /// Handshakes that did not bind in the latency passes (they must all bind).

@@ -96,9 +96,9 @@ fn identity(report: &Report) -> [Target; 3] {
     let latency = Target {
         name: "identity: handshake completion to binding live, p99 over 200 handshakes <= 5 ms"
             .into(),
-        met: p99
-            .zip(map_p99)
-            .map(|(a, m)| a.as_secs_f64() <= 0.005 && m.as_secs_f64() <= 0.005 && id.latency_failures.is_empty()),
+        met: p99.zip(map_p99).map(|(a, m)| {
+            a.as_secs_f64() <= 0.005 && m.as_secs_f64() <= 0.005 && id.latency_failures.is_empty()
+        }),
         detail: format!(
             "to the 200 answer p99 {} ({} handshakes), to the pinned maps p99 {} ({}); upper bound from the ClientHello p99 {}{}",
             fmt_ms(p99),
@@ -158,7 +158,10 @@ fn identity(report: &Report) -> [Target; 3] {
 }
 
 fn fmt_ms(d: Option<std::time::Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
 }
 
 const PEER_ALLOW: &str = "xdp-filter: allow (src in allowlist)";

@@ -263,6 +263,10 @@ impl Measure<'_> {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the scenarios' sequence, read top to bottom"
+)]
 pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Churn> {
     let (mut dp, mut binder) = load()?;
     let prog_id = dp.xdp_program().info()?.id();

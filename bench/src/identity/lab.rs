@@ -9,6 +9,7 @@
 //! renews) its own address.
 
 use std::{
+    fmt::Write as _,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
@@ -102,7 +103,7 @@ impl IdentityLab {
         let mut adds = String::new();
         for net in SOURCE_NETS {
             for i in 1..=PER_NET {
-                adds.push_str(&format!("addr add {}/32 dev c0\n", source(net, i)));
+                let _ = writeln!(adds, "addr add {}/32 dev c0", source(net, i));
             }
         }
         ip_batch(lab.client.name(), &adds)?;
@@ -142,7 +143,8 @@ impl IdentityLab {
         let maps = Maps::from_pins(&layout)?;
         let generation = maps.datapath_config()?.generation;
         let bind_seq = Array::try_from(Map::Array(
-            MapData::from_pin(layout.map(BIND_SEQ_MAP)).context("open the pinned bind sequences")?,
+            MapData::from_pin(layout.map(BIND_SEQ_MAP))
+                .context("open the pinned bind sequences")?,
         ))?;
         let me = Self {
             lab,
@@ -163,14 +165,16 @@ impl IdentityLab {
     fn wait_for_endpoint(&self) -> anyhow::Result<()> {
         let to = self.client.endpoint;
         let start = Instant::now();
-        self.lab.client.run(|| loop {
-            if std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+        self.lab.client.run(|| {
+            loop {
+                if std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
+                    return Ok(());
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("the identity endpoint {to} does not accept connections");
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("the identity endpoint {to} does not accept connections");
-            }
-            std::thread::sleep(Duration::from_millis(50));
         })
     }
 

@@ -15,7 +15,7 @@
 //!   The client's "handshake complete" can come late: the agent's thread, woken by the
 //!   client's last flight, may preempt the client on its CPU and bind before the client runs
 //!   again, so this figure can be below the true one. Hence, from the same handshakes, an
-//!   upper bound: from the start of the TLS handshake (ClientHello) to the binding in the
+//!   upper bound: from the start of the TLS handshake (`ClientHello`) to the binding in the
 //!   maps, which includes both sides' whole handshake.
 
 use std::{

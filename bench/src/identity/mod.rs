@@ -22,7 +22,8 @@ pub mod latency;
 #[path = "../../../boundary-agent/tests/support/pki.rs"]
 #[allow(
     dead_code,
-    reason = "the agent's test PKI, shared; not every helper is used here"
+    clippy::return_self_not_must_use,
+    reason = "the agent's test PKI, shared (linted as test code there); not every helper is used here"
 )]
 pub mod pki;
 pub mod rate;
@@ -33,6 +34,14 @@ use super::{Plan, progress, results::IdentityReport, sys::RawProgram};
 /// Every figure of the step; `floor` is the empty XDP program the per-packet costs are net of.
 pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<IdentityReport> {
     let mut out = IdentityReport::default();
+    let load = |when: &str| {
+        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        format!(
+            "load average (1, 5, 15 min) {when}: {} (other work on the machine shares its CPUs with the agent and the clients)",
+            l.split_whitespace().take(3).collect::<Vec<_>>().join(", ")
+        )
+    };
+    out.notes.push(load("at the step's start"));
     match super::control_plane::agent_binary() {
         None => out.notes.push(
             "latency and handshakes/s not measured: BOUNDARY_AGENT_BIN is not set (cargo xtask bench sets it)"
@@ -60,5 +69,6 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<IdentityReport> {
     progress::step("identity: per-packet cost while bindings churn");
     out.churn = Some(churn::run(plan, floor)?);
     progress::done();
+    out.notes.push(load("at its end"));
     Ok(out)
 }

@@ -22,12 +22,7 @@ use super::{
     client::{Client, Stage, register},
     lab::{IdentityLab, PER_NET, source},
 };
-use crate::{
-    Plan,
-    observability::cpu_time,
-    results::HandshakeRate,
-    testrun::Samples,
-};
+use crate::{Plan, observability::cpu_time, results::HandshakeRate, testrun::Samples};
 
 /// Client tasks at once (the endpoint serves up to 512 connections).
 pub const CONCURRENCY: usize = 64;

@@ -11,7 +11,10 @@ use super::{
 use crate::results::{Churn, ChurnCell, HandshakeRate, IdentityReport, Report};
 
 fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
 }
 
 fn pct(p: Option<f64>) -> String {
@@ -33,8 +36,7 @@ pub fn section(o: &mut String, r: &Report) {
         o,
         "\n10. Identity over mTLS (issue #14): the agent's endpoint in the lab (TLS 1.3, ECDSA P-256 SVIDs, resumption off), and the datapath while bindings churn"
     );
-    if id.to_answer.is_empty() && id.to_map.is_empty() && id.rate.is_none() && id.churn.is_none()
-    {
+    if id.to_answer.is_empty() && id.to_map.is_empty() && id.rate.is_none() && id.churn.is_none() {
         let _ = writeln!(o, "   not measured");
     }
     if !id.to_answer.is_empty() || !id.to_map.is_empty() {
