@@ -20,7 +20,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, throughput,
-    /// control-plane, observability, verifier, kernel-log, rate-limit), for working on one of them. The targets need
+    /// control-plane, observability, verifier, kernel-log, rate-limit, identity), for working on one of them. The targets need
     /// every step.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -10,8 +10,10 @@
 //!   every policy swap do): entries of another epoch are misses. One array write.
 //! - **Hit or miss** of one probe call: this CPU's whole cache is read before and after the
 //!   call (one `BPF_MAP_LOOKUP_BATCH` each). A miss writes its flow's entry (`put`), which
-//!   changes that slot's flow or epoch; a hit changes neither (it may only update the entry's
-//!   conntrack bookkeeping). So "some slot's (flow, epoch) changed" proves a miss. The other
+//!   changes that slot's flow, epoch or bind sequence (a verdict made stale by a binding in its
+//!   peer's slot is written again with the same flow and epoch but the new sequence); a hit
+//!   changes none (it may only update the entry's conntrack bookkeeping). So "some slot's
+//!   (flow, epoch, bind sequence) changed" proves a miss. The other
 //!   answer counts as a hit, which makes the hit rate an upper bound: a packet the cache does
 //!   not consider at all would count as a hit too. Only TCP/UDP rows are probed.
 
@@ -31,17 +33,20 @@ use super::testrun::Target;
 type Entry = [u64; size_of::<VerdictCacheEntry>() / 8];
 const _: () = assert!(size_of::<VerdictCacheEntry>() == size_of::<Entry>());
 
-/// (flow words, epoch) of one slot: what a miss rewrites and a hit leaves alone.
-type Identity = [u64; FLOW_WORDS + 1];
+/// (flow words, epoch, bind sequence) of one slot: what a miss rewrites and a hit leaves alone.
+type Identity = [u64; FLOW_WORDS + 2];
+
+/// The `u32` field at byte `offset` of an entry.
+fn field32(e: &Entry, offset: usize) -> u64 {
+    (e[offset / 8] >> ((offset % 8) * 8)) & u64::from(u32::MAX)
+}
 
 fn identity(e: &Entry) -> Identity {
     let flow_at = offset_of!(VerdictCacheEntry, flow) / 8;
-    let epoch = offset_of!(VerdictCacheEntry, epoch);
-    let word = e[epoch / 8];
-    let shift = (epoch % 8) * 8;
-    let mut out = [0; FLOW_WORDS + 1];
+    let mut out = [0; FLOW_WORDS + 2];
     out[..FLOW_WORDS].copy_from_slice(&e[flow_at..flow_at + FLOW_WORDS]);
-    out[FLOW_WORDS] = (word >> shift) & u64::from(u32::MAX);
+    out[FLOW_WORDS] = field32(e, offset_of!(VerdictCacheEntry, epoch));
+    out[FLOW_WORDS + 1] = field32(e, offset_of!(VerdictCacheEntry, bind_seq));
     out
 }
 
@@ -86,6 +91,13 @@ impl VerdictCache {
         self.current.epoch != 0
     }
 
+    /// Reads the config again: after someone else (the agent's `Maps`) moved the epoch,
+    /// [`Self::empty`] must start from the epoch in the map.
+    pub fn reread(&mut self) -> anyhow::Result<()> {
+        self.current = self.config.get(&0, 0).context("read the datapath config")?;
+        Ok(())
+    }
+
     /// Invalidates every cached verdict: the next packet of any flow is its first again.
     pub fn empty(&mut self) -> anyhow::Result<()> {
         ensure!(self.enabled(), "the verdict cache is disabled (epoch 0)");
@@ -102,7 +114,7 @@ impl VerdictCache {
         // SAFETY: no arguments; returns the CPU the calling thread runs on.
         let cpu = unsafe { libc::sched_getcpu() };
         let cpu = usize::try_from(cpu).context("sched_getcpu")?;
-        let mut out = vec![[0; FLOW_WORDS + 1]; VERDICT_CACHE_SLOTS as usize];
+        let mut out = vec![[0; FLOW_WORDS + 2]; VERDICT_CACHE_SLOTS as usize];
         batch::read_per_cpu(&self.cache, VERDICT_CACHE_SLOTS, |i, per_cpu| {
             if let (Some(slot), Some(e)) = (out.get_mut(i as usize), per_cpu.get(cpu)) {
                 *slot = identity(e);

@@ -14,6 +14,8 @@
 //! - `ratelimit` (step 9, issue #13): a rule's bucket on the allow path with both CPUs on it,
 //!   the CAS bucket, the drop path, accuracy under a 90/10 skew, a spoofed flood at a
 //!   `per: source` rule;
+//! - `identity` (step 10, issue #14): binding latency and handshakes per second against the
+//!   agent's mTLS endpoint, and the per-packet cost and cache hit rate while bindings churn;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.
 //!
 //! `benches/datapath.rs` is the entry point: it parses the arguments and writes the report.
@@ -25,6 +27,7 @@ pub mod chart;
 pub mod control_plane;
 pub mod env;
 pub mod flood;
+pub mod identity;
 pub mod kernel;
 pub mod kernel_log;
 pub mod observability;
@@ -67,8 +70,13 @@ pub struct Plan {
     pub scrapes: usize,
     /// How long the agent's CPU is measured under the flood.
     pub obs_window: Duration,
+    /// Identity: handshakes per latency pass, the handshakes-per-second window, and passes of
+    /// the cached flows per churn scenario and run.
+    pub id_handshakes: usize,
+    pub id_window: Duration,
+    pub id_rounds: usize,
     /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
-    /// `observability`, `verifier`, `kernel-log`, `rate-limit`); all when empty.
+    /// `observability`, `verifier`, `kernel-log`, `rate-limit`, `identity`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -85,6 +93,9 @@ impl Plan {
             reloads: 5,
             scrapes: 30,
             obs_window: Duration::from_secs(30),
+            id_handshakes: 200,
+            id_window: Duration::from_secs(10),
+            id_rounds: 40,
             only: Vec::new(),
         }
     }
@@ -101,6 +112,9 @@ impl Plan {
             reloads: 3,
             scrapes: 10,
             obs_window: Duration::from_secs(10),
+            id_handshakes: 200,
+            id_window: Duration::from_secs(3),
+            id_rounds: 10,
             only: Vec::new(),
         }
     }
@@ -111,7 +125,7 @@ impl Plan {
 
     pub fn describe(&self, quick: bool) -> String {
         format!(
-            "{} mode: {} runs per figure, hot repeat {}, {} first-packet calls per run, {} flood frames per run, {} x {} s iperf3 runs per throughput cell, {} control-plane runs, {} reloads, {} scrapes, {} s under flood",
+            "{} mode: {} runs per figure, hot repeat {}, {} first-packet calls per run, {} flood frames per run, {} x {} s iperf3 runs per throughput cell, {} control-plane runs, {} reloads, {} scrapes, {} s under flood, {} handshakes per latency pass, {} s handshake window, {} churn passes per scenario and run",
             if quick { "quick" } else { "default" },
             self.runs,
             self.repeat,
@@ -122,7 +136,10 @@ impl Plan {
             self.cp_runs,
             self.reloads,
             self.scrapes,
-            self.obs_window.as_secs()
+            self.obs_window.as_secs(),
+            self.id_handshakes,
+            self.id_window.as_secs(),
+            self.id_rounds
         )
     }
 }
@@ -200,6 +217,9 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
     }
     if plan.wants("rate-limit") {
         report.rate_limits = optional(&mut report, "rate limits", || ratelimit::run(plan, &floors));
+    }
+    if plan.wants("identity") {
+        report.identity = optional(&mut report, "identity", || identity::run(plan, &floors.xdp));
     }
     report.targets = targets::evaluate(&report);
     report.elapsed = start.elapsed();

@@ -122,7 +122,7 @@ fn metrics_address(log: &str) -> anyhow::Result<SocketAddr> {
 
 /// One GET /metrics; the calling thread must be in the agent's namespace. Returns the time
 /// from connect to the last byte, and the body.
-fn scrape(addr: SocketAddr) -> anyhow::Result<(Duration, String)> {
+pub fn scrape(addr: SocketAddr) -> anyhow::Result<(Duration, String)> {
     let t = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -144,7 +144,7 @@ fn scrape(addr: SocketAddr) -> anyhow::Result<(Duration, String)> {
 }
 
 /// The agent's utime + stime so far.
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at the last ')'.
     let rest = &stat[stat.rfind(')').context("/proc/PID/stat")? + 2..];

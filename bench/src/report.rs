@@ -79,6 +79,7 @@ pub fn table(r: &Report) -> String {
     verifier_section(&mut o, r);
     kernel_log_section(&mut o, r);
     rate_limit_section(&mut o, r);
+    super::identity::report::section(&mut o, r);
     targets_section(&mut o, r);
     for w in &r.warnings {
         let _ = writeln!(o, "warning: {w}");
@@ -478,7 +479,7 @@ fn kernel_log_section(o: &mut String, r: &Report) {
 }
 
 fn targets_section(o: &mut String, r: &Report) {
-    let _ = writeln!(o, "\nTargets (issues #4, #5 and #9)");
+    let _ = writeln!(o, "\nTargets (issues #4, #5, #9, #13 and #14)");
     for t in &r.targets {
         let mark = match t.met {
             Some(true) => "met",
@@ -635,6 +636,7 @@ pub fn json(r: &Report) -> Json {
         },
         "kernel_log": kernel_log_json(r),
         "rate_limit": rate_limit_json(r),
+        "identity": super::identity::report::json(r),
         "programs": r.programs.iter().map(|p| json!({
             "program": p.program, "verified_insns": p.verified_insns, "jited_bytes": p.jited_bytes,
         })).collect::<Vec<_>>(),

@@ -211,6 +211,129 @@ pub struct RateLimits {
     pub notes: Vec<String>,
 }
 
+/// Issue #14, identity over mTLS: binding latency, handshakes per second, and the datapath's
+/// per-packet cost and cache hit rate while bindings churn (`identity`).
+#[derive(Clone, Debug, Default)]
+pub struct IdentityReport {
+    /// Client side: end of the client's TLS handshake to the status line of the 200 answer
+    /// (the endpoint answers only after the binding's map writes), one per handshake.
+    pub to_answer: Vec<Duration>,
+    /// Bench side: end of the client's TLS handshake (nothing sent after it) to the binding
+    /// seen in the pinned maps (identity entry present and the slot's bind sequence moved).
+    pub to_map: Vec<Duration>,
+    /// The same handshakes from the start of the TLS handshake (`ClientHello`) to the binding
+    /// in the maps: an upper bound (both sides' whole handshake included).
+    pub hello_to_map: Vec<Duration>,
+    /// Handshakes that did not bind in the latency passes (they must all bind).
+    pub latency_failures: Vec<String>,
+    pub rate: Option<HandshakeRate>,
+    pub churn: Option<Churn>,
+    pub notes: Vec<String>,
+}
+
+impl IdentityReport {
+    /// The `q` quantile (0..=1) of `v`, nearest rank.
+    pub fn quantile(v: &[Duration], q: f64) -> Option<Duration> {
+        let mut s = v.to_vec();
+        s.sort();
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "small counts"
+        )]
+        let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
+        s.get(rank - 1).copied()
+    }
+}
+
+/// Handshakes per second over a fixed window, the agent and the clients on the same CPUs.
+#[derive(Clone, Debug, Default)]
+pub struct HandshakeRate {
+    pub window: Duration,
+    /// Client tasks running at once, and source addresses they used.
+    pub concurrency: usize,
+    pub sources: usize,
+    /// Answered 200 (bound) within the window, and over the whole run (warm-up and the
+    /// connections that ended after the window included: what the agent's counter saw too).
+    pub bound: u64,
+    pub bound_total: u64,
+    /// Answered, but not 200: (status, count).
+    pub refused: Vec<(u16, u64)>,
+    /// Connections that failed before an answer (connect, TLS, I/O), by kind.
+    pub failed: Vec<(String, u64)>,
+    /// The agent's and the bench process's utime + stime over the window.
+    pub agent_cpu: Duration,
+    pub client_cpu: Duration,
+    /// The whole machine's busy share over the window (/proc/stat: all but idle and iowait),
+    /// percent of all CPUs: what the network stack's softirqs cost shows here only.
+    pub machine_busy: Option<f64>,
+    /// Client-side medians: TCP connect, TLS handshake, handshake end to answer.
+    pub connect_median: Duration,
+    pub handshake_median: Duration,
+    pub answer_median: Duration,
+    /// The agent's own `boundary_handshakes_total{result="ok"}` over the whole run, if read.
+    pub agent_ok: Option<u64>,
+}
+
+impl HandshakeRate {
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn per_sec(&self) -> f64 {
+        self.bound as f64 / self.window.as_secs_f64()
+    }
+
+    pub fn cpu_percent(d: Duration, window: Duration) -> f64 {
+        d.as_secs_f64() * 100.0 / window.as_secs_f64()
+    }
+}
+
+/// One scenario of the churn measurement: per-pass figures over every pass.
+#[derive(Clone, Debug, Default)]
+pub struct ChurnCell {
+    pub what: &'static str,
+    /// Mean net ns per packet of each pass (the pass's mean minus the floor pass's mean).
+    pub net: Vec<f64>,
+    /// Verdict-cache hits among probe calls (`cache`): measured, not derived.
+    pub hits: HitRate,
+    /// Bindings written per second while it ran (0 when idle).
+    pub binds_per_sec: f64,
+}
+
+impl ChurnCell {
+    pub fn median(&self) -> f64 {
+        super::testrun::Samples(self.net.clone()).median()
+    }
+
+    pub fn spread(&self) -> f64 {
+        super::testrun::Samples(self.net.clone()).spread()
+    }
+}
+
+/// Cached flows from many sources while bindings churn (in-process, `BPF_PROG_TEST_RUN`).
+#[derive(Clone, Debug, Default)]
+pub struct Churn {
+    pub flows: usize,
+    pub passes: usize,
+    /// Idle, bind at the target rate, bind + invalidate every CPU's cache each time.
+    pub idle: ChurnCell,
+    pub bind_seq: ChurnCell,
+    pub epoch: ChurnCell,
+    /// Bounds for the derived hit rate: the same flows with the cache emptied before every
+    /// call (all misses), and one cached flow repeated (all hits), single-run calls each.
+    pub all_miss: ChurnCell,
+    pub all_hit: ChurnCell,
+    /// The empty XDP program per single-run call.
+    pub floor: f64,
+}
+
+impl Churn {
+    /// (miss - observed) / (miss - hit): the hit rate the cost implies, in percent.
+    pub fn derived_hit_percent(&self, cell: &ChurnCell) -> Option<f64> {
+        let (miss, hit) = (self.all_miss.median(), self.all_hit.median());
+        (miss - hit > 0.0).then(|| (miss - cell.median()) * 100.0 / (miss - hit))
+    }
+}
+
 /// One configuration's runs of one throughput row.
 #[derive(Clone, Debug)]
 pub struct TputCell {
@@ -373,6 +496,7 @@ pub struct Report {
     pub observability: Observability,
     pub kernel_log: KernelLogReport,
     pub rate_limits: RateLimits,
+    pub identity: IdentityReport,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<Target>,
     pub elapsed: Duration,

@@ -1,5 +1,6 @@
 //! The targets of issues #4 (datapath, control plane), #5 (observability), #9 (throughput,
-//! first packets, spoofed floods, targets as users feel them) and #13 (rate limits), judged on this run's figures
+//! first packets, spoofed floods, targets as users feel them), #13 (rate limits) and #14
+//! (identity over mTLS), judged on this run's figures
 //! and reported as met / not met / cannot be judged. Never asserted: a missed target is a
 //! finding, not a failed run.
 
@@ -82,7 +83,85 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         agent_cpu(report),
         bucket_cost(report),
     ]);
+    out.extend(identity(report));
     out
+}
+
+/// Issue #14: binding latency, handshakes per second, and the datapath unchanged under churn.
+fn identity(report: &Report) -> [Target; 3] {
+    let id = &report.identity;
+    let (_, p99, _) = super::identity::report::summary(&id.to_answer);
+    let (_, map_p99, _) = super::identity::report::summary(&id.to_map);
+    let (_, upper_p99, _) = super::identity::report::summary(&id.hello_to_map);
+    let latency = Target {
+        name: "identity: handshake completion to binding live, p99 over 200 handshakes <= 5 ms"
+            .into(),
+        met: p99.zip(map_p99).map(|(a, m)| {
+            a.as_secs_f64() <= 0.005 && m.as_secs_f64() <= 0.005 && id.latency_failures.is_empty()
+        }),
+        detail: format!(
+            "to the 200 answer p99 {} ({} handshakes), to the pinned maps p99 {} ({}); upper bound from the ClientHello p99 {}{}",
+            fmt_ms(p99),
+            id.to_answer.len(),
+            fmt_ms(map_p99),
+            id.to_map.len(),
+            fmt_ms(upper_p99),
+            if id.latency_failures.is_empty() {
+                String::new()
+            } else {
+                format!("; {} not bound", id.latency_failures.len())
+            }
+        ),
+    };
+    let rate = Target {
+        name: "identity: >= 1,000 handshakes/s on 2 cores (ECDSA P-256, resumption off)".into(),
+        met: id.rate.as_ref().map(|r| r.per_sec() >= 1000.0),
+        detail: id.rate.as_ref().map_or_else(
+            || "not measured".into(),
+            |r| {
+                format!(
+                    "{:.0}/s bound over {:.0} s, {} refused, {} failed; agent and clients share the CPUs",
+                    r.per_sec(),
+                    r.window.as_secs_f64(),
+                    r.refused.iter().map(|(_, n)| n).sum::<u64>(),
+                    r.failed.iter().map(|(_, n)| n).sum::<u64>()
+                )
+            },
+        ),
+    };
+    let churn = id.churn.as_ref();
+    let unchanged = Target {
+        name: "identity: cached flows' per-packet cost <= 1.1x idle and hit rate within 2 points while 1,000 bindings/s are written".into(),
+        met: churn.and_then(|c| {
+            let ratio = c.bind_seq.median() / c.idle.median();
+            let (h0, h1) = (c.idle.hits.percent()?, c.bind_seq.hits.percent()?);
+            Some(ratio <= 1.1 && h0 - h1 <= 2.0)
+        }),
+        detail: churn.map_or_else(
+            || "not measured".into(),
+            |c| {
+                format!(
+                    "net {:.1} ns idle, {:.1} ns under churn ({:.2}x), hits {:.1} % -> {:.1} % (measured); with a global flush per binding instead: {:.1} ns ({:.2}x), hits {:.1} %",
+                    c.idle.median(),
+                    c.bind_seq.median(),
+                    c.bind_seq.median() / c.idle.median(),
+                    c.idle.hits.percent().unwrap_or(f64::NAN),
+                    c.bind_seq.hits.percent().unwrap_or(f64::NAN),
+                    c.epoch.median(),
+                    c.epoch.median() / c.idle.median(),
+                    c.epoch.hits.percent().unwrap_or(f64::NAN)
+                )
+            },
+        ),
+    };
+    [latency, rate, unchanged]
+}
+
+fn fmt_ms(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
 }
 
 const PEER_ALLOW: &str = "xdp-filter: allow (src in allowlist)";

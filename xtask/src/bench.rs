@@ -22,6 +22,11 @@ pub struct Args {
     /// target/bench/).
     #[arg(long)]
     pub json: bool,
+    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, throughput,
+    /// control-plane, observability, verifier, kernel-log, rate-limit, identity), for working
+    /// on one of them; the targets of the others are then "n/a".
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// (command that proves the package is there, Debian package).
@@ -57,6 +62,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if args.json {
         bench.push("--json");
+    }
+    let only;
+    if let Some(steps) = &args.only {
+        only = format!("--only={steps}");
+        bench.push(&only);
     }
     cargo(&bench, &[("BOUNDARY_AGENT_BIN", &agent)])?;
     eprintln!(
