@@ -120,7 +120,7 @@ fn load() -> anyhow::Result<(Datapath, Binder)> {
         &Earned {
             enabled: true,
             bindings: BTreeMap::new(),
-            endpoint_port: None,
+            endpoint: None,
         },
     )?;
     dp.apply(&t, Action::Pass).context("apply")?;
@@ -139,6 +139,8 @@ fn bind(dp: &mut Datapath, binder: &mut Binder, addr: Ipv4Addr) -> anyhow::Resul
         renewed: 0,
         issuer: 1,
         serial: vec![1],
+        chain: Vec::new(),
+        anchor: 1,
     };
     let b = binder.bind(e.addr, &id);
     dp.bind(&e, &b).context("Datapath::bind")?;
