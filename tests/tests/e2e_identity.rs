@@ -47,13 +47,14 @@ workloads:
     )
 }
 
-/// The lab, the PKI and an agent with the identity endpoint on.
+/// The lab, the PKI and an agent with the identity endpoint on. Dropped in field order: the
+/// agent stops first, then its pins go, then the namespaces.
 struct Setup {
-    lab: Lab,
-    ca: Ca,
-    files: AgentFiles,
     agent: AgentProcess,
     _server: BulkServer,
+    files: AgentFiles,
+    ca: Ca,
+    lab: Lab,
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
