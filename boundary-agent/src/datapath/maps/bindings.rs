@@ -5,7 +5,7 @@
 //! bind sequence of the address's slot, which makes the cached verdicts of its peers misses. A
 //! packet that read the sequence before the bump and the identity map before the binding caches
 //! a verdict the bump has already made stale; one that read the binding is right. Unbinding
-//! goes the same way: entry, record, sequence.
+//! goes record, entry, sequence.
 //!
 //! The keys written join the live generation's keys, so the next swap deletes them with it.
 
@@ -174,9 +174,15 @@ impl Maps {
         self.bump_bind_seq(b.addr)
     }
 
-    /// Takes `addr`'s earned binding out of the live generation and the record. A static
+    /// Takes `addr`'s earned binding out of the record and the live generation, in that
+    /// order: a crash in between leaves an entry no record backs, which the next agent's first
+    /// generation leaves out (the other order would bring a revoked binding back). A static
     /// binding of the address (the policy's) is left alone.
     pub(crate) fn unbind_live(&mut self, addr: IpAddr) -> Result<(), MapsError> {
+        match self.earned.remove(&addr_key(0, addr)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(EARNED_MAP)(e)),
+        }
         let g = self.datapath_config()?.generation;
         let key = addr_key(g, addr);
         if self
@@ -187,10 +193,6 @@ impl Maps {
             self.identities
                 .remove(&key)
                 .map_err(map_err(IDENTITIES_MAP))?;
-        }
-        match self.earned.remove(&addr_key(0, addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(EARNED_MAP)(e)),
         }
         self.bump_bind_seq(addr)
     }
