@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use tokio::sync::mpsc;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     Agent, AgentError,
@@ -140,14 +140,16 @@ impl Agent {
         };
         let outcome = bindings.bind(&mut self.datapath, peer);
         match &outcome {
+            // The endpoint logs bindings and refusals, throttled (a thousand handshakes a
+            // second must not mean a thousand log lines); here only at debug.
             Outcome::Bound { renewed, .. } => {
-                info!(addr = %peer.addr, id = %peer.id, renewed, "peer bound to its SPIFFE ID");
+                debug!(addr = %peer.addr, id = %peer.id, renewed, "peer bound to its SPIFFE ID");
             }
             Outcome::Conflict { holder } => {
-                warn!(addr = %peer.addr, id = %peer.id, holder, "refused: the address is bound to another ID (address_conflict)");
+                debug!(addr = %peer.addr, id = %peer.id, holder, "refused: the address is bound to another ID (address_conflict)");
             }
             Outcome::StaticElsewhere { holder } => {
-                warn!(addr = %peer.addr, id = %peer.id, holder, "refused: the policy binds the address to another ID");
+                debug!(addr = %peer.addr, id = %peer.id, holder, "refused: the policy binds the address to another ID");
             }
             Outcome::Unavailable(why) => {
                 warn!(addr = %peer.addr, id = %peer.id, why, "not bound");
