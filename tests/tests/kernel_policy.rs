@@ -814,7 +814,10 @@ fn an_upgrade_replaces_the_maps_it_cannot_adopt_and_keeps_the_rest() {
     assert_ne!(fragments.id(), config, "a fragments map of its own again");
     assert_eq!(
         (fragments.key_size(), fragments.value_size()),
-        (40, 12),
+        (
+            u32::try_from(size_of::<FragKey>()).expect("fits"),
+            u32::try_from(size_of::<FragValue>()).expect("fits")
+        ),
         "with this agent's layout"
     );
     assert_eq!(
