@@ -11,9 +11,10 @@ use boundary_common::maps::{
     AddrKey, BIND_SEQ_SLOTS, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
     EVENTS_RING_BYTES, EarnedRecord, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey,
     FlowValue, FragKey, FragValue, IdentityValue, MAX_BUCKETS, MAX_CIDRS, MAX_EARNED,
-    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY, MAX_RANGES,
-    MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PeerBucket, PeerKey, PolicyKey,
-    PolicyValue, RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
+    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY,
+    MAX_PREFIXES, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PeerBucket,
+    PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels, PrefixValue, RANGE_KEY_LEN,
+    VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -46,6 +47,13 @@ pub static EARNED: HashMap<AddrKey, EarnedRecord> =
 
 #[map(name = "BND_CIDRS")]
 pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+
+#[map(name = "BND_PREFIXES")]
+pub static PREFIXES: HashMap<PrefixKey, PrefixValue> =
+    HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_PREFIX_LVL")]
+pub static PREFIX_LEVELS: Array<PrefixLevels> = Array::with_max_entries(2, 0);
 
 #[map(name = "BND_POLICY")]
 pub static POLICY: HashMap<PolicyKey, PolicyValue> =

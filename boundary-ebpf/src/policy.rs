@@ -1,6 +1,8 @@
 //! Who the peer is, and what the policy says about it.
 //!
-//! Identity: the exact-address map first, the CIDR trie on a miss, `world` otherwise. Policy:
+//! Identity: the exact-address map first, the CIDR prefixes on a miss (a few hash probes down
+//! the prefix levels, see `boundary_common::maps::prefixes`; the trie for a family the
+//! compiler left there), `world` otherwise. Policy:
 //! a fixed sequence of lookups from most to least specific — (identity, port), (identity, port
 //! range), (identity, any port), then the same three for any identity — stopping at the first
 //! hit. The compiler has already folded every rule that could apply at one key into that key
@@ -10,12 +12,15 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY,
-    PolicyKey, PolicyValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, MAX_PREFIX_LEVELS, NEVER, PORT_ANY, PORTS_FAILSAFE,
+    PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
+    RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data, family_index,
     port_word_index, range_key_data,
 };
 
-use crate::maps::{BIND_SEQ, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, RANGES};
+use crate::maps::{
+    BIND_SEQ, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, PREFIX_LEVELS, PREFIXES, RANGES,
+};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
@@ -51,11 +56,55 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> (
     if cfg_flags & CFG_HAS_CIDRS == 0 {
         return (IDENTITY_WORLD, NEVER);
     }
+    let levels = PREFIX_LEVELS.get(u32::from(generation & 1));
+    let count = levels.map_or(PREFIX_LEVELS_TRIE, |l| l.count[family_index(family)]);
+    if count == PREFIX_LEVELS_NONE {
+        return (IDENTITY_WORLD, NEVER);
+    }
+    if count != PREFIX_LEVELS_TRIE
+        && let Some(l) = levels
+    {
+        let lens = if family == FAMILY_IPV4 { &l.v4 } else { &l.v6 };
+        return (walk_levels(generation, family, count, lens, addr), NEVER);
+    }
     let key = Key::new(
         CIDR_KEY_FIXED_BITS + addr_bits(family),
         cidr_key_data(generation, family, *addr),
     );
     (CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD), NEVER)
+}
+
+/// The identity the prefix levels give `addr`: shortest level first, until a region is
+/// missing (the answer so far) or has nothing deeper (its own answer). One hash probe per
+/// level walked, each a miss at most; no probe depends on a loaded value but for whether to
+/// go on.
+#[inline(always)]
+fn walk_levels(
+    generation: u8,
+    family: u8,
+    count: u8,
+    lens: &[u8; MAX_PREFIX_LEVELS],
+    addr: &[u8; 16],
+) -> u32 {
+    let mut id = IDENTITY_WORLD;
+    for (i, &len) in lens.iter().enumerate() {
+        if i >= usize::from(count) {
+            break;
+        }
+        let key = PrefixKey::new(generation, family, len, addr);
+        // SAFETY: an 8-byte value copied out at once; entries are never updated in place (a
+        // new generation gets new keys).
+        match unsafe { PREFIXES.get(&key) } {
+            None => break,
+            Some(v) => {
+                id = v.id;
+                if v.deeper == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    id
 }
 
 /// The clock of binding deadlines: `CLOCK_MONOTONIC`, coarse (a tick's resolution, half the

@@ -11,7 +11,8 @@
 #[cfg(doc)]
 use super::{
     AddrKey, BIND_SEQ_SLOTS, BucketState, CFG_EARNED, DropEvent, EVENTS_PER_SEC, EarnedRecord,
-    NO_BUCKET, VerdictCacheEntry, bind_seq_slot, counter_index, port_word_index, rule_bucket_index,
+    NO_BUCKET, PREFIX_LEVELS_TRIE, VerdictCacheEntry, bind_seq_slot, counter_index,
+    port_word_index, rule_bucket_index,
 };
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
@@ -38,8 +39,14 @@ pub const BIND_SEQ_MAP: &str = "BND_BIND_SEQ";
 /// keeps it across restarts. The agent's alone, as `RULE_IDS_MAP`: a restarted agent compiles
 /// its policy with these, so a binding outlives the process that made it.
 pub const EARNED_MAP: &str = "BND_EARNED";
-/// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses.
+/// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses, for
+/// a family whose prefixes the compiler could not lay out in levels ([`PREFIX_LEVELS_TRIE`]).
 pub const CIDRS_MAP: &str = "BND_CIDRS";
+/// `HashMap<PrefixKey, PrefixValue>`: the regions of the prefix levels (see `prefixes.rs`),
+/// consulted when the exact map misses.
+pub const PREFIXES_MAP: &str = "BND_PREFIXES";
+/// `Array<PrefixLevels>` with one entry per generation: each family's level lengths.
+pub const PREFIX_LEVELS_MAP: &str = "BND_PREFIX_LVL";
 /// `HashMap<PolicyKey, PolicyValue>`: rules for exact ports and for any port.
 pub const POLICY_MAP: &str = "BND_POLICY";
 /// `LpmTrie<RangeKey, PolicyValue>`: rules for port ranges, as prefixes of the port.
@@ -122,7 +129,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 30] = [
+pub const ALL_MAPS: [&str; 32] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -153,6 +160,8 @@ pub const ALL_MAPS: [&str; 30] = [
     BUCKET_IDS_MAP,
     PEER_BUCKETS_MAP,
     PEER_INSERTS_MAP,
+    PREFIXES_MAP,
+    PREFIX_LEVELS_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.
@@ -164,6 +173,9 @@ pub const MAX_IDENTITIES: u32 = 2 * 262_144;
 /// Earned bindings at most (addresses, each with one identity).
 pub const MAX_EARNED: u32 = 65_536;
 pub const MAX_CIDRS: u32 = 2 * 1_048_576;
+/// Regions of the prefix levels: as many as the trie's prefixes (a layout that would expand
+/// past half of it, one generation's share, leaves its family in the trie).
+pub const MAX_PREFIXES: u32 = 2 * 1_048_576;
 pub const MAX_POLICY: u32 = 2 * 1_048_576;
 pub const MAX_RANGES: u32 = 2 * 262_144;
 pub const MAX_FAILSAFE: u32 = 2 * 1024;

@@ -23,9 +23,10 @@ mod fragments;
 #[cfg(feature = "user")]
 mod pod;
 mod policy;
+mod prefixes;
 
 // The files are how the source is read, not how the ABI is named: one flat namespace.
 pub use self::{
     binding::*, bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*,
-    events::*, fragments::*, policy::*,
+    events::*, fragments::*, policy::*, prefixes::*,
 };

@@ -7,7 +7,8 @@
 use super::{
     AddrKey, BucketCredit, BucketState, ChainLink, Counter, CounterRow, DatapathConfig, DropEvent,
     EarnedRecord, Endpoint, EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue,
-    IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, WorkloadName,
+    IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels,
+    PrefixValue, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
@@ -19,6 +20,9 @@ unsafe impl aya::Pod for Endpoint {}
 unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}
+unsafe impl aya::Pod for PrefixKey {}
+unsafe impl aya::Pod for PrefixValue {}
+unsafe impl aya::Pod for PrefixLevels {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowValue {}
 unsafe impl aya::Pod for FragKey {}

@@ -35,6 +35,7 @@ mod endpoints;
 mod entries;
 mod identities;
 mod limits;
+pub mod prefixes;
 mod rules;
 mod slots;
 mod tables;
