@@ -75,7 +75,7 @@ impl Default for PrefixLevels {
 }
 
 /// The index of `family` in [`PrefixLevels::count`].
-#[inline(always)]
+#[inline]
 pub const fn family_index(family: u8) -> usize {
     if family == FAMILY_IPV6 { 1 } else { 0 }
 }
@@ -95,7 +95,7 @@ pub struct PrefixKey {
 
 impl PrefixKey {
     /// The key of the region of level `len` that holds `addr` (IPv4 in the first 4 bytes).
-    #[inline(always)]
+    #[inline]
     pub fn new(generation: u8, family: u8, len: u8, addr: &[u8; 16]) -> Self {
         Self {
             generation,
@@ -108,13 +108,13 @@ impl PrefixKey {
 }
 
 /// `addr` with every bit past the first `len` cleared, a word at a time.
-#[inline(always)]
+#[inline]
 pub fn masked(addr: &[u8; 16], len: u8) -> [u8; 16] {
     let mut out = [0u8; 16];
     let len = u32::from(len);
-    let mut i = 0;
+    let mut i = 0usize;
+    let mut start = 0u32;
     while i < 4 {
-        let start = 32 * i as u32;
         let mask = if len >= start + 32 {
             u32::MAX
         } else if len <= start {
@@ -134,6 +134,7 @@ pub fn masked(addr: &[u8; 16], len: u8) -> [u8; 16] {
         out[4 * i + 2] = b[2];
         out[4 * i + 3] = b[3];
         i += 1;
+        start += 32;
     }
     out
 }

@@ -33,6 +33,9 @@ pub struct PrefixLayout {
 /// A prefix as its top `len` bits, right-aligned.
 type Bits = u128;
 
+/// A family's level lengths and the regions of its levels.
+type Levelled = (Vec<u8>, Vec<(IpNet, PrefixValue)>);
+
 /// Regions a layout may expand `n` prefixes into before it takes another level: four times
 /// the prefixes, and at least 65,536 more. A level saved is a dependent cache miss saved on
 /// every first packet it would have been probed for; a region costs about 100 bytes of
@@ -60,28 +63,25 @@ impl PrefixLayout {
                 out.levels.count[f] = PREFIX_LEVELS_NONE;
                 continue;
             }
-            match lay_out(family, &mine, room) {
-                Some((lens, regions)) => {
-                    room -= regions.len();
-                    #[expect(clippy::cast_possible_truncation, reason = "at most 8 levels")]
-                    {
-                        out.levels.count[f] = lens.len() as u8;
-                    }
-                    let slots = if family == FAMILY_IPV4 {
-                        &mut out.levels.v4
-                    } else {
-                        &mut out.levels.v6
-                    };
-                    slots[..lens.len()].copy_from_slice(&lens);
-                    out.regions.extend(regions);
-                }
-                None => {
-                    out.levels.count[f] = PREFIX_LEVELS_TRIE;
-                    out.trie.extend(mine);
-                }
+            let Some((lens, regions)) = lay_out(family, &mine, room) else {
+                out.levels.count[f] = PREFIX_LEVELS_TRIE;
+                out.trie.extend(mine);
+                continue;
+            };
+            room -= regions.len();
+            #[expect(clippy::cast_possible_truncation, reason = "at most 8 levels")]
+            {
+                out.levels.count[f] = lens.len() as u8;
             }
+            let slots = if family == FAMILY_IPV4 {
+                &mut out.levels.v4
+            } else {
+                &mut out.levels.v6
+            };
+            slots[..lens.len()].copy_from_slice(&lens);
+            out.regions.extend(regions);
         }
-        out.regions.sort_by(|a, b| a.0.cmp(&b.0));
+        out.regions.sort_by_key(|r| r.0);
         out
     }
 
@@ -171,11 +171,7 @@ fn net_of(family: u8, bits: Bits, len: u8) -> IpNet {
 }
 
 /// The levels and regions of one family's prefixes, or `None` if they do not fit `room`.
-fn lay_out(
-    family: u8,
-    prefixes: &[(IpNet, u32)],
-    room: usize,
-) -> Option<(Vec<u8>, Vec<(IpNet, PrefixValue)>)> {
+fn lay_out(family: u8, prefixes: &[(IpNet, u32)], room: usize) -> Option<Levelled> {
     // Prefixes by length: length -> (bits -> identity).
     let mut by_len: BTreeMap<u8, HashMap<Bits, u32>> = BTreeMap::new();
     for (n, id) in prefixes {

@@ -1,3 +1,8 @@
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "random numbers cut to the widths they are drawn for"
+)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
@@ -85,13 +90,12 @@ fn probes(cidrs: &BTreeMap<IpNet, u32>, rng: &mut Rng, random: usize) -> Vec<IpA
 fn assert_same(cidrs: &BTreeMap<IpNet, u32>, layout: &PrefixLayout, rng: &mut Rng) {
     for addr in probes(cidrs, rng, 4_000) {
         let want = lpm(cidrs, addr);
-        match layout.walk(addr) {
-            Some(got) => assert_eq!(got, want, "{addr}: levels {:?}", layout.levels),
-            None => {
-                // In the trie: the trie holds exactly that family's prefixes.
-                let trie: BTreeMap<IpNet, u32> = layout.trie.iter().copied().collect();
-                assert_eq!(lpm(&trie, addr), want, "{addr} (trie)");
-            }
+        if let Some(got) = layout.walk(addr) {
+            assert_eq!(got, want, "{addr}: levels {:?}", layout.levels);
+        } else {
+            // In the trie: the trie holds exactly that family's prefixes.
+            let trie: BTreeMap<IpNet, u32> = layout.trie.iter().copied().collect();
+            assert_eq!(lpm(&trie, addr), want, "{addr} (trie)");
         }
     }
 }
@@ -182,7 +186,7 @@ fn one_length_is_one_level_and_one_region_per_prefix() {
     assert_eq!(layout.levels.v6[0], 64);
     assert_eq!(layout.regions.len(), 2000);
     assert!(layout.regions.iter().all(|r| r.1.deeper == 0));
-    assert!(layout.trie.is_empty());
+    assert_eq!(layout.trie, []);
     assert_same(&cidrs, &layout, &mut Rng(3));
 }
 
@@ -225,7 +229,7 @@ fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
     let layout = PrefixLayout::of(&cidrs, 50_000);
     assert_eq!(layout.levels.count[1], PREFIX_LEVELS_TRIE);
     assert_eq!(layout.trie.len(), cidrs.len());
-    assert!(layout.regions.is_empty());
+    assert_eq!(layout.regions, []);
     assert_eq!(layout.walk("fd00::1".parse().unwrap()), None);
     // With room for the expansion, the same set takes eight levels.
     let roomy = PrefixLayout::of(&cidrs, 1 << 20);
