@@ -12,9 +12,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, MAX_PREFIX_LEVELS, NEVER, PORT_ANY, PORTS_FAILSAFE,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE,
     PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
-    RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data, family_index,
+    RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data, family_index, mask_into,
     port_word_index, range_key_data,
 };
 
@@ -56,42 +56,48 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> (
     if cfg_flags & CFG_HAS_CIDRS == 0 {
         return (IDENTITY_WORLD, NEVER);
     }
-    let levels = PREFIX_LEVELS.get(u32::from(generation & 1));
-    let count = levels.map_or(PREFIX_LEVELS_TRIE, |l| l.count[family_index(family)]);
-    if count == PREFIX_LEVELS_NONE {
-        return (IDENTITY_WORLD, NEVER);
-    }
-    if count != PREFIX_LEVELS_TRIE
-        && let Some(l) = levels
-    {
-        let lens = if family == FAMILY_IPV4 { &l.v4 } else { &l.v6 };
-        return (walk_levels(generation, family, count, lens, addr), NEVER);
-    }
-    let key = Key::new(
-        CIDR_KEY_FIXED_BITS + addr_bits(family),
-        cidr_key_data(generation, family, *addr),
-    );
-    (CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD), NEVER)
+    (cidr_identity(generation, family, addr), NEVER)
 }
 
-/// The identity the prefix levels give `addr`: shortest level first, until a region is
-/// missing (the answer so far) or has nothing deeper (its own answer). One hash probe per
-/// level walked, each a miss at most; no probe depends on a loaded value but for whether to
-/// go on.
-#[inline(always)]
-fn walk_levels(
-    generation: u8,
-    family: u8,
-    count: u8,
-    lens: &[u8; MAX_PREFIX_LEVELS],
-    addr: &[u8; 16],
-) -> u32 {
-    let mut id = IDENTITY_WORLD;
-    for (i, &len) in lens.iter().enumerate() {
-        if i >= usize::from(count) {
-            break;
-        }
-        let key = PrefixKey::new(generation, family, len, addr);
+/// The identity the CIDR prefixes give `addr` (`world` if none covers it): down the prefix
+/// levels of `generation`, shortest first, until a region is missing (the answer so far) or
+/// has nothing deeper (its own answer); in the trie for a family the compiler left there.
+/// One hash probe per level walked, each a cache miss at most, against one per trie level.
+///
+/// A function of its own, not inlined: its exits meet at one return, and the verifier goes
+/// on from there once rather than once per exit (inlined, the walk took the XDP program past
+/// the 1M-instruction limit). Its frame must stay small: it adds to the caller's 392 bytes,
+/// and the limit is 512.
+#[inline(never)]
+fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
+    let levels = PREFIX_LEVELS.get(u32::from(generation & 1));
+    let count = levels.map_or(PREFIX_LEVELS_TRIE, |l| l.count[family_index(family)]);
+    if let Some(l) = levels
+        && count == PREFIX_LEVELS_NONE
+    {
+        return l.world;
+    }
+    let Some(l) = levels.filter(|_| count != PREFIX_LEVELS_TRIE) else {
+        let key = Key::new(
+            CIDR_KEY_FIXED_BITS + addr_bits(family),
+            cidr_key_data(generation, family, *addr),
+        );
+        return CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD);
+    };
+    let lens = if family == FAMILY_IPV4 { &l.v4 } else { &l.v6 };
+    let mut id = l.world;
+    let mut key = PrefixKey {
+        generation,
+        family,
+        len: 0,
+        pad: 0,
+        addr: [0; 16],
+    };
+    // No check against `count` (a branch the verifier would explore at every level): the
+    // last level's regions never have anything deeper, so the walk ends there at the latest.
+    for &len in lens {
+        key.len = len;
+        mask_into(&mut key.addr, addr, len);
         // SAFETY: an 8-byte value copied out at once; entries are never updated in place (a
         // new generation gets new keys).
         match unsafe { PREFIXES.get(&key) } {

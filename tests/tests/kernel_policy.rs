@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{HashMap, IterableMap as _, MapData};
 use boundary_agent::{
     datapath::{Datapath, PinLayout, batch, maps::MapsError, netdev},
-    policy::{self, Interfaces, Policy, Tables},
+    policy::{self, Interfaces, Policy, Tables, compile::prefixes::PrefixLayout},
 };
 use boundary_common::{
     Reason,
@@ -247,12 +247,19 @@ fn rule_hits_count_per_rule() {
     }
 }
 
+/// Entries one generation of `t`'s CIDR identities takes: regions of the prefix levels, or
+/// prefixes in the trie, as the layout chose.
+fn cidr_entries(t: &Tables) -> usize {
+    let layout = PrefixLayout::of(&t.cidrs, usize::MAX);
+    layout.regions.len() + layout.trie.len()
+}
+
 /// Entries in the maps a policy fills, both generations together.
 fn entries(k: &Kernel) -> [usize; 4] {
     let m = k.dp.maps();
     [
         m.endpoints_map().keys().count(),
-        m.cidrs_map().keys().count(),
+        m.cidrs_map().keys().count() + m.prefixes_map().keys().count(),
         m.policy_map().keys().count(),
         m.failsafe_map().keys().count(),
     ]
@@ -318,7 +325,7 @@ fn refused_then_fits(k: &mut Kernel, too_big: &Tables, map: &str) {
         entries(k),
         [
             fits.endpoints.len(),
-            fits.cidrs.len(),
+            cidr_entries(&fits),
             fits.policy.len(),
             fits.failsafe.len()
         ],
@@ -468,7 +475,7 @@ fn after_a_restart_the_first_swap_removes_both_old_generations() {
         entries(&k),
         [
             next.endpoints.len(),
-            next.cidrs.len(),
+            cidr_entries(&next),
             next.policy.len(),
             next.failsafe.len()
         ],

@@ -613,9 +613,15 @@ fn apply(
         .iter()
         .filter_map(|(&id, r)| Some((id, r.limit?)))
         .collect();
-    let entries = compiled.entry_counts();
+    let mut entries = compiled.entry_counts();
     let statics = (compiled.identities.len() - compiled.earned.len()) as u64;
     datapath.apply(&compiled, non_ip)?;
+    // The CIDR identities went to the prefix levels or the trie, as the layout chose.
+    if let Some((trie, levels)) = datapath.maps().prefix_entries() {
+        entries.retain(|(m, _)| *m != boundary_common::maps::CIDRS_MAP);
+        entries.push((boundary_common::maps::CIDRS_MAP, trie));
+        entries.push((boundary_common::maps::PREFIXES_MAP, levels));
+    }
     if let Some(b) = bindings {
         b.rebuild(datapath, policy, &compiled);
     }

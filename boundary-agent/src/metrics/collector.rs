@@ -286,6 +286,7 @@ impl Collector for DatapathCollector {
             (abi::ENDPOINTS_MAP, abi::MAX_ENDPOINTS),
             (abi::IDENTITIES_MAP, abi::MAX_IDENTITIES),
             (abi::CIDRS_MAP, abi::MAX_CIDRS),
+            (abi::PREFIXES_MAP, abi::MAX_PREFIXES),
             (abi::POLICY_MAP, abi::MAX_POLICY),
             (abi::RANGES_MAP, abi::MAX_RANGES),
             (abi::FAILSAFE_MAP, abi::MAX_FAILSAFE),

@@ -33,10 +33,10 @@ use core::mem::size_of;
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{CIDRS_MAP, PREFIX_LEVELS_MAP, PREFIXES_MAP};
-use super::{FAMILY_IPV4, FAMILY_IPV6};
+use super::{FAMILY_IPV4, FAMILY_IPV6, IDENTITY_WORLD};
 
 /// Levels per family at most: the datapath's walk is unrolled this many times.
-pub const MAX_PREFIX_LEVELS: usize = 8;
+pub const MAX_PREFIX_LEVELS: usize = 4;
 
 /// [`PrefixLevels::count`] of a family whose prefixes are in the trie ([`CIDRS_MAP`]). Zero,
 /// so that a levels entry no agent wrote yet (pins of an older agent, whose programs were
@@ -53,6 +53,10 @@ pub struct PrefixLevels {
     /// Levels of IPv4 and of IPv6, or [`PREFIX_LEVELS_TRIE`] / [`PREFIX_LEVELS_NONE`].
     pub count: [u8; 2],
     pub pad: [u8; 2],
+    /// `IDENTITY_WORLD`, always: the datapath's walk starts from this field rather than
+    /// from the constant, so that the verifier sees the same unknown value on every exit of
+    /// the walk and checks what follows once, not once per exit.
+    pub world: u32,
     /// Lengths (in bits of the address) of the levels in use, shortest first.
     pub v4: [u8; MAX_PREFIX_LEVELS],
     pub v6: [u8; MAX_PREFIX_LEVELS],
@@ -63,6 +67,7 @@ impl PrefixLevels {
     pub const TRIE: Self = Self {
         count: [PREFIX_LEVELS_TRIE; 2],
         pad: [0; 2],
+        world: IDENTITY_WORLD,
         v4: [0; MAX_PREFIX_LEVELS],
         v6: [0; MAX_PREFIX_LEVELS],
     };
@@ -95,7 +100,11 @@ pub struct PrefixKey {
 
 impl PrefixKey {
     /// The key of the region of level `len` that holds `addr` (IPv4 in the first 4 bytes).
-    #[inline]
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called, not inlined, LLVM keeps a register across the call that the verifier counts as clobbered (R2 !read_ok)"
+    )]
     pub fn new(generation: u8, family: u8, len: u8, addr: &[u8; 16]) -> Self {
         Self {
             generation,
@@ -107,10 +116,26 @@ impl PrefixKey {
     }
 }
 
-/// `addr` with every bit past the first `len` cleared, a word at a time.
-#[inline]
+/// `addr` with every bit past the first `len` cleared.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called, not inlined, LLVM keeps a register across the call that the verifier counts as clobbered (R2 !read_ok)"
+)]
 pub fn masked(addr: &[u8; 16], len: u8) -> [u8; 16] {
     let mut out = [0u8; 16];
+    mask_into(&mut out, addr, len);
+    out
+}
+
+/// Writes `addr` with every bit past the first `len` cleared into `out`, a word at a time (in
+/// place: the datapath's walk has little stack to spare).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called, not inlined, LLVM keeps a register across the call that the verifier counts as clobbered (R2 !read_ok)"
+)]
+pub fn mask_into(out: &mut [u8; 16], addr: &[u8; 16], len: u8) {
     let len = u32::from(len);
     let mut i = 0usize;
     let mut start = 0u32;
@@ -136,7 +161,6 @@ pub fn masked(addr: &[u8; 16], len: u8) -> [u8; 16] {
         i += 1;
         start += 32;
     }
-    out
 }
 
 /// Value of [`PREFIXES_MAP`] (see the module doc).
@@ -167,7 +191,7 @@ pub const fn family_bits(family: u8) -> u8 {
 const _: () = {
     assert!(size_of::<PrefixKey>() == 20);
     assert!(size_of::<PrefixValue>() == 8);
-    assert!(size_of::<PrefixLevels>() == 4 + 2 * MAX_PREFIX_LEVELS);
+    assert!(size_of::<PrefixLevels>() == 8 + 2 * MAX_PREFIX_LEVELS);
 };
 
 #[cfg(test)]

@@ -72,6 +72,12 @@ pub(super) fn cidr_key(generation: u8, net: IpNet) -> Key<[u8; CIDR_KEY_LEN]> {
     )
 }
 
+/// The key of a region of the prefix levels: `net` is the region, its length the level's.
+pub(super) fn prefix_key(generation: u8, net: IpNet) -> abi::PrefixKey {
+    let (family, a) = family_addr(net.network());
+    abi::PrefixKey::new(generation, family, net.prefix_len(), &a)
+}
+
 pub(super) fn policy_key(generation: u8, k: &RuleKey) -> PolicyKey {
     PolicyKey {
         generation,

@@ -108,6 +108,11 @@ pub struct Maps {
     earned: HashMap<MapData, AddrKey, abi::EarnedRecord>,
     bind_seq: Array<MapData, u32>,
     cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
+    /// The prefix levels' regions, each generation's level lengths, and the regions one
+    /// generation may hold (half the map).
+    prefixes: HashMap<MapData, abi::PrefixKey, abi::PrefixValue>,
+    prefix_levels: Array<MapData, abi::PrefixLevels>,
+    prefix_room: usize,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
     failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
@@ -183,6 +188,19 @@ fn of_maps(
     Ok((map.try_into().map_err(map_err(name))?, fd))
 }
 
+/// The entries one generation of the prefix levels may take: half the map as loaded (a
+/// larger policy may have raised it).
+fn generation_room(map: &Map) -> Result<usize, MapsError> {
+    let entries = match map {
+        Map::HashMap(data) => data
+            .info()
+            .map_err(map_err(abi::PREFIXES_MAP))?
+            .max_entries(),
+        _ => abi::MAX_PREFIXES,
+    };
+    Ok(entries as usize / 2)
+}
+
 macro_rules! open_all {
     ($open:expr) => {{
         #[allow(
@@ -191,6 +209,8 @@ macro_rules! open_all {
         )]
         let mut open = $open;
         let (peer_buckets, peer_buckets_fd) = of_maps(open(abi::PEER_BUCKETS_MAP)?)?;
+        let prefixes = open(abi::PREFIXES_MAP)?;
+        let prefix_room = generation_room(&prefixes)?;
         Ok(Self {
             config: ConfigEntry::new(open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?),
             endpoints: open(ENDPOINTS_MAP)?
@@ -210,6 +230,11 @@ macro_rules! open_all {
                 .try_into()
                 .map_err(map_err(abi::BIND_SEQ_MAP))?,
             cidrs: open(CIDRS_MAP)?.try_into().map_err(map_err(CIDRS_MAP))?,
+            prefixes: prefixes.try_into().map_err(map_err(abi::PREFIXES_MAP))?,
+            prefix_levels: open(abi::PREFIX_LEVELS_MAP)?
+                .try_into()
+                .map_err(map_err(abi::PREFIX_LEVELS_MAP))?,
+            prefix_room,
             policy: open(POLICY_MAP)?.try_into().map_err(map_err(POLICY_MAP))?,
             ranges: open(RANGES_MAP)?.try_into().map_err(map_err(RANGES_MAP))?,
             failsafe: open(FAILSAFE_MAP)?
@@ -323,6 +348,17 @@ impl Maps {
 
     pub fn cidrs_map(&self) -> &LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32> {
         &self.cidrs
+    }
+
+    pub fn prefixes_map(&self) -> &HashMap<MapData, abi::PrefixKey, abi::PrefixValue> {
+        &self.prefixes
+    }
+
+    /// The prefix levels of generation `g` (what the datapath walks).
+    pub fn prefix_levels(&self, g: u8) -> Result<abi::PrefixLevels, MapsError> {
+        self.prefix_levels
+            .get(&u32::from(g & 1), 0)
+            .map_err(map_err(abi::PREFIX_LEVELS_MAP))
     }
 
     pub fn failsafe_map(&self) -> &LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32> {

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use aya::maps::lpm_trie::Key;
 use boundary_common::maps::{
-    CIDR_KEY_FIXED_BITS, Endpoint, FAILSAFE_KEY_FIXED_BITS, NO_BUCKET, PolicyValue, cidr_key_data,
-    failsafe_key_data, rule_bucket_index,
+    CIDR_KEY_FIXED_BITS, Endpoint, FAILSAFE_KEY_FIXED_BITS, FAMILY_IPV4, IDENTITY_WORLD, NO_BUCKET,
+    PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyValue, PrefixKey, cidr_key_data,
+    failsafe_key_data, family_index, rule_bucket_index,
 };
 
 use crate::policy::compile::{RangeKey, RuleKey};
@@ -45,9 +46,34 @@ impl Maps {
         v.live_at(super::monotonic_ns()).then_some(v.id)
     }
 
-    /// The identity of the longest CIDR holding `addr`.
+    /// The identity of the longest CIDR holding `addr`, found as the datapath finds it: down
+    /// the prefix levels of `generation`, or in the trie for a family left there.
     pub fn live_cidr_identity(&self, generation: u8, addr: IpAddr) -> Option<u32> {
         let (family, a) = family_addr(addr);
+        let levels = self.prefix_levels(generation).ok()?;
+        let count = levels.count[family_index(family)];
+        if count == PREFIX_LEVELS_NONE {
+            return None;
+        }
+        if count != PREFIX_LEVELS_TRIE {
+            let lens = if family == FAMILY_IPV4 {
+                &levels.v4
+            } else {
+                &levels.v6
+            };
+            let mut id = IDENTITY_WORLD;
+            for &len in lens.iter().take(usize::from(count)) {
+                let key = PrefixKey::new(generation, family, len, &a);
+                let Ok(v) = self.prefixes.get(&key, 0) else {
+                    break;
+                };
+                id = v.id;
+                if v.deeper == 0 {
+                    break;
+                }
+            }
+            return (id != IDENTITY_WORLD).then_some(id);
+        }
         let key = Key::new(
             CIDR_KEY_FIXED_BITS + addr_bits(addr),
             cidr_key_data(generation, family, a),

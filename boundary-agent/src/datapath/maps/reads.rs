@@ -149,6 +149,16 @@ impl Maps {
                 capacity: abi::MAX_CIDRS / 2,
             },
             Occupancy {
+                map: abi::PREFIXES_MAP,
+                entries: self
+                    .prefixes
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| live(k.generation))
+                    .count(),
+                capacity: u32::try_from(self.prefix_room).unwrap_or(u32::MAX),
+            },
+            Occupancy {
                 map: abi::POLICY_MAP,
                 entries: self
                     .policy

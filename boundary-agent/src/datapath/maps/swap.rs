@@ -16,11 +16,14 @@ use boundary_common::name::encode_name;
 use tracing::warn;
 
 use crate::datapath::{batch, grace::Grace};
-use crate::policy::{BucketTable, RuleTable, Tables};
+use crate::policy::{BucketTable, RuleTable, Tables, compile::prefixes::PrefixLayout};
 
 use super::{
     Installed, Maps, MapsError,
-    keys::{addr_key, cidr_key, endpoint_keys, failsafe_key, policy_key, port_bitmap, range_key},
+    keys::{
+        addr_key, cidr_key, endpoint_keys, failsafe_key, policy_key, port_bitmap, prefix_key,
+        range_key,
+    },
     map_err,
 };
 
@@ -53,18 +56,25 @@ pub(super) struct GenerationKeys {
     endpoints: Vec<EndpointKey>,
     identities: Vec<AddrKey>,
     cidrs: Vec<Key<[u8; CIDR_KEY_LEN]>>,
+    prefixes: Vec<abi::PrefixKey>,
     policy: Vec<PolicyKey>,
     ranges: Vec<Key<[u8; RANGE_KEY_LEN]>>,
     failsafe: Vec<Key<[u8; FAILSAFE_KEY_LEN]>>,
 }
 
 impl GenerationKeys {
-    /// The keys `t` has in generation `g`, in the tables' order.
-    fn of(g: u8, t: &Tables) -> Self {
+    /// The keys `t` has in generation `g`, in the tables' order (the CIDR identities' in
+    /// `prefixes`' order).
+    fn of(g: u8, t: &Tables, prefixes: &PrefixLayout) -> Self {
         Self {
             endpoints: endpoint_keys(g, t),
             identities: t.identities.keys().map(|a| addr_key(g, *a)).collect(),
-            cidrs: t.cidrs.keys().map(|n| cidr_key(g, *n)).collect(),
+            cidrs: prefixes.trie.iter().map(|(n, _)| cidr_key(g, *n)).collect(),
+            prefixes: prefixes
+                .regions
+                .iter()
+                .map(|(n, _)| prefix_key(g, *n))
+                .collect(),
             policy: t.policy.keys().map(|k| policy_key(g, k)).collect(),
             ranges: t.ranges.keys().map(|k| range_key(g, k)).collect(),
             failsafe: t
@@ -80,6 +90,7 @@ impl GenerationKeys {
         self.endpoints.truncate(w.endpoints);
         self.identities.truncate(w.identities);
         self.cidrs.truncate(w.cidrs);
+        self.prefixes.truncate(w.prefixes);
         self.policy.truncate(w.policy);
         self.ranges.truncate(w.ranges);
         self.failsafe.truncate(w.failsafe);
@@ -93,6 +104,7 @@ struct Written {
     endpoints: usize,
     identities: usize,
     cidrs: usize,
+    prefixes: usize,
     policy: usize,
     ranges: usize,
     failsafe: usize,
@@ -279,10 +291,11 @@ impl Maps {
     ) -> Result<(RuleTable, BucketTable, GenerationKeys), MapsError> {
         let live_rules = self.record_rule_ids(tables)?;
         let live_buckets = self.install_buckets(next, tables)?;
-        let mut keys = GenerationKeys::of(next, tables);
+        let prefixes = PrefixLayout::of(&tables.cidrs, self.prefix_room);
+        let mut keys = GenerationKeys::of(next, tables, &prefixes);
         self.set_other_empty(false);
         let mut written = Written::default();
-        if let Err(e) = self.write_generation(next, tables, &keys, &mut written) {
+        if let Err(e) = self.write_generation(next, tables, (&keys, &prefixes), &mut written) {
             keys.truncate(&written);
             let clean = self.remove_keys(&keys);
             self.set_other_empty(clean);
@@ -332,6 +345,14 @@ impl Maps {
         Ok(())
     }
 
+    /// Entries the live generation holds in the trie and in the prefix levels, as this process
+    /// wrote them (`None` before it wrote one).
+    pub fn prefix_entries(&self) -> Option<(u64, u64)> {
+        self.installed
+            .as_ref()
+            .map(|i| (i.keys.cidrs.len() as u64, i.keys.prefixes.len() as u64))
+    }
+
     fn set_other_empty(&mut self, empty: bool) {
         if let Some(i) = &mut self.installed {
             i.other_empty = empty;
@@ -339,13 +360,13 @@ impl Maps {
     }
 
     /// Writes generation `g` of `t`: `keys` (its keys, from `GenerationKeys::of`) and the
-    /// values beside them, then its port bitmaps. Stops at the first failure; `w` says what
-    /// went in.
+    /// values beside them (the CIDR identities' from `prefixes`), then its port bitmaps and
+    /// prefix levels. Stops at the first failure; `w` says what went in.
     fn write_generation(
         &mut self,
         g: u8,
         t: &Tables,
-        keys: &GenerationKeys,
+        (keys, prefixes): (&GenerationKeys, &PrefixLayout),
         w: &mut Written,
     ) -> Result<(), MapsError> {
         let values: Vec<Endpoint> = t
@@ -376,13 +397,21 @@ impl Maps {
             &values,
             &mut w.identities,
         )?;
-        let values: Vec<u32> = t.cidrs.values().copied().collect();
+        let values: Vec<u32> = prefixes.trie.iter().map(|(_, id)| *id).collect();
         write_map(
             &mut self.cidrs,
             CIDRS_MAP,
             &keys.cidrs,
             &values,
             &mut w.cidrs,
+        )?;
+        let values: Vec<abi::PrefixValue> = prefixes.regions.iter().map(|(_, v)| *v).collect();
+        write_map(
+            &mut self.prefixes,
+            abi::PREFIXES_MAP,
+            &keys.prefixes,
+            &values,
+            &mut w.prefixes,
         )?;
         let values: Vec<PolicyValue> = t.policy.values().copied().collect();
         write_map(
@@ -408,7 +437,11 @@ impl Maps {
             &values,
             &mut w.failsafe,
         )?;
-        self.write_port_bitmaps(g, t)
+        self.write_port_bitmaps(g, t)?;
+        // Only generation `g` reads its levels, as its port bitmaps: nothing to take back.
+        self.prefix_levels
+            .set(u32::from(g & 1), &prefixes.levels, 0)
+            .map_err(map_err(abi::PREFIX_LEVELS_MAP))
     }
 
     /// The port bitmaps of generation `g`: only that generation reads them, so a failed swap
@@ -501,6 +534,7 @@ impl Maps {
         remove_map(&mut self.endpoints, ENDPOINTS_MAP, &k.endpoints)
             & remove_map(&mut self.identities, IDENTITIES_MAP, &k.identities)
             & remove_map(&mut self.cidrs, CIDRS_MAP, &k.cidrs)
+            & remove_map(&mut self.prefixes, abi::PREFIXES_MAP, &k.prefixes)
             & remove_map(&mut self.policy, POLICY_MAP, &k.policy)
             & remove_map(&mut self.ranges, RANGES_MAP, &k.ranges)
             & remove_map(&mut self.failsafe, FAILSAFE_MAP, &k.failsafe)
@@ -511,6 +545,7 @@ impl Maps {
         let [e0, e1] = by_generation(self.endpoints.keys(), |k: &EndpointKey| k.generation);
         let [i0, i1] = by_generation(self.identities.keys(), |k: &AddrKey| k.generation);
         let [c0, c1] = by_generation(self.cidrs.keys(), |k: &Key<_>| k.data()[0]);
+        let [x0, x1] = by_generation(self.prefixes.keys(), |k: &abi::PrefixKey| k.generation);
         let [p0, p1] = by_generation(self.policy.keys(), |k: &PolicyKey| k.generation);
         let [r0, r1] = by_generation(self.ranges.keys(), |k: &Key<_>| k.data()[0]);
         let [f0, f1] = by_generation(self.failsafe.keys(), |k: &Key<_>| k.data()[0]);
@@ -519,6 +554,7 @@ impl Maps {
                 endpoints: e0,
                 identities: i0,
                 cidrs: c0,
+                prefixes: x0,
                 policy: p0,
                 ranges: r0,
                 failsafe: f0,
@@ -527,6 +563,7 @@ impl Maps {
                 endpoints: e1,
                 identities: i1,
                 cidrs: c1,
+                prefixes: x1,
                 policy: p1,
                 ranges: r1,
                 failsafe: f1,

@@ -169,7 +169,8 @@ fn every_round_of_mixed_lengths_is_laid_out_in_levels_somewhere() {
             .filter(|&&c| c != PREFIX_LEVELS_TRIE && c != PREFIX_LEVELS_NONE)
             .count();
     }
-    assert!(levelled >= 60, "{levelled} of 80 families in levels");
+    // This generator spreads over 14 lengths from /0 to /32 (/128): about half fit.
+    assert!(levelled >= 40, "{levelled} of 80 families in levels");
 }
 
 #[test]
@@ -218,8 +219,8 @@ fn a_bgp_like_table_takes_few_levels_and_little_expansion() {
 
 #[test]
 fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
-    // Nine lengths 16 bits apart: eight levels cannot hold them, and merging any two
-    // expands a prefix into 65,536 regions, past the room of this map.
+    // Nine lengths 16 bits apart: four levels cannot hold them, and merging any two
+    // expands a prefix into 65,536 regions or more, past the room of this map.
     let cidrs: BTreeMap<IpNet, u32> = (0..=8u8)
         .flat_map(|i| {
             let len = 16 * i;
@@ -231,10 +232,16 @@ fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
     assert_eq!(layout.trie.len(), cidrs.len());
     assert_eq!(layout.regions, []);
     assert_eq!(layout.walk("fd00::1".parse().unwrap()), None);
-    // With room for the expansion, the same set takes eight levels.
-    let roomy = PrefixLayout::of(&cidrs, 1 << 20);
-    assert_eq!(roomy.levels.count[1], 8);
-    assert_same(&cidrs, &roomy, &mut Rng(2));
+    // Four of those lengths take four levels, one region per prefix.
+    let four: BTreeMap<IpNet, u32> = cidrs
+        .iter()
+        .filter(|(n, _)| [16, 48, 64, 128].contains(&n.prefix_len()))
+        .map(|(n, id)| (*n, *id))
+        .collect();
+    let roomy = PrefixLayout::of(&four, 1 << 20);
+    assert_eq!(roomy.levels.count[1], 4);
+    assert_eq!(&roomy.levels.v6[..4], [16, 48, 64, 128]);
+    assert_same(&four, &roomy, &mut Rng(2));
 }
 
 #[test]
