@@ -8,7 +8,7 @@
 //!
 //! Deterministic (seeded lengths), laid out without overlap, longest sizes first so that every
 //! prefix falls on its own boundary with no gap (IPv4 from 11.0.0.0 upwards, IPv6 inside
-//! fd80::/9: ranges no other set of the bench uses). Nesting: every 50th prefix lies inside
+//! `fd80::/9`: ranges no other set of the bench uses). Nesting: every 50th prefix lies inside
 //! the one before it (two bits longer, in its third quarter), with its own identity: peers in
 //! it match both rules, the inner one is a deny inside an allow. Hosts of an outer prefix are
 //! drawn from its first half, so they never fall in its nested prefix.
@@ -125,9 +125,9 @@ fn build(family: Family, n: usize) -> Set {
     // must leave room for it.
     let nested = |j: usize| j % NEST_EVERY == NEST_EVERY - 1;
     let mut lens: Vec<u8> = (0..n).map(|_| draw(table, rng.next_u64())).collect();
-    for j in 0..n {
-        if j + 1 < n && nested(j + 1) && lens[j] > bits - 2 {
-            lens[j] = if family == Family::V4 { 24 } else { 48 };
+    for (j, len) in lens.iter_mut().enumerate() {
+        if j + 1 < n && nested(j + 1) && *len > bits - 2 {
+            *len = if family == Family::V4 { 24 } else { 48 };
         }
     }
     // Longest sizes first: every address is then aligned to its own prefix size.

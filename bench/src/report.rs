@@ -172,17 +172,9 @@ fn per_packet_section(o: &mut String, r: &Report) {
     }
 }
 
-/// Issue #15: first packets against the measured miss latency and xdp-filter with its maps
-/// full, with each path's lookups counted from the code.
-fn at_scale_section(o: &mut String, r: &Report) {
+/// The miss latencies measured, and the peer with its maps full.
+fn misses_and_peer(o: &mut String, r: &Report) {
     let pp = &r.per_packet;
-    if pp.misses.is_empty() && pp.peer_full.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "\n1b. First packets at scale (issue #15): measured miss latency, lookups per path, xdp-filter with its maps full"
-    );
     let _ = writeln!(
         o,
         "   miss latency = userspace pointer chase, one pointer per 64-byte line in one random cycle (dependent loads), 4 KiB pages (MADV_NOHUGEPAGE), pinned to the CPU of the test runs; ns per dependent miss:"
@@ -196,11 +188,6 @@ fn at_scale_section(o: &mut String, r: &Report) {
             m.what, mib, m.ns, m.spread
         );
     }
-    let peer = |fam: &str| {
-        pp.peer_full
-            .iter()
-            .find(|p| p.family == fam && p.verdict == "pass")
-    };
     for p in &pp.peer_full {
         let _ = writeln!(
             o,
@@ -211,6 +198,25 @@ fn at_scale_section(o: &mut String, r: &Report) {
             p.random.first().map_or_else(String::new, cell)
         );
     }
+}
+
+/// Issue #15: first packets against the measured miss latency and xdp-filter with its maps
+/// full, with each path's lookups counted from the code.
+fn at_scale_section(o: &mut String, r: &Report) {
+    let pp = &r.per_packet;
+    if pp.misses.is_empty() && pp.peer_full.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n1b. First packets at scale (issue #15): measured miss latency, lookups per path, xdp-filter with its maps full"
+    );
+    misses_and_peer(o, r);
+    let peer = |fam: &str| {
+        pp.peer_full
+            .iter()
+            .find(|p| p.family == fam && p.verdict == "pass")
+    };
     let _ = writeln!(
         o,
         "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, identity, policy, conntrack; + prefix levels probed for a CIDR identity, one LPM walk on a trie datapath; + conntrack insert); array reads not counted"
@@ -655,8 +661,32 @@ fn throughput_json(r: &Report) -> Json {
     })
 }
 
-pub fn json(r: &Report) -> Json {
+fn per_packet_json(r: &Report, rows: &[Json]) -> Json {
     let sizes: Vec<&str> = SIZES.iter().map(|(_, l)| *l).collect();
+    json!({
+        "sizes": sizes,
+        "floor_hot_ns": r.per_packet.floor_hot,
+        "floor_call_ns": r.per_packet.floor_call,
+        "tc_floor_hot_ns": r.per_packet.tc_floor_hot,
+        "tc_floor_call_ns": r.per_packet.tc_floor_call,
+        "raised": r.per_packet.raised,
+        "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
+        "rows": rows,
+        "peer_note": r.peer_note,
+        "misses": r.per_packet.misses.iter().map(|m| json!({
+            "what": m.what, "bytes": m.bytes, "size": m.size.map(|i| SIZES[i].1),
+            "ns": m.ns, "spread_ns": m.spread,
+        })).collect::<Vec<_>>(),
+        "peer_full": r.per_packet.peer_full.iter().map(|p| json!({
+            "path": p.path, "family": p.family, "verdict": p.verdict,
+            "hot": p.hot.iter().map(value_json).collect::<Vec<_>>(),
+            "first_packet": p.random.iter().map(value_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "mixed_sets": r.per_packet.mixed_notes,
+    })
+}
+
+pub fn json(r: &Report) -> Json {
     let rows: Vec<Json> = r
         .per_packet
         .rows
@@ -676,27 +706,7 @@ pub fn json(r: &Report) -> Json {
     json!({
         "machine": r.machine,
         "mode": r.mode,
-        "per_packet": {
-            "sizes": sizes,
-            "floor_hot_ns": r.per_packet.floor_hot,
-            "floor_call_ns": r.per_packet.floor_call,
-            "tc_floor_hot_ns": r.per_packet.tc_floor_hot,
-            "tc_floor_call_ns": r.per_packet.tc_floor_call,
-            "raised": r.per_packet.raised,
-            "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
-            "rows": rows,
-            "peer_note": r.peer_note,
-            "misses": r.per_packet.misses.iter().map(|m| json!({
-                "what": m.what, "bytes": m.bytes, "size": m.size.map(|i| SIZES[i].1),
-                "ns": m.ns, "spread_ns": m.spread,
-            })).collect::<Vec<_>>(),
-            "peer_full": r.per_packet.peer_full.iter().map(|p| json!({
-                "path": p.path, "family": p.family, "verdict": p.verdict,
-                "hot": p.hot.iter().map(value_json).collect::<Vec<_>>(),
-                "first_packet": p.random.iter().map(value_json).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "mixed_sets": r.per_packet.mixed_notes,
-        },
+        "per_packet": per_packet_json(r, &rows),
         "flood": {
             "rows": r.flood.rows.iter().map(|f| json!({
                 "config": f.config,
