@@ -290,9 +290,17 @@ fn flood_section(o: &mut String, r: &Report) {
         o,
         "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP to a workload that denies it: one flow, then a new spoofed source in 10.0.0.0/8 every frame)"
     );
+    let w = r
+        .flood
+        .rows
+        .iter()
+        .map(|f| f.config.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(48);
     let _ = writeln!(
         o,
-        "   {:<48}{:>18}{:>16}{:>12}{:>22}",
+        "   {:<w$}{:>18}{:>16}{:>12}{:>22}",
         "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
     );
     for f in &r.flood.rows {
@@ -305,7 +313,7 @@ fn flood_section(o: &mut String, r: &Report) {
             .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
         let _ = writeln!(
             o,
-            "   {:<48}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            "   {:<w$}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
             f.config,
             format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
         );
