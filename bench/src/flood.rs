@@ -22,6 +22,16 @@
 //! against nftables is given end to end (generator included) and receive side (generator
 //! subtracted).
 //!
+//! **At scale** (issue #15): two more spoofed-source floods against the per-packet tables of
+//! 100k CIDR identities (`kernel::tables_for`, single-length set: 50,000 IPv4 /28s, half
+//! allowed and half denied on 8443/udp, and 50,000 exact bindings; as many IPv6), sent to the
+//! workload's port 8443/udp: sources drawn among the **deny-rule prefixes** (dropped by an
+//! explicit deny rule after the CIDR identity lookup), and sources in **no prefix** (10.64.0.0/14:
+//! the identity lookups miss, dropped by the default deny). nftables holds the same prefixes in
+//! interval sets (`flags interval`, deny / allow sets and the bound addresses, both families)
+//! at netdev ingress, with the policy's meaning: deny set dropped, allow and bound sets
+//! accepted on 8443/udp, SSH accepted, everything else to the workload dropped.
+//!
 //! Configurations on `fr0`: an XDP program that drops everything (the floor of any XDP drop on
 //! veth), Boundary's XDP program (an explicit deny rule of the workload that owns the flood's
 //! destination drops it: identity by CIDR, policy lookup, failsafe and conntrack checks, drop
@@ -193,15 +203,23 @@ struct NftTable<'a> {
 }
 
 impl<'a> NftTable<'a> {
+    /// The one-rule table of the first two floods.
     fn create(ns: &'a NetNs) -> anyhow::Result<Self> {
-        let rules = format!(
-            "table netdev {NFT_TABLE} {{\n\
-               chain flood {{\n\
-                 type filter hook ingress device \"fr0\" priority -500; policy accept;\n\
-                 ip daddr {DENIED} counter drop\n\
-               }}\n\
-             }}\n"
-        );
+        Self::load(
+            ns,
+            &format!(
+                "table netdev {NFT_TABLE} {{\n\
+                   chain flood {{\n\
+                     type filter hook ingress device \"fr0\" priority -500; policy accept;\n\
+                     ip daddr {DENIED} counter drop\n\
+                   }}\n\
+                 }}\n"
+            ),
+        )
+    }
+
+    /// `rules` (a whole `nft -f` file defining table `NFT_TABLE`).
+    fn load(ns: &'a NetNs, rules: &str) -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(boundary_tests::netns::unique_name("bnd-bench-nft"));
         std::fs::write(&path, rules)?;
         let res = env::run(in_ns(ns, "nft").arg("-f").arg(&path));
@@ -210,19 +228,21 @@ impl<'a> NftTable<'a> {
         Ok(Self { ns })
     }
 
+    /// Packets counted by every counter of the table's rules (each counts a drop).
     fn dropped(&self) -> anyhow::Result<u64> {
         let out =
             env::run(in_ns(self.ns, "nft").args(["-j", "list", "table", "netdev", NFT_TABLE]))?;
         let v: serde_json::Value = serde_json::from_str(&out).context("parse nft -j")?;
-        v["nftables"]
+        let counts: Vec<u64> = v["nftables"]
             .as_array()
             .into_iter()
             .flatten()
-            .find_map(|o| o["rule"]["expr"].as_array())
-            .into_iter()
+            .filter_map(|o| o["rule"]["expr"].as_array())
             .flatten()
-            .find_map(|e| e["counter"]["packets"].as_u64())
-            .context("no counter in the nft rule")
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .collect();
+        anyhow::ensure!(!counts.is_empty(), "no counter in the nft rules");
+        Ok(counts.iter().sum())
     }
 }
 
@@ -393,6 +413,192 @@ fn flood_kind(
     Ok((rows, ratio))
 }
 
+/// The spoofed-source floods at 100k CIDR identities (see the module doc).
+mod at_scale {
+    use std::{fmt::Write as _, net::Ipv4Addr};
+
+    use anyhow::Context as _;
+    use boundary_common::Reason;
+    use boundary_tests::packets::{self, L4};
+
+    use super::{Lab, NFT_TABLE, NftTable, measure};
+    use crate::{
+        Plan,
+        env::{self, InNetNs, in_ns},
+        kernel::{self, BenchDatapath, SLOTS},
+        paths::{CLIENT4, CidrSet, Family, KeySpace, LOCAL4, LOCAL6, PORT_RULE, SLOT},
+        results::{FloodRatio, FloodRow},
+        sys::{RawProgram, XDP_DROP, XDP_TX},
+    };
+
+    pub const ENTRIES: usize = 100_000;
+
+    #[derive(Clone, Copy)]
+    pub enum Kind {
+        /// Sources in the odd /28s of 10.128.0.0/13 (all CIDR identities at 100k: 50,000
+        /// /28s reach 10.140.x): the deny-rule prefixes.
+        DenyRule,
+        /// Sources in 10.64.0.0/14: no prefix, no binding.
+        NoPrefix,
+    }
+
+    impl Kind {
+        pub const ALL: [Kind; 2] = [Kind::DenyRule, Kind::NoPrefix];
+
+        fn name(self) -> &'static str {
+            match self {
+                Kind::DenyRule => "spoofed sources in deny-rule prefixes, 100k CIDR identities",
+                Kind::NoPrefix => {
+                    "spoofed sources in no prefix (default deny), 100k CIDR identities"
+                }
+            }
+        }
+
+        /// (base, random bits) of the generator's source addresses.
+        fn sources(self) -> (Ipv4Addr, u32) {
+            match self {
+                // Bit 4 is the /28's index's lowest bit: set, an odd (denied) /28.
+                Kind::DenyRule => (Ipv4Addr::new(10, 128, 0, 16), 0x0007_ffef),
+                Kind::NoPrefix => (Ipv4Addr::new(10, 64, 0, 0), 0x0003_ffff),
+            }
+        }
+    }
+
+    fn space() -> KeySpace {
+        KeySpace { entries: ENTRIES }
+    }
+
+    /// The per-packet tables' policy as an nftables ruleset (see the module doc).
+    fn nft_rules() -> String {
+        let space = space();
+        let mut sets = String::new();
+        for (family, ty) in [(Family::V4, "ipv4_addr"), (Family::V6, "ipv6_addr")] {
+            let f = family.label();
+            for (name, odd) in [("allow", false), ("deny", true)] {
+                let elems: Vec<String> = (0..space.per_family())
+                    .filter(|j| (j % 2 == 1) == odd)
+                    .map(|j| KeySpace::cidr(family, j).to_string())
+                    .collect();
+                let _ = writeln!(
+                    sets,
+                    "  set {name}{f} {{ type {ty}; flags interval; elements = {{ {} }} }}",
+                    elems.join(", ")
+                );
+            }
+            let bound: Vec<String> = (0..space.per_family())
+                .map(|j| KeySpace::exact(family, j).to_string())
+                .collect();
+            let _ = writeln!(
+                sets,
+                "  set bound{f} {{ type {ty}; elements = {{ {} }} }}",
+                bound.join(", ")
+            );
+        }
+        let mut rules = String::new();
+        for (f, ip, local) in [
+            ("v4", "ip", LOCAL4.to_string()),
+            ("v6", "ip6", LOCAL6.to_string()),
+        ] {
+            let _ = write!(
+                rules,
+                "    {ip} daddr {local} udp dport {PORT_RULE} {ip} saddr @deny{f} counter drop\n\
+                 \x20   {ip} daddr {local} udp dport {PORT_RULE} {ip} saddr @allow{f} accept\n\
+                 \x20   {ip} daddr {local} udp dport {PORT_RULE} {ip} saddr @bound{f} accept\n\
+                 \x20   {ip} daddr {local} tcp dport 22 accept\n\
+                 \x20   {ip} daddr {local} counter drop\n"
+            );
+        }
+        format!(
+            "table netdev {NFT_TABLE} {{\n{sets}  chain flood {{\n    \
+             type filter hook ingress device \"fr0\" priority -500; policy accept;\n{rules}  }}\n}}\n"
+        )
+    }
+
+    /// One kind: the generator alone, Boundary with the 100k tables, nftables with the same
+    /// prefixes.
+    pub fn flood(
+        lab: &Lab,
+        plan: &Plan,
+        kind: Kind,
+    ) -> anyhow::Result<(Vec<FloodRow>, FloodRatio)> {
+        let name = kind.name();
+        let (base, bits) = kind.sources();
+        let frame = packets::v4(
+            CLIENT4,
+            LOCAL4,
+            L4::Udp {
+                sport: 40_000,
+                dport: PORT_RULE,
+            },
+            &[0; 22],
+        );
+        let gen_drop = RawProgram::xdp_spoofing_in(XDP_DROP, "bnd_bench_gdrop", base, bits)?;
+        let alone = measure(
+            lab,
+            &gen_drop,
+            &frame,
+            plan,
+            &format!("generator alone, {name}"),
+            None,
+            &mut || Ok(None),
+        )?;
+        let tx = RawProgram::xdp_spoofing_in(XDP_TX, "bnd_bench_gen", base, bits)?;
+        let gen_ns = Some(alone.ns_per_frame);
+
+        let boundary = {
+            let tables = kernel::tables_for(space(), CidrSet::Uniform);
+            let mut dp = BenchDatapath::load(&tables, SLOTS)?;
+            dp.fill(&tables)?;
+            {
+                let _in = InNetNs::enter(&lab.rx_ns)?;
+                dp.attach_xdp(c"fr0")?;
+            }
+            let maps = dp.maps();
+            measure(
+                lab,
+                &tx,
+                &frame,
+                plan,
+                &format!("Boundary XDP, {name}"),
+                gen_ns,
+                &mut || {
+                    let row = maps.counter_row(SLOT, 0)?;
+                    Ok(Some(
+                        [Reason::PolicyDeny, Reason::DefaultDeny]
+                            .iter()
+                            .map(|r| row.counters[usize::from(r.code())].packets)
+                            .sum(),
+                    ))
+                },
+            )?
+        };
+        env::run(in_ns(&lab.rx_ns, "ethtool").args(["-K", "fr0", "gro", "on"]))
+            .context("ethtool -K fr0 gro on (package ethtool)")?;
+        let nft = {
+            let table = NftTable::load(&lab.rx_ns, &nft_rules())
+                .context("nftables with the 100k prefixes in interval sets")?;
+            measure(
+                lab,
+                &tx,
+                &frame,
+                plan,
+                &format!("nftables netdev ingress (interval sets), {name}"),
+                gen_ns,
+                &mut || table.dropped().map(Some),
+            )?
+        };
+        let ratio = FloodRatio {
+            flood: name,
+            rx: boundary
+                .mpps_per_core()
+                .zip(nft.mpps_per_core())
+                .map(|(b, n)| b / n),
+            e2e: (boundary.ns_per_frame > 0.0).then(|| nft.ns_per_frame / boundary.ns_per_frame),
+        };
+        Ok((vec![alone, boundary, nft], ratio))
+    }
+}
+
 pub fn run(plan: &Plan) -> anyhow::Result<Flood> {
     progress::step(&format!(
         "denied flood: {} live frames x {} runs per configuration, veth between two namespaces, one flow then spoofed sources",
@@ -411,11 +617,18 @@ pub fn run(plan: &Plan) -> anyhow::Result<Flood> {
     let (mut rows, one) = flood_kind(&lab, plan, &frame, "one flow", false)?;
     let (spoofed_rows, spoofed) = flood_kind(&lab, plan, &frame, "spoofed sources", true)?;
     rows.extend(spoofed_rows);
+    let one_rx = one.rx;
+    let mut ratios = vec![one, spoofed];
+    for kind in at_scale::Kind::ALL {
+        let (r, ratio) = at_scale::flood(&lab, plan, kind)?;
+        rows.extend(r);
+        ratios.push(ratio);
+    }
     progress::done();
     Ok(Flood {
         note: shortfalls(&rows).join("; "),
         rows,
-        boundary_over_nft: one.rx,
-        ratios: vec![one, spoofed],
+        boundary_over_nft: one_rx,
+        ratios,
     })
 }

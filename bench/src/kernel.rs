@@ -11,6 +11,7 @@
 //! reported with the figures.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -34,7 +35,7 @@ use boundary_common::{
 use ipnet::IpNet;
 
 use super::{
-    paths::{self, Family, KeySpace, LOCAL4, LOCAL6, PORT_RULE, SLOT, WORKLOAD},
+    paths::{self, CidrSet, Family, KeySpace, LOCAL4, LOCAL6, PORT_RULE, SLOT, WORKLOAD},
     testrun::Target,
 };
 
@@ -100,6 +101,35 @@ impl BenchDatapath {
     /// Ids of the maps the programs use (they share one set).
     pub fn map_ids(&self) -> anyhow::Result<Vec<u32>> {
         Ok(self.xdp().info()?.map_ids()?.unwrap_or_default())
+    }
+
+    /// The memory all the datapath's maps hold, as the kernel accounts it (`memlock` in each
+    /// map's fdinfo: elements, buckets and preallocated arrays alike): the footprint the
+    /// lookups of a first packet are spread over, at most.
+    pub fn memlock(&self) -> anyhow::Result<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut total = 0;
+        for id in self.map_ids()? {
+            let map = aya::maps::MapData::from_id(id)?;
+            let fd = map.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+            total += info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .with_context(|| format!("no memlock in map {id}'s fdinfo"))?;
+        }
+        Ok(total)
+    }
+
+    /// Attaches the XDP program to `iface` (native mode), for the flood step; the calling
+    /// thread must be in the interface's namespace. Detached when `self` is dropped.
+    pub fn attach_xdp(&mut self, iface: &std::ffi::CStr) -> anyhow::Result<()> {
+        self.dp
+            .xdp()
+            .attach(iface, aya::programs::xdp::XdpMode::Driver)
+            .with_context(|| format!("attach Boundary's XDP program to {iface:?} (native)"))?;
+        Ok(())
     }
 
     /// The program that handles `direction`.
@@ -182,11 +212,13 @@ fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
     }
 }
 
-/// The tables of `paths::policy_yaml(space)`, built directly: the compiler refuses that file
-/// past `MAX_RULES` rules, and at 1M it would take longer than the measurement. Numbering
+/// The tables of `paths::policy_yaml(space, set)`, built directly: the compiler refuses that
+/// file past `MAX_RULES` rules, and at 1M it would take longer than the measurement. Numbering
 /// follows the compiler (rules in document order; identities: CIDRs in address order, then
-/// the bindings' rule set), which `check_against_compiler` holds it to.
-pub fn tables_for(space: KeySpace) -> Tables {
+/// the bindings' rule set; a prefix's identity carries the rules of every listed prefix that
+/// contains it, and where rules meet at one entry deny beats allow, then the first written
+/// wins), which `check_against_compiler` holds it to.
+pub fn tables_for(space: KeySpace, set: CidrSet) -> Tables {
     let n = space.per_family();
     let mut t = Tables::default();
     t.names.insert(SLOT, WORKLOAD.into());
@@ -216,19 +248,39 @@ pub fn tables_for(space: KeySpace) -> Tables {
         port: PORT_RULE,
     };
     // Rule 0: the SPIFFE rule; rules 1..=2n: one per CIDR; rule 2n + 1: the egress twin.
+    // Prefix -> (its rule, whether the rule denies).
+    let mut rules: BTreeMap<IpNet, (usize, bool)> = BTreeMap::new();
     let mut k = 0;
     for family in [Family::V4, Family::V6] {
         for j in 0..n {
-            let id = FIRST_IDENTITY + u32::try_from(k).expect("fits");
-            t.cidrs.insert(KeySpace::cidr(family, j), id);
-            t.policy.insert(
-                key(Direction::Ingress, id),
-                allow_or_deny(j % 2 == 1, 1 + k),
-            );
+            rules.insert(space.net(set, family, j), (1 + k, j % 2 == 1));
             k += 1;
         }
     }
-    let bound = FIRST_IDENTITY + u32::try_from(k).expect("fits");
+    let lengths: BTreeSet<(bool, u8)> = rules
+        .keys()
+        .map(|n| (n.addr().is_ipv4(), n.prefix_len()))
+        .collect();
+    let mut id = FIRST_IDENTITY;
+    for net in rules.keys() {
+        // Every listed prefix containing this one (itself included): their rules all apply,
+        // on one port, so they meet at one entry.
+        let applying = lengths
+            .iter()
+            .filter(|(v4, len)| *v4 == net.addr().is_ipv4() && *len <= net.prefix_len())
+            .filter_map(|(_, len)| {
+                rules.get(&IpNet::new(net.addr(), *len).expect("valid length").trunc())
+            });
+        let (rule, deny) = applying
+            .min_by_key(|(rule, deny)| (!deny, *rule))
+            .copied()
+            .expect("its own rule");
+        t.cidrs.insert(*net, id);
+        t.policy
+            .insert(key(Direction::Ingress, id), allow_or_deny(deny, rule));
+        id += 1;
+    }
+    let bound = id;
     for family in [Family::V4, Family::V6] {
         for j in 0..n {
             t.identities.insert(KeySpace::exact(family, j), bound);
@@ -246,17 +298,18 @@ pub fn tables_for(space: KeySpace) -> Tables {
     t
 }
 
-/// Compiles `paths::policy_yaml(space)` with the agent's compiler and checks that it gives the
-/// same map entries as `tables_for(space)`: the per-packet tables are a real policy's.
-pub fn check_against_compiler(space: KeySpace) -> anyhow::Result<()> {
-    let policy = Policy::from_str("bench-policy.yaml", &paths::policy_yaml(space))?;
+/// Compiles `paths::policy_yaml(space, set)` with the agent's compiler and checks that it gives
+/// the same map entries as `tables_for(space, set)`: the per-packet tables are a real policy's.
+pub fn check_against_compiler(space: KeySpace, set: CidrSet) -> anyhow::Result<()> {
+    let policy = Policy::from_str("bench-policy.yaml", &paths::policy_yaml(space, set))?;
     let compiled = policy::compile(&policy, &SlotTable::new(), SLOTS)?;
-    let direct = tables_for(space);
+    let direct = tables_for(space, set);
     let same = |what: &str, eq: bool| {
         ensure!(
             eq,
-            "{what}: the compiler and tables_for disagree at {} prefixes",
-            space.entries
+            "{what}: the compiler and tables_for disagree at {} prefixes ({})",
+            space.entries,
+            set.label()
         );
         Ok(())
     };

@@ -24,12 +24,14 @@
 
 pub mod cache;
 pub mod chart;
+pub mod chase;
 pub mod control_plane;
 pub mod env;
 pub mod flood;
 pub mod identity;
 pub mod kernel;
 pub mod kernel_log;
+pub mod mixed;
 pub mod observability;
 pub mod paths;
 pub mod per_packet;
@@ -192,6 +194,7 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
             });
             if let Some(peer) = peer {
                 report.per_packet.rows.extend(peer.rows);
+                report.per_packet.peer_full = peer.full;
                 report.peer_note = peer.note;
                 report.programs.push(peer.program);
             }

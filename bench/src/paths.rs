@@ -19,6 +19,12 @@
 //!   so its own identity with its own policy entry: even j allow, odd j `action: deny`.
 //! - Port 9999 has no rule for anyone: a policy miss, then the workload's default (deny).
 //!
+//! The mixed-length rows run on tables of their own ([`CidrSet::Mixed`]): the same workload,
+//! rules and exact bindings, with the N CIDR identities drawn from `mixed` (lengths spread as
+//! in real tables, some nested) instead of /28s and /64s. Separate tables, not one set holding
+//! both: a per-length datapath lays out its levels per family over every prefix it holds, so
+//! sharing them would change what the single-length rows measure.
+//!
 //! Unprotected destinations come from ranges no workload owns; [`CLIENT4`] / [`CLIENT6`] are
 //! `world` peers (no binding, no CIDR). These frames only ever go to `BPF_PROG_TEST_RUN` (or
 //! to the harness's own namespaces).
@@ -98,6 +104,10 @@ pub enum Keys {
     CidrDeny,
     /// An address in any CIDR identity, as the source.
     Cidr,
+    /// An address in an allowed (even) / denied (odd) prefix of the mixed-length set, as the
+    /// source (`CidrSet::Mixed` tables).
+    MixedAllow,
+    MixedDeny,
     /// The peer of one of the flows the established row records first, as the source.
     Flows,
     /// An exact binding, as the destination (egress).
@@ -110,9 +120,23 @@ pub enum Keys {
 
 impl Keys {
     /// Where this key sits in an untagged frame of `family`.
+    /// The tables a row with these keys runs on.
+    pub fn set(self) -> CidrSet {
+        match self {
+            Keys::MixedAllow | Keys::MixedDeny => CidrSet::Mixed,
+            _ => CidrSet::Uniform,
+        }
+    }
+
     pub fn offset(self, family: Family) -> Option<usize> {
         let src = match self {
-            Keys::Exact | Keys::CidrAllow | Keys::CidrDeny | Keys::Cidr | Keys::Flows => true,
+            Keys::Exact
+            | Keys::CidrAllow
+            | Keys::CidrDeny
+            | Keys::Cidr
+            | Keys::MixedAllow
+            | Keys::MixedDeny
+            | Keys::Flows => true,
             Keys::ExactDst | Keys::Unprotected => false,
             Keys::Fixed => return None,
         };
@@ -123,6 +147,110 @@ impl Keys {
             (Family::V6, false) => Some(DST_OFFSET_V6),
             (Family::L2, _) => None,
         }
+    }
+}
+
+/// Which CIDR identities the tables of a prefix count hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CidrSet {
+    /// One length per family: /28 (IPv4), /64 (IPv6), `KeySpace::cidr`.
+    Uniform,
+    /// Lengths spread as in real tables, some nested (`mixed`).
+    Mixed,
+}
+
+impl CidrSet {
+    pub const ALL: [CidrSet; 2] = [CidrSet::Uniform, CidrSet::Mixed];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            CidrSet::Uniform => "single-length CIDR set (/28, /64)",
+            CidrSet::Mixed => "mixed-length CIDR set",
+        }
+    }
+}
+
+/// How many prefix levels a CIDR identity lookup probes on the first packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Levels {
+    /// The path looks no prefix up.
+    None,
+    /// A single-length set: one level.
+    One,
+    /// A mixed-length set: as many as the compiler's layout needs for the address (expected
+    /// 2-3; a layout that does not fit falls back to the trie walk).
+    Mixed,
+}
+
+/// The map lookups a flow's first packet makes on a path, **counted from the datapath's code**
+/// (`boundary-ebpf`: `verdict.rs`, `policy.rs`, `conntrack.rs`), not measured: the kernel
+/// cannot count them cheaply. Array reads (config, port bitmaps, bind sequence, verdict cache,
+/// counters) are not counted. For the per-length identity lookup (issue #15: a hash map of
+/// prefix levels, probed shortest first, stopping where nothing longer exists); on a datapath
+/// that still uses the LPM trie, "levels" is one trie walk instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookups {
+    /// Hash lookups besides the prefix levels: endpoint, exact identity, policy entries,
+    /// conntrack.
+    pub hash: u8,
+    pub levels: Levels,
+    /// Whether the packet also inserts its flow in the conntrack LRU (an allowed, tracked
+    /// flow: the lookup before the insert is in `hash`).
+    pub ct_insert: bool,
+}
+
+impl Lookups {
+    const ZERO: Lookups = Lookups {
+        hash: 0,
+        levels: Levels::None,
+        ct_insert: false,
+    };
+
+    /// Counted for each kind of row, from the code:
+    /// - every protected path: the endpoint (1);
+    /// - exact identity: the identity hash, a hit (1), no prefix lookup;
+    /// - CIDR identity: the identity hash, a miss (1; the tables hold exact bindings), then
+    ///   the prefix levels;
+    /// - policy: (identity, port) when the port bitmap lists the port (8443: 1); for a port no
+    ///   rule lists (9999, and the established row's 40000) that lookup is skipped, and
+    ///   (identity, any port) and (any peer, any port) miss (2);
+    /// - a drop: conntrack, is it a reply? (1; the failsafe lookup is skipped by its port
+    ///   bitmap, which lists 22 only);
+    /// - an allow: conntrack's record looks the flow up (1), then inserts it.
+    pub const fn of(keys: Keys, reason: Reason) -> Lookups {
+        let levels = match keys {
+            Keys::Exact | Keys::ExactDst => Levels::None,
+            Keys::CidrAllow | Keys::CidrDeny | Keys::Cidr | Keys::Flows => Levels::One,
+            Keys::MixedAllow | Keys::MixedDeny => Levels::Mixed,
+            Keys::Unprotected => {
+                return Lookups {
+                    hash: 1,
+                    ..Self::ZERO
+                };
+            }
+            Keys::Fixed => return Self::ZERO,
+        };
+        let (policy, ct, ct_insert) = match reason {
+            Reason::PolicyAllow => (1, 1, true),
+            Reason::PolicyDeny => (1, 1, false),
+            // A policy miss, then the default (deny) or an established reply.
+            _ => (2, 1, false),
+        };
+        Lookups {
+            hash: 1 + 1 + policy + ct,
+            levels,
+            ct_insert,
+        }
+    }
+
+    pub fn label(self) -> String {
+        let levels = match self.levels {
+            Levels::None => "",
+            Levels::One => " + 1 level",
+            Levels::Mixed => " + 2-3 levels",
+        };
+        let insert = if self.ct_insert { " + ct insert" } else { "" };
+        format!("{}{levels}{insert}", self.hash)
     }
 }
 
@@ -160,9 +288,19 @@ pub struct PathDef {
     /// Ingress rows run the XDP program, egress rows the TC program.
     pub direction: Direction,
     pub kind: Kind,
+    /// Counted from the code (see [`Lookups`]).
+    pub lookups: Lookups,
 }
 
 impl PathDef {
+    /// The tables this row runs on.
+    pub fn set(&self) -> CidrSet {
+        match &self.kind {
+            Kind::Measured { keys, .. } => keys.set(),
+            Kind::NotImplemented => CidrSet::Uniform,
+        }
+    }
+
     /// Where the key sits in this path's frame, for the random-key variant.
     pub fn key_offset(&self) -> Option<usize> {
         match &self.kind {
@@ -216,6 +354,24 @@ impl KeySpace {
         }
     }
 
+    /// Prefix `j` of `family`'s mixed-length set at this size.
+    pub fn mixed(self, family: Family, j: usize) -> IpNet {
+        super::mixed::set(family, self.per_family()).nets[j]
+    }
+
+    /// A host of mixed-length prefix `j` (never in a prefix nested in it).
+    pub fn mixed_host(self, family: Family, j: usize, h: u64) -> IpAddr {
+        super::mixed::set(family, self.per_family()).host(j, h)
+    }
+
+    /// CIDR identity `j` of `family` in `set`.
+    pub fn net(self, set: CidrSet, family: Family, j: usize) -> IpNet {
+        match set {
+            CidrSet::Uniform => Self::cidr(family, j),
+            CidrSet::Mixed => self.mixed(family, j),
+        }
+    }
+
     /// How many flows per family the established rows record.
     pub fn flows(self) -> usize {
         self.per_family().min(FLOWS)
@@ -238,6 +394,8 @@ impl KeySpace {
             Keys::CidrAllow => Self::cidr_host(family, below(n / 2) * 2, h),
             Keys::CidrDeny => Self::cidr_host(family, below(n / 2) * 2 + 1, h),
             Keys::Cidr => Self::cidr_host(family, below(n), h),
+            Keys::MixedAllow => self.mixed_host(family, below(n / 2) * 2, h),
+            Keys::MixedDeny => self.mixed_host(family, below(n / 2) * 2 + 1, h),
             Keys::Flows => self.flow_peer(family, below(self.flows() as u64)),
             Keys::Unprotected => match family {
                 Family::V4 => {
@@ -263,8 +421,8 @@ impl KeySpace {
     }
 }
 
-/// The policy file the per-packet tables stand for (see the module doc).
-pub fn policy_yaml(space: KeySpace) -> String {
+/// The policy file the per-packet tables of `set` stand for (see the module doc).
+pub fn policy_yaml(space: KeySpace, set: CidrSet) -> String {
     let mut y = String::from("apiVersion: boundary.dev/v1\nidentities:\n");
     // Several SPIFFE IDs, all matched by the one pattern rule: still one identity.
     for sa in 0..16 {
@@ -292,7 +450,7 @@ pub fn policy_yaml(space: KeySpace) -> String {
             let _ = write!(
                 y,
                 "      - from: {{ cidr: \"{}\" }}\n        ports: [\"{PORT_RULE}/udp\"]\n",
-                KeySpace::cidr(family, j)
+                space.net(set, family, j)
             );
             if j % 2 == 1 {
                 y.push_str("        action: deny\n");
@@ -453,6 +611,7 @@ fn row(
             keys,
             expect,
         },
+        lookups: Lookups::of(keys, expect.reason),
     }
 }
 
@@ -477,11 +636,14 @@ fn egress(
             keys,
             expect: Expect { action, reason },
         },
+        lookups: Lookups::of(keys, reason),
     }
 }
 
 pub const EXACT_ALLOW: &str = "allow: exact identity (SPIFFE binding, port rule)";
 pub const CIDR_ALLOW: &str = "allow: CIDR identity (LPM, port rule)";
+pub const CIDR_MIXED: &str = "allow: CIDR identity, mixed prefix lengths";
+pub const DENY_MIXED: &str = "deny: explicit deny rule, mixed prefix lengths";
 pub const DENY: &str = "deny: explicit deny rule (CIDR identity)";
 pub const MISS: &str = "policy miss (no rule matches, default deny)";
 pub const ESTABLISHED: &str = "established reply (conntrack, default deny)";
@@ -493,7 +655,10 @@ pub const TC_ALLOW: &str = "TC egress allow: exact identity (port rule)";
 #[expect(clippy::too_many_lines, reason = "a table, one entry per path")]
 pub fn all() -> Vec<PathDef> {
     use Family::{L2, V4, V6};
-    use Keys::{Cidr, CidrAllow, CidrDeny, Exact, ExactDst, Fixed, Flows, Unprotected};
+    use Keys::{
+        Cidr, CidrAllow, CidrDeny, Exact, ExactDst, Fixed, Flows, MixedAllow, MixedDeny,
+        Unprotected,
+    };
     use Reason as R;
     let mut rows = vec![
         row(EXACT_ALLOW, V4, Exact, pass(R::PolicyAllow), |p| {
@@ -506,6 +671,18 @@ pub fn all() -> Vec<PathDef> {
             in4(p, PORT_RULE)
         }),
         row(CIDR_ALLOW, V6, CidrAllow, pass(R::PolicyAllow), |p| {
+            in6(p, PORT_RULE)
+        }),
+        row(CIDR_MIXED, V4, MixedAllow, pass(R::PolicyAllow), |p| {
+            in4(p, PORT_RULE)
+        }),
+        row(CIDR_MIXED, V6, MixedAllow, pass(R::PolicyAllow), |p| {
+            in6(p, PORT_RULE)
+        }),
+        row(DENY_MIXED, V4, MixedDeny, drop(R::PolicyDeny), |p| {
+            in4(p, PORT_RULE)
+        }),
+        row(DENY_MIXED, V6, MixedDeny, drop(R::PolicyDeny), |p| {
             in6(p, PORT_RULE)
         }),
         row(DENY, V4, CidrDeny, drop(R::PolicyDeny), |p| {

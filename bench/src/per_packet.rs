@@ -8,10 +8,11 @@ use boundary_common::Direction;
 use super::{
     Plan,
     cache::VerdictCache,
+    chase,
     kernel::{self, BenchDatapath, SLOTS},
-    paths::{self, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr},
+    paths::{self, CidrSet, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr},
     progress,
-    results::{PacketRow, PerPacket, SIZES, Value},
+    results::{Miss, PacketRow, PerPacket, SIZES, Value},
     sys::{RawProgram, TC_NEXT, XDP_PASS},
     testrun::{self, Cell, Rekey, Samples, Target},
 };
@@ -193,6 +194,109 @@ fn counted_under(keys: Keys) -> Option<u16> {
     }
 }
 
+/// The L3 cache's size as the kernel reports it (for the report's wording only).
+fn llc() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size")
+        .map_or_else(|_| "LLC".into(), |s| format!("{} L3", s.trim()))
+}
+
+/// Loads and fills the tables of `set` at `space`, measures every row that runs on them, and
+/// returns the memory their maps hold.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the step's state, passed down once"
+)]
+fn measure_tables(
+    defs: &[PathDef],
+    rows: &mut [PacketRow],
+    out: &mut PerPacket,
+    space: KeySpace,
+    set: CidrSet,
+    label: &'static str,
+    floors: &Floors,
+    fs: &mut Running,
+    plan: &Plan,
+) -> anyhow::Result<u64> {
+    let entries = space.entries;
+    if entries == SIZES[0].0 {
+        progress::step(&format!(
+            "per-packet {label}, {}: compiling the equivalent policy file, comparing",
+            set.label()
+        ));
+        kernel::check_against_compiler(space, set)?;
+    }
+    progress::step(&format!(
+        "per-packet {label}, {}: {entries} CIDR identities + {entries} exact bindings: loading, filling",
+        set.label()
+    ));
+    if set == CidrSet::Mixed {
+        for family in [paths::Family::V4, paths::Family::V6] {
+            let hist: Vec<String> = crate::mixed::set(family, space.per_family())
+                .histogram()
+                .iter()
+                .map(|(len, n)| format!("/{len} {n}"))
+                .collect();
+            out.mixed_notes
+                .push(format!("{label} {}: {}", family.label(), hist.join(", ")));
+        }
+    }
+    let tables = kernel::tables_for(space, set);
+    let mut dp = BenchDatapath::load(&tables, SLOTS)?;
+    let fill = dp.fill(&tables)?;
+    let footprint = dp.memlock()?;
+    if set == CidrSet::Uniform {
+        out.fills.push((label, fill));
+    }
+    let mut cache = VerdictCache::open(&dp.map_ids()?)?;
+    for r in &dp.raised {
+        out.raised.push(format!(
+            "{label} ({}): {} {} entries per generation (shipped {} = {} per generation), raised to {}",
+            set.label(),
+            r.map,
+            r.used,
+            r.shipped,
+            r.shipped / 2,
+            r.used * 2
+        ));
+    }
+    progress::note(&format!(
+        "filled in {:.2} s (Maps::apply), maps hold {} MiB{}",
+        fill.as_secs_f64(),
+        footprint >> 20,
+        if dp.raised.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; raised: {}",
+                dp.raised
+                    .iter()
+                    .map(|r| r.map)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    let mine = |d: &PathDef| matches!(d.kind, Kind::Measured { .. }) && d.set() == set;
+    let measured = defs.iter().filter(|d| mine(d)).count();
+    let mut done = 0;
+    for (def, row) in defs.iter().zip(rows.iter_mut()) {
+        if def.set() != set {
+            continue;
+        }
+        if mine(def) {
+            done += 1;
+            progress::tick(&format!(
+                "per-packet {label}: [{done}/{measured}] {} {}",
+                def.name,
+                def.family.label()
+            ));
+        }
+        measure_row(&dp, &mut cache, space, def, row, floors, fs, plan)
+            .with_context(|| format!("{} {} at {label}", def.name, def.family.label()))?;
+    }
+    Ok(footprint)
+}
+
 pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
     let defs = paths::all();
     let mut rows: Vec<PacketRow> = defs
@@ -207,6 +311,7 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
                 path: d.name.into(),
                 family: d.family.label(),
                 verdict,
+                lookups: d.lookups.label(),
                 hot: Vec::new(),
                 random: Vec::new(),
             }
@@ -222,67 +327,43 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<PerPacket> {
         rng: SplitMix::new(0x5eed_b0d4),
     };
 
-    for (entries, label) in SIZES {
+    for (size, (entries, label)) in SIZES.into_iter().enumerate() {
         let space = KeySpace { entries };
-        if entries == SIZES[0].0 {
-            progress::step(&format!(
-                "per-packet {label}: compiling the equivalent policy file, comparing"
-            ));
-            kernel::check_against_compiler(space)?;
-        }
-        progress::step(&format!(
-            "per-packet {label}: {entries} CIDR identities + {entries} exact bindings: loading, filling"
-        ));
-        let tables = kernel::tables_for(space);
-        let mut dp = BenchDatapath::load(&tables, SLOTS)?;
-        let fill = dp.fill(&tables)?;
-        out.fills.push((label, fill));
-        let mut cache = VerdictCache::open(&dp.map_ids()?)?;
-        for r in &dp.raised {
-            out.raised.push(format!(
-                "{label}: {} {} entries per generation (shipped {} = {} per generation), raised to {}",
-                r.map,
-                r.used,
-                r.shipped,
-                r.shipped / 2,
-                r.used * 2
-            ));
-        }
-        progress::note(&format!(
-            "filled in {:.2} s (Maps::apply){}",
-            fill.as_secs_f64(),
-            if dp.raised.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; raised: {}",
-                    dp.raised
-                        .iter()
-                        .map(|r| r.map)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        ));
-        let measured = defs
-            .iter()
-            .filter(|d| matches!(d.kind, Kind::Measured { .. }))
-            .count();
-        let mut done = 0;
-        for (def, row) in defs.iter().zip(rows.iter_mut()) {
-            if matches!(def.kind, Kind::Measured { .. }) {
-                done += 1;
+        for set in CidrSet::ALL {
+            let footprint = measure_tables(
+                &defs, &mut rows, &mut out, space, set, label, floors, &mut fs, plan,
+            )?;
+            if set == CidrSet::Uniform {
+                // After the datapath is gone: the chase and the maps never hold memory at once.
+                let bytes = usize::try_from(footprint).context("fits usize")?;
                 progress::tick(&format!(
-                    "per-packet {label}: [{done}/{measured}] {} {}",
-                    def.name,
-                    def.family.label()
+                    "per-packet {label}: pointer chase over {} MiB (the tables' footprint)",
+                    bytes >> 20
                 ));
+                let s = chase::measure(bytes, plan.runs, 0xc4a5e ^ entries as u64)?;
+                out.misses.push(Miss {
+                    what: format!("the {label} tables' footprint (all maps' memlock)"),
+                    bytes: footprint,
+                    size: Some(size),
+                    ns: s.median(),
+                    spread: s.spread(),
+                });
             }
-            measure_row(&dp, &mut cache, space, def, row, floors, &mut fs, plan)
-                .with_context(|| format!("{} {} at {label}", def.name, def.family.label()))?;
         }
         progress::done();
     }
+    for mib in [64usize, 256] {
+        progress::tick(&format!("pointer chase over {mib} MiB"));
+        let s = chase::measure(mib << 20, plan.runs, 0xc4a5e ^ mib as u64)?;
+        out.misses.push(Miss {
+            what: format!("{mib} MiB (far beyond the {} LLC)", llc()),
+            bytes: (mib as u64) << 20,
+            size: None,
+            ns: s.median(),
+            spread: s.spread(),
+        });
+    }
+    progress::done();
     out.rows = rows;
     out.floor_hot = fs.hot[0].median();
     out.floor_call = fs.call[0].median();

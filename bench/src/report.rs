@@ -72,6 +72,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(o, "Boundary benchmark: {}", r.machine);
     let _ = writeln!(o, "{}", r.mode);
     per_packet_section(&mut o, r);
+    at_scale_section(&mut o, r);
     flood_section(&mut o, r);
     throughput_section(&mut o, r);
     control_section(&mut o, r);
@@ -171,14 +172,135 @@ fn per_packet_section(o: &mut String, r: &Report) {
     }
 }
 
+/// The miss latencies measured, and the peer with its maps full.
+fn misses_and_peer(o: &mut String, r: &Report) {
+    let pp = &r.per_packet;
+    let _ = writeln!(
+        o,
+        "   miss latency = userspace pointer chase, one pointer per 64-byte line in one random cycle (dependent loads), 4 KiB pages (MADV_NOHUGEPAGE), pinned to the CPU of the test runs; ns per dependent miss:"
+    );
+    for m in &pp.misses {
+        #[expect(clippy::cast_precision_loss, reason = "sizes are small")]
+        let mib = m.bytes as f64 / f64::from(1u32 << 20);
+        let _ = writeln!(
+            o,
+            "     {:<58} {:>9.1} MiB {:>8.1} ±{:.1} ns",
+            m.what, mib, m.ns, m.spread
+        );
+    }
+    for p in &pp.peer_full {
+        let _ = writeln!(
+            o,
+            "   {:<58} {:<3} hot {:>8}   first packet {:>8}",
+            p.path,
+            p.family,
+            p.hot.first().map_or_else(String::new, cell),
+            p.random.first().map_or_else(String::new, cell)
+        );
+    }
+}
+
+/// Issue #15: first packets against the measured miss latency and xdp-filter with its maps
+/// full, with each path's lookups counted from the code.
+fn at_scale_section(o: &mut String, r: &Report) {
+    let pp = &r.per_packet;
+    if pp.misses.is_empty() && pp.peer_full.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n1b. First packets at scale (issue #15): measured miss latency, lookups per path, xdp-filter with its maps full"
+    );
+    misses_and_peer(o, r);
+    let peer = |fam: &str| {
+        pp.peer_full
+            .iter()
+            .find(|p| p.family == fam && p.verdict == "pass")
+    };
+    let _ = writeln!(
+        o,
+        "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, identity, policy, conntrack; + prefix levels probed for a CIDR identity, one LPM walk on a trie datapath; + conntrack insert); array reads not counted"
+    );
+    let blank = "";
+    let _ = write!(
+        o,
+        "\n   {blank:<PATH_W$} {blank:<3} {blank:<22}{:>w$}{:>m$}{:>w$}\n   {:<PATH_W$} {:<3} {:<22}",
+        "first packet, net ns",
+        "misses over 1k",
+        "/ xdp-filter full, first",
+        "path",
+        "fam",
+        "lookups",
+        w = 10 * SIZES.len(),
+        m = 10 * (SIZES.len() - 1),
+    );
+    for (_, l) in SIZES {
+        let _ = write!(o, "{l:>10}");
+    }
+    for (_, l) in &SIZES[1..] {
+        let _ = write!(o, "{l:>10}");
+    }
+    for (_, l) in SIZES {
+        let _ = write!(o, "{l:>10}");
+    }
+    o.push('\n');
+    for row in pp
+        .rows
+        .iter()
+        .filter(|r| r.subject == "Boundary" && r.random.iter().any(|v| v.net().is_some()))
+    {
+        let _ = write!(
+            o,
+            "   {:<PATH_W$} {:<3} {:<22}",
+            row.path, row.family, row.lookups
+        );
+        for v in &row.random {
+            let _ = write!(
+                o,
+                "{:>10}",
+                v.net().map_or_else(|| "-".into(), |n| format!("{n:.0}"))
+            );
+        }
+        for size in 1..SIZES.len() {
+            let (m, _) = super::targets::misses_over_1k(r, row, size);
+            let _ = write!(
+                o,
+                "{:>10}",
+                m.map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+            );
+        }
+        let p = peer(row.family).and_then(|p| p.random.first().and_then(Value::net));
+        for v in &row.random {
+            let ratio = v.net().zip(p).filter(|(_, p)| *p > 0.0).map(|(n, p)| n / p);
+            let _ = write!(o, "{:>10}", fmt_ratio(ratio));
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(
+        o,
+        "   misses over 1k = (first packet at that size - at 1k) / the miss latency over that size's tables; xdp-filter full = its maps at capacity (Boundary has no 10k size: every size is compared with it)"
+    );
+    for n in &pp.mixed_notes {
+        let _ = writeln!(o, "   mixed-length set {n}");
+    }
+}
+
 fn flood_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "\n3. Denied flood on a veth (live frames, one pinned core, 64-byte UDP to a workload that denies it: one flow, then a new spoofed source in 10.0.0.0/8 every frame)"
     );
+    let w = r
+        .flood
+        .rows
+        .iter()
+        .map(|f| f.config.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(48);
     let _ = writeln!(
         o,
-        "   {:<48}{:>18}{:>16}{:>12}{:>22}",
+        "   {:<w$}{:>18}{:>16}{:>12}{:>22}",
         "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
     );
     for f in &r.flood.rows {
@@ -191,7 +313,7 @@ fn flood_section(o: &mut String, r: &Report) {
             .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
         let _ = writeln!(
             o,
-            "   {:<48}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            "   {:<w$}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
             f.config,
             format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
         );
@@ -479,7 +601,7 @@ fn kernel_log_section(o: &mut String, r: &Report) {
 }
 
 fn targets_section(o: &mut String, r: &Report) {
-    let _ = writeln!(o, "\nTargets (issues #4, #5, #9, #13 and #14)");
+    let _ = writeln!(o, "\nTargets (issues #4, #5, #9, #13, #14 and #15)");
     for t in &r.targets {
         let mark = match t.met {
             Some(true) => "met",
@@ -547,8 +669,32 @@ fn throughput_json(r: &Report) -> Json {
     })
 }
 
-pub fn json(r: &Report) -> Json {
+fn per_packet_json(r: &Report, rows: &[Json]) -> Json {
     let sizes: Vec<&str> = SIZES.iter().map(|(_, l)| *l).collect();
+    json!({
+        "sizes": sizes,
+        "floor_hot_ns": r.per_packet.floor_hot,
+        "floor_call_ns": r.per_packet.floor_call,
+        "tc_floor_hot_ns": r.per_packet.tc_floor_hot,
+        "tc_floor_call_ns": r.per_packet.tc_floor_call,
+        "raised": r.per_packet.raised,
+        "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
+        "rows": rows,
+        "peer_note": r.peer_note,
+        "misses": r.per_packet.misses.iter().map(|m| json!({
+            "what": m.what, "bytes": m.bytes, "size": m.size.map(|i| SIZES[i].1),
+            "ns": m.ns, "spread_ns": m.spread,
+        })).collect::<Vec<_>>(),
+        "peer_full": r.per_packet.peer_full.iter().map(|p| json!({
+            "path": p.path, "family": p.family, "verdict": p.verdict,
+            "hot": p.hot.iter().map(value_json).collect::<Vec<_>>(),
+            "first_packet": p.random.iter().map(value_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "mixed_sets": r.per_packet.mixed_notes,
+    })
+}
+
+pub fn json(r: &Report) -> Json {
     let rows: Vec<Json> = r
         .per_packet
         .rows
@@ -559,6 +705,7 @@ pub fn json(r: &Report) -> Json {
                 "path": row.path,
                 "family": row.family,
                 "verdict": row.verdict,
+                "lookups": row.lookups,
                 "hot": row.hot.iter().map(value_json).collect::<Vec<_>>(),
                 "first_packet": row.random.iter().map(value_json).collect::<Vec<_>>(),
             })
@@ -567,17 +714,7 @@ pub fn json(r: &Report) -> Json {
     json!({
         "machine": r.machine,
         "mode": r.mode,
-        "per_packet": {
-            "sizes": sizes,
-            "floor_hot_ns": r.per_packet.floor_hot,
-            "floor_call_ns": r.per_packet.floor_call,
-            "tc_floor_hot_ns": r.per_packet.tc_floor_hot,
-            "tc_floor_call_ns": r.per_packet.tc_floor_call,
-            "raised": r.per_packet.raised,
-            "fill_s": r.per_packet.fills.iter().map(|(l, d)| json!({"size": l, "s": d.as_secs_f64()})).collect::<Vec<_>>(),
-            "rows": rows,
-            "peer_note": r.peer_note,
-        },
+        "per_packet": per_packet_json(r, &rows),
         "flood": {
             "rows": r.flood.rows.iter().map(|f| json!({
                 "config": f.config,

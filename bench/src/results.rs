@@ -43,6 +43,8 @@ pub struct PacketRow {
     pub family: &'static str,
     /// Expected verdict and reason (`pass default_allow`), checked before timing.
     pub verdict: String,
+    /// Map lookups of a first packet, counted from the code (`paths::Lookups`).
+    pub lookups: String,
     /// One per entry of [`SIZES`].
     pub hot: Vec<Value>,
     pub random: Vec<Value>,
@@ -63,6 +65,33 @@ pub struct PerPacket {
     pub raised: Vec<String>,
     /// Runs per hot call.
     pub repeat: u32,
+    /// Measured miss latency (`chase`): over each size's table footprint, and over buffers far
+    /// beyond the LLC.
+    pub misses: Vec<Miss>,
+    /// The peer at its largest size (its maps full), one value per row (hot / first packet).
+    pub peer_full: Vec<PacketRow>,
+    /// What the mixed-length sets hold, per size (lengths and counts).
+    pub mixed_notes: Vec<String>,
+}
+
+/// One pointer chase: ns per dependent miss over a buffer of `bytes`.
+#[derive(Clone, Debug)]
+pub struct Miss {
+    pub what: String,
+    pub bytes: u64,
+    /// The per-packet size whose tables' footprint this is (an index into [`SIZES`]).
+    pub size: Option<usize>,
+    /// Median of the runs, and half their range.
+    pub ns: f64,
+    pub spread: f64,
+}
+
+impl PerPacket {
+    /// The miss latency the targets at size `size` are expressed in: the chase over that
+    /// size's tables.
+    pub fn miss_at(&self, size: usize) -> Option<&Miss> {
+        self.misses.iter().find(|m| m.size == Some(size))
+    }
 }
 
 /// One configuration of the denied-flood comparison.

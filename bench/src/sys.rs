@@ -9,6 +9,7 @@ use std::{
     ffi::CStr,
     io,
     mem::size_of,
+    net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     time::Duration,
 };
@@ -145,8 +146,18 @@ impl RawProgram {
     /// returns `action`. The IPv4 header checksum is left as it was: nothing on the receiving
     /// side of the flood step checks it before dropping the frame.
     pub fn xdp_spoofing(action: u32, name: &str) -> io::Result<Self> {
+        Self::xdp_spoofing_in(action, name, Ipv4Addr::new(10, 0, 0, 0), 0x00ff_ffff)
+    }
+
+    /// The same, with the source `base | (random & bits)`: `bits` (host order) says which bits
+    /// of the address are drawn, `base` gives the others.
+    pub fn xdp_spoofing_in(action: u32, name: &str, base: Ipv4Addr, bits: u32) -> io::Result<Self> {
         #[expect(clippy::cast_possible_wrap, reason = "XDP actions are small")]
         let action = action as i32;
+        // The store writes r0 in memory order (little endian): the address's network-order
+        // bytes read as a native u32.
+        #[expect(clippy::cast_possible_wrap, reason = "a bit pattern, as the immediate")]
+        let word = |x: u32| u32::from_ne_bytes(x.to_be_bytes()) as i32;
         let insn = |code: u8, dst: u8, src: u8, off: i16, imm: i32| Insn {
             code,
             regs: src << 4 | dst,
@@ -154,15 +165,15 @@ impl RawProgram {
             imm,
         };
         let insns = [
-            insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (ctx)
-            insn(0x85, 0, 0, 0, 7),  // call bpf_get_prandom_u32
-            insn(0x61, 2, 6, 0, 0),  // r2 = ctx->data
-            insn(0x61, 3, 6, 4, 0),  // r3 = ctx->data_end
-            insn(0xbf, 4, 2, 0, 0),  // r4 = r2
+            insn(0xbf, 6, 1, 0, 0),                             // r6 = r1 (ctx)
+            insn(0x85, 0, 0, 0, 7),                             // call bpf_get_prandom_u32
+            insn(0x61, 2, 6, 0, 0),                             // r2 = ctx->data
+            insn(0x61, 3, 6, 4, 0),                             // r3 = ctx->data_end
+            insn(0xbf, 4, 2, 0, 0),                             // r4 = r2
             insn(0x07, 4, 0, 0, 30), // r4 += 30: Ethernet + IPv4 up to the source address's end
             insn(0x2d, 4, 3, 3, 0),  // if r4 > r3 goto +3 (too short: leave it)
-            insn(0x67, 0, 0, 0, 8),  // r0 <<= 8
-            insn(0x47, 0, 0, 0, 10), // r0 |= 10: bytes 10, random, random, random
+            insn(0x54, 0, 0, 0, word(bits)), // w0 &= bits
+            insn(0x44, 0, 0, 0, word(u32::from(base) & !bits)), // w0 |= base
             insn(0x63, 2, 0, 26, 0), // *(u32 *)(r2 + 26) = r0: the source address
             mov_r0(action),
             EXIT,

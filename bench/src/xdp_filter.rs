@@ -42,6 +42,8 @@ const MAP_FLAG_SRC: u64 = 1;
 
 pub struct Peer {
     pub rows: Vec<PacketRow>,
+    /// Its maps full (its capacity per family): hot and first packet, one value each.
+    pub full: Vec<PacketRow>,
     pub program: ProgramRow,
     pub note: String,
 }
@@ -144,6 +146,38 @@ fn fill(l: &mut Loaded, space: KeySpace) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One row at one size: hot, and first packets (single-run calls, a fresh key each).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the step's state, passed down once"
+)]
+fn measure(
+    l: &Loaded,
+    plan: &Plan,
+    floor: &RawProgram,
+    space: KeySpace,
+    def: &paths::PathDef,
+    keys: Keys,
+    action: u32,
+    rng: &mut SplitMix,
+) -> anyhow::Result<(Value, Value)> {
+    let Kind::Measured { build, .. } = &def.kind else {
+        bail!("the exact-allow rows are measured");
+    };
+    let family: Family = def.family;
+    let frame = build(space.hot(keys, family));
+    let hot = testrun::hot(&l.prog, floor, &frame, action, None, plan)?;
+    let off = keys
+        .offset(family)
+        .context("these rows carry a peer address")?;
+    let mut rekey = |f: &mut [u8]| {
+        let a: IpAddr = space.pick(keys, family, rng.next_u64());
+        set_addr(f, off, a);
+    };
+    let cell = testrun::random(&l.prog, floor, &frame, &mut rekey, action, plan)?;
+    Ok((value(&hot), value(&cell)))
+}
+
 pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
     progress::step("xdp-filter: loading it on a veth in a namespace of ours");
     let mut l = load()?;
@@ -179,6 +213,8 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
                     path: format!("xdp-filter: {name}"),
                     family: def.family.label(),
                     verdict: verdict.into(),
+                    // Counted from its code: the destination, then the source.
+                    lookups: "2".into(),
                     hot: Vec::new(),
                     random: Vec::new(),
                 },
@@ -205,28 +241,34 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
         filled = true;
         for (def, keys, action, row) in &mut rows {
             progress::tick(&format!("xdp-filter {label}: {} {}", row.path, row.family));
-            let Kind::Measured { build, .. } = &def.kind else {
-                continue;
-            };
-            let family: Family = def.family;
-            let frame = build(space.hot(*keys, family));
-            let hot = testrun::hot(&l.prog, floor, &frame, *action, None, plan)?;
-            row.hot.push(value(&hot));
-            let keys = *keys;
-            let off = keys
-                .offset(family)
-                .context("these rows carry a peer address")?;
-            let mut rekey = |f: &mut [u8]| {
-                let a: IpAddr = space.pick(keys, family, rng.next_u64());
-                set_addr(f, off, a);
-            };
-            let cell = testrun::random(&l.prog, floor, &frame, &mut rekey, *action, plan)?;
-            row.random.push(value(&cell));
+            let (hot, first) = measure(&l, plan, floor, space, def, *keys, *action, &mut rng)?;
+            row.hot.push(hot);
+            row.random.push(first);
         }
         progress::done();
     }
+    // Its largest size: every map full. Boundary's first packets at scale are compared with
+    // these.
+    let space = KeySpace {
+        entries: 2 * l.capacity as usize,
+    };
+    fill(&mut l, space)?;
+    let mut full = Vec::new();
+    for (def, keys, action, row) in &rows {
+        let name = format!("{}, maps full ({} per family)", row.path, l.capacity);
+        progress::tick(&format!("xdp-filter: {name} {}", row.family));
+        let (hot, first) = measure(&l, plan, floor, space, def, *keys, *action, &mut rng)?;
+        full.push(PacketRow {
+            path: name,
+            hot: vec![hot],
+            random: vec![first],
+            ..row.clone()
+        });
+    }
+    progress::done();
     Ok(Peer {
         rows: rows.into_iter().map(|(_, _, _, r)| r).collect(),
+        full,
         program: ProgramRow {
             program: format!("{} (xdp-filter)", l.name),
             verified_insns: l.verified_insns,
@@ -234,7 +276,7 @@ pub fn run(plan: &Plan, floor: &RawProgram) -> anyhow::Result<Peer> {
         },
         note: format!(
             "xdp-filter {version} as `xdp-filter load -p deny -f ipv4,ipv6` (program {}), no dispatcher; \
-             its maps hold {} addresses per family, so 100k and 1M are n/a",
+             its maps hold {} addresses per family, so 100k and 1M are n/a; measured again with its maps full",
             l.name, l.capacity
         ),
     })
