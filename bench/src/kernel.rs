@@ -20,7 +20,10 @@ use anyhow::{Context as _, ensure};
 use aya::programs::{SchedClassifier, Xdp};
 use boundary_agent::{
     datapath::{Datapath, LoadOptions, Maps},
-    policy::{self, Policy, SlotTable, Tables, compile::RuleKey},
+    policy::{
+        self, Policy, SlotTable, Tables,
+        compile::{RuleKey, prefixes::PrefixLayout},
+    },
 };
 use boundary_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use boundary_common::{
@@ -28,8 +31,8 @@ use boundary_common::{
     maps::{
         Action, CIDRS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
         EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
-        MAX_IDENTITIES, MAX_POLICY, MAX_RULES, Mode, POLICY_MAP, PolicyValue, RULE_ALLOW,
-        RULE_DENY,
+        MAX_IDENTITIES, MAX_POLICY, MAX_PREFIXES, MAX_RULES, Mode, POLICY_MAP, PREFIXES_MAP,
+        PolicyValue, RULE_ALLOW, RULE_DENY,
     },
 };
 use ipnet::IpNet;
@@ -62,12 +65,36 @@ fn raise(map: &'static str, shipped: u32, used: usize) -> anyhow::Result<Option<
 }
 
 impl BenchDatapath {
+    /// The prefix levels the live generation was written with, per family: the lengths
+    /// walked, or how the family's prefixes are held instead.
+    pub fn prefix_levels(&self) -> anyhow::Result<[String; 2]> {
+        let maps = self.dp.maps();
+        let g = maps.datapath_config()?.generation;
+        let l = maps.prefix_levels(g)?;
+        let show = |count: u8, lens: &[u8]| match count {
+            boundary_common::maps::PREFIX_LEVELS_TRIE => "the LPM trie".to_owned(),
+            boundary_common::maps::PREFIX_LEVELS_NONE => "none".to_owned(),
+            n => lens[..usize::from(n)]
+                .iter()
+                .map(|len| format!("/{len}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        Ok([show(l.count[0], &l.v4), show(l.count[1], &l.v6)])
+    }
+
     /// Loads both programs with `slots` workload slots and room for two generations of
     /// `tables`.
     pub fn load(tables: &Tables, slots: u32) -> anyhow::Result<Self> {
         let raised: Vec<Raised> = [
             raise(IDENTITIES_MAP, MAX_IDENTITIES, tables.identities.len())?,
             raise(CIDRS_MAP, MAX_CIDRS, tables.cidrs.len())?,
+            // The regions of the prefix levels as a map with room for them lays them out.
+            raise(
+                PREFIXES_MAP,
+                MAX_PREFIXES,
+                PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len(),
+            )?,
             raise(POLICY_MAP, MAX_POLICY, tables.policy.len())?,
         ]
         .into_iter()

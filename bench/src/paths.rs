@@ -14,7 +14,7 @@
 //! - **N exact bindings** (static SPIFFE bindings, the identity hash map): IPv4 10.0.0.0 + j,
 //!   IPv6 `fd00:e::j`. One rule `from: { spiffe: "spiffe://bench.example/*" }` on 8443/udp (and
 //!   its egress twin `to:`) matches them all, so the compiler gives them one identity.
-//! - **N CIDR identities** (the LPM trie): IPv4 /28s 10.128.0.0 + 16 j (in 10.128.0.0/9),
+//! - **N CIDR identities** (the prefix levels, one level per family): IPv4 /28s 10.128.0.0 + 16 j (in 10.128.0.0/9),
 //!   IPv6 /64s `fd00:c1d:0:j::/64`. Each is its own rule `from: { cidr: ... }` on 8443/udp, and
 //!   so its own identity with its own policy entry: even j allow, odd j `action: deny`.
 //! - Port 9999 has no rule for anyone: a policy miss, then the workload's default (deny).
@@ -641,7 +641,7 @@ fn egress(
 }
 
 pub const EXACT_ALLOW: &str = "allow: exact identity (SPIFFE binding, port rule)";
-pub const CIDR_ALLOW: &str = "allow: CIDR identity (LPM, port rule)";
+pub const CIDR_ALLOW: &str = "allow: CIDR identity (prefix levels, port rule)";
 pub const CIDR_MIXED: &str = "allow: CIDR identity, mixed prefix lengths";
 pub const DENY_MIXED: &str = "deny: explicit deny rule, mixed prefix lengths";
 pub const DENY: &str = "deny: explicit deny rule (CIDR identity)";

@@ -236,14 +236,22 @@ fn measure_tables(
                 .iter()
                 .map(|(len, n)| format!("/{len} {n}"))
                 .collect();
-            out.mixed_notes
-                .push(format!("{label} {}: {}", family.label(), hist.join(", ")));
+            out.mixed_notes.push(format!(
+                "mixed-length set {label} {}: {}",
+                family.label(),
+                hist.join(", ")
+            ));
         }
     }
     let tables = kernel::tables_for(space, set);
     let mut dp = BenchDatapath::load(&tables, SLOTS)?;
     let fill = dp.fill(&tables)?;
     let footprint = dp.memlock()?;
+    let [v4, v6] = dp.prefix_levels()?;
+    out.mixed_notes.push(format!(
+        "{label} {}: prefix levels walked: v4 {v4}; v6 {v6}",
+        set.label()
+    ));
     if set == CidrSet::Uniform {
         out.fills.push((label, fill));
     }

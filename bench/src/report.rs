@@ -107,7 +107,7 @@ fn per_packet_section(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "   prefixes = CIDR identities in the LPM trie, plus as many exact bindings in the identity map (each half IPv4, half IPv6); one protected workload"
+        "   prefixes = CIDR identities (prefix levels, the trie for a family they cannot hold), plus as many exact bindings in the identity map (each half IPv4, half IPv6); one protected workload"
     );
     let _ = writeln!(
         o,
@@ -281,7 +281,7 @@ fn at_scale_section(o: &mut String, r: &Report) {
         "   misses over 1k = (first packet at that size - at 1k) / the miss latency over that size's tables; xdp-filter full = its maps at capacity (Boundary has no 10k size: every size is compared with it)"
     );
     for n in &pp.mixed_notes {
-        let _ = writeln!(o, "   mixed-length set {n}");
+        let _ = writeln!(o, "   {n}");
     }
 }
 

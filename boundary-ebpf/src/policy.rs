@@ -12,8 +12,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE,
-    PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
+    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY,
+    PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
     RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data, family_index, mask_into,
     port_word_index, range_key_data,
 };

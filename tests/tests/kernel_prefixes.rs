@@ -10,6 +10,7 @@ mod support;
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -63,10 +64,11 @@ fn policy_yaml() -> String {
         "apiVersion: boundary.dev/v1\nfailsafe: []\nworkloads:\n  - name: api\n    addresses: [{SERVER4}, \"{SERVER6}\"]\n    ingress:\n"
     );
     for (i, p) in PREFIXES.iter().enumerate() {
-        y.push_str(&format!(
-            "      - {{ from: {{ cidr: \"{p}\" }}, ports: [\"{}/udp\"] }}\n",
+        let _ = writeln!(
+            y,
+            "      - {{ from: {{ cidr: \"{p}\" }}, ports: [\"{}/udp\"] }}",
             port(i)
-        ));
+        );
     }
     y
 }
@@ -90,13 +92,25 @@ fn probes() -> Vec<IpAddr> {
         match n {
             IpNet::V4(v) => {
                 let (lo, hi) = (u32::from(v.network()), u32::from(v.broadcast()));
-                for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1), lo + (hi - lo) / 2] {
+                for a in [
+                    lo,
+                    hi,
+                    lo.wrapping_sub(1),
+                    hi.wrapping_add(1),
+                    lo + (hi - lo) / 2,
+                ] {
                     out.push(Ipv4Addr::from(a).into());
                 }
             }
             IpNet::V6(v) => {
                 let (lo, hi) = (u128::from(v.network()), u128::from(v.broadcast()));
-                for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1), lo + (hi - lo) / 2] {
+                for a in [
+                    lo,
+                    hi,
+                    lo.wrapping_sub(1),
+                    hi.wrapping_add(1),
+                    lo + (hi - lo) / 2,
+                ] {
                     out.push(Ipv6Addr::from(a).into());
                 }
             }
@@ -153,7 +167,11 @@ fn check(k: &mut Kernel) -> [u8; 2] {
             "trace's reading of the live maps for {addr}"
         );
     }
-    assert!(wrong.is_empty(), "{} wrong verdicts: {wrong:#?}", wrong.len());
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts: {wrong:#?}",
+        wrong.len()
+    );
     k.dp.maps()
         .prefix_levels(generation)
         .expect("levels entry")
@@ -187,7 +205,8 @@ fn nested_prefixes_of_many_lengths_find_their_longest_match_in_levels() {
 
 #[test]
 fn prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts() {
-    if !require_root("prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts") {
+    if !require_root("prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts")
+    {
         return;
     }
     let options = LoadOptions {
