@@ -27,8 +27,12 @@ pub fn value(cell: &Cell) -> Value {
     }
 }
 
-/// Boundary's random-key calls: a fresh peer address from the path's set, and the verdict
-/// cache emptied, before every call: each call is the first packet of a flow.
+/// Boundary's random-key calls: a fresh peer address from the path's set, a fresh source
+/// port, and the verdict cache emptied, before every call: each call is the first packet of
+/// a new flow. The port matters for allowed flows: with the address alone, the small sets'
+/// few hundred peers come back again and again, their flows already in conntrack (a lookup,
+/// no insert), while the large sets' are new (an insert into a full LRU, which evicts): the
+/// small set's figure would flatter itself by the insert.
 struct FirstPackets<'a> {
     cache: &'a mut VerdictCache,
     rng: &'a mut SplitMix,
@@ -36,12 +40,34 @@ struct FirstPackets<'a> {
     keys: Keys,
     family: paths::Family,
     off: usize,
+    /// Where the frame's source port is, for the rows whose flows are new (not the
+    /// established rows, whose flows were recorded with fixed ports).
+    sport: Option<usize>,
+}
+
+/// The offset of a TCP or UDP frame's source port (Ethernet, then IPv4 or IPv6 without
+/// extension headers).
+fn sport_offset(frame: &[u8]) -> Option<usize> {
+    const ETH: usize = 14;
+    let l4 = |proto: u8, at: usize| matches!(proto, 6 | 17).then_some(at);
+    match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        0x0800 => l4(
+            *frame.get(ETH + 9)?,
+            ETH + usize::from(frame.get(ETH)? & 0x0f) * 4,
+        ),
+        0x86dd => l4(*frame.get(ETH + 6)?, ETH + 40),
+        _ => None,
+    }
 }
 
 impl Rekey for FirstPackets<'_> {
     fn rekey(&mut self, frame: &mut [u8]) -> anyhow::Result<()> {
         let key = self.space.pick(self.keys, self.family, self.rng.next_u64());
         set_addr(frame, self.off, key);
+        if let Some(at) = self.sport {
+            let port = 1024 + (self.rng.next_u64() % 64_000) as u16;
+            frame[at..at + 2].copy_from_slice(&port.to_be_bytes());
+        }
         self.cache.empty()
     }
 
@@ -176,6 +202,11 @@ fn measure_row(
         keys,
         family,
         off,
+        sport: if keys == Keys::Flows {
+            None
+        } else {
+            sport_offset(&frame)
+        },
     };
     let cell = testrun::random(prog, floor, &frame, &mut first, expect.action, plan)?;
     fs.call[d].0.extend(&cell.floor.0);
