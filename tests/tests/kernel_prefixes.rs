@@ -20,7 +20,7 @@ use boundary_agent::{
 };
 use boundary_common::{
     Reason,
-    maps::{Action, IDENTITY_WORLD, PREFIX_LEVELS_TRIE, PREFIXES_MAP},
+    maps::{Action, IDENTITY_WORLD, MAX_PREFIX_LEVELS, PREFIX_LEVELS_TRIE, PREFIXES_MAP},
 };
 use boundary_tests::{
     packets::{self, L4},
@@ -199,8 +199,14 @@ fn nested_prefixes_of_many_lengths_find_their_longest_match_in_levels() {
     }
     let mut k = Kernel::new(&policy_yaml(), Action::Pass);
     let [v4, v6] = check(&mut k);
-    assert!((1..=4).contains(&v4), "IPv4 in levels: {v4}");
-    assert!((1..=4).contains(&v6), "IPv6 in levels: {v6}");
+    assert!(
+        (1..=MAX_PREFIX_LEVELS).contains(&usize::from(v4)),
+        "IPv4 in levels: {v4}"
+    );
+    assert!(
+        (1..=MAX_PREFIX_LEVELS).contains(&usize::from(v6)),
+        "IPv6 in levels: {v6}"
+    );
 }
 
 #[test]
@@ -230,6 +236,9 @@ fn one_family_in_levels_and_the_other_in_the_trie_in_one_generation() {
     };
     let mut k = Kernel::loaded_with(&policy_yaml(), Action::Pass, &options);
     let [v4, v6] = check(&mut k);
-    assert!((1..=4).contains(&v4), "IPv4 in levels: {v4}");
+    assert!(
+        (1..=MAX_PREFIX_LEVELS).contains(&usize::from(v4)),
+        "IPv4 in levels: {v4}"
+    );
     assert_eq!(v6, PREFIX_LEVELS_TRIE);
 }

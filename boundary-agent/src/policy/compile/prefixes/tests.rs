@@ -219,7 +219,7 @@ fn a_bgp_like_table_takes_few_levels_and_little_expansion() {
 
 #[test]
 fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
-    // Nine lengths 16 bits apart: four levels cannot hold them, and merging any two
+    // Nine lengths 16 bits apart: five levels cannot hold them, and merging any two
     // expands a prefix into 65,536 regions or more, past the room of this map.
     let cidrs: BTreeMap<IpNet, u32> = (0..=8u8)
         .flat_map(|i| {
