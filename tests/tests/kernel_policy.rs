@@ -17,9 +17,10 @@ use boundary_agent::{
 use boundary_common::{
     Reason,
     maps::{
-        ABI_MAP, Action, CFG_HAS_IFACE_ENDPOINTS, CONFIG_MAP, COUNTERS_MAP, ENDPOINTS_MAP,
-        Endpoint, EndpointKey, FAILSAFE_MAP, FAMILY_IPV4, FRAGMENTS_MAP, FlowKey, FlowValue,
-        FragKey, FragValue, IFINDEX_ANY, MAX_ENDPOINTS, MAX_FAILSAFE, PolicyKey, PolicyValue,
+        ABI_ADOPTS_FROM, ABI_MAP, ABI_VERSION, Action, CFG_HAS_IFACE_ENDPOINTS, CONFIG_MAP,
+        COUNTERS_MAP, ENDPOINTS_MAP, Endpoint, EndpointKey, FAILSAFE_MAP, FAMILY_IPV4,
+        FRAGMENTS_MAP, FlowKey, FlowValue, FragKey, FragValue, IFINDEX_ANY, MAX_ENDPOINTS,
+        MAX_FAILSAFE, PolicyKey, PolicyValue,
     },
 };
 use boundary_tests::{
@@ -838,11 +839,29 @@ fn an_upgrade_replaces_the_maps_it_cannot_adopt_and_keeps_the_rest() {
         "counters kept"
     );
 
-    // Pins of an older ABI: every map replaced.
+    // Pins of the oldest version this agent adopts (it only added maps since): kept, map by
+    // map, and marked with this agent's version.
     let mut abi: aya::maps::Array<MapData, u32> =
         aya::maps::Map::from_map_data(MapData::from_pin(layout.map(ABI_MAP)).expect("abi pin"))
             .and_then(TryInto::try_into)
             .expect("abi map");
+    abi.set(0, &ABI_ADOPTS_FROM, 0)
+        .expect("write an adoptable version");
+    let adopted = Datapath::load(layout.clone(), 8).expect("adopt the pins");
+    assert_eq!(
+        pinned_map_id(&layout.map(CONFIG_MAP)),
+        config,
+        "config kept"
+    );
+    assert_eq!(
+        pinned_map_id(&layout.map(COUNTERS_MAP)),
+        counters,
+        "counters kept"
+    );
+    assert_eq!(abi.get(&0, 0).expect("abi"), ABI_VERSION);
+    drop(adopted);
+
+    // Pins of an older ABI: every map replaced.
     abi.set(0, &1, 0).expect("write an older version");
     let _third = Datapath::load(layout.clone(), 8).expect("an older agent's pins are replaced");
     assert_ne!(pinned_map_id(&layout.map(CONFIG_MAP)), config);

@@ -100,10 +100,19 @@ pub const BUCKET_IDS_MAP: &str = "BND_BUCKET_IDS";
 pub const ABI_MAP: &str = "BND_ABI";
 
 /// What the pinned maps mean, beyond their shapes (which are checked one by one): an agent
-/// that finds pins of another version replaces every map (the attached programs keep the
-/// old ones until their links are updated), and refuses pins of a newer one. Pins made
-/// before this existed have no [`ABI_MAP`] and count as version 1.
-pub const ABI_VERSION: u32 = 2;
+/// that finds pins of a version older than [`ABI_ADOPTS_FROM`] replaces every map (the
+/// attached programs keep the old ones until their links are updated), and refuses pins of a
+/// newer one. Pins made before this existed have no [`ABI_MAP`] and count as version 1.
+///
+/// 3: CIDR identities are prefix levels ([`PREFIXES_MAP`], [`PREFIX_LEVELS_MAP`]); the trie
+/// holds only the prefixes of a family left there.
+pub const ABI_VERSION: u32 = 3;
+/// The oldest version whose pins this agent adopts map by map (by shape). Version 3 only added
+/// maps: their entries start zeroed, and a zeroed levels entry sends the lookup to the trie,
+/// where a version-2 agent put every prefix, until this agent's first swap. The other way
+/// round is not safe (a version-3 trie need not hold every prefix), and a version-2 agent
+/// refuses version-3 pins as newer.
+pub const ABI_ADOPTS_FROM: u32 = 2;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";

@@ -6,15 +6,17 @@
 //! type, key and value sizes, entries and flags, with the names and counters maps sized for
 //! the configured workloads. They cannot drift from what a load creates.
 //!
-//! An upgrade keeps every map whose shape and meaning ([`ABI_VERSION`]) are unchanged, with
-//! its state (counters, flows, rule ids). A map that differs is *replaced*: its pin is
+//! An upgrade keeps every map whose shape and meaning ([`ABI_VERSION`], or a version from
+//! [`ABI_ADOPTS_FROM`] on) are unchanged, with its state (counters, flows, rule ids). A map that differs is *replaced*: its pin is
 //! removed and the load creates a new one. The programs attached keep using the old map until
 //! the agent updates their links to the new programs, so enforcement has no gap; the
 //! replaced map's state starts afresh, and the log says which. Pins of a newer ABI are
 //! refused: an older agent cannot know what they mean.
 
 use aya::maps::MapInfo;
-use boundary_common::maps::{ABI_MAP, ABI_VERSION, ALL_MAPS, COUNTERS_MAP, NAMES_MAP};
+use boundary_common::maps::{
+    ABI_ADOPTS_FROM, ABI_MAP, ABI_VERSION, ALL_MAPS, COUNTERS_MAP, NAMES_MAP,
+};
 use tracing::warn;
 
 use crate::datapath::{object::OBJECT, pins::PinLayout};
@@ -112,7 +114,8 @@ pub fn prepare_pinned(
             ours: ABI_VERSION,
         });
     }
-    let same_abi = abi == Some(ABI_VERSION);
+    // Pins this agent can read as they are, map by map (see `ABI_ADOPTS_FROM`).
+    let same_abi = abi.is_some_and(|v| (ABI_ADOPTS_FROM..=ABI_VERSION).contains(&v));
     let mut replaced = Vec::new();
     for (name, wanted) in expected_shapes(max_workloads)? {
         let path = layout.map(name);
