@@ -185,7 +185,7 @@ fn split_room() -> u32 {
     let tables = policy::compile(&policy, &SlotTable::new(), 8).expect("compiles");
     (1..10_000)
         .find(|&room| {
-            let l = PrefixLayout::of(&tables.cidrs, room);
+            let l = PrefixLayout::of_with(&tables.cidrs, room, 0);
             l.levels.count[0] != PREFIX_LEVELS_TRIE && l.levels.count[1] == PREFIX_LEVELS_TRIE
         })
         .map(|room| u32::try_from(room).expect("small"))
@@ -197,7 +197,11 @@ fn nested_prefixes_of_many_lengths_find_their_longest_match_in_levels() {
     if !require_root("nested_prefixes_of_many_lengths_find_their_longest_match_in_levels") {
         return;
     }
-    let mut k = Kernel::new(&policy_yaml(), Action::Pass);
+    let options = LoadOptions {
+        prefix_levels_from: Some(0),
+        ..LoadOptions::default()
+    };
+    let mut k = Kernel::loaded_with(&policy_yaml(), Action::Pass, &options);
     let [v4, v6] = check(&mut k);
     assert!(
         (1..=MAX_PREFIX_LEVELS).contains(&usize::from(v4)),
@@ -210,6 +214,15 @@ fn nested_prefixes_of_many_lengths_find_their_longest_match_in_levels() {
 }
 
 #[test]
+fn a_small_policy_keeps_its_prefixes_in_the_trie_by_default() {
+    if !require_root("a_small_policy_keeps_its_prefixes_in_the_trie_by_default") {
+        return;
+    }
+    let mut k = Kernel::new(&policy_yaml(), Action::Pass);
+    assert_eq!(check(&mut k), [PREFIX_LEVELS_TRIE; 2]);
+}
+
+#[test]
 fn prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts() {
     if !require_root("prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts")
     {
@@ -217,6 +230,7 @@ fn prefixes_the_levels_have_no_room_for_stay_in_the_trie_with_the_same_verdicts(
     }
     let options = LoadOptions {
         capacities: &[(PREFIXES_MAP, 2)],
+        prefix_levels_from: Some(0),
         ..LoadOptions::default()
     };
     let mut k = Kernel::loaded_with(&policy_yaml(), Action::Pass, &options);
@@ -232,6 +246,7 @@ fn one_family_in_levels_and_the_other_in_the_trie_in_one_generation() {
     let capacities = [(PREFIXES_MAP, room)];
     let options = LoadOptions {
         capacities: &capacities,
+        prefix_levels_from: Some(0),
         ..LoadOptions::default()
     };
     let mut k = Kernel::loaded_with(&policy_yaml(), Action::Pass, &options);

@@ -72,6 +72,9 @@ pub struct LoadOptions<'a> {
     pub frozen_clock_ns: u64,
     /// Kernel-side diagnostics compiled in at load (`datapath/kernel_log.rs`); default off.
     pub kernel_log: KernelLog,
+    /// Prefixes a family needs to be laid out in prefix levels (`None`: the compiler's
+    /// `LEVELS_FROM`): tests lay small sets out in levels with `Some(0)`.
+    pub prefix_levels_from: Option<usize>,
 }
 
 /// A loaded datapath: programs in the kernel, maps pinned (new or adopted).
@@ -145,7 +148,10 @@ impl Datapath {
         if layout.is_some() {
             record_abi(&mut ebpf)?;
         }
-        let maps = Maps::take(&mut ebpf)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        if let Some(from) = options.prefix_levels_from {
+            maps.prefix_levels_from = from;
+        }
         Ok(Self { ebpf, layout, maps })
     }
 

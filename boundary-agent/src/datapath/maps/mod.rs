@@ -113,6 +113,8 @@ pub struct Maps {
     prefixes: HashMap<MapData, abi::PrefixKey, abi::PrefixValue>,
     prefix_levels: Array<MapData, abi::PrefixLevels>,
     prefix_room: usize,
+    /// Prefixes a family needs to be laid out in levels (see `LEVELS_FROM`).
+    pub(in crate::datapath) prefix_levels_from: usize,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     ranges: LpmTrie<MapData, [u8; RANGE_KEY_LEN], PolicyValue>,
     failsafe: LpmTrie<MapData, [u8; FAILSAFE_KEY_LEN], u32>,
@@ -235,6 +237,7 @@ macro_rules! open_all {
                 .try_into()
                 .map_err(map_err(abi::PREFIX_LEVELS_MAP))?,
             prefix_room,
+            prefix_levels_from: crate::policy::compile::prefixes::LEVELS_FROM,
             policy: open(POLICY_MAP)?.try_into().map_err(map_err(POLICY_MAP))?,
             ranges: open(RANGES_MAP)?.try_into().map_err(map_err(RANGES_MAP))?,
             failsafe: open(FAILSAFE_MAP)?

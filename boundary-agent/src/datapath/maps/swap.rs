@@ -291,7 +291,8 @@ impl Maps {
     ) -> Result<(RuleTable, BucketTable, GenerationKeys), MapsError> {
         let live_rules = self.record_rule_ids(tables)?;
         let live_buckets = self.install_buckets(next, tables)?;
-        let prefixes = PrefixLayout::of(&tables.cidrs, self.prefix_room);
+        let prefixes =
+            PrefixLayout::of_with(&tables.cidrs, self.prefix_room, self.prefix_levels_from);
         let mut keys = GenerationKeys::of(next, tables, &prefixes);
         self.set_other_empty(false);
         let mut written = Written::default();

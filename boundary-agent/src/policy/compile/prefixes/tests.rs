@@ -141,7 +141,7 @@ fn the_walk_matches_the_longest_prefix_for_nested_prefixes_of_many_lengths() {
     for round in 0..40 {
         let n = 1 + rng.below(120) as usize;
         let cidrs = mixed(&mut rng, n);
-        let layout = PrefixLayout::of(&cidrs, 1 << 20);
+        let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
         assert_same(&cidrs, &layout, &mut rng);
         if round == 0 {
             // The sets above spread over up to 14 lengths: some rounds lay them out in
@@ -161,7 +161,7 @@ fn every_round_of_mixed_lengths_is_laid_out_in_levels_somewhere() {
     for _ in 0..40 {
         let n = 1 + rng.below(120) as usize;
         let cidrs = mixed(&mut rng, n);
-        let layout = PrefixLayout::of(&cidrs, 1 << 20);
+        let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
         levelled += layout
             .levels
             .count
@@ -181,7 +181,7 @@ fn one_length_is_one_level_and_one_region_per_prefix() {
             (0..1000u128).map(|j| (v6((0xfd00_0c1du128 << 96) + (j << 64), 64), 5000 + j as u32)),
         )
         .collect();
-    let layout = PrefixLayout::of(&cidrs, 1 << 20);
+    let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
     assert_eq!(layout.levels.count, [1, 1]);
     assert_eq!(layout.levels.v4[0], 28);
     assert_eq!(layout.levels.v6[0], 64);
@@ -205,7 +205,7 @@ fn a_bgp_like_table_takes_few_levels_and_little_expansion() {
         };
         cidrs.insert(v4(rng.next() as u32, len), 2 + rng.below(1000) as u32);
     }
-    let layout = PrefixLayout::of(&cidrs, 1 << 20);
+    let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
     let levels = layout.levels.count[0];
     assert!((2..=4).contains(&levels), "{:?}", layout.levels);
     assert!(
@@ -227,7 +227,7 @@ fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
             [0u128, u128::MAX].map(|a| (v6(a, len), 2 + u32::from(len)))
         })
         .collect();
-    let layout = PrefixLayout::of(&cidrs, 50_000);
+    let layout = PrefixLayout::of_with(&cidrs, 50_000, 0);
     assert_eq!(layout.levels.count[1], PREFIX_LEVELS_TRIE);
     assert_eq!(layout.trie.len(), cidrs.len());
     assert_eq!(layout.regions, []);
@@ -238,7 +238,7 @@ fn lengths_too_spread_for_any_level_set_stay_in_the_trie() {
         .filter(|(n, _)| [16, 48, 64, 128].contains(&n.prefix_len()))
         .map(|(n, id)| (*n, *id))
         .collect();
-    let roomy = PrefixLayout::of(&four, 1 << 20);
+    let roomy = PrefixLayout::of_with(&four, 1 << 20, 0);
     assert_eq!(roomy.levels.count[1], 4);
     assert_eq!(&roomy.levels.v6[..4], [16, 48, 64, 128]);
     assert_same(&four, &roomy, &mut Rng(2));
@@ -250,7 +250,7 @@ fn a_family_past_the_room_left_stays_in_the_trie_and_the_other_keeps_its_levels(
         .map(|j| (v4(0x0a00_0000 + (j << 8), 24), 2))
         .chain((0..100u128).map(|j| (v6((0xfd00u128 << 112) + (j << 80), 48), 3)))
         .collect();
-    let layout = PrefixLayout::of(&cidrs, 150);
+    let layout = PrefixLayout::of_with(&cidrs, 150, 0);
     assert_eq!(layout.levels.count, [1, PREFIX_LEVELS_TRIE]);
     assert_eq!(layout.regions.len(), 100);
     assert_eq!(layout.trie.len(), 100);
@@ -260,7 +260,7 @@ fn a_family_past_the_room_left_stays_in_the_trie_and_the_other_keeps_its_levels(
 #[test]
 fn no_prefix_of_a_family_is_world_without_a_lookup() {
     let cidrs: BTreeMap<IpNet, u32> = [(v4(0x0a00_0000, 8), 2)].into_iter().collect();
-    let layout = PrefixLayout::of(&cidrs, 1 << 20);
+    let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
     assert_eq!(layout.levels.count, [1, PREFIX_LEVELS_NONE]);
     assert_eq!(
         layout.walk("fd00::1".parse().unwrap()),
@@ -278,8 +278,25 @@ fn the_default_route_and_a_host_inside_it() {
     let cidrs: BTreeMap<IpNet, u32> = [(v4(0, 0), 2), (v4(0x0a00_0001, 32), 3)]
         .into_iter()
         .collect();
-    let layout = PrefixLayout::of(&cidrs, 1 << 20);
+    let layout = PrefixLayout::of_with(&cidrs, 1 << 20, 0);
     assert_same(&cidrs, &layout, &mut Rng(1));
     assert_eq!(layout.walk("10.0.0.1".parse().unwrap()), Some(3));
     assert_eq!(layout.walk("10.0.0.2".parse().unwrap()), Some(2));
+}
+
+#[test]
+fn a_small_family_stays_in_the_trie_by_default() {
+    let small: BTreeMap<IpNet, u32> = (0..100u32)
+        .map(|j| (v4(0x0a00_0000 + (j << 8), 24), 2))
+        .collect();
+    let layout = PrefixLayout::of(&small, 1 << 20);
+    assert_eq!(
+        layout.levels.count,
+        [PREFIX_LEVELS_TRIE, PREFIX_LEVELS_NONE]
+    );
+    assert_eq!(layout.trie.len(), 100);
+    let large: BTreeMap<IpNet, u32> = (0..LEVELS_FROM as u32)
+        .map(|j| (v4(0x0a00_0000 + (j << 8), 24), 2))
+        .collect();
+    assert_eq!(PrefixLayout::of(&large, 1 << 20).levels.count[0], 1);
 }
