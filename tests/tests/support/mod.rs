@@ -246,10 +246,16 @@ impl Kernel {
     /// Loads the programs with no policy yet and a rate-limit clock that stands still at
     /// `clock_ns` (see `LoadOptions::frozen_clock_ns`).
     pub fn frozen(clock_ns: u64) -> Self {
+        Self::frozen_with(clock_ns, &[])
+    }
+
+    /// As [`Kernel::frozen`], with maps given `capacities` (see `LoadOptions::capacities`).
+    pub fn frozen_with(clock_ns: u64, capacities: &[(&'static str, u32)]) -> Self {
         stay_on_this_cpu();
         let options = LoadOptions {
             max_workloads: SLOTS,
             frozen_clock_ns: clock_ns,
+            capacities,
             ..Default::default()
         };
         Self {
