@@ -6,7 +6,7 @@
 //! that stopped a level short, went a level too far or answered for a neighbour's region
 //! opens or closes a port it should not. `trace`'s reading of the live maps must agree.
 //! Swaps between levels and the trie, and a restarted agent's first swaps, leave no entry of
-//! a generation swapped out behind.
+//! a generation swapped out behind. Pins of an agent before prefix levels are replaced.
 
 mod support;
 
@@ -16,7 +16,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{HashMap, IterableMap as _, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, lpm_trie::Key};
 use boundary_agent::{
     datapath::{Datapath, LoadOptions, PinLayout},
     policy::{self, Policy, SlotTable, compile::prefixes::PrefixLayout},
@@ -24,8 +24,9 @@ use boundary_agent::{
 use boundary_common::{
     Reason,
     maps::{
-        Action, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, FAMILY_IPV4, IDENTITY_WORLD, PREFIX_LEVELS_NONE,
-        PREFIX_LEVELS_TRIE, PREFIXES_MAP, PrefixKey, PrefixValue, cidr_key_data,
+        ABI_MAP, Action, CIDR_KEY_FIXED_BITS, CIDR_KEY_LEN, CIDRS_MAP, CONFIG_MAP, FAMILY_IPV4,
+        IDENTITY_WORLD, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PREFIXES_MAP, PrefixKey,
+        PrefixValue, cidr_key_data,
     },
 };
 use boundary_tests::{
@@ -372,4 +373,32 @@ fn a_restarted_agent_removes_prefix_residue_of_an_interrupted_swap() {
         ),
         "8.8.8.8 is nothing but 0.0.0.0/0"
     );
+}
+
+#[test]
+fn pins_of_an_agent_before_prefix_levels_are_replaced_not_adopted() {
+    if !require_root("pins_of_an_agent_before_prefix_levels_are_replaced_not_adopted") {
+        return;
+    }
+    // An agent of ABI 2 put every CIDR identity in the trie, and its programs read nothing
+    // else: adopting its maps, this agent's first swap would hide every CIDR identity from
+    // them until their links are updated.
+    let pins = PinDir(std::path::Path::new("/sys/fs/bpf").join(unique_name("bnd-kt-abi2")));
+    let layout = PinLayout::new(&pins.0);
+    let first = Datapath::load(layout.clone(), 8).expect("load with pinned maps (root needed)");
+    let id = |name| {
+        aya::maps::MapInfo::from_pin(layout.map(name))
+            .expect("pinned map")
+            .id()
+    };
+    let (config, cidrs) = (id(CONFIG_MAP), id(CIDRS_MAP));
+    let mut abi: Array<MapData, u32> =
+        aya::maps::Map::from_map_data(MapData::from_pin(layout.map(ABI_MAP)).expect("abi pin"))
+            .and_then(TryInto::try_into)
+            .expect("abi map");
+    abi.set(0, &2, 0).expect("the version before prefix levels");
+    let second = Datapath::load(layout.clone(), 8).expect("replaces the maps");
+    assert_ne!(id(CONFIG_MAP), config, "the config replaced");
+    assert_ne!(id(CIDRS_MAP), cidrs, "the trie replaced");
+    drop((first, second));
 }

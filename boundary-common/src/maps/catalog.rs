@@ -103,7 +103,14 @@ pub const ABI_MAP: &str = "BND_ABI";
 /// that finds pins of another version replaces every map (the attached programs keep the
 /// old ones until their links are updated), and refuses pins of a newer one. Pins made
 /// before this existed have no [`ABI_MAP`] and count as version 1.
-pub const ABI_VERSION: u32 = 2;
+///
+/// 3: CIDR identities moved to the prefix levels ([`PREFIXES_MAP`], [`PREFIX_LEVELS_MAP`]);
+/// [`CIDRS_MAP`] holds only a family the compiler left in the trie. The programs of a
+/// version-2 agent read the trie alone: adopting their maps, this agent's first swap would
+/// switch them (still attached until their links are updated, after the swap) to a
+/// generation whose CIDR identities they cannot see, every CIDR peer `world` meanwhile, a
+/// CIDR deny rule lifted. Replaced maps keep the old programs on the old policy instead.
+pub const ABI_VERSION: u32 = 3;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";
