@@ -20,6 +20,11 @@
 //! skb test runs are linear and at most a page, so TC frames stop at 3.4 KB, and non-linear
 //! skbs and GSO super-packets are the end-to-end tests' to cover.
 //!
+//! CIDR identities: prefixes of many lengths, nested and overlapping, IPv4-mapped among the
+//! IPv6 ones; the first half of the policies on a datapath with the shipped room for prefix
+//! levels, the second on one with room for a few regions, so that generations lay their
+//! prefixes out in levels, leave them in the trie, and split them between the two.
+//!
 //! Seeded and reproducible: `BOUNDARY_DIFF_SEED` picks the seed, `BOUNDARY_DIFF_PACKETS` the
 //! packet count (default 100,000 over 100 policies; `cargo xtask test --soak` runs 10^7).
 //! A mismatch prints the seed, the policy and the frame. A run of 100,000 or more fails if its
@@ -40,7 +45,10 @@ use boundary_agent::{
 };
 use boundary_common::{
     Direction, Reason, Verdict,
-    maps::{Action, EVENTS_BURST, EVENTS_MAP, EventBudget, IDENTITY_ANY},
+    maps::{
+        Action, EVENTS_BURST, EVENTS_MAP, EventBudget, IDENTITY_ANY, PREFIX_LEVELS_NONE,
+        PREFIX_LEVELS_TRIE, PREFIXES_MAP,
+    },
 };
 use boundary_tests::{
     NetNs,
@@ -77,7 +85,7 @@ impl Rng {
 
 const LOCAL4: [&str; 4] = ["10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4"];
 const LOCAL6: [&str; 2] = ["fd00:9::1", "fd00:9::2"];
-const PEER4: [&str; 8] = [
+const PEER4: [&str; 14] = [
     "10.1.2.7",
     "10.1.2.8",
     "10.1.9.9",
@@ -86,22 +94,66 @@ const PEER4: [&str; 8] = [
     "192.168.66.7",
     "8.8.8.8",
     "10.9.0.99",
+    "10.1.2.6",
+    "10.1.3.200",
+    "10.1.9.99",
+    "8.9.1.1",
+    "192.168.100.1",
+    "192.168.200.1",
 ];
 /// The interfaces the test protects: loopback and a veth pair, in a namespace of its own
 /// (`BPF_PROG_TEST_RUN` puts a packet only on a device that exists).
 const INTERFACES: [&str; 3] = ["lo", "d0", "d1"];
-const PEER6: [&str; 4] = ["fd00:1::7", "fd00:2::5", "2001:db8::1", "fd00:9::99"];
-const CIDRS: [&str; 9] = [
+const PEER6: [&str; 10] = [
+    "fd00:1::7",
+    "fd00:2::5",
+    "2001:db8::1",
+    "fd00:9::99",
+    "fd00:1::5",
+    "fd00:1:0:1::1",
+    "::ffff:10.1.2.7",
+    "::ffff:8.8.8.8",
+    "2001:db8:8000::1",
+    "fd00:1::8",
+];
+/// Nested, overlapping and sibling prefixes of many lengths (0 to 32, 0 to 128, IPv4-mapped
+/// among the IPv6), so that a policy's CIDR identities take prefix levels at lengths of all
+/// sorts, not only the shortest, with regions expanded, markers and leaf-pushed answers.
+const CIDRS: [&str; 28] = [
     "10.0.0.0/8",
     "10.1.0.0/16",
     "10.1.2.0/24",
     "192.168.0.0/16",
     "192.168.66.0/24",
     "0.0.0.0/0",
+    "10.1.2.0/23",
+    "10.1.2.4/30",
+    "10.1.2.8/32",
+    "10.1.9.0/25",
+    "10.1.9.96/27",
+    "192.168.64.0/18",
+    "8.0.0.0/7",
+    "8.8.8.8/32",
+    "10.9.0.0/29",
+    "10.9.0.96/30",
     "fd00::/8",
     "fd00:1::/32",
     "::/0",
+    "fd00:1::/48",
+    "fd00:1::/64",
+    "fd00:1::4/126",
+    "fd00:2::5/128",
+    "2001:db8::/33",
+    "::ffff:10.1.0.0/112",
+    "::ffff:0:0/96",
+    "fd00:9::/120",
+    "fd00:9::80/121",
 ];
+/// Regions of the prefix levels the second half of the policies have room for (the map's
+/// entries over two): a few, so that those policies' CIDR identities are in levels when
+/// they have few prefixes, in the trie when they have many, and split between the two
+/// (IPv4 in levels, IPv6 in the trie) in between. The first half has the shipped room.
+const SMALL_PREFIX_ROOM: u32 = 3;
 const SPIFFE: [&str; 5] = [
     "spiffe://example.org/ns/orders/sa/api",
     "spiffe://example.org/ns/billing/sa/api",
@@ -1077,7 +1129,20 @@ fn agree() {
     // Packets to or from an address some workload is protected on some interfaces only: on
     // such an interface, and on another.
     let (mut on_listed, mut off_listed) = (0, 0);
+    // Generations whose CIDR identities were all in prefix levels, all in the trie, split.
+    let mut layouts = [0usize; 3];
     for p in 0..policies {
+        if p == policies / 2 && p > 0 {
+            // The second half on a datapath whose prefix levels have little room.
+            drop(ring);
+            drop(kernel);
+            kernel = Kernel::frozen_with(clock_ns, &[(PREFIXES_MAP, 2 * SMALL_PREFIX_ROOM)]);
+            ring = event_ring(&mut kernel);
+            // Its buckets start full, and so do the reference's.
+            (limits, model_limits) = (Limits::default(), Limits::default());
+            limits.clock_ns = clock_ns;
+            model_limits.clock_ns = clock_ns;
+        }
         let yaml = random_policy(&mut r);
         let policy = Policy::from_str_on("random.yaml", &yaml, &interfaces)
             .unwrap_or_else(|e| panic!("generated policy invalid: {e}\n{yaml}"));
@@ -1088,6 +1153,28 @@ fn agree() {
         };
         let tables = kernel.install(&policy, non_ip);
         check_identities(&policy, &tables, &yaml);
+        let generation = kernel
+            .dp
+            .maps()
+            .datapath_config()
+            .expect("config")
+            .generation;
+        let families = kernel
+            .dp
+            .maps()
+            .prefix_levels(generation)
+            .expect("levels")
+            .count;
+        let in_trie = families.contains(&PREFIX_LEVELS_TRIE);
+        let in_levels = families
+            .iter()
+            .any(|c| ![PREFIX_LEVELS_TRIE, PREFIX_LEVELS_NONE].contains(c));
+        match (in_levels, in_trie) {
+            (true, false) => layouts[0] += 1,
+            (false, true) => layouts[1] += 1,
+            (true, true) => layouts[2] += 1,
+            (false, false) => {}
+        }
         let model = ModelView::new(&policy, &tables);
         let mut protected: Vec<IpAddr> = tables.endpoints.keys().copied().collect();
         protected.extend(tables.interface_endpoints.keys().map(|(a, _)| *a));
@@ -1269,12 +1356,16 @@ fn agree() {
         model_limits = std::mem::take(&mut model_state.limits);
     }
     eprintln!(
-        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies, seed {seed}, {:.1} s: {counts:?}",
+        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies (CIDR identities in prefix levels, in the trie, split: {layouts:?}), seed {seed}, {:.1} s: {counts:?}",
         started.elapsed().as_secs_f64()
     );
     // The mix must exercise what it claims to: malformed, fragments, policy both ways, every
     // rescue.
     if total >= 100_000 {
+        assert!(
+            layouts.iter().all(|&n| n > 0),
+            "CIDR identities were not exercised in prefix levels, in the trie and split: {layouts:?}"
+        );
         assert!(
             on_listed > 0 && off_listed > 0,
             "interface-scoped workloads were not exercised on and off their interfaces: {on_listed} on, {off_listed} off"

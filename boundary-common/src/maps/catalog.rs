@@ -104,15 +104,17 @@ pub const ABI_MAP: &str = "BND_ABI";
 /// attached programs keep the old ones until their links are updated), and refuses pins of a
 /// newer one. Pins made before this existed have no [`ABI_MAP`] and count as version 1.
 ///
-/// 3: CIDR identities are prefix levels ([`PREFIXES_MAP`], [`PREFIX_LEVELS_MAP`]); the trie
-/// holds only the prefixes of a family left there.
+/// 3: CIDR identities moved to the prefix levels ([`PREFIXES_MAP`], [`PREFIX_LEVELS_MAP`]);
+/// [`CIDRS_MAP`] holds only a family the compiler left in the trie. The programs of a
+/// version-2 agent read the trie alone: adopting their maps, this agent's first swap would
+/// switch them (still attached until their links are updated, after the swap) to a
+/// generation whose CIDR identities they cannot see, every CIDR peer `world` meanwhile, a
+/// CIDR deny rule lifted. Replaced maps keep the old programs on the old policy instead.
 pub const ABI_VERSION: u32 = 3;
-/// The oldest version whose pins this agent adopts map by map (by shape). Version 3 only added
-/// maps: their entries start zeroed, and a zeroed levels entry sends the lookup to the trie,
-/// where a version-2 agent put every prefix, until this agent's first swap. The other way
-/// round is not safe (a version-3 trie need not hold every prefix), and a version-2 agent
-/// refuses version-3 pins as newer.
-pub const ABI_ADOPTS_FROM: u32 = 2;
+/// The oldest version whose pins this agent adopts map by map (by shape): a version that only
+/// adds maps whose zeroed entries mean what the older agent's maps meant can be adopted. Not
+/// version 2 (see [`ABI_VERSION`]).
+pub const ABI_ADOPTS_FROM: u32 = 3;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";

@@ -43,8 +43,10 @@ use super::{FAMILY_IPV4, FAMILY_IPV6, IDENTITY_WORLD};
 pub const MAX_PREFIX_LEVELS: usize = 5;
 
 /// [`PrefixLevels::count`] of a family whose prefixes are in the trie ([`CIDRS_MAP`]). Zero,
-/// so that a levels entry no agent wrote yet (pins of an older agent, whose programs were
-/// just replaced) sends the lookup where that agent put the prefixes.
+/// so that a levels entry no agent wrote yet sends the lookup where an agent that knew no
+/// levels put the prefixes. (An upgrade from such an agent replaces every map all the same,
+/// see `ABI_VERSION`: its programs, attached until the new ones take their links, read the
+/// trie alone.)
 pub const PREFIX_LEVELS_TRIE: u8 = 0;
 /// ... of a family with no prefix at all: every peer of it is `world`, no lookup.
 pub const PREFIX_LEVELS_NONE: u8 = 0xff;

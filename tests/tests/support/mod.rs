@@ -248,11 +248,17 @@ impl Kernel {
     /// levels however few (the differential test's policies name a handful; every other
     /// kernel test keeps the default, which leaves so few in the trie).
     pub fn frozen(clock_ns: u64) -> Self {
+        Self::frozen_with(clock_ns, &[])
+    }
+
+    /// As [`Kernel::frozen`], with maps given `capacities` (see `LoadOptions::capacities`).
+    pub fn frozen_with(clock_ns: u64, capacities: &[(&'static str, u32)]) -> Self {
         stay_on_this_cpu();
         let options = LoadOptions {
             max_workloads: SLOTS,
             frozen_clock_ns: clock_ns,
             prefix_levels_from: Some(0),
+            capacities,
             ..Default::default()
         };
         Self {

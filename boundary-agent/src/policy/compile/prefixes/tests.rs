@@ -300,3 +300,155 @@ fn a_small_family_stays_in_the_trie_by_default() {
         .collect();
     assert_eq!(PrefixLayout::of(&large, 1 << 20).levels.count[0], 1);
 }
+
+/// A set built to corner the layout: a few lengths drawn at random from the whole range of
+/// the family (so the levels chosen are often not at the shortest length, and a /0, a /32 or
+/// a /128 turns up beside them), addresses clustered under a few roots so that prefixes nest
+/// and one prefix's expansion lands on another's markers; IPv4-mapped IPv6 among the IPv6.
+fn cornered(rng: &mut Rng) -> BTreeMap<IpNet, u32> {
+    let mut out = BTreeMap::new();
+    for (family_bits, mapped) in [(32u8, false), (128, false), (128, true)] {
+        if rng.below(4) == 0 {
+            continue;
+        }
+        let lens: Vec<u8> = (0..=rng.below(9))
+            .map(|_| match rng.below(6) {
+                0 => 0,
+                1 => family_bits,
+                2 if mapped => 96 + rng.below(33) as u8,
+                _ => rng.below(u64::from(family_bits) + 1) as u8,
+            })
+            .collect();
+        let roots: Vec<u128> = (0..=rng.below(3))
+            .map(|_| {
+                let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+                match (family_bits, mapped) {
+                    (32, _) => r >> 96,
+                    (_, true) => (0xffffu128 << 32) | (r >> 96),
+                    _ => r,
+                }
+            })
+            .collect();
+        for _ in 0..=rng.below(60) {
+            let len = lens[rng.below(lens.len() as u64) as usize];
+            let root = roots[rng.below(roots.len() as u64) as usize];
+            // Flip a few bits just past a random depth: siblings and cousins of the root.
+            let depth = rng.below(u64::from(family_bits) + 1) as u32;
+            let flip = if depth >= u32::from(family_bits) {
+                0
+            } else {
+                1u128 << (u32::from(family_bits) - 1 - depth)
+            };
+            let a = if rng.below(2) == 0 { root } else { root ^ flip };
+            let id = 2 + rng.below(6) as u32;
+            let net = if family_bits == 32 {
+                v4(a as u32, len)
+            } else {
+                v6(a, len)
+            };
+            out.insert(net, id);
+        }
+    }
+    out
+}
+
+/// What the datapath relies on beyond the answers: every region is a network of a level of
+/// its family, none twice, none on the last level with something deeper (the kernel's walk
+/// does not count levels), at most [`MAX_PREFIX_LEVELS`] levels, shortest first, and no more
+/// regions than the room.
+fn assert_well_formed(layout: &PrefixLayout, room: usize) {
+    assert!(
+        layout.regions.len() <= room,
+        "{} > {room}",
+        layout.regions.len()
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (net, v) in &layout.regions {
+        assert!(seen.insert(*net), "{net} twice");
+        assert_eq!(net.trunc(), *net, "{net} not masked");
+        let (count, lens) = match net {
+            IpNet::V4(_) => (layout.levels.count[0], &layout.levels.v4),
+            IpNet::V6(_) => (layout.levels.count[1], &layout.levels.v6),
+        };
+        assert!(
+            count != PREFIX_LEVELS_TRIE && count != PREFIX_LEVELS_NONE,
+            "{net}: a region of a family without levels ({count})"
+        );
+        let lens = &lens[..usize::from(count)];
+        let at = lens
+            .iter()
+            .position(|&l| l == net.prefix_len())
+            .unwrap_or_else(|| panic!("{net} on no level of {lens:?}"));
+        assert!(
+            at + 1 < lens.len() || v.deeper == 0,
+            "{net}: deeper on the last level"
+        );
+    }
+    for (count, lens) in [
+        (layout.levels.count[0], &layout.levels.v4),
+        (layout.levels.count[1], &layout.levels.v6),
+    ] {
+        if count != PREFIX_LEVELS_TRIE && count != PREFIX_LEVELS_NONE {
+            assert!(usize::from(count) <= MAX_PREFIX_LEVELS);
+            let lens = &lens[..usize::from(count)];
+            assert!(lens.windows(2).all(|w| w[0] < w[1]), "{lens:?}");
+        }
+    }
+    assert_eq!(layout.levels.world, IDENTITY_WORLD);
+}
+
+#[test]
+fn cornered_sets_in_any_room_walk_to_the_longest_prefix() {
+    let mut rng = Rng(0x15);
+    let (mut levelled, mut trie, mut split) = (0, 0, 0);
+    for _ in 0..300 {
+        let cidrs = cornered(&mut rng);
+        let room = match rng.below(3) {
+            0 => rng.below(40) as usize,
+            1 => rng.below(2_000) as usize,
+            _ => 1 << 20,
+        };
+        let layout = PrefixLayout::of_with(&cidrs, room, 0);
+        assert_well_formed(&layout, room);
+        let kinds = layout.levels.count.map(|c| match c {
+            PREFIX_LEVELS_TRIE => 1,
+            PREFIX_LEVELS_NONE => 0,
+            _ => 2,
+        });
+        match kinds {
+            [1, 2] | [2, 1] => split += 1,
+            [1, 0 | 1] | [0, 1] => trie += 1,
+            [2, 0 | 2] | [0, 2] => levelled += 1,
+            _ => {}
+        }
+        // The trie holds exactly the prefixes of the families left there.
+        let trie_families: Vec<bool> = layout
+            .levels
+            .count
+            .iter()
+            .map(|&c| c == PREFIX_LEVELS_TRIE)
+            .collect();
+        let want_trie: Vec<(IpNet, u32)> = cidrs
+            .iter()
+            .filter(|(n, _)| trie_families[usize::from(n.addr().is_ipv6())])
+            .map(|(n, id)| (*n, *id))
+            .collect();
+        let mut got_trie = layout.trie.clone();
+        got_trie.sort();
+        assert_eq!(got_trie, want_trie);
+        if cidrs.is_empty() {
+            continue;
+        }
+        let in_trie: BTreeMap<IpNet, u32> = layout.trie.iter().copied().collect();
+        for addr in probes(&cidrs, &mut rng, 100) {
+            let want = lpm(&cidrs, addr);
+            let got = layout.walk(addr).unwrap_or_else(|| lpm(&in_trie, addr));
+            assert_eq!(got, want, "{addr}: levels {:?}\n{cidrs:?}", layout.levels);
+        }
+    }
+    eprintln!("{levelled} in levels, {trie} in the trie, {split} split");
+    assert!(
+        levelled > 40 && trie > 40 && split > 20,
+        "{levelled} in levels, {trie} in the trie, {split} split"
+    );
+}
