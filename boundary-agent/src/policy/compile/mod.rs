@@ -16,6 +16,10 @@
 //! 9. `limits`: a rate-limit bucket for every rule with a limit, kept across reloads while
 //!    the rule and its limit stay the same.
 //!
+//! Beside the passes, `prefixes` lays the CIDR identities of [`Tables::cidrs`] out as the
+//! datapath looks them up (prefix levels, or the trie); the map writer calls it, with the room
+//! the loaded map has.
+//!
 //! ## Identities
 //! An identity is a class of peers the policy cannot tell apart: the set of rules whose peer
 //! selector matches them. Peers are bound addresses (static now, mTLS-attested later), CIDR
