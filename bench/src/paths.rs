@@ -177,8 +177,9 @@ pub enum Levels {
     None,
     /// A single-length set: one level.
     One,
-    /// A mixed-length set: as many as the compiler's layout needs for the address (expected
-    /// 2-3; a layout that does not fit falls back to the trie walk).
+    /// A mixed-length set: as many as the compiler's layout needs for the address (IPv4: four
+    /// levels, most addresses stop after two; IPv6's spread of lengths does not fit five
+    /// levels and walks the trie). The report prints the levels each set got.
     Mixed,
 }
 
@@ -246,8 +247,8 @@ impl Lookups {
     pub fn label(self) -> String {
         let levels = match self.levels {
             Levels::None => "",
-            Levels::One => " + 1 level",
-            Levels::Mixed => " + 2-3 levels",
+            Levels::One => " + 1 level (1k: trie)",
+            Levels::Mixed => " + 1-4 levels / trie",
         };
         let insert = if self.ct_insert { " + ct insert" } else { "" };
         format!("{}{levels}{insert}", self.hash)
