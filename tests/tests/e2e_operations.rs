@@ -323,3 +323,43 @@ workloads:
     ));
     assert!(!echoed(&lab, 7000));
 }
+
+#[test]
+fn detach_with_the_agent_running_stops_it_and_enforcement_ends() {
+    if !require_root("detach_with_the_agent_running_stops_it_and_enforcement_ends") {
+        return;
+    }
+    let (lab, files, _servers) = lab("glass");
+    let mut agent = AgentProcess::start(&lab.server, &files.config());
+    assert!(echoed(&lab, 7000), "allowed before");
+    assert!(!echoed(&lab, 7001), "denied before");
+
+    let pin = files.pin_dir.display().to_string();
+    let started = std::time::Instant::now();
+    let (code, out, err) = files.cli(&["detach", "--pin-dir", &pin]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid = agent.pid().expect("the agent's pid");
+    assert!(
+        out.contains(&format!(
+            "stopping the agent running on these pins (pid {pid})"
+        )) && out.contains(&format!("the agent (pid {pid}) stopped")),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "detach waited for the agent's timeout: {out}"
+    );
+    // The agent ended as on SIGTERM (status 0: systemd records a stop, not a failure).
+    assert_eq!(agent.stop(), Some(0), "{}", agent.log());
+    assert!(!files.pin_dir.exists(), "pins are left: {out}");
+    // Nothing enforces any more: the port the policy denied answers, and goes on answering.
+    assert!(echoed(&lab, 7001), "still denied after detach");
+    assert!(echoed(&lab, 7000));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(echoed(&lab, 7001), "something attached again");
+
+    // Detach again: nothing to do, and it says so.
+    let (code, out, err) = files.cli(&["detach", "--pin-dir", &pin]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing pinned"), "{out}");
+}

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{
     Datapath, DatapathError, linkinfo, netdev,
     object::{TC_INGRESS_PROGRAM, TC_PROGRAM},
-    pins::LinkPin,
+    pins::{LinkPin, PinLayout},
 };
 use crate::config::{IngressHook, InterfaceName, XdpMode};
 
@@ -155,7 +155,7 @@ impl Datapath {
                     match xdp.attach_to_link(link) {
                         Ok(id) => {
                             let link = xdp.take_link(id).map_err(attach_err("xdp", iface))?;
-                            pin_link(link, &path)?;
+                            release_updated(link, &path)?;
                             info!(interface = %iface, %mode, "xdp program replaced in the pinned link");
                             return Ok(mode);
                         }
@@ -215,7 +215,7 @@ impl Datapath {
             match tc.attach_to_link(link) {
                 Ok(id) => {
                     let link = tc.take_link(id).map_err(attach_err(what, iface))?;
-                    pin_link(link, &path)?;
+                    release_updated(link, &path)?;
                     info!(interface = %iface, hook = what, "tc program replaced in the pinned link");
                     return Ok(());
                 }
@@ -238,8 +238,16 @@ impl Datapath {
     }
 
     /// Unpins (and so detaches) links of interfaces `keep` does not select (no config entry
-    /// names or matches them).
+    /// names or matches them). Staged pins a killed process left (see [`pin_link`]) go too.
     pub fn detach_others(&self, keep: impl Fn(&str) -> bool) -> Result<(), DatapathError> {
+        let layout = self.layout()?;
+        for path in layout.staged_links().map_err(|source| DatapathError::Pin {
+            path: layout.links_dir().display().to_string(),
+            source,
+        })? {
+            info!(pin = %path.display(), "a link pinned by an interrupted attach: detaching it");
+            remove_if_present(&path)?;
+        }
         for (pin, path) in self.link_pins()? {
             if !keep(pin.interface()) {
                 info!(
@@ -355,6 +363,28 @@ pub(super) fn adopt<L: TryFrom<FdLink, Error = LinkError>>(
     }
 }
 
+/// Closes this process's handle on a link that was updated in place (`BPF_LINK_UPDATE`).
+/// The pin at `path` is the same kernel link and stays as it is: the link never has fewer
+/// than one reference, so a `kill -9` at any moment leaves the interface enforced.
+pub(super) fn release_updated<L>(link: L, path: &std::path::Path) -> Result<(), DatapathError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    // Converted rather than dropped as is: a link wrapper's drop detaches a link it owns.
+    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+        path: path.display().to_string(),
+        source,
+    })?;
+    drop(fd_link);
+    Ok(())
+}
+
+/// Pins a newly attached link at `path`, replacing whatever link was pinned there in one
+/// step: the link is pinned under a temporary name beside it and renamed over it (bpffs
+/// renames atomically). The old link, if any, loses its pin only then, so it keeps
+/// enforcing until the new one is pinned, and a `kill -9` at any moment leaves one of them.
+/// A temporary pin left by a process killed between the two steps is removed by the next
+/// attach to the interface, by [`Datapath::detach_others`] and by `detach`.
 pub(super) fn pin_link<L>(link: L, path: &std::path::Path) -> Result<(), DatapathError>
 where
     FdLink: TryFrom<L, Error = LinkError>,
@@ -364,13 +394,18 @@ where
         source,
     };
     let fd_link = FdLink::try_from(link).map_err(link_err)?;
-    remove_if_present(path)?;
+    let staged = PinLayout::staged(path);
+    remove_if_present(&staged)?;
     fd_link
-        .pin(path)
+        .pin(&staged)
         .map_err(|source| DatapathError::PinObject {
-            path: path.display().to_string(),
+            path: staged.display().to_string(),
             source,
         })?;
+    std::fs::rename(&staged, path).map_err(|source| DatapathError::Pin {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(())
 }
 

@@ -22,6 +22,6 @@ mod syscall;
 pub use attach::{IngressAttach, require_ethernet, resolve_ingress};
 pub use error::DatapathError;
 pub use loader::{Datapath, LoadOptions, ProgramStats};
-pub use lock::PinLock;
+pub use lock::{Holder as LockHolder, PinLock};
 pub use maps::Maps;
 pub use pins::PinLayout;

@@ -6,6 +6,7 @@
 //! <pin dir>/links/xdp:<mode>:<interface>  XDP ingress link (mode native or generic)
 //! <pin dir>/links/tc:ingress:<interface>  tcx ingress link (instead of XDP)
 //! <pin dir>/links/tc:egress:<interface>   tcx egress link
+//! <pin dir>/links/staged:<link name>       a new link for a moment: renamed over its name
 //! ```
 //!
 //! The links hold the programs on the interfaces: enforcement continues while no agent runs,
@@ -17,6 +18,21 @@ use std::{
 };
 
 use crate::config::{InterfaceName, XdpMode};
+
+/// An interface's name as it appears in a pin's name. bpffs refuses dots in names (reserved
+/// for its own files), and VLAN sub-interfaces have them (`eth0.100`): a dot is written as
+/// `:`, which no interface name holds (the kernel refuses it), so the mapping goes back.
+fn pin_name(iface: &str) -> String {
+    iface.replace('.', ":")
+}
+
+/// The interface a pin's name is for (see [`pin_name`]).
+fn interface_of(pinned: &str) -> String {
+    pinned.replace(':', ".")
+}
+
+/// The prefix of a link pinned for the moment before its rename.
+const STAGED: &str = "staged:";
 
 #[derive(Clone, Debug)]
 pub struct PinLayout {
@@ -71,15 +87,46 @@ impl PinLayout {
     }
 
     pub fn xdp_link(&self, iface: &InterfaceName, mode: XdpMode) -> PathBuf {
-        self.links_dir().join(format!("xdp:{mode}:{iface}"))
+        self.links_dir()
+            .join(format!("xdp:{mode}:{}", pin_name(iface.as_str())))
     }
 
     pub fn tc_link(&self, iface: &InterfaceName) -> PathBuf {
-        self.links_dir().join(format!("tc:egress:{iface}"))
+        self.links_dir()
+            .join(format!("tc:egress:{}", pin_name(iface.as_str())))
     }
 
     pub fn tc_ingress_link(&self, iface: &InterfaceName) -> PathBuf {
-        self.links_dir().join(format!("tc:ingress:{iface}"))
+        self.links_dir()
+            .join(format!("tc:ingress:{}", pin_name(iface.as_str())))
+    }
+
+    /// Where a link bound for `path` is pinned before it is renamed over `path`: beside it,
+    /// under a name [`PinLayout::links`] does not take for a link.
+    pub fn staged(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        path.with_file_name(format!("{STAGED}{name}"))
+    }
+
+    /// Staged link pins left behind by a process killed between pinning and renaming.
+    pub fn staged_links(&self) -> io::Result<Vec<PathBuf>> {
+        let dir = match std::fs::read_dir(self.links_dir()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(STAGED) {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Whether anything is pinned here.
@@ -102,17 +149,17 @@ impl PinLayout {
             let parsed = match (parts.next(), parts.next(), parts.next()) {
                 (Some("xdp"), Some("native"), Some(i)) => Some(LinkPin::Xdp {
                     mode: XdpMode::Native,
-                    interface: i.to_owned(),
+                    interface: interface_of(i),
                 }),
                 (Some("xdp"), Some("generic"), Some(i)) => Some(LinkPin::Xdp {
                     mode: XdpMode::Generic,
-                    interface: i.to_owned(),
+                    interface: interface_of(i),
                 }),
                 (Some("tc"), Some("ingress"), Some(i)) => Some(LinkPin::TcIngress {
-                    interface: i.to_owned(),
+                    interface: interface_of(i),
                 }),
                 (Some("tc"), Some("egress"), Some(i)) => Some(LinkPin::TcEgress {
-                    interface: i.to_owned(),
+                    interface: interface_of(i),
                 }),
                 _ => None,
             };
@@ -150,5 +197,55 @@ impl PinLayout {
             Err(e) => return Err(e),
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_dotted_interfaces_without_a_dot_and_read_back_their_names() {
+        let dir = std::env::temp_dir().join(format!("boundary-pins-{}", std::process::id()));
+        let layout = PinLayout::new(&dir);
+        std::fs::create_dir_all(layout.links_dir()).expect("dir");
+        let vlan: InterfaceName = "eth0.100".parse().expect("name");
+        let plain: InterfaceName = "veth1".parse().expect("name");
+        let paths = [
+            layout.xdp_link(&vlan, XdpMode::Native),
+            layout.tc_link(&vlan),
+            layout.tc_ingress_link(&plain),
+        ];
+        for p in &paths {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            assert!(!name.contains('.'), "bpffs refuses {name}");
+            std::fs::write(p, b"").expect("write");
+        }
+        // A staged pin is not a link pin, and is listed as staged.
+        let staged = PinLayout::staged(&paths[1]);
+        std::fs::write(&staged, b"").expect("write");
+        let links: Vec<LinkPin> = layout
+            .links()
+            .expect("links")
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(
+            links,
+            [
+                LinkPin::TcEgress {
+                    interface: "eth0.100".into()
+                },
+                LinkPin::TcIngress {
+                    interface: "veth1".into()
+                },
+                LinkPin::Xdp {
+                    mode: XdpMode::Native,
+                    interface: "eth0.100".into()
+                },
+            ]
+        );
+        assert_eq!(layout.staged_links().expect("staged"), [staged]);
+        std::fs::remove_dir_all(&dir).expect("clean");
     }
 }
