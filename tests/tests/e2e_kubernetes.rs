@@ -227,7 +227,11 @@ fn manifests_pass_the_kubernetes_api_schemas() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["apiVersion", "kind", "resources"], "kustomization.yaml");
+    assert_eq!(
+        keys,
+        ["apiVersion", "kind", "resources"],
+        "kustomization.yaml"
+    );
 }
 
 /// Fields of the Prometheus Operator's `PodMonitor` (monitoring.coreos.com/v1): a subset of

@@ -363,3 +363,63 @@ fn detach_with_the_agent_running_stops_it_and_enforcement_ends() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("nothing pinned"), "{out}");
 }
+
+/// The XDP modes `ip -d link` shows attached to `iface` in `netns`.
+fn xdp_attached(netns: &boundary_tests::NetNs, iface: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", netns.name(), "-d", "link", "show", iface])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    ["xdpgeneric", "xdpdrv", "xdpoffload"]
+        .into_iter()
+        .filter(|m| text.contains(&format!("{m} ")) || text.contains(&format!("{m}/")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_refused_xdp_mode_change_leaves_the_interface_protected_in_the_mode_it_had() {
+    if !require_root("a_refused_xdp_mode_change_leaves_the_interface_protected_in_the_mode_it_had")
+    {
+        return;
+    }
+    // A bridge is Ethernet and has no native XDP: generic attaches, native is refused.
+    let node = boundary_tests::NetNs::new("bnd-xdpmode");
+    let iface = "bndxm0";
+    node.ip(&["link", "add", iface, "type", "bridge"]);
+    node.ip(&["link", "set", iface, "up"]);
+    let files = AgentFiles::new(
+        "xdpmode",
+        iface,
+        POLICY,
+        "ingress: xdp\nxdpMode: generic\nallowGenericFallback: false\n",
+    );
+    let agent = AgentProcess::start(&node, &files.config());
+    drop(agent);
+    assert_eq!(xdp_attached(&node, iface), "xdpgeneric");
+    let generic = files.pin_dir.join(format!("links/xdp:generic:{iface}"));
+    assert!(generic.exists());
+
+    // The operator asks for native, which this device cannot do: the agent refuses to start...
+    let config = std::fs::read_to_string(files.config()).expect("read");
+    std::fs::write(
+        files.config(),
+        config.replace("xdpMode: generic", "xdpMode: native"),
+    )
+    .expect("write");
+    let Err((code, log)) = AgentProcess::try_start(&node, &files.config(), &[]) else {
+        panic!("native XDP attached to a bridge");
+    };
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("stays protected in the mode it had"), "{log}");
+    // ...and the interface is not left bare: a program is attached in the mode it had, pinned.
+    assert_eq!(xdp_attached(&node, iface), "xdpgeneric", "{log}");
+    assert!(generic.exists(), "{log}");
+    assert!(
+        !files
+            .pin_dir
+            .join(format!("links/xdp:native:{iface}"))
+            .exists()
+    );
+}

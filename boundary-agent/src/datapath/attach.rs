@@ -137,6 +137,9 @@ impl Datapath {
     ) -> Result<XdpMode, DatapathError> {
         // A pin in the wanted mode is adopted; one in the other mode is replaced (after the new
         // attach succeeds would be better, but the kernel allows one XDP program per interface).
+        // The mode of a link removed for that: if the new mode cannot attach, the interface is
+        // protected again in the mode it had.
+        let mut replaced = None;
         let layout = self.layout()?.clone();
         for (pin, path) in layout.links().map_err(|source| DatapathError::Pin {
             path: layout.links_dir().display().to_string(),
@@ -169,29 +172,45 @@ impl Datapath {
                 } else {
                     warn!(interface = %iface, from = %pinned, to = %mode, "xdp mode changes: detaching the old link");
                     remove_if_present(&path)?;
+                    replaced = Some(*pinned);
                 }
             }
         }
 
         let ifname = cstring(iface);
         let first = self.xdp().attach(ifname.as_c_str(), aya_mode(mode));
-        let (id, mode) = match (first, mode) {
-            (Ok(id), m) => (id, m),
+        let refused = match (first, mode) {
+            (Ok(id), m) => Ok((id, m)),
             (Err(source), XdpMode::Native) if !allow_generic_fallback => {
-                return Err(DatapathError::NativeRefused {
+                Err(DatapathError::NativeRefused {
                     interface: iface.to_string(),
                     source,
-                });
+                })
             }
             (Err(e), XdpMode::Native) => {
                 warn!(interface = %iface, error = %e, "native XDP failed; falling back to generic as allowGenericFallback permits");
+                self.xdp()
+                    .attach(ifname.as_c_str(), AyaXdpMode::Skb)
+                    .map(|id| (id, XdpMode::Generic))
+                    .map_err(attach_err("xdp (generic)", iface))
+            }
+            (Err(e), XdpMode::Generic) => Err(attach_err("xdp (generic)", iface)(e)),
+        };
+        let (id, mode) = match (refused, replaced) {
+            (Ok(attached), _) => attached,
+            (Err(e), Some(before)) if before != mode => {
+                // The interface had a program a moment ago: it gets one again, this agent's,
+                // in the mode that worked, and the error still stands.
                 let id = self
                     .xdp()
-                    .attach(ifname.as_c_str(), AyaXdpMode::Skb)
-                    .map_err(attach_err("xdp (generic)", iface))?;
-                (id, XdpMode::Generic)
+                    .attach(ifname.as_c_str(), aya_mode(before))
+                    .map_err(attach_err("xdp (the mode before)", iface))?;
+                let link = self.xdp().take_link(id).map_err(attach_err("xdp", iface))?;
+                pin_link(link, &layout.xdp_link(iface, before))?;
+                warn!(interface = %iface, %mode, %before, error = %e, "the new xdp mode cannot attach: the interface stays protected in the mode it had");
+                return Err(e);
             }
-            (Err(e), XdpMode::Generic) => return Err(attach_err("xdp (generic)", iface)(e)),
+            (Err(e), _) => return Err(e),
         };
         let link = self.xdp().take_link(id).map_err(attach_err("xdp", iface))?;
         pin_link(link, &layout.xdp_link(iface, mode))?;
