@@ -217,6 +217,8 @@ fn an_unconfirmed_policy_rolls_back_on_time_and_a_confirmed_one_stays() {
         "applied"
     );
     assert!(!echoed(&lab, 7000));
+    assert_eq!(metric(&lab, "boundary_policy_pending_confirmation"), 1.0);
+    assert_eq!(metric(&lab, "boundary_policy_rollbacks_total"), 0.0);
     assert!(
         until_port(&lab, 7000, true, Duration::from_secs(10)),
         "rolled back after its window"
@@ -232,6 +234,16 @@ fn an_unconfirmed_policy_rolls_back_on_time_and_a_confirmed_one_stays() {
     assert!(
         echoed(&lab, 7000) && !echoed(&lab, 7001),
         "stays rolled back"
+    );
+    assert_eq!(metric(&lab, "boundary_policy_pending_confirmation"), 0.0);
+    assert_eq!(metric(&lab, "boundary_policy_rollbacks_total"), 1.0);
+    // Nor does a restart: the rolled-back file is known by its digest.
+    drop(agent);
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    assert!(
+        echoed(&lab, 7000) && !echoed(&lab, 7001),
+        "a restart applied the rolled-back file:\n{}",
+        agent.log()
     );
     let (code, _, err) = files.cli(&["confirm", "--config", &config]);
     assert_ne!(code, 0, "nothing to confirm after a rollback");
@@ -250,6 +262,19 @@ fn an_unconfirmed_policy_rolls_back_on_time_and_a_confirmed_one_stays() {
         echoed(&lab, 7001) && !echoed(&lab, 7000),
         "a confirmed policy stays"
     );
+    assert_eq!(metric(&lab, "boundary_policy_pending_confirmation"), 0.0);
+    drop(agent);
+}
+
+/// The value of the unlabelled sample `name` on the agent's `/metrics` (the default address,
+/// in the server's namespace).
+fn metric(lab: &Lab, name: &str) -> f64 {
+    let addr = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 9477);
+    let (code, body) = traffic::http_get(&lab.server, addr, "/metrics").expect("scrape");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the scrape:\n{body}"))
 }
 
 #[test]
