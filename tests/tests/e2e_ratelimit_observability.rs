@@ -407,10 +407,44 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
         "metricsAddress: \"127.0.0.1:0\"\n",
     );
     let agent = AgentProcess::start(&lab.server, &files.config());
+    trace_finds_no_bucket_for_the_client_yet(&files);
 
-    // Before any traffic: the client has no bucket yet (its first packet makes one, full),
-    // and the ceiling is full.
-    let before = trace(&files, 7003);
+    // The client spends its burst and then some.
+    let client_sent = SOURCE_BURST + 10;
+    let started = Instant::now();
+    traffic::inject(
+        &lab.client,
+        "c0",
+        &vec![datagram_from(CLIENT); usize::try_from(client_sent).expect("small")],
+    );
+    trace_finds_the_clients_bucket_spent_and_the_ceiling_paid(&files, started);
+    // A source never seen has no bucket: it would start full.
+    let stranger = trace_from(&files, Ipv4Addr::new(10, 77, 255, 1).into(), 7003);
+    let peer = &stranger["limit"]["peer"];
+    assert_eq!(peer["kept"], false, "{stranger}");
+    assert_eq!(number(peer, &["packets", "available"]), SOURCE_BURST);
+    assert_eq!(peer["next"], "pass", "{stranger}");
+
+    // A flood of 300 sources, one datagram each, at a table of 16.
+    let flood: Vec<Vec<u8>> = (0..300u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            datagram_from(Ipv4Addr::new(10, 77, hi, lo.wrapping_add(1)))
+        })
+        .collect();
+    traffic::inject(&lab.client, "c0", &flood);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) =
+        traffic::http_get(&lab.server, agent.metrics_address(), "/metrics").expect("scrape");
+    assert_eq!(code, 200);
+    metrics_show_sources_and_evictions(&body, client_sent);
+    promtool_accepts(&body);
+}
+
+/// Before any traffic: the client has no bucket yet (its first packet makes one, full), and
+/// the ceiling is full.
+fn trace_finds_no_bucket_for_the_client_yet(files: &AgentFiles) {
+    let before = trace(files, 7003);
     assert_eq!(before["reason"], "policy_allow", "{before}");
     assert_eq!(
         before["limit"]["configured"],
@@ -431,16 +465,13 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
         "{before}"
     );
     assert!(before["limit"]["bucket"].is_null(), "{before}");
+}
 
-    // The client spends its burst and then some.
-    let client_sent = SOURCE_BURST + 10;
-    let started = Instant::now();
-    traffic::inject(
-        &lab.client,
-        "c0",
-        &vec![datagram_from(CLIENT); usize::try_from(client_sent).expect("small")],
-    );
-    let after = trace(&files, 7003);
+/// After the client's flood (begun at `started`): its own bucket is kept and holds what
+/// refilled since at most; the ceiling paid for what the client's bucket admitted (what it
+/// refused was given back, to the CPU's credit). The text form says the same.
+fn trace_finds_the_clients_bucket_spent_and_the_ceiling_paid(files: &AgentFiles, started: Instant) {
+    let after = trace(files, 7003);
     let since = started.elapsed().as_secs_f64();
     #[expect(
         clippy::cast_possible_truncation,
@@ -458,8 +489,6 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
     if available == 0 {
         assert_eq!(peer["next"], "over the limit", "{after}");
     }
-    // The ceiling paid for what the client's bucket admitted (50); what it refused was
-    // given back (to the CPU's credit).
     let ceiling = &after["limit"]["ceiling"];
     let ceiling_left =
         number(ceiling, &["packets", "available"]) + number(ceiling, &["packets", "held_by_cpus"]);
@@ -468,7 +497,6 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
         (spent - 1..=spent + refilled).contains(&ceiling_left),
         "the ceiling holds {ceiling_left} after {SOURCE_BURST} admitted, {since:.1} s: {after}"
     );
-    // The text form says the same.
     let (code, out, err) = files.cli(&[
         "trace",
         "--src",
@@ -496,31 +524,18 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
             && out.contains(&format!(" of {CEILING_BURST} packets now")),
         "{out}"
     );
-    // A source never seen has no bucket: it would start full.
-    let stranger = trace_from(&files, Ipv4Addr::new(10, 77, 255, 1).into(), 7003);
-    let peer = &stranger["limit"]["peer"];
-    assert_eq!(peer["kept"], false, "{stranger}");
-    assert_eq!(number(peer, &["packets", "available"]), SOURCE_BURST);
-    assert_eq!(peer["next"], "pass", "{stranger}");
+}
 
-    // A flood of 300 sources, one datagram each, at a table of 16.
-    let flood: Vec<Vec<u8>> = (0..300u16)
-        .map(|i| {
-            let [hi, lo] = i.to_be_bytes();
-            datagram_from(Ipv4Addr::new(10, 77, hi, lo.wrapping_add(1)))
-        })
-        .collect();
-    traffic::inject(&lab.client, "c0", &flood);
-    std::thread::sleep(Duration::from_millis(300));
-    let (code, body) =
-        traffic::http_get(&lab.server, agent.metrics_address(), "/metrics").expect("scrape");
-    assert_eq!(code, 200);
+/// The scrape after the client's `client_sent` datagrams and the flood of sources: the
+/// table keeps at most `maxSources`, it evicted some, and every source made one bucket (the
+/// client's and each flooding one's), so what is not kept was evicted.
+fn metrics_show_sources_and_evictions(body: &str, client_sent: u64) {
     let rule = "{workload=\"web\",direction=\"ingress\",rule=\"spoofed\"}";
-    let hits = sample(&body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
-    let sources = sample(&body, &format!("boundary_rule_rate_limit_sources{rule}"))
+    let hits = sample(body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
+    let sources = sample(body, &format!("boundary_rule_rate_limit_sources{rule}"))
         .unwrap_or_else(|| panic!("no sources gauge:\n{body}"));
     let evictions = sample(
-        &body,
+        body,
         &format!("boundary_rule_rate_limit_evictions_total{rule}"),
     )
     .unwrap_or_else(|| panic!("no evictions counter:\n{body}"));
@@ -540,12 +555,9 @@ fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bu
         evictions > 0,
         "{flooded} sources into {MAX_SOURCES} evicted none"
     );
-    // Every source made one bucket (the client's and each flooding one): what is not kept
-    // was evicted.
     assert_eq!(
         evictions + sources,
         flooded + 1,
         "evictions + kept = sources seen"
     );
-    promtool_accepts(&body);
 }

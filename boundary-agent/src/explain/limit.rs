@@ -196,8 +196,8 @@ pub fn peer_fill(
     let peer = match peer {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => {
-            let net = u128::from(a) & !((1u128 << 64) - 1);
-            format!("{}/64", std::net::Ipv6Addr::from(net))
+            let prefix = u128::from(a) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
         }
     };
     PeerFill {
