@@ -1,6 +1,7 @@
 //! Every file in `policies/invalid/` must be refused with the error its first line expects
-//! (`# expect: <text the error contains>`), and every file in `policies/valid/` (plus the
-//! shipped example) must compile. No root needed.
+//! (`# expect: <text the error contains>`; an expectation that starts with `:line:col:` is the
+//! error's start right after the file name, so the place is checked exactly), and every file
+//! in `policies/valid/` (plus the shipped example) must compile. No root needed.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,10 @@ fn invalid_policies_are_refused_with_their_error() {
             Ok(_) => failures.push(format!("{}: accepted", path.display())),
             Err(e) => {
                 let msg = e.to_string();
-                if !msg.contains(expect) || !msg.starts_with(&path.display().to_string()) {
+                let file = path.display().to_string();
+                let placed =
+                    !expect.starts_with(':') || msg.starts_with(&format!("{file}{expect}"));
+                if !msg.contains(expect) || !msg.starts_with(&file) || !placed {
                     failures.push(format!(
                         "{}:\n  expected: {expect}\n  got:      {msg}",
                         path.display()

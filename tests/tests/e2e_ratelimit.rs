@@ -11,8 +11,8 @@ use std::{
 use boundary_tests::{
     Lab,
     agent::{AgentFiles, AgentProcess},
-    apps::{NsChild, ns_output},
-    netns::addr::{SERVER, SERVER_B, SERVER_IF},
+    apps::{self, NsChild, ns_output},
+    netns::addr::{CLIENT_IF, SERVER, SERVER_B, SERVER_IF},
     require_root,
     traffic::{self, Servers},
 };
@@ -77,6 +77,21 @@ fn iperf3_server(lab: &Lab, port: u16) -> NsChild {
         std::thread::sleep(Duration::from_millis(100));
     }
     server
+}
+
+/// The `slow` rule's rate (packets a second) and burst.
+const SLOW_RATE: u64 = 1;
+const SLOW_BURST: usize = 20;
+
+/// Waits until at least `secs` have passed since `drained` (when a bucket was left empty),
+/// and returns the packets it has refilled since, at the least: `SLOW_RATE` a second, whole
+/// packets (a bucket left empty holds nothing less than empty, so this much is there now
+/// whatever it held at `drained`).
+fn refilled_at_least(drained: Instant, secs: u64) -> usize {
+    let wait = Duration::from_secs(secs).saturating_sub(drained.elapsed());
+    std::thread::sleep(wait);
+    let since = drained.elapsed().as_secs();
+    usize::try_from(since * SLOW_RATE).expect("small")
 }
 
 fn iperf3_client(lab: &Lab, args: &[&str]) -> String {
@@ -159,6 +174,10 @@ fn a_bytes_limit_caps_a_tcp_transfer_with_offloads_on() {
         return;
     }
     let lab = Lab::new("rlbytes");
+    // Offloads on, whatever the veths' defaults: the client's TCP then sends GSO
+    // super-packets of many segments, each of which must pay for every segment's bytes.
+    apps::set_offloads(&lab.client, CLIENT_IF, true);
+    apps::set_offloads(&lab.server, SERVER_IF, true);
     let files = AgentFiles::new("rlbytes", SERVER_IF, POLICY, "");
     let _agent = AgentProcess::start(&lab.server, &files.config());
     let _server = iperf3_server(&lab, 5203);
@@ -195,7 +214,11 @@ fn a_reload_that_keeps_the_rule_keeps_its_bucket() {
     let slow = at(SERVER, 7002);
     let spent = Instant::now();
     let first = traffic::udp_echo(&lab.client, slow, 25, 32, Duration::from_millis(200));
-    assert!((20..=22).contains(&first), "burst of 20: {first} echoed");
+    let drained = Instant::now();
+    assert!(
+        (SLOW_BURST..=SLOW_BURST + 2).contains(&first),
+        "burst of {SLOW_BURST}: {first} echoed"
+    );
     // An unrelated change, reloaded.
     let policy = POLICY.replace(
         "      - { name: echo, from: { any: true }, ports: [\"7000/udp\"] }\n",
@@ -208,13 +231,26 @@ fn a_reload_that_keeps_the_rule_keeps_its_bucket() {
         assert!(Instant::now() < deadline, "no reload: {}", agent.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The bucket is the one the burst emptied: what came back is what refilled since (one a
-    // second), not a new burst of 20.
-    let again = traffic::udp_echo(&lab.client, slow, 20, 32, Duration::from_millis(100));
+    // The bucket is the one the burst emptied: what comes back is what refilled since (one a
+    // second), not a new burst of 20, and not nothing either (a rule left without its
+    // bucket, or a bucket that never refills, admits none).
+    let least = refilled_at_least(drained, 4);
+    let again = traffic::udp_echo(
+        &lab.client,
+        slow,
+        SLOW_BURST,
+        32,
+        Duration::from_millis(100),
+    );
     let refilled = usize::try_from(spent.elapsed().as_secs()).unwrap_or(usize::MAX) + 1;
+    println!("{again} echoed after the reload: at least {least}, at most {refilled} refilled");
     assert!(
-        again <= refilled,
-        "{again} echoed after the reload, {refilled} refilled since the burst"
+        (least..=refilled).contains(&again),
+        "{again} echoed after the reload; the kept bucket refilled at least {least} since it was emptied and at most {refilled} since the burst"
+    );
+    assert!(
+        refilled < SLOW_BURST,
+        "the test ran too slowly to tell a kept bucket from a new one"
     );
 }
 
@@ -230,15 +266,36 @@ fn kill_9_and_a_restart_keep_every_bucket() {
     let slow = at(SERVER, 7002);
     let spent = Instant::now();
     let first = traffic::udp_echo(&lab.client, slow, 25, 32, Duration::from_millis(200));
-    assert!((20..=22).contains(&first), "burst of 20: {first} echoed");
+    let drained = Instant::now();
+    assert!(
+        (SLOW_BURST..=SLOW_BURST + 2).contains(&first),
+        "burst of {SLOW_BURST}: {first} echoed"
+    );
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     // Enforced meanwhile by the pinned programs, from the same bucket.
     let alone = traffic::udp_echo(&lab.client, slow, 5, 32, Duration::from_millis(100));
     let _restarted = AgentProcess::start(&lab.server, &files.config());
-    let again = traffic::udp_echo(&lab.client, slow, 20, 32, Duration::from_millis(100));
+    // What refilled since the bucket was emptied is there for `alone` and `again` together:
+    // at least that many pass (a rule left without its bucket admits none), at most what
+    // refilled since the burst (a new bucket would give 20 more).
+    let least = refilled_at_least(drained, 4);
+    let again = traffic::udp_echo(
+        &lab.client,
+        slow,
+        SLOW_BURST,
+        32,
+        Duration::from_millis(100),
+    );
     let refilled = usize::try_from(spent.elapsed().as_secs()).unwrap_or(usize::MAX) + 1;
+    println!(
+        "{alone} echoed with no agent and {again} after the restart: at least {least}, at most {refilled} refilled"
+    );
     assert!(
-        alone + again <= refilled,
-        "{alone} echoed with no agent and {again} after the restart; {refilled} refilled since the burst"
+        (least..=refilled).contains(&(alone + again)),
+        "{alone} echoed with no agent and {again} after the restart; the kept bucket refilled at least {least} since it was emptied and at most {refilled} since the burst"
+    );
+    assert!(
+        refilled < SLOW_BURST,
+        "the test ran too slowly to tell a kept bucket from a new one"
     );
 }

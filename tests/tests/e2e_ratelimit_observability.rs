@@ -3,11 +3,13 @@
 //! refused packets under the right workload and rule, in the per-workload counters as
 //! `rate_limited` and beside the configured limit; `check` and `trace` show the limit, trace
 //! the bucket's fill from the live maps; `monitor` streams the sampled `rate_limited` drops.
+//! A flood of sources at a `per: source` limit shows in its sources and evictions, and trace
+//! shows a source's own bucket and the rule's ceiling.
 //! (That the limit is exact, on every hook and under CPU skew, is `kernel_ratelimit.rs`.)
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -65,11 +67,16 @@ fn sample(body: &str, series: &str) -> Option<u64> {
 
 /// `trace` of a datagram from the client to `port` on the live maps, as JSON.
 fn trace(files: &AgentFiles, port: u16) -> serde_json::Value {
+    trace_from(files, CLIENT.into(), port)
+}
+
+/// `trace` of a datagram from `src` to `port` on the live maps, as JSON.
+fn trace_from(files: &AgentFiles, src: IpAddr, port: u16) -> serde_json::Value {
     let pin = files.pin_dir.display().to_string();
     let (code, out, err) = files.cli(&[
         "trace",
         "--src",
-        &CLIENT.to_string(),
+        &src.to_string(),
         "--dst",
         &SERVER.to_string(),
         "--proto",
@@ -341,5 +348,216 @@ fn trace_finds_the_bucket_drained(files: &AgentFiles, started: Instant) {
     assert!(
         out.contains("bucket    holds ") && out.contains(&format!(" of {BURST} packets now")),
         "{out}"
+    );
+}
+
+/// A per-source limit: each source 50 packets at once, one a second after; at most 16
+/// sources' buckets kept; every source's packets also pay a rule-wide ceiling of 1000.
+const PER_SOURCE_POLICY: &str = "\
+apiVersion: boundary.dev/v1
+defaults: { ingress: deny, egress: allow }
+failsafe: []
+workloads:
+  - name: web
+    addresses: [10.203.0.1]
+    ingress:
+      - name: spoofed
+        from: { cidr: 10.0.0.0/8 }
+        ports: [\"7003/udp\"]
+        rateLimit: { packetsPerSecond: 1, burst: 50, per: source, maxSources: 16, ceiling: { packetsPerSecond: 1, burst: 1000 } }
+";
+const SOURCE_BURST: u64 = 50;
+const MAX_SOURCES: u64 = 16;
+const CEILING_BURST: u64 = 1000;
+
+fn datagram_from(src: Ipv4Addr) -> Vec<u8> {
+    packets::v4(
+        src,
+        SERVER,
+        L4::Udp {
+            sport: 5555,
+            dport: 7003,
+        },
+        b"flood",
+    )
+}
+
+/// A number at `path` in trace's JSON.
+fn number(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut at = v;
+    for key in path {
+        at = &at[*key];
+    }
+    at.as_u64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v}"))
+}
+
+#[test]
+fn a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bucket() {
+    if !require_root(
+        "a_flood_of_sources_shows_in_sources_evictions_and_trace_shows_each_sources_bucket",
+    ) {
+        return;
+    }
+    let lab = Lab::new("rlsrc");
+    let files = AgentFiles::new(
+        "rlsrc",
+        SERVER_IF,
+        PER_SOURCE_POLICY,
+        "metricsAddress: \"127.0.0.1:0\"\n",
+    );
+    let agent = AgentProcess::start(&lab.server, &files.config());
+    trace_finds_no_bucket_for_the_client_yet(&files);
+
+    // The client spends its burst and then some.
+    let client_sent = SOURCE_BURST + 10;
+    let started = Instant::now();
+    traffic::inject(
+        &lab.client,
+        "c0",
+        &vec![datagram_from(CLIENT); usize::try_from(client_sent).expect("small")],
+    );
+    trace_finds_the_clients_bucket_spent_and_the_ceiling_paid(&files, started);
+    // A source never seen has no bucket: it would start full.
+    let stranger = trace_from(&files, Ipv4Addr::new(10, 77, 255, 1).into(), 7003);
+    let peer = &stranger["limit"]["peer"];
+    assert_eq!(peer["kept"], false, "{stranger}");
+    assert_eq!(number(peer, &["packets", "available"]), SOURCE_BURST);
+    assert_eq!(peer["next"], "pass", "{stranger}");
+
+    // A flood of 300 sources, one datagram each, at a table of 16.
+    let flood: Vec<Vec<u8>> = (0..300u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            datagram_from(Ipv4Addr::new(10, 77, hi, lo.wrapping_add(1)))
+        })
+        .collect();
+    traffic::inject(&lab.client, "c0", &flood);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) =
+        traffic::http_get(&lab.server, agent.metrics_address(), "/metrics").expect("scrape");
+    assert_eq!(code, 200);
+    metrics_show_sources_and_evictions(&body, client_sent);
+    promtool_accepts(&body);
+}
+
+/// Before any traffic: the client has no bucket yet (its first packet makes one, full), and
+/// the ceiling is full.
+fn trace_finds_no_bucket_for_the_client_yet(files: &AgentFiles) {
+    let before = trace(files, 7003);
+    assert_eq!(before["reason"], "policy_allow", "{before}");
+    assert_eq!(
+        before["limit"]["configured"],
+        format!(
+            "1 pkt/s burst {SOURCE_BURST} per source (up to {MAX_SOURCES}), ceiling 1 pkt/s burst {CEILING_BURST}"
+        ),
+        "{before}"
+    );
+    let peer = &before["limit"]["peer"];
+    assert_eq!(peer["kept"], false, "{before}");
+    assert_eq!(peer["peer"], CLIENT.to_string(), "{before}");
+    assert_eq!(peer["role"], "source", "{before}");
+    assert_eq!(number(peer, &["packets", "available"]), SOURCE_BURST);
+    assert_eq!(peer["next"], "pass", "{before}");
+    assert_eq!(
+        number(&before["limit"]["ceiling"], &["packets", "available"]),
+        CEILING_BURST,
+        "{before}"
+    );
+    assert!(before["limit"]["bucket"].is_null(), "{before}");
+}
+
+/// After the client's flood (begun at `started`): its own bucket is kept and holds what
+/// refilled since at most; the ceiling paid for what the client's bucket admitted (what it
+/// refused was given back, to the CPU's credit). The text form says the same.
+fn trace_finds_the_clients_bucket_spent_and_the_ceiling_paid(files: &AgentFiles, started: Instant) {
+    let after = trace(files, 7003);
+    let since = started.elapsed().as_secs_f64();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "seconds of a test run"
+    )]
+    let refilled = since.ceil() as u64 + 1;
+    let peer = &after["limit"]["peer"];
+    assert_eq!(peer["kept"], true, "the client's bucket is kept: {after}");
+    let available = number(peer, &["packets", "available"]);
+    assert!(
+        available <= refilled,
+        "{available} packets in the client's bucket {since:.1} s after it spent its burst of {SOURCE_BURST}: {after}"
+    );
+    if available == 0 {
+        assert_eq!(peer["next"], "over the limit", "{after}");
+    }
+    let ceiling = &after["limit"]["ceiling"];
+    let ceiling_left =
+        number(ceiling, &["packets", "available"]) + number(ceiling, &["packets", "held_by_cpus"]);
+    let spent = CEILING_BURST - SOURCE_BURST;
+    assert!(
+        (spent - 1..=spent + refilled).contains(&ceiling_left),
+        "the ceiling holds {ceiling_left} after {SOURCE_BURST} admitted, {since:.1} s: {after}"
+    );
+    let (code, out, err) = files.cli(&[
+        "trace",
+        "--src",
+        &CLIENT.to_string(),
+        "--dst",
+        &SERVER.to_string(),
+        "--proto",
+        "udp",
+        "--dport",
+        "7003",
+        "--pin-dir",
+        &files.pin_dir.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{out}");
+    assert!(
+        out.contains(&format!("bucket    source {CLIENT}: holds "))
+            && out.contains(&format!(
+                " of {SOURCE_BURST} packets now; the next packet would "
+            )),
+        "{out}"
+    );
+    assert!(
+        out.contains("ceiling   holds ")
+            && out.contains(&format!(" of {CEILING_BURST} packets now")),
+        "{out}"
+    );
+}
+
+/// The scrape after the client's `client_sent` datagrams and the flood of sources: the
+/// table keeps at most `maxSources`, it evicted some, and every source made one bucket (the
+/// client's and each flooding one's), so what is not kept was evicted.
+fn metrics_show_sources_and_evictions(body: &str, client_sent: u64) {
+    let rule = "{workload=\"web\",direction=\"ingress\",rule=\"spoofed\"}";
+    let hits = sample(body, &format!("boundary_rule_hits_total{rule}")).expect("hits");
+    let sources = sample(body, &format!("boundary_rule_rate_limit_sources{rule}"))
+        .unwrap_or_else(|| panic!("no sources gauge:\n{body}"));
+    let evictions = sample(
+        body,
+        &format!("boundary_rule_rate_limit_evictions_total{rule}"),
+    )
+    .unwrap_or_else(|| panic!("no evictions counter:\n{body}"));
+    let flooded = hits - client_sent;
+    println!(
+        "{flooded} sources into a table of {MAX_SOURCES}: {sources} kept, {evictions} evicted"
+    );
+    assert!(
+        flooded > 2 * MAX_SOURCES,
+        "only {flooded} of the 300 sources' datagrams arrived"
+    );
+    assert!(
+        sources <= MAX_SOURCES,
+        "{sources} sources kept in a table of {MAX_SOURCES}"
+    );
+    assert!(
+        evictions > 0,
+        "{flooded} sources into {MAX_SOURCES} evicted none"
+    );
+    assert_eq!(
+        evictions + sources,
+        flooded + 1,
+        "evictions + kept = sources seen"
     );
 }

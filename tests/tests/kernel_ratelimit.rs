@@ -1,5 +1,6 @@
 //! Tier 2, rate limits: the real programs through `BPF_PROG_TEST_RUN`. A limited rule's
-//! bucket pays for every packet it admits, cached flows included, on XDP and both TC hooks;
+//! bucket pays for every packet it admits, cached flows included (shown to be answered from
+//! the verdict cache), on XDP and both TC hooks; a GSO super-packet pays for each segment;
 //! over the limit is `rate_limited` (or `audit`), counted per rule; a reload that keeps the
 //! limit keeps the bucket; and two CPUs skewed 90/10 share one rate.
 
@@ -17,15 +18,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::{
+    maps::{HashMap, IterableMap as _, MapData},
+    programs::{TestRun as _, TestRunOptions},
+};
 use boundary_agent::policy::Policy;
-use boundary_common::{Direction, Reason, maps::Action};
+use boundary_common::{
+    Direction, Reason,
+    maps::{Action, PolicyKey, PolicyValue},
+};
 use boundary_tests::{
     netns::addr::{CLIENT, SERVER},
     packets::{self, L4},
     require_root,
 };
-use support::{Kernel, TC_SHOT, XDP_DROP, XDP_PASS};
+use support::{Kernel, TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS};
 
 fn policy(limit: &str) -> Policy {
     Policy::from_str(
@@ -109,6 +116,22 @@ fn send(k: &mut Kernel, direction: Direction, frame: &[u8], n: usize, slot: u16)
         .collect()
 }
 
+/// Removes the policy map's ingress entries for UDP `port` behind the agent's back (no epoch
+/// moves, so cached verdicts stand); returns how many there were.
+fn forget_rule_entries(k: &Kernel, port: u16) -> usize {
+    let mut policy: HashMap<MapData, PolicyKey, PolicyValue> =
+        support::writable(k.dp.maps().policy_map().map());
+    let keys: Vec<PolicyKey> = policy
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| key.port == port && key.direction == 0 && key.proto == 17)
+        .collect();
+    for key in &keys {
+        policy.remove(key).expect("remove");
+    }
+    keys.len()
+}
+
 fn count(reasons: &[Reason], r: Reason) -> usize {
     reasons.iter().filter(|&&x| x == r).count()
 }
@@ -138,12 +161,14 @@ fn a_burst_of_n_at_a_rate_near_zero_admits_n_on_every_hook_cached_or_not() {
         return;
     }
     for tc_ingress in [false, true] {
+        // The harness keeps this thread on one CPU (`Kernel::empty`): every packet of a flow
+        // after its first is looked up in that CPU's verdict cache.
         let mut k = kernel("{ packetsPerSecond: 1, burst: 20 }");
         k.tc_ingress = tc_ingress;
         let started = Instant::now();
-        // One flow (answered from the verdict cache after its first packet) and new flows.
-        let same = udp(CLIENT, 5000, SERVER, 53, 10);
-        let mut reasons = send(&mut k, Direction::Ingress, &same, 15, 1);
+        // New flows, each judged by the policy; then one flow, whose first packet caches its
+        // verdict.
+        let mut reasons = Vec::new();
         for sport in 6000..6015 {
             reasons.extend(send(
                 &mut k,
@@ -153,7 +178,35 @@ fn a_burst_of_n_at_a_rate_near_zero_admits_n_on_every_hook_cached_or_not() {
                 1,
             ));
         }
+        let same = udp(CLIENT, 5000, SERVER, 53, 10);
+        reasons.extend(send(&mut k, Direction::Ingress, &same, 1, 1));
+        // The rule's entries go behind the agent's back (no epoch moves): judged again, the
+        // flow would be denied by default, so every packet of it that is admitted or limited
+        // below was answered from the cache, and still paid into the bucket.
+        let removed = forget_rule_entries(&k, 53);
+        assert!(removed > 0, "the dns rule has entries for port 53");
+        let cached = send(&mut k, Direction::Ingress, &same, 14, 1);
+        assert!(
+            !cached.contains(&Reason::DefaultDeny),
+            "a packet of the cached flow missed the cache: {cached:?}"
+        );
+        assert!(
+            count(&cached, Reason::RateLimited) >= 10,
+            "the cached flow was not limited: {cached:?}"
+        );
+        reasons.extend(cached);
         assert_burst(&reasons, Reason::PolicyAllow, 20, started);
+        assert_eq!(
+            send(
+                &mut k,
+                Direction::Ingress,
+                &udp(CLIENT, 5001, SERVER, 53, 10),
+                1,
+                1
+            ),
+            [Reason::DefaultDeny],
+            "a new flow is judged without the rule's entries"
+        );
         let dropped = k.test_run(Direction::Ingress, &same);
         assert_eq!(dropped, XDP_DROP, "over the limit is dropped");
         // Another rule's bucket is its own, and an unlimited rule is untouched.
@@ -275,6 +328,124 @@ fn a_reload_keeps_an_unchanged_limits_bucket_and_a_changed_one_starts_full() {
     let id = rule(&k, "dns");
     assert_eq!(k.dp.maps().rule_hits(id).expect("hits"), 26);
     assert_eq!(k.dp.maps().rule_limited(id).expect("limited"), 5);
+}
+
+/// The `__sk_buff` context of a TC test run whose skb is a GSO super-packet of `segs`
+/// segments of `size` bytes (the kernel takes `gso_segs`, at offset 164, and `gso_size`, at
+/// 176, from the caller; see `convert___skb_to_skb`), or a plain skb when `segs` is 0.
+fn gso_context(segs: u32, size: u32) -> Vec<u8> {
+    let mut ctx = support::run_context(false, 0, 0);
+    ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
+    ctx[176..180].copy_from_slice(&size.to_ne_bytes());
+    ctx
+}
+
+/// Runs `frame` through the TC program for `direction` as a GSO skb of `segs` segments of
+/// `size` bytes (`segs` 0: a plain skb); returns whether it passed, and the packets and bytes
+/// that `slot`'s `policy_allow` and `rate_limited` counters moved by.
+fn tc_gso(
+    k: &mut Kernel,
+    direction: Direction,
+    frame: &[u8],
+    (segs, size): (u32, u32),
+    slot: u16,
+) -> (bool, [(u64, u64); 2]) {
+    let row = |k: &Kernel| {
+        let r = k.dp.maps().counter_row(slot, direction as u8).expect("row");
+        [Reason::PolicyAllow, Reason::RateLimited].map(|reason| {
+            let c = r.counters[reason as usize];
+            (c.packets, c.bytes)
+        })
+    };
+    let before = row(k);
+    let ctx = gso_context(segs, size);
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat: 1,
+        ..Default::default()
+    };
+    let program = match direction {
+        Direction::Ingress => k.dp.tc_ingress(),
+        Direction::Egress => k.dp.tc(),
+    };
+    let ret = program.test_run(opts).expect("test run").return_value;
+    let after = row(k);
+    let moved = [0, 1].map(|i| (after[i].0 - before[i].0, after[i].1 - before[i].1));
+    match ret {
+        TC_NEXT => (true, moved),
+        TC_SHOT => (false, moved),
+        other => panic!("tc returned {other}"),
+    }
+}
+
+/// A GSO super-packet stands for its segments on the wire: a packets limit of N admits N
+/// segments, whether they come as one skb each or as super-packets of k, on TC ingress and
+/// egress. (The clock stands still a day ahead: buckets are full and never refill.)
+#[test]
+fn a_gso_packet_pays_for_each_of_its_segments_in_packets() {
+    if !require_root("a_gso_packet_pays_for_each_of_its_segments_in_packets") {
+        return;
+    }
+    let day_ahead = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).expect("positive") * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).expect("positive")
+        })
+        .expect("clock")
+        + 86_400_000_000_000;
+    let mut k = Kernel::frozen(day_ahead);
+    k.reload(&policy("{ packetsPerSecond: 1, burst: 10 }"));
+    // Four segments of 400 bytes of UDP payload: one frame of 1,642 bytes in the test run.
+    let gso = (4, 400);
+    let big = udp(CLIENT, 5000, SERVER, 53, 1600);
+    let small = udp(CLIENT, 5000, SERVER, 53, 10);
+    // 10 packets of burst: two super-packets of 4 (8), then 2 left, which a third does not
+    // fit; single packets take the 2.
+    let mut passed = Vec::new();
+    let mut allowed = (0, 0);
+    let mut limited = (0, 0);
+    for (frame, shape) in [
+        (&big, gso),
+        (&big, gso),
+        (&big, gso),
+        (&small, (0, 0)),
+        (&small, (0, 0)),
+        (&small, (0, 0)),
+    ] {
+        let (pass, [a, l]) = tc_gso(&mut k, Direction::Ingress, frame, shape, 1);
+        passed.push(pass);
+        allowed = (allowed.0 + a.0, allowed.1 + a.1);
+        limited = (limited.0 + l.0, limited.1 + l.1);
+    }
+    assert_eq!(
+        passed,
+        [true, true, false, true, true, false],
+        "a burst of 10 packets, paid by super-packets of 4 then single ones"
+    );
+    // Counted as segments too, each with its headers: 4 + 4 + 1 + 1 admitted, 4 + 1 refused,
+    // a super-packet's bytes its frame's and three more segments' headers (42 bytes each).
+    let gso_bytes = big.len() as u64 + 3 * 42;
+    println!("ingress: admitted {allowed:?} (packets, bytes), refused {limited:?}");
+    assert_eq!(allowed, (10, 2 * gso_bytes + 2 * small.len() as u64));
+    assert_eq!(limited, (5, gso_bytes + small.len() as u64));
+    let dns = rule(&k, "dns");
+    assert_eq!(k.dp.maps().rule_hits(dns).expect("hits"), 15);
+    assert_eq!(k.dp.maps().rule_limited(dns).expect("limited"), 5);
+    // Egress, a burst of 4: one super-packet of 3 leaves 1, a second does not fit, a single
+    // packet takes the last.
+    let out_big = udp(SERVER, 4000, CLIENT, 53, 1200);
+    let out_small = udp(SERVER, 4000, CLIENT, 53, 10);
+    let out: Vec<bool> = [
+        (&out_big, (3, 400)),
+        (&out_big, (3, 400)),
+        (&out_small, (0, 0)),
+        (&out_small, (0, 0)),
+    ]
+    .into_iter()
+    .map(|(frame, shape)| tc_gso(&mut k, Direction::Egress, frame, shape, 1).0)
+    .collect();
+    assert_eq!(out, [true, false, true, false], "egress: a burst of 4");
 }
 
 /// Pins the calling thread to `cpu`.

@@ -30,6 +30,8 @@ use crate::{
 ///
 /// When the deciding rule has a rate limit, trace shows it; from the live maps, also what its
 /// bucket holds now (and the credit CPUs hold) and whether the flow's next packet would pass.
+/// A limit kept per source (per destination on egress) shows that peer's own bucket, or that
+/// it has none yet (its first packet makes one, full), and the rule-wide ceiling's.
 ///
 /// Example: `boundary-agent trace --src spiffe://example.org/ns/orders/sa/api --dst 10.1.2.3 --proto tcp --dport 8443 --policy policy.yaml`
 #[derive(Debug, clap::Args)]
@@ -262,7 +264,13 @@ impl Trace {
         };
         let mut answer = explain::explain(&live, &names, direction, ifindex, pkt);
         if let Some(rule) = answer.rule_id {
-            answer.limit = limit::live(&maps, live.generation(), rule).map_err(CliError::failed)?;
+            // A limit kept per peer is kept per source on ingress, per destination on egress.
+            let peer = match direction {
+                Direction::Ingress => pkt.src,
+                Direction::Egress => pkt.dst,
+            };
+            answer.limit = limit::live(&maps, live.generation(), rule, direction, peer)
+                .map_err(CliError::failed)?;
         }
         Ok(answer)
     }
@@ -293,6 +301,12 @@ fn print(answer: &Answer, json: bool) -> Result<(), CliError> {
             println!("limit     {}", l.configured);
             if let Some(b) = &l.bucket {
                 println!("bucket    {b}");
+            }
+            if let Some(p) = &l.peer {
+                println!("bucket    {p}");
+            }
+            if let Some(c) = &l.ceiling {
+                println!("ceiling   {c}");
             }
         }
     }

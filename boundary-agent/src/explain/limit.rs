@@ -5,11 +5,15 @@
 //! The reference evaluator's buckets start full (it cannot know what the datapath's hold, which
 //! changes with every packet): this reads the live state and applies the arithmetic of
 //! `boundary_common::bucket`, the way a CPU running the datapath would for one more packet. A
-//! limit kept per source shows as configured (each source's bucket is its own).
+//! limit kept per source shows the traced source's own bucket (or that it has none yet: its
+//! first packet makes one, full) and the rule-wide ceiling every source also pays into.
+
+use std::net::IpAddr;
 
 use boundary_common::{
+    Direction,
     bucket::{self, Dimension, INTERVAL_SHIFT},
-    maps::{BUCKET_INDEX_MASK, BUCKET_PER_PEER, BucketState},
+    maps::{BUCKET_INDEX_MASK, BUCKET_PER_PEER, BucketState, NO_BUCKET, PeerBucket},
 };
 use serde::Serialize;
 
@@ -30,8 +34,14 @@ pub const NEXT_PACKET_BYTES: u64 = 1_500;
 pub struct Limit {
     /// As configured, e.g. `200 pkt/s burst 50 per rule`.
     pub configured: String,
-    /// Its bucket now (from the live maps only).
+    /// Its bucket now (from the live maps only; a limit kept per rule).
     pub bucket: Option<Fill>,
+    /// The traced peer's own bucket now (from the live maps only; a limit kept per source or
+    /// destination).
+    pub peer: Option<PeerFill>,
+    /// The rule-wide ceiling every peer's packets also pay into, now (from the live maps only;
+    /// a limit kept per peer that has one).
+    pub ceiling: Option<Fill>,
 }
 
 impl Limit {
@@ -40,8 +50,29 @@ impl Limit {
         Self {
             configured: limit.to_string(),
             bucket: None,
+            peer: None,
+            ceiling: None,
         }
     }
+}
+
+/// A peer's own bucket under a limit kept per peer, as read from the live maps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerFill {
+    /// `source` (ingress) or `destination` (egress).
+    pub role: &'static str,
+    /// The peer the bucket is kept for: an address, or an IPv6 peer's /64.
+    pub peer: String,
+    /// Whether the maps keep a bucket for it. Not (never seen, or evicted): its next packet
+    /// makes one, full, which is what `packets` and `bytes` then show.
+    pub kept: bool,
+    pub packets: Option<Level>,
+    pub bytes: Option<Level>,
+    /// The flow's next packet (of [`NEXT_PACKET_BYTES`] where bytes count): `pass`, `over the
+    /// limit` (the peer's own bucket cannot pay), `over the ceiling` (its own could, the
+    /// rule-wide ceiling cannot, on any CPU), or `pass on a CPU holding credit` (of the
+    /// ceiling). Over either is dropped as `rate_limited` (passed as `audit` in audit mode).
+    pub next: &'static str,
 }
 
 /// A bucket as read from the live maps.
@@ -65,25 +96,118 @@ pub struct Level {
     /// What the shared bucket holds now (its burst when full).
     pub available: u64,
     pub burst: u64,
-    /// Taken from the shared bucket by CPUs in batches and not spent yet, summed.
+    /// Taken from the shared bucket by CPUs in batches and not spent yet, summed (0 for a
+    /// peer's own bucket, which is paid straight into).
     pub held_by_cpus: u64,
 }
 
 /// The limit on `rule` in the live `generation`, and its bucket now; `None` when the rule has
-/// no limit.
-pub fn live(maps: &Maps, generation: u8, rule: u32) -> Result<Option<Limit>, MapsError> {
+/// no limit. A limit kept per peer shows the bucket of the packet's peer in `direction` (its
+/// source on ingress, its destination on egress) and the rule's ceiling.
+pub fn live(
+    maps: &Maps,
+    generation: u8,
+    rule: u32,
+    direction: Direction,
+    peer: IpAddr,
+) -> Result<Option<Limit>, MapsError> {
     let Some(value) = maps.live_rule_bucket(generation, rule) else {
         return Ok(None);
     };
-    if value & BUCKET_PER_PEER != 0 {
-        // Kept per source: each source's bucket is its own, so there is no one fill to show;
-        // the limit as the maps hold it.
-        return Ok(maps
-            .live_bucket(generation, rule)
-            .map(|b| Limit::configured(&b.limit)));
+    let now = now_ticks()?;
+    if value & BUCKET_PER_PEER == 0 {
+        let (state, credits) = maps.bucket(value & BUCKET_INDEX_MASK)?;
+        return Ok(Some(from_bucket(&state, &credits, now)));
     }
-    let (state, credits) = maps.bucket(value & BUCKET_INDEX_MASK)?;
-    Ok(Some(from_bucket(&state, &credits, now_ticks()?)))
+    let Some(mut b) = maps.live_bucket(generation, rule) else {
+        return Ok(None);
+    };
+    // The maps do not say which direction's peer a bucket is kept per; the packet does.
+    if direction == Direction::Egress {
+        b.limit.per = Per::Destination;
+    }
+    let index = value & BUCKET_INDEX_MASK;
+    let (state, _) = maps.bucket(index)?;
+    let own = maps.peer_bucket(index, peer)?;
+    let ceiling = if state.ceiling == NO_BUCKET {
+        None
+    } else {
+        let (c, credits) = maps.bucket(state.ceiling)?;
+        from_bucket(&c, &credits, now).bucket
+    };
+    Ok(Some(Limit {
+        configured: b.limit.to_string(),
+        bucket: None,
+        peer: Some(peer_fill(
+            &state,
+            own,
+            ceiling.as_ref(),
+            direction,
+            peer,
+            now,
+        )),
+        ceiling,
+    }))
+}
+
+/// A peer's own bucket at `now` (ticks) under per-peer terms `state`: `own` as the maps keep
+/// it (`None`: not yet, so full), and what its next packet meets given the `ceiling`'s fill.
+pub fn peer_fill(
+    state: &BucketState,
+    own: Option<PeerBucket>,
+    ceiling: Option<&Fill>,
+    direction: Direction,
+    peer: IpAddr,
+    now: u64,
+) -> PeerFill {
+    // A new peer's bucket is made full (`tat` now), as the datapath makes it.
+    let tat = own.map_or([now, now], |b| b.tat);
+    let level = |i: usize| {
+        (state.depth[i] != 0).then(|| Level {
+            available: units(
+                bucket::available(tat[i], now, state.depth[i]),
+                state.interval[i],
+            ),
+            burst: state.burst[i],
+            held_by_cpus: 0,
+        })
+    };
+    // Paid exactly, both dimensions or neither (`bucket::pay_both`).
+    let own_passes = [(0, 1), (1, NEXT_PACKET_BYTES)].into_iter().all(|(i, n)| {
+        state.depth[i] == 0
+            || bucket::take(
+                tat[i],
+                now,
+                bucket::cost(n, state.interval[i], state.max_units[i]),
+                state.depth[i],
+            )
+            .is_some()
+    });
+    let next = match (own_passes, ceiling.map(|c| c.next)) {
+        (false, _) => "over the limit",
+        (true, None | Some("pass")) => "pass",
+        (true, Some("over the limit")) => "over the ceiling",
+        (true, Some(_)) => "pass on a CPU holding credit",
+    };
+    let role = match direction {
+        Direction::Ingress => "source",
+        Direction::Egress => "destination",
+    };
+    let peer = match peer {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => {
+            let prefix = u128::from(a) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    };
+    PeerFill {
+        role,
+        peer,
+        kept: own.is_some(),
+        packets: level(0),
+        bytes: level(1),
+        next,
+    }
 }
 
 /// A bucket's limit and fill at `now` (ticks), given the shared state and each CPU's credit.
@@ -143,6 +267,8 @@ pub fn from_bucket(state: &BucketState, credits: &[bucket::Credit], now: u64) ->
             cpus_passing,
             cpus: credits.len(),
         }),
+        peer: None,
+        ceiling: None,
     }
 }
 
@@ -182,6 +308,42 @@ impl std::fmt::Display for Fill {
                 "pass only on a CPU holding credit ({} of {})",
                 self.cpus_passing, self.cpus
             ),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerFill {
+    /// `source 10.1.2.3: holds 2 of 5 packets now; the next packet would pass`, or, with no
+    /// bucket yet, `source 10.1.2.3: no bucket yet (its first packet makes one, full: 5 of 5
+    /// packets); the next packet would pass`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<String> = [(self.packets, "packets"), (self.bytes, "bytes")]
+            .into_iter()
+            .filter_map(|(level, unit)| {
+                Some(format!("{} of {} {unit}", level?.available, level?.burst))
+            })
+            .collect();
+        let held = held.join(" and ");
+        write!(f, "{} {}: ", self.role, self.peer)?;
+        if self.kept {
+            write!(f, "holds {held} now")?;
+        } else {
+            write!(
+                f,
+                "no bucket yet (its first packet makes one, full: {held})"
+            )?;
+        }
+        let size = if self.bytes.is_some() {
+            format!(" ({NEXT_PACKET_BYTES} bytes)")
+        } else {
+            String::new()
+        };
+        write!(f, "; the next packet{size} would ")?;
+        match self.next {
+            "pass" => f.write_str("pass"),
+            "over the limit" => f.write_str("be over the limit (rate_limited)"),
+            "over the ceiling" => f.write_str("be over the rule's ceiling (rate_limited)"),
+            _ => f.write_str("pass only on a CPU holding credit in the ceiling"),
         }
     }
 }
@@ -317,7 +479,7 @@ workloads:
             crate::explain::explain(
                 &t,
                 &t,
-                boundary_common::Direction::Ingress,
+                Direction::Ingress,
                 crate::policy::STAND_IN_UNLISTED,
                 &pkt,
             )
@@ -328,11 +490,107 @@ workloads:
             a.limit,
             Some(Limit {
                 configured: "200 pkt/s burst 50 per rule".into(),
-                bucket: None
+                bucket: None,
+                peer: None,
+                ceiling: None,
             })
         );
         assert_eq!(ask(boundary_common::wire::IPPROTO_TCP, 22).limit, None);
         assert_eq!(ask(boundary_common::wire::IPPROTO_TCP, 23).limit, None);
+    }
+
+    /// Per-peer terms of `rate` packets a second, `burst` deep (and `bytes` per second, a
+    /// second deep, when not 0).
+    fn per_peer(rate: u64, burst: u64, bytes: u64) -> BucketState {
+        let mut s = BucketState::default();
+        for (i, rate, burst) in [(0, rate, burst), (1, bytes, bytes)] {
+            if rate != 0 {
+                s.depth[i] = depth(rate, burst);
+                s.rate[i] = rate;
+                s.burst[i] = burst;
+                s.interval[i] = bucket::interval(rate);
+                s.max_units[i] = bucket::max_units(s.interval[i]);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_peer_never_seen_would_start_full_and_a_drained_one_is_over_its_limit() {
+        let state = per_peer(1, 5, 0);
+        let now = ticks(100 * SEC);
+        let src: IpAddr = "10.9.0.1".parse().expect("addr");
+        let fresh = peer_fill(&state, None, None, Direction::Ingress, src, now);
+        assert!(!fresh.kept);
+        assert_eq!(fresh.packets.map(|p| (p.available, p.burst)), Some((5, 5)));
+        assert_eq!(
+            fresh.to_string(),
+            "source 10.9.0.1: no bucket yet (its first packet makes one, full: 5 of 5 packets); the next packet would pass"
+        );
+        // Drained (its tat a whole burst ahead of now): nothing left, over its limit.
+        let drained = PeerBucket {
+            tat: [now + state.depth[0], 0],
+        };
+        let f = peer_fill(&state, Some(drained), None, Direction::Ingress, src, now);
+        assert!(f.kept);
+        assert_eq!(f.packets.map(|p| p.available), Some(0));
+        assert_eq!(
+            f.to_string(),
+            "source 10.9.0.1: holds 0 of 5 packets now; the next packet would be over the limit (rate_limited)"
+        );
+        // Two seconds later, two packets have come back.
+        let f = peer_fill(
+            &state,
+            Some(drained),
+            None,
+            Direction::Ingress,
+            src,
+            now + ticks(2 * SEC),
+        );
+        assert_eq!((f.packets.map(|p| p.available), f.next), (Some(2), "pass"));
+    }
+
+    #[test]
+    fn a_spent_ceiling_refuses_a_peer_with_room_and_egress_peers_are_destinations() {
+        let state = per_peer(10, 10, 0);
+        let (ceiling, mut credits) = packets(100, 50, SEC, 2);
+        let now = ticks(SEC);
+        // The ceiling drained at 1 s, no CPU holding credit.
+        let mut spent = ceiling;
+        spent.tat[0] = now + depth(100, 50);
+        let c = from_bucket(&spent, &credits, now).bucket.expect("fill");
+        let dst: IpAddr = "fd00:9::1234".parse().expect("addr");
+        let f = peer_fill(&state, None, Some(&c), Direction::Egress, dst, now);
+        assert_eq!(f.next, "over the ceiling");
+        assert_eq!(
+            f.to_string(),
+            "destination fd00:9::/64: no bucket yet (its first packet makes one, full: 10 of 10 packets); the next packet would be over the rule's ceiling (rate_limited)"
+        );
+        // One CPU holds credit in the ceiling: it alone would pass the packet.
+        credits[0].packets.credit = depth(100, 1);
+        let c = from_bucket(&spent, &credits, now).bucket.expect("fill");
+        let f = peer_fill(&state, None, Some(&c), Direction::Egress, dst, now);
+        assert_eq!(f.next, "pass on a CPU holding credit");
+        // A full ceiling passes it.
+        let c = from_bucket(&ceiling, &credits, now).bucket.expect("fill");
+        let f = peer_fill(&state, None, Some(&c), Direction::Egress, dst, now);
+        assert_eq!(f.next, "pass");
+    }
+
+    #[test]
+    fn a_peers_byte_limit_is_judged_for_a_full_size_packet() {
+        let state = per_peer(1_000, 1_000, 10_000);
+        let now = ticks(SEC);
+        // 9,000 bytes ahead: 1,000 left, less than a full-size packet.
+        let own = PeerBucket {
+            tat: [now, now + depth(10_000, 9_000)],
+        };
+        let src: IpAddr = "10.9.0.2".parse().expect("addr");
+        let f = peer_fill(&state, Some(own), None, Direction::Ingress, src, now);
+        assert_eq!(
+            f.to_string(),
+            "source 10.9.0.2: holds 1000 of 1000 packets and 1000 of 10000 bytes now; the next packet (1500 bytes) would be over the limit (rate_limited)"
+        );
     }
 
     #[test]

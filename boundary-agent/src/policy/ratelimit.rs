@@ -8,11 +8,24 @@
 //!              ceiling: { packetsPerSecond: 5000, burst: 500 } }    # one bucket per source
 //! ```
 //! A burst defaults to one second's worth of its rate.
+//!
+//! What a limit may say also depends on its rule (an allow rule's, `per: source` on ingress,
+//! `per: destination` on egress) and on the limits before it (the per-source tables together
+//! are capped). serde gives a value nothing but its text, so while a policy is read the rule
+//! around a limit and the sources counted so far are kept beside the reader ([`reading_rule`],
+//! [`counting_sources`], as `values::checking_interfaces` keeps the agent's interfaces), and
+//! each check runs in the visitor of the value it is about: its error then carries that
+//! value's line and column.
 
-use std::fmt;
+use std::{cell::Cell, fmt, thread::LocalKey};
 
-use boundary_common::bucket::RATE_MAX;
-use serde::Deserialize;
+use boundary_common::{Direction, bucket::RATE_MAX};
+use serde::{
+    Deserialize,
+    de::{Error as _, IntoDeserializer as _, MapAccess, value::MapAccessDeserializer},
+};
+
+use super::values::RuleAction;
 
 /// The fastest packet rate a limit may set (a billion packets a second is beyond any link).
 pub const PACKET_RATE_MAX: u64 = 1_000_000_000;
@@ -43,8 +56,7 @@ pub struct Rate {
 }
 
 /// Who shares a bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Per {
     /// Everything the rule admits.
     Rule,
@@ -65,8 +77,7 @@ impl Per {
 }
 
 /// A rule's rate limit, validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "RawRateLimit")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateLimit {
     pub packets: Option<Rate>,
     pub bytes: Option<Rate>,
@@ -111,6 +122,170 @@ impl RateLimit {
             self.max_sources,
             rate(self.ceiling)
         )
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RateLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct RawRateLimit")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RateLimit, A::Error> {
+                let raw = RawRateLimit::deserialize(MapAccessDeserializer::new(map))?;
+                let limit = RateLimit::try_from(raw).map_err(A::Error::custom)?;
+                suits_its_rule(&limit).map_err(A::Error::custom)?;
+                Ok(limit)
+            }
+        }
+        // Checked in the visitor, while the reader is at the block: its errors then carry the
+        // block's own line and column (`try_from` would report the rule's).
+        d.deserialize_map(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Per {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Per;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("rule, source or destination")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Per, E> {
+                let per = match v {
+                    "rule" => Per::Rule,
+                    "source" => Per::Source,
+                    "destination" => Per::Destination,
+                    other => {
+                        return Err(E::unknown_variant(
+                            other,
+                            &["rule", "source", "destination"],
+                        ));
+                    }
+                };
+                suits_its_direction(per).map_err(E::custom)?;
+                Ok(per)
+            }
+        }
+        // Checked in the visitor, so that a peer of the wrong direction is refused at `per`.
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A rule's `action:`, read (with the derived parsing of [`RuleAction`]) where a deny rule
+/// whose `rateLimit` came first is refused: at the action, the limit being behind the reader.
+pub(super) fn rule_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RuleAction, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = RuleAction;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("allow or deny")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RuleAction, E> {
+            let text: serde::de::value::StrDeserializer<'_, E> = v.into_deserializer();
+            let action = RuleAction::deserialize(text)?;
+            RULE.with(|r| {
+                let Some(mut rule) = r.get() else {
+                    return Ok(action);
+                };
+                if action == RuleAction::Deny && rule.limited {
+                    return Err(E::custom(DENY_LIMITED));
+                }
+                rule.action = Some(action);
+                r.set(Some(rule));
+                Ok(action)
+            })
+        }
+    }
+    d.deserialize_str(Visitor)
+}
+
+/// The rule a limit is read in, so far.
+#[derive(Clone, Copy)]
+struct RuleSoFar {
+    direction: Direction,
+    /// Its `action:`, once read.
+    action: Option<RuleAction>,
+    /// Whether its `rateLimit:` was read.
+    limited: bool,
+}
+
+thread_local! {
+    /// The rule being read, while a policy's rules are read ([`reading_rule`]).
+    static RULE: Cell<Option<RuleSoFar>> = const { Cell::new(None) };
+    /// The sources the per-source limits read so far keep, while a policy is read
+    /// ([`counting_sources`]).
+    static SOURCES: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Puts a thread-local back as it was when dropped, also when the read panics.
+struct Restore<T: Copy + 'static>(&'static LocalKey<Cell<T>>, T);
+
+impl<T: Copy + 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        self.0.set(self.1);
+    }
+}
+
+/// Runs `read` (one rule's deserialization, on this thread) with its limit checked against
+/// the rule: its direction, and its action wherever it is written.
+pub(super) fn reading_rule<T>(direction: Direction, read: impl FnOnce() -> T) -> T {
+    let rule = RuleSoFar {
+        direction,
+        action: None,
+        limited: false,
+    };
+    let _restore = Restore(&RULE, RULE.replace(Some(rule)));
+    read()
+}
+
+/// Runs `read` (a policy's deserialization, on this thread) adding up the sources its
+/// per-source limits keep: the limit that takes the total past [`PEER_ENTRIES_MAX`] is refused.
+pub(super) fn counting_sources<T>(read: impl FnOnce() -> T) -> T {
+    let _restore = Restore(&SOURCES, SOURCES.replace(Some(0)));
+    read()
+}
+
+const DENY_LIMITED: &str = "a deny rule admits nothing to limit: rateLimit goes on allow rules";
+
+/// What a limit may say given its rule (only what an allow rule admits is limited) and the
+/// limits before it (the kernel preallocates every per-source table whole, LRU maps cannot
+/// be otherwise: their entries together are capped, so a policy cannot take the host's
+/// memory).
+fn suits_its_rule(limit: &RateLimit) -> Result<(), String> {
+    if let Some(mut rule) = RULE.get() {
+        if rule.action == Some(RuleAction::Deny) {
+            return Err(DENY_LIMITED.into());
+        }
+        rule.limited = true;
+        RULE.set(Some(rule));
+    }
+    if let (Some(before), true) = (SOURCES.get(), limit.per != Per::Rule) {
+        let total = before + u64::from(limit.max_sources);
+        if total > PEER_ENTRIES_MAX {
+            return Err(format!(
+                "the per-source rate limits keep {total} sources in all with this one (maxSources, default {MAX_SOURCES_DEFAULT} each), more than {PEER_ENTRIES_MAX}: the kernel preallocates each table, about {} MiB for these; lower maxSources",
+                (total * PEER_ENTRY_BYTES) >> 20
+            ));
+        }
+        SOURCES.set(Some(total));
+    }
+    Ok(())
+}
+
+/// The peer a bucket is kept per is the source on ingress, the destination on egress.
+fn suits_its_direction(per: Per) -> Result<(), String> {
+    match (per, RULE.get().map(|r| r.direction)) {
+        (Per::Source, Some(Direction::Egress)) => Err(
+            "`per: source` on an egress rule: the peer of an egress packet is its destination (`per: destination`)".into(),
+        ),
+        (Per::Destination, Some(Direction::Ingress)) => Err(
+            "`per: destination` on an ingress rule: the peer of an ingress packet is its source (`per: source`)".into(),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -339,34 +514,54 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_must_suit_its_rule() {
-        let e = policy_error(
-            "    ingress: [{ from: { any: true }, action: deny, rateLimit: { packetsPerSecond: 5 } }]\n",
-        );
-        assert!(
-            e.contains("workloads[0].ingress[0].rateLimit: a deny rule"),
-            "{e}"
-        );
-        let e = policy_error(
-            "    egress: [{ to: { any: true }, rateLimit: { packetsPerSecond: 5, per: source } }]\n",
-        );
-        assert!(
-            e.contains("egress[0].rateLimit: `per: source` on an egress rule"),
-            "{e}"
-        );
-        let e = policy_error(
-            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5, per: destination } }]\n",
-        );
-        assert!(e.contains("`per: destination` on an ingress rule"), "{e}");
-        // Errors in the block itself say where in the file.
-        let e = policy_error(
-            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 0 } }]\n",
-        );
-        assert!(e.starts_with("p.yaml:5:"), "{e}");
+    fn a_limit_must_suit_its_rule_and_is_refused_where_it_is_written() {
+        // Each error names the line and column of the value at fault: the limit's block, its
+        // `per`, or the `action` that came after the block.
+        for (rule, wanted) in [
+            (
+                "    ingress: [{ from: { any: true }, action: deny, rateLimit: { packetsPerSecond: 5 } }]\n",
+                "p.yaml:5:63: workloads[0].ingress[0].rateLimit: a deny rule admits nothing to limit",
+            ),
+            (
+                "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5 }, action: deny }]\n",
+                "p.yaml:5:82: workloads[0].ingress[0].action: a deny rule admits nothing to limit",
+            ),
+            (
+                "    egress: [{ to: { any: true }, rateLimit: { packetsPerSecond: 5, per: source } }]\n",
+                "p.yaml:5:74: workloads[0].egress[0].rateLimit.per: `per: source` on an egress rule",
+            ),
+            (
+                "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5, per: destination } }]\n",
+                "p.yaml:5:77: workloads[0].ingress[0].rateLimit.per: `per: destination` on an ingress rule",
+            ),
+            // Errors in the block itself name the block.
+            (
+                "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 0 } }]\n",
+                "p.yaml:5:49: workloads[0].ingress[0].rateLimit: packetsPerSecond must be 1 to",
+            ),
+            (
+                "    ingress:\n      - from: { any: true }\n        rateLimit:\n          burst: 5\n",
+                "p.yaml:8:11: workloads[0].ingress[0].rateLimit: a rate limit sets packetsPerSecond",
+            ),
+        ] {
+            let e = policy_error(rule);
+            assert!(e.starts_with(wanted), "{rule}: {e}");
+        }
+        // A deny rule without a limit, and a limit on an allow rule in either order, are fine.
+        for rule in [
+            "    ingress: [{ from: { any: true }, action: deny }]\n",
+            "    ingress: [{ rateLimit: { packetsPerSecond: 5, per: source }, from: { any: true }, action: allow }]\n",
+            "    egress: [{ action: allow, to: { any: true }, rateLimit: { packetsPerSecond: 5, per: destination } }]\n",
+        ] {
+            let text = format!(
+                "apiVersion: boundary.dev/v1\nworkloads:\n  - name: w\n    addresses: [10.0.0.1]\n{rule}"
+            );
+            crate::policy::Policy::from_str("p.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]
-    fn per_source_tables_together_are_capped() {
+    fn per_source_tables_together_are_capped_at_the_limit_past_the_cap() {
         let rule = |port: u32| {
             format!(
                 "      - {{ from: {{ any: true }}, ports: [\"{port}/udp\"], rateLimit: {{ packetsPerSecond: 5, per: source, maxSources: 1048576 }} }}\n"
@@ -377,9 +572,15 @@ mod tests {
             "apiVersion: boundary.dev/v1\nworkloads:\n  - name: w\n    addresses: [10.0.0.1]\n{two}"
         );
         assert!(crate::policy::Policy::from_str("p.yaml", &text).is_ok());
+        // The third rule (line 8) is the one past the cap, and its block is named.
         let e = policy_error(&format!("{two}{}", rule(3)));
-        assert!(e.contains("keep 3145728 sources in all"), "{e}");
+        assert!(
+            e.starts_with("p.yaml:8:61: workloads[0].ingress[2].rateLimit: the per-source rate limits keep 3145728 sources in all"),
+            "{e}"
+        );
         assert!(e.contains("about 312 MiB"), "{e}");
+        // Each policy read counts its own: the same two rules read again are fine.
+        assert!(crate::policy::Policy::from_str("p.yaml", &text).is_ok());
     }
 
     #[test]

@@ -32,9 +32,10 @@
 //! The struct names are part of serde's error messages (`expected struct RawPolicy`), so
 //! renaming one changes what an operator reads.
 
+use boundary_common::Direction;
 use serde::Deserialize;
 
-use super::ratelimit::RateLimit;
+use super::ratelimit::{self, RateLimit};
 use super::values::{
     DefaultAction, Failsafe, HostAddr, IcmpName, PortSpec, ProtocolName, RuleAction, Selector,
     WorkloadInterface, WorkloadMode,
@@ -109,9 +110,9 @@ pub(super) struct RawWorkload {
     #[serde(default)]
     pub defaults: RawWorkloadDefaults,
     #[serde(default)]
-    pub ingress: Vec<RawIngressRule>,
+    pub ingress: Vec<Directed<RawIngressRule>>,
     #[serde(default)]
-    pub egress: Vec<RawEgressRule>,
+    pub egress: Vec<Directed<RawEgressRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,7 +138,7 @@ pub(super) struct RawIngressRule {
     icmpv6: Option<Vec<IcmpName>>,
     #[serde(default, deserialize_with = "present")]
     protocols: Option<Vec<ProtocolName>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ratelimit::rule_action")]
     action: RuleAction,
     rate_limit: Option<RateLimit>,
 }
@@ -155,9 +156,40 @@ pub(super) struct RawEgressRule {
     icmpv6: Option<Vec<IcmpName>>,
     #[serde(default, deserialize_with = "present")]
     protocols: Option<Vec<ProtocolName>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ratelimit::rule_action")]
     action: RuleAction,
     rate_limit: Option<RateLimit>,
+}
+
+/// A rule of `R`'s direction, read while its rate limit can see the direction and the rule's
+/// action (`ratelimit::reading_rule`): a limit that does not suit its rule is refused where it
+/// is written.
+#[derive(Debug)]
+pub(super) struct Directed<R>(R);
+
+/// The direction of a rule's shape.
+pub(super) trait RuleShape {
+    const DIRECTION: Direction;
+}
+
+impl RuleShape for RawIngressRule {
+    const DIRECTION: Direction = Direction::Ingress;
+}
+
+impl RuleShape for RawEgressRule {
+    const DIRECTION: Direction = Direction::Egress;
+}
+
+impl<'de, R: RuleShape + Deserialize<'de>> Deserialize<'de> for Directed<R> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ratelimit::reading_rule(R::DIRECTION, || R::deserialize(d)).map(Directed)
+    }
+}
+
+impl<R: Into<RawRule>> From<Directed<R>> for RawRule {
+    fn from(r: Directed<R>) -> Self {
+        r.0.into()
+    }
 }
 
 /// A rule of either direction, its peer taken from `from` or `to`.

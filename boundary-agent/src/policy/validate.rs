@@ -1,5 +1,7 @@
 //! Syntax -> model. Each value was checked as it was read ([`super::values`]; interface names
-//! against the agent's interfaces when they are known, see [`Interfaces`]); what is left are
+//! against the agent's interfaces when they are known, see [`Interfaces`]; a rate limit
+//! against its rule and the per-source tables before it, see [`super::ratelimit`]); what is
+//! left are
 //! the checks about the document as a whole: the API version, the trust domain every SPIFFE ID
 //! must belong to, unique workload names, an address bound once and owned once on each
 //! interface, interfaces listed once. Then defaults are
@@ -19,12 +21,12 @@ use super::{
     fingerprint,
     interfaces::{self, Interfaces, Owners},
     model::{Policy, Rule, StaticIdentity, Workload},
-    ratelimit::{MAX_SOURCES_DEFAULT, PEER_ENTRIES_MAX, PEER_ENTRY_BYTES, Per, RateLimit},
+    ratelimit::counting_sources,
     spiffe::{SpiffeError, SpiffeId},
     syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
     values::{
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, RuleAction, Selector,
-        Traffic, checking_interfaces, default_failsafe,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Selector, Traffic,
+        checking_interfaces, default_failsafe,
     },
 };
 use crate::yaml::{self, YamlError};
@@ -55,7 +57,9 @@ impl Policy {
 
     /// Reads a policy for a host protecting `interfaces`.
     pub fn from_file_on(path: &Path, interfaces: &Interfaces) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = checking_interfaces(interfaces.names(), || yaml::from_file(path))?;
+        let raw: RawPolicy = checking_interfaces(interfaces.names(), || {
+            counting_sources(|| yaml::from_file(path))
+        })?;
         validate(raw, &path.display().to_string(), interfaces)
     }
 
@@ -65,8 +69,9 @@ impl Policy {
         text: &str,
         interfaces: &Interfaces,
     ) -> Result<Self, PolicyError> {
-        let raw: RawPolicy =
-            checking_interfaces(interfaces.names(), || yaml::from_str(file, text))?;
+        let raw: RawPolicy = checking_interfaces(interfaces.names(), || {
+            counting_sources(|| yaml::from_str(file, text))
+        })?;
         validate(raw, file, interfaces)
     }
 }
@@ -115,7 +120,6 @@ fn validate(raw: RawPolicy, file: &str, interfaces: &Interfaces) -> Result<Polic
     };
     let identities = identities(raw.identities, &doc)?;
     let workloads = workloads(raw.workloads, raw.defaults, &doc)?;
-    peer_tables(&workloads).map_err(|m| top.invalid("workloads".into(), m))?;
     let mut table = BTreeMap::new();
     for name in workloads.iter().flat_map(|w| &w.interfaces) {
         let index = interfaces.index(name, &table);
@@ -299,10 +303,6 @@ fn rules(
                 ),
             ));
         }
-        if let Some(limit) = &r.rate_limit {
-            rate_limit(limit, direction, r.action)
-                .map_err(|m| doc.invalid(format!("{at}.{dir}[{j}].rateLimit"), m))?;
-        }
         rules.push(Rule {
             name,
             peer: r.peer,
@@ -312,42 +312,6 @@ fn rules(
         });
     }
     Ok(rules)
-}
-
-/// The kernel preallocates every per-source table whole (LRU maps cannot be otherwise):
-/// their entries together are capped, so a policy cannot take the host's memory.
-fn peer_tables(workloads: &[Workload]) -> Result<(), String> {
-    let total: u64 = workloads
-        .iter()
-        .flat_map(|w| w.ingress.iter().chain(&w.egress))
-        .filter_map(|r| r.limit)
-        .filter(|l| l.per != Per::Rule)
-        .map(|l| u64::from(l.max_sources))
-        .sum();
-    if total > PEER_ENTRIES_MAX {
-        return Err(format!(
-            "the per-source rate limits keep {total} sources in all (maxSources, default {MAX_SOURCES_DEFAULT} each), more than {PEER_ENTRIES_MAX}: the kernel preallocates each table, about {} MiB for these; lower maxSources",
-            (total * PEER_ENTRY_BYTES) >> 20
-        ));
-    }
-    Ok(())
-}
-
-/// What a rate limit may say depends on its rule: only what an allow rule admits is limited,
-/// and the peer a bucket is kept per is the source on ingress, the destination on egress.
-fn rate_limit(limit: &RateLimit, direction: Direction, action: RuleAction) -> Result<(), String> {
-    if action == RuleAction::Deny {
-        return Err("a deny rule admits nothing to limit: rateLimit goes on allow rules".into());
-    }
-    match (limit.per, direction) {
-        (Per::Source, Direction::Egress) => Err(
-            "`per: source` on an egress rule: the peer of an egress packet is its destination (`per: destination`)".into(),
-        ),
-        (Per::Destination, Direction::Ingress) => Err(
-            "`per: destination` on an ingress rule: the peer of an ingress packet is its source (`per: source`)".into(),
-        ),
-        _ => Ok(()),
-    }
 }
 
 /// Everything a rule without ports, ICMP types or protocols covers.

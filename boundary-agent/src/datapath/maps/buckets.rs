@@ -3,20 +3,20 @@
 //! full before any generation names them, and each generation's rule -> bucket half of
 //! `BND_RULE_BUCKET`, written before the switch to it like every other table.
 
-use std::{collections::BTreeSet, os::fd::AsFd as _};
+use std::{collections::BTreeSet, net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{MapData, PerCpuValues};
 use boundary_common::{
     bucket::{Credit, Dimension, depth, ticks},
     maps::{
         BUCKET_IDS_MAP, BUCKET_INDEX_MASK, BUCKET_PER_PEER, BUCKETS_MAP, BucketState, CREDITS_MAP,
-        MAX_RULES, NO_BUCKET, PEER_BUCKETS_MAP, PEER_INSERTS_MAP, PeerBucket, PeerKey,
+        FAMILY_IPV6, MAX_RULES, NO_BUCKET, PEER_BUCKETS_MAP, PEER_INSERTS_MAP, PeerBucket, PeerKey,
         RULE_BUCKETS_MAP, rule_bucket_index,
     },
 };
 use nix::time::{ClockId, clock_gettime};
 
-use super::{Maps, MapsError, batch, map_err};
+use super::{Maps, MapsError, batch, keys::family_addr, map_err};
 use crate::{
     datapath::syscall,
     policy::{
@@ -259,6 +259,36 @@ impl Maps {
                 .map_err(map_err(PEER_BUCKETS_MAP))?;
         let live = peers.keys().count() as u64;
         Ok((inserts, live))
+    }
+
+    /// The bucket that per-peer bucket `index` keeps for `peer` (an IPv6 peer by its /64, as
+    /// the datapath keys it), or `None` when it keeps none (never seen, or evicted). A lookup
+    /// from userspace leaves the LRU's order alone (the kernel's `htab_lru_map_lookup_elem_sys`
+    /// does not mark the entry used).
+    pub fn peer_bucket(&self, index: u32, peer: IpAddr) -> Result<Option<PeerBucket>, MapsError> {
+        let data = self
+            .peer_buckets
+            .get(&index, 0)
+            .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let peers: aya::maps::HashMap<MapData, PeerKey, PeerBucket> =
+            aya::maps::Map::from_map_data(data)
+                .map_err(map_err(PEER_BUCKETS_MAP))?
+                .try_into()
+                .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let (family, mut addr) = family_addr(peer);
+        if family == FAMILY_IPV6 {
+            addr[8..].fill(0);
+        }
+        let key = PeerKey {
+            addr,
+            family,
+            pad: [0; 7],
+        };
+        match peers.get(&key, 0) {
+            Ok(b) => Ok(Some(b)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(PEER_BUCKETS_MAP)(e)),
+        }
     }
 
     /// The bucket `rule` pays into under `generation`, as the maps hold it: its number, its
