@@ -526,20 +526,11 @@ impl NodePod {
                     .collect();
                 ConfigMapVolume::create(&dir, &keys).path().to_path_buf()
             } else {
-                match str_of(&volume["hostPath"]["path"], "hostPath") {
-                    "/sys/fs/bpf" => bpffs.0.clone(),
-                    "/sys/kernel/btf" => PathBuf::from("/sys/kernel/btf"),
-                    "/var/lib/boundary" => {
-                        assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
-                        let dir = scratch.path().join("node/var/lib/boundary");
-                        std::fs::create_dir_all(&dir).expect("create the node's state dir");
-                        if Path::new(str_of(&vm["mountPath"], "mountPath")) == config.state_dir {
-                            state = Some(dir.clone());
-                        }
-                        dir
-                    }
-                    other => panic!("hostPath {other}: teach this test what the node has there"),
+                let dir = host_path(volume, &bpffs.0, scratch.path());
+                if Path::new(str_of(&vm["mountPath"], "mountPath")) == config.state_dir {
+                    state = Some(dir.clone());
                 }
+                dir
             };
             mounts.push(Mount {
                 source,
@@ -608,6 +599,22 @@ impl NodePod {
     }
 }
 
+/// Where the test's node has a `hostPath` volume: the node's bpffs is `bpffs`, its other
+/// writable directories are under `scratch`.
+fn host_path(volume: &Value, bpffs: &Path, scratch: &Path) -> PathBuf {
+    match str_of(&volume["hostPath"]["path"], "hostPath") {
+        "/sys/fs/bpf" => bpffs.to_path_buf(),
+        "/sys/kernel/btf" => PathBuf::from("/sys/kernel/btf"),
+        "/var/lib/boundary" => {
+            assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
+            let dir = scratch.join("node/var/lib/boundary");
+            std::fs::create_dir_all(&dir).expect("create the node's state dir");
+            dir
+        }
+        other => panic!("hostPath {other}: teach this test what the node has there"),
+    }
+}
+
 /// Fills `rootfs` with the image's layers, or else with the agent under test (at `entrypoint`)
 /// and the shared libraries it loads.
 fn populate_rootfs(rootfs: &Path, entrypoint: &str) {
@@ -625,6 +632,42 @@ fn populate_rootfs(rootfs: &Path, entrypoint: &str) {
         eprintln!("rootfs: {} and its libraries", agent_bin().display());
     }
     assert!(inside(entrypoint).is_file(), "{entrypoint} is in the image");
+}
+
+/// The control socket is on the node (the root filesystem is read-only), where `identity
+/// list` run there reaches the agent.
+fn control_socket_answers_on_the_node(node: &NodePod, agent: &AgentProcess) {
+    let state = node
+        .state
+        .as_ref()
+        .expect("a node directory is mounted at the agent's stateDir");
+    assert!(
+        !agent.log().contains("cannot open the control socket"),
+        "{}",
+        agent.log()
+    );
+    assert!(state.join("control.sock").exists(), "{}", agent.log());
+    let cli_config = state.with_file_name("cli.yaml");
+    std::fs::write(
+        &cli_config,
+        format!(
+            "interfaces: [eth0]\npinDir: {}\npolicy: policy.yaml\nstateDir: {}\n",
+            node.pins.display(),
+            state.display()
+        ),
+    )
+    .expect("write the CLI's config");
+    let out = Command::new(agent_bin())
+        .args(["identity", "list", "--json", "--config"])
+        .arg(&cli_config)
+        .output()
+        .expect("run identity list");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("no agent answers"),
+        "the CLI read the pins instead of asking the agent: {stderr}"
+    );
 }
 
 #[test]
@@ -667,39 +710,7 @@ fn daemonset_runs_as_the_kubelet_would_start_it() {
     assert_eq!(code, 200, "the scrape");
     assert!(body.contains("boundary_build_info"), "{body}");
 
-    // The control socket is on the node (the root filesystem is read-only), where
-    // `identity list` run there reaches the agent.
-    let state = node
-        .state
-        .as_ref()
-        .expect("a node directory is mounted at the agent's stateDir");
-    assert!(
-        !agent.log().contains("cannot open the control socket"),
-        "{}",
-        agent.log()
-    );
-    assert!(state.join("control.sock").exists(), "{}", agent.log());
-    let cli_config = state.with_file_name("cli.yaml");
-    std::fs::write(
-        &cli_config,
-        format!(
-            "interfaces: [eth0]\npinDir: {}\npolicy: policy.yaml\nstateDir: {}\n",
-            node.pins.display(),
-            state.display()
-        ),
-    )
-    .expect("write the CLI's config");
-    let out = Command::new(agent_bin())
-        .args(["identity", "list", "--json", "--config"])
-        .arg(&cli_config)
-        .output()
-        .expect("run identity list");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("no agent answers"),
-        "the CLI read the pins instead of asking the agent: {stderr}"
-    );
+    control_socket_answers_on_the_node(&node, &agent);
 
     // The pins are on the node's bpffs, where the next pod finds them.
     let pins = &node.pins;

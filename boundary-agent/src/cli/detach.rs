@@ -16,7 +16,7 @@ const AGENT_STOP: Duration = Duration::from_secs(15);
 /// programs and maps. Counters are lost. An agent holding the pin directory is then asked to
 /// stop (SIGTERM; under systemd the unit ends as stopped, not failed, and is not restarted),
 /// and whatever it pinned meanwhile is removed once it has gone. Under Kubernetes the kubelet
-/// restarts the agent's container: take the DaemonSet off the node first.
+/// restarts the agent's container: take the `DaemonSet` off the node first.
 ///
 /// Example: boundary-agent detach
 #[derive(Debug, clap::Args)]
