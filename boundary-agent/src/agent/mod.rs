@@ -75,9 +75,15 @@ pub enum AgentError {
 impl AgentError {
     /// Whether the operator's input (a policy file) is at fault rather than the host.
     pub fn is_bad_input(&self) -> bool {
+        // Native XDP refused without `allowGenericFallback`: the configuration asks for what
+        // the interface cannot do, and a restart would not change that (the interface keeps
+        // the link it had, see `attach_xdp`).
         matches!(
             self,
-            AgentError::Policy(_) | AgentError::Compile(_) | AgentError::Trust(_)
+            AgentError::Policy(_)
+                | AgentError::Compile(_)
+                | AgentError::Trust(_)
+                | AgentError::Datapath(DatapathError::NativeRefused { .. })
         )
     }
 }
@@ -130,6 +136,10 @@ impl Agent {
     /// the HTTP endpoints. Returns once the host is enforcing.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let io = |what| move |source| AgentError::Io { what, source };
+        // Pins already there are locked before anything else, so `detach` finds a starting
+        // agent as it finds a running one (parsing a large policy takes seconds).
+        let layout = PinLayout::new(&config.pin_dir);
+        let early_lock = PinLock::acquire_existing(&layout)?;
         // The policy first (the file, or what the commit-confirm state says instead), its
         // interface names checked against the config: a bad file is refused before anything
         // touches the kernel.
@@ -156,9 +166,11 @@ impl Agent {
             .as_ref()
             .map(|i| TrustStore::load(i.trust_paths()).map(Arc::new))
             .transpose()?;
-        let layout = PinLayout::new(&config.pin_dir);
         // Before anything under the pins is read or written: one agent per pin directory.
-        let pin_lock = PinLock::acquire(&layout)?;
+        let pin_lock = match early_lock {
+            Some(held) => held.still_here(&layout)?,
+            None => PinLock::acquire(&layout)?,
+        };
         let mut datapath = Datapath::load_with(
             Some(layout.clone()),
             &LoadOptions {

@@ -8,7 +8,7 @@ use aya::programs::{
     tc::SchedClassifierLink,
     xdp::{XdpLink, XdpMode as AyaXdpMode},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     Datapath, DatapathError, linkinfo, netdev,
@@ -201,13 +201,21 @@ impl Datapath {
             (Err(e), Some(before)) if before != mode => {
                 // The interface had a program a moment ago: it gets one again, this agent's,
                 // in the mode that worked, and the error still stands.
-                let id = self
+                warn!(interface = %iface, %mode, %before, error = %e, "the new xdp mode cannot attach: attaching in the mode the interface had");
+                let restored = self
                     .xdp()
                     .attach(ifname.as_c_str(), aya_mode(before))
-                    .map_err(attach_err("xdp (the mode before)", iface))?;
-                let link = self.xdp().take_link(id).map_err(attach_err("xdp", iface))?;
-                pin_link(link, &layout.xdp_link(iface, before))?;
-                warn!(interface = %iface, %mode, %before, error = %e, "the new xdp mode cannot attach: the interface stays protected in the mode it had");
+                    .and_then(|id| self.xdp().take_link(id))
+                    .map_err(attach_err("xdp (the mode before)", iface))
+                    .and_then(|link| pin_link(link, &layout.xdp_link(iface, before)));
+                match restored {
+                    Ok(()) => {
+                        warn!(interface = %iface, %before, "the interface stays protected in the mode it had");
+                    }
+                    Err(r) => {
+                        error!(interface = %iface, %before, error = %r, "could not attach in the mode the interface had either: it is NOT protected");
+                    }
+                }
                 return Err(e);
             }
             (Err(e), _) => return Err(e),

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use super::{
     Datapath, DatapathError, LoadOptions,
-    attach::{adopt, pin_link, remove_if_present},
+    attach::{adopt, release_updated, remove_if_present},
     loader::fill_program_array,
     object::{OBJECT, TC_INGRESS_PROGRAM, TC_PROGRAM},
     pins::{LinkPin, PinLayout},
@@ -206,7 +206,7 @@ impl Datapath {
                 };
                 let xdp = self.xdp();
                 let id = xdp.attach_to_link(link).map_err(attach("xdp"))?;
-                pin_link(xdp.take_link(id).map_err(attach("xdp"))?, path)?;
+                release_updated(xdp.take_link(id).map_err(attach("xdp"))?, path)?;
             }
             LinkPin::TcIngress { .. } | LinkPin::TcEgress { .. } => {
                 let (program, what) = if matches!(pin, LinkPin::TcIngress { .. }) {
@@ -219,7 +219,7 @@ impl Datapath {
                 };
                 let tc = self.classifier(program);
                 let id = tc.attach_to_link(link).map_err(attach(what))?;
-                pin_link(tc.take_link(id).map_err(attach(what))?, path)?;
+                release_updated(tc.take_link(id).map_err(attach(what))?, path)?;
             }
         }
         Ok(true)

@@ -4,9 +4,17 @@
 //! the process (a `kill -9` releases it), and bpffs directories take `flock` as any other.
 //! Read-only commands (`status`, `counters`, `monitor`, `trace`) do not take it. `detach`
 //! does not wait for it (it must work whatever state the host is in): it asks who holds it
-//! ([`Holder`]) to stop that agent, and takes it only once the agent has gone.
+//! ([`Holder`]) to stop that agent, and takes it once the agent has gone. An agent takes it
+//! first thing when the directory exists, before reading its policy, so a starting agent is
+//! found as a running one is.
 
-use std::{fs::File, io, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+use std::{
+    fs::File,
+    io,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::Path,
+    time::Duration,
+};
 
 use nix::{
     errno::Errno,
@@ -30,12 +38,54 @@ impl PinLock {
         };
         bpffs::ensure(root).map_err(pin_err)?;
         let dir = File::open(root).map_err(pin_err)?;
+        Self::lock(dir, root)
+    }
+
+    /// Locks the pin directory if it exists, creating nothing: taken first thing at start, so
+    /// `detach` finds an agent that is still reading its policy, while a refused start leaves
+    /// no directory behind. `None` if there is no directory yet.
+    pub fn acquire_existing(layout: &PinLayout) -> Result<Option<Self>, DatapathError> {
+        let root = layout.root();
+        match File::open(root) {
+            Ok(dir) => Self::lock(dir, root).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(DatapathError::PinDir {
+                path: root.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// This lock if the directory it holds is still the pin directory (on a bpffs); else
+    /// (removed and made again meanwhile) a lock on the one there now.
+    pub fn still_here(self, layout: &PinLayout) -> Result<Self, DatapathError> {
+        let root = layout.root();
+        let same = match (self._held.metadata(), std::fs::metadata(root)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            _ => false,
+        };
+        if same {
+            bpffs::ensure(root).map_err(|source| DatapathError::PinDir {
+                path: root.display().to_string(),
+                source,
+            })?;
+            Ok(self)
+        } else {
+            drop(self);
+            Self::acquire(layout)
+        }
+    }
+
+    fn lock(dir: File, root: &Path) -> Result<Self, DatapathError> {
         match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
             Ok(held) => Ok(Self { _held: held }),
             Err((_, Errno::EWOULDBLOCK)) => Err(DatapathError::Locked {
                 path: root.display().to_string(),
             }),
-            Err((_, e)) => Err(pin_err(io::Error::from(e))),
+            Err((_, e)) => Err(DatapathError::PinDir {
+                path: root.display().to_string(),
+                source: io::Error::from(e),
+            }),
         }
     }
 }
@@ -56,12 +106,14 @@ impl Holder {
         }
     }
 
-    /// Whether an agent holds the lock now (tried without waiting, and let go at once).
-    pub fn held(&self) -> io::Result<bool> {
-        let dir = self.dir.try_clone()?;
+    /// The lock, if nobody holds it: held until dropped, so no agent starts on the pins
+    /// meanwhile.
+    pub fn try_lock(&self) -> io::Result<Option<Flock<File>>> {
+        // A descriptor of its own (not a `dup`): a lock belongs to an open file description.
+        let dir = File::open(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))?;
         match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-            Ok(_released_on_drop) => Ok(false),
-            Err((_, Errno::EWOULDBLOCK)) => Ok(true),
+            Ok(held) => Ok(Some(held)),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(io::Error::from(e)),
         }
     }
@@ -80,15 +132,15 @@ impl Holder {
         Ok(holder_in(&std::fs::read_to_string("/proc/locks")?, &id))
     }
 
-    /// Waits up to `limit` for the lock to be let go. Returns whether it was.
-    pub fn wait_released(&self, limit: Duration) -> io::Result<bool> {
+    /// Waits up to `limit` for the lock to be let go, and takes it.
+    pub fn wait_lock(&self, limit: Duration) -> io::Result<Option<Flock<File>>> {
         let until = std::time::Instant::now() + limit;
         loop {
-            if !self.held()? {
-                return Ok(true);
+            if let Some(held) = self.try_lock()? {
+                return Ok(Some(held));
             }
             if std::time::Instant::now() >= until {
-                return Ok(false);
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -141,7 +193,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("boundary-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let holder = Holder::open(&dir).expect("open").expect("exists");
-        assert!(!holder.held().expect("held"));
+        let probe = holder.try_lock().expect("try").expect("free");
+        assert_eq!(holder.pid().expect("pid"), Some(std::process::id()));
+        drop(probe);
         assert_eq!(holder.pid().expect("pid"), None);
         let lock = Flock::lock(
             File::open(&dir).expect("open"),
@@ -149,15 +203,21 @@ mod tests {
         )
         .map_err(|(_, e)| e)
         .expect("lock");
-        assert!(holder.held().expect("held"));
+        assert!(holder.try_lock().expect("try").is_none());
         assert_eq!(holder.pid().expect("pid"), Some(std::process::id()));
         assert!(
-            !holder
-                .wait_released(Duration::from_millis(100))
+            holder
+                .wait_lock(Duration::from_millis(100))
                 .expect("wait")
+                .is_none()
         );
         drop(lock);
-        assert!(holder.wait_released(Duration::from_secs(1)).expect("wait"));
+        assert!(
+            holder
+                .wait_lock(Duration::from_secs(1))
+                .expect("wait")
+                .is_some()
+        );
         std::fs::remove_dir(&dir).expect("rmdir");
     }
 }

@@ -39,6 +39,13 @@ pub struct PinLayout {
     root: PathBuf,
 }
 
+/// What [`PinLayout::remove_contents`] removed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub removed: Vec<PathBuf>,
+    pub failed: Vec<(PathBuf, io::Error)>,
+}
+
 /// A link pin found on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkPin {
@@ -172,31 +179,45 @@ impl PinLayout {
     }
 
     /// Removes every pin (links first, so enforcement stops before the maps go) and the
-    /// directories. Returns what was removed.
-    pub fn remove_all(&self) -> io::Result<Vec<PathBuf>> {
-        let mut removed = Vec::new();
+    /// directories under the root, going on past what cannot be removed. The root stays:
+    /// the lock on it is how `detach` and a starting agent find each other.
+    pub fn remove_contents(&self) -> Removal {
+        let mut out = Removal::default();
         for dir in [self.links_dir(), self.programs_dir(), self.maps_dir()] {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    out.failed.push((dir, e));
+                    continue;
+                }
             };
-            let mut paths: Vec<PathBuf> = entries
-                .map(|e| e.map(|e| e.path()))
-                .collect::<Result<_, _>>()?;
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for p in paths {
-                std::fs::remove_file(&p)?;
-                removed.push(p);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => out.removed.push(p),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => out.failed.push((p, e)),
+                }
             }
-            std::fs::remove_dir(&dir)?;
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => out.failed.push((dir, e)),
+            }
         }
+        out
+    }
+
+    /// Removes the (empty) root directory.
+    pub fn remove_root(&self) -> io::Result<()> {
         match std::fs::remove_dir(&self.root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(removed)
     }
 }
 
