@@ -15,9 +15,9 @@
 //!   run each CPU touches the shared word about once: the per-CPU credit path alone;
 //! - `cas`: the same limit with every CPU's credit batch rewritten to 0 after install through
 //!   a second handle on `BND_CREDITS`, so that every packet pays the shared word with a
-//!   compare-and-swap: the "CAS bucket" of the issue; no production code sets it (a rule
-//!   below 2,000 packets/s has a batch of 0, but is never offered packets this fast without
-//!   refusing them);
+//!   compare-and-swap: the "CAS bucket" of the issue. A rule gets this path by itself
+//!   itself when 1 ms of its rate or an eighth of its burst is under two packets (below
+//!   2,000/s, or a burst under 16), so a fast rule with a small burst pays it on every packet;
 //! - `source`: `per: source`, 10^8 packets/s per source, a burst of 10^6: every packet reads
 //!   the clock and compare-and-swaps its source's entry of the rule's LRU map (no credit);
 //!   hot, both CPUs send the same source; a first packet is a new source (an LRU insert);
