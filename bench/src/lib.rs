@@ -11,9 +11,10 @@
 //! - `control_plane` (step 5), `observability` (step 6: `/metrics` and the agent's CPU under a
 //!   flood), `verifier` (step 7) and `kernel_log` (step 8: diagnostics off against on);
 //! - `targets`, `report` and `chart` turn `results` into the verdicts, table, JSON and PNG;
-//! - `ratelimit` (step 9, issue #13): a rule's bucket on the allow path with both CPUs on it,
-//!   the CAS bucket, the drop path, accuracy under a 90/10 skew, a spoofed flood at a
-//!   `per: source` rule;
+//! - `ratelimit` (step 9, issue #13): a rule's bucket on the allow path with both CPUs on it
+//!   (contended, credit only, CAS, per source), the drop path, a spin-lock bucket against a CAS
+//!   one apart from the datapath, accuracy under a 90/10 skew (and a naive per-CPU split,
+//!   simulated), a spoofed flood at a `per: source` rule with a ceiling and without;
 //! - `identity` (step 10, issue #14): binding latency and handshakes per second against the
 //!   agent's mTLS endpoint, and the per-packet cost and cache hit rate while bindings churn;
 //! - `sys` (raw bpf(2)), `env` (guards for sysctls, CPU affinity, namespaces), `progress`.

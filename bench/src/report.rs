@@ -785,9 +785,6 @@ pub fn json(r: &Report) -> Json {
     })
 }
 
-/// The prototype's spin-lock figures, quoted (not measured here: it needs kernel code).
-pub const SPIN_LOCK_NOTE: &str = "spin-lock bucket: not measured (it would need kernel code); the prototype on this machine kind measured, on one CPU, about 85 ns a packet for a bpf_spin_lock bucket against about 40 for a cmpxchg one (the whole path 174-186 ns against 126-142; EBPF-NOTES.md, not this run)";
-
 fn rate_limit_section(o: &mut String, r: &Report) {
     let rl = &r.rate_limits;
     let _ = writeln!(
@@ -813,13 +810,17 @@ fn rate_limit_section(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "   {:<46}{:<24}{:>16}{:>16}",
+        "   batch = what a CPU takes from the shared bucket when its credit runs out (min(1 ms of the rate, burst/8)); contended: 5 packets, what a 5,000/s rule with a burst of 500 gets, so every 6th packet of each CPU reads the clock and compare-and-swaps the shared word; credit only: 10^6 packets, the shared word touched about once a run"
+    );
+    let _ = writeln!(
+        o,
+        "   {:<52}{:<24}{:>16}{:>16}",
         "rule", "verdict", "hot", "first packet"
     );
     for row in &rl.rows {
         let _ = writeln!(
             o,
-            "   {:<46}{:<24}{:>16}{:>16}",
+            "   {:<52}{:<24}{:>16}{:>16}",
             row.config,
             row.verdict,
             cell(&row.hot),
@@ -833,83 +834,142 @@ fn rate_limit_section(o: &mut String, r: &Report) {
     for d in &rl.deltas {
         let _ = writeln!(
             o,
-            "   {:<46}{:<24}{:>16}{:>16}",
+            "   {:<52}{:<24}{:>16}{:>16}",
             d.what,
             "",
             format!("{:.1} ±{:.1}", d.hot.0, d.hot.1),
             format!("{:.1} ±{:.1}", d.first.0, d.first.1)
         );
     }
-    let _ = writeln!(o, "   {SPIN_LOCK_NOTE}");
     for n in &rl.notes {
         let _ = writeln!(o, "   checked: {n}");
     }
-    skew_and_flood(o, rl);
+    alternatives(o, rl);
+    skew(o, rl);
+    source_flood(o, rl);
 }
 
-/// The rate-limit step's accuracy under skew and its spoofed-source flood.
-fn skew_and_flood(o: &mut String, rl: &super::results::RateLimits) {
-    if let Some(s) = &rl.skew {
+/// The spin-lock and CAS buckets apart from the datapath.
+fn alternatives(o: &mut String, rl: &super::results::RateLimits) {
+    if rl.alternatives.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "   info: the alternatives apart from the datapath (hand-assembled XDP programs on one array value, 10^9/s: every packet writes; not Boundary's path, see docs/benchmarks.md), hot, {} runs a call; ns per run (median ± half range over rounds):",
+        rl.repeat
+    );
+    let _ = writeln!(
+        o,
+        "   {:<52}{:>14}{:>14}{:>18}{:>18}",
+        "program", "net, CPU 0", "net, 2 CPUs", "write, CPU 0", "write, 2 CPUs"
+    );
+    let pair = |p: (f64, f64)| format!("{:.1} ±{:.1}", p.0, p.1);
+    for a in &rl.alternatives {
+        let (w1, w2) = a
+            .added
+            .map_or_else(|| ("-".into(), "-".into()), |[x, y]| (pair(x), pair(y)));
+        let _ = writeln!(
+            o,
+            "   {:<52}{:>14}{:>14}{w1:>18}{w2:>18}",
+            a.what,
+            pair(a.net[0]),
+            pair(a.net[1]),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "   (net = minus the empty program; write = minus the read-only program: what updating the shared word adds, alone and with both CPUs on it)"
+    );
+}
+
+/// Accuracy under a 90/10 skew, measured and simulated.
+fn skew(o: &mut String, rl: &super::results::RateLimits) {
+    let Some(first) = rl.skew.first() else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "   90/10 skew: {} packets/s, burst {}, CPU 0 offering 90 % and CPU 1 10 % of the load, paced; admitted per 1 s window (admitted/configured; the first window's configured count includes the burst), worst window after the first, whole run against burst + rate x time:",
+        first.rate, first.burst
+    );
+    for s in &rl.skew {
         let windows: Vec<String> = (0..s.windows.len())
             .map(|i| format!("{} ({:.3})", s.windows[i], s.window_ratio(i)))
             .collect();
         let _ = writeln!(
             o,
-            "   90/10 skew: {} packets/s, burst {}, offered 5x by CPU 0 / CPU 1: {} / {} single-run calls, paced; admitted per 1 s window (admitted/configured; the first window's configured count includes the burst): {}",
-            s.rate,
-            s.burst,
+            "   {}x, {}: offered {} / {}; windows {}; worst {}; whole run {:.3}",
+            s.times,
+            s.how,
             s.offered[0],
             s.offered[1],
-            windows.join(", ")
-        );
-        let _ = writeln!(
-            o,
-            "   worst window after the first: {}; whole run admitted / (burst + rate x {} s): {:.3}",
+            windows.join(", "),
             s.worst()
                 .map_or_else(|| "-".into(), |(i, w)| format!("window {i}, {w:.3}")),
-            s.windows.len(),
             s.whole()
         );
     }
+}
+
+/// The spoofed-source flood at a per-source rule.
+fn source_flood(o: &mut String, rl: &super::results::RateLimits) {
     let f = &rl.flood;
-    if !f.rows.is_empty() {
+    if f.rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "   spoofed-source flood at a per-source rule (live frames on a veth, one pinned core, a new random source in 10.0.0.0/8 every frame: 2^24 sources, 256x maxSources)"
+    );
+    let _ = writeln!(
+        o,
+        "   {:<70}{:>18}{:>16}{:>12}{:>22}",
+        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
+    );
+    let rows = f.rows.iter().chain(f.limited.iter().map(|l| &l.row));
+    for row in rows {
+        let rx = row.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
+        let mpps = row
+            .mpps_per_core()
+            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
+        let dropped = row
+            .dropped
+            .map_or_else(|| "-".into(), |d| format!("{d}/{}", row.frames));
         let _ = writeln!(
             o,
-            "   spoofed-source flood at a per-source rule (live frames on a veth, one pinned core, a new random source in 10.0.0.0/8 every frame), rateLimit: {}",
-            f.limit
-        );
-        let _ = writeln!(
-            o,
-            "   {:<70}{:>18}{:>16}{:>12}{:>22}",
-            "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
-        );
-        for row in &f.rows {
-            let rx = row.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
-            let mpps = row
-                .mpps_per_core()
-                .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
-            let dropped = row
-                .dropped
-                .map_or_else(|| "-".into(), |d| format!("{d}/{}", row.frames));
-            let _ = writeln!(
-                o,
-                "   {:<70}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
-                row.config,
-                format!("{:.1} ±{:.1}", row.ns_per_frame, row.spread),
-            );
-        }
-        let _ = writeln!(
-            o,
-            "   per-source rule: {:.2} M drops/s end to end on one core (generator included; {:.2} s of flood at its median ns/frame), {} passed by the ceiling; source buckets: {} inserted, {} held at the end, {} evicted = {:.2} M evictions/s",
-            f.drops_per_sec().unwrap_or(0.0) / 1e6,
-            f.secs,
-            f.passed,
-            f.inserts,
-            f.live,
-            f.evictions(),
-            f.evictions_per_sec().unwrap_or(0.0) / 1e6
+            "   {:<70}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            row.config,
+            format!("{:.1} ±{:.1}", row.ns_per_frame, row.spread),
         );
     }
+    for l in &f.limited {
+        let _ = writeln!(
+            o,
+            "   rateLimit: {}: {:.1} % of frames dropped, {:.2} M drops/s end to end on one core ({:.2} s of flood at its median ns/frame), {} admitted; source buckets: {} inserted, {} held at the end, {} evicted = {:.2} M evictions/s",
+            l.limit,
+            l.drop_share().unwrap_or(0.0) * 100.0,
+            l.drops_per_sec().unwrap_or(0.0) / 1e6,
+            l.secs,
+            l.passed,
+            l.inserts,
+            l.live,
+            l.evictions(),
+            l.evictions_per_sec().unwrap_or(0.0) / 1e6
+        );
+    }
+}
+
+fn flood_row_json(f: &super::results::FloodRow) -> Json {
+    json!({
+        "config": f.config,
+        "ns_per_frame": f.ns_per_frame,
+        "spread_ns": f.spread,
+        "receive_ns": f.rx_ns,
+        "mpps_per_core": f.mpps_per_core(),
+        "frames": f.frames,
+        "dropped": f.dropped,
+    })
 }
 
 fn rate_limit_json(r: &Report) -> Json {
@@ -927,11 +987,19 @@ fn rate_limit_json(r: &Report) -> Json {
             "first_packet": value_json(&row.first),
         })).collect::<Vec<_>>(),
         "added": rl.deltas.iter().map(|d| json!({
-            "what": d.what, "hot": pair(d.hot), "first_packet": pair(d.first),
+            "what": d.what, "judged": d.judged, "hot": pair(d.hot), "first_packet": pair(d.first),
         })).collect::<Vec<_>>(),
-        "spin_lock": SPIN_LOCK_NOTE,
         "checks": rl.notes,
-        "skew": rl.skew.as_ref().map(|s| json!({
+        "alternatives": rl.alternatives.iter().map(|a| json!({
+            "program": a.what,
+            "net_one_cpu": pair(a.net[0]),
+            "net_two_cpus": pair(a.net[1]),
+            "write_one_cpu": a.added.map(|x| pair(x[0])),
+            "write_two_cpus": a.added.map(|x| pair(x[1])),
+        })).collect::<Vec<_>>(),
+        "skew": rl.skew.iter().map(|s| json!({
+            "how": s.how,
+            "times": s.times,
             "rate": s.rate,
             "burst": s.burst,
             "offered": s.offered,
@@ -939,25 +1007,21 @@ fn rate_limit_json(r: &Report) -> Json {
             "admitted_over_configured": (0..s.windows.len()).map(|i| s.window_ratio(i)).collect::<Vec<_>>(),
             "worst_window": s.worst().map(|(i, w)| json!({"window": i, "admitted_over_configured": w})),
             "whole_run": s.whole(),
-        })),
+        })).collect::<Vec<_>>(),
         "source_flood": json!({
-            "limit": rl.flood.limit,
-            "rows": rl.flood.rows.iter().map(|f| json!({
-                "config": f.config,
-                "ns_per_frame": f.ns_per_frame,
-                "spread_ns": f.spread,
-                "receive_ns": f.rx_ns,
-                "mpps_per_core": f.mpps_per_core(),
-                "frames": f.frames,
-                "dropped": f.dropped,
+            "rows": rl.flood.rows.iter().map(flood_row_json).collect::<Vec<_>>(),
+            "limited": rl.flood.limited.iter().map(|l| json!({
+                "limit": l.limit,
+                "row": flood_row_json(&l.row),
+                "passed": l.passed,
+                "inserts": l.inserts,
+                "held": l.live,
+                "evictions": l.evictions(),
+                "secs": l.secs,
+                "evictions_per_s": l.evictions_per_sec(),
+                "drops_per_s": l.drops_per_sec(),
+                "drop_share": l.drop_share(),
             })).collect::<Vec<_>>(),
-            "passed": rl.flood.passed,
-            "inserts": rl.flood.inserts,
-            "held": rl.flood.live,
-            "evictions": rl.flood.evictions(),
-            "secs": rl.flood.secs,
-            "evictions_per_s": rl.flood.evictions_per_sec(),
-            "drops_per_s": rl.flood.drops_per_sec(),
         }),
     })
 }

@@ -1,6 +1,7 @@
 //! The few bpf(2) commands the harness issues itself, for programs aya did not load: the empty
-//! XDP program (the floor), the live-frames generator, xdp-filter's program (found by id), and
-//! `BPF_MAP_UPDATE_BATCH`, which aya 0.16 does not wrap.
+//! XDP program (the floor), the live-frames generator, xdp-filter's program (found by id), the
+//! hand-assembled buckets of `ratelimit::alternatives` with their maps (one described by BTF
+//! made here), and `BPF_MAP_UPDATE_BATCH`, which aya 0.16 does not wrap.
 //!
 //! Each attribute struct is the prefix of `union bpf_attr` that its command reads
 //! (include/uapi/linux/bpf.h); the kernel accepts a shorter `size` and zero-fills the rest.
@@ -14,12 +15,16 @@ use std::{
     time::Duration,
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_LINK_CREATE: libc::c_long = 28;
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -68,15 +73,34 @@ fn addr<T>(p: *const T) -> u64 {
     p as usize as u64
 }
 
-/// `struct bpf_insn`.
+/// `struct bpf_insn`: one instruction of a hand-assembled program.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
+pub struct Insn {
+    pub code: u8,
     /// dst register in the low nibble, src in the high one.
-    regs: u8,
-    off: i16,
-    imm: i32,
+    pub regs: u8,
+    /// Jumps: how many instructions to skip.
+    pub off: i16,
+    pub imm: i32,
+}
+
+impl Insn {
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Self {
+        Self {
+            code,
+            regs: src << 4 | dst,
+            off,
+            imm,
+        }
+    }
+
+    /// `dst = map` (`BPF_LD | BPF_IMM | BPF_DW` with `BPF_PSEUDO_MAP_FD`): two instructions.
+    pub fn ld_map(dst: u8, map: &RawMap) -> [Self; 2] {
+        #[expect(clippy::cast_possible_wrap, reason = "a descriptor, as the immediate")]
+        let fd = fd_u32(map.fd.as_fd()) as i32;
+        [Self::new(0x18, dst, 1, 0, fd), Self::new(0, 0, 0, 0, 0)]
+    }
 }
 
 /// `r0 = imm` (`BPF_ALU64 | BPF_MOV | BPF_K`).
@@ -158,12 +182,7 @@ impl RawProgram {
         // bytes read as a native u32.
         #[expect(clippy::cast_possible_wrap, reason = "a bit pattern, as the immediate")]
         let word = |x: u32| u32::from_ne_bytes(x.to_be_bytes()) as i32;
-        let insn = |code: u8, dst: u8, src: u8, off: i16, imm: i32| Insn {
-            code,
-            regs: src << 4 | dst,
-            off,
-            imm,
-        };
+        let insn = Insn::new;
         let insns = [
             insn(0xbf, 6, 1, 0, 0),                             // r6 = r1 (ctx)
             insn(0x85, 0, 0, 0, 7),                             // call bpf_get_prandom_u32
@@ -181,6 +200,11 @@ impl RawProgram {
         Self::load(BPF_PROG_TYPE_XDP, &insns, name)
     }
 
+    /// Loads a hand-assembled XDP program; a refusal carries the verifier's log.
+    pub fn xdp(insns: &[Insn], name: &str) -> io::Result<Self> {
+        Self::load(BPF_PROG_TYPE_XDP, insns, name)
+    }
+
     fn load(prog_type: u32, insns: &[Insn], name: &str) -> io::Result<Self> {
         let license: &CStr = c"GPL";
         let mut attr = ProgLoadAttr {
@@ -192,8 +216,18 @@ impl RawProgram {
         };
         let n = name.len().min(15);
         attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
-        let fd = owned_fd(bpf(BPF_PROG_LOAD, &mut attr)?)?;
-        Ok(Self { fd })
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            Ok(fd) => Ok(Self { fd: owned_fd(fd)? }),
+            Err(e) => {
+                // Again with the verifier's log, to say why.
+                let mut log = vec![0u8; 1 << 16];
+                attr.log_level = 1;
+                attr.log_size = u32::try_from(log.len()).expect("64 KiB");
+                attr.log_buf = addr(log.as_mut_ptr());
+                let _ = bpf(BPF_PROG_LOAD, &mut attr);
+                Err(with_log(&e, &log))
+            }
+        }
     }
 
     /// Opens a program another process loaded (`BPF_PROG_GET_FD_BY_ID`). Holding the
@@ -257,6 +291,95 @@ impl AsFd for RawProgram {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A map made here (for the hand-assembled programs of `ratelimit::alternatives`).
+pub struct RawMap {
+    fd: OwnedFd,
+}
+
+impl RawMap {
+    /// A one-entry array of `value_size`-byte values, keyed by `u32`, named `name` (at most 15
+    /// bytes); with `btf`, described by a loaded BTF blob: (its descriptor, the key's type id,
+    /// the value's type id), which a value holding a `bpf_spin_lock` needs.
+    pub fn array(
+        name: &str,
+        value_size: u32,
+        btf: Option<(&OwnedFd, u32, u32)>,
+    ) -> io::Result<Self> {
+        #[repr(C)]
+        #[derive(Default)]
+        struct Attr {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+            inner_map_fd: u32,
+            numa_node: u32,
+            map_name: [u8; 16],
+            map_ifindex: u32,
+            btf_fd: u32,
+            btf_key_type_id: u32,
+            btf_value_type_id: u32,
+        }
+        let mut attr = Attr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries: 1,
+            ..Attr::default()
+        };
+        if let Some((fd, key, value)) = btf {
+            attr.btf_fd = fd_u32(fd.as_fd());
+            attr.btf_key_type_id = key;
+            attr.btf_value_type_id = value;
+        }
+        let n = name.len().min(15);
+        attr.map_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let fd = owned_fd(bpf(BPF_MAP_CREATE, &mut attr)?)?;
+        Ok(Self { fd })
+    }
+
+    /// Loads a BTF blob (`BPF_BTF_LOAD`); the kernel's log comes with a refusal.
+    pub fn load_btf(blob: &[u8]) -> io::Result<OwnedFd> {
+        #[repr(C)]
+        struct Attr {
+            btf: u64,
+            btf_log_buf: u64,
+            btf_size: u32,
+            btf_log_size: u32,
+            btf_log_level: u32,
+            btf_log_true_size: u32,
+        }
+        let mut log = vec![0u8; 1 << 16];
+        let mut attr = Attr {
+            btf: addr(blob.as_ptr()),
+            btf_log_buf: addr(log.as_mut_ptr()),
+            btf_size: u32::try_from(blob.len()).expect("a small blob"),
+            btf_log_size: u32::try_from(log.len()).expect("64 KiB"),
+            btf_log_level: 1,
+            btf_log_true_size: 0,
+        };
+        bpf(BPF_BTF_LOAD, &mut attr)
+            .map_err(|e| with_log(&e, &log))
+            .and_then(owned_fd)
+    }
+}
+
+impl AsFd for RawMap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `e` with the kernel's log (up to its first NUL) appended.
+fn with_log(e: &io::Error, log: &[u8]) -> io::Error {
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    io::Error::new(
+        e.kind(),
+        format!("{e}: {}", String::from_utf8_lossy(&log[..end]).trim_end()),
+    )
 }
 
 /// `struct xdp_md` as `ctx_in`: only the ingress interface (and queue) may be set; `data_end`

@@ -627,12 +627,13 @@ fn agent_cpu(report: &Report) -> Target {
     }
 }
 
-/// Issue #13: a bucket's added cost on the allow path, both CPUs on it, hot and first packet.
+/// Issue #13: a bucket's added cost on the allow path, both CPUs on it, hot and first packet,
+/// judged on the contended bucket (a realistic batch, so the shared word is drawn from every
+/// few packets), not on the credit-only one (where it is touched about once a run).
 fn bucket_cost(report: &Report) -> Target {
     let rl = &report.rate_limits;
-    let added = rl.deltas.first();
-    let name = "rate limit: a bucket adds <= 25 ns per packet on the allow path, both CPUs on one bucket (hot and first packet)";
-    let Some(d) = added else {
+    let name = "rate limit: a bucket adds <= 25 ns per packet on the allow path, both CPUs on one bucket (hot and first packet), judged on the contended bucket (batch 5 packets: each CPU reads the clock and compare-and-swaps the shared word every 6th packet)";
+    let Some(d) = rl.deltas.iter().find(|d| d.judged) else {
         return Target {
             name: name.into(),
             met: None,
@@ -642,14 +643,15 @@ fn bucket_cost(report: &Report) -> Target {
     let others: Vec<String> = rl
         .deltas
         .iter()
-        .skip(1)
+        .filter(|o| !o.judged)
         .map(|o| format!("{} {:.1} hot / {:.1} first", o.what, o.hot.0, o.first.0))
         .collect();
     Target {
         name: name.into(),
         met: Some(d.hot.0 <= 25.0 && d.first.0 <= 25.0),
         detail: format!(
-            "hot {:.1} ±{:.1} ns, first packet {:.1} ±{:.1} ns over the same rule without a limit (same run); for comparison: {}",
+            "row \"{}\": hot {:.1} ±{:.1} ns, first packet {:.1} ±{:.1} ns over the same rule without a limit (same run); for comparison: {}",
+            d.what,
             d.hot.0,
             d.hot.1,
             d.first.0,

@@ -1,15 +1,26 @@
 //! A spoofed-source flood at a `per: source` rule, on the flood step's veth and generator
 //! (`crate::flood`): live frames from an `XDP_TX` program that writes a new random source in
-//! 10.0.0.0/8 into every frame, one pinned core, Boundary's XDP program attached natively to
-//! the receiving end.
+//! 10.0.0.0/8 into every frame (2^24 sources, far more than the rule's `maxSources` of
+//! 65,536), one pinned core, Boundary's XDP program attached natively to the receiving end.
 //!
-//! The rule ([`LIMIT`]) keeps a bucket per source in an LRU map of 65,536 and a rule-wide
-//! ceiling. Every frame is a source the map has not seen (or has forgotten): it is inserted
-//! with a full bucket (evicting the least recently used once the map is full), passes its own
-//! bucket, and is then refused by the ceiling, which a flood has long spent: the frames/s the
-//! datapath drops there are the figure, with the evictions per second that come with them
-//! (`Maps::peer_counts`: inserts - entries held). Beside it, the same rule denying instead
-//! (`action: deny`) and the generator alone.
+//! Two per-source rules, alike but for the ceiling ([`LIMIT`], [`LIMIT_NO_CEILING`]): 10
+//! packets/s per source with a burst of 10, in an LRU map of 65,536 sources.
+//!
+//! - **With the ceiling** (1,000/s, burst 1,000): the datapath pays the ceiling first
+//!   (`boundary-ebpf/src/ratelimit.rs`, `admit`). A flood spends it within its first
+//!   microseconds; from then on a frame is refused by the ceiling before its source's bucket
+//!   is looked up or made: no insert, no eviction. Only the frames the ceiling lets through
+//!   (its burst and 1,000 a second) reach the source table, so it takes in a few thousand
+//!   sources and evicts none: that is the ceiling working, and the figure is the drop rate.
+//! - **Without a ceiling**: every frame is a source the map has not seen (or has forgotten):
+//!   inserted with a full bucket (the least recently used evicted once the map is full) and
+//!   admitted by it. The figures are the evictions per second (`Maps::peer_counts`: inserts -
+//!   entries held at the end, over the flood's duration) and how little is dropped: what a
+//!   table washed by spoofed sources looks like, and why the ceiling exists. Admitted frames
+//!   go on to the receiving namespace's stack (which has no address for them and drops
+//!   them), so this row's time per frame includes that.
+//!
+//! Beside them, the same rule denying instead (`action: deny`) and the generator alone.
 
 use anyhow::Context as _;
 use aya::programs::xdp::XdpMode;
@@ -27,11 +38,13 @@ use crate::{
     flood::{self, DENIED, Lab},
     paths::CLIENT4,
     progress,
-    results::{FloodRow, SourceFlood},
+    results::{FloodRow, PeerFlood, SourceFlood},
     sys::{RawProgram, XDP_DROP, XDP_TX},
 };
 
 pub const LIMIT: &str = "{ packetsPerSecond: 10, burst: 10, per: source, maxSources: 65536, ceiling: { packetsPerSecond: 1000, burst: 1000 } }";
+pub const LIMIT_NO_CEILING: &str =
+    "{ packetsPerSecond: 10, burst: 10, per: source, maxSources: 65536 }";
 
 fn policy(action: &str) -> String {
     format!(
@@ -73,6 +86,41 @@ fn counted(dp: &Datapath, slot: u16, reason: Reason) -> anyhow::Result<u64> {
     Ok(row.counters[usize::from(reason.code())].packets)
 }
 
+/// The flood against the per-source rule limited by `limit`.
+fn limited(
+    lab: &Lab,
+    tx: &RawProgram,
+    frame: &[u8],
+    plan: &Plan,
+    limit: &'static str,
+    config: &str,
+    gen_ns: Option<f64>,
+) -> anyhow::Result<PeerFlood> {
+    attached(
+        lab,
+        &policy(&format!("rateLimit: {limit}")),
+        |dp, tables, slot| {
+            let index = bucket_index(tables, "dns")?;
+            let allowed_before = counted(dp, slot, Reason::PolicyAllow)?;
+            let row: FloodRow = flood::measure(lab, tx, frame, plan, config, gen_ns, &mut || {
+                counted(dp, slot, Reason::RateLimited).map(Some)
+            })?;
+            let (inserts, live) = dp.maps().peer_counts(index)?;
+            let passed = counted(dp, slot, Reason::PolicyAllow)? - allowed_before;
+            #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
+            let secs = row.frames as f64 * row.ns_per_frame / 1e9;
+            Ok(PeerFlood {
+                limit,
+                row,
+                inserts,
+                live,
+                passed,
+                secs,
+            })
+        },
+    )
+}
+
 pub fn run(plan: &Plan) -> anyhow::Result<SourceFlood> {
     let lab = Lab::new()?;
     let frame = packets::v4(
@@ -110,35 +158,28 @@ pub fn run(plan: &Plan) -> anyhow::Result<SourceFlood> {
             &mut || counted(dp, slot, Reason::PolicyDeny).map(Some),
         )
     })?;
-    progress::tick("rate limits: spoofed flood, the rule limiting per source");
-    let (limited, inserts, live, passed) = attached(
+    progress::tick("rate limits: spoofed flood, per source with a ceiling");
+    let ceiling = limited(
         &lab,
-        &policy(&format!("rateLimit: {LIMIT}")),
-        |dp, tables, slot| {
-            let index = bucket_index(tables, "dns")?;
-            let allowed_before = counted(dp, slot, Reason::PolicyAllow)?;
-            let row: FloodRow = flood::measure(
-                &lab,
-                &tx,
-                &frame,
-                plan,
-                &format!("Boundary XDP, the rule limiting per source, {kind}"),
-                gen_ns,
-                &mut || counted(dp, slot, Reason::RateLimited).map(Some),
-            )?;
-            let (inserts, live) = dp.maps().peer_counts(index)?;
-            let passed = counted(dp, slot, Reason::PolicyAllow)? - allowed_before;
-            Ok((row, inserts, live, passed))
-        },
+        &tx,
+        &frame,
+        plan,
+        LIMIT,
+        &format!("Boundary XDP, per source with a ceiling, {kind}"),
+        gen_ns,
     )?;
-    #[expect(clippy::cast_precision_loss, reason = "frame counts are small")]
-    let secs = limited.frames as f64 * limited.ns_per_frame / 1e9;
+    progress::tick("rate limits: spoofed flood, per source without a ceiling");
+    let no_ceiling = limited(
+        &lab,
+        &tx,
+        &frame,
+        plan,
+        LIMIT_NO_CEILING,
+        &format!("Boundary XDP, per source, no ceiling, {kind}"),
+        gen_ns,
+    )?;
     Ok(SourceFlood {
-        limit: LIMIT.into(),
-        rows: vec![alone, deny, limited],
-        inserts,
-        live,
-        passed,
-        secs,
+        rows: vec![alone, deny],
+        limited: vec![ceiling, no_ceiling],
     })
 }

@@ -1,19 +1,26 @@
-//! Step 8 (`rate-limit`, issue #13): what a rate limit costs and how well it holds.
+//! Step 9 (`rate-limit`, issue #13): what a rate limit costs and how well it holds.
 //!
 //! - `cost`: the added per-packet cost of a rule's bucket on the allow path, hot and first
-//!   packet, with both CPUs paying into the same bucket at once; the same rule with every
-//!   CPU's credit batch set to 0 (the "CAS bucket": a compare-and-swap on the shared word
-//!   for every packet); and the over-limit (drop) path;
-//! - `skew`: accuracy when two CPUs offer one limited rule 90/10 at five times its rate;
-//! - `flood`: a spoofed-source flood at a `per: source` rule with a ceiling, on a veth.
+//!   packet, with both CPUs paying into the same bucket at once: a realistic batch (the
+//!   contended path, the one the target is judged on), a batch so large that only the per-CPU
+//!   credit path runs, a batch of 0 (the "CAS bucket": a compare-and-swap on the shared word
+//!   for every packet), a `per: source` bucket, and the over-limit (drop) path;
+//! - `alternatives`: a spin-lock bucket against a CAS one, as hand-assembled programs apart
+//!   from the datapath (the production object has no spin-lock bucket to switch to);
+//! - `skew`: accuracy when two CPUs offer one limited rule 90/10 at five and at two times its
+//!   rate; `split`: a naive per-CPU split against the design under the same skew, simulated;
+//! - `flood`: a spoofed-source flood at a `per: source` rule, with a ceiling and without, on a
+//!   veth.
 //!
 //! `cost` and `skew` run the real object through `BPF_PROG_TEST_RUN` under one policy
 //! ([`POLICY`]), compiled by the agent's compiler and installed by `Maps::apply`; `flood`
 //! attaches it to the flood step's veth.
 
+pub mod alternatives;
 pub mod cost;
 pub mod flood;
 pub mod skew;
+pub mod split;
 
 use anyhow::{Context as _, bail};
 use boundary_agent::policy::{self, Policy, SlotTable, Tables};
@@ -42,6 +49,14 @@ workloads:
         from: { cidr: 10.0.0.0/8 }
         ports: [\"8001/udp\"]
         rateLimit: { packetsPerSecond: 1000000000, burst: 1000000000 }
+      - name: contended
+        from: { cidr: 10.0.0.0/8 }
+        ports: [\"8005/udp\"]
+        rateLimit: { packetsPerSecond: 100000000, burst: 40 }
+      - name: source
+        from: { cidr: 10.0.0.0/8 }
+        ports: [\"8006/udp\"]
+        rateLimit: { packetsPerSecond: 100000000, burst: 1000000, per: source }
       - name: cas
         from: { cidr: 10.0.0.0/8 }
         ports: [\"8002/udp\"]
@@ -62,6 +77,8 @@ pub const PORT_LIMITED: u16 = 8001;
 pub const PORT_CAS: u16 = 8002;
 pub const PORT_OVER: u16 = 8003;
 pub const PORT_SKEW: u16 = 8004;
+pub const PORT_CONTENDED: u16 = 8005;
+pub const PORT_SOURCE: u16 = 8006;
 
 /// [`POLICY`] loaded and installed.
 pub struct Lab {
@@ -136,13 +153,32 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<RateLimits> {
         );
     }
     progress::step(
-        "rate limits: a bucket's cost with both CPUs on it, the CAS bucket, the drop path",
+        "rate limits: a bucket's cost with both CPUs on it (contended, credit only, CAS, per source), the drop path",
     );
     let lab = Lab::new()?;
     let mut out = cost::run(&lab, floors, plan)?;
-    progress::step("rate limits: two CPUs skewed 90/10 at 5x the rate");
-    out.skew = Some(skew::run(&lab, plan)?);
-    progress::step("rate limits: a spoofed-source flood at a per-source rule with a ceiling");
+    progress::step("rate limits: a spin-lock bucket against a CAS one, apart from the datapath");
+    out.alternatives = alternatives::run(&floors.xdp, &cost::frame(PORT_OPEN), plan)?;
+    for times in skew::TIMES {
+        progress::step(&format!(
+            "rate limits: two CPUs skewed 90/10 at {times}x the rate"
+        ));
+        out.skew.push(skew::run(&lab, plan, times)?);
+    }
+    for times in skew::TIMES {
+        for scheme in [split::Scheme::Naive, split::Scheme::Design] {
+            out.skew.push(split::simulate(
+                scheme,
+                skew::RATE,
+                skew::BURST,
+                times,
+                skew::secs(plan),
+            ));
+        }
+    }
+    progress::step(
+        "rate limits: a spoofed-source flood at a per-source rule, with a ceiling and without",
+    );
     out.flood = flood::run(plan)?;
     progress::done();
     Ok(out)
