@@ -1,5 +1,5 @@
 use std::{
-    os::fd::{FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::PathBuf,
     time::Duration,
 };
@@ -38,36 +38,35 @@ impl Detach {
             return Ok(());
         };
         let mut removed = Vec::new();
-        let held = match holder.try_lock().map_err(CliError::failed)? {
-            Some(held) => held,
-            None => {
-                // Someone holds the pins. Enforcement ends first, before anything is asked of
-                // an agent that may not answer; what could not be removed is tried again.
-                let pid = holder.pid().map_err(CliError::failed)?;
-                let target = pid.map(Target::open).transpose()?;
-                removed.extend(remove(&layout, false).unwrap_or_default());
-                if let Some(target) = &target {
-                    target.stop();
-                }
-                let Some(held) = holder.wait_lock(HOLDER_GONE).map_err(CliError::failed)? else {
-                    return Err(CliError::failed(match pid {
-                        Some(pid) => format!(
-                            "pins removed, but pid {pid} still holds {root} after {}s and may \
-                             attach again: kill -9 {pid}, then run detach again",
-                            HOLDER_GONE.as_secs()
-                        ),
-                        None => format!(
-                            "pins removed, but a process this PID namespace cannot see holds \
-                             {root} and may attach again: stop it where it runs (the agent's \
-                             container, say), then run detach again"
-                        ),
-                    }));
-                };
-                if let Some(pid) = pid {
-                    println!("pid {pid} let go of the pins");
-                }
-                held
+        let held = if let Some(held) = holder.try_lock().map_err(CliError::failed)? {
+            held
+        } else {
+            // Someone holds the pins. Enforcement ends first, before anything is asked of
+            // an agent that may not answer; what could not be removed is tried again.
+            let pid = holder.pid().map_err(CliError::failed)?;
+            let target = pid.map(Target::open).transpose()?;
+            removed.extend(remove(&layout, false).unwrap_or_default());
+            if let Some(target) = &target {
+                target.stop();
             }
+            let Some(held) = holder.wait_lock(HOLDER_GONE).map_err(CliError::failed)? else {
+                return Err(CliError::failed(match pid {
+                    Some(pid) => format!(
+                        "pins removed, but pid {pid} still holds {root} after {}s and may \
+                         attach again: kill -9 {pid}, then run detach again",
+                        HOLDER_GONE.as_secs()
+                    ),
+                    None => format!(
+                        "pins removed, but a process this PID namespace cannot see holds \
+                         {root} and may attach again: stop it where it runs (the agent's \
+                         container, say), then run detach again"
+                    ),
+                }));
+            };
+            if let Some(pid) = pid {
+                println!("pid {pid} let go of the pins");
+            }
+            held
         };
         // Holding the lock: no agent starts on these pins until they are gone.
         let late = remove(&layout, true);
@@ -152,7 +151,6 @@ impl Target {
             "stopping the agent running on these pins (pid {})",
             self.pid
         );
-        use std::os::fd::AsRawFd as _;
         #[expect(
             unsafe_code,
             reason = "pidfd_send_signal(2) has no wrapper in std or nix"

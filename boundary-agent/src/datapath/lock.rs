@@ -25,7 +25,7 @@ use super::{DatapathError, bpffs, pins::PinLayout};
 
 /// The held lock; released on drop or when the process ends.
 pub struct PinLock {
-    _held: Flock<File>,
+    held: Flock<File>,
 }
 
 impl PinLock {
@@ -60,7 +60,7 @@ impl PinLock {
     /// (removed and made again meanwhile) a lock on the one there now.
     pub fn still_here(self, layout: &PinLayout) -> Result<Self, DatapathError> {
         let root = layout.root();
-        let same = match (self._held.metadata(), std::fs::metadata(root)) {
+        let same = match (self.held.metadata(), std::fs::metadata(root)) {
             (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
             _ => false,
         };
@@ -78,7 +78,7 @@ impl PinLock {
 
     fn lock(dir: File, root: &Path) -> Result<Self, DatapathError> {
         match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-            Ok(held) => Ok(Self { _held: held }),
+            Ok(held) => Ok(Self { held }),
             Err((_, Errno::EWOULDBLOCK)) => Err(DatapathError::Locked {
                 path: root.display().to_string(),
             }),
