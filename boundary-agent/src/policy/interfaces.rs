@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use super::{Policy, values::WorkloadInterface};
+use super::Policy;
 use crate::config::InterfacePattern;
 
 /// What a policy's interface names are checked against and stand for.
@@ -134,31 +134,6 @@ impl Policy {
 /// is never a device's.
 pub const STAND_IN_UNLISTED: u32 = u32::MAX;
 
-/// A workload's `interfaces:` as names, each once; absent: empty (every interface). A
-/// refusal says which entry (`None`: the list) and why.
-pub(super) fn listed(
-    raw: Option<Vec<WorkloadInterface>>,
-) -> Result<Vec<String>, (Option<usize>, String)> {
-    let Some(raw) = raw else {
-        return Ok(Vec::new());
-    };
-    if raw.is_empty() {
-        return Err((
-            None,
-            "list at least one interface, or leave the field out for every interface the agent protects".into(),
-        ));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(raw.len());
-    for (k, i) in raw.into_iter().enumerate() {
-        let name = i.0.as_str().to_owned();
-        if out.contains(&name) {
-            return Err((Some(k), format!("{name} is listed twice")));
-        }
-        out.push(name);
-    }
-    Ok(out)
-}
-
 /// Who owns each address so far, and on which interfaces (empty: every one).
 #[derive(Default)]
 pub(super) struct Owners(BTreeMap<IpAddr, Vec<(String, Vec<String>)>>);
@@ -174,16 +149,31 @@ impl Owners {
         workload: &str,
         interfaces: &[String],
     ) -> Result<(), String> {
-        let owners = self.0.entry(addr).or_default();
-        for (other, theirs) in owners.iter() {
-            let place = match (interfaces.is_empty(), theirs.is_empty()) {
-                (true, true) => String::new(),
-                (false, true) => " on every interface (it lists none)".to_owned(),
-                (true, false) => format!(
+        self.conflict(addr, Some(interfaces))?;
+        self.0
+            .entry(addr)
+            .or_default()
+            .push((workload.to_owned(), interfaces.to_vec()));
+        Ok(())
+    }
+
+    /// Refuses `addr` for a workload on `interfaces` (empty: every one) if another owns it on
+    /// one of them. While the workload's interfaces are not known yet (`None`), only an
+    /// owner on every interface is certain to share one with it.
+    pub(super) fn conflict(
+        &self,
+        addr: IpAddr,
+        interfaces: Option<&[String]>,
+    ) -> Result<(), String> {
+        for (other, theirs) in self.0.get(&addr).into_iter().flatten() {
+            let place = match (interfaces, theirs.is_empty()) {
+                (_, true) => " on every interface (it lists none)".to_owned(),
+                (None, false) => continue,
+                (Some([]), false) => format!(
                     " on {}; a workload without `interfaces:` owns its addresses on every interface",
                     theirs.join(", ")
                 ),
-                (false, false) => match interfaces.iter().find(|i| theirs.contains(i)) {
+                (Some(ours), false) => match ours.iter().find(|i| theirs.contains(i)) {
                     Some(shared) => format!(" on {shared}"),
                     None => continue,
                 },
@@ -192,7 +182,6 @@ impl Owners {
                 "{addr} already belongs to workload {other:?}{place}"
             ));
         }
-        owners.push((workload.to_owned(), interfaces.to_vec()));
         Ok(())
     }
 }

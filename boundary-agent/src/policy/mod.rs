@@ -1,10 +1,12 @@
 //! The policy file and its compiler: workloads, identities, rules, failsafe entries.
 //!
-//! A file is read in three steps: `syntax` is its shape as serde reads it, with the `values`
-//! inside checked as they are read; `validate` checks the document as a whole and builds the
+//! A file is read in two steps: `syntax` is its shape as serde reads it, with the `values`
+//! inside checked as they are read (against the values before them through `document`), so
+//! that an error names the line and column where the reader found it; `validate` builds the
 //! `model`, which is all [`compile()`] ever sees.
 
 pub mod compile;
+mod document;
 pub(crate) mod fingerprint;
 mod interfaces;
 mod model;

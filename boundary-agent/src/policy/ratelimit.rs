@@ -242,6 +242,11 @@ pub(super) fn reading_rule<T>(direction: Direction, read: impl FnOnce() -> T) ->
     read()
 }
 
+/// The direction of the rule being read, while a policy's rules are read ([`reading_rule`]).
+pub(super) fn reading_direction() -> Option<Direction> {
+    RULE.get().map(|r| r.direction)
+}
+
 /// Runs `read` (a policy's deserialization, on this thread) adding up the sources its
 /// per-source limits keep: the limit that takes the total past [`PEER_ENTRIES_MAX`] is refused.
 pub(super) fn counting_sources<T>(read: impl FnOnce() -> T) -> T {

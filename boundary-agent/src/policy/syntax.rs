@@ -1,6 +1,8 @@
 //! The policy file as written: the shapes serde reads, unknown fields refused. Values inside
-//! them are checked as they are read ([`super::values`]); the document as a whole is checked
-//! by [`super::validate`], which turns it into the model.
+//! them are checked as they are read ([`super::values`]), against the values read before them
+//! where they must be ([`super::document`]), and lists that must hold something are refused
+//! empty ([`NonEmpty`]), each in the visitor of its value, so that its error carries that
+//! value's line and column. [`super::validate`] turns the document into the model.
 //!
 //! ```yaml
 //! apiVersion: boundary.dev/v1
@@ -32,13 +34,21 @@
 //! The struct names are part of serde's error messages (`expected struct RawPolicy`), so
 //! renaming one changes what an operator reads.
 
-use boundary_common::Direction;
-use serde::Deserialize;
+use std::{fmt, marker::PhantomData};
 
+use boundary_common::Direction;
+use serde::{
+    Deserialize,
+    de::{Error as _, MapAccess, SeqAccess, value::MapAccessDeserializer},
+};
+
+use super::document;
 use super::ratelimit::{self, RateLimit};
+use super::spiffe::SpiffeId;
 use super::values::{
-    DefaultAction, Failsafe, HostAddr, IcmpName, PortSpec, ProtocolName, RuleAction, Selector,
-    WorkloadInterface, WorkloadMode,
+    ApiVersion, DefaultAction, Failsafe, HostAddr, IcmpName, Icmpv6Type, InDomain, PortSpec,
+    ProtocolName, RuleAction, RuleName, Selector, TrustDomain, WorkloadInterface, WorkloadMode,
+    WorkloadName,
 };
 
 pub const API_VERSION: &str = "boundary.dev/v1";
@@ -80,31 +90,46 @@ fn enforce() -> WorkloadMode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawPolicy {
-    pub api_version: String,
-    pub trust_domain: Option<String>,
+    #[expect(
+        dead_code,
+        reason = "required, and checked as it is read: nothing else is done with it"
+    )]
+    pub api_version: ApiVersion,
+    pub trust_domain: Option<TrustDomain>,
     #[serde(default)]
     pub defaults: Defaults,
     pub failsafe: Option<Vec<Failsafe>>,
     #[serde(default)]
-    pub identities: Vec<RawIdentity>,
+    pub identities: Vec<IdentityEntry>,
     #[serde(default)]
-    pub workloads: Vec<RawWorkload>,
+    pub workloads: Vec<WorkloadEntry>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawIdentity {
-    pub id: String,
-    pub addresses: Vec<HostAddr>,
+    pub id: InDomain<SpiffeId>,
+    pub addresses: NonEmpty<HostAddr>,
+}
+
+/// An identity, read while its addresses can see those bound before them
+/// (`document::identity`).
+#[derive(Debug)]
+pub(super) struct IdentityEntry(pub RawIdentity);
+
+impl<'de> Deserialize<'de> for IdentityEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        document::identity(|| RawIdentity::deserialize(d)).map(IdentityEntry)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawWorkload {
-    pub name: String,
-    pub addresses: Vec<HostAddr>,
+    pub name: WorkloadName,
+    pub addresses: NonEmpty<HostAddr>,
     /// The interfaces the workload is protected on; absent: every protected interface.
-    pub interfaces: Option<Vec<WorkloadInterface>>,
+    pub interfaces: Option<NonEmpty<WorkloadInterface>>,
     pub mode: Option<WorkloadMode>,
     /// Overrides of the policy-wide defaults for this workload.
     #[serde(default)]
@@ -122,22 +147,45 @@ pub(super) struct RawWorkloadDefaults {
     pub egress: Option<DefaultAction>,
 }
 
+/// A workload, read while its values can see the workloads before it (`document::workload`).
+/// Read in the visitor of its mapping, so that what only its end tells (an address it shares
+/// by listing no interfaces) is refused at the workload.
+#[derive(Debug)]
+pub(super) struct WorkloadEntry(pub RawWorkload);
+
+impl<'de> Deserialize<'de> for WorkloadEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = WorkloadEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct RawWorkload")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WorkloadEntry, A::Error> {
+                document::workload(|| RawWorkload::deserialize(MapAccessDeserializer::new(map)))
+                    .map(WorkloadEntry)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 // Ingress and egress rules differ only in the peer's key (`from` / `to`). They are two
 // structs rather than one flattened one because serde cannot refuse unknown fields through
 // `flatten`. Both become a `RawRule`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawIngressRule {
-    name: Option<String>,
+    name: Option<RuleName>,
     from: Selector,
     #[serde(default, deserialize_with = "present")]
-    ports: Option<Vec<PortSpec>>,
+    ports: Option<NonEmpty<PortSpec>>,
     #[serde(default, deserialize_with = "present")]
-    icmp: Option<Vec<IcmpName>>,
+    icmp: Option<NonEmpty<IcmpName>>,
     #[serde(default, deserialize_with = "present")]
-    icmpv6: Option<Vec<IcmpName>>,
+    icmpv6: Option<NonEmpty<Icmpv6Type>>,
     #[serde(default, deserialize_with = "present")]
-    protocols: Option<Vec<ProtocolName>>,
+    protocols: Option<NonEmpty<ProtocolName>>,
     #[serde(default, deserialize_with = "ratelimit::rule_action")]
     action: RuleAction,
     rate_limit: Option<RateLimit>,
@@ -146,24 +194,24 @@ pub(super) struct RawIngressRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawEgressRule {
-    name: Option<String>,
+    name: Option<RuleName>,
     to: Selector,
     #[serde(default, deserialize_with = "present")]
-    ports: Option<Vec<PortSpec>>,
+    ports: Option<NonEmpty<PortSpec>>,
     #[serde(default, deserialize_with = "present")]
-    icmp: Option<Vec<IcmpName>>,
+    icmp: Option<NonEmpty<IcmpName>>,
     #[serde(default, deserialize_with = "present")]
-    icmpv6: Option<Vec<IcmpName>>,
+    icmpv6: Option<NonEmpty<Icmpv6Type>>,
     #[serde(default, deserialize_with = "present")]
-    protocols: Option<Vec<ProtocolName>>,
+    protocols: Option<NonEmpty<ProtocolName>>,
     #[serde(default, deserialize_with = "ratelimit::rule_action")]
     action: RuleAction,
     rate_limit: Option<RateLimit>,
 }
 
 /// A rule of `R`'s direction, read while its rate limit can see the direction and the rule's
-/// action (`ratelimit::reading_rule`): a limit that does not suit its rule is refused where it
-/// is written.
+/// action (`ratelimit::reading_rule`), and its name the direction: a limit that does not suit
+/// its rule, or a name an earlier rule of its list has, is refused where it is written.
 #[derive(Debug)]
 pub(super) struct Directed<R>(R);
 
@@ -202,35 +250,113 @@ pub(super) struct RawRule {
 }
 
 /// What a rule says about traffic, before expansion: each list as written, `None` when the
-/// key is absent. A key with no value (`ports:`, as a template renders an empty one) is
-/// refused while reading, and an empty list by validation: neither may widen a rule to all
-/// traffic, which is what a rule with none of the keys covers.
+/// key is absent. An empty list, or a key with no value (`ports:`, as a template renders an
+/// empty one), is refused while reading: neither may widen a rule to all traffic, which is
+/// what a rule with none of the keys covers.
 pub(super) struct RawTraffic {
     pub ports: Option<Vec<PortSpec>>,
     pub icmp: Option<Vec<IcmpName>>,
-    pub icmpv6: Option<Vec<IcmpName>>,
+    pub icmpv6: Option<Vec<Icmpv6Type>>,
     pub protocols: Option<Vec<ProtocolName>>,
 }
 
-/// A list that is there: a key with a null value is an error, not an absent key.
-fn present<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+/// A list that is there: a key with a null value is read as an empty list (refused), not as
+/// an absent key.
+fn present<'de, D, T>(d: D) -> Result<Option<NonEmpty<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: Listed + Deserialize<'de>,
 {
-    Vec::<T>::deserialize(d).map(Some)
+    NonEmpty::<T>::deserialize(d).map(Some)
+}
+
+/// A list of at least one `T`: an empty one (or a key with no value) is refused at the list.
+#[derive(Debug)]
+pub(super) struct NonEmpty<T>(pub Vec<T>);
+
+/// What an empty list of these leaves unsaid.
+pub(super) trait Listed {
+    fn empty() -> String;
+}
+
+impl Listed for HostAddr {
+    fn empty() -> String {
+        "list at least one address".into()
+    }
+}
+
+impl Listed for WorkloadInterface {
+    fn empty() -> String {
+        "list at least one interface, or leave the field out for every interface the agent protects"
+            .into()
+    }
+}
+
+/// An empty traffic list would narrow nothing and, alone, widen its rule to everything.
+fn no_traffic(key: &str) -> String {
+    format!(
+        "`{key}: []`: an empty list matches nothing; remove the key (a rule without ports, ICMP types or protocols covers all traffic) or list what the rule is about"
+    )
+}
+
+impl Listed for PortSpec {
+    fn empty() -> String {
+        no_traffic("ports")
+    }
+}
+
+impl Listed for IcmpName {
+    fn empty() -> String {
+        no_traffic("icmp")
+    }
+}
+
+impl Listed for Icmpv6Type {
+    fn empty() -> String {
+        no_traffic("icmpv6")
+    }
+}
+
+impl Listed for ProtocolName {
+    fn empty() -> String {
+        no_traffic("protocols")
+    }
+}
+
+impl<'de, T: Listed + Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(PhantomData<T>);
+        impl<'de, T: Listed + Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = NonEmpty<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                if out.is_empty() {
+                    // In the visitor, so that the error carries the list's place.
+                    return Err(A::Error::custom(T::empty()));
+                }
+                Ok(NonEmpty(out))
+            }
+        }
+        d.deserialize_seq(Visitor(PhantomData))
+    }
 }
 
 impl From<RawIngressRule> for RawRule {
     fn from(r: RawIngressRule) -> Self {
         Self {
-            name: r.name,
+            name: r.name.map(|n| n.0),
             peer: r.from,
             traffic: RawTraffic {
-                ports: r.ports,
-                icmp: r.icmp,
-                icmpv6: r.icmpv6,
-                protocols: r.protocols,
+                ports: r.ports.map(|l| l.0),
+                icmp: r.icmp.map(|l| l.0),
+                icmpv6: r.icmpv6.map(|l| l.0),
+                protocols: r.protocols.map(|l| l.0),
             },
             action: r.action,
             rate_limit: r.rate_limit,
@@ -241,13 +367,13 @@ impl From<RawIngressRule> for RawRule {
 impl From<RawEgressRule> for RawRule {
     fn from(r: RawEgressRule) -> Self {
         Self {
-            name: r.name,
+            name: r.name.map(|n| n.0),
             peer: r.to,
             traffic: RawTraffic {
-                ports: r.ports,
-                icmp: r.icmp,
-                icmpv6: r.icmpv6,
-                protocols: r.protocols,
+                ports: r.ports.map(|l| l.0),
+                icmp: r.icmp.map(|l| l.0),
+                icmpv6: r.icmpv6.map(|l| l.0),
+                protocols: r.protocols.map(|l| l.0),
             },
             action: r.action,
             rate_limit: r.rate_limit,

@@ -1,31 +1,29 @@
 //! Syntax -> model. Each value was checked as it was read ([`super::values`]; interface names
 //! against the agent's interfaces when they are known, see [`Interfaces`]; a rate limit
-//! against its rule and the per-source tables before it, see [`super::ratelimit`]); what is
-//! left are
-//! the checks about the document as a whole: the API version, the trust domain every SPIFFE ID
-//! must belong to, unique workload names, an address bound once and owned once on each
-//! interface, interfaces listed once. Then defaults are
-//! filled in, unnamed rules named and each rule's traffic expanded. Errors name the file and
-//! the place in the document (`workloads[2].addresses[0]`); the first one found is reported,
-//! in document order.
+//! against its rule and the per-source tables before it, see [`super::ratelimit`]; names,
+//! addresses and SPIFFE IDs against the values read before them, see [`super::document`]),
+//! so its error names the file, line and column, and the first one in document order is
+//! reported. What is left is filling in defaults, naming unnamed rules and expanding each
+//! rule's traffic. A name made for an unnamed rule can still be another rule's: that one
+//! refusal names the place in the document (`workloads[2].ingress[1]`) without a line and
+//! column, since the name exists only once the whole rule and its workload's name (which may
+//! come after the rules) are read, and the reader is past both.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
     path::Path,
 };
 
-use boundary_common::{Direction, maps::WORKLOAD_NAME_LEN};
+use boundary_common::Direction;
 
 use super::{
-    fingerprint,
-    interfaces::{self, Interfaces, Owners},
+    document, fingerprint,
+    interfaces::Interfaces,
     model::{Policy, Rule, StaticIdentity, Workload},
     ratelimit::counting_sources,
-    spiffe::{SpiffeError, SpiffeId},
-    syntax::{API_VERSION, Defaults, RawIdentity, RawPolicy, RawRule, RawTraffic, RawWorkload},
+    syntax::{Defaults, IdentityEntry, RawPolicy, RawRule, RawTraffic, WorkloadEntry},
     values::{
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Selector, Traffic,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Traffic,
         checking_interfaces, default_failsafe,
     },
 };
@@ -38,7 +36,7 @@ pub enum PolicyError {
     #[error("{file}: {path}: {message}")]
     Invalid {
         file: String,
-        /// Where in the document, e.g. `workloads[2].addresses[0]`.
+        /// Where in the document, e.g. `workloads[2].ingress[1]`.
         path: String,
         message: String,
     },
@@ -57,9 +55,7 @@ impl Policy {
 
     /// Reads a policy for a host protecting `interfaces`.
     pub fn from_file_on(path: &Path, interfaces: &Interfaces) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = checking_interfaces(interfaces.names(), || {
-            counting_sources(|| yaml::from_file(path))
-        })?;
+        let raw = read(interfaces, || yaml::from_file(path))?;
         validate(raw, &path.display().to_string(), interfaces)
     }
 
@@ -69,64 +65,32 @@ impl Policy {
         text: &str,
         interfaces: &Interfaces,
     ) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = checking_interfaces(interfaces.names(), || {
-            counting_sources(|| yaml::from_str(file, text))
-        })?;
+        let raw = read(interfaces, || yaml::from_str(file, text))?;
         validate(raw, file, interfaces)
     }
 }
 
-/// The document being checked: the file its errors name, and the trust domain its SPIFFE IDs
-/// must belong to (if it names one).
-struct Document<'a> {
-    file: &'a str,
-    trust_domain: Option<&'a str>,
-}
-
-impl Document<'_> {
-    fn invalid(&self, path: String, message: String) -> PolicyError {
-        PolicyError::Invalid {
-            file: self.file.to_owned(),
-            path,
-            message,
-        }
-    }
-
-    fn in_domain(&self, td: &str, at: String) -> Result<(), PolicyError> {
-        match self.trust_domain {
-            Some(ours) if ours != td => Err(self.invalid(
-                at,
-                format!("trust domain {td:?} is not this policy's trustDomain {ours:?}"),
-            )),
-            _ => Ok(()),
-        }
-    }
+/// Runs `read` with what the checks of its values need beside the reader: the agent's
+/// interfaces, the per-source tables counted so far and the document read so far.
+fn read(
+    interfaces: &Interfaces,
+    read: impl FnOnce() -> Result<RawPolicy, YamlError>,
+) -> Result<RawPolicy, YamlError> {
+    checking_interfaces(interfaces.names(), || {
+        counting_sources(|| document::reading(read))
+    })
 }
 
 fn validate(raw: RawPolicy, file: &str, interfaces: &Interfaces) -> Result<Policy, PolicyError> {
-    let top = Document {
-        file,
-        trust_domain: None,
-    };
-    api_version(&raw.api_version).map_err(|m| top.invalid("apiVersion".into(), m))?;
-    let trust_domain = raw
-        .trust_domain
-        .map(trust_domain)
-        .transpose()
-        .map_err(|m| top.invalid("trustDomain".into(), m))?;
-    let doc = Document {
-        file,
-        trust_domain: trust_domain.as_deref(),
-    };
-    let identities = identities(raw.identities, &doc)?;
-    let workloads = workloads(raw.workloads, raw.defaults, &doc)?;
+    let identities = raw.identities.into_iter().map(identity).collect();
+    let workloads = workloads(raw.workloads, raw.defaults, file)?;
     let mut table = BTreeMap::new();
     for name in workloads.iter().flat_map(|w| &w.interfaces) {
         let index = interfaces.index(name, &table);
         table.insert(name.clone(), index);
     }
     Ok(Policy {
-        trust_domain,
+        trust_domain: raw.trust_domain.map(|td| td.0),
         interfaces: table,
         interfaces_checked: interfaces.checked(),
         failsafe: raw.failsafe.unwrap_or_else(default_failsafe),
@@ -135,102 +99,35 @@ fn validate(raw: RawPolicy, file: &str, interfaces: &Interfaces) -> Result<Polic
     })
 }
 
-fn api_version(version: &str) -> Result<(), String> {
-    if version == API_VERSION {
-        Ok(())
-    } else {
-        Err(format!(
-            "{version:?} is not supported; this agent reads {API_VERSION:?}"
-        ))
+/// A static binding: a SPIFFE ID of the trust domain, its addresses bound to no other.
+fn identity(raw: IdentityEntry) -> StaticIdentity {
+    let raw = raw.0;
+    StaticIdentity {
+        id: raw.id.0,
+        addresses: raw.addresses.0.into_iter().map(|a| a.0).collect(),
     }
 }
 
-/// A trust domain is what a SPIFFE ID holds between `spiffe://` and its path.
-fn trust_domain(td: String) -> Result<String, String> {
-    let id: SpiffeId = format!("spiffe://{td}")
-        .parse()
-        .map_err(|e: SpiffeError| e.why.to_owned())?;
-    if !id.path().is_empty() {
-        return Err(format!("{td:?} is a trust domain name, without a path"));
-    }
-    Ok(td)
-}
-
-/// Static bindings: SPIFFE IDs of the trust domain, each address bound to one of them.
-fn identities(raw: Vec<RawIdentity>, doc: &Document) -> Result<Vec<StaticIdentity>, PolicyError> {
-    let mut bound: BTreeMap<IpAddr, String> = BTreeMap::new();
-    let mut identities = Vec::with_capacity(raw.len());
-    for (i, r) in raw.into_iter().enumerate() {
-        let at = format!("identities[{i}]");
-        let id: SpiffeId =
-            r.id.parse()
-                .map_err(|e: SpiffeError| doc.invalid(format!("{at}.id"), e.to_string()))?;
-        doc.in_domain(id.trust_domain(), format!("{at}.id"))?;
-        if r.addresses.is_empty() {
-            return Err(doc.invalid(
-                format!("{at}.addresses"),
-                "list at least one address".into(),
-            ));
-        }
-        for (j, a) in r.addresses.iter().enumerate() {
-            if let Some(other) = bound.insert(a.0, id.to_string()) {
-                return Err(doc.invalid(
-                    format!("{at}.addresses[{j}]"),
-                    format!("{} is already bound to {other}", a.0),
-                ));
-            }
-        }
-        identities.push(StaticIdentity {
-            id,
-            addresses: r.addresses.into_iter().map(|a| a.0).collect(),
-        });
-    }
-    Ok(identities)
-}
-
-/// Workloads: names unique, each address owned by one workload on each interface, the
-/// policy's defaults filled in where the workload does not override them.
+/// Workloads, the policy's defaults filled in where the workload does not override them.
 fn workloads(
-    raw: Vec<RawWorkload>,
+    raw: Vec<WorkloadEntry>,
     defaults: Defaults,
-    doc: &Document,
+    file: &str,
 ) -> Result<Vec<Workload>, PolicyError> {
-    let mut names = BTreeSet::new();
-    let mut owners = Owners::default();
     let mut workloads = Vec::with_capacity(raw.len());
     for (i, w) in raw.into_iter().enumerate() {
+        let w = w.0;
         let at = format!("workloads[{i}]");
-        workload_name(&w.name).map_err(|m| doc.invalid(format!("{at}.name"), m))?;
-        if !names.insert(w.name.clone()) {
-            return Err(doc.invalid(
-                format!("{at}.name"),
-                format!("{:?} is used by an earlier workload", w.name),
-            ));
-        }
-        if w.addresses.is_empty() {
-            return Err(doc.invalid(
-                format!("{at}.addresses"),
-                "list at least one address".into(),
-            ));
-        }
-        let interfaces = interfaces::listed(w.interfaces).map_err(|(k, m)| {
-            let at = match k {
-                Some(k) => format!("{at}.interfaces[{k}]"),
-                None => format!("{at}.interfaces"),
-            };
-            doc.invalid(at, m)
-        })?;
-        for (j, a) in w.addresses.iter().enumerate() {
-            owners
-                .claim(a.0, &w.name, &interfaces)
-                .map_err(|m| doc.invalid(format!("{at}.addresses[{j}]"), m))?;
-        }
-        let ingress = rules(&w.name, &at, Direction::Ingress, w.ingress, doc)?;
-        let egress = rules(&w.name, &at, Direction::Egress, w.egress, doc)?;
+        let name = w.name.0;
+        let ingress = rules(&name, &at, Direction::Ingress, w.ingress, file)?;
+        let egress = rules(&name, &at, Direction::Egress, w.egress, file)?;
         workloads.push(Workload {
-            name: w.name,
-            addresses: w.addresses.into_iter().map(|a| a.0).collect(),
-            interfaces,
+            addresses: w.addresses.0.into_iter().map(|a| a.0).collect(),
+            interfaces: w
+                .interfaces
+                .map(|l| l.0.into_iter().map(|i| i.0.as_str().to_owned()).collect())
+                .unwrap_or_default(),
+            name,
             mode: w.mode.unwrap_or(defaults.mode),
             ingress_default: w.defaults.ingress.unwrap_or(defaults.ingress),
             egress_default: w.defaults.egress.unwrap_or(defaults.egress),
@@ -241,47 +138,22 @@ fn workloads(
     Ok(workloads)
 }
 
-/// 1 to 63 characters of `[A-Za-z0-9._-]`: the name fits the names map with its NUL.
-fn workload_name(name: &str) -> Result<(), String> {
-    let fits = !name.is_empty()
-        && name.len() < WORKLOAD_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if fits {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?}: names are 1 to {} characters of [A-Za-z0-9._-]",
-            WORKLOAD_NAME_LEN - 1
-        ))
-    }
-}
-
-/// One direction's rules: a SPIFFE peer must be of the trust domain, a rule without a name is
-/// called `<workload>/<direction>[<index>]`, traffic is expanded.
+/// One direction's rules: a rule without a name is called
+/// `<workload>/<direction>/<digest>`, traffic is expanded.
 fn rules(
     workload: &str,
     at: &str,
     direction: Direction,
     raw: Vec<impl Into<RawRule>>,
-    doc: &Document,
+    file: &str,
 ) -> Result<Vec<Rule>, PolicyError> {
     let dir = direction.as_str();
-    let key = match direction {
-        Direction::Ingress => "from",
-        Direction::Egress => "to",
-    };
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     // Names taken so far in this list, and how often each unnamed rule's content was seen.
     let mut names = BTreeSet::new();
     let mut repeats: BTreeMap<String, usize> = BTreeMap::new();
     for (j, r) in raw.into_iter().map(Into::into).enumerate() {
-        if let Selector::Spiffe(p) = &r.peer {
-            doc.in_domain(p.trust_domain(), format!("{at}.{dir}[{j}].{key}"))?;
-        }
-        let traffic = traffic(r.traffic)
-            .map_err(|message| doc.invalid(format!("{at}.{dir}[{j}]"), message))?;
+        let traffic = traffic(r.traffic);
         let name = if let Some(name) = r.name {
             name
         } else {
@@ -295,13 +167,16 @@ fn rules(
             name
         };
         // A rule's name is what its counters and its `rule` label are kept by across reloads.
+        // Two names written alike were refused at the second one (`document::rule_name`);
+        // what is left is a made name equal to another rule's.
         if !names.insert(name.clone()) {
-            return Err(doc.invalid(
-                format!("{at}.{dir}[{j}].name"),
-                format!(
+            return Err(PolicyError::Invalid {
+                file: file.to_owned(),
+                path: format!("{at}.{dir}[{j}]"),
+                message: format!(
                     "{name:?} names two {dir} rules of {workload}: a rule's name is what its counters are kept by, so it must be unique in its list"
                 ),
-            ));
+            });
         }
         rules.push(Rule {
             name,
@@ -324,21 +199,10 @@ const ALL_TRAFFIC: [u8; 5] = [
 ];
 
 /// A rule's ports, ICMP types and protocols as one sorted, deduplicated list; every kind of
-/// traffic when it has none of the keys. An empty list, or an ICMP name with no type in its
-/// list's family, is refused: either would otherwise narrow nothing and, alone, widen the
-/// rule to everything.
-fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
-    let lists = [
-        ("ports", raw.ports.as_ref().map(Vec::len)),
-        ("icmp", raw.icmp.as_ref().map(Vec::len)),
-        ("icmpv6", raw.icmpv6.as_ref().map(Vec::len)),
-        ("protocols", raw.protocols.as_ref().map(Vec::len)),
-    ];
-    if let Some((key, _)) = lists.iter().find(|(_, len)| *len == Some(0)) {
-        return Err(format!(
-            "`{key}: []`: an empty list matches nothing; remove the key (a rule without ports, ICMP types or protocols covers all traffic) or list what the rule is about"
-        ));
-    }
+/// traffic when it has none of the keys. (An empty list, or an ICMPv6 name with no ICMPv6
+/// type, was refused as it was read: either would otherwise narrow nothing and, alone, widen
+/// the rule to everything.)
+fn traffic(raw: RawTraffic) -> Vec<Traffic> {
     let mut out: BTreeSet<Traffic> = BTreeSet::new();
     for p in raw.ports.unwrap_or_default() {
         out.extend(p.0);
@@ -366,15 +230,9 @@ fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
         }
     }
     for t in raw.icmpv6.unwrap_or_default() {
-        let Some(icmp_type) = t.v6 else {
-            return Err(format!(
-                "`icmpv6`: {} has no ICMPv6 type (ICMPv6 redirects are neighbour discovery, which always passes); list it under `icmp:`",
-                t.name.as_deref().unwrap_or("this name")
-            ));
-        };
         out.insert(Traffic::Icmp {
             proto: IPPROTO_ICMPV6,
-            icmp_type,
+            icmp_type: t.0,
         });
     }
     for p in raw.protocols.unwrap_or_default() {
@@ -383,12 +241,18 @@ fn traffic(raw: RawTraffic) -> Result<Vec<Traffic>, String> {
     if out.is_empty() {
         out.extend(ALL_TRAFFIC.map(Traffic::Proto));
     }
-    Ok(out.into_iter().collect())
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use boundary_common::maps::WORKLOAD_NAME_LEN;
+
     use super::*;
+    use crate::policy::{
+        syntax::API_VERSION,
+        values::{api_version, trust_domain, workload_name},
+    };
 
     fn refusal(text: &str) -> String {
         Policy::from_str("p.yaml", text)
@@ -401,7 +265,7 @@ mod tests {
         assert_eq!(api_version(API_VERSION), Ok(()));
         assert_eq!(
             refusal("apiVersion: v2\ntrustDomain: a/b\n"),
-            "p.yaml: apiVersion: \"v2\" is not supported; this agent reads \"boundary.dev/v1\""
+            "p.yaml:1:13: apiVersion: \"v2\" is not supported; this agent reads \"boundary.dev/v1\""
         );
         assert_eq!(trust_domain("example.org".into()), Ok("example.org".into()));
         assert_eq!(
@@ -455,7 +319,11 @@ mod tests {
     ingress: [{ name: web, from: { any: true }, ports: [80] }, { name: web, from: { any: true }, ports: [443] }]
     egress: [{ name: web, to: { any: true } }]\n",
         );
-        assert!(e.contains("\"web\" names two ingress rules of a"), "{e}");
+        assert!(
+            e.starts_with("p.yaml:5:72: workloads[0].ingress[1].name: ")
+                && e.contains("\"web\" names two ingress rules of a"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -468,7 +336,8 @@ mod tests {
       - { from: { any: true }, icmpv6: [redirect], action: deny }\n",
         );
         assert!(
-            e.starts_with("p.yaml: workloads[0].ingress[0]") && e.contains("has no ICMPv6 type"),
+            e.starts_with("p.yaml:6:41: workloads[0].ingress[0].icmpv6[0]: ")
+                && e.contains("has no ICMPv6 type"),
             "{e}"
         );
         let e = refusal(
@@ -478,7 +347,11 @@ mod tests {
     ingress:
       - { from: { any: true }, ports: [] }\n",
         );
-        assert!(e.contains("an empty list matches nothing"), "{e}");
+        assert!(
+            e.starts_with("p.yaml:6:39: workloads[0].ingress[0].ports: ")
+                && e.contains("an empty list matches nothing"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,14 +1,23 @@
-//! The values a policy is written with: addresses, prefixes, peer selectors, ports, ICMP types,
-//! protocols, failsafe entries, actions and modes. Each is checked as serde reads it, so its
-//! error carries the line and column it was written at. The wire shapes only one value reads
-//! through (`RawSelector`, `StringOrNumber`) stay private beside it.
+//! The values a policy is written with: the API version, the trust domain, SPIFFE IDs,
+//! workload and rule names, addresses, prefixes, peer selectors, ports, ICMP types, protocols,
+//! failsafe entries, actions and modes. Each is checked as serde reads it, so its error
+//! carries the line and column it was written at; where the check is against values read
+//! before it (a name used twice, an address owned twice, a SPIFFE ID of another trust domain),
+//! its visitor asks [`super::document`]. The wire shapes only one value reads through
+//! (`RawSelector`) stay private beside it.
 
 use std::{cell::RefCell, fmt, net::IpAddr, str::FromStr};
 
+use boundary_common::maps::WORKLOAD_NAME_LEN;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::spiffe::SpiffePattern;
+use super::{
+    document,
+    ratelimit::reading_direction,
+    spiffe::{SpiffeError, SpiffeId, SpiffePattern},
+    syntax::API_VERSION,
+};
 use crate::config::{InterfaceName, InterfacePattern};
 
 use boundary_common::wire::{
@@ -55,10 +64,195 @@ impl fmt::Display for WorkloadMode {
     }
 }
 
-/// A single host address: `10.1.2.3`, `10.1.2.3/32`, `fd00::3` or `fd00::3/128`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "String")]
+/// Reads a string and makes a `T` of it in the visitor, while the reader is at the value: a
+/// refusal then carries the value's own line, column and place in the document (a
+/// `try_from` runs once the value is read, and its error names the list or mapping around
+/// it).
+fn read_str<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    make: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    d.deserialize_str(TextVisitor(expecting, make))
+}
+
+/// [`read_str`] for a value written as a string or a number (`"53"` or `53`), made from its
+/// text.
+fn read_text<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    make: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    d.deserialize_any(TextVisitor(expecting, make))
+}
+
+/// What [`read_str`] and [`read_text`] expect, and make of the text.
+struct TextVisitor<F>(&'static str, F);
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> serde::de::Visitor<'_> for TextVisitor<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+}
+
+/// `apiVersion:`, which must be the one this agent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ApiVersion;
+
+impl<'de> Deserialize<'de> for ApiVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "an API version", |v| api_version(v).map(|()| ApiVersion))
+    }
+}
+
+/// The one API version this agent reads.
+pub(super) fn api_version(version: &str) -> Result<(), String> {
+    if version == API_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "{version:?} is not supported; this agent reads {API_VERSION:?}"
+        ))
+    }
+}
+
+/// `trustDomain:`, the trust domain every SPIFFE ID of the policy must belong to: refused
+/// here also when an ID read before it belongs to another ([`document::trust_domain`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct TrustDomain(pub(super) String);
+
+impl<'de> Deserialize<'de> for TrustDomain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "a trust domain", |v| {
+            let td = trust_domain(v.to_owned())?;
+            document::trust_domain(&td)?;
+            Ok(TrustDomain(td))
+        })
+    }
+}
+
+/// A trust domain is what a SPIFFE ID holds between `spiffe://` and its path.
+pub(super) fn trust_domain(td: String) -> Result<String, String> {
+    let id: SpiffeId = format!("spiffe://{td}")
+        .parse()
+        .map_err(|e: SpiffeError| e.why.to_owned())?;
+    if !id.path().is_empty() {
+        return Err(format!("{td:?} is a trust domain name, without a path"));
+    }
+    Ok(td)
+}
+
+/// A SPIFFE ID (an identity's `id:`) or pattern (a peer's `spiffe:`), checked as it is read:
+/// well-formed, and of the policy's trust domain when it names one
+/// ([`document::spiffe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct InDomain<T>(pub(super) T);
+
+/// A SPIFFE ID or pattern, and the trust domain it belongs to.
+pub(super) trait OfTrustDomain: FromStr<Err = SpiffeError> {
+    fn domain(&self) -> &str;
+}
+
+impl OfTrustDomain for SpiffeId {
+    fn domain(&self) -> &str {
+        self.trust_domain()
+    }
+}
+
+impl OfTrustDomain for SpiffePattern {
+    fn domain(&self) -> &str {
+        self.trust_domain()
+    }
+}
+
+impl<'de, T: OfTrustDomain> Deserialize<'de> for InDomain<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "a SPIFFE ID", |v| {
+            let t = T::from_str(v).map_err(|e| e.to_string())?;
+            document::spiffe(t.domain(), v)?;
+            Ok(InDomain(t))
+        })
+    }
+}
+
+/// A workload's `name:`: it fits the names map, and no earlier workload has it
+/// ([`document::workload_name`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct WorkloadName(pub(super) String);
+
+impl<'de> Deserialize<'de> for WorkloadName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "a workload name", |v| {
+            workload_name(v)?;
+            document::workload_name(v)?;
+            Ok(WorkloadName(v.to_owned()))
+        })
+    }
+}
+
+/// 1 to 63 characters of `[A-Za-z0-9._-]`: the name fits the names map with its NUL.
+pub(super) fn workload_name(name: &str) -> Result<(), String> {
+    let fits = !name.is_empty()
+        && name.len() < WORKLOAD_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: names are 1 to {} characters of [A-Za-z0-9._-]",
+            WORKLOAD_NAME_LEN - 1
+        ))
+    }
+}
+
+/// A rule's `name:`, which no earlier rule of its list has ([`document::rule_name`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RuleName(pub(super) String);
+
+impl<'de> Deserialize<'de> for RuleName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "a rule name", |v| {
+            if let Some(direction) = reading_direction() {
+                document::rule_name(direction, v)?;
+            }
+            Ok(RuleName(v.to_owned()))
+        })
+    }
+}
+
+/// A single host address: `10.1.2.3`, `10.1.2.3/32`, `fd00::3` or `fd00::3/128`. In an
+/// identity's or a workload's `addresses:`, checked against the addresses bound or owned
+/// before it ([`document::address`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HostAddr(pub IpAddr);
+
+impl<'de> Deserialize<'de> for HostAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_str(d, "an IP address", |v| {
+            let a = HostAddr::try_from(v.to_owned())?;
+            document::address(a.0)?;
+            Ok(a)
+        })
+    }
+}
 
 impl TryFrom<String> for HostAddr {
     type Error = String;
@@ -85,9 +279,11 @@ impl TryFrom<String> for HostAddr {
     }
 }
 
-/// An interface a workload is protected on (`interfaces: [eth0]`): a name Linux accepts and,
-/// while a policy is read against an agent's interfaces ([`checking_interfaces`]), one of
-/// those. Checked as serde reads it, so a refusal names the line and column of the name.
+/// An interface a workload is protected on (`interfaces: [eth0]`): a name Linux accepts,
+/// listed once and, while a policy is read against an agent's interfaces
+/// ([`checking_interfaces`]), one of those. Checked as serde reads it, so a refusal names the
+/// line and column of the name; so is an address of the workload that another workload owns
+/// on it ([`document::interface`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct WorkloadInterface(pub(super) InterfaceName);
 
@@ -100,7 +296,9 @@ impl<'de> Deserialize<'de> for WorkloadInterface {
                 f.write_str("an interface name")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WorkloadInterface, E> {
-                WorkloadInterface::try_from(v.to_owned()).map_err(E::custom)
+                let name = WorkloadInterface::try_from(v.to_owned()).map_err(E::custom)?;
+                document::interface(name.0.as_str()).map_err(E::custom)?;
+                Ok(name)
             }
         }
         // Checked in the visitor, while the reader is at the name: its error then carries the
@@ -208,7 +406,7 @@ impl fmt::Display for Selector {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSelector {
-    spiffe: Option<String>,
+    spiffe: Option<InDomain<SpiffePattern>>,
     cidr: Option<Cidr>,
     world: Option<bool>,
     any: Option<bool>,
@@ -229,10 +427,8 @@ impl TryFrom<RawSelector> for Selector {
                     .into(),
             );
         }
-        if let Some(s) = r.spiffe {
-            return SpiffePattern::from_str(&s)
-                .map(Selector::Spiffe)
-                .map_err(|e| e.to_string());
+        if let Some(p) = r.spiffe {
+            return Ok(Selector::Spiffe(p.0));
         }
         if let Some(c) = r.cidr {
             return Ok(Selector::Cidr(c.0));
@@ -260,23 +456,16 @@ pub enum Traffic {
 
 /// `"8443/tcp"`, `"30000-30100/udp"`, `"53"` (tcp and udp). SCTP is matched as a whole
 /// protocol (`protocols: [sctp]`): the datapath does not read its ports.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "StringOrNumber")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct PortSpec(pub(super) Vec<Traffic>);
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StringOrNumber {
-    Number(u64),
-    String(String),
-}
-
-impl StringOrNumber {
-    fn into_string(self) -> String {
-        match self {
-            StringOrNumber::Number(n) => n.to_string(),
-            StringOrNumber::String(s) => s,
-        }
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_text(
+            d,
+            "a port, a range or either with a protocol (8443/tcp)",
+            |s| PortSpec::try_from(s.to_owned()),
+        )
     }
 }
 
@@ -287,10 +476,9 @@ fn port(s: &str, whole: &str) -> Result<u16, String> {
     }
 }
 
-impl TryFrom<StringOrNumber> for PortSpec {
+impl TryFrom<String> for PortSpec {
     type Error = String;
-    fn try_from(v: StringOrNumber) -> Result<Self, String> {
-        let s = v.into_string();
+    fn try_from(s: String) -> Result<Self, String> {
         let (range, protos): (&str, &[u8]) = match s.split_once('/') {
             None => (s.as_str(), &[IPPROTO_TCP, IPPROTO_UDP]),
             Some((r, "tcp")) => (r, &[IPPROTO_TCP]),
@@ -325,8 +513,7 @@ impl TryFrom<StringOrNumber> for PortSpec {
 }
 
 /// An ICMP type by name (both families) or number.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "StringOrNumber")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct IcmpName {
     pub(super) v4: Option<u8>,
     pub(super) v6: Option<u8>,
@@ -360,12 +547,38 @@ const ICMP_NAMES: &[(&str, Option<u8>, Option<u8>)] = &[
     ("redirect", Some(ICMP_REDIRECT), None),
 ];
 
-impl TryFrom<StringOrNumber> for IcmpName {
+impl<'de> Deserialize<'de> for IcmpName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_text(d, "an ICMP type name or number", |s| {
+            IcmpName::try_from(s.to_owned())
+        })
+    }
+}
+
+/// An ICMPv6 type (`icmpv6:`) by name or number: a name with no ICMPv6 type would match
+/// nothing, and alone widen its rule to all traffic, so it is refused where it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Icmpv6Type(pub(super) u8);
+
+impl<'de> Deserialize<'de> for Icmpv6Type {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_text(d, "an ICMPv6 type name or number", |s| {
+            let t = IcmpName::try_from(s.to_owned())?;
+            t.v6.map(Icmpv6Type).ok_or_else(|| {
+                format!(
+                    "`icmpv6`: {} has no ICMPv6 type (ICMPv6 redirects are neighbour discovery, which always passes); list it under `icmp:`",
+                    t.name.as_deref().unwrap_or("this name")
+                )
+            })
+        })
+    }
+}
+
+impl TryFrom<String> for IcmpName {
     type Error = String;
-    fn try_from(v: StringOrNumber) -> Result<Self, String> {
-        let s = v.into_string();
+    fn try_from(s: String) -> Result<Self, String> {
         if let Ok(n) = s.parse::<u8>() {
-            // A number is the type of whichever list it is in; `validate::traffic` decides.
+            // A number is the type of whichever list it is in (`Icmpv6Type`, `validate::traffic`).
             return Ok(Self {
                 v4: Some(n),
                 v6: Some(n),
@@ -391,14 +604,20 @@ impl TryFrom<StringOrNumber> for IcmpName {
 }
 
 /// A protocol by name or number, for rules on whole protocols.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "StringOrNumber")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ProtocolName(pub(super) u8);
 
-impl TryFrom<StringOrNumber> for ProtocolName {
+impl<'de> Deserialize<'de> for ProtocolName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_text(d, "a protocol name or number", |s| {
+            ProtocolName::try_from(s.to_owned())
+        })
+    }
+}
+
+impl TryFrom<String> for ProtocolName {
     type Error = String;
-    fn try_from(v: StringOrNumber) -> Result<Self, String> {
-        let s = v.into_string();
+    fn try_from(s: String) -> Result<Self, String> {
         let n = match s.as_str() {
             "tcp" => IPPROTO_TCP,
             "udp" => IPPROTO_UDP,
