@@ -326,21 +326,7 @@ fn trace_finds_the_bucket_drained(files: &AgentFiles, started: Instant) {
         available_f <= refilled,
         "{available} packets in the bucket {since:.1} s after the flood began: {after}"
     );
-    let (code, out, err) = files.cli(&[
-        "trace",
-        "--src",
-        &CLIENT.to_string(),
-        "--dst",
-        &SERVER.to_string(),
-        "--proto",
-        "udp",
-        "--dport",
-        "7002",
-        "--pin-dir",
-        &files.pin_dir.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    eprintln!("{out}");
+    let out = trace_text(files, 7002);
     assert!(
         out.contains(&format!("limit     {RATE} pkt/s burst {BURST} per rule\n")),
         "{out}"
@@ -497,21 +483,7 @@ fn trace_finds_the_clients_bucket_spent_and_the_ceiling_paid(files: &AgentFiles,
         (spent - 1..=spent + refilled).contains(&ceiling_left),
         "the ceiling holds {ceiling_left} after {SOURCE_BURST} admitted, {since:.1} s: {after}"
     );
-    let (code, out, err) = files.cli(&[
-        "trace",
-        "--src",
-        &CLIENT.to_string(),
-        "--dst",
-        &SERVER.to_string(),
-        "--proto",
-        "udp",
-        "--dport",
-        "7003",
-        "--pin-dir",
-        &files.pin_dir.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    eprintln!("{out}");
+    let out = trace_text(files, 7003);
     assert!(
         out.contains(&format!("bucket    source {CLIENT}: holds "))
             && out.contains(&format!(
@@ -560,4 +532,24 @@ fn metrics_show_sources_and_evictions(body: &str, client_sent: u64) {
         flooded + 1,
         "evictions + kept = sources seen"
     );
+}
+
+/// `trace` (text) of a UDP datagram from the client to the server's `port`, from the live maps.
+fn trace_text(files: &AgentFiles, port: u16) -> String {
+    let (code, out, err) = files.cli(&[
+        "trace",
+        "--src",
+        &CLIENT.to_string(),
+        "--dst",
+        &SERVER.to_string(),
+        "--proto",
+        "udp",
+        "--dport",
+        &port.to_string(),
+        "--pin-dir",
+        &files.pin_dir.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{out}");
+    out
 }

@@ -239,6 +239,21 @@ impl Maps {
         self.peer_buckets_fd.as_fd()
     }
 
+    /// The LRU table of per-peer bucket `index`.
+    fn peer_table(
+        &self,
+        index: u32,
+    ) -> Result<aya::maps::HashMap<MapData, PeerKey, PeerBucket>, MapsError> {
+        let data = self
+            .peer_buckets
+            .get(&index, 0)
+            .map_err(map_err(PEER_BUCKETS_MAP))?;
+        aya::maps::Map::from_map_data(data)
+            .map_err(map_err(PEER_BUCKETS_MAP))?
+            .try_into()
+            .map_err(map_err(PEER_BUCKETS_MAP))
+    }
+
     /// Peers' buckets per-peer bucket `index` took in, and holds now: their difference is the
     /// peers it evicted (the kernel's LRU evicts in batches and counts nothing).
     pub fn peer_counts(&self, index: u32) -> Result<(u64, u64), MapsError> {
@@ -248,15 +263,7 @@ impl Maps {
             .map_err(map_err(PEER_INSERTS_MAP))?
             .iter()
             .sum();
-        let data = self
-            .peer_buckets
-            .get(&index, 0)
-            .map_err(map_err(PEER_BUCKETS_MAP))?;
-        let peers: aya::maps::HashMap<MapData, PeerKey, PeerBucket> =
-            aya::maps::Map::from_map_data(data)
-                .map_err(map_err(PEER_BUCKETS_MAP))?
-                .try_into()
-                .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let peers = self.peer_table(index)?;
         let live = peers.keys().count() as u64;
         Ok((inserts, live))
     }
@@ -266,15 +273,7 @@ impl Maps {
     /// from userspace leaves the LRU's order alone (the kernel's `htab_lru_map_lookup_elem_sys`
     /// does not mark the entry used).
     pub fn peer_bucket(&self, index: u32, peer: IpAddr) -> Result<Option<PeerBucket>, MapsError> {
-        let data = self
-            .peer_buckets
-            .get(&index, 0)
-            .map_err(map_err(PEER_BUCKETS_MAP))?;
-        let peers: aya::maps::HashMap<MapData, PeerKey, PeerBucket> =
-            aya::maps::Map::from_map_data(data)
-                .map_err(map_err(PEER_BUCKETS_MAP))?
-                .try_into()
-                .map_err(map_err(PEER_BUCKETS_MAP))?;
+        let peers = self.peer_table(index)?;
         let (family, mut addr) = family_addr(peer);
         if family == FAMILY_IPV6 {
             addr[8..].fill(0);
