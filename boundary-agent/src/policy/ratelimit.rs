@@ -22,7 +22,7 @@ use std::{cell::Cell, fmt, thread::LocalKey};
 use boundary_common::{Direction, bucket::RATE_MAX};
 use serde::{
     Deserialize,
-    de::{Error as _, IntoDeserializer as _, MapAccess, value::MapAccessDeserializer},
+    de::{EnumAccess, Error as _, MapAccess, VariantAccess as _, value::MapAccessDeserializer},
 };
 
 use super::values::RuleAction;
@@ -149,50 +149,68 @@ impl<'de> Deserialize<'de> for RateLimit {
 impl<'de> Deserialize<'de> for Per {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
+        impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = Per;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("rule, source or destination")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Per, E> {
-                let per = match v {
+            fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Per, A::Error> {
+                let per = match unit_variant(data, PER_VARIANTS)? {
                     "rule" => Per::Rule,
                     "source" => Per::Source,
-                    "destination" => Per::Destination,
-                    other => {
-                        return Err(E::unknown_variant(
-                            other,
-                            &["rule", "source", "destination"],
-                        ));
-                    }
+                    _ => Per::Destination,
                 };
-                suits_its_direction(per).map_err(E::custom)?;
+                suits_its_direction(per).map_err(A::Error::custom)?;
                 Ok(per)
             }
         }
         // Checked in the visitor, so that a peer of the wrong direction is refused at `per`.
-        d.deserialize_str(Visitor)
+        // Read as an enum, as the derived parsing did: `per: !source` is a YAML tag naming
+        // the variant, not an empty string.
+        d.deserialize_enum("Per", PER_VARIANTS, Visitor)
     }
 }
 
-/// A rule's `action:`, read (with the derived parsing of [`RuleAction`]) where a deny rule
-/// whose `rateLimit` came first is refused: at the action, the limit being behind the reader.
+const PER_VARIANTS: &[&str] = &["rule", "source", "destination"];
+const ACTION_VARIANTS: &[&str] = &["allow", "deny"];
+
+/// The variant an enum's value names (a plain `deny`, or the tag of `!deny`), one of
+/// `variants`, holding nothing (`!deny allow` is refused, not read as either).
+fn unit_variant<'de, A: EnumAccess<'de>>(
+    data: A,
+    variants: &'static [&'static str],
+) -> Result<&'static str, A::Error> {
+    let (name, value): (String, _) = data.variant()?;
+    value.unit_variant()?;
+    variants
+        .iter()
+        .find(|v| **v == name)
+        .copied()
+        .ok_or_else(|| A::Error::unknown_variant(&name, variants))
+}
+
+/// A rule's `action:`, read as an enum (as the derived parsing of [`RuleAction`] reads it:
+/// `!deny` is the tag form of `deny`, `!deny allow` is refused), where a deny rule whose
+/// `rateLimit` came first is refused: at the action, the limit being behind the reader.
 pub(super) fn rule_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RuleAction, D::Error> {
     struct Visitor;
-    impl serde::de::Visitor<'_> for Visitor {
+    impl<'de> serde::de::Visitor<'de> for Visitor {
         type Value = RuleAction;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("allow or deny")
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RuleAction, E> {
-            let text: serde::de::value::StrDeserializer<'_, E> = v.into_deserializer();
-            let action = RuleAction::deserialize(text)?;
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<RuleAction, A::Error> {
+            let action = if unit_variant(data, ACTION_VARIANTS)? == "deny" {
+                RuleAction::Deny
+            } else {
+                RuleAction::Allow
+            };
             RULE.with(|r| {
                 let Some(mut rule) = r.get() else {
                     return Ok(action);
                 };
                 if action == RuleAction::Deny && rule.limited {
-                    return Err(E::custom(DENY_LIMITED));
+                    return Err(A::Error::custom(DENY_LIMITED));
                 }
                 rule.action = Some(action);
                 r.set(Some(rule));
@@ -200,7 +218,7 @@ pub(super) fn rule_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Rule
             })
         }
     }
-    d.deserialize_str(Visitor)
+    d.deserialize_enum("RuleAction", ACTION_VARIANTS, Visitor)
 }
 
 /// The rule a limit is read in, so far.
@@ -563,6 +581,54 @@ mod tests {
             );
             crate::policy::Policy::from_str("p.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn a_tagged_action_or_per_means_its_tag_as_before_the_checks_moved_into_visitors() {
+        // `action` and `per` are enums: YAML's tag form names the variant (`action: !deny`).
+        // Read as plain strings, the tag was dropped and `!deny allow` read as allow.
+        let rules = |rule: &str| {
+            let text = format!(
+                "apiVersion: boundary.dev/v1\nworkloads:\n  - name: w\n    addresses: [10.0.0.1]\n{rule}"
+            );
+            crate::policy::Policy::from_str("p.yaml", &text)
+                .map(|p| p.workloads[0].ingress.clone())
+                .map_err(|e| e.to_string())
+        };
+        for rule in [
+            "    ingress: [{ from: { any: true }, action: !deny allow }]\n",
+            "    ingress: [{ from: { any: true }, action: !allow deny }]\n",
+            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5, per: !source rule } }]\n",
+        ] {
+            let read = rules(rule);
+            assert!(
+                read.as_ref().is_err_and(|e| e.starts_with("p.yaml:5:")),
+                "{rule}: {read:?}"
+            );
+        }
+        let deny = rules("    ingress: [{ from: { any: true }, action: !deny }]\n").expect("valid");
+        assert_eq!(deny[0].action, RuleAction::Deny);
+        let per = rules(
+            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5, per: !source } }]\n",
+        )
+        .expect("valid");
+        assert_eq!(per[0].limit.map(|l| l.per), Some(Per::Source));
+        // The checks still apply to the tag form (serde_yaml_ng places a tagged value's
+        // error at the mapping around it).
+        let e = policy_error(
+            "    ingress: [{ from: { any: true }, rateLimit: { packetsPerSecond: 5 }, action: !deny }]\n",
+        );
+        assert!(
+            e.starts_with("p.yaml:5:") && e.contains("a deny rule admits nothing to limit"),
+            "{e}"
+        );
+        let e = policy_error(
+            "    egress: [{ to: { any: true }, rateLimit: { packetsPerSecond: 5, per: !source } }]\n",
+        );
+        assert!(
+            e.starts_with("p.yaml:5:") && e.contains("`per: source` on an egress rule"),
+            "{e}"
+        );
     }
 
     #[test]
