@@ -233,10 +233,63 @@ fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
     PolicyValue {
         action: if deny { RULE_DENY } else { RULE_ALLOW },
         pad: [0; 3],
-        // Rule ids past the rule-hits array (policies beyond MAX_RULES exist only here) share
-        // its last entry; the datapath's lookup cost does not depend on the id.
-        rule: u32::try_from(rule.min(MAX_RULES as usize - 1)).expect("below MAX_RULES"),
+        // Rule ids index the per-rule arrays (`BND_RULE_HITS`, `BND_RULE_BUCKET`), which hold
+        // `MAX_RULES`; policies beyond it exist only here. Past it the ids cycle over the whole
+        // id space, so a random rule's entry is a random line of those arrays, as in the
+        // largest policy the agent accepts. (They used to share the last id: at 1M, seven
+        // rules in eight hit one cached line, which flattered the 1M rows.)
+        rule: u32::try_from(rule % MAX_RULES as usize).expect("below MAX_RULES"),
     }
+}
+
+fn rule_key(direction: Direction, identity: u32) -> RuleKey {
+    RuleKey {
+        slot: SLOT,
+        direction: direction as u8,
+        proto: IPPROTO_UDP,
+        identity,
+        port: PORT_RULE,
+    }
+}
+
+/// The identities, policy entries and rule ids of `CidrSet::Regrouped`: the single-length
+/// prefixes and the exact bindings of `CidrSet::Uniform`, with the sharing turned around.
+/// Rule 0: the one rule of every allowed prefix (one identity, one policy entry); rules 1..=2n:
+/// one per exact binding, each with its own identity and policy entry (at 1M, 1M bindings
+/// cycle over the `MAX_RULES` ids); then one per denied prefix, as in `Uniform`.
+fn regrouped(t: &mut Tables, space: KeySpace) {
+    let n = space.per_family();
+    let shared = FIRST_IDENTITY;
+    let mut id = shared + 1;
+    let mut rule = 1;
+    for family in [Family::V4, Family::V6] {
+        for j in 0..n {
+            t.identities.insert(KeySpace::exact(family, j), id);
+            t.policy
+                .insert(rule_key(Direction::Ingress, id), allow_or_deny(false, rule));
+            id += 1;
+            rule += 1;
+        }
+    }
+    let nets: BTreeMap<IpNet, bool> = [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|family| (0..n).map(move |j| (KeySpace::cidr(family, j), j % 2 == 1)))
+        .collect();
+    for (net, deny) in nets {
+        if deny {
+            t.cidrs.insert(net, id);
+            t.policy
+                .insert(rule_key(Direction::Ingress, id), allow_or_deny(true, rule));
+            id += 1;
+            rule += 1;
+        } else {
+            t.cidrs.insert(net, shared);
+        }
+    }
+    t.policy.insert(
+        rule_key(Direction::Ingress, shared),
+        allow_or_deny(false, 0),
+    );
 }
 
 /// The tables of `paths::policy_yaml(space, set)`, built directly: the compiler refuses that
@@ -244,9 +297,9 @@ fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
 /// follows the compiler (rules in document order; identities: CIDRs in address order, then
 /// the bindings' rule set; a prefix's identity carries the rules of every listed prefix that
 /// contains it, and where rules meet at one entry deny beats allow, then the first written
-/// wins), which `check_against_compiler` holds it to.
+/// wins), which `check_against_compiler` holds it to. `CidrSet::Regrouped` has no policy file:
+/// see [`regrouped`].
 pub fn tables_for(space: KeySpace, set: CidrSet) -> Tables {
-    let n = space.per_family();
     let mut t = Tables::default();
     t.names.insert(SLOT, WORKLOAD.into());
     let ep = Endpoint {
@@ -267,13 +320,23 @@ pub fn tables_for(space: KeySpace, set: CidrSet) -> Tables {
     };
     t.endpoints.insert(IpAddr::V4(LOCAL4), ep);
     t.endpoints.insert(IpAddr::V6(LOCAL6), ep);
-    let key = |direction: Direction, identity: u32| RuleKey {
-        slot: SLOT,
-        direction: direction as u8,
-        proto: IPPROTO_UDP,
-        identity,
-        port: PORT_RULE,
-    };
+    if set == CidrSet::Regrouped {
+        regrouped(&mut t, space);
+    } else {
+        uniform_or_mixed(&mut t, space, set);
+    }
+    // The default failsafe: SSH from anywhere.
+    for net in ["0.0.0.0/0", "::/0"] {
+        let net: IpNet = net.parse().expect("valid");
+        t.failsafe.insert((IPPROTO_TCP, 22, net));
+    }
+    t
+}
+
+/// The identities, policy entries and rule ids of `policy_yaml(space, set)`.
+fn uniform_or_mixed(t: &mut Tables, space: KeySpace, set: CidrSet) {
+    let n = space.per_family();
+    let key = rule_key;
     // Rule 0: the SPIFFE rule; rules 1..=2n: one per CIDR; rule 2n + 1: the egress twin.
     // Prefix -> (its rule, whether the rule denies).
     let mut rules: BTreeMap<IpNet, (usize, bool)> = BTreeMap::new();
@@ -317,12 +380,6 @@ pub fn tables_for(space: KeySpace, set: CidrSet) -> Tables {
         .insert(key(Direction::Ingress, bound), allow_or_deny(false, 0));
     t.policy
         .insert(key(Direction::Egress, bound), allow_or_deny(false, 1 + k));
-    // The default failsafe: SSH from anywhere.
-    for net in ["0.0.0.0/0", "::/0"] {
-        let net: IpNet = net.parse().expect("valid");
-        t.failsafe.insert((IPPROTO_TCP, 22, net));
-    }
-    t
 }
 
 /// Compiles `paths::policy_yaml(space, set)` with the agent's compiler and checks that it gives

@@ -108,6 +108,12 @@ pub enum Keys {
     /// source (`CidrSet::Mixed` tables).
     MixedAllow,
     MixedDeny,
+    /// An address in an allowed (even) CIDR identity, as the source, on the tables where
+    /// every allowed prefix maps to one shared identity (`CidrSet::Regrouped`).
+    SharedAllow,
+    /// An exact binding, as the source, on the tables where each binding has its own identity
+    /// (`CidrSet::Regrouped`).
+    ExactOwn,
     /// The peer of one of the flows the established row records first, as the source.
     Flows,
     /// An exact binding, as the destination (egress).
@@ -124,6 +130,7 @@ impl Keys {
     pub fn set(self) -> CidrSet {
         match self {
             Keys::MixedAllow | Keys::MixedDeny => CidrSet::Mixed,
+            Keys::SharedAllow | Keys::ExactOwn => CidrSet::Regrouped,
             _ => CidrSet::Uniform,
         }
     }
@@ -136,6 +143,8 @@ impl Keys {
             | Keys::Cidr
             | Keys::MixedAllow
             | Keys::MixedDeny
+            | Keys::SharedAllow
+            | Keys::ExactOwn
             | Keys::Flows => true,
             Keys::ExactDst | Keys::Unprotected => false,
             Keys::Fixed => return None,
@@ -157,15 +166,26 @@ pub enum CidrSet {
     Uniform,
     /// Lengths spread as in real tables, some nested (`mixed`).
     Mixed,
+    /// The prefixes and bindings of `Uniform`, with the sharing of identities turned around
+    /// (issue #15's fairness rows): every allowed prefix maps to one identity with one policy
+    /// entry and one rule id, as all the exact bindings do in `Uniform`; each exact binding
+    /// has an identity, a policy entry and a rule id of its own, as each prefix does in
+    /// `Uniform` (ids cycle over the rule-id space past `MAX_RULES`). Denied prefixes keep
+    /// their own identities, so the prefix levels hold the same entries laid out the same way.
+    /// Built directly (`kernel::tables_for`): no policy file is compiled for them.
+    Regrouped,
 }
 
 impl CidrSet {
-    pub const ALL: [CidrSet; 2] = [CidrSet::Uniform, CidrSet::Mixed];
+    pub const ALL: [CidrSet; 3] = [CidrSet::Uniform, CidrSet::Regrouped, CidrSet::Mixed];
 
     pub const fn label(self) -> &'static str {
         match self {
             CidrSet::Uniform => "single-length CIDR set (/28, /64)",
             CidrSet::Mixed => "mixed-length CIDR set",
+            CidrSet::Regrouped => {
+                "single-length set, identities regrouped (allowed prefixes: one; bindings: one each)"
+            }
         }
     }
 }
@@ -220,8 +240,10 @@ impl Lookups {
     /// - an allow: conntrack's record looks the flow up (1), then inserts it.
     pub const fn of(keys: Keys, reason: Reason) -> Lookups {
         let levels = match keys {
-            Keys::Exact | Keys::ExactDst => Levels::None,
-            Keys::CidrAllow | Keys::CidrDeny | Keys::Cidr | Keys::Flows => Levels::One,
+            Keys::Exact | Keys::ExactDst | Keys::ExactOwn => Levels::None,
+            Keys::CidrAllow | Keys::CidrDeny | Keys::Cidr | Keys::SharedAllow | Keys::Flows => {
+                Levels::One
+            }
             Keys::MixedAllow | Keys::MixedDeny => Levels::Mixed,
             Keys::Unprotected => {
                 return Lookups {
@@ -391,8 +413,8 @@ impl KeySpace {
         let below = |m: u64| (r % m) as usize;
         let h = r >> 32;
         match keys {
-            Keys::Exact | Keys::ExactDst => Self::exact(family, below(n)),
-            Keys::CidrAllow => Self::cidr_host(family, below(n / 2) * 2, h),
+            Keys::Exact | Keys::ExactDst | Keys::ExactOwn => Self::exact(family, below(n)),
+            Keys::CidrAllow | Keys::SharedAllow => Self::cidr_host(family, below(n / 2) * 2, h),
             Keys::CidrDeny => Self::cidr_host(family, below(n / 2) * 2 + 1, h),
             Keys::Cidr => Self::cidr_host(family, below(n), h),
             Keys::MixedAllow => self.mixed_host(family, below(n / 2) * 2, h),
@@ -643,6 +665,13 @@ fn egress(
 
 pub const EXACT_ALLOW: &str = "allow: exact identity (SPIFFE binding, port rule)";
 pub const CIDR_ALLOW: &str = "allow: CIDR identity (prefix levels, port rule)";
+/// Issue #15's fairness rows (`CidrSet::Regrouped`): the CIDR path with the exact path's
+/// sharing (one identity, one policy entry, one rule id for every allowed prefix), and the
+/// exact path with the CIDR path's (one of each per binding; past `MAX_RULES` bindings, which
+/// only 1M has, the rule ids cycle over the id space, so about 8 bindings share each id there:
+/// the label says so).
+pub const CIDR_SHARED: &str = "allow: CIDR identity, one shared identity (port rule)";
+pub const EXACT_OWN: &str = "allow: exact identity, one identity per binding (1M: rule ids cycle)";
 pub const CIDR_MIXED: &str = "allow: CIDR identity, mixed prefix lengths";
 pub const DENY_MIXED: &str = "deny: explicit deny rule, mixed prefix lengths";
 pub const DENY: &str = "deny: explicit deny rule (CIDR identity)";
@@ -657,8 +686,8 @@ pub const TC_ALLOW: &str = "TC egress allow: exact identity (port rule)";
 pub fn all() -> Vec<PathDef> {
     use Family::{L2, V4, V6};
     use Keys::{
-        Cidr, CidrAllow, CidrDeny, Exact, ExactDst, Fixed, Flows, MixedAllow, MixedDeny,
-        Unprotected,
+        Cidr, CidrAllow, CidrDeny, Exact, ExactDst, ExactOwn, Fixed, Flows, MixedAllow, MixedDeny,
+        SharedAllow, Unprotected,
     };
     use Reason as R;
     let mut rows = vec![
@@ -672,6 +701,18 @@ pub fn all() -> Vec<PathDef> {
             in4(p, PORT_RULE)
         }),
         row(CIDR_ALLOW, V6, CidrAllow, pass(R::PolicyAllow), |p| {
+            in6(p, PORT_RULE)
+        }),
+        row(CIDR_SHARED, V4, SharedAllow, pass(R::PolicyAllow), |p| {
+            in4(p, PORT_RULE)
+        }),
+        row(CIDR_SHARED, V6, SharedAllow, pass(R::PolicyAllow), |p| {
+            in6(p, PORT_RULE)
+        }),
+        row(EXACT_OWN, V4, ExactOwn, pass(R::PolicyAllow), |p| {
+            in4(p, PORT_RULE)
+        }),
+        row(EXACT_OWN, V6, ExactOwn, pass(R::PolicyAllow), |p| {
             in6(p, PORT_RULE)
         }),
         row(CIDR_MIXED, V4, MixedAllow, pass(R::PolicyAllow), |p| {

@@ -3,11 +3,16 @@
 //! before every call), each with its measured cache hit rate (`cache`).
 
 use anyhow::Context as _;
-use boundary_common::Direction;
+use aya::maps::{HashMap, Map, MapData};
+use boundary_common::{
+    Direction, Reason,
+    maps::{CONNTRACK_ACCEPTED_MAP, CONNTRACK_MAP, FAMILY_IPV4, FlowKey, FlowValue, MAX_FLOWS},
+    wire::IPPROTO_UDP,
+};
 
 use super::{
     Plan,
-    cache::VerdictCache,
+    cache::{VerdictCache, maps_by_name},
     chase,
     kernel::{self, BenchDatapath, SLOTS},
     paths::{self, CidrSet, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr},
@@ -119,13 +124,55 @@ fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::R
                 &frame,
                 TC_NEXT,
                 Some(SLOT),
-                boundary_common::Reason::DefaultAllow,
+                Reason::DefaultAllow,
             )
             .context("the egress packet that records a flow")?;
         } else {
             let out = dp.program(Direction::Egress).run(&frame, 1)?;
             anyhow::ensure!(out.retval == TC_NEXT, "egress packet {i} was not passed");
         }
+    }
+    Ok(())
+}
+
+/// Puts every allow row on the same conntrack footing: fills the table its allowed packets
+/// record their flows in (ingress: `BND_CT_ACCEPTED`, the flows a workload accepted; egress:
+/// `BND_CONNTRACK`, the flows it opened) with twice its capacity of flows no row ever looks up
+/// (198.18.0.0/15 peers), written from userspace. The table is then full of old flows: every
+/// insert the row makes evicts one, as on a busy host, whatever ran before it. Without this the
+/// first allow row on each datapath (the exact-identity one) inserted its 40,000 flows into an
+/// empty LRU and the later rows into a full one.
+fn fill_conntrack(dp: &BenchDatapath, direction: Direction) -> anyhow::Result<()> {
+    let (name, expected) = match direction {
+        Direction::Ingress => (CONNTRACK_ACCEPTED_MAP, Direction::Egress),
+        Direction::Egress => (CONNTRACK_MAP, Direction::Ingress),
+    };
+    let mut table: HashMap<MapData, FlowKey, FlowValue> =
+        HashMap::try_from(Map::LruHashMap(maps_by_name(&dp.map_ids()?, name)?))
+            .with_context(|| format!("open {name}"))?;
+    let base = u32::from_be_bytes([198, 18, 0, 0]);
+    for i in 0..2 * MAX_FLOWS {
+        let mut peer = [0; 16];
+        peer[..4].copy_from_slice(&(base + i).to_be_bytes());
+        let mut local = [0; 16];
+        local[..4].copy_from_slice(&paths::LOCAL4.octets());
+        let (saddr, daddr) = match expected {
+            Direction::Egress => (local, peer),
+            Direction::Ingress => (peer, local),
+        };
+        let key = FlowKey {
+            direction: expected as u8,
+            proto: IPPROTO_UDP,
+            family: FAMILY_IPV4,
+            pad: 0,
+            sport: 1024,
+            dport: 1024,
+            saddr,
+            daddr,
+        };
+        table
+            .insert(key, FlowValue { last_seen_ns: 0 }, 0)
+            .with_context(|| format!("fill {name}"))?;
     }
     Ok(())
 }
@@ -157,6 +204,9 @@ fn measure_row(
     let (keys, family, dir) = (*keys, def.family, def.direction);
     if keys == Keys::Flows {
         record_flows(dp, space, def)?;
+    }
+    if expect.reason == Reason::PolicyAllow {
+        fill_conntrack(dp, dir)?;
     }
     let prog = dp.program(dir);
     let floor = floors.of(dir);
@@ -249,7 +299,8 @@ fn measure_tables(
     plan: &Plan,
 ) -> anyhow::Result<u64> {
     let entries = space.entries;
-    if entries == SIZES[0].0 {
+    // The regrouped tables are built directly (`kernel::regrouped`): no policy file.
+    if entries == SIZES[0].0 && set != CidrSet::Regrouped {
         progress::step(&format!(
             "per-packet {label}, {}: compiling the equivalent policy file, comparing",
             set.label()

@@ -9,7 +9,7 @@ use super::{
     throughput,
 };
 
-const PATH_W: usize = 50;
+const PATH_W: usize = 68;
 const VERDICT_W: usize = 34;
 const CELL_W: usize = 15;
 const HITS_W: usize = 10;
@@ -117,6 +117,14 @@ fn per_packet_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "   first packet = single-run calls, each with a fresh peer address (source on ingress, destination on egress) from the path's set and the verdict cache emptied before it (epoch bumped): the full lookup sequence"
+    );
+    let _ = writeln!(
+        o,
+        "   conntrack footing: before every allow row the table its flows go in (ingress: BND_CT_ACCEPTED; egress: BND_CONNTRACK; 65,536 flows each) is filled from userspace with twice its capacity of flows no row looks up: every row starts with it full, so every insert evicts, whatever row ran before"
+    );
+    let _ = writeln!(
+        o,
+        "   rule ids: past MAX_RULES (131,072; only the 1M tables) they cycle over the whole id space, so a random rule's hit counter and bucket entry are a random line of those arrays (they used to share the last id)"
     );
     let _ = writeln!(
         o,
@@ -279,6 +287,12 @@ fn at_scale_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "   misses over 1k = (first packet at that size - at 1k) / the miss latency over that size's tables; xdp-filter full = its maps at capacity (Boundary has no 10k size: every size is compared with it)"
+    );
+    let _ = writeln!(
+        o,
+        "   fairness rows (tables of their own: the same /28 and /64 prefixes and exact bindings, identities regrouped; built directly, no policy file): \"{}\" maps every allowed prefix to one identity with one policy entry and one rule id (the sharing the exact rows have); \"{}\" gives each binding its own identity, policy entry and rule id (the sharing the CIDR rows have); at 1M its 1M rule ids cycle over the 131,072 the datapath holds, about 8 bindings to an id. Their misses over 1k use the same chase as the other rows of their size",
+        super::paths::CIDR_SHARED,
+        super::paths::EXACT_OWN
     );
     for n in &pp.mixed_notes {
         let _ = writeln!(o, "   {n}");
