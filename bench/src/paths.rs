@@ -390,7 +390,7 @@ impl KeySpace {
     /// CIDR identity `j` of `family` in `set`.
     pub fn net(self, set: CidrSet, family: Family, j: usize) -> IpNet {
         match set {
-            CidrSet::Uniform => Self::cidr(family, j),
+            CidrSet::Uniform | CidrSet::Regrouped => Self::cidr(family, j),
             CidrSet::Mixed => self.mixed(family, j),
         }
     }

@@ -171,7 +171,7 @@ fn fill_conntrack(dp: &BenchDatapath, direction: Direction) -> anyhow::Result<()
             daddr,
         };
         table
-            .insert(key, FlowValue { last_seen_ns: 0 }, 0)
+            .insert(&key, &FlowValue { last_seen_ns: 0 }, 0)
             .with_context(|| format!("fill {name}"))?;
     }
     Ok(())
