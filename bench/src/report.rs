@@ -11,6 +11,8 @@ use super::{
 
 const PATH_W: usize = 68;
 const VERDICT_W: usize = 34;
+/// The lookups column of section 1b: the longest label, "4 + 1 level (1k: trie) + ct insert".
+const LOOKUPS_W: usize = 36;
 const CELL_W: usize = 15;
 const HITS_W: usize = 10;
 
@@ -232,7 +234,7 @@ fn at_scale_section(o: &mut String, r: &Report) {
     let blank = "";
     let _ = write!(
         o,
-        "\n   {blank:<PATH_W$} {blank:<3} {blank:<22}{:>w$}{:>m$}{:>w$}\n   {:<PATH_W$} {:<3} {:<22}",
+        "\n   {blank:<PATH_W$} {blank:<3} {blank:<LOOKUPS_W$}{:>w$}{:>m$}{:>w$}\n   {:<PATH_W$} {:<3} {:<LOOKUPS_W$}",
         "first packet, net ns",
         "misses over 1k",
         "/ xdp-filter full, first",
@@ -259,7 +261,7 @@ fn at_scale_section(o: &mut String, r: &Report) {
     {
         let _ = write!(
             o,
-            "   {:<PATH_W$} {:<3} {:<22}",
+            "   {:<PATH_W$} {:<3} {:<LOOKUPS_W$}",
             row.path, row.family, row.lookups
         );
         for v in &row.random {
