@@ -36,7 +36,20 @@ pub fn ensure(pin_dir: &Path) -> io::Result<()> {
     if pin_dir.starts_with(root) && root.is_dir() && !is_bpffs(root)? {
         mount_bpffs(root)?;
     }
-    std::fs::create_dir_all(pin_dir)?;
+    if let Err(e) = std::fs::create_dir_all(pin_dir) {
+        // bpffs refuses dots in the names made on it (they are reserved for its own files),
+        // and says only EPERM.
+        let dotted = pin_dir
+            .components()
+            .any(|c| matches!(c, std::path::Component::Normal(n) if n.as_bytes().contains(&b'.')));
+        if e.kind() == io::ErrorKind::PermissionDenied && dotted {
+            return Err(io::Error::other(format!(
+                "{}: {e}; bpffs refuses names with a dot: choose a pinDir without one",
+                pin_dir.display()
+            )));
+        }
+        return Err(e);
+    }
     if !is_bpffs(pin_dir)? {
         return Err(io::Error::other(format!(
             "{} is not on a bpffs; mount one (mount -t bpf bpf {BPFFS_ROOT}) or choose a pinDir below it",
@@ -63,4 +76,26 @@ fn mount_bpffs(target: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_dir_with_a_dot_is_refused_saying_why() {
+        if !Path::new(BPFFS_ROOT).is_dir() || !is_bpffs(Path::new(BPFFS_ROOT)).unwrap_or(false) {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "no bpffs at {BPFFS_ROOT} and CI=true forbids skipping");
+            eprintln!("SKIPPED: no bpffs at {BPFFS_ROOT}");
+            return;
+        }
+        let dir = Path::new(BPFFS_ROOT).join(format!("boundary-test-{}.v2", std::process::id()));
+        let e = ensure(&dir).expect_err("bpffs took a name with a dot");
+        assert!(
+            e.to_string().contains("bpffs refuses names with a dot"),
+            "{e}"
+        );
+        assert!(!dir.exists());
+    }
 }
