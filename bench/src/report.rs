@@ -314,26 +314,7 @@ fn flood_section(o: &mut String, r: &Report) {
         .max()
         .unwrap_or(0)
         .max(48);
-    let _ = writeln!(
-        o,
-        "   {:<w$}{:>18}{:>16}{:>12}{:>22}",
-        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
-    );
-    for f in &r.flood.rows {
-        let rx = f.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
-        let mpps = f
-            .mpps_per_core()
-            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
-        let dropped = f
-            .dropped
-            .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
-        let _ = writeln!(
-            o,
-            "   {:<w$}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
-            f.config,
-            format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
-        );
-    }
+    flood_table(o, w, &r.flood.rows);
     for ratio in &r.flood.ratios {
         let _ = writeln!(
             o,
@@ -928,6 +909,34 @@ fn skew(o: &mut String, rl: &super::results::RateLimits) {
     }
 }
 
+/// A flood table: its header, then a line per configuration, the first column `w` wide.
+fn flood_table<'a>(
+    o: &mut String,
+    w: usize,
+    rows: impl IntoIterator<Item = &'a super::results::FloodRow>,
+) {
+    let _ = writeln!(
+        o,
+        "   {:<w$}{:>18}{:>16}{:>12}{:>22}",
+        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
+    );
+    for f in rows {
+        let rx = f.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
+        let mpps = f
+            .mpps_per_core()
+            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
+        let dropped = f
+            .dropped
+            .map_or_else(|| "-".into(), |d| format!("{d}/{}", f.frames));
+        let _ = writeln!(
+            o,
+            "   {:<w$}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
+            f.config,
+            format!("{:.1} ±{:.1}", f.ns_per_frame, f.spread),
+        );
+    }
+}
+
 /// The spoofed-source flood at a per-source rule.
 fn source_flood(o: &mut String, rl: &super::results::RateLimits) {
     let f = &rl.flood;
@@ -938,27 +947,7 @@ fn source_flood(o: &mut String, rl: &super::results::RateLimits) {
         o,
         "   spoofed-source flood at a per-source rule (live frames on a veth, one pinned core, a new random source in 10.0.0.0/8 every frame: 2^24 sources, 256x maxSources)"
     );
-    let _ = writeln!(
-        o,
-        "   {:<70}{:>18}{:>16}{:>12}{:>22}",
-        "configuration", "ns/frame (e2e)", "receive ns", "Mpps/core", "dropped by it"
-    );
-    let rows = f.rows.iter().chain(f.limited.iter().map(|l| &l.row));
-    for row in rows {
-        let rx = row.rx_ns.map_or_else(|| "-".into(), |n| format!("{n:.1}"));
-        let mpps = row
-            .mpps_per_core()
-            .map_or_else(|| "-".into(), |m| format!("{m:.2}"));
-        let dropped = row
-            .dropped
-            .map_or_else(|| "-".into(), |d| format!("{d}/{}", row.frames));
-        let _ = writeln!(
-            o,
-            "   {:<70}{:>18}{rx:>16}{mpps:>12}{dropped:>22}",
-            row.config,
-            format!("{:.1} ±{:.1}", row.ns_per_frame, row.spread),
-        );
-    }
+    flood_table(o, 70, f.rows.iter().chain(f.limited.iter().map(|l| &l.row)));
     for l in &f.limited {
         let _ = writeln!(
             o,

@@ -31,6 +31,22 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
 }
 
+/// Boundary / nftables flood ratios, one per flood, on one line.
+fn flood_ratios(ratios: &[&super::results::FloodRatio]) -> String {
+    ratios
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: receive side {} (end to end {})",
+                r.flood,
+                fmt_ratio(r.rx),
+                fmt_ratio(r.e2e)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"))
 }
@@ -208,18 +224,7 @@ fn spoofed_at_scale(report: &Report) -> Target {
         detail: if ratios.is_empty() {
             "not measured".into()
         } else {
-            ratios
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}: receive side {} (end to end {})",
-                        r.flood,
-                        fmt_ratio(r.rx),
-                        fmt_ratio(r.e2e)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
+            flood_ratios(&ratios)
         },
     }
 }
@@ -387,18 +392,7 @@ fn flood(report: &Report) -> Target {
     Target {
         name: "denied flood: XDP drop rate >= 4x nftables' (one flow and spoofed sources)".into(),
         met,
-        detail: ratios
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}: receive side {} (end to end {})",
-                    r.flood,
-                    fmt_ratio(r.rx),
-                    fmt_ratio(r.e2e)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+        detail: flood_ratios(&ratios),
     }
 }
 
