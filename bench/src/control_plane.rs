@@ -131,7 +131,8 @@ fn tables_for(rules: usize) -> Tables {
                 } else {
                     RULE_ALLOW
                 },
-                pad: [0; 3],
+                flags: 0,
+                pad: [0; 2],
                 rule: u32::try_from(i.min(MAX_RULES as usize - 1)).expect("fits"),
             };
             t.policy.insert(key, value);

@@ -232,7 +232,8 @@ impl BenchDatapath {
 fn allow_or_deny(deny: bool, rule: usize) -> PolicyValue {
     PolicyValue {
         action: if deny { RULE_DENY } else { RULE_ALLOW },
-        pad: [0; 3],
+        flags: 0,
+        pad: [0; 2],
         // Rule ids index the per-rule arrays (`BND_RULE_HITS`, `BND_RULE_BUCKET`), which hold
         // `MAX_RULES`; policies beyond it exist only here. Past it the ids cycle over the whole
         // id space, so a random rule's entry is a random line of those arrays, as in the

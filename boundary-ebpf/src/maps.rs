@@ -46,7 +46,8 @@ pub static EARNED: HashMap<AddrKey, EarnedRecord> =
     HashMap::with_max_entries(MAX_EARNED, BPF_F_NO_PREALLOC);
 
 #[map(name = "BND_CIDRS")]
-pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], PrefixValue> =
+    LpmTrie::with_max_entries(MAX_CIDRS, 0);
 
 #[map(name = "BND_PREFIXES")]
 pub static PREFIXES: HashMap<PrefixKey, PrefixValue> =

@@ -12,10 +12,10 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY,
-    PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
-    RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data, family_index, mask_into,
-    port_word_index, range_key_data,
+    FAMILY_IPV4, FOLD_NONE, Fold, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE,
+    PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
+    PrefixValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data,
+    family_index, mask_into, port_word_index, range_key_data,
 };
 
 use crate::maps::{
@@ -38,11 +38,19 @@ pub fn port_listed(generation: u8, kind: u32, port: u16) -> bool {
         .is_none_or(|w| w & (1u64 << (port & 63)) != 0)
 }
 
-/// The identity of `addr`, and the deadline of the earned binding it came from (`NEVER` for
-/// any other). `cfg_flags` says which identity maps hold anything. A binding past its
+/// Who a peer is: its identity, the deadline of the earned binding it came from (`NEVER` for
+/// any other), and what the policy holds for the identity (its [`Fold`]).
+#[derive(Clone, Copy)]
+pub struct Peer {
+    pub id: u32,
+    pub expires: u64,
+    pub fold: Fold,
+}
+
+/// Who `addr` is. `cfg_flags` says which identity maps hold anything. A binding past its
 /// deadline is no binding: the peer is whatever the prefixes make it.
 #[inline(always)]
-pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> (u32, u64) {
+pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> Peer {
     if cfg_flags & CFG_HAS_BINDINGS != 0 {
         let key = AddrKey::new(generation, family, *addr);
         // SAFETY: copied out at once. An earned binding's value is rewritten in place on a
@@ -50,42 +58,63 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> (
         if let Some(v) = unsafe { IDENTITIES.get(&key) }.copied()
             && (v.expires == NEVER || v.live_at(coarse_now()))
         {
-            return (v.id, v.expires);
+            return Peer {
+                id: v.id,
+                expires: v.expires,
+                fold: v.fold,
+            };
         }
     }
     if cfg_flags & CFG_HAS_CIDRS == 0 {
-        return (IDENTITY_WORLD, NEVER);
+        return Peer {
+            id: IDENTITY_WORLD,
+            expires: NEVER,
+            fold: Fold::NONE,
+        };
     }
-    (cidr_identity(generation, family, addr), NEVER)
+    let mut v = PrefixValue::WORLD;
+    cidr_identity(generation, family, addr, &mut v);
+    Peer {
+        id: v.id,
+        expires: NEVER,
+        fold: v.fold,
+    }
 }
 
-/// The identity the CIDR prefixes give `addr` (`world` if none covers it): down the prefix
-/// levels of `generation`, shortest first, until a region is missing (the answer so far) or
-/// has nothing deeper (its own answer); in the trie for a family the compiler left there.
-/// One hash probe per level walked, each a cache miss at most, against one per trie level.
+/// The identity the CIDR prefixes give `addr` (`world` if none covers it), with its fold,
+/// into `out`: down the prefix levels of `generation`, shortest first, until a region is
+/// missing (the answer so far) or has nothing deeper (its own answer); in the trie for a
+/// family the compiler left there. One hash probe per level walked, each a cache miss at
+/// most, against one per trie level.
 ///
 /// A function of its own, not inlined: its exits meet at one return, and the verifier goes
 /// on from there once rather than once per exit (inlined, the walk took the XDP program past
 /// the 1M-instruction limit). Its frame must stay small: it adds to the caller's 392 bytes,
-/// and the limit is 512.
+/// and the limit is 512. Every answer it gives is read from a map (`world` from the levels
+/// entry), so the states at its exits look alike to the verifier.
 #[inline(never)]
-fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
+fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixValue) {
     let levels = PREFIX_LEVELS.get(u32::from(generation & 1));
+    if let Some(l) = levels {
+        out.id = l.world;
+        out.fold = l.world_fold;
+    }
     let count = levels.map_or(PREFIX_LEVELS_TRIE, |l| l.count[family_index(family)]);
-    if let Some(l) = levels
-        && count == PREFIX_LEVELS_NONE
-    {
-        return l.world;
+    if count == PREFIX_LEVELS_NONE {
+        return;
     }
     let Some(l) = levels.filter(|_| count != PREFIX_LEVELS_TRIE) else {
         let key = Key::new(
             CIDR_KEY_FIXED_BITS + addr_bits(family),
             cidr_key_data(generation, family, *addr),
         );
-        return CIDRS.get(&key).copied().unwrap_or(IDENTITY_WORLD);
+        if let Some(v) = CIDRS.get(&key) {
+            out.id = v.id;
+            out.fold = v.fold;
+        }
+        return;
     };
     let lens = if family == FAMILY_IPV4 { &l.v4 } else { &l.v6 };
-    let mut id = l.world;
     let mut key = PrefixKey {
         generation,
         family,
@@ -98,19 +127,19 @@ fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16]) -> u32 {
     for &len in lens {
         key.len = len;
         mask_into(&mut key.addr, addr, len);
-        // SAFETY: an 8-byte value copied out at once; entries are never updated in place (a
-        // new generation gets new keys).
+        // SAFETY: read at once; entries are never updated in place (a new generation gets
+        // new keys).
         match unsafe { PREFIXES.get(&key) } {
             None => break,
             Some(v) => {
-                id = v.id;
+                out.id = v.id;
+                out.fold = v.fold;
                 if v.deeper == 0 {
                     break;
                 }
             }
         }
     }
-    id
 }
 
 /// The clock of binding deadlines: `CLOCK_MONOTONIC`, coarse (a tick's resolution, half the
@@ -128,7 +157,9 @@ pub fn bind_seq(addr: &[u8; 16]) -> u32 {
     BIND_SEQ.get(bind_seq_slot(addr)).copied().unwrap_or(0)
 }
 
-/// The most specific policy entry for the packet, if any.
+/// The most specific policy entry for the packet, if any. `fold` is what the policy holds
+/// for `identity` (see [`Fold`]): the answer itself, or that the identity has no entry this
+/// packet can find, so only the `any`-peer entries are looked up.
 #[inline(always)]
 #[expect(
     clippy::too_many_arguments,
@@ -139,11 +170,19 @@ pub fn lookup(
     direction: u8,
     proto: u8,
     slot: u16,
-    identity: u32,
+    (identity, fold): (u32, &Fold),
     port: u16,
     has_ranges: bool,
 ) -> Option<PolicyValue> {
+    if fold.answers(direction, proto, slot, port) {
+        return Some(fold.value);
+    }
     let listed = port != PORT_ANY && port_listed(generation, PORTS_POLICY, port);
+    let identity = if fold.kind == FOLD_NONE {
+        identity
+    } else {
+        IDENTITY_ANY
+    };
     for id in [identity, IDENTITY_ANY] {
         if port != PORT_ANY {
             if listed && let Some(v) = exact(generation, direction, proto, slot, id, port) {

@@ -11,9 +11,9 @@ use boundary_common::{
         Action, CFG_EARNED, CFG_HAS_FAILSAFE, CFG_HAS_IFACE_ENDPOINTS, CT_NOT_ASKED,
         DatapathConfig, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS,
         EP_RULES_EGRESS, EP_RULES_INGRESS, EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint,
-        EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FLOW_WORDS, IDENTITY_ANY, IFINDEX_ANY, Mode, NEVER,
-        NO_BUCKET, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, VC_AUDIT, VC_LIMITED, VC_REPLY,
-        VC_TRACK, VerdictCacheEntry, icmp_port,
+        EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FLOW_WORDS, Fold, IDENTITY_ANY, IFINDEX_ANY, Mode,
+        NEVER, NO_BUCKET, POLICY_NO_LIMIT, PORT_ANY, RULE_ALLOW, UNPROTECTED_SLOT, VC_AUDIT,
+        VC_LIMITED, VC_REPLY, VC_TRACK, VerdictCacheEntry, icmp_port,
     },
     wire::{
         ICMP_HLEN, ICMP_QUOTE_L4_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -326,28 +326,33 @@ fn judge(
         ),
     };
     // Lookups the compiled policy says cannot match are skipped: no rules, no identity.
-    let (identity, expires) = if ep.flags & peers != 0 {
+    let peer = if ep.flags & peers != 0 {
         policy::identity(generation, cfg.flags, pkt.family, remote)
     } else {
-        (IDENTITY_ANY, NEVER)
+        policy::Peer {
+            id: IDENTITY_ANY,
+            expires: NEVER,
+            fold: Fold::NONE,
+        }
     };
+    let (identity, expires) = (peer.id, peer.expires);
     let hit = if ep.flags & rules != 0 {
         policy::lookup(
             generation,
             direction as u8,
             pkt.proto,
             ep.slot,
-            identity,
+            (identity, &peer.fold),
             port,
             ep.flags & ranges != 0,
         )
     } else {
         None
     };
-    let (mut reason, rule) = match hit {
-        Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, v.rule),
-        Some(v) => (Reason::PolicyDeny, v.rule),
-        None => (default_reason(&ep, direction), NO_RULE),
+    let (mut reason, rule, rule_flags) = match hit {
+        Some(v) if v.action == RULE_ALLOW => (Reason::PolicyAllow, v.rule, v.flags),
+        Some(v) => (Reason::PolicyDeny, v.rule, v.flags),
+        None => (default_reason(&ep, direction), NO_RULE, 0),
     };
     if reason.verdict() == Verdict::Drop
         && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)
@@ -357,7 +362,8 @@ fn judge(
         reason = Reason::Failsafe;
     }
     let mut flags = 0;
-    let bucket = if reason == Reason::PolicyAllow {
+    // A rule the agent wrote as having no limit has no bucket to read (a cache miss at scale).
+    let bucket = if reason == Reason::PolicyAllow && rule_flags & POLICY_NO_LIMIT == 0 {
         ratelimit::bucket_of(generation, rule)
     } else {
         NO_BUCKET

@@ -37,7 +37,7 @@ workloads:
     addresses: [10.204.0.1]
     ingress:
       - { name: orders, from: { spiffe: \"spiffe://example.org/orders/*\" }, ports: [\"8443/tcp\", \"9000-9100/tcp\"] }
-      - { name: lan, from: { cidr: 10.204.2.0/24 }, ports: [\"22/tcp\"] }
+      - { name: lan, from: { cidr: 10.204.2.0/24 }, ports: [\"22/tcp\", \"2222/tcp\"] }
 ";
 
 fn tcp(src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
@@ -229,7 +229,8 @@ fn a_binding_leaves_the_cached_verdicts_of_other_slots_alone() {
     let flow = tcp(lan, 40_000, 22);
     assert_eq!(k.xdp(&flow).action, XDP_PASS);
     // The LAN rule's entries go behind the agent's back (no epoch moves): a packet judged
-    // again is dropped, one answered from the cache still passes. That tells them apart.
+    // again is dropped, one answered from the cache still passes. That tells them apart. (Its
+    // two ports keep its identity unfolded: a fold would answer without the entries.)
     let mut policy: HashMap<MapData, PolicyKey, PolicyValue> =
         support::writable(k.dp.maps().policy_map().map());
     let lan_rule: Vec<PolicyKey> = policy

@@ -381,13 +381,14 @@ fn a_restarted_agent_removes_prefix_residue_of_an_interrupted_swap() {
             .insert(&key, &PrefixValue::new(id, false), 0)
             .expect("insert residue");
     }
-    let mut trie: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32> =
+    let mut trie: LpmTrie<MapData, [u8; CIDR_KEY_LEN], PrefixValue> =
         support::writable(k.dp.maps().cidrs_map().map());
     let key = Key::new(
         CIDR_KEY_FIXED_BITS + 8,
         cidr_key_data(live ^ 1, FAMILY_IPV4, stray),
     );
-    trie.insert(&key, &id, 0).expect("insert residue");
+    trie.insert(&key, &PrefixValue::new(id, false), 0)
+        .expect("insert residue");
     assert_eq!(entries_of(&k, live ^ 1), (4, 1));
 
     // A new agent adopts the pins and knows nothing of what is in them.

@@ -4,6 +4,8 @@
 
 use core::mem::size_of;
 
+use super::Fold;
+
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{BIND_SEQ_MAP, EARNED_MAP, IDENTITIES_MAP};
@@ -20,6 +22,8 @@ pub struct IdentityValue {
     /// counts as absent, or [`NEVER`]. The datapath checks it itself, so an expired binding
     /// stops admitting its peer while no agent runs.
     pub expires: u64,
+    /// The fold of `id` (see [`Fold`]).
+    pub fold: Fold,
 }
 
 /// [`IdentityValue::source`]: a binding from the policy's `identities:`.
@@ -36,7 +40,14 @@ impl IdentityValue {
             source,
             pad: [0; 3],
             expires,
+            fold: Fold::NONE,
         }
+    }
+
+    /// With `fold` for its identity.
+    #[must_use]
+    pub const fn with_fold(self, fold: Fold) -> Self {
+        Self { fold, ..self }
     }
 
     /// Whether the binding counts at `now` (monotonic ns).
@@ -130,7 +141,7 @@ pub fn issuer_hash(der: &[u8]) -> u64 {
 }
 
 const _: () = {
-    assert!(size_of::<IdentityValue>() == 16);
+    assert!(size_of::<IdentityValue>() == 32);
     assert!(size_of::<ChainLink>() == 16 + SERIAL_MAX);
     assert!(
         size_of::<EarnedRecord>()

@@ -39,7 +39,7 @@ pub const BIND_SEQ_MAP: &str = "BND_BIND_SEQ";
 /// keeps it across restarts. The agent's alone, as `RULE_IDS_MAP`: a restarted agent compiles
 /// its policy with these, so a binding outlives the process that made it.
 pub const EARNED_MAP: &str = "BND_EARNED";
-/// `LpmTrie<CidrKey, u32>`: peer prefix -> identity, consulted when the exact map misses, for
+/// `LpmTrie<CidrKey, PrefixValue>`: peer prefix -> identity (and its fold), consulted when the exact map misses, for
 /// a family whose prefixes the compiler could not lay out in levels ([`PREFIX_LEVELS_TRIE`]).
 pub const CIDRS_MAP: &str = "BND_CIDRS";
 /// `HashMap<PrefixKey, PrefixValue>`: the regions of the prefix levels (see `prefixes.rs`),
@@ -110,11 +110,15 @@ pub const ABI_MAP: &str = "BND_ABI";
 /// switch them (still attached until their links are updated, after the swap) to a
 /// generation whose CIDR identities they cannot see, every CIDR peer `world` meanwhile, a
 /// CIDR deny rule lifted. Replaced maps keep the old programs on the old policy instead.
-pub const ABI_VERSION: u32 = 3;
+///
+/// 4: identity values carry their identity's fold ([`Fold`](super::Fold)), the trie's
+/// values are [`PrefixValue`](super::PrefixValue)s, and policy values say when a rule has no
+/// limit: every value of those maps changed size or meaning.
+pub const ABI_VERSION: u32 = 4;
 /// The oldest version whose pins this agent adopts map by map (by shape): a version that only
 /// adds maps whose zeroed entries mean what the older agent's maps meant can be adopted. Not
-/// version 2 (see [`ABI_VERSION`]).
-pub const ABI_ADOPTS_FROM: u32 = 3;
+/// version 2 or 3 (see [`ABI_VERSION`]).
+pub const ABI_ADOPTS_FROM: u32 = 4;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";

@@ -64,13 +64,103 @@ pub const RULE_DENY: u8 = 1;
 
 /// Value of [`POLICY_MAP`] and [`RANGES_MAP`]: what the most specific matching rules decided.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyValue {
     /// [`RULE_ALLOW`] or [`RULE_DENY`].
     pub action: u8,
-    pub pad: [u8; 3],
+    /// `POLICY_*` bits, which the agent sets as it writes the entry (the compiler's tables
+    /// leave them clear).
+    pub flags: u8,
+    pub pad: [u8; 2],
     /// The deciding rule's id (its index in the compiled rule list).
     pub rule: u32,
+}
+
+/// In [`PolicyValue::flags`]: the rule has no rate limit, so the datapath does not read its
+/// bucket (`RULE_BUCKETS_MAP`, a cache miss per rule at scale). Clear means "read it": an
+/// entry written without the flag costs that read and nothing else.
+pub const POLICY_NO_LIMIT: u8 = 1;
+
+/// [`Fold::kind`]: nothing is known; the datapath looks the identity's entries up.
+pub const FOLD_NONE: u8 = 0;
+/// ... the identity has exactly one entry of its own in the policy (none in the ranges): the
+/// fold's key and value. A packet of that key needs no policy lookup; any other packet has no
+/// entry of the identity's own and goes straight to the `any`-peer entries.
+pub const FOLD_ONE: u8 = 1;
+/// ... the identity has no entry of its own: straight to the `any`-peer entries.
+pub const FOLD_EMPTY: u8 = 2;
+
+/// What the policy holds for one identity, written into the value the identity is found in
+/// (an exact binding, a prefix region, the trie, the `world` of the prefix levels) so that a
+/// flow's first packet skips the identity's policy lookups: a hash probe, two dependent cache
+/// misses at scale. Most peer identities of a real policy are named by one rule on one port
+/// (a CIDR allowed to one service), which is [`FOLD_ONE`]. Entries of an identity never
+/// change within a generation, so a fold is as current as the value that holds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fold {
+    /// [`FOLD_NONE`], [`FOLD_ONE`] or [`FOLD_EMPTY`].
+    pub kind: u8,
+    /// The one entry's key (with [`FOLD_ONE`]), as in [`PolicyKey`].
+    pub direction: u8,
+    pub proto: u8,
+    pub pad: u8,
+    pub slot: u16,
+    pub port: u16,
+    /// The one entry's value, as written in [`POLICY_MAP`].
+    pub value: PolicyValue,
+}
+
+impl Fold {
+    /// Nothing known (what a zeroed value says).
+    pub const NONE: Self = Self {
+        kind: FOLD_NONE,
+        direction: 0,
+        proto: 0,
+        pad: 0,
+        slot: 0,
+        port: 0,
+        value: PolicyValue {
+            action: 0,
+            flags: 0,
+            pad: [0; 2],
+            rule: 0,
+        },
+    };
+    /// No entry of the identity's own.
+    pub const EMPTY: Self = Self {
+        kind: FOLD_EMPTY,
+        ..Self::NONE
+    };
+
+    /// The fold of an identity whose one entry is `key` (its identity aside) -> `value`.
+    pub const fn one(direction: u8, proto: u8, slot: u16, port: u16, value: PolicyValue) -> Self {
+        Self {
+            kind: FOLD_ONE,
+            direction,
+            proto,
+            pad: 0,
+            slot,
+            port,
+            value,
+        }
+    }
+
+    /// Whether the one entry is the one a packet of (direction, protocol, slot, policy port)
+    /// finds first: its key, for that port or for any port (the identity has no other
+    /// entry, so nothing more specific can come first).
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "on the datapath's first-packet path, as the lookups it saves"
+    )]
+    pub const fn answers(&self, direction: u8, proto: u8, slot: u16, port: u16) -> bool {
+        self.kind == FOLD_ONE
+            && self.direction == direction
+            && self.proto == proto
+            && self.slot == slot
+            && (self.port == port || self.port == PORT_ANY)
+    }
 }
 
 /// Key of [`RANGES_MAP`]: `data` is generation, direction, protocol, a zero byte, slot (big
@@ -138,4 +228,5 @@ pub const fn port_word_index(generation: u8, kind: u32, port: u16) -> u32 {
 const _: () = {
     assert!(size_of::<PolicyKey>() == 12);
     assert!(size_of::<PolicyValue>() == 8);
+    assert!(size_of::<Fold>() == 16);
 };

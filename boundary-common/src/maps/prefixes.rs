@@ -33,7 +33,7 @@ use core::mem::size_of;
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{CIDRS_MAP, PREFIX_LEVELS_MAP, PREFIXES_MAP};
-use super::{FAMILY_IPV4, FAMILY_IPV6, IDENTITY_WORLD};
+use super::{FAMILY_IPV4, FAMILY_IPV6, Fold, IDENTITY_WORLD};
 
 /// Levels per family at most: the datapath's walk is unrolled this many times. Each level
 /// costs the verifier about 13k instructions in XDP and 26k in each TC program (its walk is
@@ -67,6 +67,8 @@ pub struct PrefixLevels {
     pub v4: [u8; MAX_PREFIX_LEVELS],
     pub v6: [u8; MAX_PREFIX_LEVELS],
     pub tail: [u8; 2],
+    /// The fold of `world` (see [`Fold`]): a peer in no prefix finds it here.
+    pub world_fold: Fold,
 }
 
 impl PrefixLevels {
@@ -78,6 +80,7 @@ impl PrefixLevels {
         v4: [0; MAX_PREFIX_LEVELS],
         v6: [0; MAX_PREFIX_LEVELS],
         tail: [0; 2],
+        world_fold: Fold::NONE,
     };
 }
 
@@ -171,7 +174,8 @@ pub fn mask_into(out: &mut [u8; 16], addr: &[u8; 16], len: u8) {
     }
 }
 
-/// Value of [`PREFIXES_MAP`] (see the module doc).
+/// Value of [`PREFIXES_MAP`] (see the module doc) and of [`CIDRS_MAP`] (where `deeper` is
+/// not read).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PrefixValue {
@@ -179,16 +183,23 @@ pub struct PrefixValue {
     /// 1 when a longer prefix lies inside the region: the walk goes on to the next level.
     pub deeper: u8,
     pub pad: [u8; 3],
+    /// The fold of `id` (see [`Fold`]).
+    pub fold: Fold,
 }
 
 impl PrefixValue {
+    /// `id`'s region, with nothing folded.
     pub const fn new(id: u32, deeper: bool) -> Self {
         Self {
             id,
             deeper: deeper as u8,
             pad: [0; 3],
+            fold: Fold::NONE,
         }
     }
+
+    /// `world`, with nothing folded: where the datapath's identity starts.
+    pub const WORLD: Self = Self::new(IDENTITY_WORLD, false);
 }
 
 /// Address bits of `family`.
@@ -198,8 +209,8 @@ pub const fn family_bits(family: u8) -> u8 {
 
 const _: () = {
     assert!(size_of::<PrefixKey>() == 20);
-    assert!(size_of::<PrefixValue>() == 8);
-    assert!(size_of::<PrefixLevels>() == 10 + 2 * MAX_PREFIX_LEVELS);
+    assert!(size_of::<PrefixValue>() == 24);
+    assert!(size_of::<PrefixLevels>() == 10 + 2 * MAX_PREFIX_LEVELS + 16);
 };
 
 #[cfg(test)]

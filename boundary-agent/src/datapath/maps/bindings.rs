@@ -166,7 +166,8 @@ impl Maps {
         self.identities
             .insert(
                 &key,
-                &IdentityValue::new(binding.identity, BINDING_MTLS, b.expires),
+                &IdentityValue::new(binding.identity, BINDING_MTLS, b.expires)
+                    .with_fold(binding.fold),
                 0,
             )
             .map_err(map_err(IDENTITIES_MAP))?;

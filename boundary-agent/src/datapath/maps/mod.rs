@@ -107,7 +107,7 @@ pub struct Maps {
     /// `bindings.rs`).
     earned: HashMap<MapData, AddrKey, abi::EarnedRecord>,
     bind_seq: Array<MapData, u32>,
-    cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32>,
+    cidrs: LpmTrie<MapData, [u8; CIDR_KEY_LEN], abi::PrefixValue>,
     /// The prefix levels' regions, each generation's level lengths, and the regions one
     /// generation may hold (half the map).
     prefixes: HashMap<MapData, abi::PrefixKey, abi::PrefixValue>,
@@ -349,7 +349,7 @@ impl Maps {
         &self.endpoints
     }
 
-    pub fn cidrs_map(&self) -> &LpmTrie<MapData, [u8; CIDR_KEY_LEN], u32> {
+    pub fn cidrs_map(&self) -> &LpmTrie<MapData, [u8; CIDR_KEY_LEN], abi::PrefixValue> {
         &self.cidrs
     }
 

@@ -78,7 +78,7 @@ impl Maps {
             CIDR_KEY_FIXED_BITS + addr_bits(addr),
             cidr_key_data(generation, family, a),
         );
-        self.cidrs.get(&key, 0).ok()
+        self.cidrs.get(&key, 0).ok().map(|v| v.id)
     }
 
     pub fn live_policy(&self, generation: u8, key: &RuleKey) -> Option<PolicyValue> {

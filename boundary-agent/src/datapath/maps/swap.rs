@@ -16,7 +16,13 @@ use boundary_common::name::encode_name;
 use tracing::warn;
 
 use crate::datapath::{batch, grace::Grace};
-use crate::policy::{BucketTable, RuleTable, Tables, compile::prefixes::PrefixLayout};
+use crate::policy::{
+    BucketTable, RuleTable, Tables,
+    compile::{
+        folds::{Folds, written},
+        prefixes::PrefixLayout,
+    },
+};
 
 use super::{
     Installed, Maps, MapsError,
@@ -383,12 +389,16 @@ impl Maps {
             &values,
             &mut w.endpoints,
         )?;
+        let folds = Folds::of(t);
         let values: Vec<abi::IdentityValue> = t
             .identities
             .iter()
-            .map(|(a, id)| match t.earned.get(a) {
-                Some(&expires) => abi::IdentityValue::new(*id, abi::BINDING_MTLS, expires),
-                None => abi::IdentityValue::new(*id, abi::BINDING_STATIC, abi::NEVER),
+            .map(|(a, id)| {
+                match t.earned.get(a) {
+                    Some(&expires) => abi::IdentityValue::new(*id, abi::BINDING_MTLS, expires),
+                    None => abi::IdentityValue::new(*id, abi::BINDING_STATIC, abi::NEVER),
+                }
+                .with_fold(folds.get(*id))
             })
             .collect();
         write_map(
@@ -398,7 +408,15 @@ impl Maps {
             &values,
             &mut w.identities,
         )?;
-        let values: Vec<u32> = prefixes.trie.iter().map(|(_, id)| *id).collect();
+        let folded = |v: abi::PrefixValue| abi::PrefixValue {
+            fold: folds.get(v.id),
+            ..v
+        };
+        let values: Vec<abi::PrefixValue> = prefixes
+            .trie
+            .iter()
+            .map(|(_, id)| folded(abi::PrefixValue::new(*id, false)))
+            .collect();
         write_map(
             &mut self.cidrs,
             CIDRS_MAP,
@@ -406,7 +424,8 @@ impl Maps {
             &values,
             &mut w.cidrs,
         )?;
-        let values: Vec<abi::PrefixValue> = prefixes.regions.iter().map(|(_, v)| *v).collect();
+        let values: Vec<abi::PrefixValue> =
+            prefixes.regions.iter().map(|(_, v)| folded(*v)).collect();
         write_map(
             &mut self.prefixes,
             abi::PREFIXES_MAP,
@@ -414,7 +433,8 @@ impl Maps {
             &values,
             &mut w.prefixes,
         )?;
-        let values: Vec<PolicyValue> = t.policy.values().copied().collect();
+        let limited = |v: &PolicyValue| written(*v, t.buckets.contains_key(&v.rule));
+        let values: Vec<PolicyValue> = t.policy.values().map(limited).collect();
         write_map(
             &mut self.policy,
             POLICY_MAP,
@@ -422,7 +442,7 @@ impl Maps {
             &values,
             &mut w.policy,
         )?;
-        let values: Vec<PolicyValue> = t.ranges.values().copied().collect();
+        let values: Vec<PolicyValue> = t.ranges.values().map(limited).collect();
         write_map(
             &mut self.ranges,
             RANGES_MAP,
@@ -440,8 +460,12 @@ impl Maps {
         )?;
         self.write_port_bitmaps(g, t)?;
         // Only generation `g` reads its levels, as its port bitmaps: nothing to take back.
+        let levels = abi::PrefixLevels {
+            world_fold: folds.get(abi::IDENTITY_WORLD),
+            ..prefixes.levels
+        };
         self.prefix_levels
-            .set(u32::from(g & 1), &prefixes.levels, 0)
+            .set(u32::from(g & 1), &levels, 0)
             .map_err(map_err(abi::PREFIX_LEVELS_MAP))
     }
 

@@ -16,11 +16,15 @@ use std::{
 
 use boundary_common::{
     Direction,
-    maps::{FIRST_IDENTITY, PolicyValue},
+    maps::{FIRST_IDENTITY, Fold, PolicyValue},
 };
 use ipnet::IpNet;
 
-use super::{RangeKey, RuleKey, Tables, entries, rules::Placed};
+use super::{
+    RangeKey, RuleKey, Tables, entries,
+    folds::{Folds, written},
+    rules::Placed,
+};
 use crate::policy::{
     model::{Policy, Rule},
     spiffe::{SpiffeId, SpiffePattern},
@@ -42,8 +46,10 @@ pub struct Binder {
     by_cidr: HashMap<IpNet, Vec<u32>>,
     /// Position -> rule id.
     ids: Vec<u32>,
-    /// Rule set (positions) -> identity, every identity of the generation.
-    sets: BTreeMap<BTreeSet<u32>, u32>,
+    /// Rule set (positions) -> identity and its fold, every identity of the generation.
+    sets: BTreeMap<BTreeSet<u32>, (u32, Fold)>,
+    /// Ids of the rules with a rate limit.
+    limited: BTreeSet<u32>,
     next: u32,
     /// Statically bound addresses: an earned binding never replaces one.
     statics: BTreeMap<IpAddr, SpiffeId>,
@@ -54,9 +60,11 @@ pub struct Binder {
 pub struct Binding {
     pub identity: u32,
     /// The entries of a new identity, to write before the address is bound to it (empty when
-    /// the identity was live already).
+    /// the identity was live already), as the agent writes them (`folds::written`).
     pub policy: BTreeMap<RuleKey, PolicyValue>,
     pub ranges: BTreeMap<RangeKey, PolicyValue>,
+    /// The identity's fold, for the address's identity-map value.
+    pub fold: Fold,
 }
 
 impl Binder {
@@ -81,6 +89,7 @@ impl Binder {
             by_cidr: HashMap::new(),
             ids,
             sets: BTreeMap::new(),
+            limited: tables.buckets.keys().copied().collect(),
             next: FIRST_IDENTITY,
             statics: policy
                 .identities
@@ -117,13 +126,14 @@ impl Binder {
                 }
             }
         }
+        let folds = Folds::of(tables);
         for (id, info) in &tables.identity_info {
             let set = info
                 .rules
                 .iter()
                 .filter_map(|r| position.get(r).copied())
                 .collect();
-            b.sets.insert(set, *id);
+            b.sets.insert(set, (*id, folds.get(*id)));
             b.next = b.next.max(id + 1);
         }
         b
@@ -144,11 +154,12 @@ impl Binder {
                 .filter(|(_, p)| p.matches(id))
                 .map(|(i, _)| *i),
         );
-        if let Some(&identity) = self.sets.get(&set) {
+        if let Some(&(identity, fold)) = self.sets.get(&set) {
             return Binding {
                 identity,
                 policy: BTreeMap::new(),
                 ranges: BTreeMap::new(),
+                fold,
             };
         }
         let identity = self.next;
@@ -166,12 +177,16 @@ impl Binder {
         entries::inherit_covering_ranges(&mut ranges);
         for v in policy.values_mut().chain(ranges.values_mut()) {
             v.rule = self.ids.get(v.rule as usize).copied().unwrap_or(u32::MAX);
+            *v = written(*v, self.limited.contains(&v.rule));
         }
-        self.sets.insert(set, identity);
+        let fold =
+            Folds::of_entries(&policy, &ranges, |rule| self.limited.contains(&rule)).get(identity);
+        self.sets.insert(set, (identity, fold));
         Binding {
             identity,
             policy,
             ranges,
+            fold,
         }
     }
 

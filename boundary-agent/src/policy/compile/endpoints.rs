@@ -188,7 +188,8 @@ workloads:
         };
         let deny = PolicyValue {
             action: boundary_common::maps::RULE_DENY,
-            pad: [0; 3],
+            flags: 0,
+            pad: [0; 2],
             rule: 0,
         };
         let ranges = BTreeMap::from([

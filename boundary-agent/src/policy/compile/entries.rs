@@ -125,7 +125,8 @@ fn merge(slot: &mut Option<PolicyValue>, action: RuleAction, rule: u32) {
             RuleAction::Allow => RULE_ALLOW,
             RuleAction::Deny => RULE_DENY,
         },
-        pad: [0; 3],
+        flags: 0,
+        pad: [0; 2],
         rule,
     };
     *slot = Some(match *slot {
@@ -158,7 +159,8 @@ mod tests {
     fn value(action: u8, rule: u32) -> PolicyValue {
         PolicyValue {
             action,
-            pad: [0; 3],
+            flags: 0,
+            pad: [0; 2],
             rule,
         }
     }

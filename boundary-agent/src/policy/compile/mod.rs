@@ -16,9 +16,10 @@
 //! 9. `limits`: a rate-limit bucket for every rule with a limit, kept across reloads while
 //!    the rule and its limit stay the same.
 //!
-//! Beside the passes, `prefixes` lays the CIDR identities of [`Tables::cidrs`] out as the
-//! datapath looks them up (prefix levels, or the trie); the map writer calls it, with the room
-//! the loaded map has.
+//! Beside the passes, the map writer calls two with the tables it writes: `prefixes` lays
+//! the CIDR identities of [`Tables::cidrs`] out as the datapath looks them up (prefix levels,
+//! or the trie), with the room the loaded map has; `folds` gives each identity's value the
+//! one policy entry the identity has (if so) and each entry its no-limit flag.
 //!
 //! ## Identities
 //! An identity is a class of peers the policy cannot tell apart: the set of rules whose peer
@@ -37,6 +38,7 @@
 mod binder;
 mod endpoints;
 mod entries;
+pub mod folds;
 mod identities;
 mod limits;
 pub mod prefixes;
