@@ -234,7 +234,12 @@ impl Lookups {
     ///   the prefix levels;
     /// - policy: (identity, port) when the port bitmap lists the port (8443: 1); for a port no
     ///   rule lists (9999, and the established row's 40000) that lookup is skipped, and
-    ///   (identity, any port) and (any peer, any port) miss (2);
+    ///   (identity, any port) and (any peer, any port) miss (2). An identity with one entry of
+    ///   its own carries it in its value (a *fold*, `boundary_common::maps::Fold`): every CIDR
+    ///   identity of these tables and each binding's own identity in the regrouped ones. Its
+    ///   port rule costs no lookup (0), and a port it does not name skips the identity's own
+    ///   lookups: (any peer, any port) only (1). The shared identity of the exact bindings has
+    ///   two entries (ingress, and the egress twin): looked up;
     /// - a drop: conntrack, is it a reply? (1; the failsafe lookup is skipped by its port
     ///   bitmap, which lists 22 only);
     /// - an allow: conntrack's record looks the flow up (1), then inserts it.
@@ -253,11 +258,13 @@ impl Lookups {
             }
             Keys::Fixed => return Self::ZERO,
         };
+        let folded = !matches!(keys, Keys::Exact | Keys::ExactDst);
+        let hit = if folded { 0 } else { 1 };
         let (policy, ct, ct_insert) = match reason {
-            Reason::PolicyAllow => (1, 1, true),
-            Reason::PolicyDeny => (1, 1, false),
+            Reason::PolicyAllow => (hit, 1, true),
+            Reason::PolicyDeny => (hit, 1, false),
             // A policy miss, then the default (deny) or an established reply.
-            _ => (2, 1, false),
+            _ => (if folded { 1 } else { 2 }, 1, false),
         };
         Lookups {
             hash: 1 + 1 + policy + ct,
