@@ -61,7 +61,10 @@ pub struct PrefixLevels {
     pub pad: [u8; 2],
     /// `IDENTITY_WORLD`, always: the datapath's walk starts from this field rather than
     /// from the constant, so that the verifier sees the same unknown value on every exit of
-    /// the walk and checks what follows once, not once per exit.
+    /// the walk and checks what follows once, not once per exit. A zeroed entry (0 here is
+    /// the `any` identity) is never read: the agent writes a generation's entry before it
+    /// switches to it, and the datapath reads it only under `CFG_HAS_CIDRS`, which the switch
+    /// writes.
     pub world: u32,
     /// Lengths (in bits of the address) of the levels in use, shortest first.
     pub v4: [u8; MAX_PREFIX_LEVELS],
