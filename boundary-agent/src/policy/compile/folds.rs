@@ -99,7 +99,8 @@ workloads:
       - { from: { cidr: 10.2.0.0/16 }, ports: [\"80/tcp\", \"81/tcp\"] }
       - { from: { cidr: 10.3.0.0/16 }, ports: [\"1000-2000/tcp\"] }
       - { from: { cidr: 10.4.0.0/16 }, ports: [\"53/udp\"], rateLimit: { packetsPerSecond: 100, burst: 10 } }
-      - { from: { cidr: 10.5.0.0/16 }, action: deny }
+      - { from: { cidr: 10.5.0.0/16 }, protocols: [gre], action: deny }
+      - { from: { cidr: 10.6.0.0/16 }, action: deny }
       - { from: { any: true }, ports: [\"22/tcp\"] }
 ",
         );
@@ -132,7 +133,9 @@ workloads:
         );
         assert_eq!(limited.value.flags, 0, "a limit: the bucket is read");
         let deny = folds.get(id_of("10.5.0.0/16"));
-        assert_eq!((deny.kind, deny.port), (FOLD_ONE, PORT_ANY));
+        assert_eq!((deny.kind, deny.proto, deny.port), (FOLD_ONE, 47, PORT_ANY));
+        // No protocol named: an entry for each protocol.
+        assert_eq!(folds.get(id_of("10.6.0.0/16")).kind, FOLD_NONE);
         // `world` has no rule of its own here, and `any`'s entries are nobody's fold.
         assert_eq!(folds.get(IDENTITY_WORLD).kind, FOLD_EMPTY);
     }
