@@ -87,8 +87,10 @@ pub static CT_ACCEPTED_INSERTS: Array<u64> = Array::with_max_entries(1, 0);
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);
 
+/// A block per possible CPU (`rule_hits_index`); the agent's loader sizes it for the host's
+/// CPUs. Written by each CPU in its own block only.
 #[map(name = "BND_RULE_HITS")]
-pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+pub static RULE_HITS: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 
 /// The agent's record of which rule holds which id (see `RULE_IDS_MAP`); no program reads it.
 #[map(name = "BND_RULE_IDS")]

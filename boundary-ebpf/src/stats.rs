@@ -1,8 +1,9 @@
 //! Per-CPU packet and byte counters by (workload slot, direction, reason).
 
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use boundary_common::{
     Direction, Reason,
-    maps::{REASON_SLOTS_MASK, counter_index},
+    maps::{MAX_RULES, REASON_SLOTS_MASK, counter_index, rule_hits_index},
 };
 
 use crate::maps::{COUNTERS, RULE_HITS, RULE_LIMITED};
@@ -36,8 +37,13 @@ pub fn count(slot: u16, direction: Direction, reason: Reason, packets: u64, byte
 /// maps' end are not counted.
 #[inline(always)]
 pub fn count_rule(rule: u32, packets: u64, limited: bool) {
-    if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
-        // SAFETY: this CPU's slot of a per-CPU array, as in `count`.
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if rule < MAX_RULES
+        && let Some(hits) = RULE_HITS.get_ptr_mut(rule_hits_index(cpu, rule))
+    {
+        // SAFETY: this CPU's block of the array: no other CPU writes it, and nothing else
+        // runs on this CPU while we hold it, as in `count`.
         unsafe { *hits += packets };
     }
     if limited && let Some(n) = RULE_LIMITED.get_ptr_mut(rule) {

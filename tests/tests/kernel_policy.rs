@@ -216,20 +216,27 @@ fn rule_hits_count_per_rule() {
         return;
     }
     let mut k = kernel();
-    for _ in 0..3 {
-        let o = k.xdp(&udp(CLIENT, 5000, SERVER, 53));
-        assert_eq!((o.action, o.reason), (XDP_PASS, Reason::PolicyAllow));
+    // Each CPU counts in a block of its own (`rule_hits_index`): three packets on every
+    // online CPU, the first and later packets of a flow (judged, then cached) alike.
+    let cpus = aya::util::online_cpus().expect("online CPUs");
+    for &cpu in &cpus {
+        move_to_cpu(cpu);
+        for _ in 0..3 {
+            let o = k.xdp(&udp(CLIENT, 5000, SERVER, 53));
+            assert_eq!((o.action, o.reason), (XDP_PASS, Reason::PolicyAllow));
+        }
     }
+    let n = 3 * u64::try_from(cpus.len()).expect("CPUs");
     assert_eq!(k.xdp(&udp(CLIENT, 5000, SERVER, 80)).action, XDP_DROP);
-    assert_eq!(k.dp.maps().rule_hits(0).expect("hits"), 3);
+    assert_eq!(k.dp.maps().rule_hits(0).expect("hits"), n);
     // What /metrics reads: every rule, and every counter row, in one batch read each.
-    assert_eq!(k.dp.maps().rule_hit_totals(3).expect("hits"), [3, 0, 0]);
+    assert_eq!(k.dp.maps().rule_hit_totals(3).expect("hits"), [n, 0, 0]);
     let rows = k.dp.maps().counter_rows().expect("rows");
     let web = k.dp.maps().slot_table().expect("slots")["web"];
     let row = rows[boundary_common::maps::counter_index(web, 0) as usize];
     assert_eq!(
         row.counters[usize::from(Reason::PolicyAllow.code())].packets,
-        3
+        n
     );
     assert_eq!(
         row.counters[usize::from(Reason::DefaultDeny.code())].packets,
@@ -244,6 +251,21 @@ fn rule_hits_count_per_rule() {
             *row,
             k.dp.maps().counter_row(slot, direction).expect("row"),
             "row {i}"
+        );
+    }
+}
+
+/// Moves the calling thread to `cpu` alone.
+fn move_to_cpu(cpu: u32) {
+    // SAFETY: plain syscalls on a zeroed cpu_set_t of this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(usize::try_from(cpu).expect("cpu"), &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
         );
     }
 }

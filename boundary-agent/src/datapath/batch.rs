@@ -329,20 +329,21 @@ pub fn read_per_cpu<V: Pod>(
     Ok(())
 }
 
-/// Reads entries `start..start + count` of an array of `u32` (the rule -> bucket half of one
-/// generation: 131,072 entries in a handful of calls, where one call each took 0.3 s). Entries
-/// the batch command cannot read (a kernel without it) come back one by one.
-pub fn read_u32_array(
-    map: &aya::maps::Array<MapData, u32>,
+/// Reads entries `start..start + count` of an array (the rule -> bucket half of one
+/// generation: 131,072 entries in a handful of calls, where one call each took 0.3 s; a CPU's
+/// block of rule hits). Entries the batch command cannot read (a kernel without it) come back
+/// one by one.
+pub fn read_array<V: Pod + Default>(
+    map: &aya::maps::Array<MapData, V>,
     start: u32,
     count: u32,
-) -> Result<Vec<u32>, Error> {
+) -> Result<Vec<V>, Error> {
     const CHUNK: usize = 16_384;
     let fd = map.map().fd().as_fd().as_raw_fd();
     let fd = u32::try_from(fd).expect("file descriptors are non-negative");
     let mut out = Vec::with_capacity(count as usize);
     let mut keys = vec![0u32; CHUNK];
-    let mut values = vec![0u32; CHUNK];
+    let mut values = vec![V::default(); CHUNK];
     // The batch starts after the key `in_batch` names: before `start`, or at the array's start.
     let mut prev = start.wrapping_sub(1);
     let mut next = 0u32;

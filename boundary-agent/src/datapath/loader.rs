@@ -12,7 +12,8 @@ use boundary_common::{
     diag::{LOG_LEVEL_GLOBAL, LOG_MAP},
     maps::{
         ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, FROZEN_CLOCK_GLOBAL, NAMES_MAP,
-        PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL,
+        PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL, RULE_HITS_MAP,
+        rule_hits_entries,
     },
 };
 
@@ -177,7 +178,8 @@ impl Datapath {
         }
         loader
             .map_max_entries(NAMES_MAP, max_workloads)
-            .map_max_entries(COUNTERS_MAP, max_workloads * 2);
+            .map_max_entries(COUNTERS_MAP, max_workloads * 2)
+            .map_max_entries(RULE_HITS_MAP, rule_hits_entries(maps::possible_cpus()?));
         for &(map, entries) in options.capacities {
             loader.map_max_entries(map, entries);
         }

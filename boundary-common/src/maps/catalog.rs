@@ -69,8 +69,24 @@ pub const CT_INSERTS_MAP: &str = "BND_CT_INSERTS";
 /// `LruHashMap<FragKey, FragValue>`: first-fragment verdicts for the later fragments.
 pub const FRAGMENTS_MAP: &str = "BND_FRAGMENTS";
 
-/// `PerCpuArray<u64>`: packets decided by each rule (by compiled rule id).
+/// `Array<u64>`: packets decided by each rule (by compiled rule id), a block of
+/// [`MAX_RULES`] counters per possible CPU ([`rule_hits_index`]), sized at load
+/// ([`rule_hits_entries`]). Not a `PerCpuArray`: its lookup reads a pointer per rule (a
+/// megabyte of them) before the counter, two dependent cache misses on a flow's first
+/// packet at scale where this is one (issue #15).
 pub const RULE_HITS_MAP: &str = "BND_RULE_HITS";
+
+/// [`RULE_HITS_MAP`]'s entries for `cpus` possible CPUs.
+pub const fn rule_hits_entries(cpus: u32) -> u32 {
+    MAX_RULES * cpus
+}
+
+/// [`RULE_HITS_MAP`]'s index of `rule`'s counter on `cpu`.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "on every packet a rule decides")]
+pub const fn rule_hits_index(cpu: u32, rule: u32) -> u32 {
+    cpu * MAX_RULES + rule
+}
 /// `HashMap<u64, u32>`: rule fingerprint -> rule id, for the rules installed. The agent's
 /// alone (the datapath never reads it): a restarted agent keeps every rule's id, and so its
 /// counts, from it.
@@ -113,7 +129,8 @@ pub const ABI_MAP: &str = "BND_ABI";
 ///
 /// 4: identity values carry their identity's fold ([`Fold`](super::Fold)), the trie's
 /// values are [`PrefixValue`](super::PrefixValue)s, and policy values say when a rule has no
-/// limit: every value of those maps changed size or meaning.
+/// limit: every value of those maps changed size or meaning. [`RULE_HITS_MAP`] became a
+/// plain array with a block per CPU (a pinned per-CPU one is replaced by its shape).
 pub const ABI_VERSION: u32 = 4;
 /// The oldest version whose pins this agent adopts map by map (by shape): a version that only
 /// adds maps whose zeroed entries mean what the older agent's maps meant can be adopted. Not

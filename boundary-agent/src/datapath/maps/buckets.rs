@@ -172,7 +172,7 @@ impl Maps {
         if let Some(known) = &self.rule_buckets_known[usize::from(g & 1)] {
             return Ok(known.clone());
         }
-        let half = batch::read_u32_array(&self.rule_buckets, rule_bucket_index(g, 0), MAX_RULES)
+        let half = batch::read_array(&self.rule_buckets, rule_bucket_index(g, 0), MAX_RULES)
             .map_err(|source| MapsError::Read {
                 name: RULE_BUCKETS_MAP,
                 source,

@@ -92,6 +92,14 @@ pub enum MapsError {
     },
 }
 
+/// The host's possible CPUs, as the kernel sizes per-CPU maps (and the loader sizes
+/// `RULE_HITS_MAP`, a block per CPU).
+pub fn possible_cpus() -> Result<u32, MapsError> {
+    aya::util::nr_cpus()
+        .map(std::num::NonZeroU32::get)
+        .map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
@@ -123,7 +131,8 @@ pub struct Maps {
     /// Flows the workloads accepted.
     conntrack_accepted: HashMap<MapData, FlowKey, FlowValue>,
     fragments: HashMap<MapData, FragKey, FragValue>,
-    rule_hits: PerCpuArray<MapData, u64>,
+    /// A block of `MAX_RULES` counters per possible CPU.
+    rule_hits: Array<MapData, u64>,
     /// Rule fingerprint -> id (see `rule_ids.rs`).
     rule_ids: HashMap<MapData, u64, u32>,
     /// What `rule_ids` holds, when this process knows it exactly.

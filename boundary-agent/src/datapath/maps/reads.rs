@@ -45,19 +45,27 @@ impl Maps {
         Ok(rows)
     }
 
-    /// Packets decided by rules `0..rules`, summed over CPUs: one batch read.
+    /// Packets decided by rules `0..rules`, summed over CPUs: a batch read of each CPU's
+    /// block.
     pub fn rule_hit_totals(&self, rules: u32) -> Result<Vec<u64>, MapsError> {
+        let rules = rules.min(abi::MAX_RULES);
         let mut hits = vec![0; rules as usize];
-        batch::read_per_cpu(&self.rule_hits, rules, |i, per_cpu| {
-            if let Some(h) = hits.get_mut(i as usize) {
-                *h = per_cpu.iter().sum();
+        for cpu in 0..self.rule_hit_cpus() {
+            let block = batch::read_array(&self.rule_hits, abi::rule_hits_index(cpu, 0), rules)
+                .map_err(|source| MapsError::Read {
+                    name: RULE_HITS_MAP,
+                    source,
+                })?;
+            for (sum, n) in hits.iter_mut().zip(block) {
+                *sum += n;
             }
-        })
-        .map_err(|source| MapsError::Read {
-            name: RULE_HITS_MAP,
-            source,
-        })?;
+        }
         Ok(hits)
+    }
+
+    /// The CPUs [`RULE_HITS_MAP`] has a block for (as the loader sized it).
+    pub(super) fn rule_hit_cpus(&self) -> u32 {
+        self.rule_hits.len() / abi::MAX_RULES
     }
 
     /// Packets rules `0..rules` matched and their rate limits refused, summed over CPUs: one
@@ -87,11 +95,13 @@ impl Maps {
 
     /// Packets decided by `rule`, summed over CPUs.
     pub fn rule_hits(&self, rule: u32) -> Result<u64, MapsError> {
-        let per_cpu = self
-            .rule_hits
-            .get(&rule, 0)
-            .map_err(map_err(RULE_HITS_MAP))?;
-        Ok(per_cpu.iter().sum())
+        (0..self.rule_hit_cpus()).try_fold(0u64, |sum, cpu| {
+            let n = self
+                .rule_hits
+                .get(&abi::rule_hits_index(cpu, rule), 0)
+                .map_err(map_err(RULE_HITS_MAP))?;
+            Ok(sum + n)
+        })
     }
 
     /// Packets `rule` matched and its rate limit refused, summed over CPUs.

@@ -4,7 +4,7 @@
 //! (zeroing the hits of any id that changes hands) and forgets the removed rules' after it.
 
 use aya::maps::PerCpuValues;
-use boundary_common::maps::{RULE_HITS_MAP, RULE_IDS_MAP, RULE_LIMITED_MAP};
+use boundary_common::maps::{RULE_HITS_MAP, RULE_IDS_MAP, RULE_LIMITED_MAP, rule_hits_index};
 
 use crate::{datapath::batch, policy::RuleTable, policy::Tables};
 
@@ -52,9 +52,11 @@ impl Maps {
                     PerCpuValues::try_from(vec![0u64; cpus.get() as usize])
                         .map_err(|e| MapsError::Cpus(e.to_string()))
                 };
-                self.rule_hits
-                    .set(id, zero()?, 0)
-                    .map_err(map_err(RULE_HITS_MAP))?;
+                for cpu in 0..self.rule_hit_cpus() {
+                    self.rule_hits
+                        .set(rule_hits_index(cpu, id), &0, 0)
+                        .map_err(map_err(RULE_HITS_MAP))?;
+                }
                 // What the limit refused is a part of the hits: zero with them.
                 self.rule_limited
                     .set(id, zero()?, 0)

@@ -15,7 +15,8 @@
 
 use aya::maps::MapInfo;
 use boundary_common::maps::{
-    ABI_ADOPTS_FROM, ABI_MAP, ABI_VERSION, ALL_MAPS, COUNTERS_MAP, NAMES_MAP,
+    ABI_ADOPTS_FROM, ABI_MAP, ABI_VERSION, ALL_MAPS, COUNTERS_MAP, NAMES_MAP, RULE_HITS_MAP,
+    rule_hits_entries,
 };
 use tracing::warn;
 
@@ -65,6 +66,7 @@ pub fn expected_shapes(max_workloads: u32) -> Result<Vec<(&'static str, Shape)>,
             let entries = match name {
                 NAMES_MAP => max_workloads,
                 COUNTERS_MAP => max_workloads * 2,
+                RULE_HITS_MAP => rule_hits_entries(super::possible_cpus()?),
                 _ => m.max_entries(),
             };
             Ok((
