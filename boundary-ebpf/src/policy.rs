@@ -61,7 +61,7 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> P
             return Peer {
                 id: v.id,
                 expires: v.expires,
-                fold: v.fold,
+                fold: v.fold.unpack(),
             };
         }
     }
@@ -77,7 +77,7 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> P
     Peer {
         id: v.id,
         expires: NEVER,
-        fold: v.fold,
+        fold: v.fold.unpack(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use core::mem::size_of;
 
-use super::Fold;
+use super::{Fold, PackedFold};
 
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
@@ -17,13 +17,14 @@ pub struct IdentityValue {
     pub id: u32,
     /// [`BINDING_STATIC`] or [`BINDING_MTLS`].
     pub source: u8,
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// The fold of `id` (see [`Fold`]).
+    pub fold: PackedFold,
+    pub tail: [u8; 2],
     /// `CLOCK_MONOTONIC` ns (as `bpf_ktime_get_coarse_ns` reads it) from which the binding
     /// counts as absent, or [`NEVER`]. The datapath checks it itself, so an expired binding
     /// stops admitting its peer while no agent runs.
     pub expires: u64,
-    /// The fold of `id` (see [`Fold`]).
-    pub fold: Fold,
 }
 
 /// [`IdentityValue::source`]: a binding from the policy's `identities:`.
@@ -38,16 +39,20 @@ impl IdentityValue {
         Self {
             id,
             source,
-            pad: [0; 3],
+            pad: 0,
+            fold: PackedFold::NONE,
+            tail: [0; 2],
             expires,
-            fold: Fold::NONE,
         }
     }
 
     /// With `fold` for its identity.
     #[must_use]
     pub const fn with_fold(self, fold: Fold) -> Self {
-        Self { fold, ..self }
+        Self {
+            fold: fold.pack(),
+            ..self
+        }
     }
 
     /// Whether the binding counts at `now` (monotonic ns).
@@ -141,7 +146,7 @@ pub fn issuer_hash(der: &[u8]) -> u64 {
 }
 
 const _: () = {
-    assert!(size_of::<IdentityValue>() == 32);
+    assert!(size_of::<IdentityValue>() == 24);
     assert!(size_of::<ChainLink>() == 16 + SERIAL_MAX);
     assert!(
         size_of::<EarnedRecord>()

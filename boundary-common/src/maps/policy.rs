@@ -111,7 +111,93 @@ pub struct Fold {
     pub value: PolicyValue,
 }
 
+/// A [`Fold`] in 8 bytes, as the identity values of hash maps hold it: with the full 16, an
+/// element of the identity map or of the prefix levels grew past the kernel allocator's
+/// 96-byte class into the 128-byte one, where its key and value always span two cache lines
+/// (in the 96-byte class half of them fit in one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PackedFold {
+    /// The kind (bits 0-1), the direction (bit 2), the action (bit 3), [`POLICY_NO_LIMIT`]
+    /// (bit 4) and bit 16 of the rule id (bit 5).
+    pub bits: u8,
+    pub proto: u8,
+    pub slot: u16,
+    pub port: u16,
+    /// The rule id's low 16 bits.
+    pub rule: u16,
+}
+
+/// Rule ids a [`PackedFold`] holds: below `MAX_RULES`, which every compiled id is.
+pub const PACKED_RULE_LIMIT: u32 = 1 << 17;
+
+impl PackedFold {
+    /// Nothing known.
+    pub const NONE: Self = Self {
+        bits: FOLD_NONE,
+        proto: 0,
+        slot: 0,
+        port: 0,
+        rule: 0,
+    };
+
+    /// The fold it holds.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "on the datapath's first-packet path, a few shifts"
+    )]
+    pub const fn unpack(&self) -> Fold {
+        let b = self.bits;
+        Fold {
+            kind: b & 3,
+            direction: (b >> 2) & 1,
+            proto: self.proto,
+            pad: 0,
+            slot: self.slot,
+            port: self.port,
+            value: PolicyValue {
+                action: (b >> 3) & 1,
+                flags: (b >> 4) & POLICY_NO_LIMIT,
+                pad: [0; 2],
+                rule: self.rule as u32 | (((b >> 5) & 1) as u32) << 16,
+            },
+        }
+    }
+}
+
 impl Fold {
+    /// This fold in 8 bytes, or [`PackedFold::NONE`] (which costs the lookup, nothing
+    /// else) for one that does not fit: a rule id past [`PACKED_RULE_LIMIT`], or flags
+    /// other than [`POLICY_NO_LIMIT`].
+    #[must_use]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the rule id is below PACKED_RULE_LIMIT: bit 16 and the low 16 bits"
+    )]
+    pub const fn pack(&self) -> PackedFold {
+        let v = self.value;
+        if self.kind > FOLD_EMPTY
+            || self.direction > 1
+            || v.action > 1
+            || v.flags & !POLICY_NO_LIMIT != 0
+            || v.rule >= PACKED_RULE_LIMIT
+        {
+            return PackedFold::NONE;
+        }
+        PackedFold {
+            bits: self.kind
+                | self.direction << 2
+                | v.action << 3
+                | v.flags << 4
+                | ((v.rule >> 16) as u8) << 5,
+            proto: self.proto,
+            slot: self.slot,
+            port: self.port,
+            rule: v.rule as u16,
+        }
+    }
+
     /// Nothing known (what a zeroed value says).
     pub const NONE: Self = Self {
         kind: FOLD_NONE,
@@ -229,4 +315,46 @@ const _: () = {
     assert!(size_of::<PolicyKey>() == 12);
     assert!(size_of::<PolicyValue>() == 8);
     assert!(size_of::<Fold>() == 16);
+    assert!(size_of::<PackedFold>() == 8);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_fold_unpacks_to_itself_or_to_none() {
+        let value = |action, flags, rule| PolicyValue {
+            action,
+            flags,
+            pad: [0; 2],
+            rule,
+        };
+        for f in [
+            Fold::one(0, 6, 1, 80, value(RULE_ALLOW, POLICY_NO_LIMIT, 0)),
+            Fold::one(
+                1,
+                17,
+                65_535,
+                53,
+                value(RULE_DENY, 0, PACKED_RULE_LIMIT - 1),
+            ),
+            Fold::one(0, 1, 7, PORT_ANY, value(RULE_ALLOW, 0, 1 << 16)),
+            Fold::one(1, 58, 2, icmp_port(255), value(RULE_DENY, 1, 65_535)),
+            Fold::EMPTY,
+            Fold::NONE,
+        ] {
+            assert_eq!(f.pack().unpack(), f, "{f:?}");
+        }
+        // What does not fit is not folded: the lookup answers instead.
+        for f in [
+            Fold::one(0, 6, 1, 80, value(RULE_ALLOW, 0, PACKED_RULE_LIMIT)),
+            Fold::one(0, 6, 1, 80, value(RULE_ALLOW, 0, u32::MAX)),
+            Fold::one(0, 6, 1, 80, value(RULE_ALLOW, 2, 5)),
+            Fold::one(2, 6, 1, 80, value(RULE_ALLOW, 0, 5)),
+        ] {
+            assert_eq!(f.pack(), PackedFold::NONE, "{f:?}");
+            assert_eq!(f.pack().unpack().kind, FOLD_NONE);
+        }
+    }
+}

@@ -33,7 +33,7 @@ use core::mem::size_of;
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{CIDRS_MAP, PREFIX_LEVELS_MAP, PREFIXES_MAP};
-use super::{FAMILY_IPV4, FAMILY_IPV6, Fold, IDENTITY_WORLD};
+use super::{FAMILY_IPV4, FAMILY_IPV6, Fold, IDENTITY_WORLD, PackedFold};
 
 /// Levels per family at most: the datapath's walk is unrolled this many times. Each level
 /// costs the verifier about 13k instructions in XDP and 26k in each TC program (its walk is
@@ -71,7 +71,7 @@ pub struct PrefixLevels {
     pub v6: [u8; MAX_PREFIX_LEVELS],
     pub tail: [u8; 2],
     /// The fold of `world` (see [`Fold`]): a peer in no prefix finds it here.
-    pub world_fold: Fold,
+    pub world_fold: PackedFold,
 }
 
 impl PrefixLevels {
@@ -83,7 +83,7 @@ impl PrefixLevels {
         v4: [0; MAX_PREFIX_LEVELS],
         v6: [0; MAX_PREFIX_LEVELS],
         tail: [0; 2],
-        world_fold: Fold::NONE,
+        world_fold: PackedFold::NONE,
     };
 }
 
@@ -185,9 +185,10 @@ pub struct PrefixValue {
     pub id: u32,
     /// 1 when a longer prefix lies inside the region: the walk goes on to the next level.
     pub deeper: u8,
-    pub pad: [u8; 3],
+    pub pad: u8,
     /// The fold of `id` (see [`Fold`]).
-    pub fold: Fold,
+    pub fold: PackedFold,
+    pub tail: [u8; 2],
 }
 
 impl PrefixValue {
@@ -196,8 +197,18 @@ impl PrefixValue {
         Self {
             id,
             deeper: deeper as u8,
-            pad: [0; 3],
-            fold: Fold::NONE,
+            pad: 0,
+            fold: PackedFold::NONE,
+            tail: [0; 2],
+        }
+    }
+
+    /// With `fold` for its identity.
+    #[must_use]
+    pub const fn with_fold(self, fold: Fold) -> Self {
+        Self {
+            fold: fold.pack(),
+            ..self
         }
     }
 
@@ -212,8 +223,8 @@ pub const fn family_bits(family: u8) -> u8 {
 
 const _: () = {
     assert!(size_of::<PrefixKey>() == 20);
-    assert!(size_of::<PrefixValue>() == 24);
-    assert!(size_of::<PrefixLevels>() == 10 + 2 * MAX_PREFIX_LEVELS + 16);
+    assert!(size_of::<PrefixValue>() == 16);
+    assert!(size_of::<PrefixLevels>() == 10 + 2 * MAX_PREFIX_LEVELS + 8);
 };
 
 #[cfg(test)]

@@ -408,10 +408,7 @@ impl Maps {
             &values,
             &mut w.identities,
         )?;
-        let folded = |v: abi::PrefixValue| abi::PrefixValue {
-            fold: folds.get(v.id),
-            ..v
-        };
+        let folded = |v: abi::PrefixValue| v.with_fold(folds.get(v.id));
         let values: Vec<abi::PrefixValue> = prefixes
             .trie
             .iter()
@@ -461,7 +458,7 @@ impl Maps {
         self.write_port_bitmaps(g, t)?;
         // Only generation `g` reads its levels, as its port bitmaps: nothing to take back.
         let levels = abi::PrefixLevels {
-            world_fold: folds.get(abi::IDENTITY_WORLD),
+            world_fold: folds.get(abi::IDENTITY_WORLD).pack(),
             ..prefixes.levels
         };
         self.prefix_levels
