@@ -8,13 +8,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use boundary_common::maps::{
-    AddrKey, BIND_SEQ_SLOTS, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow, DatapathConfig,
-    EVENTS_RING_BYTES, EarnedRecord, Endpoint, EndpointKey, EventBudget, FAILSAFE_KEY_LEN, FlowKey,
-    FlowValue, FragKey, FragValue, IdentityValue, MAX_BUCKETS, MAX_CIDRS, MAX_EARNED,
-    MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES, MAX_POLICY,
-    MAX_PREFIXES, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES, PeerBucket,
-    PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels, PrefixValue, RANGE_KEY_LEN,
-    VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
+    AddrKey, BIND_SEQ_SLOTS, BOUND_WORDS, BucketCredit, BucketState, CIDR_KEY_LEN, CounterRow,
+    DatapathConfig, EVENTS_RING_BYTES, EarnedRecord, Endpoint, EndpointKey, EventBudget,
+    FAILSAFE_KEY_LEN, FlowKey, FlowValue, FragKey, FragValue, IdentityValue, MAX_BUCKETS,
+    MAX_CIDRS, MAX_EARNED, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES,
+    MAX_POLICY, MAX_PREFIXES, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES,
+    PeerBucket, PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels, PrefixValue,
+    RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -36,6 +36,9 @@ pub static COUNTERS: PerCpuArray<CounterRow> = PerCpuArray::with_max_entries(MAX
 #[map(name = "BND_IDENTITIES")]
 pub static IDENTITIES: HashMap<AddrKey, IdentityValue> =
     HashMap::with_max_entries(MAX_IDENTITIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "BND_BOUND")]
+pub static BOUND: Array<u64> = Array::with_max_entries(2 * BOUND_WORDS, 0);
 
 #[map(name = "BND_BIND_SEQ")]
 pub static BIND_SEQ: Array<u32> = Array::with_max_entries(BIND_SEQ_SLOTS, 0);

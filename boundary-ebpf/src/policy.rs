@@ -14,12 +14,12 @@ use boundary_common::maps::{
     AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
     FAMILY_IPV4, FOLD_NONE, Fold, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE,
     PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
-    PrefixValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, cidr_key_data, failsafe_key_data,
-    family_index, mask_into, port_word_index, range_key_data,
+    PrefixValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, bound_bit, bound_word_index, cidr_key_data,
+    failsafe_key_data, family_index, mask_into, port_word_index, range_key_data,
 };
 
 use crate::maps::{
-    BIND_SEQ, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, PREFIX_LEVELS, PREFIXES, RANGES,
+    BIND_SEQ, BOUND, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, PREFIX_LEVELS, PREFIXES, RANGES,
 };
 
 #[inline(always)]
@@ -51,7 +51,7 @@ pub struct Peer {
 /// deadline is no binding: the peer is whatever the prefixes make it.
 #[inline(always)]
 pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> Peer {
-    if cfg_flags & CFG_HAS_BINDINGS != 0 {
+    if cfg_flags & CFG_HAS_BINDINGS != 0 && maybe_bound(generation, addr) {
         let key = AddrKey::new(generation, family, *addr);
         // SAFETY: copied out at once. An earned binding's value is rewritten in place on a
         // renewal; a torn read of its deadline is the old or the new one, both live then.
@@ -79,6 +79,17 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> P
         expires: NEVER,
         fold: v.fold.unpack(),
     }
+}
+
+/// Whether `addr` may have a binding in `generation`: its bit in the bound-address bitmap
+/// (`BOUND_MAP`), a cached line where the identity map's probe is a miss or two. A word that
+/// cannot be read (it always can) counts as set: the probe then decides.
+#[inline(always)]
+fn maybe_bound(generation: u8, addr: &[u8; 16]) -> bool {
+    let bit = bound_bit(addr);
+    BOUND
+        .get(bound_word_index(generation, bit))
+        .is_none_or(|w| w & (1u64 << (bit & 63)) != 0)
 }
 
 /// The identity the CIDR prefixes give `addr` (`world` if none covers it), with its fold,

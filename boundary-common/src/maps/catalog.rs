@@ -10,9 +10,9 @@
 // What the docs below link to, in other files of this module.
 #[cfg(doc)]
 use super::{
-    AddrKey, BIND_SEQ_SLOTS, BucketState, CFG_EARNED, DropEvent, EVENTS_PER_SEC, EarnedRecord,
-    NO_BUCKET, PREFIX_LEVELS_TRIE, VerdictCacheEntry, bind_seq_slot, counter_index,
-    port_word_index, rule_bucket_index,
+    AddrKey, BIND_SEQ_SLOTS, BOUND_WORDS, BucketState, CFG_EARNED, DropEvent, EVENTS_PER_SEC,
+    EarnedRecord, NO_BUCKET, PREFIX_LEVELS_TRIE, VerdictCacheEntry, bind_seq_slot, bound_bit,
+    bound_word_index, counter_index, port_word_index, rule_bucket_index,
 };
 
 /// `Array<DatapathConfig>` with one entry: settings that hold for every interface.
@@ -35,6 +35,14 @@ pub const IDENTITIES_MAP: &str = "BND_IDENTITIES";
 /// handshakes a second a global bump would leave the cache nothing to hit). Read only when
 /// [`CFG_EARNED`] is set.
 pub const BIND_SEQ_MAP: &str = "BND_BIND_SEQ";
+/// `Array<u64>` of 2 x [`BOUND_WORDS`]: per generation, a bit per hash of an address
+/// ([`bound_bit`], [`bound_word_index`]) set for every address [`IDENTITIES_MAP`] binds in
+/// it. A clear bit means no binding, and the datapath skips the identity-map probe: a CIDR or
+/// `world` peer's first packet saves a hash probe, a dependent cache miss or two at scale. A
+/// set bit may be another address's (or a binding gone since): the probe then decides. The
+/// agent writes a generation's bits before switching to it, and an earned binding's bit
+/// before its identity-map entry; bits are cleared only by the next write of that generation.
+pub const BOUND_MAP: &str = "BND_BOUND";
 /// `HashMap<AddrKey, EarnedRecord>` (keys of generation 0): every earned binding, as the agent
 /// keeps it across restarts. The agent's alone, as `RULE_IDS_MAP`: a restarted agent compiles
 /// its policy with these, so a binding outlives the process that made it.
@@ -131,11 +139,14 @@ pub const ABI_MAP: &str = "BND_ABI";
 /// values are [`PrefixValue`](super::PrefixValue)s, and policy values say when a rule has no
 /// limit: every value of those maps changed size or meaning. [`RULE_HITS_MAP`] became a
 /// plain array with a block per CPU (a pinned per-CPU one is replaced by its shape).
-pub const ABI_VERSION: u32 = 4;
+///
+/// 5: [`BOUND_MAP`]: a zeroed one says "no binding" to programs that skip the identity map
+/// on a clear bit, so the maps of an agent without it are replaced, not adopted.
+pub const ABI_VERSION: u32 = 5;
 /// The oldest version whose pins this agent adopts map by map (by shape): a version that only
 /// adds maps whose zeroed entries mean what the older agent's maps meant can be adopted. Not
-/// version 2 or 3 (see [`ABI_VERSION`]).
-pub const ABI_ADOPTS_FROM: u32 = 4;
+/// version 2, 3 or 4 (see [`ABI_VERSION`]).
+pub const ABI_ADOPTS_FROM: u32 = 5;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";
@@ -161,7 +172,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 32] = [
+pub const ALL_MAPS: [&str; 33] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -194,6 +205,7 @@ pub const ALL_MAPS: [&str; 32] = [
     PEER_INSERTS_MAP,
     PREFIXES_MAP,
     PREFIX_LEVELS_MAP,
+    BOUND_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

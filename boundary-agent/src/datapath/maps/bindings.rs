@@ -162,6 +162,7 @@ impl Maps {
             ranges.push(key);
         }
         self.add_port_bits(g, binding.policy.keys().map(|k| k.port))?;
+        self.add_bound_bit(g, b.addr)?;
         let key = addr_key(g, b.addr);
         self.identities
             .insert(

@@ -10,6 +10,7 @@
 //! hits summed over CPUs), `query` (point reads of the live generation, for `trace`).
 
 mod bindings;
+mod bound;
 mod buckets;
 mod config;
 mod flows;
@@ -161,6 +162,10 @@ pub struct Maps {
     pub(super) skip_grace: bool,
     /// The port bitmaps this process wrote, per generation.
     port_words: [Option<[Vec<u64>; 2]>; 2],
+    /// The bound-address bitmap (see `bound.rs`), and each generation's words as this
+    /// process last wrote them.
+    bound: Array<MapData, u64>,
+    bound_words: [Option<Vec<u64>>; 2],
     /// What the keyed maps hold, as far as this process knows: the next swap deletes the live
     /// generation by key and skips the scan when it knows the other one is empty.
     installed: Option<Installed>,
@@ -298,6 +303,10 @@ macro_rules! open_all {
             grace: None,
             skip_grace: false,
             port_words: [None, None],
+            bound: open(abi::BOUND_MAP)?
+                .try_into()
+                .map_err(map_err(abi::BOUND_MAP))?,
+            bound_words: [None, None],
             installed: None,
         })
     }};

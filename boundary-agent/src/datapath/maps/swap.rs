@@ -118,7 +118,7 @@ struct Written {
 
 /// Writes one map's entries of a generation in one batch call; counts in `written` how many
 /// went in, also when it fails part way.
-fn write_map<K: Pod, V: Pod>(
+pub(super) fn write_map<K: Pod, V: Pod>(
     map: &mut impl IterableMap<K, V>,
     name: &'static str,
     keys: &[K],
@@ -367,8 +367,9 @@ impl Maps {
     }
 
     /// Writes generation `g` of `t`: `keys` (its keys, from `GenerationKeys::of`) and the
-    /// values beside them (the CIDR identities' from `prefixes`), then its port bitmaps and
-    /// prefix levels. Stops at the first failure; `w` says what went in.
+    /// values beside them (the CIDR identities' from `prefixes`), then its port bitmaps, its
+    /// bound-address bitmap and its prefix levels. Stops at the first failure; `w` says what
+    /// went in.
     fn write_generation(
         &mut self,
         g: u8,
@@ -456,6 +457,7 @@ impl Maps {
             &mut w.failsafe,
         )?;
         self.write_port_bitmaps(g, t)?;
+        self.write_bound_bits(g, t)?;
         // Only generation `g` reads its levels, as its port bitmaps: nothing to take back.
         let levels = abi::PrefixLevels {
             world_fold: folds.get(abi::IDENTITY_WORLD).pack(),
