@@ -229,7 +229,7 @@ fn at_scale_section(o: &mut String, r: &Report) {
     };
     let _ = writeln!(
         o,
-        "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, identity, policy (none for an identity whose one entry is folded into its value), conntrack; + prefix levels probed for a CIDR identity, one LPM walk on a trie datapath; + conntrack insert); array reads not counted"
+        "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, identity (none for a peer the bound-address bitmap says is unbound), policy (none for an identity whose one entry is folded into its value), conntrack; + prefix levels probed for a CIDR identity, one LPM walk on a trie datapath; + conntrack insert); array reads not counted"
     );
     let blank = "";
     let _ = write!(
