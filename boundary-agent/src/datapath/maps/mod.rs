@@ -93,12 +93,27 @@ pub enum MapsError {
     },
 }
 
-/// The host's possible CPUs, as the kernel sizes per-CPU maps (and the loader sizes
-/// `RULE_HITS_MAP`, a block per CPU).
+/// The blocks `RULE_HITS_MAP` needs, one per CPU id the datapath can run on: the highest
+/// possible CPU's id plus one (the kernel's `nr_cpu_ids`, what `bpf_get_smp_processor_id`
+/// stays below). Not the count of possible CPUs (`aya::util::nr_cpus`, as per-CPU maps are
+/// sized): where the possible mask has holes, a CPU's id can be past that count, and its
+/// hits would fall past the array's end, uncounted.
 pub fn possible_cpus() -> Result<u32, MapsError> {
-    aya::util::nr_cpus()
-        .map(std::num::NonZeroU32::get)
-        .map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
+    const POSSIBLE: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(POSSIBLE)
+        .map_err(|e| MapsError::Cpus(format!("{POSSIBLE}: {e}")))?;
+    cpu_blocks(&text).ok_or_else(|| MapsError::Cpus(format!("{POSSIBLE}: {:?}", text.trim())))
+}
+
+/// The highest CPU id of a CPU list (`0-3,8-11`) plus one; `None` for an empty or malformed
+/// list.
+fn cpu_blocks(list: &str) -> Option<u32> {
+    let mut blocks = None;
+    for range in list.trim().split(',') {
+        let highest = range.rsplit('-').next()?.trim().parse::<u32>().ok()?;
+        blocks = blocks.max(Some(highest.checked_add(1)?));
+    }
+    blocks
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -386,6 +401,11 @@ impl Maps {
         &self.failsafe
     }
 
+    /// The bound-address bitmap (see `bound.rs`).
+    pub fn bound_map(&self) -> &Array<MapData, u64> {
+        &self.bound
+    }
+
     pub fn policy_map(&self) -> &HashMap<MapData, PolicyKey, PolicyValue> {
         &self.policy
     }
@@ -406,5 +426,21 @@ impl Maps {
 
     pub fn fragments_map(&self) -> &HashMap<MapData, FragKey, FragValue> {
         &self.fragments
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_blocks;
+
+    #[test]
+    fn rule_hits_have_a_block_per_cpu_id_holes_included() {
+        assert_eq!(cpu_blocks("0-3\n"), Some(4));
+        assert_eq!(cpu_blocks("0\n"), Some(1));
+        // A hole: CPUs 8-11 exist, and `bpf_get_smp_processor_id` says 8..=11 on them.
+        assert_eq!(cpu_blocks("0-3,8-11\n"), Some(12));
+        assert_eq!(cpu_blocks("0,2,5\n"), Some(6));
+        assert_eq!(cpu_blocks(""), None);
+        assert_eq!(cpu_blocks("0-x"), None);
     }
 }
