@@ -19,7 +19,7 @@ struct Args {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
-    /// Run only these steps (comma-separated: per-packet, xdp-filter, flood, throughput,
+    /// Run only these steps (comma-separated: per-packet, at-scale, xdp-filter, flood, throughput,
     /// control-plane, observability, verifier, kernel-log, rate-limit, identity), for working on one of them. The targets need
     /// every step.
     #[arg(long, value_delimiter = ',')]

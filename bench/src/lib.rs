@@ -30,6 +30,7 @@ pub mod control_plane;
 pub mod env;
 pub mod flood;
 pub mod identity;
+pub mod interleaved;
 pub mod kernel;
 pub mod kernel_log;
 pub mod mixed;
@@ -78,7 +79,7 @@ pub struct Plan {
     pub id_handshakes: usize,
     pub id_window: Duration,
     pub id_rounds: usize,
-    /// Steps to run (`per-packet`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
+    /// Steps to run (`per-packet`, `at-scale`, `xdp-filter`, `flood`, `throughput`, `control-plane`,
     /// `observability`, `verifier`, `kernel-log`, `rate-limit`, `identity`); all when empty.
     pub only: Vec<String>,
 }
@@ -184,6 +185,11 @@ pub fn run(plan: &Plan, quick: bool) -> anyhow::Result<Report> {
         let _cpu = env::CpuPin::last_allowed()?;
         if plan.wants("per-packet") {
             report.per_packet = per_packet::run(plan, &floors)?;
+        }
+        if plan.wants("at-scale") {
+            report.at_scale = optional(&mut report, "at scale (sizes interleaved)", || {
+                interleaved::run(plan, &floors)
+            });
         }
         if plan.wants("kernel-log") {
             report.kernel_log =

@@ -38,21 +38,21 @@ pub fn value(cell: &Cell) -> Value {
 /// few hundred peers come back again and again, their flows already in conntrack (a lookup,
 /// no insert), while the large sets' are new (an insert into a full LRU, which evicts): the
 /// small set's figure would flatter itself by the insert.
-struct FirstPackets<'a> {
-    cache: &'a mut VerdictCache,
-    rng: &'a mut SplitMix,
-    space: KeySpace,
-    keys: Keys,
-    family: paths::Family,
-    off: usize,
+pub(crate) struct FirstPackets<'a> {
+    pub cache: &'a mut VerdictCache,
+    pub rng: &'a mut SplitMix,
+    pub space: KeySpace,
+    pub keys: Keys,
+    pub family: paths::Family,
+    pub off: usize,
     /// Where the frame's source port is, for the rows whose flows are new (not the
     /// established rows, whose flows were recorded with fixed ports).
-    sport: Option<usize>,
+    pub sport: Option<usize>,
 }
 
 /// The offset of a TCP or UDP frame's source port (Ethernet, then IPv4 or IPv6 without
 /// extension headers).
-fn sport_offset(frame: &[u8]) -> Option<usize> {
+pub(crate) fn sport_offset(frame: &[u8]) -> Option<usize> {
     const ETH: usize = 14;
     let l4 = |proto: u8, at: usize| matches!(proto, 6 | 17).then_some(at);
     match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
@@ -142,7 +142,7 @@ fn record_flows(dp: &BenchDatapath, space: KeySpace, def: &PathDef) -> anyhow::R
 /// insert the row makes evicts one, as on a busy host, whatever ran before it. Without this the
 /// first allow row on each datapath (the exact-identity one) inserted its 40,000 flows into an
 /// empty LRU and the later rows into a full one.
-fn fill_conntrack(dp: &BenchDatapath, direction: Direction) -> anyhow::Result<()> {
+pub(crate) fn fill_conntrack(dp: &BenchDatapath, direction: Direction) -> anyhow::Result<()> {
     let (name, expected) = match direction {
         Direction::Ingress => (CONNTRACK_ACCEPTED_MAP, Direction::Egress),
         Direction::Egress => (CONNTRACK_MAP, Direction::Ingress),

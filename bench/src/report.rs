@@ -6,6 +6,7 @@ use serde_json::{Value as Json, json};
 
 use super::{
     results::{PacketRow, Report, SIZES, Value},
+    testrun::Samples,
     throughput,
 };
 
@@ -75,6 +76,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(o, "{}", r.mode);
     per_packet_section(&mut o, r);
     at_scale_section(&mut o, r);
+    interleaved_section(&mut o, r);
     flood_section(&mut o, r);
     throughput_section(&mut o, r);
     control_section(&mut o, r);
@@ -301,6 +303,63 @@ fn at_scale_section(o: &mut String, r: &Report) {
     }
 }
 
+/// Issue #15's two targets with the sizes interleaved (step 1c): per row, the median over
+/// rounds of the first-packet figure at each size and of each round's misses over 1k.
+fn interleaved_section(o: &mut String, r: &Report) {
+    let a = &r.at_scale;
+    if a.rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n1c. First packets at scale, sizes interleaved (issue #15's targets): {} rounds; a round measures every row at each size back to back (the order rotating), then chases over that size's tables",
+        a.rounds
+    );
+    let _ = write!(
+        o,
+        "   miss latency, ns per dependent miss (median of rounds ± half range):"
+    );
+    for (i, (_, l)) in SIZES.iter().enumerate() {
+        let m = Samples(a.miss.iter().map(|m| m[i]).collect());
+        let _ = write!(o, "  {l} {:.1} ±{:.1}", m.median(), m.spread());
+    }
+    o.push('\n');
+    let blank = "";
+    let _ = write!(
+        o,
+        "   {blank:<PATH_W$} {blank:<3}{:>w$}{:>m$}\n   {:<PATH_W$} {:<3}",
+        "first packet, net ns",
+        "misses over 1k",
+        "path",
+        "fam",
+        w = 16 * SIZES.len(),
+        m = 16 * (SIZES.len() - 1),
+    );
+    for (_, l) in SIZES {
+        let _ = write!(o, "{l:>16}");
+    }
+    for (_, l) in &SIZES[1..] {
+        let _ = write!(o, "{l:>16}");
+    }
+    o.push('\n');
+    for row in &a.rows {
+        let _ = write!(o, "   {:<PATH_W$} {:<3}", row.path, row.family);
+        for size in 0..SIZES.len() {
+            let v = row.at(size);
+            let _ = write!(o, "{:>16}", format!("{:.0} ±{:.0}", v.median(), v.spread()));
+        }
+        for size in 1..SIZES.len() {
+            let m = row.misses_over_1k(&a.miss, size);
+            let _ = write!(o, "{:>16}", format!("{:.1} ±{:.1}", m.median(), m.spread()));
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(
+        o,
+        "   figures = median of the rounds ± half their range; a round's misses over 1k = (its first packet at the size - its first packet at 1k) / its chase over the size's tables; the single-length set (/28, /64 and as many exact bindings), every flow new, conntrack full"
+    );
+}
+
 fn flood_section(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
@@ -470,7 +529,7 @@ fn control_section(o: &mut String, r: &Report) {
         );
         for a in &c.agent {
             let s: Vec<f64> = a.reload.iter().map(Duration::as_secs_f64).collect();
-            let med = super::testrun::Samples(s.clone()).median();
+            let med = Samples(s.clone()).median();
             let min = s.iter().copied().fold(f64::INFINITY, f64::min);
             let max = s.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
@@ -500,7 +559,7 @@ fn observability_section(o: &mut String, r: &Report) {
         let _ = writeln!(o, "   {}", ob.note);
     }
     if !ob.scrapes.is_empty() {
-        let s = super::testrun::Samples(ob.scrapes.iter().map(Duration::as_secs_f64).collect());
+        let s = Samples(ob.scrapes.iter().map(Duration::as_secs_f64).collect());
         let min = s.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = s.0.iter().copied().fold(0.0, f64::max);
         let _ = writeln!(
@@ -688,6 +747,25 @@ fn per_packet_json(r: &Report, rows: &[Json]) -> Json {
             "first_packet": p.random.iter().map(value_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "mixed_sets": r.per_packet.mixed_notes,
+        "interleaved": interleaved_json(r),
+    })
+}
+
+fn interleaved_json(r: &Report) -> Json {
+    let a = &r.at_scale;
+    json!({
+        "rounds": a.rounds,
+        "miss_ns": a.miss,
+        "rows": a.rows.iter().map(|row| json!({
+            "path": row.path,
+            "family": row.family,
+            "first_packet_ns": row.net,
+            "misses_over_1k": (1..SIZES.len()).map(|s| json!({
+                "size": SIZES[s].1,
+                "rounds": row.misses_over_1k(&a.miss, s).0,
+                "median": row.misses_over_1k(&a.miss, s).median(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::cache::HitRate;
+use super::{cache::HitRate, testrun::Samples};
 
 /// Prefix counts of the per-packet table: CIDR identities in the LPM trie, and as many exact
 /// bindings in the identity map (each half IPv4, half IPv6).
@@ -91,6 +91,43 @@ impl PerPacket {
     /// size's tables.
     pub fn miss_at(&self, size: usize) -> Option<&Miss> {
         self.misses.iter().find(|m| m.size == Some(size))
+    }
+}
+
+/// Step 1c (issue #15): first packets of the two targets' rows at every size, the sizes
+/// interleaved round by round (`interleaved`).
+#[derive(Clone, Debug, Default)]
+pub struct AtScale {
+    pub rounds: usize,
+    /// Per round: ns per dependent miss over each size's tables (the chase), by [`SIZES`].
+    pub miss: Vec<[f64; 3]>,
+    pub rows: Vec<AtScaleRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AtScaleRow {
+    pub path: &'static str,
+    pub family: &'static str,
+    /// Per round: net ns per first packet at each size.
+    pub net: Vec<[f64; 3]>,
+}
+
+impl AtScaleRow {
+    /// The rounds' figures at `size`.
+    pub fn at(&self, size: usize) -> Samples {
+        Samples(self.net.iter().map(|r| r[size]).collect())
+    }
+
+    /// Each round's misses over 1k at `size`: (figure at `size` - figure at 1k) / that
+    /// round's miss over `size`'s tables.
+    pub fn misses_over_1k(&self, miss: &[[f64; 3]], size: usize) -> Samples {
+        Samples(
+            self.net
+                .iter()
+                .zip(miss)
+                .map(|(r, m)| (r[size] - r[0]) / m[size])
+                .collect(),
+        )
     }
 }
 
@@ -365,11 +402,11 @@ pub struct ChurnCell {
 
 impl ChurnCell {
     pub fn median(&self) -> f64 {
-        super::testrun::Samples(self.net.clone()).median()
+        Samples(self.net.clone()).median()
     }
 
     pub fn spread(&self) -> f64 {
-        super::testrun::Samples(self.net.clone()).spread()
+        Samples(self.net.clone()).spread()
     }
 }
 
@@ -553,6 +590,7 @@ pub struct Report {
     pub machine: String,
     pub mode: String,
     pub per_packet: PerPacket,
+    pub at_scale: AtScale,
     pub peer_note: String,
     pub flood: Flood,
     pub throughput: Throughput,

@@ -8,7 +8,7 @@
 use super::{
     control_plane::TARGET_RULES,
     paths,
-    results::{PacketRow, Report, SIZES, Target, Value},
+    results::{AtScaleRow, PacketRow, Report, SIZES, Target, Value},
     testrun::Samples,
     throughput,
 };
@@ -135,6 +135,26 @@ pub fn misses_over_1k(report: &Report, row: &PacketRow, size: usize) -> (Option<
     (value, what)
 }
 
+/// The median over step 1c's rounds of a row's misses over 1k at `size`, with what it
+/// compared.
+fn interleaved_misses(report: &Report, row: &AtScaleRow, size: usize) -> (Option<f64>, String) {
+    let a = &report.at_scale;
+    let m = row.misses_over_1k(&a.miss, size);
+    let value = Some(m.median()).filter(|v| v.is_finite());
+    let what = format!(
+        "{} {}: {:.0} - {:.0} ns, {:.1} ±{:.1} misses of {:.1} ns (medians of {} rounds)",
+        row.family,
+        SIZES[size].1,
+        row.at(size).median(),
+        row.at(0).median(),
+        m.median(),
+        m.spread(),
+        Samples(a.miss.iter().map(|r| r[size]).collect()).median(),
+        a.rounds
+    );
+    (value, what)
+}
+
 /// Issue #15: first packets at 100k and 1M against the 1k figure, in misses measured in the
 /// same run (the chase over each size's tables, `chase`).
 fn at_scale(report: &Report) -> Vec<Target> {
@@ -179,7 +199,20 @@ fn at_scale(report: &Report) -> Vec<Target> {
     let mut out = Vec::new();
     for (path, name, at, limit) in cases {
         let mut parts = Vec::new();
+        let mut interleaved = false;
         for fam in ["v4", "v6"] {
+            if let Some(r) = report
+                .at_scale
+                .rows
+                .iter()
+                .find(|r| r.path == path && r.family == fam)
+            {
+                interleaved = true;
+                for &size in at {
+                    parts.push(interleaved_misses(report, r, size));
+                }
+                continue;
+            }
             let Some(r) = row(rows, "Boundary", path, fam) else {
                 parts.push((None, format!("{fam}: not measured")));
                 continue;
@@ -197,12 +230,17 @@ fn at_scale(report: &Report) -> Vec<Target> {
             name: name.into(),
             met,
             detail: format!(
-                "{}; a miss = the pointer chase over that size's tables (all maps' memlock), same run, same CPU",
+                "{}; {}",
                 parts
                     .iter()
                     .map(|(_, w)| w.as_str())
                     .collect::<Vec<_>>()
-                    .join("; ")
+                    .join("; "),
+                if interleaved {
+                    "sizes interleaved (step 1c): the median over the rounds of each round's (figure at the size - figure at 1k) / its chase over that size's tables"
+                } else {
+                    "a miss = the pointer chase over that size's tables (all maps' memlock), same run, same CPU"
+                }
             ),
         });
     }
