@@ -10,6 +10,8 @@
 //! targets are judged on the median over the rounds, and the spread of the rounds is printed
 //! beside it.
 
+use std::net::IpAddr;
+
 use anyhow::Context as _;
 use boundary_common::Direction;
 
@@ -18,7 +20,7 @@ use super::{
     cache::VerdictCache,
     chase::{Chase, STEPS},
     kernel::{self, BenchDatapath, SLOTS},
-    paths::{self, CidrSet, Family, KeySpace, Kind, PathDef, SLOT, SplitMix},
+    paths::{self, CidrSet, Expect, Family, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix},
     per_packet::{FirstPackets, Floors, fill_conntrack, sport_offset},
     progress,
     results::{AtScale, AtScaleRow, SIZES},
@@ -72,15 +74,8 @@ impl Loaded {
 
     /// Checks that `def` takes its path on these tables.
     fn check(&self, def: &PathDef) -> anyhow::Result<()> {
-        let Kind::Measured {
-            build,
-            keys,
-            expect,
-        } = &def.kind
-        else {
-            anyhow::bail!("{} is not a measured path", def.name);
-        };
-        let frame = build(self.space.hot(*keys, def.family));
+        let (build, keys, expect) = measured(def)?;
+        let frame = build(self.space.hot(keys, def.family));
         self.dp
             .verify(
                 def.direction,
@@ -101,15 +96,8 @@ impl Loaded {
         floors: &Floors,
         one: &Plan,
     ) -> anyhow::Result<f64> {
-        let Kind::Measured {
-            build,
-            keys,
-            expect,
-        } = &def.kind
-        else {
-            anyhow::bail!("{} is not a measured path", def.name);
-        };
-        let frame = build(self.space.hot(*keys, def.family));
+        let (build, keys, expect) = measured(def)?;
+        let frame = build(self.space.hot(keys, def.family));
         let off = def
             .key_offset()
             .context("an at-scale row has a peer address")?;
@@ -117,7 +105,7 @@ impl Loaded {
             cache: &mut self.cache,
             rng,
             space: self.space,
-            keys: *keys,
+            keys,
             family: def.family,
             off,
             sport: sport_offset(&frame),
@@ -131,6 +119,21 @@ impl Loaded {
             one,
         )?;
         Ok(cell.net())
+    }
+}
+
+/// A row's frame, for a given key address.
+type Build = fn(IpAddr) -> Vec<u8>;
+
+/// A measured row's frame builder, key set and expected verdict.
+fn measured(def: &PathDef) -> anyhow::Result<(Build, Keys, Expect)> {
+    match &def.kind {
+        Kind::Measured {
+            build,
+            keys,
+            expect,
+        } => Ok((*build, *keys, *expect)),
+        Kind::NotImplemented => anyhow::bail!("{} is not a measured path", def.name),
     }
 }
 

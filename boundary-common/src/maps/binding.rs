@@ -74,20 +74,23 @@ pub const BIND_SEQ_BITS: u32 = 12;
 #[inline]
 #[must_use]
 pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
+    // The top BIND_SEQ_BITS bits: they fit.
+    (addr_hash(addr, 0x9e37_79b9_7f4a_7c15) >> (64 - BIND_SEQ_BITS)) as u32
+}
+
+/// A multiplicative hash of an address's four words with `multiplier` (odd): its top bits
+/// are the ones to use.
+#[inline]
+#[must_use]
+const fn addr_hash(addr: &[u8; 16], multiplier: u64) -> u64 {
     let mut h: u64 = 0;
     let mut i = 0;
     while i < 16 {
-        let w = u64::from(u32::from_ne_bytes([
-            addr[i],
-            addr[i + 1],
-            addr[i + 2],
-            addr[i + 3],
-        ]));
-        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let w = u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]) as u64;
+        h = (h ^ w).wrapping_mul(multiplier);
         i += 4;
     }
-    // The top BIND_SEQ_BITS bits: they fit.
-    (h >> (64 - BIND_SEQ_BITS)) as u32
+    h
 }
 
 /// `log2` of the bits per generation of [`BOUND_MAP`]: 2 MiB, so that at a million bindings
@@ -103,20 +106,8 @@ pub const BOUND_WORDS: u32 = (1 << BOUND_BITS_LOG2) / 64;
 #[inline]
 #[must_use]
 pub fn bound_bit(addr: &[u8; 16]) -> u32 {
-    let mut h: u64 = 0;
-    let mut i = 0;
-    while i < 16 {
-        let w = u64::from(u32::from_ne_bytes([
-            addr[i],
-            addr[i + 1],
-            addr[i + 2],
-            addr[i + 3],
-        ]));
-        h = (h ^ w).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        i += 4;
-    }
     // The top BOUND_BITS_LOG2 bits: they fit.
-    (h >> (64 - BOUND_BITS_LOG2)) as u32
+    (addr_hash(addr, 0xc2b2_ae3d_27d4_eb4f) >> (64 - BOUND_BITS_LOG2)) as u32
 }
 
 /// The [`BOUND_MAP`] index of the word that holds `bit` in `generation`.
