@@ -7,13 +7,10 @@
 //! pages and `madvise(MADV_NOHUGEPAGE)` before it is touched, as the kernel's vmalloc'd BPF
 //! maps are (no huge pages): a chase over a buffer beyond the TLB's reach pays TLB misses too,
 //! as a lookup into a large map does. The caller runs it pinned to the CPU the test runs use.
-//! Time per step = wall-clock time of the timed steps / steps, after one untimed pass.
+//! Time per step = the thread's CPU time over the timed steps / steps, after one untimed
+//! pass (CPU time: a preemption mid-walk does not count).
 
-use std::{
-    hint::black_box,
-    ptr::NonNull,
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, ptr::NonNull};
 
 use anyhow::{Context as _, ensure};
 
@@ -107,8 +104,9 @@ impl Chase {
         self.lines * LINE
     }
 
-    fn walk(&self, steps: usize) -> usize {
-        let mut p = self.buf.base() as usize;
+    /// `steps` dependent loads from the line at `p`; the line reached.
+    fn walk(p: usize, steps: usize) -> usize {
+        let mut p = p;
         for _ in 0..steps {
             // SAFETY: every line holds the address of a line of the same mapping.
             p = unsafe { (p as *const usize).read_volatile() };
@@ -117,16 +115,27 @@ impl Chase {
     }
 
     /// One timed walk of `steps` dependent loads, after an untimed pass over the whole cycle
-    /// (or `steps`, whichever is shorter); nanoseconds per load.
+    /// (or `steps`, whichever is shorter); nanoseconds per load. The timed walk goes on from
+    /// where the pass stopped, so over a buffer of more lines than `steps` it reaches lines
+    /// the pass did not. Timed in the thread's CPU time, not the wall clock: a preemption
+    /// mid-walk (a neighbour on the pinned CPU) would stretch the miss, the unit the targets
+    /// divide by, where the programs' runs are timed in the kernel around each run.
     pub fn ns_per_step(&self, steps: usize) -> f64 {
-        self.walk(self.lines.min(steps));
-        let start = Instant::now();
-        self.walk(steps);
-        let d: Duration = start.elapsed();
+        let p = Self::walk(self.buf.base() as usize, self.lines.min(steps));
+        let start = thread_cpu_ns();
+        Self::walk(p, steps);
+        let d = thread_cpu_ns().saturating_sub(start);
         #[expect(clippy::cast_precision_loss, reason = "step counts are small")]
-        let per = d.as_secs_f64() * 1e9 / steps as f64;
+        let per = d as f64 / steps as f64;
         per
     }
+}
+
+/// The calling thread's CPU time, ns (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("CLOCK_THREAD_CPUTIME_ID is always readable");
+    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
 }
 
 /// Dependent loads per timed walk: about 0.2 s over a buffer far beyond the LLC.

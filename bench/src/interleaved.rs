@@ -20,7 +20,9 @@ use super::{
     cache::VerdictCache,
     chase::{Chase, STEPS},
     kernel::{self, BenchDatapath, SLOTS},
-    paths::{self, CidrSet, Expect, Family, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix},
+    paths::{
+        self, CidrSet, Expect, Family, KeySpace, Keys, Kind, PathDef, SLOT, SplitMix, set_addr,
+    },
     per_packet::{FirstPackets, Floors, fill_conntrack, sport_offset},
     progress,
     results::{AtScale, AtScaleRow, SIZES},
@@ -38,6 +40,9 @@ const ROWS: [(&str, Family); 4] = [
 /// Rounds per run of the step: three for each of the plan's runs (a round is short: a cell of
 /// `plan.calls` first packets per row and size, and a chase per size).
 const ROUNDS_PER_RUN: usize = 3;
+
+/// Untimed first packets before each timed cell.
+const WARM_CALLS: usize = 500;
 
 /// One size's tables, loaded and filled, with its verdict cache and its chase.
 struct Loaded {
@@ -72,29 +77,36 @@ impl Loaded {
         })
     }
 
-    /// Checks that `def` takes its path on these tables.
-    fn check(&self, def: &PathDef) -> anyhow::Result<()> {
+    /// Checks that `def` takes its path on these tables: its hot key and a random member of
+    /// its set (the reason counted, not only the action returned).
+    fn check(&self, def: &PathDef, rng: &mut SplitMix) -> anyhow::Result<()> {
         let (build, keys, expect) = measured(def)?;
+        let off = def
+            .key_offset()
+            .context("an at-scale row has a peer address")?;
         let frame = build(self.space.hot(keys, def.family));
-        self.dp
-            .verify(
-                def.direction,
-                &frame,
-                expect.action,
-                Some(SLOT),
-                expect.reason,
-            )
-            .with_context(|| format!("{} {}", def.name, def.family.label()))
+        let mut sample = frame.clone();
+        set_addr(
+            &mut sample,
+            off,
+            self.space.pick(keys, def.family, rng.next_u64()),
+        );
+        for f in [&frame, &sample] {
+            self.dp
+                .verify(def.direction, f, expect.action, Some(SLOT), expect.reason)
+                .with_context(|| format!("{} {}", def.name, def.family.label()))?;
+        }
+        Ok(())
     }
 
-    /// One cell of `def`'s first packets on these tables (`one` run of `calls` calls): its
-    /// net ns.
+    /// One cell of `def`'s first packets on these tables (`plan.runs` runs of `plan.calls`
+    /// calls): its net ns. None may be answered from the verdict cache: the probes say so.
     fn first_packets(
         &mut self,
         def: &PathDef,
         rng: &mut SplitMix,
         floors: &Floors,
-        one: &Plan,
+        plan: &Plan,
     ) -> anyhow::Result<f64> {
         let (build, keys, expect) = measured(def)?;
         let frame = build(self.space.hot(keys, def.family));
@@ -116,8 +128,14 @@ impl Loaded {
             &frame,
             &mut first,
             expect.action,
-            one,
+            plan,
         )?;
+        anyhow::ensure!(
+            cell.hits.hits == 0,
+            "{} of {} probe calls were answered from the verdict cache",
+            cell.hits.hits,
+            cell.hits.probes
+        );
         Ok(cell.net())
     }
 }
@@ -146,12 +164,14 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<AtScale> {
         defs.len() == ROWS.len(),
         "the at-scale rows are not all among the per-packet paths"
     );
+    let mut rng = SplitMix::new(0x1c_5eed);
     let mut loaded = Vec::with_capacity(SIZES.len());
     for (entries, label) in SIZES {
         let l = Loaded::load(entries, label)?;
         // Each row must take its path at every size: checked once, before any timing.
         for def in &defs {
-            l.check(def).with_context(|| format!("at {label}"))?;
+            l.check(def, &mut rng)
+                .with_context(|| format!("at {label}"))?;
         }
         loaded.push(l);
     }
@@ -159,8 +179,14 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<AtScale> {
         runs: 1,
         ..plan.clone()
     };
+    // Untimed calls before each cell: every cell starts from the same state (the code, the
+    // stack and the lines the rows share warmed on its own tables), whatever ran before it.
+    let warm = Plan {
+        runs: 1,
+        calls: WARM_CALLS,
+        ..plan.clone()
+    };
     let rounds = plan.runs * ROUNDS_PER_RUN;
-    let mut rng = SplitMix::new(0x1c_5eed);
     let mut out = AtScale {
         rounds,
         miss: vec![[f64::NAN; SIZES.len()]; rounds],
@@ -181,12 +207,16 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<AtScale> {
         for k in 0..SIZES.len() {
             let s = (round + k) % SIZES.len();
             let l = &mut loaded[s];
-            for (def, row) in defs.iter().zip(out.rows.iter_mut()) {
-                row.net[round][s] =
-                    l.first_packets(def, &mut rng, floors, &one)
-                        .with_context(|| {
-                            format!("{} {} at {}", def.name, def.family.label(), SIZES[s].1)
-                        })?;
+            // The rows' order rotates too: none always runs first after the chase.
+            for j in 0..defs.len() {
+                let i = (round + j) % defs.len();
+                let def = &defs[i];
+                let what = || format!("{} {} at {}", def.name, def.family.label(), SIZES[s].1);
+                l.first_packets(def, &mut rng, floors, &warm)
+                    .with_context(what)?;
+                out.rows[i].net[round][s] = l
+                    .first_packets(def, &mut rng, floors, &one)
+                    .with_context(what)?;
             }
             out.miss[round][s] = l.chase.ns_per_step(STEPS);
         }

@@ -142,15 +142,15 @@ fn interleaved_misses(report: &Report, row: &AtScaleRow, size: usize) -> (Option
     let m = row.misses_over_1k(&a.miss, size);
     let value = Some(m.median()).filter(|v| v.is_finite());
     let what = format!(
-        "{} {}: {:.0} - {:.0} ns, {:.1} ±{:.1} misses of {:.1} ns (medians of {} rounds)",
+        "{} {}: {:.1} ±{:.1} misses (the median of {} rounds' (figure - 1k figure) / chase; median figures {:.0} and {:.0} ns, median chase {:.1} ns)",
         row.family,
         SIZES[size].1,
-        row.at(size).median(),
-        row.at(0).median(),
         m.median(),
         m.spread(),
+        a.rounds,
+        row.at(size).median(),
+        row.at(0).median(),
         Samples(a.miss.iter().map(|r| r[size]).collect()).median(),
-        a.rounds
     );
     (value, what)
 }
