@@ -100,14 +100,14 @@ impl Loaded {
     }
 
     /// One cell of `def`'s first packets on these tables (`plan.runs` runs of `plan.calls`
-    /// calls): its net ns. None may be answered from the verdict cache: the probes say so.
+    /// calls): its net ns, the mean call's and the median call's. None may be answered from the verdict cache: the probes say so.
     fn first_packets(
         &mut self,
         def: &PathDef,
         rng: &mut SplitMix,
         floors: &Floors,
         plan: &Plan,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(f64, f64)> {
         let (build, keys, expect) = measured(def)?;
         let frame = build(self.space.hot(keys, def.family));
         let off = def
@@ -136,7 +136,7 @@ impl Loaded {
             cell.hits.hits,
             cell.hits.probes
         );
-        Ok(cell.net())
+        Ok((cell.net(), cell.net_median_call()))
     }
 }
 
@@ -196,6 +196,7 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<AtScale> {
                 path: d.name,
                 family: d.family.label(),
                 net: vec![[f64::NAN; SIZES.len()]; rounds],
+                typical: vec![[f64::NAN; SIZES.len()]; rounds],
             })
             .collect(),
     };
@@ -214,9 +215,11 @@ pub fn run(plan: &Plan, floors: &Floors) -> anyhow::Result<AtScale> {
                 let what = || format!("{} {} at {}", def.name, def.family.label(), SIZES[s].1);
                 l.first_packets(def, &mut rng, floors, &warm)
                     .with_context(what)?;
-                out.rows[i].net[round][s] = l
+                let (net, typical) = l
                     .first_packets(def, &mut rng, floors, &one)
                     .with_context(what)?;
+                out.rows[i].net[round][s] = net;
+                out.rows[i].typical[round][s] = typical;
             }
             out.miss[round][s] = l.chase.ns_per_step(STEPS);
         }

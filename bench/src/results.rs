@@ -108,8 +108,11 @@ pub struct AtScale {
 pub struct AtScaleRow {
     pub path: &'static str,
     pub family: &'static str,
-    /// Per round: net ns per first packet at each size.
+    /// Per round: net ns per first packet at each size (the mean call, what is judged).
     pub net: Vec<[f64; 3]>,
+    /// Per round: the median call's net ns at each size (information: the typical first
+    /// packet, without the tail the mean pays).
+    pub typical: Vec<[f64; 3]>,
 }
 
 impl AtScaleRow {
@@ -121,14 +124,22 @@ impl AtScaleRow {
     /// Each round's misses over 1k at `size`: (figure at `size` - figure at 1k) / that
     /// round's miss over `size`'s tables.
     pub fn misses_over_1k(&self, miss: &[[f64; 3]], size: usize) -> Samples {
-        Samples(
-            self.net
-                .iter()
-                .zip(miss)
-                .map(|(r, m)| (r[size] - r[0]) / m[size])
-                .collect(),
-        )
+        misses_over_1k(&self.net, miss, size)
     }
+
+    /// The same for the median calls ([`Self::typical`]).
+    pub fn typical_misses_over_1k(&self, miss: &[[f64; 3]], size: usize) -> Samples {
+        misses_over_1k(&self.typical, miss, size)
+    }
+}
+
+fn misses_over_1k(net: &[[f64; 3]], miss: &[[f64; 3]], size: usize) -> Samples {
+    Samples(
+        net.iter()
+            .zip(miss)
+            .map(|(r, m)| (r[size] - r[0]) / m[size])
+            .collect(),
+    )
 }
 
 /// One configuration of the denied-flood comparison.

@@ -110,6 +110,9 @@ impl Samples {
 pub struct Cell {
     pub gross: Samples,
     pub floor: Samples,
+    /// Every call's ns, of all runs (the random-key variant only): the path's, the floor's.
+    pub gross_calls: Samples,
+    pub floor_calls: Samples,
     /// Verdict-cache hits among probe calls (no probes: a program without the cache).
     pub hits: HitRate,
 }
@@ -118,6 +121,12 @@ impl Cell {
     /// Median of the path minus median of the floor.
     pub fn net(&self) -> f64 {
         self.gross.median() - self.floor.median()
+    }
+
+    /// The median call of the path minus the floor's (random-key variant): the typical
+    /// first packet, without the tail a mean pays (evictions, interrupts, preemption).
+    pub fn net_median_call(&self) -> f64 {
+        self.gross_calls.median() - self.floor_calls.median()
     }
 }
 
@@ -190,7 +199,11 @@ pub fn random(
 ) -> anyhow::Result<Cell> {
     let mut frame = template.to_vec();
     let mut cell = Cell::default();
-    let mut mean_of = |t: &dyn Target, check: bool, hits: &mut HitRate| -> anyhow::Result<f64> {
+    let mut mean_of = |t: &dyn Target,
+                       check: bool,
+                       hits: &mut HitRate,
+                       calls: &mut Samples|
+     -> anyhow::Result<f64> {
         let mut total = 0.0;
         for i in 0..plan.calls {
             keys.rekey(&mut frame)?;
@@ -201,6 +214,7 @@ pub fn random(
                 out.retval
             );
             total += ns(out.per_run);
+            calls.0.push(ns(out.per_run));
             if check && i % PROBE_EVERY == PROBE_EVERY - 1 {
                 keys.rekey(&mut frame)?;
                 if let Some(hit) = keys.probe(t, &frame)? {
@@ -212,8 +226,18 @@ pub fn random(
         Ok(total / plan.calls as f64)
     };
     for _ in 0..plan.runs {
-        cell.floor.0.push(mean_of(floor, false, &mut cell.hits)?);
-        cell.gross.0.push(mean_of(target, true, &mut cell.hits)?);
+        cell.floor.0.push(mean_of(
+            floor,
+            false,
+            &mut cell.hits,
+            &mut cell.floor_calls,
+        )?);
+        cell.gross.0.push(mean_of(
+            target,
+            true,
+            &mut cell.hits,
+            &mut cell.gross_calls,
+        )?);
     }
     Ok(cell)
 }
