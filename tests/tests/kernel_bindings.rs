@@ -7,13 +7,13 @@
 mod support;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
 use aya::maps::{HashMap, IterableMap as _, MapData};
 use boundary_agent::{
-    datapath::maps::{EarnedBinding, monotonic_ns},
+    datapath::maps::EarnedBinding,
     policy::{self, Binder, Earned, Policy, spiffe::SpiffeId},
 };
 use boundary_common::{
@@ -24,7 +24,7 @@ use boundary_tests::{
     packets::{self, L4},
     require_root,
 };
-use support::{Kernel, XDP_DROP, XDP_PASS};
+use support::{Kernel, XDP_DROP, XDP_PASS, earned};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 204, 1, 7);
@@ -69,20 +69,6 @@ fn attestable() -> (Kernel, Binder, Policy) {
     k.dp.apply(&t, Action::Pass).expect("apply");
     let binder = Binder::new(&p, &t);
     (k, binder, p)
-}
-
-fn earned(addr: Ipv4Addr, spiffe: &str, lasts: Duration) -> EarnedBinding {
-    EarnedBinding {
-        addr: IpAddr::V4(addr),
-        id: spiffe.to_owned(),
-        expires: monotonic_ns() + u64::try_from(lasts.as_nanos()).expect("fits"),
-        not_after: 2_000_000_000,
-        renewed: 1_800_000_000,
-        issuer: 1,
-        serial: vec![1, 2, 3],
-        chain: Vec::new(),
-        anchor: 1,
-    }
 }
 
 fn bind(k: &mut Kernel, b: &mut Binder, e: &EarnedBinding) {

@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Array, IterableMap as _, MapData};
 use boundary_agent::{
-    datapath::maps::{EarnedBinding, monotonic_ns},
+    datapath::maps::EarnedBinding,
     policy::{self, Binder, Earned, Policy, Tables, spiffe::SpiffeId},
 };
 use boundary_common::{
@@ -26,7 +26,9 @@ use boundary_tests::{
     packets::{self, L4},
     require_root,
 };
-use support::Kernel;
+use support::{Kernel, earned};
+
+const ORDERS_API: &str = "spiffe://example.org/orders/api";
 
 const SERVER4: Ipv4Addr = Ipv4Addr::new(10, 209, 0, 1);
 const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x209, 0, 0, 0, 0, 0, 1);
@@ -141,20 +143,6 @@ fn checked(k: &mut Kernel, sport: &mut u16, step: &str) -> BTreeMap<(IpAddr, u16
     got
 }
 
-fn earned(addr: IpAddr, lasts: Duration) -> EarnedBinding {
-    EarnedBinding {
-        addr,
-        id: "spiffe://example.org/orders/api".to_owned(),
-        expires: monotonic_ns() + u64::try_from(lasts.as_nanos()).expect("fits"),
-        not_after: 2_000_000_000,
-        renewed: 1_800_000_000,
-        issuer: 1,
-        serial: vec![1, 2, 3],
-        chain: Vec::new(),
-        anchor: 1,
-    }
-}
-
 /// Compiles `p` with `bindings` earned and swaps it in.
 fn swap(k: &mut Kernel, p: &Policy, bindings: &[&EarnedBinding]) -> Tables {
     let maps = k.dp.maps();
@@ -200,8 +188,8 @@ fn a_bound_peer_is_never_judged_unbound_by_the_bitmap() {
     let without = Policy::from_str("p.yaml", &without_statics()).expect("valid");
     let mut k = Kernel::empty();
     let mut sport = 20_000;
-    let v4 = earned(addr("10.209.1.7"), Duration::from_secs(600));
-    let v6 = earned(addr("fd00:209:1::7"), Duration::from_secs(600));
+    let v4 = earned(addr("10.209.1.7"), ORDERS_API, Duration::from_secs(600));
+    let v6 = earned(addr("fd00:209:1::7"), ORDERS_API, Duration::from_secs(600));
 
     let t = swap(&mut k, &with, &[]);
     let v = checked(&mut k, &mut sport, "statics");

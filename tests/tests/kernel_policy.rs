@@ -32,7 +32,7 @@ use boundary_tests::{
     packets::{self, Ext, L4},
     require_root,
 };
-use support::{Kernel, Outcome, TC_NEXT, XDP_DROP, XDP_PASS};
+use support::{Kernel, Outcome, TC_NEXT, XDP_DROP, XDP_PASS, move_to_cpu};
 
 const POLICY: &str = "\
 apiVersion: boundary.dev/v1
@@ -251,21 +251,6 @@ fn rule_hits_count_per_rule() {
             *row,
             k.dp.maps().counter_row(slot, direction).expect("row"),
             "row {i}"
-        );
-    }
-}
-
-/// Moves the calling thread to `cpu` alone.
-fn move_to_cpu(cpu: u32) {
-    // SAFETY: plain syscalls on a zeroed cpu_set_t of this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(usize::try_from(cpu).expect("cpu"), &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
         );
     }
 }

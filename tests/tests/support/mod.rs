@@ -4,7 +4,10 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use boundary_agent::{
-    datapath::{Datapath, LoadOptions},
+    datapath::{
+        Datapath, LoadOptions,
+        maps::{EarnedBinding, monotonic_ns},
+    },
     policy::{self, Policy, SlotTable, Tables},
 };
 use boundary_common::{Direction, Reason, maps::Action};
@@ -81,14 +84,20 @@ pub struct Outcome {
 /// Pins the calling thread to the CPU it runs on. The datapath's verdict cache is per CPU, so
 /// a test that repeats a flow must run every packet on one CPU to be answered from it.
 fn stay_on_this_cpu() {
+    // SAFETY: a plain syscall.
+    let cpu = unsafe { libc::sched_getcpu() };
+    assert!(
+        cpu >= 0,
+        "sched_getcpu: {}",
+        std::io::Error::last_os_error()
+    );
+    move_to_cpu(u32::try_from(cpu).expect("cpu"));
+}
+
+/// Moves the calling thread to `cpu` alone.
+pub fn move_to_cpu(cpu: u32) {
     // SAFETY: plain syscalls on a zeroed cpu_set_t of this thread.
     unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(
-            cpu >= 0,
-            "sched_getcpu: {}",
-            std::io::Error::last_os_error()
-        );
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(usize::try_from(cpu).expect("cpu"), &mut set);
         assert_eq!(
@@ -341,4 +350,23 @@ where
         .expect("a map type aya knows")
         .try_into()
         .expect("the map's type")
+}
+
+/// An earned binding of `addr` to `spiffe` for `lasts` from now (certificate fields made up).
+pub fn earned(
+    addr: impl Into<std::net::IpAddr>,
+    spiffe: &str,
+    lasts: std::time::Duration,
+) -> EarnedBinding {
+    EarnedBinding {
+        addr: addr.into(),
+        id: spiffe.to_owned(),
+        expires: monotonic_ns() + u64::try_from(lasts.as_nanos()).expect("fits"),
+        not_after: 2_000_000_000,
+        renewed: 1_800_000_000,
+        issuer: 1,
+        serial: vec![1, 2, 3],
+        chain: Vec::new(),
+        anchor: 1,
+    }
 }
