@@ -25,10 +25,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use boundary_agent::{
-    datapath::maps::{EarnedBinding, monotonic_ns},
-    policy::{self, Binder, Earned, Policy},
-};
+use boundary_agent::policy::{self, Binder, Earned, Policy};
 use boundary_common::{Reason, maps::Action};
 use boundary_tests::{
     Lab,
@@ -496,17 +493,7 @@ workloads:
     .expect("compiles");
     kernel.dp.apply(&tables, Action::Pass).expect("apply");
     let mut binder = Binder::new(&p, &tables);
-    let e = EarnedBinding {
-        addr: IpAddr::V4(PEER),
-        id: ORDERS.to_owned(),
-        expires: monotonic_ns() + 60_000_000_000,
-        not_after: 2_000_000_000,
-        renewed: 1_800_000_000,
-        issuer: 1,
-        serial: vec![1, 2, 3],
-        chain: Vec::new(),
-        anchor: 1,
-    };
+    let e = support::earned(PEER, ORDERS, Duration::from_secs(60));
     let binding = binder.bind(e.addr, &ORDERS.parse().expect("ID"));
     kernel.dp.bind(&e, &binding).expect("bind");
 
