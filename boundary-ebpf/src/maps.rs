@@ -14,7 +14,8 @@ use boundary_common::maps::{
     MAX_CIDRS, MAX_EARNED, MAX_ENDPOINTS, MAX_FAILSAFE, MAX_FLOWS, MAX_FRAGMENTS, MAX_IDENTITIES,
     MAX_POLICY, MAX_PREFIXES, MAX_RANGES, MAX_RULES, MAX_WORKLOADS, PORTS_ENTRIES, PROGS_ENTRIES,
     PeerBucket, PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels, PrefixValue,
-    RANGE_KEY_LEN, VERDICT_CACHE_SLOTS, VerdictCacheEntry, WorkloadName,
+    RANGE_KEY_LEN, TABLE_BUCKETS_LOG2, TableBucket, VERDICT_CACHE_SLOTS, VerdictCacheEntry,
+    WorkloadName,
 };
 
 #[map(name = "BND_CONFIG")]
@@ -55,6 +56,11 @@ pub static CIDRS: LpmTrie<[u8; CIDR_KEY_LEN], PrefixValue> =
 #[map(name = "BND_PREFIXES")]
 pub static PREFIXES: HashMap<PrefixKey, PrefixValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+
+/// A region of buckets per generation; the loader sizes it (and sets the datapath's
+/// `BND_TABLE_LOG2` to match).
+#[map(name = "BND_ADDR_TABLE")]
+pub static TABLE: Array<TableBucket> = Array::with_max_entries(2 << TABLE_BUCKETS_LOG2, 0);
 
 #[map(name = "BND_PREFIX_LVL")]
 pub static PREFIX_LEVELS: Array<PrefixLevels> = Array::with_max_entries(2, 0);

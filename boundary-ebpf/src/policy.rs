@@ -11,15 +11,20 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use boundary_common::maps::{
-    AddrKey, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS, FAILSAFE_KEY_FIXED_BITS,
-    FAMILY_IPV4, FOLD_NONE, Fold, IDENTITY_ANY, IDENTITY_WORLD, NEVER, PORT_ANY, PORTS_FAILSAFE,
-    PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey, PolicyValue, PrefixKey,
-    PrefixValue, RANGE_KEY_FIXED_BITS, bind_seq_slot, bound_bit, bound_word_index, cidr_key_data,
-    failsafe_key_data, family_index, mask_into, port_word_index, range_key_data,
+    AddrKey, CFG_EARNED, CFG_HAS_BINDINGS, CFG_HAS_CIDRS, CIDR_KEY_FIXED_BITS,
+    FAILSAFE_KEY_FIXED_BITS, FAMILY_IPV4, FOLD_NONE, Fold, IDENTITY_ANY, IDENTITY_WORLD, NEVER,
+    PORT_ANY, PORTS_FAILSAFE, PORTS_POLICY, PREFIX_LEVELS_NONE, PREFIX_LEVELS_TRIE, PolicyKey,
+    PolicyValue, PrefixKey, PrefixValue, RANGE_KEY_FIXED_BITS, TABLE_BINDING, TABLE_REGION,
+    TableSlot, bind_seq_slot, bound_bit, bound_word_index, cidr_key_data, failsafe_key_data,
+    family_index, mask_into, port_word_index, range_key_data,
 };
 
-use crate::maps::{
-    BIND_SEQ, BOUND, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, PREFIX_LEVELS, PREFIXES, RANGES,
+use crate::{
+    maps::{
+        BIND_SEQ, BOUND, CIDRS, FAILSAFE, IDENTITIES, POLICY, PORTS, PREFIX_LEVELS, PREFIXES,
+        RANGES,
+    },
+    table,
 };
 
 #[inline(always)]
@@ -52,17 +57,24 @@ pub struct Peer {
 #[inline(always)]
 pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> Peer {
     if cfg_flags & CFG_HAS_BINDINGS != 0 && maybe_bound(generation, addr) {
-        let key = AddrKey::new(generation, family, *addr);
-        // SAFETY: copied out at once. An earned binding's value is rewritten in place on a
-        // renewal; a torn read of its deadline is the old or the new one, both live then.
-        if let Some(v) = unsafe { IDENTITIES.get(&key) }.copied()
-            && (v.expires == NEVER || v.live_at(coarse_now()))
-        {
-            return Peer {
-                id: v.id,
-                expires: v.expires,
-                fold: v.fold.unpack(),
-            };
+        // The table holds the static bindings (a full bucket's in the identity map too); the
+        // identity map alone holds earned ones.
+        let tag = TableSlot::tag(TABLE_BINDING, family, addr_bits(family) as u8);
+        let mut v = PrefixValue::WORLD;
+        match table::probe(generation, tag, addr, &mut v) {
+            table::FOUND => {
+                return Peer {
+                    id: v.id,
+                    expires: NEVER,
+                    fold: v.fold.unpack(),
+                };
+            }
+            table::ABSENT if cfg_flags & CFG_EARNED == 0 => {}
+            _ => {
+                if let Some(p) = hashed_identity(generation, family, addr) {
+                    return p;
+                }
+            }
         }
     }
     if cfg_flags & CFG_HAS_CIDRS == 0 {
@@ -73,12 +85,28 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> P
         };
     }
     let mut v = PrefixValue::WORLD;
-    cidr_identity(generation, family, addr, &mut v);
+    if cidr_identity(generation, family, addr, &mut v) == IN_TRIE {
+        trie_identity(generation, family, addr, &mut v);
+    }
     Peer {
         id: v.id,
         expires: NEVER,
         fold: v.fold.unpack(),
     }
+}
+
+/// `addr`'s binding in the identity map, if it has one still live.
+#[inline(always)]
+fn hashed_identity(generation: u8, family: u8, addr: &[u8; 16]) -> Option<Peer> {
+    let key = AddrKey::new(generation, family, *addr);
+    // SAFETY: copied out at once. An earned binding's value is rewritten in place on a
+    // renewal; a torn read of its deadline is the old or the new one, both live then.
+    let v = unsafe { IDENTITIES.get(&key) }.copied()?;
+    (v.expires == NEVER || v.live_at(coarse_now())).then_some(Peer {
+        id: v.id,
+        expires: v.expires,
+        fold: v.fold.unpack(),
+    })
 }
 
 /// Whether `addr` may have a binding in `generation`: its bit in the bound-address bitmap
@@ -92,19 +120,24 @@ fn maybe_bound(generation: u8, addr: &[u8; 16]) -> bool {
         .is_none_or(|w| w & (1u64 << (bit & 63)) != 0)
 }
 
-/// The identity the CIDR prefixes give `addr` (`world` if none covers it), with its fold,
-/// into `out`: down the prefix levels of `generation`, shortest first, until a region is
-/// missing (the answer so far) or has nothing deeper (its own answer); in the trie for a
-/// family the compiler left there. One hash probe per level walked, each a cache miss at
-/// most, against one per trie level.
+/// [`cidr_identity`]: `addr`'s family is in the trie; [`trie_identity`] has the answer.
+const IN_TRIE: u8 = 1;
+
+/// The identity the prefix levels give `addr` (`world` if none covers it), with its fold,
+/// into `out`: down the levels of `generation`, shortest first, until a region is missing
+/// (the answer so far) or has nothing deeper (its own answer). One table probe per level
+/// walked, a cache miss at most (and a hash probe more for a key its bucket had no room for),
+/// against one miss per trie level. [`IN_TRIE`] for a family the compiler left in the trie,
+/// which the caller then asks.
 ///
 /// A function of its own, not inlined: its exits meet at one return, and the verifier goes
 /// on from there once rather than once per exit (inlined, the walk took the XDP program past
-/// the 1M-instruction limit). Its frame must stay small: it adds to the caller's 392 bytes,
-/// and the limit is 512. Every answer it gives is read from a map (`world` from the levels
-/// entry), so the states at its exits look alike to the verifier.
+/// the 1M-instruction limit). Its frame must stay small: with the table's probe under it, it
+/// adds to the caller's 392 bytes, and the limit is 512 (the trie's key, built byte by byte,
+/// is in [`trie_identity`]'s frame for that reason). Every answer it gives is read from a map
+/// (`world` from the levels entry), so the states at its exits look alike to the verifier.
 #[inline(never)]
-fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixValue) {
+fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixValue) -> u8 {
     let levels = PREFIX_LEVELS.get(u32::from(generation & 1));
     if let Some(l) = levels {
         out.id = l.world;
@@ -112,18 +145,10 @@ fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixVa
     }
     let count = levels.map_or(PREFIX_LEVELS_TRIE, |l| l.count[family_index(family)]);
     if count == PREFIX_LEVELS_NONE {
-        return;
+        return 0;
     }
     let Some(l) = levels.filter(|_| count != PREFIX_LEVELS_TRIE) else {
-        let key = Key::new(
-            CIDR_KEY_FIXED_BITS + addr_bits(family),
-            cidr_key_data(generation, family, *addr),
-        );
-        if let Some(v) = CIDRS.get(&key) {
-            out.id = v.id;
-            out.fold = v.fold;
-        }
-        return;
+        return IN_TRIE;
     };
     let lens = if family == FAMILY_IPV4 { &l.v4 } else { &l.v6 };
     let mut key = PrefixKey {
@@ -138,18 +163,44 @@ fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixVa
     for &len in lens {
         key.len = len;
         mask_into(&mut key.addr, addr, len);
-        // SAFETY: read at once; entries are never updated in place (a new generation gets
-        // new keys).
-        match unsafe { PREFIXES.get(&key) } {
-            None => break,
-            Some(v) => {
-                out.id = v.id;
-                out.fold = v.fold;
-                if v.deeper == 0 {
-                    break;
+        // The table first (it writes `out` when it has the region); the hash map for a
+        // region its bucket had no room for.
+        let tag = TableSlot::tag(TABLE_REGION, family, len);
+        match table::probe(generation, tag, &key.addr, out) {
+            table::FOUND => {}
+            table::ABSENT => break,
+            // SAFETY: read at once; entries are never updated in place (a new generation
+            // gets new keys).
+            // Field by field, as the probe writes them: the verifier then finds the two
+            // paths' states alike at the next level and walks it once.
+            _ => match unsafe { PREFIXES.get(&key) } {
+                None => break,
+                Some(v) => {
+                    out.id = v.id;
+                    out.deeper = v.deeper;
+                    out.fold = v.fold;
                 }
-            }
+            },
         }
+        if out.deeper == 0 {
+            break;
+        }
+    }
+    0
+}
+
+/// The identity the trie gives `addr` (for a family the compiler left there) into `out`,
+/// which holds `world` when it has none. Not inlined, as [`cidr_identity`]: the trie's key
+/// is built on its frame, which would not fit under that walk's.
+#[inline(never)]
+fn trie_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixValue) {
+    let key = Key::new(
+        CIDR_KEY_FIXED_BITS + addr_bits(family),
+        cidr_key_data(generation, family, *addr),
+    );
+    if let Some(v) = CIDRS.get(&key) {
+        out.id = v.id;
+        out.fold = v.fold;
     }
 }
 

@@ -13,7 +13,7 @@ use boundary_common::{
     maps::{
         ABI_MAP, ABI_VERSION, ALL_MAPS, Action, COUNTERS_MAP, FROZEN_CLOCK_GLOBAL, NAMES_MAP,
         PROG_TC_EGRESS, PROG_TC_INGRESS, PROGS_MAP, READER_DELAY_GLOBAL, RULE_HITS_MAP,
-        rule_hits_entries,
+        TABLE_BUCKETS_LOG2, TABLE_BUCKETS_LOG2_GLOBAL, TABLE_MAP, rule_hits_entries,
     },
 };
 
@@ -180,9 +180,17 @@ impl Datapath {
             .map_max_entries(NAMES_MAP, max_workloads)
             .map_max_entries(COUNTERS_MAP, max_workloads * 2)
             .map_max_entries(RULE_HITS_MAP, rule_hits_entries(maps::possible_cpus()?));
+        let mut table_entries = 2 << TABLE_BUCKETS_LOG2;
         for &(map, entries) in options.capacities {
             loader.map_max_entries(map, entries);
+            if map == TABLE_MAP {
+                table_entries = entries;
+            }
         }
+        // The datapath's probe reads the table's size from this global (a pinned table has
+        // the shipped size: `shapes.rs` replaces one of another).
+        let table_log2 = maps::buckets_log2(table_entries)?;
+        loader.override_global(TABLE_BUCKETS_LOG2_GLOBAL, &table_log2, true);
         let key = cache_key().map_err(DatapathError::Random)?;
         set_cache_key(&mut loader, &key);
         if options.reader_delay_ns != 0 {

@@ -93,6 +93,42 @@ const fn addr_hash(addr: &[u8; 16], multiplier: u64) -> u64 {
     h
 }
 
+/// [`addr_hash`] of an address read as its four native-endian words ([`addr_words`]),
+/// starting from `seed` rather than 0 (what else the key holds).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "the datapath's table probe; a call would cost the verifier per level"
+)]
+#[must_use]
+pub const fn words_hash(seed: u64, words: &[u32; 4], multiplier: u64) -> u64 {
+    let mut h: u64 = seed;
+    let mut i = 0;
+    while i < 4 {
+        h = (h ^ words[i] as u64).wrapping_mul(multiplier);
+        i += 1;
+    }
+    h
+}
+
+/// The four native-endian words of an address.
+#[inline]
+#[must_use]
+pub const fn addr_words(addr: &[u8; 16]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        words[i] = u32::from_ne_bytes([
+            addr[4 * i],
+            addr[4 * i + 1],
+            addr[4 * i + 2],
+            addr[4 * i + 3],
+        ]);
+        i += 1;
+    }
+    words
+}
+
 /// `log2` of the bits per generation of [`BOUND_MAP`]: 2 MiB, so that at a million bindings
 /// a peer without one finds its bit clear about 94 % of the time, and the bitmap of a
 /// generation can stay in the last-level cache where the identity map's bucket array (32 MiB

@@ -53,6 +53,10 @@ pub const CIDRS_MAP: &str = "BND_CIDRS";
 /// `HashMap<PrefixKey, PrefixValue>`: the regions of the prefix levels (see `prefixes.rs`),
 /// consulted when the exact map misses.
 pub const PREFIXES_MAP: &str = "BND_PREFIXES";
+/// `Array<TableBucket>`: the address table (see `table.rs`), a region of buckets per
+/// generation holding its static bindings and prefix-level regions, each found in one cache
+/// line; [`IDENTITIES_MAP`] and [`PREFIXES_MAP`] hold them too, for a full bucket's keys.
+pub const TABLE_MAP: &str = "BND_ADDR_TABLE";
 /// `Array<PrefixLevels>` with one entry per generation: each family's level lengths.
 pub const PREFIX_LEVELS_MAP: &str = "BND_PREFIX_LVL";
 /// `HashMap<PolicyKey, PolicyValue>`: rules for exact ports and for any port.
@@ -142,11 +146,14 @@ pub const ABI_MAP: &str = "BND_ABI";
 ///
 /// 5: [`BOUND_MAP`]: a zeroed one says "no binding" to programs that skip the identity map
 /// on a clear bit, so the maps of an agent without it are replaced, not adopted.
-pub const ABI_VERSION: u32 = 5;
+///
+/// 6: [`TABLE_MAP`]: a zeroed bucket says "not bound, not a region" to programs that stop
+/// at a free slot, so the maps of an agent without it are replaced, not adopted.
+pub const ABI_VERSION: u32 = 6;
 /// The oldest version whose pins this agent adopts map by map (by shape): a version that only
 /// adds maps whose zeroed entries mean what the older agent's maps meant can be adopted. Not
-/// version 2, 3 or 4 (see [`ABI_VERSION`]).
-pub const ABI_ADOPTS_FROM: u32 = 5;
+/// version 2, 3, 4 or 5 (see [`ABI_VERSION`]).
+pub const ABI_ADOPTS_FROM: u32 = 6;
 
 /// `RingBuf` of [`DropEvent`]s, sampled (see [`EVENTS_PER_SEC`]).
 pub const EVENTS_MAP: &str = "BND_EVENTS";
@@ -172,7 +179,7 @@ pub const PROG_TC_EGRESS: u32 = 1;
 pub const PROGS_ENTRIES: u32 = 2;
 
 /// All maps, in the order the agent pins and checks them.
-pub const ALL_MAPS: [&str; 33] = [
+pub const ALL_MAPS: [&str; 34] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     NAMES_MAP,
@@ -206,6 +213,7 @@ pub const ALL_MAPS: [&str; 33] = [
     PREFIXES_MAP,
     PREFIX_LEVELS_MAP,
     BOUND_MAP,
+    TABLE_MAP,
 ];
 
 /// Default number of workload slots, slot 0 included. The agent may resize the maps at load.

@@ -24,9 +24,10 @@ mod fragments;
 mod pod;
 mod policy;
 mod prefixes;
+mod table;
 
 // The files are how the source is read, not how the ABI is named: one flat namespace.
 pub use self::{
     binding::*, bucket::*, cache::*, catalog::*, config::*, conntrack::*, counters::*, endpoint::*,
-    events::*, fragments::*, policy::*, prefixes::*,
+    events::*, fragments::*, policy::*, prefixes::*, table::*,
 };

@@ -8,11 +8,12 @@ use super::{
     AddrKey, BucketCredit, BucketState, ChainLink, Counter, CounterRow, DatapathConfig, DropEvent,
     EarnedRecord, Endpoint, EndpointKey, EventBudget, FlowKey, FlowValue, FragKey, FragValue,
     IdentityValue, PeerBucket, PeerKey, PolicyKey, PolicyValue, PrefixKey, PrefixLevels,
-    PrefixValue, WorkloadName,
+    PrefixValue, TableBucket, WorkloadName,
 };
 
 unsafe impl aya::Pod for DatapathConfig {}
 unsafe impl aya::Pod for AddrKey {}
+unsafe impl aya::Pod for TableBucket {}
 unsafe impl aya::Pod for IdentityValue {}
 unsafe impl aya::Pod for EarnedRecord {}
 unsafe impl aya::Pod for ChainLink {}

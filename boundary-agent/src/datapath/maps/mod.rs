@@ -20,6 +20,7 @@ mod reads;
 mod rule_ids;
 mod shapes;
 mod swap;
+mod table;
 
 use config::ConfigEntry;
 
@@ -29,6 +30,7 @@ pub use bindings::{EarnedBinding, monotonic_ns};
 pub use buckets::now_ticks;
 pub use reads::Occupancy;
 pub use shapes::{Shape, expected_shapes, prepare_pinned};
+pub use table::{TableFill, buckets_log2};
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -85,6 +87,8 @@ pub enum MapsError {
         "cannot wait out the packets in flight (an update of a BPF_MAP_TYPE_ARRAY_OF_MAPS entry): {0}; nothing was changed"
     )]
     Grace(#[source] std::io::Error),
+    #[error("map {name} has {entries} entries: not twice a power of two, at least 4")]
+    TableSize { name: &'static str, entries: u32 },
     #[error("reading map {name}: {source}")]
     Read {
         name: &'static str,
@@ -181,6 +185,12 @@ pub struct Maps {
     /// process last wrote them.
     bound: Array<MapData, u64>,
     bound_words: [Option<Vec<u64>>; 2],
+    /// The address table (see `table.rs`), `log2` of its buckets per generation, and each
+    /// generation's filled buckets and fill as this process last wrote them.
+    table: Array<MapData, abi::TableBucket>,
+    table_log2: u32,
+    table_buckets: [Option<Vec<u32>>; 2],
+    table_fill: [Option<TableFill>; 2],
     /// What the keyed maps hold, as far as this process knows: the next swap deletes the live
     /// generation by key and skips the scan when it knows the other one is empty.
     installed: Option<Installed>,
@@ -242,6 +252,15 @@ macro_rules! open_all {
         let (peer_buckets, peer_buckets_fd) = of_maps(open(abi::PEER_BUCKETS_MAP)?)?;
         let prefixes = open(abi::PREFIXES_MAP)?;
         let prefix_room = generation_room(&prefixes)?;
+        let table_map = open(abi::TABLE_MAP)?;
+        let table_log2 = buckets_log2(match &table_map {
+            Map::Array(data) => data.info().map_err(map_err(abi::TABLE_MAP))?.max_entries(),
+            _ => {
+                return Err(MapsError::Missing {
+                    name: abi::TABLE_MAP,
+                });
+            }
+        })?;
         Ok(Self {
             config: ConfigEntry::new(open(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?),
             endpoints: open(ENDPOINTS_MAP)?
@@ -322,6 +341,10 @@ macro_rules! open_all {
                 .try_into()
                 .map_err(map_err(abi::BOUND_MAP))?,
             bound_words: [None, None],
+            table: table_map.try_into().map_err(map_err(abi::TABLE_MAP))?,
+            table_log2,
+            table_buckets: [None, None],
+            table_fill: [None, None],
             installed: None,
         })
     }};

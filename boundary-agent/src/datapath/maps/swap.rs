@@ -39,7 +39,9 @@ fn config_flags(t: &Tables) -> u8 {
     if !t.identities.is_empty() || t.attestable {
         f |= abi::CFG_HAS_BINDINGS;
     }
-    if t.attestable {
+    // Earned bindings are in the identity map alone: the datapath looks there past the
+    // table only under this flag (see `boundary_common::maps::table`).
+    if t.attestable || !t.earned.is_empty() {
         f |= abi::CFG_EARNED;
     }
     if !t.cidrs.is_empty() {
@@ -458,6 +460,7 @@ impl Maps {
         )?;
         self.write_port_bitmaps(g, t)?;
         self.write_bound_bits(g, t)?;
+        self.write_table(g, super::table::slots_of(t, prefixes, &folds))?;
         // Only generation `g` reads its levels, as its port bitmaps: nothing to take back.
         let levels = abi::PrefixLevels {
             world_fold: folds.get(abi::IDENTITY_WORLD).pack(),
