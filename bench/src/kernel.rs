@@ -32,7 +32,7 @@ use boundary_common::{
         Action, CIDRS_MAP, EP_PEERS_EGRESS, EP_PEERS_INGRESS, EP_RULES_EGRESS, EP_RULES_INGRESS,
         EP_TRACK_EGRESS, EP_TRACK_INGRESS, Endpoint, FIRST_IDENTITY, IDENTITIES_MAP, MAX_CIDRS,
         MAX_IDENTITIES, MAX_POLICY, MAX_PREFIXES, MAX_RULES, Mode, POLICY_MAP, PREFIXES_MAP,
-        PolicyValue, RULE_ALLOW, RULE_DENY,
+        PolicyValue, RULE_ALLOW, RULE_DENY, TABLE_BUCKETS_LOG2, TABLE_MAP,
     },
 };
 use ipnet::IpNet;
@@ -62,6 +62,19 @@ pub struct BenchDatapath {
 fn raise(map: &'static str, shipped: u32, used: usize) -> anyhow::Result<Option<Raised>> {
     let used = u32::try_from(used).context("entries fit u32")?;
     Ok((used > shipped / 2).then_some(Raised { map, shipped, used }))
+}
+
+/// The address table (`TABLE_MAP`, counted in buckets per generation) raised for `keys`
+/// bindings and regions at half load, as an agent sized for them would load it (see
+/// `boundary_agent::datapath::maps::table_buckets_for`).
+fn raise_table(keys: usize) -> anyhow::Result<Option<Raised>> {
+    let shipped = 2u32 << TABLE_BUCKETS_LOG2;
+    let wanted = boundary_agent::datapath::maps::table_buckets_for(keys);
+    Ok((wanted > shipped / 2).then_some(Raised {
+        map: TABLE_MAP,
+        shipped,
+        used: wanted,
+    }))
 }
 
 impl BenchDatapath {
@@ -96,6 +109,9 @@ impl BenchDatapath {
                 PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len(),
             )?,
             raise(POLICY_MAP, MAX_POLICY, tables.policy.len())?,
+            raise_table(
+                tables.identities.len() + PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len(),
+            )?,
         ]
         .into_iter()
         .flatten()

@@ -47,7 +47,7 @@ use boundary_common::{
     Direction, Reason, Verdict,
     maps::{
         Action, EVENTS_BURST, EVENTS_MAP, EventBudget, IDENTITY_ANY, PREFIX_LEVELS_NONE,
-        PREFIX_LEVELS_TRIE, PREFIXES_MAP,
+        PREFIX_LEVELS_TRIE, PREFIXES_MAP, TABLE_MAP,
     },
 };
 use boundary_tests::{
@@ -1131,12 +1131,19 @@ fn agree() {
     let (mut on_listed, mut off_listed) = (0, 0);
     // Generations whose CIDR identities were all in prefix levels, all in the trie, split.
     let mut layouts = [0usize; 3];
+    // Keys of the generations in the address table: in their bucket, past a full one.
+    let (mut placed, mut overflowed) = (0u64, 0u64);
     for p in 0..policies {
         if p == policies / 2 && p > 0 {
-            // The second half on a datapath whose prefix levels have little room.
+            // The second half on a datapath whose prefix levels have little room, and whose
+            // address table has two buckets: most bindings and regions are found in the
+            // hash maps past a full bucket.
             drop(ring);
             drop(kernel);
-            kernel = Kernel::frozen_with(clock_ns, &[(PREFIXES_MAP, 2 * SMALL_PREFIX_ROOM)]);
+            kernel = Kernel::frozen_with(
+                clock_ns,
+                &[(PREFIXES_MAP, 2 * SMALL_PREFIX_ROOM), (TABLE_MAP, 2 * 2)],
+            );
             ring = event_ring(&mut kernel);
             // Its buckets start full, and so do the reference's.
             (limits, model_limits) = (Limits::default(), Limits::default());
@@ -1169,6 +1176,13 @@ fn agree() {
         let in_levels = families
             .iter()
             .any(|c| ![PREFIX_LEVELS_TRIE, PREFIX_LEVELS_NONE].contains(c));
+        let fill = kernel
+            .dp
+            .maps()
+            .table_fill(generation)
+            .expect("this process wrote the table");
+        placed += fill.placed;
+        overflowed += fill.overflowed;
         match (in_levels, in_trie) {
             (true, false) => layouts[0] += 1,
             (false, true) => layouts[1] += 1,
@@ -1356,7 +1370,7 @@ fn agree() {
         model_limits = std::mem::take(&mut model_state.limits);
     }
     eprintln!(
-        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies (CIDR identities in prefix levels, in the trie, split: {layouts:?}), seed {seed}, {:.1} s: {counts:?}",
+        "{sent} packets ({repeats} repeated, {jumbo} over 1514 bytes, {multi_buffer} multi-buffer XDP frames, {tc_ingress} through TC ingress, {followed} later fragments following their first, audited ones not counted ({followed_behind_ext} behind AH or destination options), {events} drop events compared, {on_listed} on an interface a workload lists for their address, {off_listed} on another) over {policies} policies (CIDR identities in prefix levels, in the trie, split: {layouts:?}; address table keys in their bucket {placed}, past a full one {overflowed}), seed {seed}, {:.1} s: {counts:?}",
         started.elapsed().as_secs_f64()
     );
     // The mix must exercise what it claims to: malformed, fragments, policy both ways, every
@@ -1365,6 +1379,10 @@ fn agree() {
         assert!(
             layouts.iter().all(|&n| n > 0),
             "CIDR identities were not exercised in prefix levels, in the trie and split: {layouts:?}"
+        );
+        assert!(
+            placed > 0 && overflowed > 0,
+            "the address table was not exercised both ways: {placed} keys in their bucket, {overflowed} past a full one"
         );
         assert!(
             on_listed > 0 && off_listed > 0,

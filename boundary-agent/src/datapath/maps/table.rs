@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use boundary_common::maps::{
-    TABLE_BINDING, TABLE_MAP, TABLE_REGION, TABLE_SLOTS, TableBucket, TableFind, TableSlot,
-    addr_words, table_bucket, table_index,
+    TABLE_BINDING, TABLE_BUCKETS_LOG2, TABLE_MAP, TABLE_REGION, TABLE_SLOTS, TableBucket,
+    TableFind, TableSlot, addr_words, table_bucket, table_index,
 };
 
 use super::{Maps, MapsError, keys::family_addr, swap::write_map};
@@ -129,6 +129,17 @@ impl Maps {
     }
 }
 
+/// Buckets per generation that hold `keys` bindings and regions at half load (where about
+/// one bucket in twenty is full), at least the shipped count: a power of two.
+pub fn table_buckets_for(keys: usize) -> u32 {
+    let wanted = u32::try_from(keys.div_ceil(2)).unwrap_or(u32::MAX / 4);
+    wanted
+        .max(1 << TABLE_BUCKETS_LOG2)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 30)
+        .min(1 << 30)
+}
+
 /// `log2` of the buckets per generation of a table map with `entries` buckets (both
 /// generations): what the loader sets the datapath's global to.
 pub fn buckets_log2(entries: u32) -> Result<u32, MapsError> {
@@ -184,6 +195,14 @@ mod tests {
         assert_eq!(fill.placed + fill.overflowed, 1 << 17);
         // Poisson(2) buckets of four: about 1.7 % of keys past their bucket.
         assert!(fill.overflowed * 100 < (1 << 17) * 4, "{fill:?}");
+    }
+
+    #[test]
+    fn a_table_is_sized_for_half_load_and_never_below_the_shipped_size() {
+        assert_eq!(table_buckets_for(0), 1 << TABLE_BUCKETS_LOG2);
+        assert_eq!(table_buckets_for(1_000_000), 1 << 19);
+        assert_eq!(table_buckets_for(1 << 20), 1 << 19);
+        assert_eq!(table_buckets_for((1 << 20) + 1), 1 << 20);
     }
 
     #[test]
