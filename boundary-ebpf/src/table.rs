@@ -63,9 +63,16 @@ pub struct AddrWords {
 /// caller's state, and its outcomes multiplied what the verifier walked after it: about
 /// 200k instructions more per program). `key` is the tag with the generation in its top
 /// byte. Null pointers (which the verifier makes it check for) give [`FULL`].
+///
+/// # Safety
+/// `addr` and `out` are null or valid for their types (the verifier checks every call).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn bnd_table_probe(key: u32, addr: *const AddrWords, out: *mut PrefixValue) -> u8 {
+pub unsafe extern "C" fn bnd_table_probe(
+    key: u32,
+    addr: *const AddrWords,
+    out: *mut PrefixValue,
+) -> u8 {
     if addr.is_null() || out.is_null() {
         return FULL;
     }

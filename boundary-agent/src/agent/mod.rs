@@ -171,14 +171,7 @@ impl Agent {
             Some(held) => held.still_here(&layout)?,
             None => PinLock::acquire(&layout)?,
         };
-        let mut datapath = Datapath::load_with(
-            Some(layout.clone()),
-            &LoadOptions {
-                max_workloads: config.max_workloads,
-                kernel_log: config.kernel_log,
-                ..LoadOptions::default()
-            },
-        )?;
+        let mut datapath = load_datapath(&config, &layout, &policy)?;
         let state = Arc::new(Mutex::new(AgentState::default()));
         let mut bindings = config
             .identity
@@ -545,6 +538,28 @@ fn parse_policy(
     }?)
 }
 
+/// Loads the datapath under `layout` for `config`, its address table sized for `policy` (the
+/// policy the first agent starts with; a pinned table keeps its size, see `table_entries`).
+fn load_datapath(
+    config: &AgentConfig,
+    layout: &PinLayout,
+    policy: &Policy,
+) -> Result<Datapath, AgentError> {
+    let table = (
+        boundary_common::maps::TABLE_MAP,
+        crate::datapath::maps::table_entries(layout, policy.address_keys()),
+    );
+    Ok(Datapath::load_with(
+        Some(layout.clone()),
+        &LoadOptions {
+            max_workloads: config.max_workloads,
+            kernel_log: config.kernel_log,
+            capacities: &[table],
+            ..LoadOptions::default()
+        },
+    )?)
+}
+
 /// The static bindings of `policy`: address -> SPIFFE ID.
 fn statics_of(policy: &Policy) -> BTreeMap<IpAddr, String> {
     policy
@@ -638,10 +653,22 @@ fn apply(
         b.rebuild(datapath, policy, &compiled);
     }
     let generation = datapath.maps().datapath_config()?.generation;
+    let table = datapath.maps().table_fill(generation);
+    if let Some(fill) = table
+        && fill.overflowed * 20 > fill.placed + fill.overflowed
+    {
+        warn!(
+            placed = fill.placed,
+            overflowed = fill.overflowed,
+            slots = fill.slots,
+            "the address table is too small for this policy: the bindings and prefix regions its buckets had no room for cost their peers' first packets a hash probe more (verdicts are the same). A pinned table keeps its size across restarts; an agent started with no pins (after `boundary-agent detach`) sizes it for its policy"
+        );
+    }
     let mut s = lock(state);
     s.rules = rules;
     s.limits = limits;
     s.map_entries = entries;
+    s.address_table = table;
     s.static_bindings = statics;
     s.policy_generation = generation;
     s.last_apply_seconds = started.elapsed().as_secs_f64();

@@ -118,12 +118,12 @@ impl Datapath {
         options: &LoadOptions<'_>,
     ) -> Result<Self, DatapathError> {
         if let Some(layout) = &layout {
-            Self::prepare_pins(layout, options.max_workloads)?;
+            Self::prepare_pins(layout, options)?;
         }
         Self::load_object(layout, options)
     }
 
-    fn prepare_pins(layout: &PinLayout, max_workloads: u32) -> Result<(), DatapathError> {
+    fn prepare_pins(layout: &PinLayout, options: &LoadOptions<'_>) -> Result<(), DatapathError> {
         let pin_err = |path: &std::path::Path| {
             let path = path.display().to_string();
             move |source| DatapathError::PinDir { path, source }
@@ -132,7 +132,7 @@ impl Datapath {
         for dir in [layout.maps_dir(), layout.programs_dir(), layout.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(pin_err(&dir))?;
         }
-        maps::prepare_pinned(layout, max_workloads)?;
+        maps::prepare_pinned(layout, options.max_workloads, options.capacities)?;
         kernel_log::prepare_pinned(layout)?;
         Ok(())
     }

@@ -294,6 +294,27 @@ impl Collector for DatapathCollector {
             ConstGauge::new(i64::from(cap / 2)).encode(family.encode_family(&[("map", map)])?)?;
         }
 
+        if let Some(fill) = state.address_table {
+            let mut family = encoder.encode_descriptor(
+                "address_table_keys",
+                "Static bindings and prefix regions of the live generation, in their address-table bucket or past a full one (found in the hash maps, a probe more on a first packet)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (placement, n) in [("bucket", fill.placed), ("overflow", fill.overflowed)] {
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("placement", placement)])?)?;
+            }
+            let g = ConstGauge::new(i64::try_from(fill.slots).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "address_table_slots",
+                "Slots of the address table per generation (four per 128-byte bucket)",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(metric)?;
+        }
+
         let info = Unit::Other("info".into());
         let mut family = encoder.encode_descriptor(
             "build",

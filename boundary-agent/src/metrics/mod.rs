@@ -46,6 +46,8 @@ pub const FAMILIES: &[&str] = &[
     "boundary_interfaces_unprotected_up",
     "boundary_map_entries",
     "boundary_map_capacity",
+    "boundary_address_table_keys",
+    "boundary_address_table_slots",
     "boundary_build_info",
 ];
 
@@ -74,6 +76,9 @@ pub struct AgentState {
     pub earned_bindings: u64,
     /// Entries one generation of the installed policy holds, per map.
     pub map_entries: Vec<(&'static str, u64)>,
+    /// How the live generation's static bindings and prefix regions fit in the address
+    /// table (`None` before a policy is applied).
+    pub address_table: Option<crate::datapath::maps::TableFill>,
 }
 
 /// An interface the agent config selects, as last reconciled.

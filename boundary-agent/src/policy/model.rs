@@ -60,3 +60,23 @@ pub struct Policy {
     pub identities: Vec<StaticIdentity>,
     pub workloads: Vec<Workload>,
 }
+
+impl Policy {
+    /// Keys the datapath's address table is sized for: the static bindings' addresses and
+    /// the distinct CIDRs of the rules (the prefix levels' regions, about one a prefix for a
+    /// set of one length; a set of many lengths expands, and what a bucket has no room for
+    /// is found in the hash maps).
+    pub fn address_keys(&self) -> usize {
+        let bindings: usize = self.identities.iter().map(|i| i.addresses.len()).sum();
+        let cidrs: std::collections::BTreeSet<&ipnet::IpNet> = self
+            .workloads
+            .iter()
+            .flat_map(|w| w.ingress.iter().chain(&w.egress))
+            .filter_map(|r| match &r.peer {
+                Selector::Cidr(net) => Some(net),
+                _ => None,
+            })
+            .collect();
+        bindings + cidrs.len()
+    }
+}

@@ -125,11 +125,11 @@ pub enum TableFind {
 /// The `.rodata` global of the datapath holding `log2` of the buckets per generation, which
 /// the loader sets from the map's size.
 pub const TABLE_BUCKETS_LOG2_GLOBAL: &str = "BND_TABLE_LOG2";
-/// Buckets per generation of a map loaded as shipped: 65,536 (8 MiB per generation), room
-/// for about 130,000 keys at half load, where a bucket overflows about one time in twenty.
-/// Past that more keys go to the hash maps, which still answer; a larger policy's load raises
-/// it.
-pub const TABLE_BUCKETS_LOG2: u32 = 16;
+/// Buckets per generation of a map loaded as shipped: 16,384 (2 MiB per generation), room
+/// for about 32,000 keys at half load, where a bucket is full about one time in twenty. The
+/// agent loads a larger one for a policy with more (`table_buckets_for`); past what the
+/// table holds, keys are found in the hash maps, a probe more.
+pub const TABLE_BUCKETS_LOG2: u32 = 14;
 
 /// The bucket (within its generation's region of `buckets_log2` bits) of a key: its tag
 /// (`TableSlot::tag`) and its address's words (`addr_words`).
@@ -140,8 +140,13 @@ pub const TABLE_BUCKETS_LOG2: u32 = 16;
 )]
 #[must_use]
 pub fn table_bucket(tag: u32, words: &[u32; 4], buckets_log2: u32) -> u32 {
-    // The top bits: they fit in `buckets_log2` (at most 31).
-    (words_hash(u64::from(tag), words, 0xff51_afd7_ed55_8ccd) >> (64 - buckets_log2)) as u32
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the top `buckets_log2` bits, at most 30"
+    )]
+    let bucket =
+        (words_hash(u64::from(tag), words, 0xff51_afd7_ed55_8ccd) >> (64 - buckets_log2)) as u32;
+    bucket
 }
 
 /// The [`TABLE_MAP`] index of `bucket` in `generation`.

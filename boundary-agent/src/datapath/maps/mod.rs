@@ -30,7 +30,7 @@ pub use bindings::{EarnedBinding, monotonic_ns};
 pub use buckets::now_ticks;
 pub use reads::Occupancy;
 pub use shapes::{Shape, expected_shapes, prepare_pinned};
-pub use table::{TableFill, buckets_log2, table_buckets_for};
+pub use table::{TableFill, buckets_log2, table_buckets_for, table_entries};
 
 use std::{collections::BTreeMap, path::Path};
 

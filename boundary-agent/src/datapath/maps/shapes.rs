@@ -56,17 +56,23 @@ impl Shape {
     }
 }
 
-/// Every map of the object, with the shape a load with `max_workloads` slots creates.
-pub fn expected_shapes(max_workloads: u32) -> Result<Vec<(&'static str, Shape)>, MapsError> {
+/// Every map of the object, with the shape a load with `max_workloads` slots and the maps
+/// of `capacities` given those entries (`LoadOptions::capacities`) creates.
+pub fn expected_shapes(
+    max_workloads: u32,
+    capacities: &[(&'static str, u32)],
+) -> Result<Vec<(&'static str, Shape)>, MapsError> {
     let object = aya_obj::Object::parse(OBJECT).map_err(|e| MapsError::Object(e.to_string()))?;
     ALL_MAPS
         .iter()
         .map(|&name| {
             let m = object.maps.get(name).ok_or(MapsError::Missing { name })?;
-            let entries = match name {
-                NAMES_MAP => max_workloads,
-                COUNTERS_MAP => max_workloads * 2,
-                RULE_HITS_MAP => rule_hits_entries(super::possible_cpus()?),
+            let raised = capacities.iter().find(|(n, _)| *n == name);
+            let entries = match (name, raised) {
+                (_, Some(&(_, entries))) => entries,
+                (NAMES_MAP, None) => max_workloads,
+                (COUNTERS_MAP, None) => max_workloads * 2,
+                (RULE_HITS_MAP, None) => rule_hits_entries(super::possible_cpus()?),
                 _ => m.max_entries(),
             };
             Ok((
@@ -105,6 +111,7 @@ fn pinned_abi(layout: &PinLayout) -> Result<Option<u32>, MapsError> {
 pub fn prepare_pinned(
     layout: &PinLayout,
     max_workloads: u32,
+    capacities: &[(&'static str, u32)],
 ) -> Result<Vec<&'static str>, MapsError> {
     let abi = pinned_abi(layout)?;
     if let Some(found) = abi
@@ -119,7 +126,7 @@ pub fn prepare_pinned(
     // Pins this agent can read as they are, map by map (see `ABI_ADOPTS_FROM`).
     let same_abi = abi.is_some_and(|v| (ABI_ADOPTS_FROM..=ABI_VERSION).contains(&v));
     let mut replaced = Vec::new();
-    for (name, wanted) in expected_shapes(max_workloads)? {
+    for (name, wanted) in expected_shapes(max_workloads, capacities)? {
         let path = layout.map(name);
         if !path.exists() {
             continue;

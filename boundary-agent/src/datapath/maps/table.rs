@@ -3,7 +3,7 @@
 //! that generation. The identity and prefix maps keep every key as well: a key its bucket had
 //! no room for is found there, and the agent's own reads (`query.rs`) need nothing else.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, mem::size_of};
 
 use boundary_common::maps::{
     TABLE_BINDING, TABLE_BUCKETS_LOG2, TABLE_MAP, TABLE_REGION, TABLE_SLOTS, TableBucket,
@@ -11,6 +11,7 @@ use boundary_common::maps::{
 };
 
 use super::{Maps, MapsError, keys::family_addr, swap::write_map};
+use crate::datapath::pins::PinLayout;
 use crate::policy::{Tables, compile::folds::Folds, compile::prefixes::PrefixLayout};
 
 /// How a generation's keys fit in the table, as this process wrote them.
@@ -140,11 +141,27 @@ pub fn table_buckets_for(keys: usize) -> u32 {
         .min(1 << 30)
 }
 
+/// Entries (both generations' buckets) to load the table with, for a policy of `keys`: the
+/// pinned table's when there is one, else [`table_buckets_for`] `keys`, twice.
+///
+/// A pinned table is never resized by a restart: the pin of a map of another size would be
+/// replaced, and the programs still attached (until the new ones take their links, after the
+/// first swap) would read the new generation from the old table, which does not hold it.
+pub fn table_entries(layout: &PinLayout, keys: usize) -> u32 {
+    let path = layout.map(TABLE_MAP);
+    aya::maps::MapInfo::from_pin(&path)
+        .ok()
+        .filter(|info| info.value_size() as usize == size_of::<TableBucket>())
+        .map(|info| info.max_entries())
+        .filter(|e| buckets_log2(*e).is_ok())
+        .unwrap_or_else(|| 2 * table_buckets_for(keys))
+}
+
 /// `log2` of the buckets per generation of a table map with `entries` buckets (both
 /// generations): what the loader sets the datapath's global to.
 pub fn buckets_log2(entries: u32) -> Result<u32, MapsError> {
     let per_generation = entries / 2;
-    if per_generation < 2 || !per_generation.is_power_of_two() || entries % 2 != 0 {
+    if per_generation < 2 || !per_generation.is_power_of_two() || !entries.is_multiple_of(2) {
         return Err(MapsError::TableSize {
             name: TABLE_MAP,
             entries,
