@@ -61,7 +61,8 @@ pub fn identity(generation: u8, cfg_flags: u8, family: u8, addr: &[u8; 16]) -> P
         // identity map alone holds earned ones.
         let tag = TableSlot::tag(TABLE_BINDING, family, addr_bits(family) as u8);
         let mut v = PrefixValue::WORLD;
-        match table::probe(generation, tag, addr, &mut v) {
+        // SAFETY: a packet's addresses are 8-aligned (`Packet`).
+        match unsafe { table::probe(generation, tag, addr, &mut v) } {
             table::FOUND => {
                 return Peer {
                     id: v.id,
@@ -166,7 +167,8 @@ fn cidr_identity(generation: u8, family: u8, addr: &[u8; 16], out: &mut PrefixVa
         // The table first (it writes `out` when it has the region); the hash map for a
         // region its bucket had no room for.
         let tag = TableSlot::tag(TABLE_REGION, family, len);
-        match table::probe(generation, tag, &key.addr, out) {
+        // SAFETY: a `PrefixKey`'s address is 4-aligned.
+        match unsafe { table::probe(generation, tag, &key.addr, out) } {
             table::FOUND => {}
             table::ABSENT => break,
             // SAFETY: read at once; entries are never updated in place (a new generation

@@ -35,19 +35,16 @@ unsafe fn words(addr: &[u8; 16]) -> [u32; 4] {
 /// `generation`'s region: [`FOUND`] with its identity, `deeper` and fold in `out`, or
 /// [`ABSENT`] or [`FULL`].
 ///
-/// `addr` must be 4-byte aligned (a packet's addresses are 8-aligned, a `PrefixKey`'s 4): it
-/// is read as words, as the slots are.
-///
-/// The four slots are compared without a branch (a key is in one slot at most, and a slot
-/// past a free one is free), and the answer is read from the matching slot by its index: one
-/// path for the verifier, not one per slot and outcome. The probe is verified at every call
-/// with the caller's state, and its paths multiplied what the verifier walked after it.
-/// Not inlined, and the answer goes through `out` rather than a returned struct (LLVM
-/// returns one in registers a call clobbers, which the verifier refuses).
+/// # Safety
+/// `addr` is 4-byte aligned (a packet's addresses are 8-aligned, a `PrefixKey`'s 4): it is
+/// read as words, as the slots are.
 #[inline(always)]
-pub fn probe(generation: u8, tag: u32, addr: &[u8; 16], out: &mut PrefixValue) -> u8 {
+pub unsafe fn probe(generation: u8, tag: u32, addr: &[u8; 16], out: &mut PrefixValue) -> u8 {
+    // The tag's fourth byte is 0 (`TableSlot::tag`, little-endian as the target is): the
+    // generation goes there.
     let key = (u32::from(generation) << 24) | tag;
-    // SAFETY: `addr` is 4-aligned (documented), so it is an `AddrWords`; `out` is valid.
+    // SAFETY: `addr` is 4-aligned (the caller's promise), so it is an `AddrWords`; `out` is
+    // valid.
     unsafe { bnd_table_probe(key, addr.as_ptr().cast::<AddrWords>(), out) }
 }
 

@@ -1136,8 +1136,8 @@ fn agree() {
     for p in 0..policies {
         if p == policies / 2 && p > 0 {
             // The second half on a datapath whose prefix levels have little room, and whose
-            // address table has two buckets: most bindings and regions are found in the
-            // hash maps past a full bucket.
+            // address table has two buckets (eight slots): the keys past a full bucket are
+            // found in the hash maps (`kernel_table.rs` fills it on purpose).
             drop(ring);
             drop(kernel);
             kernel = Kernel::frozen_with(

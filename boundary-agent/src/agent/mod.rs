@@ -661,7 +661,7 @@ fn apply(
             placed = fill.placed,
             overflowed = fill.overflowed,
             slots = fill.slots,
-            "the address table is too small for this policy: the bindings and prefix regions its buckets had no room for cost their peers' first packets a hash probe more (verdicts are the same). A pinned table keeps its size across restarts; an agent started with no pins (after `boundary-agent detach`) sizes it for its policy"
+            "the address table is too small for this policy: the bindings and prefix regions its buckets had no room for cost their peers' first packets a hash probe more (verdicts are the same). A pinned table keeps its size across restarts; an agent started with no pins sizes it for its policy (after `boundary-agent detach`, which ends enforcement until it starts and forgets tracked flows and earned bindings)"
         );
     }
     let mut s = lock(state);

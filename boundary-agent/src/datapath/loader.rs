@@ -180,15 +180,17 @@ impl Datapath {
             .map_max_entries(NAMES_MAP, max_workloads)
             .map_max_entries(COUNTERS_MAP, max_workloads * 2)
             .map_max_entries(RULE_HITS_MAP, rule_hits_entries(maps::possible_cpus()?));
-        let mut table_entries = 2 << TABLE_BUCKETS_LOG2;
         for &(map, entries) in options.capacities {
             loader.map_max_entries(map, entries);
-            if map == TABLE_MAP {
-                table_entries = entries;
-            }
         }
-        // The datapath's probe reads the table's size from this global (a pinned table has
-        // the shipped size: `shapes.rs` replaces one of another).
+        // The table's size as asked, else the pinned table's (a reload of the programs alone,
+        // `reload_programs`, adopts it as it is), else the shipped one. The datapath's probe
+        // reads it from this global.
+        let table_entries = match options.capacities.iter().find(|(m, _)| *m == TABLE_MAP) {
+            Some(&(_, entries)) => entries,
+            None => layout.map_or(2 << TABLE_BUCKETS_LOG2, |l| maps::table_entries(l, 0)),
+        };
+        loader.map_max_entries(TABLE_MAP, table_entries);
         let table_log2 = maps::buckets_log2(table_entries)?;
         loader.override_global(TABLE_BUCKETS_LOG2_GLOBAL, &table_log2, true);
         let key = cache_key().map_err(DatapathError::Random)?;

@@ -63,20 +63,26 @@ pub struct Policy {
 
 impl Policy {
     /// Keys the datapath's address table is sized for: the static bindings' addresses and
-    /// the distinct CIDRs of the rules (the prefix levels' regions, about one a prefix for a
-    /// set of one length; a set of many lengths expands, and what a bucket has no room for
-    /// is found in the hash maps).
+    /// the regions of the prefix levels the rules' CIDRs are laid out in (a family of few
+    /// prefixes stays in the trie and has none; one of several lengths may expand to many).
     pub fn address_keys(&self) -> usize {
         let bindings: usize = self.identities.iter().map(|i| i.addresses.len()).sum();
-        let cidrs: std::collections::BTreeSet<&ipnet::IpNet> = self
+        // The layout of the CIDRs, each an identity of its own (the compiled ids do not
+        // change how many regions there are).
+        let cidrs: BTreeMap<ipnet::IpNet, u32> = self
             .workloads
             .iter()
             .flat_map(|w| w.ingress.iter().chain(&w.egress))
             .filter_map(|r| match &r.peer {
-                Selector::Cidr(net) => Some(net),
+                Selector::Cidr(net) => Some(*net),
                 _ => None,
             })
+            .zip(1u32..)
             .collect();
-        bindings + cidrs.len()
+        let room = boundary_common::maps::MAX_PREFIXES as usize / 2;
+        let regions = super::compile::prefixes::PrefixLayout::of(&cidrs, room)
+            .regions
+            .len();
+        bindings + regions
     }
 }

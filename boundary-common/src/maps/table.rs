@@ -188,8 +188,8 @@ mod tests {
             ..a
         };
         assert_eq!(b.find(&r), TableFind::Free(1));
-        for s in 1..TABLE_SLOTS {
-            b.slots[s] = TableSlot { len: s as u8, ..r };
+        for (len, s) in (1u8..).zip(1..TABLE_SLOTS) {
+            b.slots[s] = TableSlot { len, ..r };
         }
         assert_eq!(b.find(&r), TableFind::Full);
     }

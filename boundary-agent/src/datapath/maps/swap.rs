@@ -40,8 +40,9 @@ fn config_flags(t: &Tables) -> u8 {
         f |= abi::CFG_HAS_BINDINGS;
     }
     // Earned bindings are in the identity map alone: the datapath looks there past the
-    // table only under this flag (see `boundary_common::maps::table`).
-    if t.attestable || !t.earned.is_empty() {
+    // table only under this flag (see `boundary_common::maps::table`). Compiled earned
+    // bindings come with it (`Earned::enabled`).
+    if t.attestable {
         f |= abi::CFG_EARNED;
     }
     if !t.cidrs.is_empty() {

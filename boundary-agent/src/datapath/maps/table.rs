@@ -14,6 +14,9 @@ use super::{Maps, MapsError, keys::family_addr, swap::write_map};
 use crate::datapath::pins::PinLayout;
 use crate::policy::{Tables, compile::folds::Folds, compile::prefixes::PrefixLayout};
 
+/// Buckets written in one batch call (1 MiB).
+const WRITE_CHUNK: usize = 8_192;
+
 /// How a generation's keys fit in the table, as this process wrote them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableFill {
@@ -97,27 +100,38 @@ impl Maps {
         let log2 = self.table_log2;
         let (buckets, fill) = lay_out(slots, log2);
         let known = self.table_buckets[usize::from(g & 1)].take();
-        let (mut indices, mut values) = (Vec::new(), Vec::new());
-        match &known {
-            Some(before) => {
-                for b in before.iter().filter(|b| !buckets.contains_key(b)) {
-                    indices.push(table_index(g, *b, log2));
-                    values.push(TableBucket::default());
-                }
-            }
-            None => {
-                for b in (0..1u32 << log2).filter(|b| !buckets.contains_key(b)) {
-                    indices.push(table_index(g, b, log2));
-                    values.push(TableBucket::default());
-                }
-            }
-        }
-        for (b, v) in &buckets {
-            indices.push(table_index(g, *b, log2));
-            values.push(*v);
-        }
+        let emptied: Vec<u32> = match &known {
+            Some(before) => before
+                .iter()
+                .copied()
+                .filter(|b| !buckets.contains_key(b))
+                .collect(),
+            None => (0..1u32 << log2)
+                .filter(|b| !buckets.contains_key(b))
+                .collect(),
+        };
+        // In chunks: a whole region is 64 MiB at a million keys.
+        let empty = vec![TableBucket::default(); WRITE_CHUNK];
         let mut written = 0;
-        write_map(&mut self.table, TABLE_MAP, &indices, &values, &mut written)?;
+        for chunk in emptied.chunks(WRITE_CHUNK) {
+            let indices: Vec<u32> = chunk.iter().map(|b| table_index(g, *b, log2)).collect();
+            write_map(
+                &mut self.table,
+                TABLE_MAP,
+                &indices,
+                &empty[..chunk.len()],
+                &mut written,
+            )?;
+        }
+        let filled: Vec<(&u32, &TableBucket)> = buckets.iter().collect();
+        for chunk in filled.chunks(WRITE_CHUNK) {
+            let indices: Vec<u32> = chunk
+                .iter()
+                .map(|(b, _)| table_index(g, **b, log2))
+                .collect();
+            let values: Vec<TableBucket> = chunk.iter().map(|(_, v)| **v).collect();
+            write_map(&mut self.table, TABLE_MAP, &indices, &values, &mut written)?;
+        }
         self.table_buckets[usize::from(g & 1)] = Some(buckets.into_keys().collect());
         self.table_fill[usize::from(g & 1)] = Some(fill);
         Ok(())
