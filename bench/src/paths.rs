@@ -211,9 +211,12 @@ pub enum Levels {
 /// that still uses the LPM trie, "levels" is one trie walk instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lookups {
-    /// Hash lookups besides the prefix levels: endpoint, exact identity, policy entries,
-    /// conntrack.
+    /// Hash lookups: endpoint, policy entries, conntrack.
     pub hash: u8,
+    /// Address-table probes besides the prefix levels' (one 128-byte bucket each,
+    /// `boundary_common::maps::table`): the exact identity's.
+    pub table: u8,
+    /// Prefix levels probed (in the address table; a trie walk for a family left there).
     pub levels: Levels,
     /// Whether the packet also inserts its flow in the conntrack LRU (an allowed, tracked
     /// flow: the lookup before the insert is in `hash`).
@@ -223,16 +226,19 @@ pub struct Lookups {
 impl Lookups {
     const ZERO: Lookups = Lookups {
         hash: 0,
+        table: 0,
         levels: Levels::None,
         ct_insert: false,
     };
 
     /// Counted for each kind of row, from the code:
     /// - every protected path: the endpoint (1);
-    /// - exact identity: the identity hash, a hit (1), no prefix lookup;
-    /// - CIDR identity: the prefix levels; the identity hash is skipped when the peer's bit in
-    ///   the bound-address bitmap is clear (an array read, not counted; at 1M bindings about
-    ///   6 % of peers find a bit another address set, and probe: a miss);
+    /// - exact identity: the address table's bucket, a hit (1 probe), no prefix lookup (a
+    ///   binding past a full bucket, about 2 % at half load, pays the identity hash too);
+    /// - CIDR identity: the prefix levels, a table probe each; the identity probe is skipped
+    ///   when the peer's bit in the bound-address bitmap is clear (an array read, not
+    ///   counted; at 1M bindings about 6 % of peers find a bit another address set, and
+    ///   probe: a miss);
     /// - policy: (identity, port) when the port bitmap lists the port (8443: 1); for a port no
     ///   rule lists (9999, and the established row's 40000) that lookup is skipped, and
     ///   (identity, any port) and (any peer, any port) miss (2). An identity with one entry of
@@ -269,20 +275,26 @@ impl Lookups {
         };
         let identity = if matches!(levels, Levels::None) { 1 } else { 0 };
         Lookups {
-            hash: 1 + identity + policy + ct,
+            hash: 1 + policy + ct,
+            table: identity,
             levels,
             ct_insert,
         }
     }
 
     pub fn label(self) -> String {
+        let table = if self.table > 0 {
+            format!(" + {} table", self.table)
+        } else {
+            String::new()
+        };
         let levels = match self.levels {
             Levels::None => "",
             Levels::One => " + 1 level (1k: trie)",
             Levels::Mixed => " + 1-4 levels / trie",
         };
         let insert = if self.ct_insert { " + ct insert" } else { "" };
-        format!("{}{levels}{insert}", self.hash)
+        format!("{}{table}{levels}{insert}", self.hash)
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
 
 const PATH_W: usize = 68;
 const VERDICT_W: usize = 34;
-/// The lookups column of section 1b: the longest label, "4 + 1 level (1k: trie) + ct insert".
+/// The lookups column of section 1b: the longest label, "3 + 1 level (1k: trie) + ct insert".
 const LOOKUPS_W: usize = 36;
 const CELL_W: usize = 15;
 const HITS_W: usize = 10;
@@ -231,7 +231,7 @@ fn at_scale_section(o: &mut String, r: &Report) {
     };
     let _ = writeln!(
         o,
-        "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, identity (none for a peer the bound-address bitmap says is unbound), policy (none for an identity whose one entry is folded into its value), conntrack; + prefix levels probed for a CIDR identity, one LPM walk on a trie datapath; + conntrack insert); array reads not counted"
+        "   lookups = map lookups of a first packet, counted from the code (hash lookups: endpoint, policy (none for an identity whose one entry is folded into its value), conntrack; + the exact identity's address-table probe, one 128-byte bucket (none for a peer the bound-address bitmap says is unbound); + prefix levels probed for a CIDR identity, a table probe each, one LPM walk for a family in the trie; + conntrack insert); array reads not counted"
     );
     let blank = "";
     let _ = write!(
