@@ -14,19 +14,13 @@ use std::{
 };
 
 use aya::maps::{Array, IterableMap as _, MapData};
-use boundary_agent::{
-    datapath::maps::EarnedBinding,
-    policy::{self, Binder, Earned, Policy, Tables, spiffe::SpiffeId},
-};
+use boundary_agent::policy::Policy;
 use boundary_common::{
     Reason,
-    maps::{Action, bound_bit, bound_word_index},
+    maps::{bound_bit, bound_word_index},
 };
-use boundary_tests::{
-    packets::{self, L4},
-    require_root,
-};
-use support::{Kernel, earned};
+use boundary_tests::require_root;
+use support::{Kernel, bind_live, earned, swap_earned};
 
 const ORDERS_API: &str = "spiffe://example.org/orders/api";
 
@@ -78,11 +72,7 @@ fn peers() -> Vec<IpAddr> {
 }
 
 fn to_server(src: IpAddr, dport: u16, sport: u16) -> Vec<u8> {
-    let l4 = L4::Udp { sport, dport };
-    match src {
-        IpAddr::V4(a) => packets::v4(a, SERVER4, l4, b"x"),
-        IpAddr::V6(a) => packets::v6(a, SERVER6, l4, b"x"),
-    }
+    support::udp_to(src, (SERVER4, SERVER6), dport, sport)
 }
 
 /// The 16 bytes the datapath keys `a` by.
@@ -143,41 +133,6 @@ fn checked(k: &mut Kernel, sport: &mut u16, step: &str) -> BTreeMap<(IpAddr, u16
     got
 }
 
-/// Compiles `p` with `bindings` earned and swaps it in.
-fn swap(k: &mut Kernel, p: &Policy, bindings: &[&EarnedBinding]) -> Tables {
-    let maps = k.dp.maps();
-    let slots = maps.slot_table().expect("slots");
-    let rules = maps.rule_table().expect("rules");
-    let buckets = maps.bucket_table().expect("buckets");
-    let t = policy::compile_with(
-        p,
-        &slots,
-        &rules,
-        &buckets,
-        support::SLOTS,
-        &Earned {
-            enabled: true,
-            bindings: bindings
-                .iter()
-                .map(|b| {
-                    let id: SpiffeId = b.id.parse().expect("SPIFFE ID");
-                    (b.addr, (id, b.expires))
-                })
-                .collect(),
-            endpoint: None,
-        },
-    )
-    .expect("compiles");
-    k.dp.apply(&t, Action::Pass).expect("apply");
-    t
-}
-
-fn bind(k: &mut Kernel, p: &Policy, t: &Tables, e: &EarnedBinding) {
-    let id: SpiffeId = e.id.parse().expect("SPIFFE ID");
-    let binding = Binder::new(p, t).bind(e.addr, &id);
-    k.dp.bind(e, &binding).expect("bind");
-}
-
 #[test]
 fn a_bound_peer_is_never_judged_unbound_by_the_bitmap() {
     use Reason::{DefaultDeny as Deny, PolicyAllow as Allow};
@@ -191,7 +146,7 @@ fn a_bound_peer_is_never_judged_unbound_by_the_bitmap() {
     let v4 = earned(addr("10.209.1.7"), ORDERS_API, Duration::from_secs(600));
     let v6 = earned(addr("fd00:209:1::7"), ORDERS_API, Duration::from_secs(600));
 
-    let t = swap(&mut k, &with, &[]);
+    let t = swap_earned(&mut k, &with, &[]);
     let v = checked(&mut k, &mut sport, "statics");
     for peer in ["10.209.3.5", "fd00:209:3::5"] {
         assert_eq!(v[&(addr(peer), 80)], Allow, "{peer}: bound, static");
@@ -201,32 +156,32 @@ fn a_bound_peer_is_never_judged_unbound_by_the_bitmap() {
     assert_eq!(v[&(addr("10.209.1.7"), 81)], Deny, "not bound yet");
 
     // Earned in the live generation, then carried by the next swaps.
-    bind(&mut k, &with, &t, &v4);
-    bind(&mut k, &with, &t, &v6);
+    bind_live(&mut k, &with, &t, &v4);
+    bind_live(&mut k, &with, &t, &v6);
     let v = checked(&mut k, &mut sport, "earned, live");
     assert_eq!(v[&(v4.addr, 81)], Allow);
     assert_eq!(v[&(v6.addr, 81)], Allow);
     for step in ["earned, swapped once", "earned, swapped twice"] {
-        swap(&mut k, &with, &[&v4, &v6]);
+        swap_earned(&mut k, &with, &[&v4, &v6]);
         let v = checked(&mut k, &mut sport, step);
         assert_eq!(v[&(v4.addr, 81)], Allow, "{step}");
         assert_eq!(v[&(v6.addr, 81)], Allow, "{step}");
     }
 
     // The statics gone (their bits cleared in each generation), the earned ones taken out...
-    swap(&mut k, &without, &[&v4, &v6]);
+    swap_earned(&mut k, &without, &[&v4, &v6]);
     k.dp.unbind(v4.addr).expect("unbind");
-    let t2 = swap(&mut k, &without, &[&v6]);
+    let t2 = swap_earned(&mut k, &without, &[&v6]);
     let v = checked(&mut k, &mut sport, "statics dropped, v4 unbound");
     assert_eq!(v[&(addr("10.209.3.5"), 80)], Deny);
     assert_eq!(v[&(v4.addr, 81)], Deny);
     assert_eq!(v[&(v6.addr, 81)], Allow);
     // ... and made again: in the live generation, then through both generations.
-    bind(&mut k, &without, &t2, &v4);
+    bind_live(&mut k, &without, &t2, &v4);
     let v = checked(&mut k, &mut sport, "v4 earned again");
     assert_eq!(v[&(v4.addr, 81)], Allow);
     for step in ["statics back", "statics back, swapped twice"] {
-        swap(&mut k, &with, &[&v4, &v6]);
+        swap_earned(&mut k, &with, &[&v4, &v6]);
         let v = checked(&mut k, &mut sport, step);
         for peer in ["10.209.3.5", "fd00:209:3::5"] {
             assert_eq!(v[&(addr(peer), 80)], Allow, "{step}: {peer}");

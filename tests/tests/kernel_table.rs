@@ -13,19 +13,13 @@ use std::{
     time::Duration,
 };
 
-use boundary_agent::{
-    datapath::maps::EarnedBinding,
-    policy::{self, Binder, Earned, Policy, Tables, spiffe::SpiffeId},
-};
+use boundary_agent::policy::Policy;
 use boundary_common::{
     Reason,
     maps::{Action, TABLE_MAP},
 };
-use boundary_tests::{
-    packets::{self, L4},
-    require_root,
-};
-use support::{Kernel, earned};
+use boundary_tests::require_root;
+use support::{Kernel, bind_live, earned, swap_earned};
 
 const ORDERS_API: &str = "spiffe://example.org/orders/api";
 
@@ -94,11 +88,7 @@ fn peers() -> Vec<IpAddr> {
 }
 
 fn to_server(src: IpAddr, dport: u16, sport: u16) -> Vec<u8> {
-    let l4 = L4::Udp { sport, dport };
-    match src {
-        IpAddr::V4(a) => packets::v4(a, SERVER4, l4, b"x"),
-        IpAddr::V6(a) => packets::v6(a, SERVER6, l4, b"x"),
-    }
+    support::udp_to(src, (SERVER4, SERVER6), dport, sport)
 }
 
 /// (peer, port) -> reason.
@@ -114,38 +104,6 @@ fn verdicts(k: &mut Kernel, sport: &mut u16) -> Verdicts {
         }
     }
     out
-}
-
-/// Compiles `p` with `bindings` earned and swaps it in.
-fn swap(k: &mut Kernel, p: &Policy, bindings: &[&EarnedBinding]) -> Tables {
-    let maps = k.dp.maps();
-    let t = policy::compile_with(
-        p,
-        &maps.slot_table().expect("slots"),
-        &maps.rule_table().expect("rules"),
-        &maps.bucket_table().expect("buckets"),
-        support::SLOTS,
-        &Earned {
-            enabled: true,
-            bindings: bindings
-                .iter()
-                .map(|b| {
-                    let id: SpiffeId = b.id.parse().expect("SPIFFE ID");
-                    (b.addr, (id, b.expires))
-                })
-                .collect(),
-            endpoint: None,
-        },
-    )
-    .expect("compiles");
-    k.dp.apply(&t, Action::Pass).expect("apply");
-    t
-}
-
-fn bind(k: &mut Kernel, p: &Policy, t: &Tables, e: &EarnedBinding) {
-    let id: SpiffeId = e.id.parse().expect("SPIFFE ID");
-    let binding = Binder::new(p, t).bind(e.addr, &id);
-    k.dp.bind(e, &binding).expect("bind");
 }
 
 /// The live generation's keys in their bucket and past a full one.
@@ -169,14 +127,14 @@ fn run(k: &mut Kernel) -> (Vec<Verdicts>, Vec<(u64, u64)>) {
     k.install(&p, Action::Pass);
     fills.push(fill(k));
     seen.push(verdicts(k, &mut sport));
-    let t = swap(k, &p, &[]);
+    let t = swap_earned(k, &p, &[]);
     fills.push(fill(k));
     seen.push(verdicts(k, &mut sport));
-    bind(k, &p, &t, &v4);
-    bind(k, &p, &t, &v6);
+    bind_live(k, &p, &t, &v4);
+    bind_live(k, &p, &t, &v6);
     seen.push(verdicts(k, &mut sport));
     for _ in 0..2 {
-        swap(k, &p, &[&v4, &v6]);
+        swap_earned(k, &p, &[&v4, &v6]);
         fills.push(fill(k));
         seen.push(verdicts(k, &mut sport));
     }
@@ -271,13 +229,13 @@ fn a_binding_the_policy_drops_does_not_answer_from_its_old_slot() {
     };
     // Bound statically in generation g, then dropped by the next two swaps (g's region
     // written again without it), then earned as another identity.
-    swap(&mut k, &with, &[]);
+    swap_earned(&mut k, &with, &[]);
     assert_eq!(at(&mut k, 80), Allow);
-    swap(&mut k, &without, &[]);
-    let t = swap(&mut k, &without, &[]);
+    swap_earned(&mut k, &without, &[]);
+    let t = swap_earned(&mut k, &without, &[]);
     assert_eq!(at(&mut k, 80), Deny, "the static binding is gone");
     let e = earned(x, ORDERS_API, Duration::from_secs(600));
-    bind(&mut k, &without, &t, &e);
+    bind_live(&mut k, &without, &t, &e);
     assert_eq!(at(&mut k, 81), Allow, "the earned binding answers");
     assert_eq!(at(&mut k, 80), Deny, "not the dropped static one");
 }

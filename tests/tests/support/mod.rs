@@ -370,3 +370,53 @@ pub fn earned(
         anchor: 1,
     }
 }
+
+/// Compiles `p` with the identity endpoint on and `bindings` earned, and swaps it in.
+pub fn swap_earned(k: &mut Kernel, p: &Policy, bindings: &[&EarnedBinding]) -> Tables {
+    use policy::{Earned, spiffe::SpiffeId};
+    let maps = k.dp.maps();
+    let t = policy::compile_with(
+        p,
+        &maps.slot_table().expect("slots"),
+        &maps.rule_table().expect("rules"),
+        &maps.bucket_table().expect("buckets"),
+        SLOTS,
+        &Earned {
+            enabled: true,
+            bindings: bindings
+                .iter()
+                .map(|b| {
+                    let id: SpiffeId = b.id.parse().expect("SPIFFE ID");
+                    (b.addr, (id, b.expires))
+                })
+                .collect(),
+            endpoint: None,
+        },
+    )
+    .expect("compiles");
+    k.dp.apply(&t, Action::Pass).expect("apply");
+    t
+}
+
+/// Binds `e` live, in the generation `p` compiled to `t` is.
+pub fn bind_live(k: &mut Kernel, p: &Policy, t: &Tables, e: &EarnedBinding) {
+    let id: policy::spiffe::SpiffeId = e.id.parse().expect("SPIFFE ID");
+    let binding = policy::Binder::new(p, t).bind(e.addr, &id);
+    k.dp.bind(e, &binding).expect("bind");
+}
+
+/// A one-byte UDP datagram from `src` to port `dport` of `server` (its IPv4 or IPv6 address,
+/// as `src` is).
+pub fn udp_to(
+    src: std::net::IpAddr,
+    server: (std::net::Ipv4Addr, std::net::Ipv6Addr),
+    dport: u16,
+    sport: u16,
+) -> Vec<u8> {
+    use boundary_tests::packets::{self, L4};
+    let l4 = L4::Udp { sport, dport };
+    match src {
+        std::net::IpAddr::V4(a) => packets::v4(a, server.0, l4, b"x"),
+        std::net::IpAddr::V6(a) => packets::v6(a, server.1, l4, b"x"),
+    }
+}
