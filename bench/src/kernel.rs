@@ -99,19 +99,14 @@ impl BenchDatapath {
     /// Loads both programs with `slots` workload slots and room for two generations of
     /// `tables`.
     pub fn load(tables: &Tables, slots: u32) -> anyhow::Result<Self> {
+        // The regions of the prefix levels as a map with room for them lays them out.
+        let regions = PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len();
         let raised: Vec<Raised> = [
             raise(IDENTITIES_MAP, MAX_IDENTITIES, tables.identities.len())?,
             raise(CIDRS_MAP, MAX_CIDRS, tables.cidrs.len())?,
-            // The regions of the prefix levels as a map with room for them lays them out.
-            raise(
-                PREFIXES_MAP,
-                MAX_PREFIXES,
-                PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len(),
-            )?,
+            raise(PREFIXES_MAP, MAX_PREFIXES, regions)?,
             raise(POLICY_MAP, MAX_POLICY, tables.policy.len())?,
-            raise_table(
-                tables.identities.len() + PrefixLayout::of(&tables.cidrs, usize::MAX).regions.len(),
-            ),
+            raise_table(tables.identities.len() + regions),
         ]
         .into_iter()
         .flatten()

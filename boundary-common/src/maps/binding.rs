@@ -83,14 +83,7 @@ pub fn bind_seq_slot(addr: &[u8; 16]) -> u32 {
 #[inline]
 #[must_use]
 const fn addr_hash(addr: &[u8; 16], multiplier: u64) -> u64 {
-    let mut h: u64 = 0;
-    let mut i = 0;
-    while i < 16 {
-        let w = u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]) as u64;
-        h = (h ^ w).wrapping_mul(multiplier);
-        i += 4;
-    }
-    h
+    words_hash(0, &addr_words(addr), multiplier)
 }
 
 /// [`addr_hash`] of an address read as its four native-endian words ([`addr_words`]),
